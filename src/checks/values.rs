@@ -1,0 +1,215 @@
+//! Value scan: per floating tensor, NaN / +Inf / -Inf / zero counts, the largest finite |w|, and
+//! f16 values sitting at the f16 maximum (an overflow clamped during a save or merge).
+//!
+//! Streams over the memory map in fixed chunks on all cores (rayon); never copies a tensor.
+
+use rayon::prelude::*;
+
+use super::{Context, Finding, Severity};
+use crate::format::dtype::{f8_e4m3_to_f32, f8_e5m2_to_f32, Dtype};
+use crate::format::safetensors::TensorInfo;
+
+/// Largest |w| accepted in a weight. Trained LLM weights, norms included, stay far below this
+/// (the largest seen in Llama/Qwen/Gemma releases are a few hundred in norm vectors); 1e4 is the
+/// level the lint issue names as absurd, and 6.5× below the f16 maximum.
+pub const ABSURD_MAGNITUDE: f64 = 1e4;
+
+/// Largest finite f16.
+pub const F16_MAX: f64 = 65504.0;
+
+/// Elements per parallel work item: big enough to amortise scheduling, small enough to balance.
+const CHUNK_ELEMS: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct ValueStats {
+    pub count: u64,
+    pub nan: u64,
+    pub pos_inf: u64,
+    pub neg_inf: u64,
+    pub zero: u64,
+    pub max_abs: f64,
+    /// Values with |v| == 65504 in an F16 tensor.
+    pub f16_saturated: u64,
+}
+
+impl ValueStats {
+    fn add(&mut self, v: f64) {
+        self.count += 1;
+        if v.is_nan() {
+            self.nan += 1;
+        } else if v == f64::INFINITY {
+            self.pos_inf += 1;
+        } else if v == f64::NEG_INFINITY {
+            self.neg_inf += 1;
+        } else {
+            if v == 0.0 {
+                self.zero += 1;
+            }
+            let a = v.abs();
+            if a > self.max_abs {
+                self.max_abs = a;
+            }
+        }
+    }
+
+    fn merge(mut self, o: ValueStats) -> ValueStats {
+        self.count += o.count;
+        self.nan += o.nan;
+        self.pos_inf += o.pos_inf;
+        self.neg_inf += o.neg_inf;
+        self.zero += o.zero;
+        self.max_abs = self.max_abs.max(o.max_abs);
+        self.f16_saturated += o.f16_saturated;
+        self
+    }
+}
+
+/// Scans one tensor's bytes. `None` for dtypes that are not scanned (integers, packed quants).
+pub fn scan(dtype: Dtype, bytes: &[u8]) -> Option<ValueStats> {
+    let width = match dtype {
+        Dtype::F64 => 8,
+        Dtype::F32 => 4,
+        Dtype::F16 | Dtype::BF16 => 2,
+        Dtype::F8_E4M3 | Dtype::F8_E5M2 => 1,
+        _ => return None,
+    };
+    let stats = bytes
+        .par_chunks(CHUNK_ELEMS * width)
+        .map(|chunk| {
+            let mut s = ValueStats::default();
+            match dtype {
+                Dtype::F64 => chunk.chunks_exact(8).for_each(|b| s.add(f64::from_le_bytes(b.try_into().unwrap()))),
+                Dtype::F32 => chunk.chunks_exact(4).for_each(|b| s.add(f32::from_le_bytes(b.try_into().unwrap()) as f64)),
+                Dtype::F16 => chunk.chunks_exact(2).for_each(|b| {
+                    let v = half::f16::from_le_bytes([b[0], b[1]]).to_f64();
+                    if v.abs() == F16_MAX {
+                        s.f16_saturated += 1;
+                    }
+                    s.add(v)
+                }),
+                Dtype::BF16 => chunk.chunks_exact(2).for_each(|b| s.add(half::bf16::from_le_bytes([b[0], b[1]]).to_f64())),
+                Dtype::F8_E4M3 => chunk.iter().for_each(|&b| s.add(f8_e4m3_to_f32(b) as f64)),
+                Dtype::F8_E5M2 => chunk.iter().for_each(|&b| s.add(f8_e5m2_to_f32(b) as f64)),
+                _ => unreachable!("filtered above"),
+            }
+            s
+        })
+        .reduce(ValueStats::default, ValueStats::merge);
+    Some(stats)
+}
+
+pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
+    let mut scanned: Vec<(String, &TensorInfo, ValueStats)> = Vec::new();
+    for (f, t) in ctx.dir.tensors() {
+        if !t.dtype.is_scanned_float() {
+            continue;
+        }
+        let Some(bytes) = f.bytes(t) else { continue }; // out of bounds: integrity reports it
+        if let Some(s) = scan(t.dtype, bytes) {
+            scanned.push((ctx.dir.rel(&f.path), t, s));
+        }
+    }
+    for (file, t, s) in scanned {
+        let name = &t.name;
+        let non_finite = s.nan + s.pos_inf + s.neg_inf;
+        if non_finite > 0 {
+            let id = if s.nan > 0 { "values.nan" } else { "values.inf" };
+            out.push(
+                Finding::new(
+                    id,
+                    Severity::Error,
+                    &file,
+                    format!(
+                        "tensor `{name}` has {} NaN, {} +Inf and {} -Inf values out of {}",
+                        s.nan, s.pos_inf, s.neg_inf, s.count
+                    ),
+                )
+                .field(name.clone())
+                .hint("the weights overflowed or diverged: redo the step that wrote them in f32/bf16 (fp16 merges overflow), or lower the learning rate"),
+            );
+        }
+        if s.count > 0 && s.zero == s.count {
+            let matrix = t.shape.len() >= 2;
+            out.push(
+                Finding::new(
+                    "values.all-zero",
+                    if matrix { Severity::Warning } else { Severity::Info },
+                    &file,
+                    format!("tensor `{name}` is all zeros ({} values)", s.count),
+                )
+                .field(name.clone())
+                .hint(if matrix {
+                    "a weight matrix of zeros carries no signal: a failed load, merge or conversion wrote it"
+                } else {
+                    "zero biases or zero (1+w)-style norm weights can be legitimate; check the step that wrote it"
+                }),
+            );
+        }
+        if s.max_abs > ABSURD_MAGNITUDE {
+            out.push(
+                Finding::new(
+                    "values.huge",
+                    Severity::Warning,
+                    &file,
+                    format!("tensor `{name}` has max |w| = {:.4e}, above {ABSURD_MAGNITUDE:e}", s.max_abs),
+                )
+                .field(name.clone())
+                .hint("weights this large overflow fp16 activations: suspect a wrong LoRA scale, a bad merge or diverged training"),
+            );
+        }
+        if s.f16_saturated > 0 {
+            out.push(
+                Finding::new(
+                    "values.f16-saturated",
+                    Severity::Warning,
+                    &file,
+                    format!("tensor `{name}` has {} values at ±65504, the f16 maximum (overflow clamped in a save or merge)", s.f16_saturated),
+                )
+                .field(name.clone())
+                .hint("redo the merge/save in f32 or bf16, then cast"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32_bytes(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn counts_nan_inf_zero_and_max() {
+        let s = scan(Dtype::F32, &f32_bytes(&[0.0, -3.5, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 2.0])).unwrap();
+        assert_eq!((s.count, s.nan, s.pos_inf, s.neg_inf, s.zero), (6, 1, 1, 1, 1));
+        assert_eq!(s.max_abs, 3.5);
+    }
+
+    #[test]
+    fn f16_saturation_and_bf16_decode() {
+        let b: Vec<u8> = [65504.0f32, -65504.0, 1.0]
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect();
+        let s = scan(Dtype::F16, &b).unwrap();
+        assert_eq!(s.f16_saturated, 2);
+        let b: Vec<u8> = [1.0f32, -2.0].iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect();
+        assert_eq!(scan(Dtype::BF16, &b).unwrap().max_abs, 2.0);
+    }
+
+    #[test]
+    fn chunked_parallel_scan_equals_serial() {
+        let v: Vec<f32> = (0..(CHUNK_ELEMS * 3 + 17)).map(|i| ((i % 1000) as f32) - 500.0).collect();
+        let s = scan(Dtype::F32, &f32_bytes(&v)).unwrap();
+        assert_eq!(s.count, v.len() as u64);
+        assert_eq!(s.zero, v.iter().filter(|&&x| x == 0.0).count() as u64);
+        assert_eq!(s.max_abs, 500.0);
+    }
+
+    #[test]
+    fn integer_tensors_are_not_scanned() {
+        assert!(scan(Dtype::I32, &[0; 8]).is_none());
+    }
+}

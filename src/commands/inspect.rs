@@ -1,0 +1,338 @@
+//! `ckptcheck inspect PATH`: what is this checkpoint really?
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::chat::{sample_conversation, turn_end, ChatTemplate, Message};
+use crate::checks::template::{template_tokens, ROLE_MARKERS};
+use crate::checks::Context;
+use crate::cli::InspectArgs;
+use crate::commands::{open_hf, Outcome};
+use crate::format::tokens::{stop_ids, SpecialDecl};
+use crate::output::Printer;
+
+/// Version of the `inspect --json` layout.
+pub const INSPECT_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize)]
+pub struct InspectReport {
+    pub schema_version: u32,
+    pub path: String,
+    pub format: &'static str,
+    pub model_type: Option<String>,
+    pub architectures: Vec<String>,
+    /// "instruct", "base" or "adapter", with the evidence.
+    pub kind: &'static str,
+    pub kind_evidence: Vec<String>,
+    pub config: Option<crate::format::config::ModelConfig>,
+    /// Stored elements over all tensors (packed quantized tensors count their storage elements).
+    pub parameters: u64,
+    pub bytes: u64,
+    /// dtype → stored elements.
+    pub dtypes: BTreeMap<String, u64>,
+    pub shards: Vec<ShardSummary>,
+    pub tensor_count: usize,
+    pub tied_embeddings: Option<bool>,
+    pub vocab: VocabSummary,
+    pub special_tokens: Vec<SpecialDecl>,
+    pub stop_token_ids: Vec<u64>,
+    pub chat_template: Option<TemplateSummary>,
+    pub quantization: Option<Quantization>,
+    pub adapter: Option<Value>,
+    pub pickles_ignored: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShardSummary {
+    pub name: String,
+    pub tensors: usize,
+    pub bytes: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct VocabSummary {
+    /// Largest tokenizer id + 1.
+    pub tokenizer_ids: Option<u64>,
+    pub added_tokens: Option<usize>,
+    pub config_vocab_size: Option<u64>,
+    pub embedding_rows: Option<u64>,
+    pub lm_head_rows: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TemplateSummary {
+    pub source: String,
+    pub rendered_sample: Result<String, String>,
+    pub generation_prompt: Result<String, String>,
+    pub turn_end_token: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Quantization {
+    pub method: String,
+    pub source: String,
+    pub details: Value,
+}
+
+pub fn run(args: &InspectArgs, printer: &Printer) -> anyhow::Result<Outcome> {
+    let report = build(&args.path)?;
+    if args.json {
+        printer.data(&serde_json::to_string_pretty(&report)?);
+    } else {
+        printer.data(&render_text(&report));
+    }
+    Ok(Outcome::Clean)
+}
+
+pub fn build(path: &std::path::Path) -> anyhow::Result<InspectReport> {
+    let dir = open_hf(path)?;
+    let ctx = Context::new(&dir);
+    let mut dtypes = BTreeMap::new();
+    let mut parameters = 0u64;
+    let mut bytes = 0u64;
+    let mut tensor_count = 0;
+    for (_, t) in dir.tensors() {
+        *dtypes.entry(t.dtype.name().to_string()).or_insert(0) += t.numel();
+        parameters += t.numel();
+        bytes += t.end - t.start;
+        tensor_count += 1;
+    }
+    let shards = dir
+        .shards
+        .iter()
+        .map(|s| match &s.file {
+            Ok(f) => ShardSummary {
+                name: s.name.clone(),
+                tensors: f.header.tensors.len(),
+                bytes: f.file_len(),
+                error: None,
+            },
+            Err(e) => ShardSummary {
+                name: s.name.clone(),
+                tensors: 0,
+                bytes: 0,
+                error: Some(e.to_string()),
+            },
+        })
+        .collect();
+    let (embed, head) = ctx.embedding_rows();
+    let tied_embeddings = match (&embed, &head) {
+        (Some(_), None) => Some(true),
+        (Some(_), Some(_)) => Some(false),
+        _ => ctx.config.tie_word_embeddings,
+    };
+    let vocab = VocabSummary {
+        tokenizer_ids: ctx.tokenizer.as_ref().map(|t| t.id_space),
+        added_tokens: ctx.tokenizer.as_ref().map(|t| t.added.len()),
+        config_vocab_size: ctx.config.vocab_size,
+        embedding_rows: embed.map(|e| e.1),
+        lm_head_rows: head.map(|h| h.1),
+    };
+
+    let chat_template = ctx.template.as_ref().map(|t| summarize_template(&ctx, t));
+    let role_markers: Vec<String> = ctx
+        .tokenizer
+        .as_ref()
+        .map(|t| ROLE_MARKERS.iter().filter(|m| t.id(m).is_some()).map(|m| m.to_string()).collect())
+        .unwrap_or_default();
+    let (kind, kind_evidence) = if dir.is_adapter() {
+        ("adapter", vec!["adapter_config.json present".to_string()])
+    } else {
+        let mut ev = Vec::new();
+        if let Some(t) = &ctx.template {
+            ev.push(format!("chat template in {}", dir.rel(&t.source)));
+        }
+        if !role_markers.is_empty() {
+            ev.push(format!("role tokens {}", role_markers.join(" ")));
+        }
+        if ev.is_empty() {
+            ("base", vec!["no chat template and no chat role tokens".to_string()])
+        } else {
+            ("instruct", ev)
+        }
+    };
+    let (stop, _) = stop_ids(&ctx.decls);
+    Ok(InspectReport {
+        schema_version: INSPECT_SCHEMA_VERSION,
+        path: path.display().to_string(),
+        format: if dir.is_adapter() { "peft-adapter" } else { "hf-safetensors" },
+        model_type: ctx.config.model_type.clone(),
+        architectures: ctx.config.architectures.clone(),
+        kind,
+        kind_evidence,
+        config: dir.config.as_ref().map(|_| ctx.config.clone()),
+        parameters,
+        bytes,
+        dtypes,
+        shards,
+        tensor_count,
+        tied_embeddings,
+        vocab,
+        special_tokens: ctx.decls.clone(),
+        stop_token_ids: stop,
+        chat_template,
+        quantization: quantization(&dir, &ctx),
+        adapter: dir.adapter_config.as_ref().map(|a| a.value.clone()),
+        pickles_ignored: dir.pickles.iter().map(|p| dir.rel(p)).collect(),
+    })
+}
+
+fn summarize_template(ctx: &Context, t: &ChatTemplate) -> TemplateSummary {
+    let tokens = template_tokens(ctx);
+    let rendered_sample = t.render(&sample_conversation(), false, &tokens).map_err(|e| e.to_string());
+    let generation_prompt = t
+        .render(&[Message::new("user", "What is 6 times 7?")], true, &tokens)
+        .map_err(|e| e.to_string());
+    let specials: Vec<String> = ctx
+        .tokenizer
+        .as_ref()
+        .map(|tk| tk.added.iter().filter(|a| a.special).map(|a| a.content.clone()).collect())
+        .unwrap_or_default();
+    let turn_end_token = rendered_sample.as_ref().ok().and_then(|r| turn_end(r, &specials)).and_then(|e| e.token);
+    let source = match &t.field {
+        Some(f) => format!("{}:{f}", ctx.dir.rel(&t.source)),
+        None => ctx.dir.rel(&t.source),
+    };
+    TemplateSummary {
+        source,
+        rendered_sample,
+        generation_prompt,
+        turn_end_token,
+    }
+}
+
+/// From `config.json:quantization_config`, `quantize_config.json`, or the tensor names.
+fn quantization(dir: &crate::format::hf::HfDir, ctx: &Context) -> Option<Quantization> {
+    if let Some(q) = ctx.config.quantization_config.as_ref() {
+        let method = q.get("quant_method").and_then(Value::as_str).unwrap_or("unknown").to_string();
+        return Some(Quantization {
+            method,
+            source: "config.json:quantization_config".into(),
+            details: q.clone(),
+        });
+    }
+    if let Ok(Some(doc)) = crate::format::hf::read_json(&dir.root.join("quantize_config.json")) {
+        return Some(Quantization {
+            method: doc.value.get("quant_method").and_then(Value::as_str).unwrap_or("gptq").to_string(),
+            source: "quantize_config.json".into(),
+            details: doc.value,
+        });
+    }
+    let suffix = |s: &str| dir.tensors().any(|(_, t)| t.name.ends_with(s));
+    let method = if suffix(".qweight") {
+        "gptq-or-awq (qweight tensors)"
+    } else if suffix(".weight_packed") {
+        "compressed-tensors (weight_packed tensors)"
+    } else if suffix(".weight.absmax") {
+        "bitsandbytes (absmax tensors)"
+    } else {
+        return None;
+    };
+    Some(Quantization {
+        method: method.into(),
+        source: "tensor names (no quantization_config)".into(),
+        details: Value::Null,
+    })
+}
+
+pub fn render_text(r: &InspectReport) -> String {
+    let mut s = String::new();
+    let mut row = |k: &str, v: String| s.push_str(&format!("{k:<18} {v}\n"));
+    row("path", r.path.clone());
+    row("format", r.format.to_string());
+    row(
+        "architecture",
+        format!("{} {}", r.model_type.clone().unwrap_or_else(|| "?".into()), r.architectures.join(",")),
+    );
+    row("kind", format!("{} ({})", r.kind, r.kind_evidence.join("; ")));
+    if let Some(c) = &r.config {
+        let o = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
+        row(
+            "shape",
+            format!(
+                "{} layers, hidden {}, heads {}/{} kv, head_dim {}, ffn {}",
+                o(c.num_hidden_layers),
+                o(c.hidden_size),
+                o(c.num_attention_heads),
+                o(c.num_key_value_heads),
+                o(c.head_dim),
+                o(c.intermediate_size)
+            ),
+        );
+        row(
+            "rope",
+            format!(
+                "theta {}{}",
+                c.rope_theta.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
+                c.rope_scaling.as_ref().map(|v| format!(", scaling {v}")).unwrap_or_default()
+            ),
+        );
+    }
+    row("parameters", format!("{} ({} tensors, {} bytes)", r.parameters, r.tensor_count, r.bytes));
+    row(
+        "dtypes",
+        r.dtypes.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "),
+    );
+    for sh in &r.shards {
+        match &sh.error {
+            None => row("shard", format!("{} ({} tensors, {} bytes)", sh.name, sh.tensors, sh.bytes)),
+            Some(e) => row("shard", format!("{} UNREADABLE: {e}", sh.name)),
+        }
+    }
+    row(
+        "tied embeddings",
+        r.tied_embeddings.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
+    );
+    let o = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+    row(
+        "vocab",
+        format!(
+            "tokenizer {} ids ({} added), config {}, embed rows {}, lm_head rows {}",
+            o(r.vocab.tokenizer_ids),
+            r.vocab.added_tokens.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
+            o(r.vocab.config_vocab_size),
+            o(r.vocab.embedding_rows),
+            o(r.vocab.lm_head_rows)
+        ),
+    );
+    for d in &r.special_tokens {
+        let ids = d.ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        let tok = d.token.as_ref().map(|t| format!(" `{t}`")).unwrap_or_default();
+        row(&format!("{} token", d.role.name()), format!("{}{tok} ({} {})", if ids.is_empty() { "?".into() } else { ids }, d.file, d.field));
+    }
+    row(
+        "stops on",
+        r.stop_token_ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+    );
+    match &r.chat_template {
+        None => row("chat template", "none".into()),
+        Some(t) => {
+            row("chat template", t.source.clone());
+            row("turn ends with", t.turn_end_token.clone().unwrap_or_else(|| "(no special token)".into()));
+            match &t.rendered_sample {
+                Ok(text) => {
+                    s.push_str("sample render:\n");
+                    for line in text.lines() {
+                        s.push_str(&format!("  | {line}\n"));
+                    }
+                }
+                Err(e) => s.push_str(&format!("sample render failed: {e}\n")),
+            }
+        }
+    }
+    let mut row = |k: &str, v: String| s.push_str(&format!("{k:<18} {v}\n"));
+    row(
+        "quantization",
+        r.quantization
+            .as_ref()
+            .map(|q| format!("{} ({})", q.method, q.source))
+            .unwrap_or_else(|| "none".into()),
+    );
+    if !r.pickles_ignored.is_empty() {
+        row("ignored pickles", r.pickles_ignored.join(", "));
+    }
+    s
+}

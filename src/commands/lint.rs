@@ -1,0 +1,79 @@
+//! `ckptcheck lint PATH`: run every static check and print the findings.
+
+use serde::Serialize;
+
+use crate::checks::{self, Context, Finding, LintOptions, Severity};
+use crate::cli::LintArgs;
+use crate::commands::{open_hf, Outcome};
+use crate::output::Printer;
+
+/// Version of the `lint --json` layout; bump on any incompatible change.
+pub const LINT_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize)]
+pub struct LintReport {
+    pub schema_version: u32,
+    pub path: String,
+    pub findings: Vec<Finding>,
+    pub errors: usize,
+    pub warnings: usize,
+    pub infos: usize,
+    /// Lowest severity that fails the run (`error`, or `warning` under `--strict`).
+    pub fail_level: Severity,
+    pub verdict: &'static str,
+}
+
+pub fn run(args: &LintArgs, printer: &Printer) -> anyhow::Result<Outcome> {
+    let dir = open_hf(&args.path)?;
+    let ctx = Context::new(&dir);
+    let findings = checks::run_all(&ctx, &LintOptions { no_values: args.no_values });
+    let fail_level = if args.strict { Severity::Warning } else { Severity::Error };
+    let report = report(args.path.display().to_string(), findings, fail_level);
+    if args.json {
+        printer.data(&serde_json::to_string_pretty(&report)?);
+    } else {
+        printer.data(&render_text(&report));
+    }
+    Ok(if report.verdict == "fail" { Outcome::Findings } else { Outcome::Clean })
+}
+
+pub fn report(path: String, findings: Vec<Finding>, fail_level: Severity) -> LintReport {
+    let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
+    let failed = findings.iter().any(|f| f.severity >= fail_level);
+    LintReport {
+        schema_version: LINT_SCHEMA_VERSION,
+        path,
+        errors: count(Severity::Error),
+        warnings: count(Severity::Warning),
+        infos: count(Severity::Info),
+        findings,
+        fail_level,
+        verdict: if failed { "fail" } else { "pass" },
+    }
+}
+
+pub fn render_text(r: &LintReport) -> String {
+    let mut s = String::new();
+    let mut sorted: Vec<&Finding> = r.findings.iter().collect();
+    sorted.sort_by(|a, b| b.severity.cmp(&a.severity));
+    for f in sorted {
+        let place = match &f.field {
+            Some(field) => format!("{} [{}]", f.file, field),
+            None => f.file.clone(),
+        };
+        s.push_str(&format!("{:<8} {:<32} {place}\n", f.severity.name(), f.id));
+        s.push_str(&format!("         {}\n", f.message));
+        if !f.hint.is_empty() {
+            s.push_str(&format!("         fix: {}\n", f.hint));
+        }
+    }
+    s.push_str(&format!(
+        "{}: {} error(s), {} warning(s), {} info — {}\n",
+        r.path,
+        r.errors,
+        r.warnings,
+        r.infos,
+        if r.verdict == "fail" { "FAIL" } else { "ok" }
+    ));
+    s
+}

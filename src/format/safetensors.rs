@@ -1,0 +1,456 @@
+//! A hostile-input safetensors reader: memory-maps a file read-only, parses the header itself and
+//! reports every layout problem instead of stopping at the first.
+//!
+//! The upstream `safetensors` crate silently keeps the last of two tensors with the same name and
+//! needs the whole file in one buffer, so the header is parsed here. This module never decodes
+//! tensor values (that is `checks::values`) and never depends on candle.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use serde::de::{Deserializer, MapAccess, Visitor};
+
+use super::dtype::Dtype;
+use crate::error::{Error, Result};
+
+/// Largest header accepted. Same limit as the safetensors crate's `MAX_HEADER_SIZE` (100 MB): real
+/// headers of 100k-tensor checkpoints are a few MB.
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// One tensor as the header declares it. Offsets are relative to the start of the data section.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<u64>,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl TensorInfo {
+    pub fn numel(&self) -> u64 {
+        // Validated at parse time not to overflow.
+        self.shape.iter().product()
+    }
+}
+
+/// Something wrong with the header's layout. A file with any of these is not loaded for compute.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LayoutProblem {
+    /// Two entries with one name: readers keep one of them silently.
+    Duplicate { tensor: String },
+    /// An entry that is not `{dtype, shape, data_offsets}` or names an unknown dtype.
+    BadEntry { tensor: String, field: &'static str, detail: String },
+    /// Shape × dtype does not fit in 64 bits or ends inside a byte.
+    Overflow { tensor: String },
+    /// `data_offsets` span differs from what dtype × shape needs.
+    SizeMismatch { tensor: String, expected: u64, got: u64 },
+    /// `data_offsets` reach past the end of the file.
+    OutOfBounds { tensor: String, end: u64, data_len: u64 },
+    /// Two tensors share bytes.
+    Overlap { first: String, second: String },
+    /// Bytes no tensor owns between two tensors or after the last one (trailing data / truncation).
+    Gap { after: Option<String>, start: u64, len: u64 },
+}
+
+impl LayoutProblem {
+    /// The header field the problem is about, for findings.
+    pub fn field(&self) -> String {
+        match self {
+            LayoutProblem::Duplicate { tensor } => tensor.clone(),
+            LayoutProblem::BadEntry { tensor, field, .. } => format!("{tensor}.{field}"),
+            LayoutProblem::Overflow { tensor } => format!("{tensor}.shape"),
+            LayoutProblem::SizeMismatch { tensor, .. } | LayoutProblem::OutOfBounds { tensor, .. } => {
+                format!("{tensor}.data_offsets")
+            }
+            LayoutProblem::Overlap { second, .. } => format!("{second}.data_offsets"),
+            LayoutProblem::Gap { after, .. } => match after {
+                Some(t) => format!("{t}.data_offsets"),
+                None => "data_offsets".to_string(),
+            },
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            LayoutProblem::Duplicate { tensor } => {
+                format!("tensor `{tensor}` is declared twice; loaders silently keep one of them")
+            }
+            LayoutProblem::BadEntry { tensor, field, detail } => {
+                format!("tensor `{tensor}`: `{field}` {detail}")
+            }
+            LayoutProblem::Overflow { tensor } => {
+                format!("tensor `{tensor}`: shape × dtype size overflows or does not end on a byte")
+            }
+            LayoutProblem::SizeMismatch { tensor, expected, got } => format!(
+                "tensor `{tensor}`: dtype × shape needs {expected} bytes but data_offsets span {got}"
+            ),
+            LayoutProblem::OutOfBounds { tensor, end, data_len } => format!(
+                "tensor `{tensor}` ends at data byte {end} but the file has only {data_len} data bytes (truncated file?)"
+            ),
+            LayoutProblem::Overlap { first, second } => {
+                format!("tensors `{first}` and `{second}` overlap in the file")
+            }
+            LayoutProblem::Gap { after, start, len } => match after {
+                Some(t) => format!("{len} bytes at data offset {start} after tensor `{t}` belong to no tensor"),
+                None => format!("{len} bytes at data offset {start} belong to no tensor"),
+            },
+        }
+    }
+}
+
+/// A parsed header plus every layout problem found in it.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// Entries in file order of appearance in the JSON (duplicates and bad entries excluded).
+    pub tensors: Vec<TensorInfo>,
+    pub metadata: BTreeMap<String, String>,
+    /// Byte offset where the data section starts (8 + header length).
+    pub data_start: u64,
+    pub problems: Vec<LayoutProblem>,
+}
+
+/// A memory-mapped, read-only safetensors file.
+#[derive(Debug)]
+pub struct SafetensorsFile {
+    pub path: PathBuf,
+    pub header: Header,
+    mmap: Mmap,
+    by_name: BTreeMap<String, usize>,
+}
+
+impl SafetensorsFile {
+    /// Opens and parses; fails only when the header itself cannot be read. Layout problems are in
+    /// `header.problems`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the map is read-only; a file truncated underneath us by another process is the
+        // usual mmap caveat, accepted by every safetensors reader.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let header = parse_header(&mmap, path)?;
+        let by_name = header
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Ok(SafetensorsFile {
+            path: path.to_path_buf(),
+            header,
+            mmap,
+            by_name,
+        })
+    }
+
+    pub fn file_len(&self) -> u64 {
+        self.mmap.len() as u64
+    }
+
+    pub fn get(&self, name: &str) -> Option<&TensorInfo> {
+        self.by_name.get(name).map(|&i| &self.header.tensors[i])
+    }
+
+    /// The tensor's bytes, or `None` when its offsets fall outside the file.
+    pub fn bytes(&self, t: &TensorInfo) -> Option<&[u8]> {
+        let start = self.header.data_start.checked_add(t.start)?;
+        let end = self.header.data_start.checked_add(t.end)?;
+        self.mmap.get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
+    }
+
+    /// The tensor's bytes for compute: errors unless the header had no layout problem touching it.
+    pub fn checked_bytes(&self, name: &str) -> Result<&[u8]> {
+        let t = self.get(name).ok_or_else(|| Error::Tensor {
+            path: self.path.clone(),
+            tensor: name.to_string(),
+            detail: "not in this file".into(),
+        })?;
+        let own_field = |f: &str| f == name || f.strip_prefix(name).is_some_and(|rest| rest.starts_with('.'));
+        if let Some(p) = self.header.problems.iter().find(|p| own_field(&p.field())) {
+            return Err(Error::Tensor {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+                detail: format!("{}; run `ckptcheck lint` for all problems", p.message()),
+            });
+        }
+        self.bytes(t).ok_or_else(|| Error::Tensor {
+            path: self.path.clone(),
+            tensor: name.to_string(),
+            detail: "data_offsets fall outside the file".into(),
+        })
+    }
+}
+
+/// Parses the 8-byte length, the JSON header and validates the layout against the buffer length.
+pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header> {
+    let err = |detail: String| Error::SafetensorsHeader {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let len_bytes: [u8; 8] = buf
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| err(format!("file is {} bytes, shorter than the 8-byte header length", buf.len())))?;
+    let n = u64::from_le_bytes(len_bytes);
+    if n > MAX_HEADER_BYTES {
+        return Err(err(format!(
+            "header length field says {n} bytes, over the {MAX_HEADER_BYTES}-byte limit (corrupt file or not safetensors)"
+        )));
+    }
+    let data_start = 8 + n;
+    let json = buf
+        .get(8..data_start as usize)
+        .ok_or_else(|| err(format!("header length field says {n} bytes but the file has only {} after it (truncated file)", buf.len() - 8)))?;
+    let text = std::str::from_utf8(json).map_err(|e| err(format!("header is not UTF-8: {e}")))?;
+    let entries = parse_entries(text).map_err(|e| err(format!("header is not a JSON object: {e}")))?;
+
+    let mut tensors = Vec::new();
+    let mut metadata = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (name, value) in entries {
+        if name == "__metadata__" {
+            match value {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        match v {
+                            serde_json::Value::String(s) => {
+                                metadata.insert(k, s);
+                            }
+                            other => problems.push(LayoutProblem::BadEntry {
+                                tensor: "__metadata__".into(),
+                                field: "value",
+                                detail: format!("`{k}` must be a string, found {other}"),
+                            }),
+                        }
+                    }
+                }
+                _ => problems.push(LayoutProblem::BadEntry {
+                    tensor: "__metadata__".into(),
+                    field: "value",
+                    detail: "must be an object of strings".into(),
+                }),
+            }
+            continue;
+        }
+        if !seen.insert(name.clone()) {
+            problems.push(LayoutProblem::Duplicate { tensor: name });
+            continue;
+        }
+        match parse_entry(&name, &value) {
+            Ok(t) => tensors.push(t),
+            Err(p) => problems.push(p),
+        }
+    }
+
+    let data_len = buf.len() as u64 - data_start;
+    validate_layout(&tensors, data_len, problems.is_empty(), &mut problems);
+    Ok(Header {
+        tensors,
+        metadata,
+        data_start,
+        problems,
+    })
+}
+
+fn parse_entry(name: &str, v: &serde_json::Value) -> std::result::Result<TensorInfo, LayoutProblem> {
+    let bad = |field: &'static str, detail: &str| LayoutProblem::BadEntry {
+        tensor: name.to_string(),
+        field,
+        detail: detail.to_string(),
+    };
+    let obj = v.as_object().ok_or_else(|| bad("entry", "is not an object"))?;
+    let dtype_s = obj
+        .get("dtype")
+        .and_then(|d| d.as_str())
+        .ok_or_else(|| bad("dtype", "is missing or not a string"))?;
+    let dtype = Dtype::parse(dtype_s).ok_or_else(|| {
+        bad(
+            "dtype",
+            &format!("is `{dtype_s}`, not a safetensors dtype (known: F64 F32 F16 BF16 I64 I32 I16 I8 U64 U32 U16 U8 BOOL F8_E4M3 F8_E5M2 …)"),
+        )
+    })?;
+    let shape = obj
+        .get("shape")
+        .and_then(|s| s.as_array())
+        .ok_or_else(|| bad("shape", "is missing or not a list"))?
+        .iter()
+        .map(|d| d.as_u64())
+        .collect::<Option<Vec<u64>>>()
+        .ok_or_else(|| bad("shape", "must hold non-negative integers"))?;
+    let offs = obj
+        .get("data_offsets")
+        .and_then(|s| s.as_array())
+        .ok_or_else(|| bad("data_offsets", "is missing or not a list"))?;
+    let (start, end) = match offs.as_slice() {
+        [a, b] => match (a.as_u64(), b.as_u64()) {
+            (Some(a), Some(b)) if a <= b => (a, b),
+            _ => return Err(bad("data_offsets", "must be two non-negative integers [begin, end] with begin ≤ end")),
+        },
+        _ => return Err(bad("data_offsets", "must be exactly [begin, end]")),
+    };
+    let numel = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+    let expected = numel.and_then(|n| dtype.byte_len(n));
+    match expected {
+        None => Err(LayoutProblem::Overflow { tensor: name.to_string() }),
+        Some(expected) if expected != end - start => Err(LayoutProblem::SizeMismatch {
+            tensor: name.to_string(),
+            expected,
+            got: end - start,
+        }),
+        Some(_) => Ok(TensorInfo {
+            name: name.to_string(),
+            dtype,
+            shape,
+            start,
+            end,
+        }),
+    }
+}
+
+/// Offsets must tile `[0, data_len)` exactly: in bounds, no overlap, no gap, no trailing bytes.
+/// Gap checks are skipped when entries were dropped as invalid (their bytes would show as gaps).
+fn validate_layout(tensors: &[TensorInfo], data_len: u64, all_entries_valid: bool, problems: &mut Vec<LayoutProblem>) {
+    let mut order: Vec<&TensorInfo> = tensors.iter().collect();
+    order.sort_by_key(|t| (t.start, t.end));
+    let mut cursor = 0u64;
+    let mut prev: Option<&TensorInfo> = None;
+    for t in order {
+        if t.end > data_len {
+            problems.push(LayoutProblem::OutOfBounds {
+                tensor: t.name.clone(),
+                end: t.end,
+                data_len,
+            });
+        }
+        if t.start < cursor {
+            if let Some(p) = prev {
+                problems.push(LayoutProblem::Overlap {
+                    first: p.name.clone(),
+                    second: t.name.clone(),
+                });
+            }
+        } else if t.start > cursor && all_entries_valid {
+            problems.push(LayoutProblem::Gap {
+                after: prev.map(|p| p.name.clone()),
+                start: cursor,
+                len: t.start - cursor,
+            });
+        }
+        if t.end >= cursor {
+            cursor = t.end;
+            prev = Some(t);
+        }
+    }
+    if cursor < data_len && all_entries_valid {
+        problems.push(LayoutProblem::Gap {
+            after: prev.map(|p| p.name.clone()),
+            start: cursor,
+            len: data_len - cursor,
+        });
+    }
+}
+
+/// Parses a JSON object keeping duplicate keys (serde_json's maps keep only the last).
+fn parse_entries(text: &str) -> serde_json::Result<Vec<(String, serde_json::Value)>> {
+    struct Entries;
+    impl<'de> Visitor<'de> for Entries {
+        type Value = Vec<(String, serde_json::Value)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
+                out.push((k, v));
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let v = (&mut de).deserialize_map(Entries)?;
+    de.end()?;
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(header: &str, data_len: usize) -> Vec<u8> {
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header.as_bytes());
+        b.extend(std::iter::repeat(0u8).take(data_len));
+        b
+    }
+
+    fn problems(header: &str, data_len: usize) -> Vec<LayoutProblem> {
+        parse_header(&file(header, data_len), Path::new("x.safetensors")).unwrap().problems
+    }
+
+    #[test]
+    fn clean_file_has_no_problems() {
+        let h = r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[2,2],"data_offsets":[8,16]}}"#;
+        let parsed = parse_header(&file(h, 16), Path::new("x")).unwrap();
+        assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+        assert_eq!(parsed.tensors.len(), 2);
+        assert_eq!(parsed.metadata["format"], "pt");
+    }
+
+    #[test]
+    fn duplicate_names_are_reported() {
+        let h = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
+        let p = problems(h, 8);
+        assert!(p.contains(&LayoutProblem::Duplicate { tensor: "a".into() }), "{p:?}");
+    }
+
+    #[test]
+    fn truncated_data_is_out_of_bounds() {
+        let h = r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
+        let p = problems(h, 10);
+        assert!(matches!(p[0], LayoutProblem::OutOfBounds { end: 16, data_len: 10, .. }), "{p:?}");
+    }
+
+    #[test]
+    fn overlap_gap_and_trailing_bytes() {
+        let h = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
+        assert!(matches!(problems(h, 12)[0], LayoutProblem::Overlap { .. }));
+        let h = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#;
+        assert!(matches!(problems(h, 12)[0], LayoutProblem::Gap { start: 4, len: 4, .. }));
+        let h = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+        assert!(matches!(problems(h, 9)[0], LayoutProblem::Gap { start: 4, len: 5, .. }));
+    }
+
+    #[test]
+    fn shape_dtype_mismatch_and_overflow() {
+        let h = r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#;
+        assert!(matches!(problems(h, 8)[0], LayoutProblem::SizeMismatch { expected: 12, got: 8, .. }));
+        let h = r#"{"a":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}}"#;
+        assert!(matches!(problems(h, 8)[0], LayoutProblem::Overflow { .. }));
+    }
+
+    #[test]
+    fn unknown_dtype_names_the_field() {
+        let h = r#"{"a":{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}}"#;
+        let p = problems(h, 1);
+        assert!(matches!(&p[0], LayoutProblem::BadEntry { field: "dtype", .. }), "{p:?}");
+        assert!(p[0].message().contains("`Q4`"));
+    }
+
+    #[test]
+    fn hostile_header_lengths_are_errors_not_panics() {
+        let e = parse_header(&[1, 2, 3], Path::new("t.safetensors")).unwrap_err().to_string();
+        assert!(e.contains("t.safetensors") && e.contains("shorter than the 8-byte"), "{e}");
+        let mut b = u64::MAX.to_le_bytes().to_vec();
+        b.extend_from_slice(b"{}");
+        let e = parse_header(&b, Path::new("t")).unwrap_err().to_string();
+        assert!(e.contains("over the"), "{e}");
+        let mut b = 100u64.to_le_bytes().to_vec();
+        b.extend_from_slice(b"{}");
+        let e = parse_header(&b, Path::new("t")).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+        let e = parse_header(&file("[1,2]", 0), Path::new("t")).unwrap_err().to_string();
+        assert!(e.contains("not a JSON object"), "{e}");
+    }
+}

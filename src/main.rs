@@ -1,0 +1,33 @@
+//! The `ckptcheck` binary: parse arguments, run the command, map the result to an exit code
+//! (0 clean, 1 findings at or above the fail level, 2 could not run).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use ckptcheck::cli::{Cli, Command};
+use ckptcheck::commands::{self, EXIT_COULD_NOT_RUN};
+use ckptcheck::output::Printer;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are successes; bad arguments are "could not run".
+            return if e.use_stderr() { ExitCode::from(EXIT_COULD_NOT_RUN) } else { ExitCode::SUCCESS };
+        }
+    };
+    let printer = Printer { quiet: false };
+    let result = match &cli.command {
+        Command::Inspect(a) => commands::inspect::run(a, &Printer { quiet: a.json }),
+        Command::Lint(a) => commands::lint::run(a, &Printer { quiet: a.json }),
+    };
+    match result {
+        Ok(outcome) => ExitCode::from(outcome.exit_code()),
+        Err(e) => {
+            printer.error(&format!("error: {e:#}"));
+            ExitCode::from(EXIT_COULD_NOT_RUN)
+        }
+    }
+}
