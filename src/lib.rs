@@ -9,8 +9,10 @@ pub mod chat;
 pub mod checks;
 pub mod cli;
 pub mod commands;
+pub mod compare;
 pub mod error;
 pub mod format;
+pub mod model;
 pub mod output;
 
 pub use error::{Error, Result};

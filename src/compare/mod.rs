@@ -1,0 +1,3 @@
+//! Comparing two variants on the same tokens: metrics as pure functions (`metrics`).
+
+pub mod metrics;

@@ -1,0 +1,355 @@
+//! Architectures as data: everything that differs between the decoder-only families ckptcheck
+//! runs, read from `config.json`. The decoder (`decoder.rs`) is written once and branches only on
+//! these fields; no family has its own copy of a layer.
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Family {
+    Llama,
+    Mistral,
+    Qwen2,
+    Qwen3,
+    Gemma,
+    Gemma2,
+    Gemma3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Norm {
+    /// `x / rms(x) * w` (Llama, Qwen, Mistral).
+    Rms,
+    /// `x / rms(x) * (1 + w)` (Gemma family).
+    RmsPlusOne,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Activation {
+    Silu,
+    /// `gelu_pytorch_tanh`, the tanh approximation.
+    GeluTanh,
+    /// Exact erf GELU.
+    Gelu,
+}
+
+/// Rope frequency scaling, as transformers' `ROPE_INIT_FUNCTIONS` define them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub enum RopeScaling {
+    None,
+    Linear { factor: f64 },
+    Dynamic { factor: f64, original_max: usize },
+    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max: usize },
+    Yarn { factor: f64, original_max: usize, beta_fast: f64, beta_slow: f64, attention_factor: Option<f64>, mscale: Option<f64>, mscale_all_dim: Option<f64> },
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Rope {
+    pub theta: f64,
+    pub scaling: RopeScaling,
+}
+
+/// Everything the decoder needs to know about a model.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ArchSpec {
+    pub family: Family,
+    pub vocab_size: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub norm: Norm,
+    pub norm_eps: f64,
+    pub qkv_bias: bool,
+    pub qk_norm: bool,
+    pub tied_embeddings: bool,
+    /// Multiply embeddings by this (Gemma: sqrt(hidden)).
+    pub embed_scale: Option<f64>,
+    /// Rope for full-attention layers.
+    pub rope: Rope,
+    /// Rope for sliding-window layers where it differs (Gemma 3's local base frequency).
+    pub rope_local: Option<Rope>,
+    pub sliding_window: Option<usize>,
+    /// Per layer: does it use the sliding window?
+    pub sliding_layers: Vec<bool>,
+    pub attn_softcap: Option<f64>,
+    pub final_softcap: Option<f64>,
+    /// Scale applied to q·kᵀ.
+    pub attn_scale: f64,
+    pub activation: Activation,
+    /// Gemma 2/3: norms after attention and after the MLP too (`pre_feedforward_layernorm`,
+    /// `post_feedforward_layernorm`).
+    pub sandwich_norms: bool,
+    pub max_positions: Option<usize>,
+}
+
+fn field_err(field: &str, detail: impl Into<String>) -> Error {
+    Error::Field {
+        path: "config.json".into(),
+        field: field.into(),
+        detail: detail.into(),
+    }
+}
+
+impl ArchSpec {
+    /// Reads the spec from `config.json`. `has_lm_head` says whether the weights have a separate
+    /// output head (tie detection by weights beats the config flag).
+    pub fn from_config(cfg: &Value, has_lm_head: Option<bool>) -> Result<ArchSpec> {
+        let text = cfg.get("text_config");
+        let get = |k: &str| {
+            text.and_then(|t| t.get(k))
+                .filter(|v| !v.is_null())
+                .or_else(|| cfg.get(k).filter(|v| !v.is_null()))
+        };
+        let req = |k: &str| -> Result<usize> {
+            let v = get(k).ok_or_else(|| field_err(k, "is missing; the decoder needs it"))?;
+            let n = v.as_u64().ok_or_else(|| field_err(k, format!("must be a positive integer, found {v}")))?;
+            usize::try_from(n).ok().filter(|&n| n > 0 && n <= 1 << 24).ok_or_else(|| field_err(k, format!("{n} is out of range")))
+        };
+        let opt_f = |k: &str| get(k).and_then(Value::as_f64);
+        let model_type = get("model_type").and_then(Value::as_str).unwrap_or("");
+        let model_type = cfg.get("model_type").and_then(Value::as_str).unwrap_or(model_type);
+        let family = match model_type {
+            "llama" => Family::Llama,
+            "mistral" => Family::Mistral,
+            "qwen2" => Family::Qwen2,
+            "qwen3" => Family::Qwen3,
+            "gemma" => Family::Gemma,
+            "gemma2" => Family::Gemma2,
+            "gemma3" | "gemma3_text" => Family::Gemma3,
+            other => {
+                return Err(field_err(
+                    "model_type",
+                    format!("`{other}` is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3)"),
+                ))
+            }
+        };
+        let gemma = matches!(family, Family::Gemma | Family::Gemma2 | Family::Gemma3);
+        let hidden = req("hidden_size")?;
+        let heads = req("num_attention_heads")?;
+        let kv_heads = get("num_key_value_heads").and_then(Value::as_u64).map(|v| v as usize).unwrap_or(heads);
+        if kv_heads == 0 || heads % kv_heads != 0 {
+            return Err(field_err("num_key_value_heads", format!("{kv_heads} does not divide num_attention_heads {heads}")));
+        }
+        let head_dim = match get("head_dim").and_then(Value::as_u64) {
+            Some(d) => d as usize,
+            None => {
+                if hidden % heads != 0 {
+                    return Err(field_err("head_dim", "is missing and hidden_size is not a multiple of num_attention_heads"));
+                }
+                hidden / heads
+            }
+        };
+        if head_dim % 2 != 0 || head_dim == 0 {
+            return Err(field_err("head_dim", format!("{head_dim} must be even for rope")));
+        }
+        let layers = req("num_hidden_layers")?;
+        let act_name = get("hidden_activation").or_else(|| get("hidden_act")).and_then(Value::as_str).unwrap_or("silu");
+        let activation = match act_name {
+            "silu" | "swish" => Activation::Silu,
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Activation::GeluTanh,
+            "gelu" => Activation::Gelu,
+            other => return Err(field_err("hidden_act", format!("activation `{other}` is not supported"))),
+        };
+
+        let rope_params = get("rope_parameters");
+        let full_rope = rope_params.and_then(|r| r.get("full_attention")).or(rope_params);
+        let rope_theta = opt_f("rope_theta")
+            .or_else(|| full_rope.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
+            .unwrap_or(10000.0);
+        let scaling_v = get("rope_scaling").or(full_rope);
+        let rope = Rope {
+            theta: rope_theta,
+            scaling: parse_scaling(scaling_v, get("max_position_embeddings").and_then(Value::as_u64))?,
+        };
+
+        let sliding_window = get("sliding_window").and_then(Value::as_u64).map(|w| w as usize);
+        let use_sliding = get("use_sliding_window").and_then(Value::as_bool);
+        let sliding_layers: Vec<bool> = match get("layer_types").and_then(Value::as_array) {
+            Some(types) => {
+                if types.len() != layers {
+                    return Err(field_err("layer_types", format!("has {} entries for {layers} layers", types.len())));
+                }
+                types.iter().map(|t| t.as_str() == Some("sliding_attention")).collect()
+            }
+            None => (0..layers)
+                .map(|i| match family {
+                    Family::Gemma2 => i % 2 == 0,
+                    Family::Gemma3 => {
+                        let p = get("sliding_window_pattern").and_then(Value::as_u64).unwrap_or(6) as usize;
+                        (i + 1) % p.max(1) != 0
+                    }
+                    Family::Mistral => sliding_window.is_some(),
+                    Family::Qwen2 | Family::Qwen3 => use_sliding == Some(true) && sliding_window.is_some(),
+                    _ => false,
+                })
+                .collect(),
+        };
+        let sliding_window = sliding_window.filter(|_| sliding_layers.iter().any(|&s| s));
+        let rope_local = if family == Family::Gemma3 {
+            let local_theta = opt_f("rope_local_base_freq")
+                .or_else(|| rope_params.and_then(|r| r.get("sliding_attention")).and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
+                .unwrap_or(10000.0);
+            Some(Rope {
+                theta: local_theta,
+                scaling: RopeScaling::None,
+            })
+        } else {
+            None
+        };
+        let attn_scale = match (gemma, opt_f("query_pre_attn_scalar")) {
+            (true, Some(q)) => q.powf(-0.5),
+            _ => (head_dim as f64).powf(-0.5),
+        };
+        let tied_embeddings = match has_lm_head {
+            Some(h) => !h,
+            None => get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(gemma),
+        };
+        let vocab_size = req("vocab_size")?;
+        let intermediate = req("intermediate_size")?;
+        Ok(ArchSpec {
+            family,
+            vocab_size,
+            hidden,
+            intermediate,
+            layers,
+            heads,
+            kv_heads,
+            head_dim,
+            norm: if gemma { Norm::RmsPlusOne } else { Norm::Rms },
+            norm_eps: opt_f("rms_norm_eps").unwrap_or(1e-6),
+            qkv_bias: match family {
+                Family::Qwen2 => true,
+                _ => get("attention_bias").and_then(Value::as_bool).unwrap_or(false),
+            },
+            qk_norm: matches!(family, Family::Qwen3 | Family::Gemma3),
+            tied_embeddings,
+            embed_scale: gemma.then(|| (hidden as f64).sqrt()),
+            rope,
+            rope_local,
+            sliding_window,
+            sliding_layers,
+            attn_softcap: if family == Family::Gemma2 { opt_f("attn_logit_softcapping") } else { None },
+            final_softcap: opt_f("final_logit_softcapping"),
+            attn_scale,
+            activation,
+            sandwich_norms: matches!(family, Family::Gemma2 | Family::Gemma3),
+            max_positions: get("max_position_embeddings").and_then(Value::as_u64).map(|v| v as usize),
+        })
+    }
+}
+
+fn parse_scaling(v: Option<&Value>, max_pos: Option<u64>) -> Result<RopeScaling> {
+    let Some(v) = v.filter(|v| v.is_object()) else {
+        return Ok(RopeScaling::None);
+    };
+    let kind = v.get("rope_type").or_else(|| v.get("type")).and_then(Value::as_str).unwrap_or("default");
+    let f = |k: &str| v.get(k).and_then(Value::as_f64);
+    let factor = || f("factor").ok_or_else(|| field_err("rope_scaling.factor", "is missing"));
+    let original_max = v
+        .get("original_max_position_embeddings")
+        .and_then(Value::as_u64)
+        .or(max_pos)
+        .unwrap_or(2048) as usize;
+    Ok(match kind {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear { factor: factor()? },
+        "dynamic" => RopeScaling::Dynamic {
+            factor: factor()?,
+            original_max: max_pos.unwrap_or(2048) as usize,
+        },
+        "llama3" => RopeScaling::Llama3 {
+            factor: factor()?,
+            low_freq_factor: f("low_freq_factor").unwrap_or(1.0),
+            high_freq_factor: f("high_freq_factor").unwrap_or(4.0),
+            original_max,
+        },
+        "yarn" => RopeScaling::Yarn {
+            factor: factor()?,
+            original_max,
+            beta_fast: f("beta_fast").unwrap_or(32.0),
+            beta_slow: f("beta_slow").unwrap_or(1.0),
+            attention_factor: f("attention_factor"),
+            mscale: f("mscale"),
+            mscale_all_dim: f("mscale_all_dim"),
+        },
+        other => return Err(field_err("rope_scaling.rope_type", format!("`{other}` is not supported (linear, dynamic, llama3, yarn are)"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Value {
+        json!({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+               "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100})
+    }
+
+    #[test]
+    fn llama_defaults() {
+        let s = ArchSpec::from_config(&base(), Some(true)).unwrap();
+        assert_eq!((s.head_dim, s.norm, s.qkv_bias, s.tied_embeddings), (16, Norm::Rms, false, false));
+        assert_eq!(s.rope.theta, 10000.0);
+        assert!((s.attn_scale - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn gemma2_and_gemma3_specifics() {
+        let mut c = base();
+        c["model_type"] = json!("gemma2");
+        c["query_pre_attn_scalar"] = json!(256);
+        c["attn_logit_softcapping"] = json!(50.0);
+        c["final_logit_softcapping"] = json!(30.0);
+        c["sliding_window"] = json!(4096);
+        c["hidden_activation"] = json!("gelu_pytorch_tanh");
+        let s = ArchSpec::from_config(&c, Some(false)).unwrap();
+        assert_eq!(s.norm, Norm::RmsPlusOne);
+        assert_eq!(s.sliding_layers, vec![true, false]);
+        assert_eq!(s.attn_softcap, Some(50.0));
+        assert!((s.attn_scale - 1.0 / 16.0).abs() < 1e-12);
+        assert_eq!(s.embed_scale, Some(8.0));
+        assert!(s.tied_embeddings && s.sandwich_norms);
+
+        c["model_type"] = json!("gemma3_text");
+        c["layer_types"] = json!(["sliding_attention", "full_attention"]);
+        c["rope_local_base_freq"] = json!(10000.0);
+        c["rope_theta"] = json!(1000000.0);
+        let s = ArchSpec::from_config(&c, Some(false)).unwrap();
+        assert!(s.qk_norm && s.attn_softcap.is_none());
+        assert_eq!(s.rope.theta, 1e6);
+        assert_eq!(s.rope_local.unwrap().theta, 1e4);
+    }
+
+    #[test]
+    fn llama3_rope_scaling_from_either_spelling() {
+        let mut c = base();
+        c["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+        let s = ArchSpec::from_config(&c, None).unwrap();
+        assert!(matches!(s.rope.scaling, RopeScaling::Llama3 { original_max: 8192, .. }));
+        let mut c = base();
+        c["rope_parameters"] = json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "original_max_position_embeddings": 8192});
+        let s = ArchSpec::from_config(&c, None).unwrap();
+        assert_eq!(s.rope.theta, 500000.0);
+        assert!(matches!(s.rope.scaling, RopeScaling::Llama3 { .. }));
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let mut c = base();
+        c["model_type"] = json!("mamba");
+        let e = ArchSpec::from_config(&c, None).unwrap_err().to_string();
+        assert!(e.contains("config.json") && e.contains("model_type") && e.contains("mamba"), "{e}");
+        let mut c = base();
+        c["num_key_value_heads"] = json!(3);
+        let e = ArchSpec::from_config(&c, None).unwrap_err().to_string();
+        assert!(e.contains("num_key_value_heads"), "{e}");
+        let mut c = base();
+        c.as_object_mut().unwrap().remove("hidden_size");
+        assert!(ArchSpec::from_config(&c, None).unwrap_err().to_string().contains("hidden_size"));
+    }
+}

@@ -1,0 +1,264 @@
+//! The one decoder-only transformer: embeddings → N × (attention, MLP) → norm → head, returning
+//! logits for every position and, on request, the hidden state after every layer.
+//!
+//! Family differences come only from `ArchSpec` fields; there is one attention, one MLP, one norm
+//! and one rope here. Single sequence, no KV cache: teacher-forced scoring needs every position
+//! anyway, and greedy generation recomputes the prefix (fine for the short answers compare uses).
+
+use candle_core::{DType, Device, Tensor, D};
+
+use super::arch::{Activation, ArchSpec, Norm};
+use super::rope;
+use super::weights::{LinearOp, WeightSource};
+use crate::error::{Error, Result};
+
+struct Layer {
+    q: Box<dyn LinearOp>,
+    k: Box<dyn LinearOp>,
+    v: Box<dyn LinearOp>,
+    o: Box<dyn LinearOp>,
+    gate: Box<dyn LinearOp>,
+    up: Box<dyn LinearOp>,
+    down: Box<dyn LinearOp>,
+    input_norm: Tensor,
+    /// Llama: the pre-MLP norm. Gemma 2/3: the norm on the attention output.
+    post_attn_norm: Tensor,
+    pre_ff_norm: Option<Tensor>,
+    post_ff_norm: Option<Tensor>,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    sliding: bool,
+}
+
+/// A loaded model, ready to run.
+pub struct Model {
+    pub spec: ArchSpec,
+    embed: Tensor,
+    lm_head: Option<Box<dyn LinearOp>>,
+    layers: Vec<Layer>,
+    final_norm: Tensor,
+    device: Device,
+}
+
+/// The result of one forward pass over a sequence of `T` tokens.
+pub struct Forward {
+    /// `[T, vocab]`, f32.
+    pub logits: Tensor,
+    /// With tracing: the embeddings (after any scale) then the output of every layer, `layers + 1`
+    /// tensors of `[T, hidden]`; the final norm is not applied to the last one.
+    pub hidden: Vec<Tensor>,
+}
+
+fn cerr(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
+    move |e| Error::Tensor {
+        path: "<forward pass>".into(),
+        tensor: what.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+impl Model {
+    pub fn load(spec: ArchSpec, w: &dyn WeightSource, device: &Device) -> Result<Model> {
+        let dt = DType::F32;
+        let norm = |name: &str| -> Result<Tensor> {
+            let t = w.tensor(name, dt, device)?;
+            match spec.norm {
+                Norm::Rms => Ok(t),
+                // Gemma computes x̂ · (1 + w) in f32: fold the 1 in once.
+                Norm::RmsPlusOne => (t + 1.0).map_err(cerr(name)),
+            }
+        };
+        let embed_name = "model.embed_tokens.weight";
+        let embed = w.tensor(embed_name, dt, device)?;
+        let lm_head = if spec.tied_embeddings { None } else { Some(w.linear("lm_head", false, dt, device)?) };
+        let mut layers = Vec::with_capacity(spec.layers);
+        for i in 0..spec.layers {
+            let p = format!("model.layers.{i}");
+            let a = format!("{p}.self_attn");
+            let m = format!("{p}.mlp");
+            layers.push(Layer {
+                q: w.linear(&format!("{a}.q_proj"), spec.qkv_bias, dt, device)?,
+                k: w.linear(&format!("{a}.k_proj"), spec.qkv_bias, dt, device)?,
+                v: w.linear(&format!("{a}.v_proj"), spec.qkv_bias, dt, device)?,
+                o: w.linear(&format!("{a}.o_proj"), false, dt, device)?,
+                gate: w.linear(&format!("{m}.gate_proj"), false, dt, device)?,
+                up: w.linear(&format!("{m}.up_proj"), false, dt, device)?,
+                down: w.linear(&format!("{m}.down_proj"), false, dt, device)?,
+                input_norm: norm(&format!("{p}.input_layernorm.weight"))?,
+                post_attn_norm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
+                pre_ff_norm: spec.sandwich_norms.then(|| norm(&format!("{p}.pre_feedforward_layernorm.weight"))).transpose()?,
+                post_ff_norm: spec.sandwich_norms.then(|| norm(&format!("{p}.post_feedforward_layernorm.weight"))).transpose()?,
+                q_norm: spec.qk_norm.then(|| norm(&format!("{a}.q_norm.weight"))).transpose()?,
+                k_norm: spec.qk_norm.then(|| norm(&format!("{a}.k_norm.weight"))).transpose()?,
+                sliding: spec.sliding_layers.get(i).copied().unwrap_or(false),
+            });
+        }
+        let final_norm = norm("model.norm.weight")?;
+        Ok(Model {
+            spec,
+            embed,
+            lm_head,
+            layers,
+            final_norm,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Runs the whole sequence; `trace` keeps every layer's hidden state.
+    pub fn forward(&self, ids: &[u32], trace: bool) -> Result<Forward> {
+        self.forward_inner(ids, trace).map_err(cerr("forward"))
+    }
+
+    fn forward_inner(&self, ids: &[u32], trace: bool) -> candle_core::Result<Forward> {
+        let s = &self.spec;
+        let t = ids.len();
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= s.vocab_size.max(self.embed.dim(0).unwrap_or(0))) {
+            candle_core::bail!("token id {bad} is outside the embedding ({} rows)", self.embed.dim(0)?);
+        }
+        let ids_t = Tensor::from_slice(ids, t, &self.device)?;
+        let mut x = self.embed.index_select(&ids_t, 0)?;
+        if let Some(scale) = s.embed_scale {
+            // transformers casts the normaliser to the hidden dtype first (f32 here).
+            x = (x * (scale as f32) as f64)?;
+        }
+        let mut hidden = Vec::new();
+        if trace {
+            hidden.push(x.clone());
+        }
+        let (cos, sin) = rope::tables(&s.rope, s.head_dim, t, &self.device)?;
+        let local = match &s.rope_local {
+            Some(r) => Some(rope::tables(r, s.head_dim, t, &self.device)?),
+            None => None,
+        };
+        let full_mask = mask(t, None, &self.device)?;
+        let sliding_mask = match s.sliding_window {
+            Some(w) if w < t => Some(mask(t, Some(w), &self.device)?),
+            _ => None,
+        };
+        for layer in &self.layers {
+            let (c, sn) = match (&local, layer.sliding) {
+                (Some((lc, ls)), true) => (lc, ls),
+                _ => (&cos, &sin),
+            };
+            let m = match (&sliding_mask, layer.sliding) {
+                (Some(sm), true) => sm,
+                _ => &full_mask,
+            };
+            x = self.layer(layer, &x, c, sn, m)?;
+            if trace {
+                hidden.push(x.clone());
+            }
+        }
+        let x = self.norm(&x, &self.final_norm)?;
+        let mut logits = match &self.lm_head {
+            Some(h) => h.forward(&x)?,
+            None => x.matmul(&self.embed.t()?)?,
+        };
+        if let Some(c) = s.final_softcap {
+            logits = ((logits / c)?.tanh()? * c)?;
+        }
+        Ok(Forward { logits, hidden })
+    }
+
+    fn norm(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::rms_norm(x, w, self.spec.norm_eps as f32)
+    }
+
+    fn layer(&self, l: &Layer, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let h = self.norm(x, &l.input_norm)?;
+        let mut h = self.attention(l, &h, cos, sin, mask)?;
+        if self.spec.sandwich_norms {
+            h = self.norm(&h, &l.post_attn_norm)?;
+        }
+        let x = (x + h)?;
+        let pre = l.pre_ff_norm.as_ref().unwrap_or(&l.post_attn_norm);
+        let h = self.norm(&x, pre)?;
+        let mut h = self.mlp(l, &h)?;
+        if let Some(post) = &l.post_ff_norm {
+            h = self.norm(&h, post)?;
+        }
+        x + h
+    }
+
+    fn mlp(&self, l: &Layer, x: &Tensor) -> candle_core::Result<Tensor> {
+        let g = l.gate.forward(x)?;
+        let g = match self.spec.activation {
+            Activation::Silu => candle_nn::ops::silu(&g)?,
+            Activation::GeluTanh => g.gelu()?,
+            Activation::Gelu => g.gelu_erf()?,
+        };
+        l.down.forward(&(g * l.up.forward(x)?)?)
+    }
+
+    fn attention(&self, l: &Layer, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let s = &self.spec;
+        let t = x.dim(0)?;
+        let heads = |y: Tensor, n: usize| y.reshape((t, n, s.head_dim))?.transpose(0, 1)?.contiguous();
+        let mut q = heads(l.q.forward(x)?, s.heads)?;
+        let mut k = heads(l.k.forward(x)?, s.kv_heads)?;
+        let v = heads(l.v.forward(x)?, s.kv_heads)?;
+        if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
+            q = self.norm(&q, qn)?;
+            k = self.norm(&k, kn)?;
+        }
+        let q = candle_nn::rotary_emb::rope(&q.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
+        let k = candle_nn::rotary_emb::rope(&k.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
+        let rep = s.heads / s.kv_heads;
+        let expand = |y: Tensor| -> candle_core::Result<Tensor> {
+            if rep == 1 {
+                return Ok(y);
+            }
+            y.unsqueeze(1)?.expand((s.kv_heads, rep, t, s.head_dim))?.reshape((s.heads, t, s.head_dim))
+        };
+        let k = expand(k)?;
+        let v = expand(v)?;
+        let mut scores = (q.matmul(&k.t()?)? * s.attn_scale)?;
+        if let Some(c) = s.attn_softcap {
+            scores = ((scores / c)?.tanh()? * c)?;
+        }
+        let scores = scores.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs.matmul(&v)?.transpose(0, 1)?.reshape((t, s.heads * s.head_dim))?;
+        l.o.forward(&out)
+    }
+
+    /// Greedy generation from `prompt` until a stop id or `max_new` tokens. Returns the new ids
+    /// and whether a stop id was produced.
+    pub fn generate_greedy(&self, prompt: &[u32], max_new: usize, stop: &[u32]) -> Result<(Vec<u32>, bool)> {
+        let mut ids = prompt.to_vec();
+        let mut out = Vec::new();
+        for _ in 0..max_new {
+            let f = self.forward(&ids, false)?;
+            let last = f.logits.get(ids.len() - 1).and_then(|r| r.argmax(D::Minus1)).and_then(|a| a.to_scalar::<u32>());
+            let next = last.map_err(cerr("argmax"))?;
+            out.push(next);
+            if stop.contains(&next) {
+                return Ok((out, true));
+            }
+            ids.push(next);
+        }
+        Ok((out, false))
+    }
+}
+
+/// Additive causal mask `[T, T]`: 0 where key ≤ query (and within `window` when sliding), −∞
+/// elsewhere. transformers' sliding overlay keeps keys with `query − key < window`.
+fn mask(t: usize, window: Option<usize>, device: &Device) -> candle_core::Result<Tensor> {
+    let v: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..t).map(move |j| {
+                let visible = j <= i && window.is_none_or(|w| i - j < w);
+                if visible {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(v, (t, t), device)
+}
