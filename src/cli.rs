@@ -24,6 +24,10 @@ pub enum Command {
     /// Static checks with no forward pass: integrity, NaN/Inf, tokenizer ↔ weights, special
     /// tokens, chat template. Exit 0 clean, 1 findings at or above the fail level, 2 could not run.
     Lint(LintArgs),
+    /// Run reference prompts through two variants, teacher-forced on the reference's own greedy
+    /// answers; report KL, top-1 agreement, Δp, perplexity, NaN/Inf, P(EOS) at turn end, whether
+    /// greedy generation still stops, and (`--layers`) the first layer that diverges.
+    Compare(CompareArgs),
 }
 
 #[derive(Debug, Args)]
@@ -48,4 +52,33 @@ pub struct LintArgs {
     /// Skip the NaN/Inf/zero/magnitude scan of every tensor value (metadata checks only).
     #[arg(long)]
     pub no_values: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The reference variant (HF model directory).
+    pub reference: PathBuf,
+    /// The candidate variant (HF model directory).
+    pub candidate: PathBuf,
+    /// Prompts as JSONL (`{"messages": [...]}` or `{"text": ...}` per line); default: built-in set.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Use only the first N prompts.
+    #[arg(long)]
+    pub max_prompts: Option<usize>,
+    /// Longest greedy answer, in tokens.
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: usize,
+    /// Trace hidden states per layer and name the first layer that diverges.
+    #[arg(long)]
+    pub layers: bool,
+    /// TOML file overriding the default thresholds (see docs/metrics.md).
+    #[arg(long)]
+    pub thresholds: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Fail on warnings too.
+    #[arg(long)]
+    pub strict: bool,
 }

@@ -1,3 +1,8 @@
-//! Comparing two variants on the same tokens: metrics as pure functions (`metrics`).
+//! Comparing two variants on the same tokens: metrics as pure functions (`metrics`), the
+//! procedure (`run`), prompts, variants and thresholds.
 
 pub mod metrics;
+pub mod prompts;
+pub mod run;
+pub mod thresholds;
+pub mod variant;

@@ -18,6 +18,7 @@ pub const WORDS: &[&str] = &[
     "The", "answer", "42", ".",
 ];
 pub const HIDDEN: usize = 8;
+pub const LAYERS: usize = 2;
 
 pub struct Tensor {
     pub name: String,
@@ -73,26 +74,28 @@ impl Fixture {
             f32_tensor("lm_head.weight", &[v, HIDDEN], 2),
             f32_tensor("model.norm.weight", &[HIDDEN], 3),
         ];
-        for (i, (n, shape)) in [
-            ("self_attn.q_proj.weight", vec![HIDDEN, HIDDEN]),
-            ("self_attn.k_proj.weight", vec![HIDDEN / 2, HIDDEN]),
-            ("self_attn.v_proj.weight", vec![HIDDEN / 2, HIDDEN]),
-            ("self_attn.o_proj.weight", vec![HIDDEN, HIDDEN]),
-            ("mlp.gate_proj.weight", vec![16, HIDDEN]),
-            ("mlp.up_proj.weight", vec![16, HIDDEN]),
-            ("mlp.down_proj.weight", vec![HIDDEN, 16]),
-            ("input_layernorm.weight", vec![HIDDEN]),
-            ("post_attention_layernorm.weight", vec![HIDDEN]),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            tensors.push(f32_tensor(&format!("model.layers.0.{n}"), &shape, 10 + i as u32));
+        for layer in 0..LAYERS {
+            for (i, (n, shape)) in [
+                ("self_attn.q_proj.weight", vec![HIDDEN, HIDDEN]),
+                ("self_attn.k_proj.weight", vec![HIDDEN / 2, HIDDEN]),
+                ("self_attn.v_proj.weight", vec![HIDDEN / 2, HIDDEN]),
+                ("self_attn.o_proj.weight", vec![HIDDEN, HIDDEN]),
+                ("mlp.gate_proj.weight", vec![16, HIDDEN]),
+                ("mlp.up_proj.weight", vec![16, HIDDEN]),
+                ("mlp.down_proj.weight", vec![HIDDEN, 16]),
+                ("input_layernorm.weight", vec![HIDDEN]),
+                ("post_attention_layernorm.weight", vec![HIDDEN]),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                tensors.push(f32_tensor(&format!("model.layers.{layer}.{n}"), &shape, 10 + 20 * layer as u32 + i as u32));
+            }
         }
         Fixture {
             config: json!({
                 "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": v,
-                "hidden_size": HIDDEN, "intermediate_size": 16, "num_hidden_layers": 1,
+                "hidden_size": HIDDEN, "intermediate_size": 16, "num_hidden_layers": LAYERS,
                 "num_attention_heads": 2, "num_key_value_heads": 1, "rms_norm_eps": 1e-6,
                 "rope_theta": 10000.0, "tie_word_embeddings": false, "torch_dtype": "float32",
                 "bos_token_id": null, "eos_token_id": 2, "pad_token_id": 0

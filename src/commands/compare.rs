@@ -1,0 +1,159 @@
+//! `ckptcheck compare REF CANDIDATE`: run reference prompts through both and report how far the
+//! candidate drifted, whether it still ends turns, and (with `--layers`) where it diverged.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::cli::CompareArgs;
+use crate::commands::Outcome;
+use crate::compare::prompts::{self, Prompt};
+use crate::compare::run::{compare, CompareOptions, CompareResult, Progress};
+use crate::compare::thresholds::{Status, Thresholds};
+use crate::compare::variant::Variant;
+use crate::model::default_device;
+use crate::output::Printer;
+
+/// Version of the `compare --json` layout.
+pub const COMPARE_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct Report<'a> {
+    schema_version: u32,
+    #[serde(flatten)]
+    result: &'a CompareResult,
+}
+
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn stage(&self, name: &str, total: usize) {
+        self.0.set_length(total as u64);
+        self.0.set_position(0);
+        self.0.set_message(name.to_string());
+    }
+    fn tick(&self) {
+        self.0.inc(1);
+    }
+}
+
+pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
+    let thresholds = match &args.thresholds {
+        Some(p) => Thresholds::load(p)?,
+        None => Thresholds::default(),
+    };
+    let prompts: Vec<Prompt> = match &args.prompts {
+        Some(p) => prompts::load_jsonl(p)?,
+        None => prompts::builtin(),
+    };
+    let prompts: Vec<Prompt> = match args.max_prompts {
+        Some(n) => prompts.into_iter().take(n).collect(),
+        None => prompts,
+    };
+    let device = default_device();
+    printer.note(&format!("loading {}", args.reference.display()));
+    let r = Variant::open(&args.reference, &device)?;
+    printer.note(&format!("loading {}", args.candidate.display()));
+    let c = Variant::open(&args.candidate, &device)?;
+    let bar = if printer.quiet || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new(0);
+        b.set_style(ProgressStyle::with_template("{msg:>22} [{bar:30}] {pos}/{len}").unwrap().progress_chars("=> "));
+        b
+    };
+    let opts = CompareOptions {
+        max_new_tokens: args.max_new_tokens,
+        layers: args.layers,
+        thresholds,
+    };
+    let result = compare(&r, &c, &prompts, &opts, &Bar(bar.clone()))?;
+    bar.finish_and_clear();
+    if args.json {
+        printer.data(&serde_json::to_string_pretty(&Report {
+            schema_version: COMPARE_SCHEMA_VERSION,
+            result: &result,
+        })?);
+    } else {
+        printer.data(&render_text(&result));
+    }
+    let failed = result.verdict == Status::Fail || (args.strict && result.verdict == Status::Warn);
+    Ok(if failed { Outcome::Findings } else { Outcome::Clean })
+}
+
+pub fn render_text(r: &CompareResult) -> String {
+    let s = &r.summary;
+    let mut o = String::new();
+    o.push_str(&format!("reference  {}\ncandidate  {}\n\n", r.reference, r.candidate));
+    o.push_str(&format!("{:<32} {:>8} {:>8} {:>6} {:>6} {:>6} {:>5}\n", "prompt", "KL mean", "KL max", "top1", "P(EOS)", "ref", "stops"));
+    for p in &r.prompts {
+        o.push_str(&format!(
+            "{:<32} {:>8.4} {:>8.3} {:>5.0}% {:>6.3} {:>6.3} {:>5}\n",
+            p.label.chars().take(32).collect::<String>(),
+            p.kl_mean,
+            p.kl_max,
+            100.0 * p.top1,
+            p.p_eos_cand,
+            p.p_eos_ref,
+            if p.cand_stopped { "yes" } else { "NO" }
+        ));
+    }
+    o.push_str(&format!(
+        "\nKL per token: mean {:.4}  median {:.4}  p90 {:.4}  p99 {:.4}  p99.9 {:.4}  max {:.4}  ({} tokens)\n",
+        s.kl.mean, s.kl.median, s.kl.p90, s.kl.p99, s.kl.p999, s.kl.max, s.scored_tokens
+    ));
+    o.push_str(&format!(
+        "same top token {:.1}%  top-5 overlap {:.1}%  Δp mean {:+.4} rms {:.4} worst {:+.4}\n",
+        100.0 * s.top1,
+        100.0 * s.top5_overlap,
+        s.delta_p_mean,
+        s.delta_p_rms,
+        s.delta_p_worst
+    ));
+    o.push_str(&format!("PPL ref {:.3}  cand {:.3}  ratio {:.3}\n", s.ppl_ref, s.ppl_cand, s.ppl_ratio));
+    o.push_str(&format!(
+        "P(end-of-turn) at turn end: ref {:.3} → cand {:.3};  greedy stops: ref {:.0}% → cand {:.0}%\n",
+        s.p_eos_ref_mean,
+        s.p_eos_cand_mean,
+        100.0 * s.ref_stop_rate,
+        100.0 * s.cand_stop_rate
+    ));
+    o.push_str(&format!("NaN/Inf logits: ref {}  cand {}\n", s.nonfinite_ref, s.nonfinite_cand));
+    if let Some(layers) = &r.layers {
+        o.push_str("\nlayer            rel L2     cosine  NaN/Inf\n");
+        for l in layers {
+            o.push_str(&format!("{:<14} {:>9.2e} {:>10.6} {:>8}\n", l.name, l.rel_l2, l.cosine, l.nonfinite));
+        }
+        o.push_str(&format!(
+            "first layer over the threshold: {}\n",
+            r.first_bad_layer.as_deref().unwrap_or("none")
+        ));
+    }
+    o.push('\n');
+    for j in &r.judgements {
+        if j.status != Status::Pass {
+            o.push_str(&format!(
+                "{:<5} {:<16} {:.4} (warn {}, fail {}): {}\n",
+                match j.status {
+                    Status::Fail => "FAIL",
+                    _ => "warn",
+                },
+                j.metric,
+                j.value,
+                j.warn,
+                j.fail,
+                j.note
+            ));
+        }
+    }
+    o.push_str(&format!(
+        "verdict: {}\n",
+        match r.verdict {
+            Status::Pass => "pass",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        }
+    ));
+    o
+}

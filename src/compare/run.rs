@@ -1,0 +1,329 @@
+//! The compare procedure: the reference answers each prompt greedily; both variants are then
+//! scored teacher-forced on prompt + reference answer + end-of-turn token (identical ids for
+//! both); each candidate also generates on its own to see whether it still stops.
+
+use candle_core::Tensor;
+use serde::Serialize;
+
+use super::metrics::{self, summarize, Summary, TokenScore};
+use super::prompts::Prompt;
+use super::thresholds::{above, below, Judgement, Status, Thresholds};
+use super::variant::Variant;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    pub max_new_tokens: usize,
+    pub layers: bool,
+    pub thresholds: Thresholds,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptResult {
+    pub label: String,
+    pub prompt_tokens: usize,
+    pub answer_tokens: usize,
+    pub answer: String,
+    pub ref_stopped: bool,
+    pub kl_mean: f64,
+    pub kl_max: f64,
+    pub top1: f64,
+    /// P(end-of-turn token) where the reference turn ends.
+    pub p_eos_ref: f64,
+    pub p_eos_cand: f64,
+    pub cand_stopped: bool,
+    pub cand_generated_tokens: usize,
+    /// Per-answer-token KL (for heat strips).
+    pub token_kl: Vec<f64>,
+    pub tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerResult {
+    /// 0 = embeddings, i = output of layer i−1.
+    pub index: usize,
+    pub name: String,
+    pub rel_l2: f64,
+    pub cosine: f64,
+    pub nonfinite: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareSummary {
+    pub kl: Summary,
+    pub top1: f64,
+    pub top5_overlap: f64,
+    pub delta_p_mean: f64,
+    pub delta_p_rms: f64,
+    pub delta_p_worst: f64,
+    pub ppl_ref: f64,
+    pub ppl_cand: f64,
+    pub ppl_ratio: f64,
+    pub nonfinite_ref: usize,
+    pub nonfinite_cand: usize,
+    pub p_eos_ref_mean: f64,
+    pub p_eos_cand_mean: f64,
+    pub ref_stop_rate: f64,
+    pub cand_stop_rate: f64,
+    pub scored_tokens: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareResult {
+    pub reference: String,
+    pub candidate: String,
+    pub prompts: Vec<PromptResult>,
+    pub summary: CompareSummary,
+    pub layers: Option<Vec<LayerResult>>,
+    pub first_bad_layer: Option<String>,
+    pub judgements: Vec<Judgement>,
+    pub verdict: Status,
+}
+
+/// Reports progress; `tick` is called once per prompt and stage.
+pub trait Progress {
+    fn stage(&self, _name: &str, _total: usize) {}
+    fn tick(&self) {}
+}
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+    t.to_vec2::<f32>().map_err(|e| Error::Tensor {
+        path: "<forward pass>".into(),
+        tensor: "logits".into(),
+        detail: e.to_string(),
+    })
+}
+
+pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptions, progress: &dyn Progress) -> Result<CompareResult> {
+    let cand_rows = c.model.spec.vocab_size;
+    // 1. Reference answers.
+    progress.stage("reference answers", prompts.len());
+    let mut seqs = Vec::with_capacity(prompts.len());
+    for p in prompts {
+        let prompt_ids = r.encode_prompt(p)?;
+        let mut stop = r.stop_ids.clone();
+        stop.extend(r.turn_end_id);
+        let (mut answer, stopped) = r.model.generate_greedy(&prompt_ids, opts.max_new_tokens, &stop)?;
+        if stopped {
+            answer.pop();
+        }
+        let eot = r.turn_end_id.or_else(|| r.stop_ids.first().copied());
+        let mut full = prompt_ids.clone();
+        full.extend(&answer);
+        full.extend(eot);
+        if let Some(&bad) = full.iter().find(|&&i| i as usize >= cand_rows) {
+            return Err(Error::Tensor {
+                path: c.path.clone(),
+                tensor: "model.embed_tokens.weight".into(),
+                detail: format!("the reference's token id {bad} is beyond the candidate's vocabulary ({cand_rows}); the two use different tokenizers — run `ckptcheck lint` on both"),
+            });
+        }
+        seqs.push((prompt_ids.len(), answer, stopped, eot, full));
+        progress.tick();
+    }
+
+    // 2. Teacher-forced scoring.
+    progress.stage("scoring", prompts.len());
+    let mut all: Vec<TokenScore> = Vec::new();
+    let mut results = Vec::new();
+    let mut nonfinite_ref = 0usize;
+    let mut layer_acc: Option<Vec<(f64, f64, f64, usize)>> = None; // (Σ‖Δ‖², Σ‖r‖², Σcos, nonfinite)
+    let mut positions = 0usize;
+    for (p, (plen, answer, stopped, eot, full)) in prompts.iter().zip(&seqs) {
+        let fr = r.model.forward(full, opts.layers)?;
+        let fc = c.model.forward(full, opts.layers)?;
+        let lr = rows(&fr.logits)?;
+        let lc = rows(&fc.logits)?;
+        nonfinite_ref += lr.iter().flatten().filter(|x| !x.is_finite()).count();
+        let mut scores = Vec::new();
+        let mut token_kl = Vec::new();
+        let mut tokens = Vec::new();
+        for pos in *plen..full.len() {
+            let target = full[pos] as usize;
+            let s = metrics::score_token(&lr[pos - 1], &lc[pos - 1], target);
+            token_kl.push(s.kl);
+            tokens.push(r.tokenizer.token(full[pos]).unwrap_or_default());
+            scores.push(s);
+        }
+        let (p_eos_ref, p_eos_cand) = match eot {
+            Some(e) => (metrics::prob(&lr[full.len() - 2], *e as usize), metrics::prob(&lc[full.len() - 2], *e as usize)),
+            None => (f64::NAN, f64::NAN),
+        };
+        if opts.layers {
+            layer_trace(&fr.hidden, &fc.hidden, &mut layer_acc)?;
+            positions += full.len();
+        }
+        let s = summarize(&token_kl);
+        results.push(PromptResult {
+            label: p.label(),
+            prompt_tokens: *plen,
+            answer_tokens: answer.len(),
+            answer: r.tokenizer.tokenizer.decode(answer, false).unwrap_or_default(),
+            ref_stopped: *stopped,
+            kl_mean: s.mean,
+            kl_max: s.max,
+            top1: scores.iter().filter(|s| s.top1_agree).count() as f64 / scores.len().max(1) as f64,
+            p_eos_ref,
+            p_eos_cand,
+            cand_stopped: false,
+            cand_generated_tokens: 0,
+            token_kl,
+            tokens,
+        });
+        all.extend(scores);
+        progress.tick();
+    }
+
+    // 3. Does the candidate still stop on its own?
+    progress.stage("candidate generation", prompts.len());
+    for (res, (plen, _, _, _, full)) in results.iter_mut().zip(&seqs) {
+        let (gen, stopped) = c.model.generate_greedy(&full[..*plen], opts.max_new_tokens, &c.stop_ids)?;
+        res.cand_stopped = stopped;
+        res.cand_generated_tokens = gen.len();
+        progress.tick();
+    }
+
+    let n = all.len().max(1) as f64;
+    let kl: Vec<f64> = all.iter().map(|s| s.kl).collect();
+    let nll_ref = all.iter().map(|s| s.nll_ref).sum::<f64>() / n;
+    let nll_cand = all.iter().map(|s| s.nll_cand).sum::<f64>() / n;
+    let dps: Vec<f64> = all.iter().map(|s| s.delta_p).filter(|d| !d.is_nan()).collect();
+    let mean_of = |f: &dyn Fn(&PromptResult) -> f64| {
+        let v: Vec<f64> = results.iter().map(f).filter(|x| !x.is_nan()).collect();
+        if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
+    };
+    let np = results.len().max(1) as f64;
+    let summary = CompareSummary {
+        kl: summarize(&kl),
+        top1: all.iter().filter(|s| s.top1_agree).count() as f64 / n,
+        top5_overlap: all.iter().map(|s| s.top5_overlap).sum::<f64>() / n,
+        delta_p_mean: dps.iter().sum::<f64>() / dps.len().max(1) as f64,
+        delta_p_rms: (dps.iter().map(|d| d * d).sum::<f64>() / dps.len().max(1) as f64).sqrt(),
+        delta_p_worst: dps.iter().copied().fold(0.0, f64::min),
+        ppl_ref: nll_ref.exp(),
+        ppl_cand: nll_cand.exp(),
+        ppl_ratio: (nll_cand - nll_ref).exp(),
+        nonfinite_ref,
+        nonfinite_cand: all.iter().map(|s| s.cand_nonfinite).sum(),
+        p_eos_ref_mean: mean_of(&|r| r.p_eos_ref),
+        p_eos_cand_mean: mean_of(&|r| r.p_eos_cand),
+        ref_stop_rate: results.iter().filter(|r| r.ref_stopped).count() as f64 / np,
+        cand_stop_rate: results.iter().filter(|r| r.cand_stopped).count() as f64 / np,
+        scored_tokens: all.len(),
+    };
+
+    let layers = layer_acc.map(|acc| {
+        acc.iter()
+            .enumerate()
+            .map(|(i, (d2, r2, cos, nf))| LayerResult {
+                index: i,
+                name: if i == 0 { "embeddings".into() } else { format!("layer {}", i - 1) },
+                rel_l2: (d2 / r2.max(f64::MIN_POSITIVE)).sqrt(),
+                cosine: cos / positions.max(1) as f64,
+                nonfinite: *nf,
+            })
+            .collect::<Vec<_>>()
+    });
+    let first_bad_layer = layers.as_ref().and_then(|ls| {
+        ls.iter()
+            .find(|l| l.nonfinite > 0 || l.rel_l2.is_nan() || l.rel_l2 > opts.thresholds.layer_rel_err)
+            .map(|l| l.name.clone())
+    });
+    let judgements = judge(&summary, &opts.thresholds);
+    let verdict = judgements.iter().map(|j| j.status).max().unwrap_or(Status::Pass);
+    Ok(CompareResult {
+        reference: r.label.clone(),
+        candidate: c.label.clone(),
+        prompts: results,
+        summary,
+        layers,
+        first_bad_layer,
+        judgements,
+        verdict,
+    })
+}
+
+fn layer_trace(hr: &[Tensor], hc: &[Tensor], acc: &mut Option<Vec<(f64, f64, f64, usize)>>) -> Result<()> {
+    if hr.len() != hc.len() {
+        return Err(Error::Tensor {
+            path: "<layer trace>".into(),
+            tensor: "hidden states".into(),
+            detail: format!("the variants have {} and {} layers; --layers needs the same depth", hr.len() - 1, hc.len() - 1),
+        });
+    }
+    let acc = acc.get_or_insert_with(|| vec![(0.0, 0.0, 0.0, 0); hr.len()]);
+    for (i, (a, b)) in hr.iter().zip(hc).enumerate() {
+        let ra = rows(a)?;
+        let rb = rows(b)?;
+        for (x, y) in ra.iter().zip(&rb) {
+            if x.len() != y.len() {
+                return Err(Error::Tensor {
+                    path: "<layer trace>".into(),
+                    tensor: format!("hidden state {i}"),
+                    detail: format!("hidden sizes differ ({} vs {})", x.len(), y.len()),
+                });
+            }
+            let (mut d2, mut r2, mut c2, mut dot) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+            for (&u, &v) in x.iter().zip(y) {
+                if !v.is_finite() {
+                    acc[i].3 += 1;
+                }
+                let (u, v) = (u as f64, v as f64);
+                d2 += (v - u) * (v - u);
+                r2 += u * u;
+                c2 += v * v;
+                dot += u * v;
+            }
+            acc[i].0 += d2;
+            acc[i].1 += r2;
+            acc[i].2 += dot / (r2.sqrt() * c2.sqrt()).max(f64::MIN_POSITIVE);
+        }
+    }
+    Ok(())
+}
+
+/// Applies the thresholds to the summary.
+pub fn judge(s: &CompareSummary, t: &Thresholds) -> Vec<Judgement> {
+    let mut j = vec![
+        above(
+            "nonfinite_logits",
+            (s.nonfinite_cand + s.nonfinite_ref) as f64,
+            0.0,
+            0.0,
+            format!("{} NaN/Inf logits in the reference, {} in the candidate", s.nonfinite_ref, s.nonfinite_cand),
+        ),
+        above("kl_mean", s.kl.mean, t.kl_mean_warn, t.kl_mean_fail, "mean KL(ref‖cand) per answer token, nats"),
+        above("kl_p99", s.kl.p99, t.kl_p99_warn, t.kl_p99_fail, "99th percentile of per-token KL"),
+        below("top1", s.top1, t.top1_warn, t.top1_fail, "share of answer positions with the same top token"),
+        above("ppl_ratio", s.ppl_ratio, t.ppl_ratio_warn, t.ppl_ratio_fail, "PPL(cand) / PPL(ref) on the reference answers"),
+    ];
+    if s.kl.nan > 0 {
+        j[0].status = Status::Fail;
+        j[0].note.push_str(&format!("; {} positions with NaN KL", s.kl.nan));
+        j[0].value += s.kl.nan as f64;
+    }
+    if s.p_eos_ref_mean >= t.eos_ref_min {
+        let ratio = s.p_eos_cand_mean / s.p_eos_ref_mean;
+        j.push(below(
+            "p_eos_ratio",
+            ratio,
+            t.eos_ratio_warn,
+            t.eos_ratio_fail,
+            format!("P(end-of-turn) at turn end: {:.3} → {:.3}", s.p_eos_ref_mean, s.p_eos_cand_mean),
+        ));
+    }
+    j.push(above(
+        "stop_rate_drop",
+        s.ref_stop_rate - s.cand_stop_rate,
+        t.stop_drop_warn,
+        t.stop_drop_fail,
+        format!(
+            "greedy generation stops on {:.0} % of prompts for the reference, {:.0} % for the candidate",
+            100.0 * s.ref_stop_rate,
+            100.0 * s.cand_stop_rate
+        ),
+    ));
+    j
+}

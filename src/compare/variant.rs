@@ -1,0 +1,101 @@
+//! A variant ready to run: the model, its own tokenizer, chat template and stop tokens.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+
+use crate::chat::{sample_conversation, turn_end, ChatTemplate, TemplateTokens};
+use crate::checks::template::template_tokens;
+use crate::checks::Context;
+use crate::error::{Error, Result};
+use crate::format::tokens::{stop_ids, TokenizerInfo};
+use crate::format::{self, Checkpoint};
+use crate::model::{self, Model};
+
+use super::prompts::Prompt;
+
+pub struct Variant {
+    pub label: String,
+    pub path: PathBuf,
+    pub model: Model,
+    pub tokenizer: TokenizerInfo,
+    pub template: Option<ChatTemplate>,
+    pub template_tokens: TemplateTokens,
+    /// Ids its own generation config stops on.
+    pub stop_ids: Vec<u32>,
+    /// The token its chat template ends an assistant turn with (else its first stop id).
+    pub turn_end_id: Option<u32>,
+}
+
+impl Variant {
+    pub fn open(path: &Path, device: &Device) -> Result<Variant> {
+        let dir = match format::open(path)? {
+            Checkpoint::Hf(d) => d,
+        };
+        if dir.is_adapter() {
+            return Err(Error::Unsupported {
+                path: path.to_path_buf(),
+                format: "a PEFT adapter on its own",
+                hint: "compare needs a full model; pass the merged model (base+adapter variants are planned)",
+            });
+        }
+        let ctx = Context::new(&dir);
+        let model = model::load_hf(&dir, device)?;
+        let template_tokens = template_tokens(&ctx);
+        let (stop, _) = stop_ids(&ctx.decls);
+        let Context { tokenizer, tokenizer_error, template, .. } = ctx;
+        let tokenizer = match (tokenizer, tokenizer_error) {
+            (Some(t), _) => t,
+            (None, Some(e)) => return Err(e),
+            (None, None) => {
+                return Err(Error::NotACheckpoint {
+                    path: path.to_path_buf(),
+                    reason: "no tokenizer.json; compare needs the tokenizer to build prompts".into(),
+                })
+            }
+        };
+        let stop_ids: Vec<u32> = stop.iter().filter_map(|&i| u32::try_from(i).ok()).collect();
+        let turn_end_id = template
+            .as_ref()
+            .and_then(|t| t.render(&sample_conversation(), false, &template_tokens).ok())
+            .and_then(|r| {
+                let specials: Vec<String> = tokenizer.added.iter().filter(|a| a.special).map(|a| a.content.clone()).collect();
+                turn_end(&r, &specials)?.token
+            })
+            .and_then(|t| tokenizer.id(&t))
+            .or_else(|| stop_ids.first().copied());
+        Ok(Variant {
+            label: path.display().to_string(),
+            path: path.to_path_buf(),
+            model,
+            tokenizer,
+            template,
+            template_tokens,
+            stop_ids,
+            turn_end_id,
+        })
+    }
+
+    pub fn is_chat(&self) -> bool {
+        self.template.is_some()
+    }
+
+    /// Token ids of a prompt as this variant would see it: through its chat template with the
+    /// generation prompt (no automatic specials: the template has them), or as raw text with the
+    /// tokenizer's own specials for a base model.
+    pub fn encode_prompt(&self, p: &Prompt) -> Result<Vec<u32>> {
+        match &self.template {
+            Some(t) => {
+                let text = t.render(&p.as_messages(), true, &self.template_tokens)?;
+                self.tokenizer.encode_raw(&text)
+            }
+            None => {
+                let enc = self.tokenizer.tokenizer.encode(p.as_text(), true).map_err(|e| Error::Tokenizer {
+                    path: self.tokenizer.path.clone(),
+                    detail: e.to_string(),
+                })?;
+                Ok(enc.get_ids().to_vec())
+            }
+        }
+    }
+}

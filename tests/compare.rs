@@ -1,0 +1,174 @@
+//! `ckptcheck compare` through the real binary: on the synthetic checkpoint (self-compare, NaN
+//! weights, a damaged layer) and on the zoo's healthy vs collapsed fine-tune.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+fn prompts_file(dir: &std::path::Path) -> String {
+    let p = dir.join("prompts.jsonl");
+    std::fs::write(
+        &p,
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"What is 6 times 7 ?\"}]}\n{\"text\": \"The answer is\"}\n",
+    )
+    .unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+fn compare_json(r: &std::path::Path, c: &std::path::Path, prompts: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["compare", "--json", "--max-new-tokens", "6", "--prompts", prompts, r.to_str().unwrap(), c.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    ckptcheck(&args)
+}
+
+#[test]
+fn self_compare_is_exactly_zero() {
+    let d = tmp();
+    let m = d.path().join("m");
+    Fixture::healthy().write(&m);
+    let r = compare_json(&m, &m, &prompts_file(d.path()), &["--layers"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v = r.json();
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["summary"]["kl"]["max"], 0.0);
+    assert_eq!(v["summary"]["top1"], 1.0);
+    assert_eq!(v["summary"]["ppl_ratio"], 1.0);
+    assert_eq!(v["summary"]["nonfinite_cand"], 0);
+    assert_eq!(v["verdict"], "pass");
+    assert_eq!(v["prompts"].as_array().unwrap().len(), 2);
+    assert!(v["layers"].as_array().unwrap().iter().all(|l| l["rel_l2"] == 0.0));
+    assert!(v["first_bad_layer"].is_null());
+}
+
+#[test]
+fn nan_weights_fail_and_are_counted() {
+    let d = tmp();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    Fixture::healthy().write(&a);
+    let mut f = Fixture::healthy();
+    f.tensor_mut("model.layers.1.mlp.down_proj.weight").data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    f.write(&b);
+    let r = compare_json(&a, &b, &prompts_file(d.path()), &["--layers"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert!(v["summary"]["nonfinite_cand"].as_u64().unwrap() > 0);
+    assert_eq!(v["verdict"], "fail");
+    let j = v["judgements"].as_array().unwrap().iter().find(|j| j["metric"] == "nonfinite_logits").unwrap().clone();
+    assert_eq!(j["status"], "fail");
+    assert_eq!(v["first_bad_layer"], "layer 1", "{}", v["layers"]);
+}
+
+#[test]
+fn damaged_layer_is_named_by_the_trace() {
+    let d = tmp();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    Fixture::healthy().write(&a);
+    let mut f = Fixture::healthy();
+    // A merge with a wildly wrong scale on one projection: layer 1's down_proj × −20.
+    let t = f.tensor_mut("model.layers.1.mlp.down_proj.weight");
+    for c in t.data.chunks_mut(4) {
+        let x = f32::from_le_bytes(c.try_into().unwrap()) * -20.0;
+        c.copy_from_slice(&x.to_le_bytes());
+    }
+    f.write(&b);
+    let r = compare_json(&a, &b, &prompts_file(d.path()), &["--layers"]);
+    let v = r.json();
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), LAYERS + 1);
+    assert_eq!(layers[1]["rel_l2"], 0.0, "layer 0 is untouched");
+    assert!(layers[2]["rel_l2"].as_f64().unwrap() > 0.1, "{layers:?}");
+    assert_eq!(v["first_bad_layer"], "layer 1");
+    assert!(v["summary"]["kl"]["mean"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn thresholds_file_changes_the_verdict() {
+    let d = tmp();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    Fixture::healthy().write(&a);
+    let mut f = Fixture::healthy();
+    let t = f.tensor_mut("model.layers.1.mlp.up_proj.weight");
+    for c in t.data.chunks_mut(4) {
+        let x = f32::from_le_bytes(c.try_into().unwrap()) * 1.05;
+        c.copy_from_slice(&x.to_le_bytes());
+    }
+    f.write(&b);
+    let prompts = prompts_file(d.path());
+    let tight = d.path().join("tight.toml");
+    std::fs::write(&tight, "kl_mean_warn = 0.0\nkl_mean_fail = 0.0\n").unwrap();
+    let r = compare_json(&a, &b, &prompts, &["--thresholds", tight.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let bad = d.path().join("bad.toml");
+    std::fs::write(&bad, "kl_mean_fial = 1\n").unwrap();
+    let r = compare_json(&a, &b, &prompts, &["--thresholds", bad.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("bad.toml") && r.stderr.contains("kl_mean_fial"), "{}", r.stderr);
+}
+
+#[test]
+fn reference_ids_beyond_candidate_vocab_is_a_clear_error() {
+    let d = tmp();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    Fixture::healthy().write(&a);
+    let mut f = Fixture::healthy();
+    *f.tensor_mut("model.embed_tokens.weight") = f32_tensor("model.embed_tokens.weight", &[4, HIDDEN], 1);
+    *f.tensor_mut("lm_head.weight") = f32_tensor("lm_head.weight", &[4, HIDDEN], 2);
+    f.config["vocab_size"] = json!(4);
+    f.write(&b);
+    let r = compare_json(&a, &b, &prompts_file(d.path()), &[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("beyond the candidate's vocabulary"), "{}", r.stderr);
+}
+
+// --- on the zoo -----------------------------------------------------------------------------
+
+#[test]
+fn zoo_healthy_vs_collapsed_fails_on_eos_and_kl() {
+    let zoo = zoo();
+    let r = ckptcheck(&[
+        "compare",
+        "--json",
+        "--prompts",
+        zoo.join("prompts.jsonl").to_str().unwrap(),
+        zoo.join("models/llama-instruct").to_str().unwrap(),
+        zoo.join("models/llama-sft-collapsed").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let v = r.json();
+    let s = &v["summary"];
+    assert!(s["p_eos_ref_mean"].as_f64().unwrap() > 0.5, "{s}");
+    assert!(s["p_eos_cand_mean"].as_f64().unwrap() < 0.1, "{s}");
+    assert!(s["kl"]["mean"].as_f64().unwrap() > 0.5, "{s}");
+    let failed: Vec<&str> = v["judgements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["status"] == "fail")
+        .map(|j| j["metric"].as_str().unwrap())
+        .collect();
+    assert!(failed.contains(&"p_eos_ratio") && failed.contains(&"kl_mean"), "{failed:?}");
+}
+
+#[test]
+fn zoo_self_compare_and_wrong_eos_config() {
+    let zoo = zoo();
+    let prompts = zoo.join("prompts.jsonl");
+    let healthy = zoo.join("models/llama-instruct");
+    let r = ckptcheck(&["compare", "--json", "--prompts", prompts.to_str().unwrap(), healthy.to_str().unwrap(), healthy.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["summary"]["kl"]["max"], 0.0);
+    assert_eq!(v["summary"]["top1"], 1.0);
+    assert_eq!(v["summary"]["cand_stop_rate"], 1.0, "the healthy model ends its turns");
+    // Same weights, but generation_config stops on <|endoftext|>: identical logits, and the
+    // candidate never stops on its own.
+    let wrong = zoo.join("models/llama-genconfig-wrong-eos");
+    let r = ckptcheck(&["compare", "--json", "--prompts", prompts.to_str().unwrap(), healthy.to_str().unwrap(), wrong.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let v = r.json();
+    assert_eq!(v["summary"]["kl"]["max"], 0.0);
+    assert_eq!(v["summary"]["cand_stop_rate"], 0.0);
+    let j = v["judgements"].as_array().unwrap().iter().find(|j| j["metric"] == "stop_rate_drop").unwrap().clone();
+    assert_eq!(j["status"], "fail");
+}

@@ -1,0 +1,116 @@
+//! The engine against transformers: golden logits (and hidden states) written by transformers in
+//! f32 for every zoo architecture (testdata/zoo/goldens, made by testdata/zoo/generate.py).
+//!
+//! Tolerance: max |Δlogit| ≤ 1e-4 × max(1, max |logit|) and the same argmax at every position.
+//! Both sides compute in f32; the residual difference is summation order in matmuls.
+
+mod common;
+
+use std::path::Path;
+
+use candle_core::Device;
+use ckptcheck::format::dtype::Dtype;
+use ckptcheck::format::hf::HfDir;
+use ckptcheck::format::safetensors::SafetensorsFile;
+use ckptcheck::model::{self, weights::decode_f32};
+
+struct Golden {
+    ids: Vec<u32>,
+    logits: Vec<f32>,
+    vocab: usize,
+    hidden: Option<(Vec<f32>, usize, usize)>, // values, layers+1, hidden
+}
+
+fn goldens(name: &str) -> Vec<Golden> {
+    let p = common::zoo().join("goldens").join(format!("{name}.safetensors"));
+    let f = SafetensorsFile::open(&p).unwrap();
+    assert!(f.header.problems.is_empty());
+    let mut out = Vec::new();
+    for i in 0.. {
+        let Some(ids_t) = f.get(&format!("input_ids.{i}")) else { break };
+        assert_eq!(ids_t.dtype, Dtype::I64);
+        let ids: Vec<u32> = f.bytes(ids_t).unwrap().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32).collect();
+        let lt = f.get(&format!("logits.{i}")).unwrap();
+        let logits = decode_f32(lt.dtype, f.bytes(lt).unwrap()).unwrap();
+        let hidden = f.get(&format!("hidden.{i}")).map(|h| {
+            (decode_f32(h.dtype, f.bytes(h).unwrap()).unwrap(), h.shape[0] as usize, h.shape[2] as usize)
+        });
+        out.push(Golden { ids, vocab: lt.shape[1] as usize, logits, hidden });
+    }
+    assert!(!out.is_empty(), "no goldens in {}", p.display());
+    out
+}
+
+fn check_variant(name: &str) {
+    let dir = HfDir::open(&common::zoo().join("models").join(name)).unwrap();
+    let m = model::load_hf(&dir, &Device::Cpu).unwrap();
+    for (pi, g) in goldens(name).iter().enumerate() {
+        let f = m.forward(&g.ids, g.hidden.is_some()).unwrap();
+        let got: Vec<f32> = f.logits.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(got.len(), g.logits.len(), "{name} prompt {pi}: logits shape");
+        let scale = g.logits.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        let max_diff = got.iter().zip(&g.logits).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(max_diff <= 1e-4 * scale, "{name} prompt {pi}: max |Δlogit| {max_diff} > 1e-4 × {scale}");
+        for (pos, (a, b)) in got.chunks(g.vocab).zip(g.logits.chunks(g.vocab)).enumerate() {
+            let am = ckptcheck::compare::metrics::argmax(a);
+            let bm = ckptcheck::compare::metrics::argmax(b);
+            assert_eq!(am, bm, "{name} prompt {pi} position {pos}: argmax differs");
+        }
+        if let Some((h, n, hid)) = &g.hidden {
+            // transformers' hidden_states: embeddings, then each layer's output; the last entry
+            // has the final norm applied, so it is compared through the logits instead.
+            let t = g.ids.len();
+            assert_eq!(*n, f.hidden.len(), "{name}: layer count");
+            for l in 0..n - 1 {
+                let mine: Vec<f32> = f.hidden[l].flatten_all().unwrap().to_vec1().unwrap();
+                let theirs = &h[l * t * hid..(l + 1) * t * hid];
+                let scale = theirs.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+                let d = mine.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                assert!(d <= 1e-4 * scale, "{name} prompt {pi} hidden {l}: max |Δ| {d} (scale {scale})");
+            }
+        }
+    }
+}
+
+fn zoo_has(name: &str) -> bool {
+    let ok = Path::new(&common::zoo().join("goldens").join(format!("{name}.safetensors"))).exists();
+    assert!(ok, "zoo golden for {name} missing: regenerate testdata/zoo (see its README)");
+    ok
+}
+
+#[test]
+fn llama_matches_transformers() {
+    zoo_has("llama-instruct");
+    check_variant("llama-instruct");
+}
+
+#[test]
+fn llama_bf16_fine_tunes_match_transformers() {
+    check_variant("llama-sft-good");
+    check_variant("llama-sft-collapsed");
+}
+
+#[test]
+fn qwen2_matches_transformers() {
+    check_variant("qwen2-instruct");
+}
+
+#[test]
+fn qwen3_matches_transformers() {
+    check_variant("qwen3");
+}
+
+#[test]
+fn mistral_matches_transformers() {
+    check_variant("mistral");
+}
+
+#[test]
+fn gemma2_matches_transformers() {
+    check_variant("gemma2");
+}
+
+#[test]
+fn gemma3_matches_transformers() {
+    check_variant("gemma3");
+}
