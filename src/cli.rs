@@ -28,6 +28,9 @@ pub enum Command {
     /// answers; report KL, top-1 agreement, Δp, perplexity, NaN/Inf, P(EOS) at turn end, whether
     /// greedy generation still stops, and (`--layers`) the first layer that diverges.
     Compare(CompareArgs),
+    /// Check a LoRA merge statically: merged = base + s·B·A for every adapted module, with the
+    /// fault named (not merged, wrong scale, transposed, wrong layer, overflow, untargeted changes).
+    MergeCheck(MergeCheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -56,9 +59,10 @@ pub struct LintArgs {
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// The reference variant (HF model directory).
+    /// The reference variant: an HF model directory, or `BASE+ADAPTER` for a base model with a
+    /// PEFT adapter applied on the fly.
     pub reference: PathBuf,
-    /// The candidate variant (HF model directory).
+    /// The candidate variant (same forms as the reference).
     pub candidate: PathBuf,
     /// Prompts as JSONL (`{"messages": [...]}` or `{"text": ...}` per line); default: built-in set.
     #[arg(long)]
@@ -75,6 +79,25 @@ pub struct CompareArgs {
     /// TOML file overriding the default thresholds (see docs/metrics.md).
     #[arg(long)]
     pub thresholds: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Fail on warnings too.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeCheckArgs {
+    /// The base model the adapter was trained on (HF directory).
+    #[arg(long)]
+    pub base: PathBuf,
+    /// The PEFT adapter directory (adapter_config.json + adapter_model.safetensors).
+    #[arg(long)]
+    pub adapter: PathBuf,
+    /// The merged model to check (HF directory).
+    #[arg(long)]
+    pub merged: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(a, &Printer { quiet: a.json }),
         Command::Lint(a) => commands::lint::run(a, &Printer { quiet: a.json }),
         Command::Compare(a) => commands::compare::run(a, &Printer { quiet: a.json }),
+        Command::MergeCheck(a) => commands::merge_check::run(a, &Printer { quiet: a.json }),
     };
     match result {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),

@@ -4,6 +4,7 @@
 pub mod compare;
 pub mod inspect;
 pub mod lint;
+pub mod merge_check;
 
 use std::path::Path;
 

@@ -10,6 +10,8 @@ use crate::checks::Context;
 use crate::error::{Error, Result};
 use crate::format::tokens::{stop_ids, TokenizerInfo};
 use crate::format::{self, Checkpoint};
+use crate::format::lora::Adapter;
+use crate::model::weights::{HfWeights, LoraWeights};
 use crate::model::{self, Model};
 
 use super::prompts::Prompt;
@@ -28,7 +30,12 @@ pub struct Variant {
 }
 
 impl Variant {
+    /// Opens `PATH`, or `BASE+ADAPTER` (a base model with a PEFT adapter applied on the fly) when
+    /// `PATH` does not exist and both halves do.
     pub fn open(path: &Path, device: &Device) -> Result<Variant> {
+        if let Some((base, adapter)) = split_base_adapter(path) {
+            return Self::open_with_adapter(path, &base, &adapter, device);
+        }
         let dir = match format::open(path)? {
             Checkpoint::Hf(d) => d,
         };
@@ -36,11 +43,46 @@ impl Variant {
             return Err(Error::Unsupported {
                 path: path.to_path_buf(),
                 format: "a PEFT adapter on its own",
-                hint: "compare needs a full model; pass the merged model (base+adapter variants are planned)",
+                hint: "compare needs a full model: pass `BASE+ADAPTER` to apply it on the fly, or the merged model",
             });
         }
-        let ctx = Context::new(&dir);
         let model = model::load_hf(&dir, device)?;
+        Self::finish(path, &dir, model)
+    }
+
+    fn open_with_adapter(label: &Path, base: &Path, adapter: &Path, device: &Device) -> Result<Variant> {
+        let dir = match format::open(base)? {
+            Checkpoint::Hf(d) => d,
+        };
+        let ad = Adapter::open(adapter)?;
+        if ad.config.fan_in_fan_out {
+            return Err(Error::Field {
+                path: adapter.join("adapter_config.json"),
+                field: "fan_in_fan_out".into(),
+                detail: "Conv1D (GPT-2 style) adapters are not supported by the engine".into(),
+            });
+        }
+        let base_w = HfWeights { dir: &dir };
+        let w = LoraWeights {
+            base: &base_w,
+            adapter: &ad,
+            adapter_weights: HfWeights { dir: &ad.dir },
+        };
+        for m in &ad.modules {
+            if dir.tensor(&format!("{}.weight", m.base)).is_none() {
+                return Err(Error::Tensor {
+                    path: adapter.join("adapter_model.safetensors"),
+                    tensor: m.a.clone(),
+                    detail: format!("adapts `{}`, which the base model `{}` does not have", m.base, base.display()),
+                });
+            }
+        }
+        let model = model::load_with(&dir, &w, device)?;
+        Self::finish(label, &dir, model)
+    }
+
+    fn finish(path: &Path, dir: &crate::format::hf::HfDir, model: Model) -> Result<Variant> {
+        let ctx = Context::new(dir);
         let template_tokens = template_tokens(&ctx);
         let (stop, _) = stop_ids(&ctx.decls);
         let Context { tokenizer, tokenizer_error, template, .. } = ctx;
@@ -98,4 +140,16 @@ impl Variant {
             }
         }
     }
+}
+
+/// `BASE+ADAPTER` when `path` itself does not exist and both halves are directories.
+pub fn split_base_adapter(path: &Path) -> Option<(PathBuf, PathBuf)> {
+    if path.exists() {
+        return None;
+    }
+    let s = path.to_str()?;
+    s.match_indices('+').find_map(|(i, _)| {
+        let (b, a) = (Path::new(&s[..i]), Path::new(&s[i + 1..]));
+        (b.is_dir() && a.is_dir()).then(|| (b.to_path_buf(), a.to_path_buf()))
+    })
 }

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod dtype;
 pub mod hf;
+pub mod lora;
 pub mod safetensors;
 pub mod tokens;
 

@@ -453,4 +453,37 @@ mod tests {
         let e = parse_header(&file("[1,2]", 0), Path::new("t")).unwrap_err().to_string();
         assert!(e.contains("not a JSON object"), "{e}");
     }
+
+    /// Poor man's fuzzing in the normal test run (the libFuzzer target is in fuzz/): random byte
+    /// flips, truncations and length-field rewrites of a valid file never panic.
+    #[test]
+    fn mutated_files_never_panic() {
+        let h = r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"b":{"dtype":"BF16","shape":[4],"data_offsets":[24,32]}}"#;
+        let good = file(h, 32);
+        let mut state = 0x9e3779b97f4a7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..5000 {
+            let mut b = good.clone();
+            match next() % 3 {
+                0 => {
+                    for _ in 0..(1 + next() % 4) {
+                        let i = (next() as usize) % b.len();
+                        b[i] = next() as u8;
+                    }
+                }
+                1 => b.truncate((next() as usize) % b.len()),
+                _ => b[..8].copy_from_slice(&(next() % 400).to_le_bytes()),
+            }
+            if let Ok(parsed) = parse_header(&b, Path::new("m")) {
+                for p in &parsed.problems {
+                    let _ = (p.message(), p.field());
+                }
+            }
+        }
+    }
 }

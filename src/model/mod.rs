@@ -24,6 +24,12 @@ pub fn default_device() -> Device {
 
 /// Loads an HF checkpoint directory's dense weights into the engine.
 pub fn load_hf(dir: &HfDir, device: &Device) -> Result<Model> {
+    load_with(dir, &weights::HfWeights { dir }, device)
+}
+
+/// Loads with the architecture from `dir`'s config.json and the weights from `w` (e.g. a base
+/// with a LoRA adapter applied on the fly).
+pub fn load_with(dir: &HfDir, w: &dyn weights::WeightSource, device: &Device) -> Result<Model> {
     let cfg = dir.config.as_ref().ok_or_else(|| Error::NotACheckpoint {
         path: dir.root.clone(),
         reason: "no config.json, so the architecture is unknown".into(),
@@ -37,5 +43,5 @@ pub fn load_hf(dir: &HfDir, device: &Device) -> Result<Model> {
         },
         other => other,
     })?;
-    Model::load(spec, &weights::HfWeights { dir }, device)
+    Model::load(spec, w, device)
 }

@@ -95,3 +95,95 @@ pub fn decode_f32(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
         _ => return None,
     })
 }
+
+/// `y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ (+ b)`, the LoRA update applied in the forward pass exactly as PEFT
+/// does before merging; with DoRA, `y = m / ‖W + s·B·A‖_row ⊙ (x·Wᵀ + s·(x·Aᵀ)·Bᵀ) + b`.
+pub struct LoraLinear {
+    pub base: DenseLinear,
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
+    /// DoRA: magnitude / row norm of the updated weight, `[out]`.
+    pub dora_scale: Option<Tensor>,
+}
+
+impl LinearOp for LoraLinear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let base = x.matmul(&self.base.weight.t()?)?;
+        let lora = (x.matmul(&self.a.t()?)?.matmul(&self.b.t()?)? * self.scale)?;
+        let mut y = (base + lora)?;
+        if let Some(m) = &self.dora_scale {
+            y = y.broadcast_mul(m)?;
+        }
+        match &self.base.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// A base checkpoint with a PEFT adapter applied on the fly (not merged).
+pub struct LoraWeights<'a> {
+    pub base: &'a dyn WeightSource,
+    pub adapter: &'a crate::format::lora::Adapter,
+    pub adapter_weights: HfWeights<'a>,
+}
+
+impl WeightSource for LoraWeights<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.base.has(name)
+    }
+
+    fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        // modules_to_save replace the base tensor wholesale.
+        if let Some((adapter_name, _)) = self.adapter.saved.iter().find(|(_, base)| base == name) {
+            return self.adapter_weights.tensor(adapter_name, dtype, device);
+        }
+        self.base.tensor(name, dtype, device)
+    }
+
+    fn linear(&self, prefix: &str, bias: bool, dtype: DType, device: &Device) -> Result<Box<dyn LinearOp>> {
+        let Some(m) = self.adapter.modules.iter().find(|m| m.base == prefix) else {
+            let weight = self.tensor(&format!("{prefix}.weight"), dtype, device)?;
+            let bias = if bias { Some(self.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
+            return Ok(Box::new(DenseLinear { weight, bias }));
+        };
+        let err = |e: candle_core::Error| Error::Tensor {
+            path: self.adapter.path(),
+            tensor: m.a.clone(),
+            detail: e.to_string(),
+        };
+        let weight = self.tensor(&format!("{prefix}.weight"), dtype, device)?;
+        let bias = if bias { Some(self.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
+        let a = self.adapter_weights.tensor(&m.a, dtype, device)?;
+        let b = self.adapter_weights.tensor(&m.b, dtype, device)?;
+        let (out, inp) = weight.dims2().map_err(err)?;
+        let (ra, ia) = a.dims2().map_err(err)?;
+        let (ob, rb) = b.dims2().map_err(err)?;
+        if ia != inp || ob != out || ra != rb {
+            return Err(Error::Tensor {
+                path: self.adapter.path(),
+                tensor: m.a.clone(),
+                detail: format!(
+                    "lora_A {ra}×{ia} and lora_B {ob}×{rb} do not fit the base weight `{prefix}.weight` {out}×{inp}: the adapter was trained on another base model"
+                ),
+            });
+        }
+        let dora_scale = match &m.magnitude {
+            Some(mag) => {
+                let mag = self.adapter_weights.tensor(mag, dtype, device)?;
+                let merged = (&weight + (b.matmul(&a).map_err(err)? * m.scale).map_err(err)?).map_err(err)?;
+                let norm = merged.sqr().and_then(|s| s.sum(1)).and_then(|s| s.sqrt()).map_err(err)?;
+                Some((mag / norm).map_err(err)?)
+            }
+            None => None,
+        };
+        Ok(Box::new(LoraLinear {
+            base: DenseLinear { weight, bias },
+            a,
+            b,
+            scale: m.scale,
+            dora_scale,
+        }))
+    }
+}

@@ -1,0 +1,13 @@
+//! Any byte string must parse to a header or an error, never panic or allocate without bound.
+//! Run: `cargo +nightly fuzz run safetensors_header` (from this directory's parent).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(h) = ckptcheck::format::safetensors::parse_header(data, std::path::Path::new("fuzz.safetensors")) {
+        for p in &h.problems {
+            let _ = p.message();
+        }
+    }
+});

@@ -1,0 +1,269 @@
+//! PEFT LoRA adapters: `adapter_config.json` + `adapter_model.safetensors`, mapped onto the base
+//! checkpoint's tensor names.
+//!
+//! PEFT saves `base_model.model.<base name>.lora_A.weight` `[r, in]`, `...lora_B.weight`
+//! `[out, r]`, DoRA's `...lora_magnitude_vector` `[out]`, and `modules_to_save` copies as
+//! `base_model.model.<base name>.weight`. The update is `ΔW = s · B · A` with `s = alpha / r`, or
+//! `alpha / sqrt(r)` under rsLoRA; `rank_pattern` / `alpha_pattern` override r and alpha per module.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::hf::{HfDir, ADAPTER_CONFIG};
+use crate::error::{Error, Result};
+
+pub const PEFT_PREFIX: &str = "base_model.model.";
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoraConfig {
+    pub r: u64,
+    pub alpha: f64,
+    pub use_rslora: bool,
+    pub use_dora: bool,
+    pub fan_in_fan_out: bool,
+    /// A list of module-name suffixes, or one regex the whole name must match.
+    pub target_modules: Targets,
+    pub layers_to_transform: Option<Vec<u64>>,
+    pub modules_to_save: Vec<String>,
+    pub rank_pattern: BTreeMap<String, u64>,
+    pub alpha_pattern: BTreeMap<String, f64>,
+    pub base_model: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub enum Targets {
+    Names(Vec<String>),
+    Regex(String),
+}
+
+/// One adapted linear layer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoraModule {
+    /// Base module name, e.g. `model.layers.0.self_attn.q_proj` (its weight is `<name>.weight`).
+    pub base: String,
+    pub a: String,
+    pub b: String,
+    pub magnitude: Option<String>,
+    pub rank: u64,
+    pub alpha: f64,
+    pub scale: f64,
+}
+
+/// A loaded adapter.
+#[derive(Debug)]
+pub struct Adapter {
+    pub dir: HfDir,
+    pub config: LoraConfig,
+    pub modules: Vec<LoraModule>,
+    /// `modules_to_save` copies: adapter tensor → base tensor name.
+    pub saved: Vec<(String, String)>,
+    /// Adapter tensors that are neither LoRA factors nor saved modules.
+    pub unrecognised: Vec<String>,
+}
+
+fn field(path: &Path, f: &str, detail: impl Into<String>) -> Error {
+    Error::Field {
+        path: path.to_path_buf(),
+        field: f.to_string(),
+        detail: detail.into(),
+    }
+}
+
+impl LoraConfig {
+    pub fn from_json(v: &Value, path: &Path) -> Result<LoraConfig> {
+        let peft_type = v.get("peft_type").and_then(Value::as_str).unwrap_or("LORA");
+        if peft_type != "LORA" {
+            return Err(field(path, "peft_type", format!("`{peft_type}` adapters are not supported (LORA is)")));
+        }
+        let r = v.get("r").and_then(Value::as_u64).filter(|&r| r > 0 && r < 1 << 20).ok_or_else(|| field(path, "r", "must be a positive integer"))?;
+        let alpha = v.get("lora_alpha").and_then(Value::as_f64).ok_or_else(|| field(path, "lora_alpha", "must be a number"))?;
+        let target_modules = match v.get("target_modules") {
+            Some(Value::String(s)) => Targets::Regex(s.clone()),
+            Some(Value::Array(a)) => Targets::Names(a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()),
+            _ => Targets::Names(Vec::new()),
+        };
+        let layers_to_transform = match v.get("layers_to_transform") {
+            Some(Value::Number(n)) => n.as_u64().map(|x| vec![x]),
+            Some(Value::Array(a)) => Some(a.iter().filter_map(Value::as_u64).collect()),
+            _ => None,
+        };
+        let map_u = |k: &str| -> BTreeMap<String, u64> {
+            v.get(k).and_then(Value::as_object).map(|o| o.iter().filter_map(|(k, x)| Some((k.clone(), x.as_u64()?))).collect()).unwrap_or_default()
+        };
+        let map_f = |k: &str| -> BTreeMap<String, f64> {
+            v.get(k).and_then(Value::as_object).map(|o| o.iter().filter_map(|(k, x)| Some((k.clone(), x.as_f64()?))).collect()).unwrap_or_default()
+        };
+        Ok(LoraConfig {
+            r,
+            alpha,
+            use_rslora: v.get("use_rslora").and_then(Value::as_bool).unwrap_or(false),
+            use_dora: v.get("use_dora").and_then(Value::as_bool).unwrap_or(false),
+            fan_in_fan_out: v.get("fan_in_fan_out").and_then(Value::as_bool).unwrap_or(false),
+            target_modules,
+            layers_to_transform,
+            modules_to_save: v
+                .get("modules_to_save")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
+            rank_pattern: map_u("rank_pattern"),
+            alpha_pattern: map_f("alpha_pattern"),
+            base_model: v.get("base_model_name_or_path").and_then(Value::as_str).map(str::to_string),
+        })
+    }
+
+    /// Rank and alpha for a module, after `rank_pattern` / `alpha_pattern` (PEFT matches a
+    /// pattern key as a regex against the end of the module name, at a dot boundary).
+    pub fn rank_alpha(&self, module: &str) -> (u64, f64) {
+        let find = |keys: Vec<&String>| keys.into_iter().find(|k| pattern_matches(k, module)).cloned();
+        let rank = find(self.rank_pattern.keys().collect()).map(|k| self.rank_pattern[&k]).unwrap_or(self.r);
+        let alpha = find(self.alpha_pattern.keys().collect()).map(|k| self.alpha_pattern[&k]).unwrap_or(self.alpha);
+        (rank, alpha)
+    }
+
+    pub fn scale(&self, rank: u64, alpha: f64) -> f64 {
+        if self.use_rslora {
+            alpha / (rank as f64).sqrt()
+        } else {
+            alpha / rank as f64
+        }
+    }
+
+    /// Whether PEFT would adapt this base module (for the "targeted but missing" check).
+    pub fn targets(&self, module: &str) -> bool {
+        let hit = match &self.target_modules {
+            Targets::Regex(r) => regex::Regex::new(&format!("^(?:{r})$")).map(|re| re.is_match(module)).unwrap_or(false),
+            Targets::Names(names) => names.iter().any(|n| n == "all-linear" && module.contains(".layers.") || module == n || module.ends_with(&format!(".{n}"))),
+        };
+        if !hit {
+            return false;
+        }
+        match &self.layers_to_transform {
+            Some(ls) => layer_index(module).is_some_and(|i| ls.contains(&i)),
+            None => true,
+        }
+    }
+}
+
+fn pattern_matches(key: &str, module: &str) -> bool {
+    regex::Regex::new(&format!(r"(^|.*\.)(?:{key})$")).map(|re| re.is_match(module)).unwrap_or(key == module)
+}
+
+/// The `N` in `....layers.N....`.
+pub fn layer_index(name: &str) -> Option<u64> {
+    let mut it = name.split('.');
+    while let Some(p) = it.next() {
+        if p == "layers" || p == "h" || p == "blocks" {
+            return it.next()?.parse().ok();
+        }
+    }
+    None
+}
+
+impl Adapter {
+    pub fn open(root: &Path) -> Result<Adapter> {
+        let dir = HfDir::open(root)?;
+        let cfg_doc = dir.adapter_config.clone().ok_or_else(|| Error::NotACheckpoint {
+            path: root.to_path_buf(),
+            reason: format!("no `{ADAPTER_CONFIG}`: not a PEFT adapter directory"),
+        })?;
+        let config = LoraConfig::from_json(&cfg_doc.value, &cfg_doc.path)?;
+        let mut by_base: BTreeMap<String, (Option<String>, Option<String>, Option<String>)> = BTreeMap::new();
+        let mut saved = Vec::new();
+        let mut unrecognised = Vec::new();
+        let names: Vec<String> = dir.tensors().map(|(_, t)| t.name.clone()).collect();
+        for n in names {
+            let bare = n.strip_prefix(PEFT_PREFIX).unwrap_or(&n).to_string();
+            if let Some(base) = bare.strip_suffix(".lora_A.weight") {
+                by_base.entry(base.to_string()).or_default().0 = Some(n.clone());
+            } else if let Some(base) = bare.strip_suffix(".lora_B.weight") {
+                by_base.entry(base.to_string()).or_default().1 = Some(n.clone());
+            } else if let Some(base) = bare.strip_suffix(".lora_magnitude_vector") {
+                by_base.entry(base.to_string()).or_default().2 = Some(n.clone());
+            } else if config.modules_to_save.iter().any(|m| bare.split('.').any(|p| p == m)) {
+                saved.push((n.clone(), bare.clone()));
+            } else {
+                unrecognised.push(n.clone());
+            }
+        }
+        let mut modules = Vec::new();
+        for (base, (a, b, m)) in by_base {
+            let (a, b) = match (a, b) {
+                (Some(a), Some(b)) => (a, b),
+                (a, b) => {
+                    return Err(Error::Tensor {
+                        path: dir.root.join(super::hf::ADAPTER_WEIGHTS),
+                        tensor: a.or(b).unwrap_or_default(),
+                        detail: format!("`{base}` has only one of lora_A / lora_B; the adapter file is incomplete"),
+                    })
+                }
+            };
+            let rank = dir.tensor(&a).and_then(|(_, t)| t.shape.first().copied()).unwrap_or(config.r);
+            let (_, alpha) = config.rank_alpha(&base);
+            let scale = config.scale(rank, alpha);
+            modules.push(LoraModule {
+                base,
+                a,
+                b,
+                magnitude: m,
+                rank,
+                alpha,
+                scale,
+            });
+        }
+        Ok(Adapter {
+            dir,
+            config,
+            modules,
+            saved,
+            unrecognised,
+        })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.root.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(v: Value) -> LoraConfig {
+        LoraConfig::from_json(&v, Path::new("adapter_config.json")).unwrap()
+    }
+
+    #[test]
+    fn scale_plain_rslora_and_patterns() {
+        let c = cfg(json!({"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"],
+                           "rank_pattern": {"layers.1.self_attn.q_proj": 4}, "alpha_pattern": {"v_proj": 32}}));
+        assert_eq!(c.scale(8, 16.0), 2.0);
+        assert_eq!(c.rank_alpha("model.layers.1.self_attn.q_proj"), (4, 16.0));
+        assert_eq!(c.rank_alpha("model.layers.11.self_attn.q_proj"), (8, 16.0));
+        assert_eq!(c.rank_alpha("model.layers.0.self_attn.v_proj"), (8, 32.0));
+        let c = cfg(json!({"r": 16, "lora_alpha": 16, "use_rslora": true, "target_modules": "q_proj"}));
+        assert_eq!(c.scale(16, 16.0), 4.0);
+    }
+
+    #[test]
+    fn targets_by_suffix_regex_and_layers() {
+        let c = cfg(json!({"r": 8, "lora_alpha": 8, "target_modules": ["q_proj"], "layers_to_transform": [0, 2]}));
+        assert!(c.targets("model.layers.0.self_attn.q_proj"));
+        assert!(!c.targets("model.layers.1.self_attn.q_proj"));
+        assert!(!c.targets("model.layers.0.self_attn.k_proj"));
+        let c = cfg(json!({"r": 8, "lora_alpha": 8, "target_modules": ".*\\.(q|v)_proj"}));
+        assert!(c.targets("model.layers.3.self_attn.v_proj"));
+        assert!(!c.targets("model.layers.3.self_attn.o_proj"));
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        let e = LoraConfig::from_json(&json!({"r": 0, "lora_alpha": 8}), Path::new("a/adapter_config.json")).unwrap_err().to_string();
+        assert!(e.contains("adapter_config.json") && e.contains("`r`"), "{e}");
+        let e = LoraConfig::from_json(&json!({"peft_type": "IA3", "r": 8}), Path::new("x")).unwrap_err().to_string();
+        assert!(e.contains("IA3"), "{e}");
+    }
+}
