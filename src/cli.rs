@@ -31,6 +31,11 @@ pub enum Command {
     /// Check a LoRA merge statically: merged = base + s·B·A for every adapted module, with the
     /// fault named (not merged, wrong scale, transposed, wrong layer, overflow, untargeted changes).
     MergeCheck(MergeCheckArgs),
+    /// Run a lineage (a manifest, or `A B C …` in order): lint every step, compare each against
+    /// the reference and its parent, and name the first step that broke it and the cause.
+    Bisect(BisectArgs),
+    /// `bisect` for release CI: exit 0/1/2, `--json`, `--junit FILE`, `--report report.html`.
+    Gate(GateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +106,37 @@ pub struct MergeCheckArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Fail on warnings too.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BisectArgs {
+    /// A lineage manifest (TOML), or two or more steps in order (`BASE+ADAPTER` allowed).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Print the full report as JSON (docs/report-schema.json).
+    #[arg(long)]
+    pub json: bool,
+    /// Fail on warnings too.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// The lineage manifest (TOML).
+    pub manifest: PathBuf,
+    /// Print the full report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Write JUnit XML here (one test case per step × check).
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Write a self-contained HTML report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
     /// Fail on warnings too.
     #[arg(long)]
     pub strict: bool,

@@ -14,5 +14,7 @@ pub mod error;
 pub mod format;
 pub mod model;
 pub mod output;
+pub mod pipeline;
+pub mod report;
 
 pub use error::{Error, Result};

@@ -20,6 +20,8 @@ fn main() -> ExitCode {
     };
     let printer = Printer { quiet: false };
     let result = match &cli.command {
+        Command::Bisect(a) => return finish(commands::bisect::bisect(a, &Printer { quiet: a.json }), &printer),
+        Command::Gate(a) => return finish(commands::bisect::gate(a, &Printer { quiet: a.json }), &printer),
         Command::Inspect(a) => commands::inspect::run(a, &Printer { quiet: a.json }),
         Command::Lint(a) => commands::lint::run(a, &Printer { quiet: a.json }),
         Command::Compare(a) => commands::compare::run(a, &Printer { quiet: a.json }),
@@ -27,6 +29,16 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
+        Err(e) => {
+            printer.error(&format!("error: {e:#}"));
+            ExitCode::from(EXIT_COULD_NOT_RUN)
+        }
+    }
+}
+
+fn finish(r: anyhow::Result<u8>, printer: &Printer) -> ExitCode {
+    match r {
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             printer.error(&format!("error: {e:#}"));
             ExitCode::from(EXIT_COULD_NOT_RUN)

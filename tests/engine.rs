@@ -57,11 +57,11 @@ fn check_variant(name: &str) {
             assert_eq!(am, bm, "{name} prompt {pi} position {pos}: argmax differs");
         }
         if let Some((h, n, hid)) = &g.hidden {
-            // transformers' hidden_states: embeddings, then each layer's output; the last entry
-            // has the final norm applied, so it is compared through the logits instead.
+            // transformers 5 records the input of layer 0 (the scaled embeddings) and then every
+            // decoder layer's output (utils/output_capturing.py); no final norm.
             let t = g.ids.len();
             assert_eq!(*n, f.hidden.len(), "{name}: layer count");
-            for l in 0..n - 1 {
+            for l in 0..*n {
                 let mine: Vec<f32> = f.hidden[l].flatten_all().unwrap().to_vec1().unwrap();
                 let theirs = &h[l * t * hid..(l + 1) * t * hid];
                 let scale = theirs.iter().fold(1.0f32, |m, x| m.max(x.abs()));

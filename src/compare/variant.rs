@@ -50,7 +50,7 @@ impl Variant {
         Self::finish(path, &dir, model)
     }
 
-    fn open_with_adapter(label: &Path, base: &Path, adapter: &Path, device: &Device) -> Result<Variant> {
+    pub fn open_with_adapter(label: &Path, base: &Path, adapter: &Path, device: &Device) -> Result<Variant> {
         let dir = match format::open(base)? {
             Checkpoint::Hf(d) => d,
         };

@@ -1,0 +1,212 @@
+//! The lineage manifest: a TOML file listing a model's pipeline steps in order.
+//!
+//! ```toml
+//! name = "sft then merge"
+//! reference = "base"              # label of the reference step (default: the first)
+//! prompts = "prompts.jsonl"       # optional; paths are relative to the manifest
+//! max_new_tokens = 32
+//!
+//! [[step]]
+//! label = "base"
+//! path = "models/instruct"
+//!
+//! [[step]]
+//! label = "lora"
+//! base = "models/instruct"        # a base model with an adapter applied on the fly
+//! adapter = "adapters/lora"
+//!
+//! [[step]]
+//! label = "merged"
+//! path = "models/merged"
+//! thresholds = { kl_mean_fail = 0.2 }   # per-step overrides
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::compare::thresholds::Thresholds;
+use crate::error::{Error, Result};
+
+/// Steps beyond this are refused: a lineage is a handful of steps, not a sweep.
+pub const MAX_STEPS: usize = 64;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: Option<String>,
+    reference: Option<String>,
+    prompts: Option<PathBuf>,
+    max_new_tokens: Option<usize>,
+    device: Option<String>,
+    thresholds: Option<toml::Value>,
+    #[serde(rename = "step")]
+    steps: Vec<RawStep>,
+    expect: Option<Expect>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    label: Option<String>,
+    path: Option<PathBuf>,
+    base: Option<PathBuf>,
+    adapter: Option<PathBuf>,
+    thresholds: Option<toml::Value>,
+}
+
+/// What the manifest's author expects (used by tests of the shipped lineages).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub first_bad_step: Option<String>,
+    pub cause: Option<String>,
+    /// A finding id or metric name the cause must mention.
+    pub cause_id: Option<String>,
+}
+
+/// Where a step's model comes from.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    Path { path: PathBuf },
+    Adapter { base: PathBuf, adapter: PathBuf },
+}
+
+impl Source {
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Path { path } => path.display().to_string(),
+            Source::Adapter { base, adapter } => format!("{}+{}", base.display(), adapter.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Step {
+    pub label: String,
+    pub source: Source,
+    pub thresholds: Thresholds,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Manifest {
+    pub name: String,
+    pub path: Option<PathBuf>,
+    pub reference: usize,
+    pub prompts: Option<PathBuf>,
+    pub max_new_tokens: usize,
+    pub device: String,
+    pub steps: Vec<Step>,
+    pub expect: Option<Expect>,
+}
+
+fn merge_thresholds(base: &Thresholds, over: Option<&toml::Value>, path: &Path, field: &str) -> Result<Thresholds> {
+    let Some(over) = over else { return Ok(base.clone()) };
+    let mut v = toml::Value::try_from(base).map_err(|e| Error::Field { path: path.into(), field: field.into(), detail: e.to_string() })?;
+    if let (Some(t), Some(o)) = (v.as_table_mut(), over.as_table()) {
+        for (k, x) in o {
+            t.insert(k.clone(), x.clone());
+        }
+    }
+    v.try_into().map_err(|e: toml::de::Error| Error::Field {
+        path: path.into(),
+        field: field.into(),
+        detail: e.to_string(),
+    })
+}
+
+impl Manifest {
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let raw: RawManifest = toml::from_str(&text).map_err(|e| Error::Field {
+            path: path.to_path_buf(),
+            field: "manifest".into(),
+            detail: e.to_string(),
+        })?;
+        let root = path.parent().unwrap_or(Path::new("."));
+        let rel = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
+        let global = merge_thresholds(&Thresholds::default(), raw.thresholds.as_ref(), path, "thresholds")?;
+        if raw.steps.len() < 2 || raw.steps.len() > MAX_STEPS {
+            return Err(Error::Field {
+                path: path.to_path_buf(),
+                field: "step".into(),
+                detail: format!("{} steps; a lineage needs 2 to {MAX_STEPS} `[[step]]` tables", raw.steps.len()),
+            });
+        }
+        let mut steps = Vec::new();
+        for (i, s) in raw.steps.iter().enumerate() {
+            let field = format!("step[{i}]");
+            let source = match (&s.path, &s.base, &s.adapter) {
+                (Some(p), None, None) => Source::Path { path: rel(p) },
+                (None, Some(b), Some(a)) => Source::Adapter { base: rel(b), adapter: rel(a) },
+                _ => {
+                    return Err(Error::Field {
+                        path: path.to_path_buf(),
+                        field,
+                        detail: "give either `path`, or both `base` and `adapter`".into(),
+                    })
+                }
+            };
+            let label = s.label.clone().unwrap_or_else(|| format!("step{i}"));
+            if steps.iter().any(|x: &Step| x.label == label) {
+                return Err(Error::Field { path: path.to_path_buf(), field: format!("{field}.label"), detail: format!("`{label}` is used twice") });
+            }
+            steps.push(Step {
+                label,
+                source,
+                thresholds: merge_thresholds(&global, s.thresholds.as_ref(), path, &format!("{field}.thresholds"))?,
+            });
+        }
+        let reference = match &raw.reference {
+            None => 0,
+            Some(l) => steps.iter().position(|s| &s.label == l).ok_or_else(|| Error::Field {
+                path: path.to_path_buf(),
+                field: "reference".into(),
+                detail: format!("no step is labelled `{l}`"),
+            })?,
+        };
+        Ok(Manifest {
+            name: raw.name.unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
+            path: Some(path.to_path_buf()),
+            reference,
+            prompts: raw.prompts.map(|p| rel(&p)),
+            max_new_tokens: raw.max_new_tokens.unwrap_or(32),
+            device: raw.device.unwrap_or_else(|| "cpu".into()),
+            steps,
+            expect: raw.expect,
+        })
+    }
+
+    /// A manifest from paths on the command line (`bisect A B C`); `X+Y` is base+adapter.
+    pub fn from_paths(paths: &[PathBuf]) -> Result<Manifest> {
+        if paths.len() < 2 {
+            return Err(Error::NotACheckpoint {
+                path: paths.first().cloned().unwrap_or_default(),
+                reason: "bisect needs a manifest or at least two steps".into(),
+            });
+        }
+        let steps = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let source = match crate::compare::variant::split_base_adapter(p) {
+                    Some((base, adapter)) => Source::Adapter { base, adapter },
+                    None => Source::Path { path: p.clone() },
+                };
+                let label = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| format!("step{i}"));
+                Step { label: format!("{i}:{label}"), source, thresholds: Thresholds::default() }
+            })
+            .collect();
+        Ok(Manifest {
+            name: "command line".into(),
+            path: None,
+            reference: 0,
+            prompts: None,
+            max_new_tokens: 32,
+            device: "cpu".into(),
+            steps,
+            expect: None,
+        })
+    }
+}

@@ -1,0 +1,5 @@
+//! Lineages: a manifest of pipeline steps (`manifest`), and bisecting them (`run`) for the
+//! `bisect` and `gate` commands.
+
+pub mod manifest;
+pub mod run;

@@ -1,0 +1,179 @@
+//! `bisect` and `gate` through the real binary: synthetic lineages broken at a known step, the
+//! shipped zoo lineages, and the JSON / JUnit / HTML outputs.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::json;
+
+fn write_prompts(dir: &Path) -> String {
+    let p = dir.join("prompts.jsonl");
+    std::fs::write(&p, "{\"messages\": [{\"role\": \"user\", \"content\": \"What is 6 times 7 ?\"}]}\n").unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+fn manifest(dir: &Path, steps: &[(&str, &str)], extra: &str) -> std::path::PathBuf {
+    let mut s = format!("name = \"test lineage\"\nprompts = \"prompts.jsonl\"\nmax_new_tokens = 4\n{extra}\n");
+    for (label, path) in steps {
+        s.push_str(&format!("[[step]]\nlabel = \"{label}\"\npath = \"{path}\"\n"));
+    }
+    let p = dir.join("lineage.toml");
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+#[test]
+fn healthy_lineage_passes() {
+    let d = tmp();
+    write_prompts(d.path());
+    Fixture::healthy().write(&d.path().join("a"));
+    Fixture::healthy().write(&d.path().join("b"));
+    let m = manifest(d.path(), &[("base", "a"), ("copy", "b")], "");
+    let r = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v = r.json();
+    assert_eq!(v["schema_version"], 1);
+    assert!(v["first_bad_step"].is_null());
+    assert_eq!(v["verdict"], "pass");
+    assert_eq!(v["steps"][1]["vs_reference"]["summary"]["kl"]["max"], 0.0);
+}
+
+#[test]
+fn static_cause_is_named_over_numbers() {
+    let d = tmp();
+    write_prompts(d.path());
+    Fixture::healthy().write(&d.path().join("base"));
+    Fixture::healthy().write(&d.path().join("sft"));
+    let mut f = Fixture::healthy();
+    f.generation_config = Some(json!({"eos_token_id": 0}));
+    f.write(&d.path().join("export"));
+    let mut g = Fixture::healthy();
+    g.tensor_mut("model.norm.weight").data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    g.write(&d.path().join("later"));
+    let m = manifest(d.path(), &[("base", "base"), ("sft", "sft"), ("export", "export"), ("later", "later")], "");
+    let r = ckptcheck(&["bisect", m.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("step 2 `export` breaks it: template.eot-not-eos"), "{}", r.stdout);
+    let v = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]).json();
+    assert_eq!(v["first_bad_step"], "export");
+    assert_eq!(v["steps"][3]["status"], "fail", "the NaN step fails too");
+    assert!(v["steps"][3]["cause"].as_str().unwrap().contains("values.nan"));
+}
+
+#[test]
+fn bisect_without_manifest_and_parent_comparison() {
+    let d = tmp();
+    let prompts = write_prompts(d.path());
+    let _ = prompts;
+    Fixture::healthy().write(&d.path().join("a"));
+    Fixture::healthy().write(&d.path().join("b"));
+    let mut f = Fixture::healthy();
+    f.tensor_mut("model.layers.1.mlp.down_proj.weight").data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    f.write(&d.path().join("c"));
+    let p = |n: &str| d.path().join(n).to_str().unwrap().to_string();
+    let r = ckptcheck(&["bisect", "--json", &p("a"), &p("b"), &p("c")]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["first_bad_step"], "2:c");
+    assert!(v["steps"][2]["vs_parent"].is_object(), "step 2 is compared with step 1 too");
+    assert!(v["steps"][1]["vs_parent"].is_null(), "step 1's parent is the reference");
+}
+
+#[test]
+fn gate_writes_junit_and_html() {
+    let d = tmp();
+    write_prompts(d.path());
+    Fixture::healthy().write(&d.path().join("a"));
+    let mut f = Fixture::healthy();
+    let t = f.tensor_mut("model.layers.1.mlp.down_proj.weight");
+    for c in t.data.chunks_mut(4) {
+        let x = f32::from_le_bytes(c.try_into().unwrap()) * -20.0;
+        c.copy_from_slice(&x.to_le_bytes());
+    }
+    f.write(&d.path().join("b"));
+    let m = manifest(d.path(), &[("base", "a"), ("broken", "b")], "[thresholds]\nkl_mean_fail = 0.0\nkl_mean_warn = 0.0\n");
+    let junit = d.path().join("out/junit.xml");
+    let html = d.path().join("out/report.html");
+    std::fs::create_dir_all(d.path().join("out")).unwrap();
+    let r = ckptcheck(&["gate", m.to_str().unwrap(), "--junit", junit.to_str().unwrap(), "--report", html.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let x = std::fs::read_to_string(&junit).unwrap();
+    assert!(x.starts_with("<?xml"));
+    // lint of each step, and the broken step against the reference (its parent is the reference).
+    assert_eq!(x.matches("<testcase ").count(), 3, "{x}");
+    assert_eq!(x.matches("<failure ").count(), 1, "{x}");
+    assert!(x.contains("name=\"compare-vs-reference\""));
+    let h = std::fs::read_to_string(&html).unwrap();
+    for id in ["id=\"plot-kl\"", "id=\"plot-eos\"", "id=\"plot-layers\"", "id=\"heat\"", "id=\"steps\"", "id=\"verdict\""] {
+        assert!(h.contains(id), "missing {id}");
+    }
+    assert!(!h.contains("http://") && !h.contains("https://") && !h.contains("<script"), "self-contained, no network");
+}
+
+#[test]
+fn manifest_errors_name_the_field() {
+    let d = tmp();
+    let p = d.path().join("m.toml");
+    std::fs::write(&p, "[[step]]\npath = \"a\"\n").unwrap();
+    let r = ckptcheck(&["bisect", p.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("m.toml") && r.stderr.contains("step"), "{}", r.stderr);
+    std::fs::write(&p, "refrence = \"x\"\n[[step]]\npath = \"a\"\n[[step]]\npath = \"b\"\n").unwrap();
+    let r = ckptcheck(&["bisect", p.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("refrence"), "{}", r.stderr);
+    std::fs::write(&p, "reference = \"x\"\n[[step]]\npath = \"a\"\n[[step]]\npath = \"b\"\n").unwrap();
+    let r = ckptcheck(&["bisect", p.to_str().unwrap()]);
+    assert!(r.stderr.contains("no step is labelled `x`"), "{}", r.stderr);
+}
+
+#[test]
+fn missing_step_makes_the_run_incomplete() {
+    let d = tmp();
+    write_prompts(d.path());
+    Fixture::healthy().write(&d.path().join("a"));
+    let m = manifest(d.path(), &[("base", "a"), ("gone", "nowhere")], "");
+    let r = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    let v = r.json();
+    assert_eq!(v["incomplete"], true);
+    assert!(v["steps"][1]["error"].as_str().unwrap().contains("nowhere"));
+}
+
+// --- the shipped lineages ---------------------------------------------------------------------
+
+/// Every manifest under testdata/pipelines names its expected first bad step (or none) and a
+/// finding id or metric the cause must mention; bisect must agree.
+#[test]
+fn shipped_lineages_break_where_expected() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pipelines");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        let m: toml::Value = toml::from_str(&text).unwrap();
+        let expect = m.get("expect").and_then(|e| e.as_table()).unwrap_or_else(|| panic!("{} has no [expect]", p.display()));
+        let r = ckptcheck(&["bisect", "--json", p.to_str().unwrap()]);
+        assert_ne!(r.code, 2, "{}: {}", p.display(), r.stderr);
+        let v = r.json();
+        match expect.get("first_bad_step").and_then(|s| s.as_str()) {
+            Some(step) => {
+                assert_eq!(v["first_bad_step"], step, "{}: {}", p.display(), v["cause"]);
+                let id = expect.get("cause_id").and_then(|s| s.as_str()).unwrap();
+                assert!(v["cause"].as_str().unwrap().contains(id), "{}: cause {} lacks {id}", p.display(), v["cause"]);
+                assert_eq!(r.code, 1);
+            }
+            None => {
+                assert!(v["first_bad_step"].is_null(), "{}: {}", p.display(), v["cause"]);
+                assert_eq!(r.code, 0);
+            }
+        }
+        n += 1;
+    }
+    assert!(n >= 3, "expected at least 3 shipped lineages, found {n}");
+}
