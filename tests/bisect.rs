@@ -177,3 +177,58 @@ fn shipped_lineages_break_where_expected() {
     }
     assert!(n >= 3, "expected at least 3 shipped lineages, found {n}");
 }
+
+/// The JSON report validates against docs/report-schema.json (healthy, broken and incomplete runs).
+#[test]
+fn json_report_matches_the_documented_schema() {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report-schema.json")).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let d = tmp();
+    write_prompts(d.path());
+    Fixture::healthy().write(&d.path().join("a"));
+    let mut f = Fixture::healthy();
+    f.generation_config = Some(json!({"eos_token_id": 0}));
+    f.tensor_mut("model.layers.0.mlp.up_proj.weight").data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    f.write(&d.path().join("b"));
+    for steps in [vec![("base", "a"), ("copy", "a")], vec![("base", "a"), ("broken", "b"), ("gone", "nowhere")]] {
+        let m = manifest(d.path(), &steps, "");
+        let v = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]).json();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+    }
+    // The schema is strict enough to catch drift: an unknown field is rejected.
+    let mut v = ckptcheck(&["bisect", "--json", manifest(d.path(), &[("base", "a"), ("copy", "a")], "").to_str().unwrap()]).json();
+    v["surprise"] = json!(1);
+    assert!(!validator.is_valid(&v));
+}
+
+#[test]
+fn lineage_checks_catch_what_lint_alone_cannot() {
+    // A step without a chat template lints with a warning only (it could be a base model), but
+    // its parent had one: the export dropped it.
+    let d = tmp();
+    write_prompts(d.path());
+    Fixture::healthy().write(&d.path().join("a"));
+    let mut f = Fixture::healthy();
+    f.tokenizer_config.as_object_mut().unwrap().remove("chat_template");
+    f.write(&d.path().join("b"));
+    let m = manifest(d.path(), &[("base", "a"), ("export", "b")], "");
+    let r = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let v = r.json();
+    assert_eq!(v["first_bad_step"], "export");
+    assert!(v["cause"].as_str().unwrap().starts_with("lineage.template-dropped"), "{}", v["cause"]);
+
+    // A tokenizer whose ids moved.
+    let mut g = Fixture::healthy();
+    let vocab = g.tokenizer["model"]["vocab"].as_object_mut().unwrap();
+    vocab.insert("What".into(), json!(7));
+    vocab.insert("is".into(), json!(6));
+    g.write(&d.path().join("c"));
+    let m = manifest(d.path(), &[("base", "a"), ("retok", "c")], "");
+    let v = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]).json();
+    assert_eq!(v["first_bad_step"], "retok");
+    let cause = v["cause"].as_str().unwrap();
+    assert!(cause.starts_with("lineage.tokenizer-changed") && cause.contains("2 ids map to other tokens"), "{cause}");
+}

@@ -4,6 +4,7 @@
 //! Finding ids are stable (`area.what`) and documented in `docs/lint.md`; tests refer to them.
 
 pub mod integrity;
+pub mod lineage;
 pub mod merge;
 pub mod special;
 pub mod template;

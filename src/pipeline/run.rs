@@ -26,6 +26,8 @@ pub const REPORT_SCHEMA_VERSION: u32 = 1;
 /// Static finding ids that explain a broken model, most decisive first.
 const CAUSE_RANK: &[&str] = &[
     "template.eot-not-eos",
+    "lineage.tokenizer-changed",
+    "lineage.template-dropped",
     "vocab.tokenizer-exceeds-rows",
     "vocab.special-id-out-of-range",
     "template.special-split",
@@ -102,6 +104,23 @@ fn lint_step(step: &Step) -> Result<Vec<Finding>> {
     Ok(checks::run_all(&ctx, &LintOptions::default()))
 }
 
+/// The HF directory whose tokenizer and template a step presents (a base+adapter step: its base).
+fn side_dir(step: &Step) -> Result<HfDir> {
+    match &step.source {
+        Source::Path { path } => match crate::format::open(path)? {
+            crate::format::Checkpoint::Hf(d) => Ok(d),
+        },
+        Source::Adapter { base, .. } => HfDir::open(base),
+    }
+}
+
+fn lineage_step(parent: &Step, step: &Step) -> Result<Vec<Finding>> {
+    let (pd, sd) = (side_dir(parent)?, side_dir(step)?);
+    let mut out = Vec::new();
+    checks::lineage::check(&Context::new(&pd), &Context::new(&sd), &parent.label, &mut out);
+    Ok(out)
+}
+
 fn merge_step(parent: &Step, step: &Step) -> Result<Option<MergeSummary>> {
     let (Source::Adapter { base, adapter }, Source::Path { path }) = (&parent.source, &step.source) else {
         return Ok(None);
@@ -149,6 +168,9 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
             match merge_step(&m.steps[i - 1], s) {
                 Ok(ms) => steps[i].merge = ms,
                 Err(e) => steps[i].error = Some(e.to_string()),
+            }
+            if let Ok(f) = lineage_step(&m.steps[i - 1], s) {
+                steps[i].findings.extend(f);
             }
         }
     }

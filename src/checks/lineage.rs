@@ -1,0 +1,91 @@
+//! Checks between a step and its parent in a lineage: what a conversion or save lost or changed
+//! that lint on the step alone cannot call wrong (a model without a template may be a base model;
+//! a model whose parent had one lost it).
+
+use super::{Context, Finding, Severity};
+use crate::format::tokens::stop_ids;
+
+/// Token ids listed when tokenizers differ.
+const SHOWN_DIFFS: usize = 3;
+
+pub fn check(parent: &Context, step: &Context, parent_label: &str, out: &mut Vec<Finding>) {
+    match (&parent.template, &step.template) {
+        (Some(_), None) => out.push(
+            Finding::new(
+                "lineage.template-dropped",
+                Severity::Error,
+                "tokenizer_config.json",
+                format!("the parent step `{parent_label}` has a chat template; this step has none, so chat prompts cannot be formatted"),
+            )
+            .field("chat_template")
+            .hint("save the tokenizer with its chat_template (or copy chat_template.jinja) into this step"),
+        ),
+        (Some(a), Some(b)) if a.text != b.text => out.push(
+            Finding::new(
+                "lineage.template-changed",
+                Severity::Warning,
+                step.dir.rel(&b.source),
+                format!("the chat template differs from the parent step `{parent_label}`'s"),
+            )
+            .hint("intended? a changed template changes every prompt the model sees"),
+        ),
+        _ => {}
+    }
+
+    let (ps, _) = stop_ids(&parent.decls);
+    let (ss, file) = stop_ids(&step.decls);
+    if !ps.is_empty() && ps != ss {
+        out.push(
+            Finding::new(
+                "lineage.eos-changed",
+                Severity::Warning,
+                file.unwrap_or("generation_config.json"),
+                format!("stop ids {ss:?} differ from the parent step `{parent_label}`'s {ps:?}"),
+            )
+            .field("eos_token_id"),
+        );
+    }
+
+    if let (Some(pt), Some(st)) = (&parent.tokenizer, &step.tokenizer) {
+        let n = pt.id_space.max(st.id_space).min(u32::MAX as u64) as u32;
+        let (mut changed, mut added, mut removed) = (0u64, 0u64, 0u64);
+        let mut shown = Vec::new();
+        for id in 0..n {
+            match (pt.token(id), st.token(id)) {
+                (Some(a), Some(b)) if a != b => {
+                    changed += 1;
+                    if shown.len() < SHOWN_DIFFS {
+                        shown.push(format!("{id} {a:?} vs {b:?}"));
+                    }
+                }
+                (None, Some(_)) => added += 1,
+                (Some(_), None) => removed += 1,
+                _ => {}
+            }
+        }
+        if changed + removed > 0 {
+            out.push(
+                Finding::new(
+                    "lineage.tokenizer-changed",
+                    Severity::Error,
+                    "tokenizer.json",
+                    format!(
+                        "the tokenizer differs from the parent step `{parent_label}`'s: {changed} ids map to other tokens{}, {removed} removed, {added} added — the weights expect the parent's ids",
+                        if shown.is_empty() { String::new() } else { format!(" (first: {})", shown.join(", ")) }
+                    ),
+                )
+                .hint("ship the tokenizer the model was trained with"),
+            );
+        } else if added > 0 {
+            out.push(
+                Finding::new(
+                    "lineage.tokens-added",
+                    Severity::Warning,
+                    "tokenizer.json",
+                    format!("{added} tokens added since the parent step `{parent_label}`"),
+                )
+                .hint("new tokens need resized and trained embedding rows (see vocab.* findings)"),
+            );
+        }
+    }
+}
