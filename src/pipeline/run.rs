@@ -275,7 +275,7 @@ pub fn evidence(r: &CompareResult) -> String {
         parts.push(match j.metric {
             "p_eos_ratio" => format!("P(EOS at turn end) {:.3} → {:.3}", s.p_eos_ref_mean, s.p_eos_cand_mean),
             "stop_rate_drop" => format!("greedy stops {:.0}% → {:.0}%", 100.0 * s.ref_stop_rate, 100.0 * s.cand_stop_rate),
-            "kl_mean" => format!("KL mean {:.3}", s.kl.mean),
+            "kl_mean" => format!("KL mean {}", crate::report::html::fmt_num(s.kl.mean)),
             "kl_p99" => format!("KL p99 {:.2}", s.kl.p99),
             "top1" => format!("same top token {:.0}%", 100.0 * s.top1),
             "ppl_ratio" => format!("PPL ×{:.2}", s.ppl_ratio),

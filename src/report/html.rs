@@ -32,7 +32,7 @@ fn bar_chart(id: &str, title: &str, labels: &[String], values: &[Option<f64>]) -
     for (i, (l, v)) in labels.iter().zip(values).enumerate() {
         let x = PAD + i as f64 * bw + bw * 0.15;
         if let Some(v) = v {
-            let (h, label) = if v.is_finite() { ((v / max) * (H - 2.0 * PAD), format!("{v:.3}")) } else { (H - 2.0 * PAD, "NaN".into()) };
+            let (h, label) = if v.is_finite() { ((v / max) * (H - 2.0 * PAD), fmt_num(*v)) } else { (H - 2.0 * PAD, "NaN".into()) };
             o.push_str(&format!(
                 "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" class=\"bar\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"v\">{label}</text>",
                 H - PAD - h,
@@ -77,6 +77,15 @@ fn line_chart(id: &str, title: &str, xlabels: &[String], series: &[(String, Vec<
     o
 }
 
+/// 3 significant decimals, or scientific notation for small values.
+pub fn fmt_num(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1e-3 {
+        format!("{v:.2e}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
 /// Background colour for a KL value: white at 0, red at ≥ 2 nats.
 fn heat(kl: f64) -> String {
     if !kl.is_finite() {
@@ -115,7 +124,7 @@ impl ReportWriter for Html {
                 escape(&s.label),
                 escape(&s.source),
                 if s.error.is_some() { "error".to_string() } else { format!("{:?}", s.status).to_lowercase() },
-                num(&|c| format!("{:.4}", c.summary.kl.mean)),
+                num(&|c| fmt_num(c.summary.kl.mean)),
                 num(&|c| format!("{:.3}", c.summary.kl.p99)),
                 num(&|c| format!("{:.1}%", 100.0 * c.summary.top1)),
                 num(&|c| format!("{:.3} → {:.3}", c.summary.p_eos_ref_mean, c.summary.p_eos_cand_mean)),
@@ -128,8 +137,14 @@ impl ReportWriter for Html {
         body.push_str("<h2>Plots</h2>");
         let kl: Vec<Option<f64>> = r.steps.iter().map(|s| s.vs_reference.as_ref().map(|c| c.summary.kl.mean).or(s.is_reference.then_some(0.0))).collect();
         body.push_str(&bar_chart("plot-kl", "mean KL vs reference per step (nats)", &labels, &kl));
-        let eos_c: Vec<f64> = r.steps.iter().map(|s| s.vs_reference.as_ref().map(|c| c.summary.p_eos_cand_mean).unwrap_or(f64::NAN)).collect();
-        let eos_r: Vec<f64> = r.steps.iter().map(|s| s.vs_reference.as_ref().map(|c| c.summary.p_eos_ref_mean).unwrap_or(f64::NAN)).collect();
+        // The reference's own P(EOS) is what every comparison measured for it.
+        let ref_eos = r.steps.iter().find_map(|s| s.vs_reference.as_ref().map(|c| c.summary.p_eos_ref_mean)).unwrap_or(f64::NAN);
+        let eos_c: Vec<f64> = r
+            .steps
+            .iter()
+            .map(|s| s.vs_reference.as_ref().map(|c| c.summary.p_eos_cand_mean).unwrap_or(if s.is_reference { ref_eos } else { f64::NAN }))
+            .collect();
+        let eos_r: Vec<f64> = vec![ref_eos; r.steps.len()];
         body.push_str(&line_chart("plot-eos", "P(end-of-turn) at turn end per step", &labels, &[("step".into(), eos_c), ("reference".into(), eos_r)], false));
         let layer_series: Vec<(String, Vec<f64>)> = r
             .steps

@@ -37,7 +37,7 @@ impl ReportWriter for Text {
             let warns = s.findings.iter().chain(s.merge.iter().flat_map(|m| m.findings.iter())).filter(|f| f.severity == crate::checks::Severity::Warning).count();
             let (kl, p99, top1, eos, stops) = match &s.vs_reference {
                 Some(c) => (
-                    format!("{:.4}", c.summary.kl.mean),
+                    crate::report::html::fmt_num(c.summary.kl.mean),
                     format!("{:.3}", c.summary.kl.p99),
                     format!("{:.0}%", 100.0 * c.summary.top1),
                     format!("{:.3}→{:.3}", c.summary.p_eos_ref_mean, c.summary.p_eos_cand_mean),
