@@ -214,7 +214,7 @@ fn adapter_for_another_base_is_a_clear_error() {
     let bad = s.root.join("bad");
     std::fs::create_dir_all(&bad).unwrap();
     std::fs::copy(s.adapter.join("adapter_config.json"), bad.join("adapter_config.json")).unwrap();
-    let tensors = vec![
+    let tensors = [
         f32_tensor("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", &[R, HIDDEN + 4], 1),
         f32_tensor("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", &[HIDDEN, R], 2),
     ];

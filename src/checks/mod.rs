@@ -71,6 +71,9 @@ impl Finding {
     }
 }
 
+/// A tensor name and its first dimension.
+pub type NamedRows = (String, u64);
+
 /// Everything the checks read, loaded once.
 pub struct Context<'a> {
     pub dir: &'a HfDir,
@@ -104,7 +107,7 @@ impl<'a> Context<'a> {
     }
 
     /// Rows of the input embedding and of the output head (the same tensor when tied).
-    pub fn embedding_rows(&self) -> (Option<(String, u64)>, Option<(String, u64)>) {
+    pub fn embedding_rows(&self) -> (Option<NamedRows>, Option<NamedRows>) {
         let rows = |names: &[&str]| {
             names.iter().find_map(|n| {
                 let (_, t) = self.dir.tensor(n)?;

@@ -55,7 +55,7 @@ pub fn report(path: String, findings: Vec<Finding>, fail_level: Severity) -> Lin
 pub fn render_text(r: &LintReport) -> String {
     let mut s = String::new();
     let mut sorted: Vec<&Finding> = r.findings.iter().collect();
-    sorted.sort_by(|a, b| b.severity.cmp(&a.severity));
+    sorted.sort_by_key(|f| std::cmp::Reverse(f.severity));
     for f in sorted {
         let place = match &f.field {
             Some(field) => format!("{} [{}]", f.file, field),

@@ -36,9 +36,7 @@ impl Variant {
         if let Some((base, adapter)) = split_base_adapter(path) {
             return Self::open_with_adapter(path, &base, &adapter, device);
         }
-        let dir = match format::open(path)? {
-            Checkpoint::Hf(d) => d,
-        };
+        let Checkpoint::Hf(dir) = format::open(path)?;
         if dir.is_adapter() {
             return Err(Error::Unsupported {
                 path: path.to_path_buf(),
@@ -51,9 +49,7 @@ impl Variant {
     }
 
     pub fn open_with_adapter(label: &Path, base: &Path, adapter: &Path, device: &Device) -> Result<Variant> {
-        let dir = match format::open(base)? {
-            Checkpoint::Hf(d) => d,
-        };
+        let Checkpoint::Hf(dir) = format::open(base)?;
         let ad = Adapter::open(adapter)?;
         if ad.config.fan_in_fan_out {
             return Err(Error::Field {

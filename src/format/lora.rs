@@ -170,7 +170,9 @@ impl Adapter {
             reason: format!("no `{ADAPTER_CONFIG}`: not a PEFT adapter directory"),
         })?;
         let config = LoraConfig::from_json(&cfg_doc.value, &cfg_doc.path)?;
-        let mut by_base: BTreeMap<String, (Option<String>, Option<String>, Option<String>)> = BTreeMap::new();
+        // base module → (lora_A, lora_B, magnitude) tensor names
+        type Parts = (Option<String>, Option<String>, Option<String>);
+        let mut by_base: BTreeMap<String, Parts> = BTreeMap::new();
         let mut saved = Vec::new();
         let mut unrecognised = Vec::new();
         let names: Vec<String> = dir.tensors().map(|(_, t)| t.name.clone()).collect();

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod dtype;
+pub mod gguf;
 pub mod hf;
 pub mod lora;
 pub mod safetensors;
