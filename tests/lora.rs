@@ -226,3 +226,58 @@ fn adapter_for_another_base_is_a_clear_error() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("another base model") && r.stderr.contains("lora_A"), "{}", r.stderr);
 }
+
+// --- on the zoo: adapter and merges made by peft (see testdata/zoo/lora.py) -------------------
+
+fn zoo_merge_check(merged: &str) -> Run {
+    let z = zoo().join("models");
+    ckptcheck(&[
+        "merge-check",
+        "--json",
+        "--base",
+        z.join("llama-instruct").to_str().unwrap(),
+        "--adapter",
+        z.join("llama-lora-adapter").to_str().unwrap(),
+        "--merged",
+        z.join(merged).to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn zoo_peft_merge_passes_and_broken_merges_are_named() {
+    let r = zoo_merge_check("llama-lora-merged");
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(r.json()["modules"].as_array().unwrap().iter().all(|m| m["status"] == "ok"));
+
+    let r = zoo_merge_check("llama-merge-wrong-scale");
+    assert_eq!(r.code, 1);
+    let ids = r.finding_ids();
+    assert!(!ids.is_empty() && ids.iter().all(|i| i == "merge.wrong-scale"), "{ids:?}");
+    assert!(r.finding("merge.wrong-scale")["message"].as_str().unwrap().contains("alpha was used without dividing by r"));
+
+    let r = zoo_merge_check("llama-merge-skip-module");
+    assert_eq!(r.code, 1);
+    assert_eq!(r.finding_ids(), vec!["merge.not-merged"], "{}", r.stdout);
+
+    let r = zoo_merge_check("llama-merge-fp16-overflow");
+    assert_eq!(r.code, 1);
+    assert!(r.finding_ids().contains(&"merge.overflow".to_string()), "{}", r.stdout);
+}
+
+#[test]
+fn zoo_premerge_vs_merge_is_kl_zero() {
+    let z = zoo().join("models");
+    let pre = format!("{}+{}", z.join("llama-instruct").display(), z.join("llama-lora-adapter").display());
+    let r = ckptcheck(&[
+        "compare",
+        "--json",
+        "--prompts",
+        zoo().join("prompts.jsonl").to_str().unwrap(),
+        &pre,
+        z.join("llama-lora-merged").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let s = &r.json()["summary"];
+    assert!(s["kl"]["max"].as_f64().unwrap() < 1e-6, "{s}");
+    assert_eq!(s["top1"], 1.0);
+}

@@ -3,6 +3,7 @@
 //!
 //! Finding ids are stable (`area.what`) and documented in `docs/lint.md`; tests refer to them.
 
+pub mod gguf;
 pub mod integrity;
 pub mod lineage;
 pub mod merge;
@@ -134,8 +135,12 @@ pub fn run_all(ctx: &Context, opts: &LintOptions) -> Vec<Finding> {
     if !opts.no_values {
         values::check(ctx, &mut out);
     }
-    vocab::check(ctx, &mut out);
-    special::check(ctx, &mut out);
-    template::check(ctx, &mut out);
+    // An adapter directory's tokenizer and template (if saved) belong to its base model; they are
+    // checked there, not against the adapter's missing config.
+    if !ctx.dir.is_adapter() {
+        vocab::check(ctx, &mut out);
+        special::check(ctx, &mut out);
+        template::check(ctx, &mut out);
+    }
     out
 }

@@ -135,7 +135,7 @@ pub const BUILTIN: &[&str] = &[
     "What is a prime number? Give two examples.",
     "Count from 1 to 10.",
     "Reply with only the word yes.",
-    "Read the notes below, then answer the question.\n\nNote 1: The blue box holds the keys.\nNote 2: The red box holds the letters.\nNote 3: The green box is empty.\nNote 4: The yellow box holds the coins.\nNote 5: The keys open the garden gate.\nNote 6: The coins are old and rare.\nNote 7: The letters were written in 1920.\nNote 8: Nobody has opened the green box in years.\n\nQuestion: which box holds the keys?",
+    "Read the notes below, then answer the question.\n\nNote 1: The blue box holds the keys.\nNote 2: The red box holds the letters.\nNote 3: The green box is empty.\nNote 4: The yellow box holds the coins.\nNote 5: The keys open the garden gate.\nNote 6: The coins are old and rare.\nNote 7: The letters were written in 1920.\nNote 8: Nobody has opened the green box in years.\nNote 9: The white box holds a map of the old town.\nNote 10: The map shows a well behind the church.\nNote 11: The black box holds candles and matches.\nNote 12: The candles are used during storms.\nNote 13: The orange box holds seeds for the spring.\nNote 14: The seeds are for tomatoes and beans.\nNote 15: The grey box holds tools for the garden.\nNote 16: The tools need oil before winter.\n\nQuestion: which box holds the keys?",
 ];
 
 pub fn builtin() -> Vec<Prompt> {
@@ -169,6 +169,6 @@ mod tests {
         assert!(BUILTIN.len() >= 32);
         assert!(BUILTIN.iter().any(|p| p.contains("def ")));
         assert!(BUILTIN.iter().any(|p| !p.is_ascii()));
-        assert!(BUILTIN.iter().any(|p| p.len() > 400));
+        assert!(BUILTIN.iter().any(|p| p.len() > 700), "a long-context prompt");
     }
 }
