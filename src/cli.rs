@@ -81,6 +81,9 @@ pub struct CompareArgs {
     /// Trace hidden states per layer and name the first layer that diverges.
     #[arg(long)]
     pub layers: bool,
+    /// Compute dtype: f32 (weights widened on load), bf16, f16, or auto (the checkpoint's own).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
     /// TOML file overriding the default thresholds (see docs/metrics.md).
     #[arg(long)]
     pub thresholds: Option<PathBuf>,

@@ -172,3 +172,21 @@ fn zoo_self_compare_and_wrong_eos_config() {
     let j = v["judgements"].as_array().unwrap().iter().find(|j| j["metric"] == "stop_rate_drop").unwrap().clone();
     assert_eq!(j["status"], "fail");
 }
+
+#[test]
+fn dtype_option_runs_bf16_and_rejects_unknown() {
+    let zoo = zoo();
+    let prompts = zoo.join("prompts.jsonl");
+    let healthy = zoo.join("models/llama-instruct");
+    let run = |dt: &str| ckptcheck(&["compare", "--json", "--dtype", dt, "--prompts", prompts.to_str().unwrap(), healthy.to_str().unwrap(), healthy.to_str().unwrap()]);
+    let f32_eos = run("f32").json()["summary"]["p_eos_ref_mean"].as_f64().unwrap();
+    let r = run("bf16");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let s = r.json()["summary"].clone();
+    assert_eq!(s["kl"]["max"], 0.0);
+    // bf16 arithmetic moves P(EOS) a little, not a lot.
+    assert!((s["p_eos_ref_mean"].as_f64().unwrap() - f32_eos).abs() < 0.01, "{s}");
+    let r = run("f8");
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("`f8` is not one of f32, bf16, f16, auto"), "{}", r.stderr);
+}

@@ -498,7 +498,7 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Vec<Finding>) {
     let meta = h.arch_meta();
     let arch = meta.architecture.clone().unwrap_or_else(|| "?".into());
     let c = &ctx.config;
-    let int_pairs: [(&'static str, &str, Option<u64>, Option<u64>, &str); 7] = [
+    let int_pairs: [Row<u64>; 7] = [
         ("gguf.context-length-differs", "context_length", meta.context_length, c.max_position_embeddings, "max_position_embeddings"),
         ("gguf.shape-differs", "embedding_length", meta.embedding_length, c.hidden_size, "hidden_size"),
         ("gguf.shape-differs", "feed_forward_length", meta.feed_forward_length, c.intermediate_size, "intermediate_size"),
@@ -525,7 +525,7 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Vec<Finding>) {
             }
         }
     }
-    let float_pairs: [(&'static str, &str, Option<f64>, Option<f64>, &str); 2] = [
+    let float_pairs: [Row<f64>; 2] = [
         ("gguf.rope-base-differs", "rope.freq_base", meta.rope_freq_base, c.rope_theta, "rope_theta"),
         ("gguf.rms-eps-differs", "attention.layer_norm_rms_epsilon", meta.rms_norm_eps, c.rms_norm_eps, "rms_norm_eps"),
     ];
@@ -579,6 +579,9 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Vec<Finding>) {
         );
     }
 }
+
+/// `(finding id, GGUF key after `{arch}.`, GGUF value, config.json value, config.json key)`.
+type Row<T> = (&'static str, &'static str, Option<T>, Option<T>, &'static str);
 
 /// Runs every GGUF check: against itself, and against `source` when given.
 pub fn run(g: &GgufFile, source: Option<&Context>) -> Vec<Finding> {
@@ -648,11 +651,10 @@ fn collect_regexes(v: &Json, out: &mut Vec<String>, depth: usize) {
                 collect_regexes(p, out, depth + 1);
             }
         }
-        Some("ByteLevel") => {
-            if v.get("use_regex").and_then(Json::as_bool).unwrap_or(true) {
-                out.push(GPT2_REGEX.to_string());
-            }
+        Some("ByteLevel") if v.get("use_regex").and_then(Json::as_bool).unwrap_or(true) => {
+            out.push(GPT2_REGEX.to_string());
         }
+        Some("ByteLevel") => {}
         Some("Split") => match v.get("pattern") {
             Some(p) => match (p.get("Regex").and_then(Json::as_str), p.get("String").and_then(Json::as_str)) {
                 (Some(r), _) => out.push(r.to_string()),

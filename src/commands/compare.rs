@@ -53,9 +53,9 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     };
     let device = default_device();
     printer.note(&format!("loading {}", args.reference.display()));
-    let r = Variant::open(&args.reference, &device)?;
+    let r = Variant::open(&args.reference, &device, &args.dtype)?;
     printer.note(&format!("loading {}", args.candidate.display()));
-    let c = Variant::open(&args.candidate, &device)?;
+    let c = Variant::open(&args.candidate, &device, &args.dtype)?;
     let bar = if printer.quiet || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
     } else {

@@ -32,9 +32,9 @@ pub struct Variant {
 impl Variant {
     /// Opens `PATH`, or `BASE+ADAPTER` (a base model with a PEFT adapter applied on the fly) when
     /// `PATH` does not exist and both halves do.
-    pub fn open(path: &Path, device: &Device) -> Result<Variant> {
+    pub fn open(path: &Path, device: &Device, dtype: &str) -> Result<Variant> {
         if let Some((base, adapter)) = split_base_adapter(path) {
-            return Self::open_with_adapter(path, &base, &adapter, device);
+            return Self::open_with_adapter(path, &base, &adapter, device, dtype);
         }
         let Checkpoint::Hf(dir) = format::open(path)?;
         if dir.is_adapter() {
@@ -44,11 +44,12 @@ impl Variant {
                 hint: "compare needs a full model: pass `BASE+ADAPTER` to apply it on the fly, or the merged model",
             });
         }
-        let model = model::load_hf(&dir, device)?;
+        let dt = model::resolve_dtype(dtype, &dir)?;
+        let model = model::load_with(&dir, &HfWeights { dir: &dir }, device, dt)?;
         Self::finish(path, &dir, model)
     }
 
-    pub fn open_with_adapter(label: &Path, base: &Path, adapter: &Path, device: &Device) -> Result<Variant> {
+    pub fn open_with_adapter(label: &Path, base: &Path, adapter: &Path, device: &Device, dtype: &str) -> Result<Variant> {
         let Checkpoint::Hf(dir) = format::open(base)?;
         let ad = Adapter::open(adapter)?;
         if ad.config.fan_in_fan_out {
@@ -73,7 +74,7 @@ impl Variant {
                 });
             }
         }
-        let model = model::load_with(&dir, &w, device)?;
+        let model = model::load_with(&dir, &w, device, model::resolve_dtype(dtype, &dir)?)?;
         Self::finish(label, &dir, model)
     }
 

@@ -941,10 +941,7 @@ fn validate_layout(tensors: &[TensorInfo], data_start: u64, alignment: u64, file
             });
         }
         // Where llama.cpp expects the next tensor: this one's declared offset + padded size.
-        expected = t
-            .offset
-            .checked_add(t.n_bytes.div_ceil(alignment).saturating_mul(alignment))
-            .unwrap_or(u64::MAX);
+        expected = t.offset.saturating_add(t.n_bytes.div_ceil(alignment).saturating_mul(alignment));
     }
     let mut order: Vec<&TensorInfo> = tensors.iter().filter(|t| t.n_bytes > 0).collect();
     order.sort_by_key(|t| (t.offset, t.n_bytes));

@@ -38,6 +38,7 @@ pub struct Model {
     layers: Vec<Layer>,
     final_norm: Tensor,
     device: Device,
+    dtype: DType,
 }
 
 /// The result of one forward pass over a sequence of `T` tokens.
@@ -58,14 +59,14 @@ fn cerr(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
 }
 
 impl Model {
-    pub fn load(spec: ArchSpec, w: &dyn WeightSource, device: &Device) -> Result<Model> {
-        let dt = DType::F32;
+    /// Loads weights in `dt` (F32, BF16 or F16); logits always come back as f32.
+    pub fn load(spec: ArchSpec, w: &dyn WeightSource, device: &Device, dt: DType) -> Result<Model> {
         let norm = |name: &str| -> Result<Tensor> {
             let t = w.tensor(name, dt, device)?;
             match spec.norm {
                 Norm::Rms => Ok(t),
-                // Gemma computes x̂ · (1 + w) in f32: fold the 1 in once.
-                Norm::RmsPlusOne => (t + 1.0).map_err(cerr(name)),
+                // Gemma computes x̂ · (1 + w) in f32: fold the 1 in once, before any cast.
+                Norm::RmsPlusOne => (t.to_dtype(DType::F32).and_then(|t| t + 1.0).and_then(|t| t.to_dtype(dt))).map_err(cerr(name)),
             }
         };
         let embed_name = "model.embed_tokens.weight";
@@ -101,6 +102,7 @@ impl Model {
             layers,
             final_norm,
             device: device.clone(),
+            dtype: dt,
         })
     }
 
@@ -127,16 +129,18 @@ impl Model {
         }
         let mut hidden = Vec::new();
         if trace {
-            hidden.push(x.clone());
+            hidden.push(x.to_dtype(DType::F32)?);
         }
-        let (cos, sin) = rope::tables(&s.rope, s.head_dim, t, &self.device)?;
+        let dt = self.dtype;
+        let cast = |(c, s): (Tensor, Tensor)| -> candle_core::Result<(Tensor, Tensor)> { Ok((c.to_dtype(dt)?, s.to_dtype(dt)?)) };
+        let (cos, sin) = cast(rope::tables(&s.rope, s.head_dim, t, &self.device)?)?;
         let local = match &s.rope_local {
-            Some(r) => Some(rope::tables(r, s.head_dim, t, &self.device)?),
+            Some(r) => Some(cast(rope::tables(r, s.head_dim, t, &self.device)?)?),
             None => None,
         };
-        let full_mask = mask(t, None, &self.device)?;
+        let full_mask = mask(t, None, &self.device)?.to_dtype(dt)?;
         let sliding_mask = match s.sliding_window {
-            Some(w) if w < t => Some(mask(t, Some(w), &self.device)?),
+            Some(w) if w < t => Some(mask(t, Some(w), &self.device)?.to_dtype(dt)?),
             _ => None,
         };
         for layer in &self.layers {
@@ -150,7 +154,7 @@ impl Model {
             };
             x = self.layer(layer, &x, c, sn, m)?;
             if trace {
-                hidden.push(x.clone());
+                hidden.push(x.to_dtype(DType::F32)?);
             }
         }
         let x = self.norm(&x, &self.final_norm)?;
@@ -161,7 +165,7 @@ impl Model {
         if let Some(c) = s.final_softcap {
             logits = ((logits / c)?.tanh()? * c)?;
         }
-        Ok(Forward { logits, hidden })
+        Ok(Forward { logits: logits.to_dtype(DType::F32)?, hidden })
     }
 
     fn norm(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {

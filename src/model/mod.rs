@@ -6,7 +6,7 @@ pub mod decoder;
 pub mod rope;
 pub mod weights;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 use crate::error::{Error, Result};
 use crate::format::hf::HfDir;
@@ -24,12 +24,12 @@ pub fn default_device() -> Device {
 
 /// Loads an HF checkpoint directory's dense weights into the engine.
 pub fn load_hf(dir: &HfDir, device: &Device) -> Result<Model> {
-    load_with(dir, &weights::HfWeights { dir }, device)
+    load_with(dir, &weights::HfWeights { dir }, device, DType::F32)
 }
 
 /// Loads with the architecture from `dir`'s config.json and the weights from `w` (e.g. a base
 /// with a LoRA adapter applied on the fly).
-pub fn load_with(dir: &HfDir, w: &dyn weights::WeightSource, device: &Device) -> Result<Model> {
+pub fn load_with(dir: &HfDir, w: &dyn weights::WeightSource, device: &Device, dtype: DType) -> Result<Model> {
     let cfg = dir.config.as_ref().ok_or_else(|| Error::NotACheckpoint {
         path: dir.root.clone(),
         reason: "no config.json, so the architecture is unknown".into(),
@@ -43,5 +43,24 @@ pub fn load_with(dir: &HfDir, w: &dyn weights::WeightSource, device: &Device) ->
         },
         other => other,
     })?;
-    Model::load(spec, w, device)
+    Model::load(spec, w, device, dtype)
+}
+
+/// `--dtype`: the compute dtype; `auto` takes the checkpoint's `config.json` dtype.
+pub fn resolve_dtype(name: &str, dir: &HfDir) -> Result<DType> {
+    let from = |s: &str| match s {
+        "f32" | "float32" => Some(DType::F32),
+        "bf16" | "bfloat16" => Some(DType::BF16),
+        "f16" | "float16" => Some(DType::F16),
+        _ => None,
+    };
+    if name == "auto" {
+        let cfg = dir.config.as_ref().map(|c| crate::format::config::ModelConfig::from_json(&c.value));
+        return Ok(cfg.and_then(|c| c.dtype).and_then(|d| from(&d)).unwrap_or(DType::F32));
+    }
+    from(name).ok_or_else(|| Error::Field {
+        path: "--dtype".into(),
+        field: "dtype".into(),
+        detail: format!("`{name}` is not one of f32, bf16, f16, auto"),
+    })
 }

@@ -5,6 +5,7 @@
 //! reference = "base"              # label of the reference step (default: the first)
 //! prompts = "prompts.jsonl"       # optional; paths are relative to the manifest
 //! max_new_tokens = 32
+//! dtype = "f32"                   # or bf16, f16, auto (each checkpoint's own)
 //!
 //! [[step]]
 //! label = "base"
@@ -39,6 +40,7 @@ struct RawManifest {
     prompts: Option<PathBuf>,
     max_new_tokens: Option<usize>,
     device: Option<String>,
+    dtype: Option<String>,
     thresholds: Option<toml::Value>,
     #[serde(rename = "step")]
     steps: Vec<RawStep>,
@@ -97,6 +99,8 @@ pub struct Manifest {
     pub prompts: Option<PathBuf>,
     pub max_new_tokens: usize,
     pub device: String,
+    /// Compute dtype for every step: f32 (default), bf16, f16, or auto (each checkpoint's own).
+    pub dtype: String,
     pub steps: Vec<Step>,
     pub expect: Option<Expect>,
 }
@@ -173,6 +177,7 @@ impl Manifest {
             prompts: raw.prompts.map(|p| rel(&p)),
             max_new_tokens: raw.max_new_tokens.unwrap_or(32),
             device: raw.device.unwrap_or_else(|| "cpu".into()),
+            dtype: raw.dtype.unwrap_or_else(|| "f32".into()),
             steps,
             expect: raw.expect,
         })
@@ -205,6 +210,7 @@ impl Manifest {
             prompts: None,
             max_new_tokens: 32,
             device: "cpu".into(),
+            dtype: "f32".into(),
             steps,
             expect: None,
         })

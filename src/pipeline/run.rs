@@ -86,10 +86,10 @@ pub trait Notes {
     fn progress(&self) -> &dyn Progress;
 }
 
-fn load(step: &Step, device: &Device) -> Result<Variant> {
+fn load(step: &Step, device: &Device, dtype: &str) -> Result<Variant> {
     match &step.source {
-        Source::Path { path } => Variant::open(path, device),
-        Source::Adapter { base, adapter } => Variant::open_with_adapter(std::path::Path::new(&step.source.describe()), base, adapter, device),
+        Source::Path { path } => Variant::open(path, device, dtype),
+        Source::Adapter { base, adapter } => Variant::open_with_adapter(std::path::Path::new(&step.source.describe()), base, adapter, device, dtype),
     }
 }
 
@@ -183,7 +183,7 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
             continue;
         }
         notes.note(&format!("load {}", m.steps[i].label));
-        let cur = match load(&m.steps[i], &device) {
+        let cur = match load(&m.steps[i], &device, &m.dtype) {
             Ok(v) => v,
             Err(e) => {
                 steps[i].error = Some(e.to_string());
@@ -203,7 +203,7 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
                     }
                 }
             }
-            let reference = load(&m.steps[m.reference], &device);
+            let reference = load(&m.steps[m.reference], &device, &m.dtype);
             match reference {
                 Ok(reference) => {
                     notes.note(&format!("compare {} → {}", m.steps[m.reference].label, m.steps[i].label));
