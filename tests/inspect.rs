@@ -77,3 +77,30 @@ fn inspect_of_unreadable_shard_still_reports() {
     let bad = shards.iter().find(|s| s["name"] == "model-00002-of-00002.safetensors").unwrap();
     assert!(bad["error"].as_str().unwrap().contains("shorter than the 8-byte"), "{bad}");
 }
+
+/// On a checkpoint written by transformers 5 (`chat_template.jinja`, `dtype`, no BOS).
+#[test]
+fn inspect_zoo_instruct_model() {
+    let p = zoo().join("models/llama-instruct");
+    let r = ckptcheck(&["inspect", "--json", p.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["kind"], "instruct");
+    assert_eq!(v["architectures"], json!(["LlamaForCausalLM"]));
+    assert_eq!(v["config"]["num_hidden_layers"], 3);
+    assert_eq!(v["config"]["num_key_value_heads"], 2);
+    assert_eq!(v["tied_embeddings"], false);
+    assert_eq!(v["vocab"]["tokenizer_ids"], 1024);
+    assert_eq!(v["vocab"]["lm_head_rows"], 1024);
+    assert_eq!(v["stop_token_ids"], json!([2]));
+    assert_eq!(v["chat_template"]["turn_end_token"], "<|im_end|>");
+    assert!(v["chat_template"]["source"].as_str().unwrap().starts_with("chat_template.jinja"), "{}", v["chat_template"]["source"]);
+    assert_eq!(v["chat_template"]["generation_prompt"]["Ok"], "<|im_start|>user\nWhat is 6 times 7?<|im_end|>\n<|im_start|>assistant\n");
+    // bf16 fine-tune
+    let v = ckptcheck(&["inspect", "--json", zoo().join("models/llama-sft-good").to_str().unwrap()]).json();
+    assert!(v["dtypes"]["BF16"].as_u64().unwrap() > 0);
+    // A PEFT adapter directory.
+    let v = ckptcheck(&["inspect", "--json", zoo().join("models/llama-lora-adapter").to_str().unwrap()]).json();
+    assert_eq!(v["format"], "peft-adapter");
+    assert_eq!(v["adapter"]["r"], 8);
+}

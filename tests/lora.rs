@@ -281,3 +281,43 @@ fn zoo_premerge_vs_merge_is_kl_zero() {
     assert!(s["kl"]["max"].as_f64().unwrap() < 1e-6, "{s}");
     assert_eq!(s["top1"], 1.0);
 }
+
+#[test]
+fn modules_to_save_must_be_copied_into_the_merge() {
+    let s = setup();
+    // Re-write the adapter with a trained lm_head copy in modules_to_save.
+    let mut tensors: Vec<Tensor> = Vec::new();
+    for (name, a, b, out, inp) in &s.lora.mods {
+        let mut ta = f32_tensor(&format!("base_model.model.{name}.lora_A.weight"), &[R, *inp], 0);
+        set(&mut ta, a);
+        let mut tb = f32_tensor(&format!("base_model.model.{name}.lora_B.weight"), &[*out, R], 0);
+        set(&mut tb, b);
+        tensors.push(ta);
+        tensors.push(tb);
+    }
+    let head = f32_tensor("base_model.model.lm_head.weight", &[WORDS.len(), HIDDEN], 777);
+    let head_vals = f32s(&head);
+    tensors.push(head);
+    std::fs::write(s.adapter.join("adapter_model.safetensors"), serialize(tensors.iter())).unwrap();
+    let cfg = json!({"peft_type": "LORA", "r": R, "lora_alpha": ALPHA, "target_modules": ["q_proj", "v_proj", "down_proj"],
+                     "modules_to_save": ["lm_head"]});
+    std::fs::write(s.adapter.join("adapter_config.json"), cfg.to_string()).unwrap();
+
+    let mut good = merged(&Fixture::healthy(), &s.lora, |_, w, d| add(w, d));
+    set(good.tensor_mut("lm_head.weight"), &head_vals);
+    let r = merge_check(&s, &good, "good");
+    assert_eq!(r.code, 0, "{}", r.stdout);
+
+    let forgot = merged(&Fixture::healthy(), &s.lora, |_, w, d| add(w, d));
+    let r = merge_check(&s, &forgot, "forgot");
+    assert_eq!(r.code, 1);
+    let f = r.finding("merge.modules-to-save-not-copied");
+    assert!(f["message"].as_str().unwrap().contains("kept the base weights"), "{f}");
+
+    // The adapter applied on the fly uses the saved lm_head too: it equals the good merge.
+    let prompts = s.root.join("p.jsonl");
+    std::fs::write(&prompts, "{\"text\": \"What is 6 times 7 ?\"}\n").unwrap();
+    let pre = format!("{}+{}", s.base.display(), s.adapter.display());
+    let r = ckptcheck(&["compare", "--json", "--max-new-tokens", "4", "--prompts", prompts.to_str().unwrap(), &pre, s.root.join("good").to_str().unwrap()]);
+    assert!(r.json()["summary"]["kl"]["max"].as_f64().unwrap() < 1e-9, "{}", r.stdout);
+}
