@@ -64,6 +64,25 @@ impl ValueStats {
     }
 }
 
+/// Branch-free counting over f32 values so the loop vectorises; f16/bf16/f8 are widened to f32
+/// exactly, so nothing is lost.
+#[inline]
+fn scan_f32(values: impl Iterator<Item = f32>) -> ValueStats {
+    let (mut count, mut nan, mut pinf, mut ninf, mut zero) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut max_abs = 0f32;
+    for x in values {
+        count += 1;
+        nan += x.is_nan() as u64;
+        pinf += (x == f32::INFINITY) as u64;
+        ninf += (x == f32::NEG_INFINITY) as u64;
+        zero += (x == 0.0) as u64;
+        let a = x.abs();
+        // NaN compares false and ±∞ fails the first test: only finite values reach the max.
+        max_abs = if a < f32::INFINITY && a > max_abs { a } else { max_abs };
+    }
+    ValueStats { count, nan, pos_inf: pinf, neg_inf: ninf, zero, max_abs: max_abs as f64, f16_saturated: 0 }
+}
+
 /// Scans one tensor's bytes. `None` for dtypes that are not scanned (integers, packed quants).
 pub fn scan(dtype: Dtype, bytes: &[u8]) -> Option<ValueStats> {
     let width = match dtype {
@@ -73,26 +92,28 @@ pub fn scan(dtype: Dtype, bytes: &[u8]) -> Option<ValueStats> {
         Dtype::F8_E4M3 | Dtype::F8_E5M2 => 1,
         _ => return None,
     };
+    let u16s = |c: &[u8]| c.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect::<Vec<u16>>();
     let stats = bytes
         .par_chunks(CHUNK_ELEMS * width)
-        .map(|chunk| {
-            let mut s = ValueStats::default();
-            match dtype {
-                Dtype::F64 => chunk.chunks_exact(8).for_each(|b| s.add(f64::from_le_bytes(b.try_into().unwrap()))),
-                Dtype::F32 => chunk.chunks_exact(4).for_each(|b| s.add(f32::from_le_bytes(b.try_into().unwrap()) as f64)),
-                Dtype::F16 => chunk.chunks_exact(2).for_each(|b| {
-                    let v = half::f16::from_le_bytes([b[0], b[1]]).to_f64();
-                    if v.abs() == F16_MAX {
-                        s.f16_saturated += 1;
-                    }
-                    s.add(v)
-                }),
-                Dtype::BF16 => chunk.chunks_exact(2).for_each(|b| s.add(half::bf16::from_le_bytes([b[0], b[1]]).to_f64())),
-                Dtype::F8_E4M3 => chunk.iter().for_each(|&b| s.add(f8_e4m3_to_f32(b) as f64)),
-                Dtype::F8_E5M2 => chunk.iter().for_each(|&b| s.add(f8_e5m2_to_f32(b) as f64)),
-                _ => unreachable!("filtered above"),
+        .map(|chunk| match dtype {
+            Dtype::F64 => {
+                let mut s = ValueStats::default();
+                chunk.chunks_exact(8).for_each(|b| s.add(f64::from_le_bytes(b.try_into().unwrap())));
+                s
             }
-            s
+            Dtype::F32 => scan_f32(chunk.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+            Dtype::F16 => {
+                let bits = u16s(chunk);
+                let mut s = scan_f32(bits.iter().map(|&b| half::f16::from_bits(b).to_f32()));
+                // ±65504 is 0x7bff / 0xfbff.
+                s.f16_saturated = bits.iter().filter(|&&b| b & 0x7fff == 0x7bff).count() as u64;
+                s
+            }
+            // bf16 is the top half of an f32: widening is a shift.
+            Dtype::BF16 => scan_f32(chunk.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))),
+            Dtype::F8_E4M3 => scan_f32(chunk.iter().map(|&b| f8_e4m3_to_f32(b))),
+            Dtype::F8_E5M2 => scan_f32(chunk.iter().map(|&b| f8_e5m2_to_f32(b))),
+            _ => unreachable!("filtered above"),
         })
         .reduce(ValueStats::default, ValueStats::merge);
     Some(stats)
