@@ -136,7 +136,7 @@ fn lora_premerge_matches_peft() {
         adapter: &adapter,
         adapter_weights: ckptcheck::model::weights::HfWeights { dir: &adapter.dir },
     };
-    let m = model::load_with(&base, &w, &Device::Cpu).unwrap();
+    let m = model::load_with(&base, &w, &Device::Cpu, candle_core::DType::F32).unwrap();
     check_model("llama-lora-premerge", &m);
 }
 
