@@ -112,16 +112,27 @@ impl Model {
 
     /// Runs the whole sequence; `trace` keeps every layer's hidden state.
     pub fn forward(&self, ids: &[u32], trace: bool) -> Result<Forward> {
-        self.forward_inner(ids, trace).map_err(cerr("forward"))
+        self.forward_inner(ids, trace, None).map_err(cerr("forward"))
     }
 
-    fn forward_inner(&self, ids: &[u32], trace: bool) -> candle_core::Result<Forward> {
+    /// Runs `ids` as the continuation of what `cache` holds (positions `cache.len()..`), appends
+    /// their keys and values to it, and returns their logits.
+    pub fn forward_cached(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        self.forward_inner(ids, false, Some(cache)).map(|f| f.logits).map_err(cerr("forward"))
+    }
+
+    fn forward_inner(&self, ids: &[u32], trace: bool, mut cache: Option<&mut KvCache>) -> candle_core::Result<Forward> {
         let s = &self.spec;
-        let t = ids.len();
+        let n = ids.len();
+        let past = cache.as_ref().map(|c| c.len).unwrap_or(0);
+        let t = past + n;
+        if n == 0 {
+            candle_core::bail!("forward needs at least one token");
+        }
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= s.vocab_size.max(self.embed.dim(0).unwrap_or(0))) {
             candle_core::bail!("token id {bad} is outside the embedding ({} rows)", self.embed.dim(0)?);
         }
-        let ids_t = Tensor::from_slice(ids, t, &self.device)?;
+        let ids_t = Tensor::from_slice(ids, n, &self.device)?;
         let mut x = self.embed.index_select(&ids_t, 0)?;
         if let Some(scale) = s.embed_scale {
             // transformers casts the normaliser to the hidden dtype first (f32 here).
@@ -132,18 +143,21 @@ impl Model {
             hidden.push(x.to_dtype(DType::F32)?);
         }
         let dt = self.dtype;
-        let cast = |(c, s): (Tensor, Tensor)| -> candle_core::Result<(Tensor, Tensor)> { Ok((c.to_dtype(dt)?, s.to_dtype(dt)?)) };
+        // Tables for positions 0..t, then the rows of the new tokens.
+        let cast = |(c, s): (Tensor, Tensor)| -> candle_core::Result<(Tensor, Tensor)> {
+            Ok((c.narrow(0, past, n)?.contiguous()?.to_dtype(dt)?, s.narrow(0, past, n)?.contiguous()?.to_dtype(dt)?))
+        };
         let (cos, sin) = cast(rope::tables(&s.rope, s.head_dim, t, &self.device)?)?;
         let local = match &s.rope_local {
             Some(r) => Some(cast(rope::tables(r, s.head_dim, t, &self.device)?)?),
             None => None,
         };
-        let full_mask = mask(t, None, &self.device)?.to_dtype(dt)?;
+        let full_mask = mask(past, n, None, &self.device)?.to_dtype(dt)?;
         let sliding_mask = match s.sliding_window {
-            Some(w) if w < t => Some(mask(t, Some(w), &self.device)?.to_dtype(dt)?),
+            Some(w) if w < t => Some(mask(past, n, Some(w), &self.device)?.to_dtype(dt)?),
             _ => None,
         };
-        for layer in &self.layers {
+        for (li, layer) in self.layers.iter().enumerate() {
             let (c, sn) = match (&local, layer.sliding) {
                 (Some((lc, ls)), true) => (lc, ls),
                 _ => (&cos, &sin),
@@ -152,10 +166,14 @@ impl Model {
                 (Some(sm), true) => sm,
                 _ => &full_mask,
             };
-            x = self.layer(layer, &x, c, sn, m)?;
+            let kv = cache.as_deref_mut().map(|c| &mut c.layers[li]);
+            x = self.layer(layer, &x, c, sn, m, kv)?;
             if trace {
                 hidden.push(x.to_dtype(DType::F32)?);
             }
+        }
+        if let Some(c) = cache {
+            c.len = t;
         }
         let x = self.norm(&x, &self.final_norm)?;
         let mut logits = match &self.lm_head {
@@ -172,9 +190,9 @@ impl Model {
         candle_nn::ops::rms_norm(x, w, self.spec.norm_eps as f32)
     }
 
-    fn layer(&self, l: &Layer, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    fn layer(&self, l: &Layer, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, kv: Option<&mut Option<(Tensor, Tensor)>>) -> candle_core::Result<Tensor> {
         let h = self.norm(x, &l.input_norm)?;
-        let mut h = self.attention(l, &h, cos, sin, mask)?;
+        let mut h = self.attention(l, &h, cos, sin, mask, kv)?;
         if self.spec.sandwich_norms {
             h = self.norm(&h, &l.post_attn_norm)?;
         }
@@ -198,10 +216,10 @@ impl Model {
         l.down.forward(&(g * l.up.forward(x)?)?)
     }
 
-    fn attention(&self, l: &Layer, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    fn attention(&self, l: &Layer, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, kv: Option<&mut Option<(Tensor, Tensor)>>) -> candle_core::Result<Tensor> {
         let s = &self.spec;
-        let t = x.dim(0)?;
-        let heads = |y: Tensor, n: usize| y.reshape((t, n, s.head_dim))?.transpose(0, 1)?.contiguous();
+        let n = x.dim(0)?;
+        let heads = |y: Tensor, h: usize| y.reshape((n, h, s.head_dim))?.transpose(0, 1)?.contiguous();
         let mut q = heads(l.q.forward(x)?, s.heads)?;
         let mut k = heads(l.k.forward(x)?, s.kv_heads)?;
         let v = heads(l.v.forward(x)?, s.kv_heads)?;
@@ -211,6 +229,19 @@ impl Model {
         }
         let q = candle_nn::rotary_emb::rope(&q.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
         let k = candle_nn::rotary_emb::rope(&k.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
+        // With a cache: keys/values of earlier positions (already roped) come first.
+        let (k, v) = match kv {
+            Some(slot) => {
+                let (k, v) = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 1)?, Tensor::cat(&[&pv, &v], 1)?),
+                    None => (k, v),
+                };
+                *slot = Some((k.clone(), v.clone()));
+                (k, v)
+            }
+            None => (k, v),
+        };
+        let t = k.dim(1)?;
         let rep = s.heads / s.kv_heads;
         let expand = |y: Tensor| -> candle_core::Result<Tensor> {
             if rep == 1 {
@@ -226,34 +257,57 @@ impl Model {
         }
         let scores = scores.broadcast_add(mask)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v)?.transpose(0, 1)?.reshape((t, s.heads * s.head_dim))?;
+        let out = probs.matmul(&v)?.transpose(0, 1)?.reshape((n, s.heads * s.head_dim))?;
         l.o.forward(&out)
     }
 
-    /// Greedy generation from `prompt` until a stop id or `max_new` tokens. Returns the new ids
-    /// and whether a stop id was produced.
+    /// Greedy generation from `prompt` until a stop id or `max_new` tokens, with a KV cache.
+    /// Returns the new ids and whether a stop id was produced.
     pub fn generate_greedy(&self, prompt: &[u32], max_new: usize, stop: &[u32]) -> Result<(Vec<u32>, bool)> {
-        let mut ids = prompt.to_vec();
+        let mut cache = KvCache::new(self.layers.len());
         let mut out = Vec::new();
+        let mut input = prompt.to_vec();
         for _ in 0..max_new {
-            let f = self.forward(&ids, false)?;
-            let last = f.logits.get(ids.len() - 1).and_then(|r| r.argmax(D::Minus1)).and_then(|a| a.to_scalar::<u32>());
+            let logits = self.forward_cached(&input, &mut cache)?;
+            let last = logits.get(input.len() - 1).and_then(|r| r.argmax(D::Minus1)).and_then(|a| a.to_scalar::<u32>());
             let next = last.map_err(cerr("argmax"))?;
             out.push(next);
             if stop.contains(&next) {
                 return Ok((out, true));
             }
-            ids.push(next);
+            input = vec![next];
         }
         Ok((out, false))
     }
 }
 
-/// Additive causal mask `[T, T]`: 0 where key ≤ query (and within `window` when sliding), −∞
-/// elsewhere. transformers' sliding overlay keeps keys with `query − key < window`.
-fn mask(t: usize, window: Option<usize>, device: &Device) -> candle_core::Result<Tensor> {
-    let v: Vec<f32> = (0..t)
-        .flat_map(|i| {
+/// Keys and values (after rope, before the GQA repeat) of every position seen so far, per layer.
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(layers: usize) -> KvCache {
+        KvCache { layers: vec![None; layers], len: 0 }
+    }
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Additive causal mask `[n, past + n]` for `n` new queries after `past` cached positions: 0 where
+/// key ≤ query (and within `window` when sliding), −∞ elsewhere. transformers' sliding overlay
+/// keeps keys with `query − key < window`.
+fn mask(past: usize, n: usize, window: Option<usize>, device: &Device) -> candle_core::Result<Tensor> {
+    let t = past + n;
+    let v: Vec<f32> = (0..n)
+        .flat_map(|qi| {
+            let i = past + qi;
             (0..t).map(move |j| {
                 let visible = j <= i && window.is_none_or(|w| i - j < w);
                 if visible {
@@ -264,5 +318,5 @@ fn mask(t: usize, window: Option<usize>, device: &Device) -> candle_core::Result
             })
         })
         .collect();
-    Tensor::from_vec(v, (t, t), device)
+    Tensor::from_vec(v, (n, t), device)
 }
