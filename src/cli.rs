@@ -40,7 +40,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// HF model directory, PEFT adapter directory or `.safetensors` file.
+    /// HF model directory, PEFT adapter directory, `.safetensors` file or `.gguf` file.
     pub path: PathBuf,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -49,8 +49,12 @@ pub struct InspectArgs {
 
 #[derive(Debug, Args)]
 pub struct LintArgs {
-    /// HF model directory, PEFT adapter directory or `.safetensors` file.
+    /// HF model directory, PEFT adapter directory, `.safetensors` file or `.gguf` file.
     pub path: PathBuf,
+    /// For a `.gguf` PATH: the HF checkpoint it was converted from; checks tokens, special ids,
+    /// chat template, pre-tokenizer and config.json numbers against it.
+    #[arg(long, value_name = "HF_DIR")]
+    pub source: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

@@ -398,6 +398,10 @@ fn mutated_fixture_never_panics() {
         }
         if let Ok(h) = parse(&b) {
             let _ = (h.arch_meta(), h.tokenizer().special_tokens(), h.type_summary());
+            // The rebuilt tokenizer takes strings from the file: it must fail cleanly too.
+            if let Ok(t) = h.tokenizer().to_hf() {
+                let _ = t.encode(gchecks::PROBES[0], false);
+            }
         }
     }
 }
@@ -470,6 +474,7 @@ fn missing_chat_template_is_caught_alone_and_against_the_source() {
 #[test]
 fn different_tokenizer_is_caught() {
     let f = lint("tiny-llama-other-tokenizer.gguf", true);
+    assert!(ids(&f).contains(&"gguf.tokenization-differs"), "{:?}", ids(&f));
     let t = find(&f, "gguf.tokens-differ");
     assert_eq!(t.severity, Severity::Error);
     assert!(t.message.starts_with("1024 of 1024 token ids differ"), "{}", t.message);
@@ -501,10 +506,31 @@ fn double_bos_and_added_bos_are_caught() {
 #[test]
 fn pre_tokenizer_mismatch_is_caught() {
     let f = lint("tiny-llama-pre-llama3.gguf", true);
-    assert_eq!(ids(&f), ["gguf.pre-tokenizer-differs"]);
+    assert_eq!(ids(&f), ["gguf.pre-tokenizer-differs", "gguf.tokenization-differs"]);
     assert!(f[0].message.contains("`llama-bpe`"), "{}", f[0].message);
+    // The probe round trip sees the consequence: other token ids for the same text.
+    assert!(f[1].message.contains("probe texts tokenize differently"), "{}", f[1].message);
     // The fixture's own `gpt-2` (the unknown-hash workaround) is right for a plain ByteLevel
     // tokenizer, so the good file has no finding (good_conversion_is_clean_...).
+}
+
+/// The GGUF's tokenizer rebuilt from its metadata encodes every probe exactly as the source's
+/// tokenizer.json does (the round-trip check's premise), and refuses what it cannot rebuild.
+#[test]
+fn rebuilt_gguf_tokenizer_equals_the_source() {
+    let g = GgufFile::open(&fixtures().join("tiny-llama.gguf")).unwrap();
+    let gt = g.header.tokenizer().to_hf().unwrap();
+    let hf = ckptcheck::format::tokens::TokenizerInfo::load(&fixtures().join("hf/tokenizer.json")).unwrap();
+    for p in gchecks::PROBES {
+        let a = hf.encode_raw(p).unwrap();
+        assert_eq!(gt.encode(*p, false).unwrap().get_ids(), a.as_slice(), "{p:?}");
+        assert_eq!(gt.decode(&a, false).unwrap(), *p);
+    }
+    let mut t = g.header.tokenizer();
+    t.pre = Some("default");
+    assert!(t.to_hf().unwrap_err().contains("`default`"));
+    t.model = Some("llama");
+    assert!(t.to_hf().unwrap_err().contains("`llama`"));
 }
 
 #[test]
@@ -565,6 +591,7 @@ fn rms_eps_heads_and_context_against_config() {
     let f = lint_bytes(&m, true);
     assert_eq!(ids(&f), ["gguf.context-length-differs", "gguf.heads-differ", "gguf.rms-eps-differs"]);
     assert_eq!(find(&f, "gguf.context-length-differs").severity, Severity::Warning);
+    assert_eq!(find(&f, "gguf.rms-eps-differs").message, "llama.attention.layer_norm_rms_epsilon is 0.00001 but config.json rms_norm_eps is 0.000001");
 }
 
 /// GGUFs made by llama.cpp's own converter and quantizer, when the zoo has them: every one parses
@@ -593,4 +620,46 @@ fn zoo_gguf_files_parse_when_present() {
         assert!(f.is_empty(), "{}: {f:#?}", p.display());
     }
     eprintln!("{} zoo GGUF file(s) checked", found.len());
+}
+
+/// The zoo's conversions of models/llama-instruct by llama.cpp's own convert_hf_to_gguf.py and
+/// llama-quantize (testdata/zoo/gguf_stage.py): the healthy quantizations are clean against
+/// their source, each broken conversion is caught with exactly its finding. Skipped per file when
+/// the zoo does not have it.
+#[test]
+fn zoo_llama_cpp_conversions_against_source() {
+    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
+    let Ok(dir) = HfDir::open(&zoo.join("models/llama-instruct")) else {
+        eprintln!("no zoo llama-instruct; skipped");
+        return;
+    };
+    let ctx = Context::new(&dir);
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        ("llama-instruct-q8_0.gguf", &[], &["Q8_0"]),
+        ("llama-instruct-q4_0.gguf", &[], &["Q4_0", "Q6_K"]),
+        ("llama-instruct-q4_k_m.gguf", &[], &["Q4_K", "Q6_K"]),
+        ("llama-instruct-f16.gguf", &[], &["F16"]),
+        ("llama-instruct-q6_k.gguf", &[], &["Q6_K"]),
+        ("llama-instruct-wrong-eos.gguf", &["gguf.eos-differs"], &[]),
+        ("llama-instruct-no-template.gguf", &["gguf.template-missing"], &[]),
+        ("llama-instruct-other-tokenizer.gguf", &["gguf.tokens-differ", "gguf.merges-differ", "gguf.tokenization-differs"], &[]),
+    ];
+    let mut checked = 0;
+    for (name, want, types) in cases {
+        let p = zoo.join("gguf").join(name);
+        if !p.is_file() {
+            continue;
+        }
+        let g = GgufFile::open(&p).unwrap();
+        assert!(g.header.problems.is_empty(), "{name}: {:?}", g.header.problems);
+        assert_eq!(g.header.arch_meta().block_count, Some(3), "{name}");
+        let summary = g.header.type_summary();
+        for t in *types {
+            assert!(summary.keys().any(|k| k.name() == *t), "{name}: no {t} in {summary:?}");
+        }
+        let f = gchecks::run(&g, Some(&ctx));
+        assert_eq!(ids(&f), *want, "{name}: {f:#?}");
+        checked += 1;
+    }
+    eprintln!("{checked} zoo conversions checked");
 }

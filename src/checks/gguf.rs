@@ -52,32 +52,19 @@ pub const LLAMA_CPP_EOG_TEXTS: &[&str] = &[
     "[e~[",
 ];
 
-/// The split regex GPT-2's byte-level pre-tokenizer applies (`tokenizers` `ByteLevel` with
-/// `use_regex: true`).
-pub const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
-/// Llama 3's `Split` regex, as in its tokenizer.json.
-pub const LLAMA3_REGEX: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-/// Qwen 2's `Split` regex, as in its tokenizer.json.
-pub const QWEN2_REGEX: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub use crate::format::gguf::{GPT2_REGEX, KNOWN_PRE, LLAMA3_REGEX, QWEN2_REGEX};
 
-/// `tokenizer.ggml.pre` names whose split regexes are known here, with the tokenizer.json regexes
-/// they stand for (llama.cpp `llm_tokenizer_bpe`: gpt-2/mpt/olmo share GPT-2's regex; llama3 and
-/// its aliases share Llama 3's; qwen2 and stablelm2 share Qwen 2's). `default` is llama.cpp's
-/// fallback when the key is missing: its four regexes match no HF tokenizer.
-pub const KNOWN_PRE: &[(&str, &[&str])] = &[
-    ("gpt-2", &[GPT2_REGEX]),
-    ("mpt", &[GPT2_REGEX]),
-    ("olmo", &[GPT2_REGEX]),
-    ("llama-bpe", &[LLAMA3_REGEX]),
-    ("llama3", &[LLAMA3_REGEX]),
-    ("llama-v3", &[LLAMA3_REGEX]),
-    ("falcon3", &[LLAMA3_REGEX]),
-    ("pixtral", &[LLAMA3_REGEX]),
-    ("qwen2", &[QWEN2_REGEX]),
-    ("stablelm2", &[QWEN2_REGEX]),
-    ("default", &["(llama.cpp default BPE regexes)"]),
+/// Texts encoded by the source tokenizer and by the GGUF's own (rebuilt from its metadata):
+/// contractions in both cases, digit runs, leading/trailing and repeated whitespace, newlines,
+/// punctuation glued to words, non-ASCII, code, and a chat turn with special tokens — the places
+/// where pre-tokenizer regexes differ (llama.cpp#7724).
+pub const PROBES: &[&str] = &[
+    "Hello world! It's 2024: I'LL buy 12345 apples, you'd say.",
+    "  two leading spaces,\n\nblank lines\n\t tab and trailing   ",
+    "(parenthesised) \"quoted\" hyphen-ated e-mail@example.com 3.14159",
+    "naïve café — Ünïcödé 東京 🙂",
+    "fn main() { let x = vec![1, 2, 3]; println!(\"{:?}\", x); }",
+    "<|im_start|>user\nWhat is 6 times 7?<|im_end|>\n<|im_start|>assistant\n",
 ];
 
 /// The GGUF against itself. `with_source`: an HF source will be checked too, so findings it
@@ -342,6 +329,9 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Vec<Finding>) {
     if let (Some(tj), Some("gpt2")) = (&tj, tok.model) {
         pre_tokenizer(&file, tok.pre, tj.value.get("pre_tokenizer"), out);
     }
+    if let (Some(hf), Ok(gt)) = (&ctx.tokenizer, tok.to_hf()) {
+        round_trip(&file, hf, &gt, out);
+    }
 
     // Special ids.
     let (stop, stop_file) = stop_ids(&ctx.decls);
@@ -533,7 +523,8 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Vec<Finding>) {
         if let (Some(a), Some(b)) = (g_v, hf_v) {
             if !close(a, b) {
                 out.push(
-                    Finding::new(id, Severity::Error, &file, format!("{arch}.{key} is {a} but config.json {hf_key} is {b}"))
+                    // GGUF stores these as float32: print them as such (1e-6, not 9.99999997e-7).
+                    Finding::new(id, Severity::Error, &file, format!("{arch}.{key} is {} but config.json {hf_key} is {b}", a as f32))
                         .field(format!("{arch}.{key}"))
                         .hint("positions or norms are computed differently than in training: re-convert, or fix it with gguf_new_metadata.py"),
                 );
@@ -628,6 +619,37 @@ fn pre_tokenizer(file: &str, pre: Option<&str>, hf: Option<&Json>, out: &mut Vec
             )
             .field("tokenizer.ggml.pre")
             .hint("register the tokenizer's hash in convert_hf_to_gguf_update.py with the matching pre-tokenizer and re-convert"),
+        );
+    }
+}
+
+/// Encodes `PROBES` with the source tokenizer and the GGUF's own; any difference in ids means
+/// llama.cpp sees other tokens than the model was trained on (catalogue #10).
+fn round_trip(file: &str, hf: &crate::format::tokens::TokenizerInfo, gguf: &tokenizers::Tokenizer, out: &mut Vec<Finding>) {
+    let mut differing = Vec::new();
+    for (i, text) in PROBES.iter().enumerate() {
+        let (Ok(a), Ok(b)) = (hf.encode_raw(text), gguf.encode(*text, false)) else { continue };
+        let b = b.get_ids();
+        if a != b {
+            let at = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+            differing.push((i, at, a.len(), b.len()));
+        }
+    }
+    if let Some(&(i, at, n_hf, n_gguf)) = differing.first() {
+        out.push(
+            Finding::new(
+                "gguf.tokenization-differs",
+                Severity::Error,
+                file,
+                format!(
+                    "{} of {} probe texts tokenize differently with the GGUF's tokenizer than with tokenizer.json; first: probe {i} {:?} from token {at} ({n_gguf} vs {n_hf} tokens)",
+                    differing.len(),
+                    PROBES.len(),
+                    PROBES[i]
+                ),
+            )
+            .field("tokenizer.ggml.tokens")
+            .hint("llama.cpp will feed the model other token ids than it was trained on: re-convert with the right tokenizer and pre-tokenizer"),
         );
     }
 }

@@ -78,6 +78,9 @@ pub struct Quantization {
 }
 
 pub fn run(args: &InspectArgs, printer: &Printer) -> anyhow::Result<Outcome> {
+    if crate::commands::gguf::is_gguf(&args.path) {
+        return crate::commands::gguf::inspect(&args.path, args.json, printer);
+    }
     let report = build(&args.path)?;
     if args.json {
         printer.data(&serde_json::to_string_pretty(&report)?);

@@ -24,6 +24,12 @@ pub struct LintReport {
 }
 
 pub fn run(args: &LintArgs, printer: &Printer) -> anyhow::Result<Outcome> {
+    if crate::commands::gguf::is_gguf(&args.path) {
+        return crate::commands::gguf::lint(args, printer);
+    }
+    if args.source.is_some() {
+        anyhow::bail!("`--source` compares a GGUF with the HF checkpoint it came from; `{}` is not a GGUF file", args.path.display());
+    }
     let dir = open_hf(&args.path)?;
     let ctx = Context::new(&dir);
     let findings = checks::run_all(&ctx, &LintOptions { no_values: args.no_values });

@@ -3,6 +3,7 @@
 
 pub mod bisect;
 pub mod compare;
+pub mod gguf;
 pub mod inspect;
 pub mod lint;
 pub mod merge_check;

@@ -1135,7 +1135,87 @@ pub struct GgufTokenizer<'a> {
     pub chat_template: Option<&'a str>,
 }
 
+/// The split regex GPT-2's byte-level pre-tokenizer applies (`tokenizers` `ByteLevel` with
+/// `use_regex: true`).
+pub const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+/// Llama 3's `Split` regex, as in its tokenizer.json.
+pub const LLAMA3_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen 2's `Split` regex, as in its tokenizer.json.
+pub const QWEN2_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// `tokenizer.ggml.pre` names whose split regexes are known here, with the tokenizer.json regexes
+/// they stand for (llama.cpp `llm_tokenizer_bpe`: gpt-2/mpt/olmo share GPT-2's regex; llama3 and
+/// its aliases share Llama 3's; qwen2 and stablelm2 share Qwen 2's). `default` is llama.cpp's
+/// fallback when the key is missing: its four regexes match no HF tokenizer.
+pub const KNOWN_PRE: &[(&str, &[&str])] = &[
+    ("gpt-2", &[GPT2_REGEX]),
+    ("mpt", &[GPT2_REGEX]),
+    ("olmo", &[GPT2_REGEX]),
+    ("llama-bpe", &[LLAMA3_REGEX]),
+    ("llama3", &[LLAMA3_REGEX]),
+    ("llama-v3", &[LLAMA3_REGEX]),
+    ("falcon3", &[LLAMA3_REGEX]),
+    ("pixtral", &[LLAMA3_REGEX]),
+    ("qwen2", &[QWEN2_REGEX]),
+    ("stablelm2", &[QWEN2_REGEX]),
+    ("default", &["(llama.cpp default BPE regexes)"]),
+];
+
 impl GgufTokenizer<'_> {
+    /// llama.cpp's tokenizer for this vocabulary, rebuilt as an HF `tokenizers` tokenizer: byte-level
+    /// BPE (`tokenizer.ggml.model = gpt2`) with the tokens, merges and the split regex of
+    /// `tokenizer.ggml.pre`; CONTROL/USER_DEFINED tokens as added tokens. `Err` says why it cannot
+    /// be rebuilt (SentencePiece and other models, an unknown or `default` pre-tokenizer).
+    pub fn to_hf(&self) -> std::result::Result<tokenizers::Tokenizer, String> {
+        use serde_json::{json, Map, Value as J};
+        if self.model != Some("gpt2") {
+            return Err(format!("tokenizer model `{}` is not rebuilt (only byte-level BPE, `gpt2`)", self.model.unwrap_or("none")));
+        }
+        let pre = self.pre.unwrap_or("default");
+        let regex = match KNOWN_PRE.iter().find(|(n, _)| *n == pre) {
+            Some((_, [r])) if *r == GPT2_REGEX || *r == LLAMA3_REGEX || *r == QWEN2_REGEX => *r,
+            _ => return Err(format!("pre-tokenizer `{pre}` is not one ckptcheck can rebuild")),
+        };
+        let tokens = self.tokens.ok_or("no `tokenizer.ggml.tokens`")?;
+        let merges = self.merges.ok_or("no `tokenizer.ggml.merges`")?;
+        let mut vocab = Map::new();
+        for (i, t) in tokens.iter().enumerate() {
+            vocab.insert(t.clone(), J::from(i as u64));
+        }
+        let types = self.token_type.clone().unwrap_or_default();
+        let added: Vec<J> = tokens
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let ty = *types.get(i)?;
+                (ty == token_type::CONTROL || ty == token_type::USER_DEFINED).then(|| {
+                    json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                           "normalized": false, "special": ty == token_type::CONTROL})
+                })
+            })
+            .collect();
+        let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+        let pre_tokenizer = if regex == GPT2_REGEX {
+            byte_level(true)
+        } else {
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
+                byte_level(false)]})
+        };
+        let doc = json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+            "normalizer": null, "pre_tokenizer": pre_tokenizer, "post_processor": null,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                      "vocab": vocab, "merges": merges},
+        });
+        let bytes = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
+        tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| format!("the rebuilt tokenizer does not load: {e}"))
+    }
+
     pub fn token(&self, id: u64) -> Option<&str> {
         self.tokens?.get(usize::try_from(id).ok()?).map(String::as_str)
     }

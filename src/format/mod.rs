@@ -69,7 +69,7 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
         FileKind::Gguf => Err(Error::Unsupported {
             path: path.to_path_buf(),
             format: "GGUF",
-            hint: "GGUF reading is planned; meanwhile point ckptcheck at the HF directory it was converted from",
+            hint: "`inspect` and `lint` (with `--source HF_DIR`) read GGUF; running it (`compare`) is planned: meanwhile compare the HF directory it was converted from",
         }),
         // A weights file inside an HF directory: read the directory, so side files count.
         FileKind::Safetensors => {

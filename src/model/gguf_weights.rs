@@ -1,0 +1,290 @@
+//! A `WeightSource` over a GGUF file: HF tensor names mapped to llama.cpp's (`blk.N.attn_q`…),
+//! llama.cpp's Q/K row permutation for interleaved rope undone on the raw blocks, blocks
+//! dequantized by candle (F32…Q8_0, K-quants) or here (IQ4_NL, IQ4_XS; candle 0.11 has no IQ
+//! types).
+//!
+//! Linear layers are dense f32 from the dequantized blocks by default: measured on the zoo's Q8_0
+//! GGUF, candle 0.11's quantized CPU matmul (`QMatMul`, which quantizes activations like ggml)
+//! lands up to 1.45 logits from llama.cpp's own output, dense dequantized weights 0.41 (llama.cpp
+//! vs the f32 HF model: 0.38). `with_quantized_matmul(true)` keeps blocks quantized (memory for
+//! large models) at that cost.
+//!
+//! Families: those whose GGUF tensors are the HF ones renamed (llama, mistral as `llama`, qwen2,
+//! qwen3). Gemma's converter folds `1 +` into its norm weights and renames sandwich norms; it is
+//! refused by name rather than run wrong.
+
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul};
+use candle_core::{DType, Device, Module, Tensor};
+
+use super::weights::{DenseLinear, LinearOp, WeightSource};
+use crate::error::{Error, Result};
+use crate::format::gguf::{GgmlType, GgufFile, TensorInfo};
+
+/// IQ4_NL's 16 non-linear levels (llama.cpp `ggml-common.h` `kvalues_iq4nl`).
+pub const KVALUES_IQ4NL: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+/// Architectures whose tensors map one-to-one onto the HF names below.
+const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2", "qwen3"];
+
+pub struct GgufWeights<'a> {
+    pub file: &'a GgufFile,
+    /// llama.cpp's converter permutes Q/K rows for `llama` (rotate-half → interleaved rope).
+    unpermute_qk: bool,
+    /// Multiply on quantized blocks (`QMatMul`) instead of dense dequantized weights.
+    quantized_matmul: bool,
+    n_head: usize,
+    n_head_kv: usize,
+}
+
+impl<'a> GgufWeights<'a> {
+    pub fn new(file: &'a GgufFile) -> Result<GgufWeights<'a>> {
+        let meta = file.header.arch_meta();
+        let arch = meta.architecture.clone().unwrap_or_default();
+        if !SUPPORTED_ARCHS.contains(&arch.as_str()) {
+            return Err(Error::Field {
+                path: file.path.clone(),
+                field: "general.architecture".into(),
+                detail: format!("`{arch}` GGUFs are not run yet (supported: {})", SUPPORTED_ARCHS.join(", ")),
+            });
+        }
+        let field_err = |k: &str| Error::Field {
+            path: file.path.clone(),
+            field: format!("{arch}.{k}"),
+            detail: "missing; needed to undo llama.cpp's Q/K row permutation".into(),
+        };
+        let n_head = meta.head_count.ok_or_else(|| field_err("attention.head_count"))? as usize;
+        let n_head_kv = meta.head_count_kv.unwrap_or(n_head as u64) as usize;
+        Ok(GgufWeights {
+            file,
+            unpermute_qk: arch == "llama",
+            quantized_matmul: false,
+            n_head,
+            n_head_kv,
+        })
+    }
+
+    /// Keep linear layers as quantized blocks (less memory, further from llama.cpp; see above).
+    pub fn with_quantized_matmul(mut self, on: bool) -> Self {
+        self.quantized_matmul = on;
+        self
+    }
+
+    fn info(&self, hf_name: &str) -> Result<(&'a TensorInfo, String)> {
+        let g = gguf_name(hf_name).ok_or_else(|| self.err(hf_name, "no GGUF name is known for it".into()))?;
+        let h = &self.file.header;
+        let t = match h.tensor(&g) {
+            Some(t) => t,
+            // Tied embeddings: llama.cpp has no `output.weight` and uses `token_embd.weight`.
+            None if g == "output.weight" => h.tensor("token_embd.weight").ok_or_else(|| self.err(hf_name, "neither `output.weight` nor `token_embd.weight` is in the file".into()))?,
+            None => return Err(self.err(hf_name, format!("`{g}` is not in the file"))),
+        };
+        Ok((t, g))
+    }
+
+    fn err(&self, tensor: &str, detail: String) -> Error {
+        Error::Tensor {
+            path: self.file.path.clone(),
+            tensor: tensor.to_string(),
+            detail,
+        }
+    }
+
+    /// Raw blocks in an 8-byte-aligned buffer (candle reinterprets them as block structs), with
+    /// Q/K rows put back in HF order when the converter permuted them.
+    fn blocks(&self, hf_name: &str, t: &TensorInfo) -> Result<Vec<u64>> {
+        let bytes = self.file.checked_bytes(&t.name)?;
+        let mut buf = vec![0u64; bytes.len().div_ceil(8)];
+        // SAFETY: u64 → u8 view of an owned buffer of at least `bytes.len()` bytes.
+        let dst = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u8, bytes.len()) };
+        let heads = if hf_name.ends_with("q_proj.weight") {
+            Some(self.n_head)
+        } else if hf_name.ends_with("k_proj.weight") {
+            Some(self.n_head_kv)
+        } else {
+            None
+        };
+        match heads.filter(|_| self.unpermute_qk) {
+            None => dst.copy_from_slice(bytes),
+            Some(n_head) => {
+                let rows = t.dims.get(1).copied().unwrap_or(1) as usize;
+                if rows % (2 * n_head) != 0 || t.dims.len() != 2 {
+                    return Err(self.err(hf_name, format!("{rows} rows do not split into {n_head} heads of two rope halves")));
+                }
+                let row_bytes = bytes.len() / rows;
+                let (hd, half) = (rows / n_head, rows / n_head / 2);
+                // convert_hf_to_gguf.py: gguf row h·hd + 2i + j  ←  hf row h·hd + j·half + i.
+                for h in 0..n_head {
+                    for i in 0..half {
+                        for j in 0..2 {
+                            let g = h * hd + 2 * i + j;
+                            let hf = h * hd + j * half + i;
+                            dst[hf * row_bytes..(hf + 1) * row_bytes].copy_from_slice(&bytes[g * row_bytes..(g + 1) * row_bytes]);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(buf)
+    }
+
+    fn qtensor(&self, hf_name: &str, t: &TensorInfo, device: &Device) -> Result<Option<candle_core::quantized::QTensor>> {
+        let Some(dt) = candle_type(t.ggml_type) else { return Ok(None) };
+        let buf = self.blocks(hf_name, t)?;
+        // SAFETY: as above; exactly `n_bytes` bytes, the size candle computes for these dims.
+        let raw = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, t.n_bytes as usize) };
+        let dims: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
+        qtensor_from_ggml(dt, raw, dims, device).map(Some).map_err(|e| self.err(hf_name, e.to_string()))
+    }
+}
+
+impl WeightSource for GgufWeights<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.info(name).is_ok()
+    }
+
+    fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        let (t, _) = self.info(name)?;
+        let cerr = |e: candle_core::Error| self.err(name, e.to_string());
+        let dense = match self.qtensor(name, t, device)? {
+            Some(q) => q.dequantize(device).map_err(cerr)?,
+            None => {
+                let values = dequantize_own(t.ggml_type, &self.blocks(name, t)?, t.n_bytes as usize).ok_or_else(|| {
+                    self.err(
+                        name,
+                        format!("ggml type {} is not one ckptcheck can run (it runs F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K…Q6_K IQ4_NL IQ4_XS)", t.ggml_type),
+                    )
+                })?;
+                let dims: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
+                Tensor::from_vec(values, dims, device).map_err(cerr)?
+            }
+        };
+        dense.to_dtype(dtype).map_err(cerr)
+    }
+
+    fn linear(&self, prefix: &str, bias: bool, dtype: DType, device: &Device) -> Result<Box<dyn LinearOp>> {
+        let name = format!("{prefix}.weight");
+        let (t, _) = self.info(&name)?;
+        let bias = if bias { Some(self.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
+        // Quantized blocks stay quantized (f32 activations); dense and own-dequantized types run
+        // as the engine's dense linear in the requested dtype.
+        if self.quantized_matmul && t.ggml_type.is_quantized() && dtype == DType::F32 {
+            if let Some(q) = self.qtensor(&name, t, device)? {
+                let w = QMatMul::from_qtensor(q).map_err(|e| self.err(&name, e.to_string()))?;
+                return Ok(Box::new(QLinear { w, bias }));
+            }
+        }
+        Ok(Box::new(DenseLinear {
+            weight: self.tensor(&name, dtype, device)?,
+            bias,
+        }))
+    }
+}
+
+/// `y = x·Wᵀ (+ b)` on quantized blocks.
+pub struct QLinear {
+    pub w: QMatMul,
+    pub bias: Option<Tensor>,
+}
+
+impl LinearOp for QLinear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.w.forward(&x.contiguous()?)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// HF tensor name → llama.cpp's (`convert_hf_to_gguf.py` / gguf-py `TensorNameMap`).
+pub fn gguf_name(hf: &str) -> Option<String> {
+    match hf {
+        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "model.norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (n, tail) = rest.split_once('.')?;
+    let n: u64 = n.parse().ok()?;
+    let (module, kind) = tail.rsplit_once('.')?;
+    let g = match module {
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{n}.{g}.{kind}"))
+}
+
+/// The ggml types candle 0.11 dequantizes and multiplies.
+pub fn candle_type(t: GgmlType) -> Option<GgmlDType> {
+    Some(match t {
+        GgmlType::F32 => GgmlDType::F32,
+        GgmlType::F16 => GgmlDType::F16,
+        GgmlType::BF16 => GgmlDType::BF16,
+        GgmlType::Q4_0 => GgmlDType::Q4_0,
+        GgmlType::Q4_1 => GgmlDType::Q4_1,
+        GgmlType::Q5_0 => GgmlDType::Q5_0,
+        GgmlType::Q5_1 => GgmlDType::Q5_1,
+        GgmlType::Q8_0 => GgmlDType::Q8_0,
+        GgmlType::Q2_K => GgmlDType::Q2K,
+        GgmlType::Q3_K => GgmlDType::Q3K,
+        GgmlType::Q4_K => GgmlDType::Q4K,
+        GgmlType::Q5_K => GgmlDType::Q5K,
+        GgmlType::Q6_K => GgmlDType::Q6K,
+        _ => return None,
+    })
+}
+
+/// Types dequantized here rather than by candle: IQ4_NL, IQ4_XS. `None` for any other.
+fn dequantize_own(t: GgmlType, buf: &[u64], n_bytes: usize) -> Option<Vec<f32>> {
+    // SAFETY: u64 → u8 view, `n_bytes` ≤ 8 · buf.len() (built by `blocks`).
+    let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, n_bytes) };
+    match t {
+        GgmlType::IQ4_NL => Some(dequantize_iq4_nl(bytes)),
+        GgmlType::IQ4_XS => Some(dequantize_iq4_xs(bytes)),
+        _ => None,
+    }
+}
+
+/// IQ4_NL: blocks of 32 = f16 scale `d` + 16 bytes of 4-bit indices into `KVALUES_IQ4NL`; low
+/// nibbles are elements 0..16, high nibbles 16..32 (llama.cpp `dequantize_row_iq4_nl`).
+pub fn dequantize_iq4_nl(bytes: &[u8]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(bytes.len() / 18 * 32);
+    for block in bytes.chunks_exact(18) {
+        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let qs = &block[2..18];
+        out.extend(qs.iter().map(|q| d * f32::from(KVALUES_IQ4NL[(q & 0xf) as usize])));
+        out.extend(qs.iter().map(|q| d * f32::from(KVALUES_IQ4NL[(q >> 4) as usize])));
+    }
+    out
+}
+
+/// IQ4_XS: super-blocks of 256 = f16 `d`, u16 `scales_h`, 4 bytes `scales_l`, 128 bytes of
+/// IQ4_NL-style indices; sub-block `ib` (32 values) has a 6-bit scale `ls` (low 4 bits from
+/// `scales_l`, high 2 from `scales_h`) and multiplier `d · (ls − 32)` (llama.cpp
+/// `dequantize_row_iq4_xs`).
+pub fn dequantize_iq4_xs(bytes: &[u8]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(bytes.len() / 136 * 256);
+    for block in bytes.chunks_exact(136) {
+        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let scales_h = u16::from_le_bytes([block[2], block[3]]);
+        let scales_l = &block[4..8];
+        for (ib, qs) in block[8..136].chunks_exact(16).enumerate() {
+            let ls = ((scales_l[ib / 2] >> (4 * (ib % 2))) & 0xf) as i32 | ((((scales_h >> (2 * ib)) & 3) as i32) << 4);
+            let dl = d * (ls - 32) as f32;
+            out.extend(qs.iter().map(|q| dl * f32::from(KVALUES_IQ4NL[(q & 0xf) as usize])));
+            out.extend(qs.iter().map(|q| dl * f32::from(KVALUES_IQ4NL[(q >> 4) as usize])));
+        }
+    }
+    out
+}

@@ -1,0 +1,200 @@
+//! The GGUF weight source: dequantized tensors equal the HF source within each type's rounding,
+//! Q/K rows come back in HF order, IQ4_NL matches gguf-py, and the engine on llama.cpp-made
+//! GGUFs matches llama.cpp's own logits (testdata/zoo/goldens/gguf-*.safetensors).
+
+mod common;
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use ckptcheck::format::gguf::{GgmlType, GgufFile};
+use ckptcheck::format::hf::HfDir;
+use ckptcheck::format::safetensors::SafetensorsFile;
+use ckptcheck::model::gguf_weights::{dequantize_iq4_nl, dequantize_iq4_xs, GgufWeights};
+use ckptcheck::model::weights::{decode_f32, HfWeights, WeightSource};
+use ckptcheck::model::{self};
+
+fn fixtures() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/gguf-fixtures")
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+}
+
+/// Largest error a type's rounding allows, as a fraction of the tensor's max |w|, with 10%
+/// headroom. Q4_0/Q5_0 scale by the signed extreme (`d = max/-8`, `max/-16`), so the opposite
+/// side clips a whole step: 1/8, 1/16. Q4_1/Q5_1 round to half a step of range/15, range/31 with
+/// range ≤ 2·max: 1/15, 1/31. Q8_0: half a step of max/127. BF16: half an ulp, 2^-8. F16/F32 of
+/// an f16 source are exact.
+fn tolerance(t: GgmlType) -> f32 {
+    1.1 * match t {
+        GgmlType::Q4_0 => 1.0 / 8.0,
+        GgmlType::Q4_1 => 1.0 / 15.0,
+        GgmlType::Q5_0 => 1.0 / 16.0,
+        GgmlType::Q5_1 => 1.0 / 31.0,
+        GgmlType::Q8_0 => 1.0 / 254.0,
+        GgmlType::BF16 => 1.0 / 256.0,
+        _ => 1e-6,
+    }
+}
+
+#[test]
+fn every_tensor_matches_the_hf_source_within_its_type_rounding() {
+    let g = GgufFile::open(&fixtures().join("tiny-llama.gguf")).unwrap();
+    let gw = GgufWeights::new(&g).unwrap();
+    let dir = HfDir::open(&fixtures().join("hf")).unwrap();
+    let hw = HfWeights { dir: &dir };
+    let dev = Device::Cpu;
+    let mut n = 0;
+    for (_, info) in dir.tensors() {
+        let name = &info.name;
+        let a = hw.tensor(name, DType::F32, &dev).unwrap();
+        let b = gw.tensor(name, DType::F32, &dev).unwrap();
+        assert_eq!(a.dims(), b.dims(), "{name}");
+        let gname = ckptcheck::model::gguf_weights::gguf_name(name).unwrap();
+        let ty = g.header.tensor(&gname).unwrap().ggml_type;
+        let err = max_abs(&(&a - &b).unwrap());
+        let scale = max_abs(&a);
+        eprintln!("{name:<45} {ty:<5} max|Δ| {err:.2e} of max|w| {scale:.3}");
+        assert!(err <= tolerance(ty) * scale, "{name} ({ty}): max |Δ| {err} > {} × {scale}", tolerance(ty));
+        n += 1;
+    }
+    assert_eq!(n, 20);
+    // Tied: lm_head comes from token_embd.
+    assert!(gw.has("lm_head.weight"));
+}
+
+#[test]
+fn quantized_linear_matches_dense_and_qk_rows_are_unpermuted() {
+    let g = GgufFile::open(&fixtures().join("tiny-llama.gguf")).unwrap();
+    let gw = GgufWeights::new(&g).unwrap();
+    let dir = HfDir::open(&fixtures().join("hf")).unwrap();
+    let hw = HfWeights { dir: &dir };
+    let dev = Device::Cpu;
+    // Deterministic inputs: sin of a ramp.
+    let input = |n: usize| Tensor::arange(0f32, (5 * n) as f32, &dev).unwrap().affine(0.37, 0.1).unwrap().sin().unwrap().reshape((5, n)).unwrap();
+    let norm = |t: &Tensor| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+    let x = input(64);
+    for m in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.down_proj"] {
+        let prefix = format!("model.layers.1.{m}");
+        let w = hw.tensor(&format!("{prefix}.weight"), DType::F32, &dev).unwrap();
+        let x = if m == "mlp.down_proj" { input(128) } else { x.clone() };
+        let want = x.matmul(&w.t().unwrap()).unwrap();
+        let got = gw.linear(&prefix, false, DType::F32, &dev).unwrap().forward(&x).unwrap();
+        let q = GgufWeights::new(&g).unwrap().with_quantized_matmul(true);
+        let got_q = q.linear(&prefix, false, DType::F32, &dev).unwrap().forward(&x).unwrap();
+        let rel_q = norm(&(&want - &got_q).unwrap()) / norm(&want);
+        let rel = norm(&(&want - &got).unwrap()) / norm(&want);
+        eprintln!("{prefix}: relative ‖Δ‖ {rel:.3e} dense, {rel_q:.3e} QMatMul");
+        // Q4_* weights (and, for QMatMul, Q8-quantized activations): a few percent; rows in the
+        // wrong order would give ~140%.
+        assert!(rel < 0.1 && rel_q < 0.1, "{prefix}: relative error {rel} / {rel_q}");
+    }
+}
+
+#[test]
+// The expected values are gguf-py's float32 results as Python prints them.
+#[allow(clippy::excessive_precision)]
+fn iq4_nl_matches_gguf_py() {
+    let g = GgufFile::open(&fixtures().join("all-types.gguf")).unwrap();
+    let t = g.header.tensor("t.IQ4_NL").unwrap();
+    let v = dequantize_iq4_nl(g.checked_bytes("t.IQ4_NL").unwrap());
+    assert_eq!(v.len() as u64, t.numel());
+    // gguf-py 0.19 `gguf.quants.dequantize(.., IQ4_NL)` on the same bytes.
+    let head: [f32; 8] = [-3136880.0, -360880.0, 1360240.0, -1054880.0, -27760.0, -3136880.0, -1471280.0, -3136880.0];
+    assert_eq!(&v[..8], &head);
+    assert_eq!(&v[32..36], &[2.059326171875, 13.3856201171875, 7.2076416015625, 7.2076416015625]);
+    let sum: f64 = v.iter().map(|x| f64::from(x.abs())).sum();
+    // numpy summed in float32: equal to 1e-6 relative.
+    assert!((sum - 53872528.0).abs() < 1e-6 * sum, "{sum}");
+}
+
+#[test]
+#[allow(clippy::excessive_precision)]
+fn iq4_xs_matches_gguf_py() {
+    let g = GgufFile::open(&fixtures().join("all-types.gguf")).unwrap();
+    let v = dequantize_iq4_xs(g.checked_bytes("t.IQ4_XS").unwrap());
+    assert_eq!(v.len() as u64, g.header.tensor("t.IQ4_XS").unwrap().numel());
+    // gguf-py 0.19 `gguf.quants.dequantize(.., IQ4_XS)` on the same bytes.
+    assert_eq!(&v[..6], &[27.45941162109375, -3.0853271484375, -15.11810302734375, 11.7242431640625, 7.71331787109375, -39.18365478515625]);
+    assert_eq!(&v[300..304], &[-323660.25, -71606.25, -254918.25, -71606.25]);
+    let sum: f64 = v.iter().map(|x| f64::from(x.abs())).sum();
+    assert!((sum - 63058675.38911283).abs() < 1e-9 * sum, "{sum}");
+}
+
+#[test]
+fn types_candle_lacks_are_named() {
+    // all-types has no architecture metadata: refused with the key named.
+    let g = GgufFile::open(&fixtures().join("all-types.gguf")).unwrap();
+    let e = GgufWeights::new(&g).err().unwrap().to_string();
+    assert!(e.contains("llama.attention.head_count"), "{e}");
+    // A type neither candle nor ckptcheck dequantizes is named: the fixture with its ffn_up
+    // retyped from BF16 (2 bytes/elem) to I16 (2 bytes/elem, same size).
+    let mut b = std::fs::read(fixtures().join("tiny-llama.gguf")).unwrap();
+    let name = b"blk.0.ffn_up.weight";
+    let at = b.windows(name.len()).position(|w| w == name).unwrap() + name.len() + 4 + 16;
+    b[at..at + 4].copy_from_slice(&25u32.to_le_bytes());
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("i16.gguf");
+    std::fs::write(&p, b).unwrap();
+    let g = GgufFile::open(&p).unwrap();
+    let e = GgufWeights::new(&g).unwrap().tensor("model.layers.0.mlp.up_proj.weight", DType::F32, &Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("ggml type I16 is not one ckptcheck can run"), "{e}");
+}
+
+fn goldens(name: &str) -> Vec<(Vec<u32>, Vec<f32>, usize)> {
+    let p = common::zoo().join("goldens").join(format!("{name}.safetensors"));
+    let f = SafetensorsFile::open(&p).unwrap();
+    let mut out = Vec::new();
+    for i in 0.. {
+        let Some(ids_t) = f.get(&format!("input_ids.{i}")) else { break };
+        let ids: Vec<u32> = f.bytes(ids_t).unwrap().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32).collect();
+        let lt = f.get(&format!("logits.{i}")).unwrap();
+        out.push((ids, decode_f32(lt.dtype, f.bytes(lt).unwrap()).unwrap(), lt.shape[1] as usize));
+    }
+    out
+}
+
+/// llama.cpp (llama-cpp-python 0.3.36, `logits_all=True`) on the zoo's GGUFs vs the engine on the
+/// same files, on zoo prompts (logit scale ~17). The engine multiplies dense dequantized weights
+/// with f32 activations; llama.cpp quantizes activations to Q8_0 (Q8_K for K-quants), which is
+/// most of the difference. Measured max |Δlogit| / scale (2026-11-26): F16 0.0011, Q8_0 0.023,
+/// Q4_0 0.020, Q4_K_M 0.023, Q6_K 0.064 (one prompt; Q8_K activations); tolerances are about 2×
+/// that; argmax may differ at one near-tie position per prompt for the 4- to 6-bit types.
+#[test]
+fn engine_on_gguf_matches_llama_cpp() {
+    let zoo = common::zoo();
+    let Ok(dir) = HfDir::open(&zoo.join("models/llama-instruct")) else { return };
+    for (variant, file, tol, max_argmax_diff) in [
+        ("gguf-f16", "llama-instruct-f16.gguf", 0.003f32, 0),
+        ("gguf-q8_0", "llama-instruct-q8_0.gguf", 0.05, 0),
+        ("gguf-q6_k", "llama-instruct-q6_k.gguf", 0.12, 1),
+        ("gguf-q4_0", "llama-instruct-q4_0.gguf", 0.05, 1),
+        ("gguf-q4_k_m", "llama-instruct-q4_k_m.gguf", 0.05, 1),
+    ] {
+        let p = zoo.join("gguf").join(file);
+        if !p.is_file() || !zoo.join("goldens").join(format!("{variant}.safetensors")).is_file() {
+            continue;
+        }
+        let g = GgufFile::open(&p).unwrap();
+        let gw = GgufWeights::new(&g).unwrap();
+        let m = model::load_with(&dir, &gw, &Device::Cpu, DType::F32).unwrap();
+        for (pi, (ids, want, vocab)) in goldens(variant).iter().enumerate() {
+            let got: Vec<f32> = m.forward(ids, false).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(got.len(), want.len());
+            let d = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
+            let mut argmax_diff = 0;
+            for (a, b) in got.chunks(*vocab).zip(want.chunks(*vocab)) {
+                if ckptcheck::compare::metrics::argmax(a) != ckptcheck::compare::metrics::argmax(b) {
+                    argmax_diff += 1;
+                }
+            }
+            eprintln!("{variant} prompt {pi}: max |Δlogit| {d:.3e} (scale {scale:.1}), argmax differs at {argmax_diff} positions");
+            assert!(d <= tol * scale, "{variant} prompt {pi}: max |Δlogit| {d} > {tol} × {scale}");
+            assert!(argmax_diff <= max_argmax_diff, "{variant} prompt {pi}: argmax differs at {argmax_diff} positions");
+        }
+    }
+}
+
