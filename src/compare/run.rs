@@ -66,6 +66,10 @@ pub struct CompareSummary {
     pub ref_stop_rate: f64,
     pub cand_stop_rate: f64,
     pub scored_tokens: usize,
+    /// Prompts the candidate's own tokenizer and template encode differently from the reference.
+    pub prompt_token_mismatches: usize,
+    /// The first such difference, in words.
+    pub first_token_mismatch: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -101,8 +105,34 @@ pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptio
     // 1. Reference answers.
     progress.stage("reference answers", prompts.len());
     let mut seqs = Vec::with_capacity(prompts.len());
+    let mut mismatches = 0usize;
+    let mut first_mismatch = None;
     for p in prompts {
         let prompt_ids = r.encode_prompt(p)?;
+        // The candidate's own tokenizer and template on the same prompt (a GGUF uses its own).
+        let own = c.encode_prompt(p).map_err(|e| e.to_string());
+        if own.as_ref().ok() != Some(&prompt_ids) {
+            mismatches += 1;
+            if first_mismatch.is_none() {
+                first_mismatch = Some(match &own {
+                    Err(e) => format!("prompt {:?}: the candidate cannot encode it: {e}", p.label()),
+                    Ok(ids) => {
+                        let at = ids.iter().zip(&prompt_ids).position(|(a, b)| a != b).unwrap_or(ids.len().min(prompt_ids.len()));
+                        let show = |v: &[u32], t: &crate::format::tokens::TokenizerInfo| {
+                            v.get(at).map(|&i| format!("{i} {:?}", t.token(i).unwrap_or_default())).unwrap_or_else(|| "end".into())
+                        };
+                        format!(
+                            "prompt {:?}: {} vs {} tokens, first difference at token {at}: {} (reference) vs {} (candidate)",
+                            p.label(),
+                            prompt_ids.len(),
+                            ids.len(),
+                            show(&prompt_ids, &r.tokenizer),
+                            show(ids, &c.tokenizer)
+                        )
+                    }
+                });
+            }
+        }
         let mut stop = r.stop_ids.clone();
         stop.extend(r.turn_end_id);
         let (mut answer, stopped) = r.model.generate_greedy(&prompt_ids, opts.max_new_tokens, &stop)?;
@@ -212,6 +242,8 @@ pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptio
         ref_stop_rate: results.iter().filter(|r| r.ref_stopped).count() as f64 / np,
         cand_stop_rate: results.iter().filter(|r| r.cand_stopped).count() as f64 / np,
         scored_tokens: all.len(),
+        prompt_token_mismatches: mismatches,
+        first_token_mismatch: first_mismatch,
     };
 
     let layers = layer_acc.map(|acc| {
@@ -314,6 +346,16 @@ pub fn judge(s: &CompareSummary, t: &Thresholds) -> Vec<Judgement> {
             format!("P(end-of-turn) at turn end: {:.3} → {:.3}", s.p_eos_ref_mean, s.p_eos_cand_mean),
         ));
     }
+    j.push(above(
+        "prompt_tokenization",
+        s.prompt_token_mismatches as f64,
+        0.0,
+        0.0,
+        match &s.first_token_mismatch {
+            Some(m) => format!("{} prompts encode differently with the candidate's own tokenizer/template; {m}", s.prompt_token_mismatches),
+            None => "every prompt encodes to the same ids with the candidate's own tokenizer and template".into(),
+        },
+    ));
     j.push(above(
         "stop_rate_drop",
         s.ref_stop_rate - s.cand_stop_rate,

@@ -10,6 +10,7 @@ use crate::checks::Context;
 use crate::error::{Error, Result};
 use crate::format::tokens::{stop_ids, TokenizerInfo};
 use crate::format::{self, Checkpoint};
+use crate::format::gguf::GgufFile;
 use crate::format::lora::Adapter;
 use crate::model::weights::{HfWeights, LoraWeights};
 use crate::model::{self, Model};
@@ -35,6 +36,9 @@ impl Variant {
     pub fn open(path: &Path, device: &Device, dtype: &str) -> Result<Variant> {
         if let Some((base, adapter)) = split_base_adapter(path) {
             return Self::open_with_adapter(path, &base, &adapter, device, dtype);
+        }
+        if path.is_file() && format::sniff(path)? == format::FileKind::Gguf {
+            return Self::open_gguf(path, device, dtype);
         }
         let Checkpoint::Hf(dir) = format::open(path)?;
         if dir.is_adapter() {
@@ -78,6 +82,31 @@ impl Variant {
         Self::finish(label, &dir, model)
     }
 
+    /// A GGUF runs with its own metadata, tokenizer, chat template and stop ids, as llama.cpp
+    /// would: a conversion that broke any of them shows up in the comparison.
+    pub fn open_gguf(path: &Path, device: &Device, dtype: &str) -> Result<Variant> {
+        let file = GgufFile::open(path)?;
+        let dt = match dtype {
+            "auto" | "f32" => candle_core::DType::F32,
+            "bf16" => candle_core::DType::BF16,
+            "f16" => candle_core::DType::F16,
+            other => {
+                return Err(Error::Field { path: "--dtype".into(), field: "dtype".into(), detail: format!("`{other}` is not one of f32, bf16, f16, auto") })
+            }
+        };
+        let model = model::load_gguf(&file, device, dt)?;
+        let tok = file.header.tokenizer();
+        let hf_tok = tok.to_hf().map_err(|detail| Error::Tokenizer { path: path.to_path_buf(), detail: format!("the GGUF's own tokenizer cannot be rebuilt: {detail}") })?;
+        let tokenizer = TokenizerInfo::from_tokenizer(path, hf_tok);
+        let name = |id: Option<u64>| id.and_then(|i| tok.token(i)).map(str::to_string);
+        let template_tokens = TemplateTokens { bos_token: name(tok.bos), eos_token: name(tok.eos), pad_token: name(tok.pad), unk_token: name(tok.unk) };
+        let template = tok.chat_template.map(|t| ChatTemplate { source: path.to_path_buf(), field: Some("tokenizer.chat_template".into()), text: t.to_string() });
+        // The ids the file declares as ending generation (eos, eot, eom).
+        let stop_ids: Vec<u32> = [tok.eos, tok.eot, tok.eom].into_iter().flatten().filter_map(|i| u32::try_from(i).ok()).collect();
+        let turn_end_id = turn_end_of(&template, &template_tokens, &tokenizer).or_else(|| stop_ids.first().copied());
+        Ok(Variant { label: path.display().to_string(), path: path.to_path_buf(), model, tokenizer, template, template_tokens, stop_ids, turn_end_id })
+    }
+
     fn finish(path: &Path, dir: &crate::format::hf::HfDir, model: Model) -> Result<Variant> {
         let ctx = Context::new(dir);
         let template_tokens = template_tokens(&ctx);
@@ -94,15 +123,7 @@ impl Variant {
             }
         };
         let stop_ids: Vec<u32> = stop.iter().filter_map(|&i| u32::try_from(i).ok()).collect();
-        let turn_end_id = template
-            .as_ref()
-            .and_then(|t| t.render(&sample_conversation(), false, &template_tokens).ok())
-            .and_then(|r| {
-                let specials: Vec<String> = tokenizer.added.iter().filter(|a| a.special).map(|a| a.content.clone()).collect();
-                turn_end(&r, &specials)?.token
-            })
-            .and_then(|t| tokenizer.id(&t))
-            .or_else(|| stop_ids.first().copied());
+        let turn_end_id = turn_end_of(&template, &template_tokens, &tokenizer).or_else(|| stop_ids.first().copied());
         Ok(Variant {
             label: path.display().to_string(),
             path: path.to_path_buf(),
@@ -149,4 +170,11 @@ pub fn split_base_adapter(path: &Path) -> Option<(PathBuf, PathBuf)> {
         let (b, a) = (Path::new(&s[..i]), Path::new(&s[i + 1..]));
         (b.is_dir() && a.is_dir()).then(|| (b.to_path_buf(), a.to_path_buf()))
     })
+}
+
+/// The id of the token the chat template ends an assistant turn with.
+fn turn_end_of(template: &Option<ChatTemplate>, tokens: &TemplateTokens, tokenizer: &TokenizerInfo) -> Option<u32> {
+    let rendered = template.as_ref()?.render(&sample_conversation(), false, tokens).ok()?;
+    let specials: Vec<String> = tokenizer.added.iter().filter(|a| a.special).map(|a| a.content.clone()).collect();
+    tokenizer.id(&turn_end(&rendered, &specials)?.token?)
 }

@@ -41,6 +41,11 @@ impl TokenizerInfo {
             path: path.to_path_buf(),
             detail: e.to_string(),
         })?;
+        Ok(Self::from_tokenizer(path, tokenizer))
+    }
+
+    /// Wraps a tokenizer built elsewhere (a GGUF's own vocabulary rebuilt by `GgufTokenizer::to_hf`).
+    pub fn from_tokenizer(path: &Path, tokenizer: tokenizers::Tokenizer) -> TokenizerInfo {
         let vocab = tokenizer.get_vocab(true);
         let id_space = vocab.values().map(|&i| i as u64 + 1).max().unwrap_or(0);
         let mut added: Vec<AddedTokenInfo> = tokenizer
@@ -53,12 +58,12 @@ impl TokenizerInfo {
             })
             .collect();
         added.sort_by_key(|t| t.id);
-        Ok(TokenizerInfo {
+        TokenizerInfo {
             path: path.to_path_buf(),
             tokenizer,
             id_space,
             added,
-        })
+        }
     }
 
     pub fn id(&self, token: &str) -> Option<u32> {

@@ -288,3 +288,37 @@ pub fn dequantize_iq4_xs(bytes: &[u8]) -> Vec<f32> {
     }
     out
 }
+
+/// An HF-style `config.json` synthesised from the GGUF's own metadata, so the decoder's
+/// `ArchSpec` comes from the file being run (not from the HF source it claims to come from).
+pub fn config_json(file: &GgufFile) -> serde_json::Value {
+    let m = file.header.arch_meta();
+    let arch = m.architecture.clone().unwrap_or_default();
+    // `shape()` is in HF (row-major) order: [vocab, hidden].
+    let rows = file.header.tensor("token_embd.weight").map(|t| t.shape()).and_then(|s| s.first().copied());
+    let mut v = serde_json::json!({
+        "model_type": arch,
+        "hidden_size": m.embedding_length,
+        "intermediate_size": m.feed_forward_length,
+        "num_hidden_layers": m.block_count,
+        "num_attention_heads": m.head_count,
+        "num_key_value_heads": m.head_count_kv.or(m.head_count),
+        "vocab_size": rows.or(m.vocab_size),
+        "rms_norm_eps": m.rms_norm_eps,
+        "rope_theta": m.rope_freq_base,
+        "max_position_embeddings": m.context_length,
+    });
+    // llama.cpp writes key_length only when head_dim ≠ hidden / heads.
+    if let Some(k) = m.key_length {
+        v["head_dim"] = k.into();
+    }
+    if let (Some(kind), Some(factor)) = (m.rope_scaling_type.as_deref(), m.rope_scaling_factor) {
+        if kind != "none" {
+            v["rope_scaling"] = serde_json::json!({
+                "rope_type": kind, "factor": factor,
+                "original_max_position_embeddings": m.rope_scaling_original_context_length,
+            });
+        }
+    }
+    v
+}

@@ -47,6 +47,22 @@ pub fn load_with(dir: &HfDir, w: &dyn weights::WeightSource, device: &Device, dt
     Model::load(spec, w, device, dtype)
 }
 
+/// Loads a GGUF file: architecture from its metadata, weights dequantized from its blocks.
+pub fn load_gguf(file: &crate::format::gguf::GgufFile, device: &Device, dtype: DType) -> Result<Model> {
+    let w = gguf_weights::GgufWeights::new(file)?;
+    let cfg = gguf_weights::config_json(file);
+    let has_head = file.header.tensor("output.weight").is_some();
+    let spec = arch::ArchSpec::from_config(&cfg, Some(has_head)).map_err(|e| match e {
+        Error::Field { field, detail, .. } => Error::Field {
+            path: file.path.clone(),
+            field: format!("GGUF metadata ({field})"),
+            detail,
+        },
+        other => other,
+    })?;
+    Model::load(spec, &w, device, dtype)
+}
+
 /// `--dtype`: the compute dtype; `auto` takes the checkpoint's `config.json` dtype.
 pub fn resolve_dtype(name: &str, dir: &HfDir) -> Result<DType> {
     let from = |s: &str| match s {

@@ -26,6 +26,14 @@ pub const REPORT_SCHEMA_VERSION: u32 = 1;
 /// Static finding ids that explain a broken model, most decisive first.
 const CAUSE_RANK: &[&str] = &[
     "template.eot-not-eos",
+    "gguf.eos-differs",
+    "gguf.turn-end-not-eog",
+    "gguf.tokens-differ",
+    "gguf.tokenization-differs",
+    "gguf.template-missing",
+    "gguf.double-bos",
+    "gguf.rope-base-differs",
+    "gguf.vocab-exceeds-embedding",
     "lineage.tokenizer-changed",
     "lineage.template-dropped",
     "vocab.tokenizer-exceeds-rows",
@@ -93,6 +101,22 @@ fn load(step: &Step, device: &Device, dtype: &str) -> Result<Variant> {
     }
 }
 
+fn is_gguf(step: &Step) -> bool {
+    matches!(&step.source, Source::Path { path } if path.is_file() && crate::format::sniff(path).ok() == Some(crate::format::FileKind::Gguf))
+}
+
+/// A GGUF step is checked against itself and against the nearest earlier HF step (its source).
+fn lint_gguf(steps: &[Step], i: usize) -> Result<Vec<Finding>> {
+    let Source::Path { path } = &steps[i].source else { return Ok(Vec::new()) };
+    let g = crate::format::gguf::GgufFile::open(path)?;
+    let source = steps[..i].iter().rev().find_map(|s| match &s.source {
+        Source::Path { path } if path.is_dir() => HfDir::open(path).ok(),
+        _ => None,
+    });
+    let ctx = source.as_ref().map(Context::new);
+    Ok(checks::gguf::run(&g, ctx.as_ref()))
+}
+
 fn lint_step(step: &Step) -> Result<Vec<Finding>> {
     let dir = match &step.source {
         Source::Path { path } => match crate::format::open(path)? {
@@ -125,6 +149,9 @@ fn merge_step(parent: &Step, step: &Step) -> Result<Option<MergeSummary>> {
     let (Source::Adapter { base, adapter }, Source::Path { path }) = (&parent.source, &step.source) else {
         return Ok(None);
     };
+    if !path.is_dir() {
+        return Ok(None);
+    }
     let base = HfDir::open(base)?;
     let adapter = Adapter::open(adapter)?;
     let merged = HfDir::open(path)?;
@@ -160,7 +187,8 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
     // Static checks first: cheap, and they explain most breakages.
     for (i, s) in m.steps.iter().enumerate() {
         notes.note(&format!("lint {} ({})", s.label, s.source.describe()));
-        match lint_step(s) {
+        let linted = if is_gguf(s) { lint_gguf(&m.steps, i) } else { lint_step(s) };
+        match linted {
             Ok(f) => steps[i].findings = f,
             Err(e) => steps[i].error = Some(e.to_string()),
         }
@@ -169,8 +197,11 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
                 Ok(ms) => steps[i].merge = ms,
                 Err(e) => steps[i].error = Some(e.to_string()),
             }
-            if let Ok(f) = lineage_step(&m.steps[i - 1], s) {
-                steps[i].findings.extend(f);
+            // GGUF steps are checked against their HF source by the GGUF checks instead.
+            if !is_gguf(&m.steps[i - 1]) && !is_gguf(s) {
+                if let Ok(f) = lineage_step(&m.steps[i - 1], s) {
+                    steps[i].findings.extend(f);
+                }
             }
         }
     }
@@ -280,11 +311,17 @@ pub fn evidence(r: &CompareResult) -> String {
             "top1" => format!("same top token {:.0}%", 100.0 * s.top1),
             "ppl_ratio" => format!("PPL ×{:.2}", s.ppl_ratio),
             "nonfinite_logits" => format!("{} NaN/Inf logits", s.nonfinite_cand + s.nonfinite_ref),
+            "prompt_tokenization" => format!(
+                "{} of {} prompts tokenize differently{}",
+                s.prompt_token_mismatches,
+                r.prompts.len(),
+                s.first_token_mismatch.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
+            ),
             other => format!("{other} {:.3}", j.value),
         });
     }
     let order = |p: &String| {
-        ["NaN", "P(EOS", "greedy", "KL mean", "KL p99", "same top", "PPL"].iter().position(|k| p.contains(k)).unwrap_or(9)
+        ["NaN", "tokenize", "P(EOS", "greedy", "KL mean", "KL p99", "same top", "PPL"].iter().position(|k| p.contains(k)).unwrap_or(9)
     };
     parts.sort_by_key(order);
     if let Some(l) = &r.first_bad_layer {
