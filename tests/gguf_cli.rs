@@ -96,6 +96,21 @@ fn compare_hf_against_its_ggufs() {
         let (code, v) = run(g);
         assert_eq!((code, failed(&v)), (1, vec!["prompt_tokenization".to_string()]), "{g}");
     }
+    // rope base 1e6 instead of 1e4 (gguf-py's gguf_set_metadata on the Q8_0 file): every
+    // position's angle changes, the model no longer computes the same function.
+    let (code, v) = run("wrong-rope");
+    assert_eq!(code, 1);
+    let f = failed(&v);
+    assert!(f.contains(&"kl_mean".to_string()) && f.contains(&"top1".to_string()), "{f:?}");
+    // And lint --source names it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ckptcheck"))
+        .args(["lint", "--json", "--source", hf.to_str().unwrap()])
+        .arg(zoo.join("gguf/llama-instruct-wrong-rope.gguf"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = v["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["gguf.rope-base-differs"]);
 }
 
 /// `compare a.gguf b.gguf`: two quantizations of one model against each other.

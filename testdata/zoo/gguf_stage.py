@@ -32,7 +32,7 @@ IM_END = 2
 MAX_NEW = 32
 
 # committed GGUFs: name -> (source, how)
-COMMITTED = ["f16", "q8_0", "q6_k", "q4_k_m", "q4_0", "wrong-eos", "no-template", "other-tokenizer"]
+COMMITTED = ["f16", "q8_0", "q6_k", "q4_k_m", "q4_0", "wrong-eos", "no-template", "other-tokenizer", "wrong-rope"]
 # f32 and bf16 are measured (measured_gguf.json) but not committed, to stay near the zoo's size budget.
 # The three fault files hold the same Q4_0 weights as llama-instruct-q4_0.gguf, so their goldens carry
 # the same logits as gguf-q4_0 (kept as separate files because tests already use them).
@@ -218,6 +218,13 @@ def quantize() -> None:
            "tokenizer.ggml.eos_token_id", "0", "--force"]
     log("  " + " ".join(cmd[1:]))
     subprocess.run(cmd, check=True, env=env)
+    # wrong rope base: the Q8_0 file with llama.rope.freq_base edited (a metadata-only "context
+    # extension"); added by the lead after the first zoo run, so its golden is not committed.
+    shutil.copy(WORK / "q8_0.gguf", WORK / "wrong-rope.gguf")
+    cmd = [main_py, str(LLAMACPP / "gguf-py/gguf/scripts/gguf_set_metadata.py"), str(WORK / "wrong-rope.gguf"),
+           "llama.rope.freq_base", "1000000", "--force"]
+    log("  " + " ".join(cmd[1:]))
+    subprocess.run(cmd, check=True, env=env)
 
     from safetensors import safe_open
 
@@ -240,7 +247,7 @@ def quantize() -> None:
     GGUF_DIR.mkdir()
     for f in GOLD.glob("gguf-*.safetensors"):
         f.unlink()
-    for name in sorted(jobs.keys() | {"wrong-eos"}):
+    for name in sorted(jobs.keys() | {"wrong-eos", "wrong-rope"}):
         path = WORK / f"{name}.gguf"
         logits, stop_rate, new_lens, tok_equal, meta = llama_logits(path, seqs)
         dmax = max(float(np.abs(l - ref[f"logits.{i}"]).max()) for i, l in enumerate(logits))
