@@ -114,3 +114,26 @@ fn lint_finds_each_zoo_fault() {
         }
     }
 }
+
+/// The quantized HF checkpoints (gptqmodel GPTQ and AWQ, llmcompressor compressed-tensors) open,
+/// match zoo.json, lint clean, and `inspect` names their quantization.
+#[test]
+fn quantized_checkpoints_open_and_are_recognised() {
+    let m = manifest();
+    let mut seen = 0;
+    for (name, v) in m["variants"].as_object().unwrap() {
+        let kind = v["kind"].as_str().unwrap();
+        if !["gptq", "awq", "compressed-tensors"].contains(&kind) {
+            continue;
+        }
+        seen += 1;
+        let p = zoo().join(v["dir"].as_str().unwrap());
+        let dir = HfDir::open(&p).unwrap();
+        assert_eq!(dir.tensors().count() as u64, v["tensor_count"].as_u64().unwrap(), "{name}");
+        let r = ckptcheck(&["inspect", "--json", p.to_str().unwrap()]);
+        assert_eq!(r.json()["quantization"]["method"], kind, "{name}");
+        let r = lint_json(&p);
+        assert_eq!(r.code, 0, "{name}: {}", r.stdout);
+    }
+    assert_eq!(seen, 3);
+}
