@@ -198,3 +198,37 @@ fn engine_on_gguf_matches_llama_cpp() {
     }
 }
 
+
+/// The architecture from the GGUF's own metadata (`model::load_gguf`, as `compare` runs a GGUF)
+/// against llama.cpp's logits, for llama, qwen2 (qkv bias, tied embeddings) and gemma3 (norms
+/// stored as 1 + w, sandwich norms, q/k norms, sliding window, embedding scale). Tolerances as in
+/// `engine_on_gguf_matches_llama_cpp`.
+#[test]
+fn gguf_metadata_architectures_match_llama_cpp() {
+    let zoo = common::zoo();
+    for (variant, file, tol) in [
+        ("gguf-f16", "llama-instruct-f16.gguf", 0.003f32),
+        ("gguf-q8_0", "llama-instruct-q8_0.gguf", 0.05),
+        ("gguf-qwen2-instruct-f16", "qwen2-instruct-f16.gguf", 0.003),
+        ("gguf-qwen2-instruct-q8_0", "qwen2-instruct-q8_0.gguf", 0.05),
+        ("gguf-gemma3-f16", "gemma3-f16.gguf", 0.003),
+        ("gguf-gemma3-q8_0", "gemma3-q8_0.gguf", 0.05),
+    ] {
+        let g = GgufFile::open(&zoo.join("gguf").join(file)).unwrap();
+        let m = model::load_gguf(&g, &Device::Cpu, DType::F32).unwrap();
+        for (pi, (ids, want, vocab)) in goldens(variant).iter().enumerate() {
+            let got: Vec<f32> = m.forward(ids, false).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(got.len(), want.len(), "{variant}");
+            let d = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
+            let argmax_diff = got
+                .chunks(*vocab)
+                .zip(want.chunks(*vocab))
+                .filter(|(a, b)| ckptcheck::compare::metrics::argmax(a) != ckptcheck::compare::metrics::argmax(b))
+                .count();
+            eprintln!("{variant} prompt {pi}: max |Δlogit| {d:.3e} (scale {scale:.1}), argmax differs at {argmax_diff}");
+            assert!(d <= tol * scale, "{variant} prompt {pi}: max |Δlogit| {d} > {tol} × {scale}");
+            assert_eq!(argmax_diff, 0, "{variant} prompt {pi}");
+        }
+    }
+}

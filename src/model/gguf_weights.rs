@@ -24,7 +24,7 @@ use crate::format::gguf::{GgmlType, GgufFile, TensorInfo};
 pub const KVALUES_IQ4NL: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
 /// Architectures whose tensors map one-to-one onto the HF names below.
-const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2", "qwen3"];
+const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2", "qwen3", "gemma3"];
 
 pub struct GgufWeights<'a> {
     pub file: &'a GgufFile,
@@ -34,6 +34,8 @@ pub struct GgufWeights<'a> {
     quantized_matmul: bool,
     n_head: usize,
     n_head_kv: usize,
+    /// Gemma: the converter stores norm weights as `1 + w`; the decoder adds the 1 itself.
+    gemma: bool,
 }
 
 impl<'a> GgufWeights<'a> {
@@ -60,6 +62,7 @@ impl<'a> GgufWeights<'a> {
             quantized_matmul: false,
             n_head,
             n_head_kv,
+            gemma: arch.starts_with("gemma"),
         })
     }
 
@@ -70,7 +73,9 @@ impl<'a> GgufWeights<'a> {
     }
 
     fn info(&self, hf_name: &str) -> Result<(&'a TensorInfo, String)> {
-        let g = gguf_name(hf_name).ok_or_else(|| self.err(hf_name, "no GGUF name is known for it".into()))?;
+        let g = if self.gemma { gemma_name(hf_name) } else { None }
+            .or_else(|| gguf_name(hf_name))
+            .ok_or_else(|| self.err(hf_name, "no GGUF name is known for it".into()))?;
         let h = &self.file.header;
         let t = match h.tensor(&g) {
             Some(t) => t,
@@ -158,6 +163,9 @@ impl WeightSource for GgufWeights<'_> {
                 Tensor::from_vec(values, dims, device).map_err(cerr)?
             }
         };
+        // Gemma norms: undo the converter's `+ 1` (gguf-py `Gemma*Model.modify_tensors`), so the
+        // decoder's `(1 + w)` sees HF's w.
+        let dense = if self.gemma && name.ends_with("norm.weight") { (dense - 1.0).map_err(cerr)? } else { dense };
         dense.to_dtype(dtype).map_err(cerr)
     }
 
@@ -194,6 +202,21 @@ impl LinearOp for QLinear {
             None => Ok(y),
         }
     }
+}
+
+/// Gemma 2/3's sandwich norms, whose llama.cpp names differ from Llama's meaning of
+/// `post_attention_layernorm` (Llama's pre-MLP norm is `ffn_norm`; Gemma's is
+/// `pre_feedforward_layernorm`).
+fn gemma_name(hf: &str) -> Option<String> {
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (n, tail) = rest.split_once('.')?;
+    let g = match tail {
+        "post_attention_layernorm.weight" => "post_attention_norm.weight",
+        "pre_feedforward_layernorm.weight" => "ffn_norm.weight",
+        "post_feedforward_layernorm.weight" => "post_ffw_norm.weight",
+        _ => return None,
+    };
+    Some(format!("blk.{n}.{g}"))
 }
 
 /// HF tensor name → llama.cpp's (`convert_hf_to_gguf.py` / gguf-py `TensorNameMap`).
@@ -311,6 +334,16 @@ pub fn config_json(file: &GgufFile) -> serde_json::Value {
     // llama.cpp writes key_length only when head_dim ≠ hidden / heads.
     if let Some(k) = m.key_length {
         v["head_dim"] = k.into();
+    }
+    if let Some(w) = m.sliding_window {
+        v["sliding_window"] = w.into();
+    }
+    if arch.starts_with("gemma") {
+        // llama.cpp's Gemma graphs use the tanh GELU; Gemma 3 (non-27B) scales q by 1/sqrt(head_dim).
+        v["hidden_activation"] = "gelu_pytorch_tanh".into();
+        if let Some(k) = m.key_length {
+            v["query_pre_attn_scalar"] = k.into();
+        }
     }
     if let (Some(kind), Some(factor)) = (m.rope_scaling_type.as_deref(), m.rope_scaling_factor) {
         if kind != "none" {
