@@ -35,7 +35,11 @@ ROOT = Path(__file__).resolve().parent
 MODELS = ROOT / "models"
 GOLD = ROOT / "goldens"
 SCRATCH = ROOT / ".scratch"
-TOK_DIR = SCRATCH / "tokenizer"
+# The trained tokenizer is committed: its corpus includes /usr/share/doc/*/copyright, which changes
+# whenever a Debian package is installed, so retraining it on another machine (or after an
+# `apt-get install`) gives another tokenizer and therefore different models. Every stage loads
+# this committed copy; `python generate.py retrain-tokenizer` replaces it on purpose.
+TOK_DIR = ROOT / "tokenizer"
 
 SEED = 0
 torch.set_num_threads(2)
@@ -124,6 +128,13 @@ def corpus_text() -> str:
 
 
 def stage_tokenizer() -> None:
+    if (TOK_DIR / "tokenizer.json").exists():
+        log(f"tokenizer: using the committed {TOK_DIR.relative_to(ROOT)} (retrain-tokenizer replaces it)")
+        return
+    stage_retrain_tokenizer()
+
+
+def stage_retrain_tokenizer() -> None:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -451,6 +462,7 @@ def stage_manifest() -> None:
 
 
 STAGES = {
+    "retrain-tokenizer": stage_retrain_tokenizer,
     "tokenizer": stage_tokenizer, "llama": stage_llama, "variants": stage_variants,
     "archs": stage_archs, "goldens": stage_goldens, "manifest": stage_manifest,
 }
@@ -458,7 +470,7 @@ STAGES = {
 if __name__ == "__main__":
     names = sys.argv[1:] or ["all"]
     if names == ["all"]:
-        names = list(STAGES)
+        names = [n for n in STAGES if n != "retrain-tokenizer"]
     for n in names:
         t0 = time.time()
         log(f"== stage {n}")
