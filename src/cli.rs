@@ -88,6 +88,11 @@ pub struct CompareArgs {
     /// Compute dtype: f32 (weights widened on load), bf16, f16, or auto (the checkpoint's own).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// How a GGUF's quantized layers run: dense (dequantized; closest to llama.cpp), quantized
+    /// (candle QMatMul on the blocks; the file's memory), auto (dense when two dense copies fit
+    /// in a quarter of the available memory).
+    #[arg(long, default_value = "auto")]
+    pub gguf_matmul: String,
     /// TOML file overriding the default thresholds (see docs/metrics.md).
     #[arg(long)]
     pub thresholds: Option<PathBuf>,

@@ -129,3 +129,28 @@ fn compare_gguf_against_gguf() {
     assert!(v["summary"]["kl"]["mean"].as_f64().unwrap() > 0.0);
     assert_eq!(v["summary"]["prompt_token_mismatches"], 0);
 }
+
+/// `--gguf-matmul quantized` multiplies on the blocks (candle QMatMul) and stays close to the
+/// dense path; an unknown mode cannot run.
+#[test]
+fn gguf_matmul_modes() {
+    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
+    let run = |mode: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ckptcheck"))
+            .args(["compare", "--json", "--gguf-matmul", mode, "--prompts"])
+            .arg(zoo.join("prompts.jsonl"))
+            .arg(zoo.join("models/llama-instruct"))
+            .arg(zoo.join("gguf/llama-instruct-q4_k_m.gguf"))
+            .output()
+            .unwrap()
+    };
+    let kl = |o: &std::process::Output| {
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["summary"]["kl"]["mean"].as_f64().unwrap()
+    };
+    let (dense, quant) = (kl(&run("dense")), kl(&run("quantized")));
+    assert!(dense > 0.0 && quant > 0.0 && (dense - quant).abs() < 0.5 * dense, "dense {dense} vs quantized {quant}");
+    let bad = run("fast");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("`fast` is not one of auto, dense, quantized"));
+}

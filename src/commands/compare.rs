@@ -11,7 +11,7 @@ use crate::commands::Outcome;
 use crate::compare::prompts::{self, Prompt};
 use crate::compare::run::{compare, CompareOptions, CompareResult, Progress};
 use crate::compare::thresholds::{Status, Thresholds};
-use crate::compare::variant::Variant;
+use crate::compare::variant::{LoadOptions, Variant};
 use crate::model::default_device;
 use crate::output::Printer;
 
@@ -53,9 +53,10 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     };
     let device = default_device();
     printer.note(&format!("loading {}", args.reference.display()));
-    let r = Variant::open(&args.reference, &device, &args.dtype)?;
+    let load = LoadOptions { dtype: args.dtype.clone(), gguf_matmul: crate::model::GgufMatmul::parse(&args.gguf_matmul)? };
+    let r = Variant::open(&args.reference, &device, &load)?;
     printer.note(&format!("loading {}", args.candidate.display()));
-    let c = Variant::open(&args.candidate, &device, &args.dtype)?;
+    let c = Variant::open(&args.candidate, &device, &load)?;
     let bar = if printer.quiet || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
     } else {

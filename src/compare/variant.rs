@@ -17,6 +17,20 @@ use crate::model::{self, Model};
 
 use super::prompts::Prompt;
 
+/// How variants are loaded: compute dtype (`f32`, `bf16`, `f16`, `auto`) and how a GGUF's
+/// quantized layers run.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub dtype: String,
+    pub gguf_matmul: model::GgufMatmul,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { dtype: "f32".into(), gguf_matmul: model::GgufMatmul::Auto }
+    }
+}
+
 pub struct Variant {
     pub label: String,
     pub path: PathBuf,
@@ -33,12 +47,13 @@ pub struct Variant {
 impl Variant {
     /// Opens `PATH`, or `BASE+ADAPTER` (a base model with a PEFT adapter applied on the fly) when
     /// `PATH` does not exist and both halves do.
-    pub fn open(path: &Path, device: &Device, dtype: &str) -> Result<Variant> {
+    pub fn open(path: &Path, device: &Device, opts: &LoadOptions) -> Result<Variant> {
+        let dtype = opts.dtype.as_str();
         if let Some((base, adapter)) = split_base_adapter(path) {
-            return Self::open_with_adapter(path, &base, &adapter, device, dtype);
+            return Self::open_with_adapter(path, &base, &adapter, device, opts);
         }
         if path.is_file() && format::sniff(path)? == format::FileKind::Gguf {
-            return Self::open_gguf(path, device, dtype);
+            return Self::open_gguf(path, device, opts);
         }
         let Checkpoint::Hf(dir) = format::open(path)?;
         if dir.is_adapter() {
@@ -53,7 +68,8 @@ impl Variant {
         Self::finish(path, &dir, model)
     }
 
-    pub fn open_with_adapter(label: &Path, base: &Path, adapter: &Path, device: &Device, dtype: &str) -> Result<Variant> {
+    pub fn open_with_adapter(label: &Path, base: &Path, adapter: &Path, device: &Device, opts: &LoadOptions) -> Result<Variant> {
+        let dtype = opts.dtype.as_str();
         let Checkpoint::Hf(dir) = format::open(base)?;
         let ad = Adapter::open(adapter)?;
         if ad.config.fan_in_fan_out {
@@ -84,7 +100,8 @@ impl Variant {
 
     /// A GGUF runs with its own metadata, tokenizer, chat template and stop ids, as llama.cpp
     /// would: a conversion that broke any of them shows up in the comparison.
-    pub fn open_gguf(path: &Path, device: &Device, dtype: &str) -> Result<Variant> {
+    pub fn open_gguf(path: &Path, device: &Device, opts: &LoadOptions) -> Result<Variant> {
+        let dtype = opts.dtype.as_str();
         let file = GgufFile::open(path)?;
         let dt = match dtype {
             "auto" | "f32" => candle_core::DType::F32,
@@ -94,7 +111,7 @@ impl Variant {
                 return Err(Error::Field { path: "--dtype".into(), field: "dtype".into(), detail: format!("`{other}` is not one of f32, bf16, f16, auto") })
             }
         };
-        let model = model::load_gguf(&file, device, dt)?;
+        let model = model::load_gguf_with(&file, device, dt, opts.gguf_matmul)?;
         let tok = file.header.tokenizer();
         let hf_tok = tok.to_hf().map_err(|detail| Error::Tokenizer { path: path.to_path_buf(), detail: format!("the GGUF's own tokenizer cannot be rebuilt: {detail}") })?;
         let tokenizer = TokenizerInfo::from_tokenizer(path, hf_tok);

@@ -48,8 +48,63 @@ pub fn load_with(dir: &HfDir, w: &dyn weights::WeightSource, device: &Device, dt
 }
 
 /// Loads a GGUF file: architecture from its metadata, weights dequantized from its blocks.
+/// How a GGUF's quantized linear layers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgufMatmul {
+    /// Dequantize every weight to the compute dtype: closest to llama.cpp (measured, see
+    /// gguf_weights.rs), 4–8× the memory of the file.
+    Dense,
+    /// Multiply on the quantized blocks (candle `QMatMul`): the file's memory, further from
+    /// llama.cpp.
+    Quantized,
+    /// Dense when two models of this size fit in a quarter of the available memory, else quantized.
+    Auto,
+}
+
+impl GgufMatmul {
+    pub fn parse(s: &str) -> Result<GgufMatmul> {
+        match s {
+            "dense" => Ok(GgufMatmul::Dense),
+            "quantized" => Ok(GgufMatmul::Quantized),
+            "auto" => Ok(GgufMatmul::Auto),
+            other => Err(Error::Field {
+                path: "--gguf-matmul".into(),
+                field: "gguf-matmul".into(),
+                detail: format!("`{other}` is not one of auto, dense, quantized"),
+            }),
+        }
+    }
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes (None off Linux).
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resolves `Auto` for a file: compare holds two models, and activations need room too, so dense
+/// is chosen only when two dense copies take at most a quarter of the available memory.
+pub fn resolve_gguf_matmul(mode: GgufMatmul, file: &crate::format::gguf::GgufFile, dtype: DType) -> GgufMatmul {
+    if mode != GgufMatmul::Auto {
+        return mode;
+    }
+    let dense: u64 = file.header.tensors.iter().map(|t| t.numel().saturating_mul(dtype.size_in_bytes() as u64)).sum();
+    match available_memory() {
+        Some(avail) if dense.saturating_mul(2) > avail / 4 => GgufMatmul::Quantized,
+        _ => GgufMatmul::Dense,
+    }
+}
+
 pub fn load_gguf(file: &crate::format::gguf::GgufFile, device: &Device, dtype: DType) -> Result<Model> {
-    let w = gguf_weights::GgufWeights::new(file)?;
+    load_gguf_with(file, device, dtype, GgufMatmul::Dense)
+}
+
+/// Loads a GGUF with the given matmul mode (`Auto` resolved against available memory).
+pub fn load_gguf_with(file: &crate::format::gguf::GgufFile, device: &Device, dtype: DType, mode: GgufMatmul) -> Result<Model> {
+    let quantized = resolve_gguf_matmul(mode, file, dtype) == GgufMatmul::Quantized;
+    let w = gguf_weights::GgufWeights::new(file)?.with_quantized_matmul(quantized);
     let cfg = gguf_weights::config_json(file);
     let has_head = file.header.tensor("output.weight").is_some();
     let spec = arch::ArchSpec::from_config(&cfg, Some(has_head)).map_err(|e| match e {

@@ -6,6 +6,7 @@
 //! prompts = "prompts.jsonl"       # optional; paths are relative to the manifest
 //! max_new_tokens = 32
 //! dtype = "f32"                   # or bf16, f16, auto (each checkpoint's own)
+//! gguf_matmul = "auto"            # GGUF steps: dense, quantized, or auto (by available memory)
 //!
 //! [[step]]
 //! label = "base"
@@ -41,6 +42,7 @@ struct RawManifest {
     max_new_tokens: Option<usize>,
     device: Option<String>,
     dtype: Option<String>,
+    gguf_matmul: Option<String>,
     thresholds: Option<toml::Value>,
     #[serde(rename = "step")]
     steps: Vec<RawStep>,
@@ -101,6 +103,8 @@ pub struct Manifest {
     pub device: String,
     /// Compute dtype for every step: f32 (default), bf16, f16, or auto (each checkpoint's own).
     pub dtype: String,
+    /// How GGUF steps run their quantized layers: auto (default), dense, quantized.
+    pub gguf_matmul: String,
     pub steps: Vec<Step>,
     pub expect: Option<Expect>,
 }
@@ -178,6 +182,7 @@ impl Manifest {
             max_new_tokens: raw.max_new_tokens.unwrap_or(32),
             device: raw.device.unwrap_or_else(|| "cpu".into()),
             dtype: raw.dtype.unwrap_or_else(|| "f32".into()),
+            gguf_matmul: raw.gguf_matmul.unwrap_or_else(|| "auto".into()),
             steps,
             expect: raw.expect,
         })
@@ -211,6 +216,7 @@ impl Manifest {
             max_new_tokens: 32,
             device: "cpu".into(),
             dtype: "f32".into(),
+            gguf_matmul: "auto".into(),
             steps,
             expect: None,
         })

@@ -15,7 +15,7 @@ use crate::checks::{self, Context, Finding, LintOptions, Severity};
 use crate::compare::prompts::{self, Prompt};
 use crate::compare::run::{compare, CompareOptions, CompareResult, Progress};
 use crate::compare::thresholds::Status;
-use crate::compare::variant::Variant;
+use crate::compare::variant::{LoadOptions, Variant};
 use crate::error::Result;
 use crate::format::hf::HfDir;
 use crate::format::lora::Adapter;
@@ -94,10 +94,10 @@ pub trait Notes {
     fn progress(&self) -> &dyn Progress;
 }
 
-fn load(step: &Step, device: &Device, dtype: &str) -> Result<Variant> {
+fn load(step: &Step, device: &Device, opts: &LoadOptions) -> Result<Variant> {
     match &step.source {
-        Source::Path { path } => Variant::open(path, device, dtype),
-        Source::Adapter { base, adapter } => Variant::open_with_adapter(std::path::Path::new(&step.source.describe()), base, adapter, device, dtype),
+        Source::Path { path } => Variant::open(path, device, opts),
+        Source::Adapter { base, adapter } => Variant::open_with_adapter(std::path::Path::new(&step.source.describe()), base, adapter, device, opts),
     }
 }
 
@@ -161,6 +161,7 @@ fn merge_step(parent: &Step, step: &Step) -> Result<Option<MergeSummary>> {
 
 pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
     let device = crate::model::default_device();
+    let load_opts = LoadOptions { dtype: m.dtype.clone(), gguf_matmul: crate::model::GgufMatmul::parse(&m.gguf_matmul)? };
     let prompts: Vec<Prompt> = match &m.prompts {
         Some(p) => prompts::load_jsonl(p)?,
         None => prompts::builtin(),
@@ -214,7 +215,7 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
             continue;
         }
         notes.note(&format!("load {}", m.steps[i].label));
-        let cur = match load(&m.steps[i], &device, &m.dtype) {
+        let cur = match load(&m.steps[i], &device, &load_opts) {
             Ok(v) => v,
             Err(e) => {
                 steps[i].error = Some(e.to_string());
@@ -234,7 +235,7 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
                     }
                 }
             }
-            let reference = load(&m.steps[m.reference], &device, &m.dtype);
+            let reference = load(&m.steps[m.reference], &device, &load_opts);
             match reference {
                 Ok(reference) => {
                     notes.note(&format!("compare {} → {}", m.steps[m.reference].label, m.steps[i].label));
