@@ -169,3 +169,10 @@ fn kv_cache_generation_equals_full_recompute() {
         }
     }
 }
+
+/// Llama-3.1-style rope scaling (`rope_type: llama3`), against transformers on the same weights
+/// with the scaled config (original context 64, so the golden prompts are affected).
+#[test]
+fn llama3_rope_scaling_matches_transformers() {
+    check_variant("llama-rope-llama3");
+}

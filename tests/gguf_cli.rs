@@ -154,3 +154,23 @@ fn gguf_matmul_modes() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("`fast` is not one of auto, dense, quantized"));
 }
+
+/// Catalogue #12: llama3 rope scaling dropped at conversion, or a GGUF carrying scaling its
+/// source does not have — both are `gguf.rope-scaling-differs`; the matching pair is clean.
+#[test]
+fn llama3_rope_scaling_against_the_source() {
+    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
+    let lint = |src: &str, gguf: &str| -> Vec<String> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ckptcheck"))
+            .args(["lint", "--json", "--source"])
+            .arg(zoo.join("models").join(src))
+            .arg(zoo.join("gguf").join(gguf))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(lint("llama-rope-llama3", "llama-rope-llama3-f16.gguf").is_empty());
+    assert_eq!(lint("llama-rope-llama3", "llama-instruct-f16.gguf"), vec!["gguf.rope-scaling-differs"]);
+    assert_eq!(lint("llama-instruct", "llama-rope-llama3-f16.gguf"), vec!["gguf.rope-scaling-differs"]);
+}

@@ -232,3 +232,26 @@ fn gguf_metadata_architectures_match_llama_cpp() {
         }
     }
 }
+
+/// Llama-3.x rope scaling survives conversion: the converter writes it as `rope_freqs.weight`,
+/// and the engine on the F16 GGUF matches transformers on the scaled HF model (the scaling moves
+/// the logits by far more than the tolerance: without it the GGUF would fail this test).
+#[test]
+fn llama3_rope_freqs_in_gguf_match_transformers() {
+    let zoo = common::zoo();
+    let g = GgufFile::open(&zoo.join("gguf/llama-rope-llama3-f16.gguf")).unwrap();
+    assert!(g.header.tensor("rope_freqs.weight").is_some());
+    let m = model::load_gguf(&g, &Device::Cpu, DType::F32).unwrap();
+    let scaled = goldens("llama-rope-llama3");
+    let plain = goldens("llama-instruct");
+    for (pi, ((ids, want, _), (_, unscaled, _))) in scaled.iter().zip(&plain).enumerate() {
+        let got: Vec<f32> = m.forward(ids, false).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
+        let d = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let effect = want.iter().zip(unscaled).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
+        eprintln!("prompt {pi}: max |Δlogit| vs transformers {d:.3e}; the scaling itself moves logits by {effect:.3}");
+        // F16 weights: 0.003 of the logit scale, as for the unscaled F16 GGUF.
+        assert!(d <= 0.003 * scale, "prompt {pi}: {d}");
+        assert!(effect > 10.0 * d, "prompt {pi}: the scaling must matter on these prompts ({effect} vs {d})");
+    }
+}

@@ -95,6 +95,7 @@ fn lint_finds_each_zoo_fault() {
         ("mistral", None),
         ("gemma2", None),
         ("gemma3", None),
+        ("llama-rope-llama3", None),
     ];
     for (name, want) in expected {
         let p = zoo().join("models").join(name);

@@ -568,6 +568,17 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Vec<Finding>) {
             .field(format!("{arch}.rope.scaling.type"))
             .hint("positions are computed differently than in training: re-convert"),
         );
+    } else if h.tensor("rope_freqs.weight").is_some() {
+        out.push(
+            Finding::new(
+                "gguf.rope-scaling-differs",
+                Severity::Error,
+                &file,
+                "the GGUF has a `rope_freqs.weight` tensor (llama3-style rope scaling) but config.json has no rope scaling",
+            )
+            .field("rope_freqs.weight")
+            .hint("the GGUF was converted from another config (or the wrong source directory is given): re-convert"),
+        );
     }
 }
 

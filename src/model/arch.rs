@@ -42,6 +42,8 @@ pub enum RopeScaling {
     Dynamic { factor: f64, original_max: usize },
     Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max: usize },
     Yarn { factor: f64, original_max: usize, beta_fast: f64, beta_slow: f64, attention_factor: Option<f64>, mscale: Option<f64>, mscale_all_dim: Option<f64> },
+    /// Per-frequency divisors, as llama.cpp stores Llama-3.x scaling in a GGUF (`rope_freqs.weight`).
+    FreqFactors(Vec<f32>),
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

@@ -105,6 +105,7 @@ pub fn load_gguf(file: &crate::format::gguf::GgufFile, device: &Device, dtype: D
 pub fn load_gguf_with(file: &crate::format::gguf::GgufFile, device: &Device, dtype: DType, mode: GgufMatmul) -> Result<Model> {
     let quantized = resolve_gguf_matmul(mode, file, dtype) == GgufMatmul::Quantized;
     let w = gguf_weights::GgufWeights::new(file)?.with_quantized_matmul(quantized);
+    let freq_factors = rope_freq_factors(file)?;
     let cfg = gguf_weights::config_json(file);
     let has_head = file.header.tensor("output.weight").is_some();
     let spec = arch::ArchSpec::from_config(&cfg, Some(has_head)).map_err(|e| match e {
@@ -115,7 +116,25 @@ pub fn load_gguf_with(file: &crate::format::gguf::GgufFile, device: &Device, dty
         },
         other => other,
     })?;
+    let mut spec = spec;
+    if let Some(f) = freq_factors {
+        spec.rope.scaling = arch::RopeScaling::FreqFactors(f);
+    }
     Model::load(spec, &w, device, dtype)
+}
+
+/// llama.cpp keeps Llama-3.x rope scaling as a tensor of per-frequency divisors.
+fn rope_freq_factors(file: &crate::format::gguf::GgufFile) -> Result<Option<Vec<f32>>> {
+    let Some(t) = file.header.tensor("rope_freqs.weight") else { return Ok(None) };
+    if t.ggml_type != crate::format::gguf::GgmlType::F32 {
+        return Err(Error::Tensor {
+            path: file.path.clone(),
+            tensor: "rope_freqs.weight".into(),
+            detail: format!("type {} (expected F32)", t.ggml_type),
+        });
+    }
+    let bytes = file.checked_bytes(&t.name)?;
+    Ok(Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
 }
 
 /// `--dtype`: the compute dtype; `auto` takes the checkpoint's `config.json` dtype.

@@ -17,6 +17,10 @@ pub fn inv_freq(rope: &Rope, dim: usize, seq_len: usize) -> (Vec<f32>, f32) {
     match &rope.scaling {
         RopeScaling::None => (base_freqs(rope.theta), 1.0),
         RopeScaling::Linear { factor } => (base_freqs(rope.theta).into_iter().map(|f| f / *factor as f32).collect(), 1.0),
+        RopeScaling::FreqFactors(factors) => (
+            base_freqs(rope.theta).into_iter().zip(factors.iter().chain(std::iter::repeat(&1.0))).map(|(f, d)| f / d).collect(),
+            1.0,
+        ),
         RopeScaling::Dynamic { factor, original_max } => {
             let theta = if seq_len > *original_max {
                 let s = factor * seq_len as f64 / *original_max as f64 - (factor - 1.0);

@@ -32,6 +32,33 @@ def convert() -> None:
             S.run_converter(S.MODELS / arch, out, t)
 
 
+def rope_llama3() -> None:
+    """`llama-rope-llama3`: llama-instruct's weights with Llama-3.1-style rope scaling in its config
+    (factor 8, low 1, high 4, original 64 positions, so the short golden prompts are affected), saved
+    by transformers; its transformers golden; and its F16 GGUF, where the converter turns the
+    scaling into a `rope_freqs.weight` tensor of per-frequency factors."""
+    import torch
+    import generate as G
+    from safetensors.torch import save_file
+
+    m = G.load_model(S.MODELS / "llama-instruct")
+    m.config.rope_parameters = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    out = S.MODELS / "llama-rope-llama3"
+    m.save_pretrained(out)
+    G.load_tok().save_pretrained(out)
+    m = G.load_model(out)  # reload so the rope tables come from the saved config
+    ref = __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(S.GOLD / "llama-instruct.safetensors"))
+    tensors, meta = {}, {"variant": "llama-rope-llama3"}
+    with torch.no_grad():
+        for i in range(len([k for k in ref if k.startswith("input_ids.")])):
+            ids = ref[f"input_ids.{i}"]
+            tensors[f"input_ids.{i}"] = ids
+            tensors[f"logits.{i}"] = m(input_ids=ids[None]).logits[0].float().contiguous()
+    save_file(tensors, str(S.GOLD / "llama-rope-llama3.safetensors"), metadata=meta)
+    S.run_converter(out, S.GGUF_DIR / "llama-rope-llama3-f16.gguf", "f16")
+
+
 def goldens() -> None:
     import numpy as np
     from safetensors.numpy import load_file, save_file
@@ -61,4 +88,4 @@ def goldens() -> None:
 
 
 if __name__ == "__main__":
-    {"convert": convert, "goldens": goldens}[sys.argv[1]]()
+    {"convert": convert, "goldens": goldens, "rope-llama3": rope_llama3}[sys.argv[1]]()
