@@ -32,3 +32,37 @@ impl Printer {
         let _ = writeln!(std::io::stderr().lock(), "{text}");
     }
 }
+
+/// The progress bar on stderr for long commands; hidden under `--json` (quiet) or when stderr is
+/// not a terminal. Implements the compare procedure's `Progress`.
+pub struct Bar(pub indicatif::ProgressBar);
+
+impl Bar {
+    pub fn new(printer: &Printer) -> Bar {
+        use std::io::IsTerminal;
+        if printer.quiet || !std::io::stderr().is_terminal() {
+            return Bar(indicatif::ProgressBar::hidden());
+        }
+        let b = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:>22} [{bar:30}] {pos}/{len}") {
+            b.set_style(style.progress_chars("=> "));
+        }
+        Bar(b)
+    }
+
+    /// Prints a note without tearing the bar.
+    pub fn note(&self, printer: &Printer, msg: &str) {
+        self.0.suspend(|| printer.note(msg));
+    }
+}
+
+impl crate::compare::run::Progress for Bar {
+    fn stage(&self, name: &str, total: usize) {
+        self.0.set_length(total as u64);
+        self.0.set_position(0);
+        self.0.set_message(name.to_string());
+    }
+    fn tick(&self) {
+        self.0.inc(1);
+    }
+}

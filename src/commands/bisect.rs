@@ -4,38 +4,24 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use indicatif::ProgressBar;
 
 use crate::cli::{BisectArgs, GateArgs};
 use crate::commands::{Outcome, EXIT_COULD_NOT_RUN};
 use crate::compare::run::Progress;
 use crate::compare::thresholds::Status;
-use crate::output::Printer;
+use crate::output::{Bar, Printer};
 use crate::pipeline::manifest::Manifest;
 use crate::pipeline::run::{self, Notes, PipelineReport};
 use crate::report::{self, ReportWriter};
 
 struct CliNotes<'a> {
     printer: &'a Printer,
-    bar: BarProgress,
-}
-
-struct BarProgress(ProgressBar);
-
-impl Progress for BarProgress {
-    fn stage(&self, name: &str, total: usize) {
-        self.0.set_length(total as u64);
-        self.0.set_position(0);
-        self.0.set_message(name.to_string());
-    }
-    fn tick(&self) {
-        self.0.inc(1);
-    }
+    bar: Bar,
 }
 
 impl Notes for CliNotes<'_> {
     fn note(&self, msg: &str) {
-        self.bar.0.suspend(|| self.printer.note(msg));
+        self.bar.note(self.printer, msg);
     }
     fn progress(&self) -> &dyn Progress {
         &self.bar
@@ -50,16 +36,10 @@ fn manifest(inputs: &[PathBuf]) -> anyhow::Result<Manifest> {
 }
 
 fn execute(m: &Manifest, printer: &Printer) -> anyhow::Result<PipelineReport> {
-    let bar = if printer.quiet || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new(0);
-        b.set_style(indicatif::ProgressStyle::with_template("{msg:>22} [{bar:30}] {pos}/{len}").unwrap().progress_chars("=> "));
-        b
-    };
-    let notes = CliNotes { printer, bar: BarProgress(bar.clone()) };
+    let bar = Bar::new(printer);
+    let notes = CliNotes { printer, bar };
     let r = run::run(m, &notes)?;
-    bar.finish_and_clear();
+    notes.bar.0.finish_and_clear();
     Ok(r)
 }
 

@@ -1,19 +1,16 @@
 //! `ckptcheck compare REF CANDIDATE`: run reference prompts through both and report how far the
 //! candidate drifted, whether it still ends turns, and (with `--layers`) where it diverged.
 
-use std::io::IsTerminal;
-
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::cli::CompareArgs;
 use crate::commands::Outcome;
 use crate::compare::prompts::{self, Prompt};
-use crate::compare::run::{compare, CompareOptions, CompareResult, Progress};
+use crate::compare::run::{compare, CompareOptions, CompareResult};
 use crate::compare::thresholds::{Status, Thresholds};
 use crate::compare::variant::{LoadOptions, Variant};
 use crate::model::default_device;
-use crate::output::Printer;
+use crate::output::{Bar, Printer};
 
 /// Version of the `compare --json` layout.
 pub const COMPARE_SCHEMA_VERSION: u32 = 1;
@@ -23,19 +20,6 @@ struct Report<'a> {
     schema_version: u32,
     #[serde(flatten)]
     result: &'a CompareResult,
-}
-
-struct Bar(ProgressBar);
-
-impl Progress for Bar {
-    fn stage(&self, name: &str, total: usize) {
-        self.0.set_length(total as u64);
-        self.0.set_position(0);
-        self.0.set_message(name.to_string());
-    }
-    fn tick(&self) {
-        self.0.inc(1);
-    }
 }
 
 pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
@@ -57,20 +41,14 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let r = Variant::open(&args.reference, &device, &load)?;
     printer.note(&format!("loading {}", args.candidate.display()));
     let c = Variant::open(&args.candidate, &device, &load)?;
-    let bar = if printer.quiet || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new(0);
-        b.set_style(ProgressStyle::with_template("{msg:>22} [{bar:30}] {pos}/{len}").unwrap().progress_chars("=> "));
-        b
-    };
+    let bar = Bar::new(printer);
     let opts = CompareOptions {
         max_new_tokens: args.max_new_tokens,
         layers: args.layers,
         thresholds,
     };
-    let result = compare(&r, &c, &prompts, &opts, &Bar(bar.clone()))?;
-    bar.finish_and_clear();
+    let result = compare(&r, &c, &prompts, &opts, &bar)?;
+    bar.0.finish_and_clear();
     if args.json {
         printer.data(&serde_json::to_string_pretty(&Report {
             schema_version: COMPARE_SCHEMA_VERSION,
