@@ -64,23 +64,34 @@ impl ValueStats {
     }
 }
 
-/// Branch-free counting over f32 values so the loop vectorises; f16/bf16/f8 are widened to f32
-/// exactly, so nothing is lost.
+/// Counts over the raw bits of an IEEE-style float: with `abs = bits & ABS`, a value is NaN when
+/// `abs > EXP`, ±∞ when `abs == EXP` (sign bit `SIGN`), zero when `abs == 0`, and for finite values
+/// the integer order of `abs` is the order of |x| — so the whole scan is integer compares and
+/// maxima that vectorise, with no conversion per element.
 #[inline]
-fn scan_f32(values: impl Iterator<Item = f32>) -> ValueStats {
-    let (mut count, mut nan, mut pinf, mut ninf, mut zero) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut max_abs = 0f32;
-    for x in values {
+fn scan_bits<const EXP: u32, const ABS: u32, const SIGN: u32>(bits: impl Iterator<Item = u32>) -> (ValueStats, u32) {
+    let (mut count, mut nan, mut pinf, mut ninf, mut zero) = (0u32, 0u32, 0u32, 0u32, 0u32);
+    let mut max_bits = 0u32;
+    for b in bits {
+        let a = b & ABS;
         count += 1;
-        nan += x.is_nan() as u64;
-        pinf += (x == f32::INFINITY) as u64;
-        ninf += (x == f32::NEG_INFINITY) as u64;
-        zero += (x == 0.0) as u64;
-        let a = x.abs();
-        // NaN compares false and ±∞ fails the first test: only finite values reach the max.
-        max_abs = if a < f32::INFINITY && a > max_abs { a } else { max_abs };
+        nan += (a > EXP) as u32;
+        let inf = (a == EXP) as u32;
+        ninf += inf & ((b & SIGN) != 0) as u32;
+        pinf += inf & ((b & SIGN) == 0) as u32;
+        zero += (a == 0) as u32;
+        max_bits = max_bits.max(if a < EXP { a } else { 0 });
     }
-    ValueStats { count, nan, pos_inf: pinf, neg_inf: ninf, zero, max_abs: max_abs as f64, f16_saturated: 0 }
+    let s = ValueStats {
+        count: count as u64,
+        nan: nan as u64,
+        pos_inf: pinf as u64,
+        neg_inf: ninf as u64,
+        zero: zero as u64,
+        max_abs: 0.0,
+        f16_saturated: 0,
+    };
+    (s, max_bits)
 }
 
 /// Scans one tensor's bytes. `None` for dtypes that are not scanned (integers, packed quants).
@@ -92,7 +103,9 @@ pub fn scan(dtype: Dtype, bytes: &[u8]) -> Option<ValueStats> {
         Dtype::F8_E4M3 | Dtype::F8_E5M2 => 1,
         _ => return None,
     };
-    let u16s = |c: &[u8]| c.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect::<Vec<u16>>();
+    fn u16s(c: &[u8]) -> impl Iterator<Item = u32> + '_ {
+        c.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]) as u32)
+    }
     let stats = bytes
         .par_chunks(CHUNK_ELEMS * width)
         .map(|chunk| match dtype {
@@ -101,18 +114,31 @@ pub fn scan(dtype: Dtype, bytes: &[u8]) -> Option<ValueStats> {
                 chunk.chunks_exact(8).for_each(|b| s.add(f64::from_le_bytes(b.try_into().unwrap())));
                 s
             }
-            Dtype::F32 => scan_f32(chunk.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-            Dtype::F16 => {
-                let bits = u16s(chunk);
-                let mut s = scan_f32(bits.iter().map(|&b| half::f16::from_bits(b).to_f32()));
-                // ±65504 is 0x7bff / 0xfbff.
-                s.f16_saturated = bits.iter().filter(|&&b| b & 0x7fff == 0x7bff).count() as u64;
+            Dtype::F32 => {
+                let bits = chunk.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                let (mut s, m) = scan_bits::<0x7f80_0000, 0x7fff_ffff, 0x8000_0000>(bits);
+                s.max_abs = f32::from_bits(m) as f64;
                 s
             }
-            // bf16 is the top half of an f32: widening is a shift.
-            Dtype::BF16 => scan_f32(chunk.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))),
-            Dtype::F8_E4M3 => scan_f32(chunk.iter().map(|&b| f8_e4m3_to_f32(b))),
-            Dtype::F8_E5M2 => scan_f32(chunk.iter().map(|&b| f8_e5m2_to_f32(b))),
+            // bf16 is the top half of an f32.
+            Dtype::BF16 => {
+                let (mut s, m) = scan_bits::<0x7f80, 0x7fff, 0x8000>(u16s(chunk));
+                s.max_abs = f32::from_bits(m << 16) as f64;
+                s
+            }
+            Dtype::F16 => {
+                let (mut s, m) = scan_bits::<0x7c00, 0x7fff, 0x8000>(u16s(chunk));
+                s.max_abs = half::f16::from_bits(m as u16).to_f64();
+                // ±65504 is 0x7bff / 0xfbff.
+                s.f16_saturated = u16s(chunk).map(|b| (b & 0x7fff == 0x7bff) as u64).sum();
+                s
+            }
+            Dtype::F8_E4M3 | Dtype::F8_E5M2 => {
+                let mut s = ValueStats::default();
+                let dec = if dtype == Dtype::F8_E4M3 { f8_e4m3_to_f32 } else { f8_e5m2_to_f32 };
+                chunk.iter().for_each(|&b| s.add(dec(b) as f64));
+                s
+            }
             _ => unreachable!("filtered above"),
         })
         .reduce(ValueStats::default, ValueStats::merge);
@@ -232,5 +258,34 @@ mod tests {
     #[test]
     fn integer_tensors_are_not_scanned() {
         assert!(scan(Dtype::I32, &[0; 8]).is_none());
+    }
+
+    /// The bit-level scan agrees with a plain float loop on random bit patterns (NaN payloads,
+    /// infinities, subnormals, signed zeros included).
+    #[test]
+    fn bit_scan_matches_float_reference() {
+        let mut x = 0x2545f4914f6cdd1du64;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let reference = |vals: &[f64]| {
+            let mut s = ValueStats::default();
+            vals.iter().for_each(|&v| s.add(v));
+            s
+        };
+        let f32s: Vec<u32> = (0..50_000).map(|_| rnd() as u32).collect();
+        let b: Vec<u8> = f32s.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let want = reference(&f32s.iter().map(|&v| f32::from_bits(v) as f64).collect::<Vec<_>>());
+        assert_eq!(scan(Dtype::F32, &b).unwrap(), want);
+        let u16s: Vec<u16> = (0..50_000).map(|_| rnd() as u16).collect();
+        let b: Vec<u8> = u16s.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let want = reference(&u16s.iter().map(|&v| half::bf16::from_bits(v).to_f64()).collect::<Vec<_>>());
+        assert_eq!(scan(Dtype::BF16, &b).unwrap(), want);
+        let mut want = reference(&u16s.iter().map(|&v| half::f16::from_bits(v).to_f64()).collect::<Vec<_>>());
+        want.f16_saturated = u16s.iter().filter(|&&v| half::f16::from_bits(v).to_f64().abs() == F16_MAX).count() as u64;
+        assert_eq!(scan(Dtype::F16, &b).unwrap(), want);
     }
 }
