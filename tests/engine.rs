@@ -176,3 +176,22 @@ fn kv_cache_generation_equals_full_recompute() {
 fn llama3_rope_scaling_matches_transformers() {
     check_variant("llama-rope-llama3");
 }
+
+/// DoRA with rsLoRA (peft `use_dora=True, use_rslora=True`) applied on the fly against the
+/// unmerged PeftModel: magnitude / row norm of W + s·B·A, s = alpha / sqrt(r).
+#[test]
+fn dora_premerge_matches_peft() {
+    let zoo = common::zoo().join("models");
+    let base = HfDir::open(&zoo.join("llama-instruct")).unwrap();
+    let adapter = ckptcheck::format::lora::Adapter::open(&zoo.join("llama-dora-adapter")).unwrap();
+    assert!(adapter.config.use_dora && adapter.config.use_rslora);
+    assert!(adapter.modules.iter().all(|m| m.magnitude.is_some() && (m.scale - 8.0 / 2.0).abs() < 1e-12));
+    let base_w = ckptcheck::model::weights::HfWeights { dir: &base };
+    let w = ckptcheck::model::weights::LoraWeights {
+        base: &base_w,
+        adapter: &adapter,
+        adapter_weights: ckptcheck::model::weights::HfWeights { dir: &adapter.dir },
+    };
+    let m = model::load_with(&base, &w, &Device::Cpu, candle_core::DType::F32).unwrap();
+    check_model("llama-dora-premerge", &m);
+}

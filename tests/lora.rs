@@ -321,3 +321,44 @@ fn modules_to_save_must_be_copied_into_the_merge() {
     let r = ckptcheck(&["compare", "--json", "--max-new-tokens", "4", "--prompts", prompts.to_str().unwrap(), &pre, s.root.join("good").to_str().unwrap()]);
     assert!(r.json()["summary"]["kl"]["max"].as_f64().unwrap() < 1e-9, "{}", r.stdout);
 }
+
+/// peft's DoRA + rsLoRA merge passes merge-check, and the check is not blind to DoRA: the same
+/// merged file judged as a plain LoRA merge (magnitude vectors dropped from a copy of the adapter)
+/// fails every module.
+#[test]
+fn zoo_dora_merge_and_dora_blindness() {
+    let z = zoo().join("models");
+    let check = |adapter: &std::path::Path| {
+        ckptcheck(&[
+            "merge-check",
+            "--json",
+            "--base",
+            z.join("llama-instruct").to_str().unwrap(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--merged",
+            z.join("llama-dora-merged").to_str().unwrap(),
+        ])
+    };
+    let r = check(&z.join("llama-dora-adapter"));
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(r.json()["scale_rule"].as_str().unwrap().contains("sqrt(r)"));
+
+    let d = tmp();
+    let bytes = std::fs::read(z.join("llama-dora-adapter/adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<Tensor> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| !n.ends_with("lora_magnitude_vector"))
+        .map(|(n, t)| Tensor { name: n, dtype: t.dtype(), shape: t.shape().to_vec(), data: t.data().to_vec() })
+        .collect();
+    std::fs::write(d.path().join("adapter_model.safetensors"), serialize(kept.iter())).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(z.join("llama-dora-adapter/adapter_config.json")).unwrap()).unwrap();
+    cfg["use_dora"] = json!(false);
+    std::fs::write(d.path().join("adapter_config.json"), cfg.to_string()).unwrap();
+    let r = check(d.path());
+    assert_eq!(r.code, 1);
+    assert!(r.json()["modules"].as_array().unwrap().iter().all(|m| m["status"] != "ok"), "{}", r.stdout);
+}
