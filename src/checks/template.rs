@@ -91,7 +91,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
     }
 
     let Some(tok) = &ctx.tokenizer else { return };
-    let mut specials: Vec<String> = tok.added.iter().filter(|t| t.special).map(|t| t.content.clone()).collect();
+    let mut specials = tok.special_strings();
     if let Some(e) = &tokens.eos_token {
         specials.push(e.clone());
     }
@@ -149,7 +149,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
     // Special tokens in the rendered text must tokenise to their single ids. Candidates: added
     // special tokens, declared BOS/EOS/PAD/UNK strings and role markers in the vocabulary (a token
     // that is in the vocabulary but not registered as added is split by the pre-tokenizer).
-    let mut candidates: Vec<String> = tok.added.iter().filter(|t| t.special).map(|t| t.content.clone()).collect();
+    let mut candidates = tok.special_strings();
     candidates.extend(ctx.decls.iter().filter_map(|d| d.token.clone()));
     candidates.extend(ROLE_MARKERS.iter().map(|m| m.to_string()));
     candidates.sort();

@@ -192,7 +192,7 @@ fn summarize_template(ctx: &Context, t: &ChatTemplate) -> TemplateSummary {
     let specials: Vec<String> = ctx
         .tokenizer
         .as_ref()
-        .map(|tk| tk.added.iter().filter(|a| a.special).map(|a| a.content.clone()).collect())
+        .map(|tk| tk.special_strings())
         .unwrap_or_default();
     let turn_end_token = rendered_sample.as_ref().ok().and_then(|r| turn_end(r, &specials)).and_then(|e| e.token);
     let source = match &t.field {

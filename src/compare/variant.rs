@@ -103,13 +103,14 @@ impl Variant {
     pub fn open_gguf(path: &Path, device: &Device, opts: &LoadOptions) -> Result<Variant> {
         let dtype = opts.dtype.as_str();
         let file = GgufFile::open(path)?;
+        // A GGUF has no config dtype: `auto` computes in f32.
         let dt = match dtype {
-            "auto" | "f32" => candle_core::DType::F32,
-            "bf16" => candle_core::DType::BF16,
-            "f16" => candle_core::DType::F16,
-            other => {
-                return Err(Error::Field { path: "--dtype".into(), field: "dtype".into(), detail: format!("`{other}` is not one of f32, bf16, f16, auto") })
-            }
+            "auto" => candle_core::DType::F32,
+            other => model::parse_dtype(other).ok_or_else(|| Error::Field {
+                path: "--dtype".into(),
+                field: "dtype".into(),
+                detail: format!("`{other}` is not one of f32, bf16, f16, auto"),
+            })?,
         };
         let model = model::load_gguf_with(&file, device, dt, opts.gguf_matmul)?;
         let tok = file.header.tokenizer();
@@ -192,6 +193,5 @@ pub fn split_base_adapter(path: &Path) -> Option<(PathBuf, PathBuf)> {
 /// The id of the token the chat template ends an assistant turn with.
 fn turn_end_of(template: &Option<ChatTemplate>, tokens: &TemplateTokens, tokenizer: &TokenizerInfo) -> Option<u32> {
     let rendered = template.as_ref()?.render(&sample_conversation(), false, tokens).ok()?;
-    let specials: Vec<String> = tokenizer.added.iter().filter(|a| a.special).map(|a| a.content.clone()).collect();
-    tokenizer.id(&turn_end(&rendered, &specials)?.token?)
+    tokenizer.id(&turn_end(&rendered, &tokenizer.special_strings())?.token?)
 }

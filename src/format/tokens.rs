@@ -66,6 +66,11 @@ impl TokenizerInfo {
         }
     }
 
+    /// The contents of the added tokens marked special.
+    pub fn special_strings(&self) -> Vec<String> {
+        self.added.iter().filter(|t| t.special).map(|t| t.content.clone()).collect()
+    }
+
     pub fn id(&self, token: &str) -> Option<u32> {
         self.tokenizer.token_to_id(token)
     }

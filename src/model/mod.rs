@@ -139,19 +139,23 @@ fn rope_freq_factors(file: &crate::format::gguf::GgufFile) -> Result<Option<Vec<
 
 /// `--dtype`: the compute dtype; `auto` takes the checkpoint's `config.json` dtype.
 pub fn resolve_dtype(name: &str, dir: &HfDir) -> Result<DType> {
-    let from = |s: &str| match s {
-        "f32" | "float32" => Some(DType::F32),
-        "bf16" | "bfloat16" => Some(DType::BF16),
-        "f16" | "float16" => Some(DType::F16),
-        _ => None,
-    };
     if name == "auto" {
         let cfg = dir.config.as_ref().map(|c| crate::format::config::ModelConfig::from_json(&c.value));
-        return Ok(cfg.and_then(|c| c.dtype).and_then(|d| from(&d)).unwrap_or(DType::F32));
+        return Ok(cfg.and_then(|c| c.dtype).and_then(|d| parse_dtype(&d)).unwrap_or(DType::F32));
     }
-    from(name).ok_or_else(|| Error::Field {
+    parse_dtype(name).ok_or_else(|| Error::Field {
         path: "--dtype".into(),
         field: "dtype".into(),
         detail: format!("`{name}` is not one of f32, bf16, f16, auto"),
     })
+}
+
+/// A dtype name as `--dtype` or `config.json` spells it.
+pub fn parse_dtype(s: &str) -> Option<DType> {
+    match s {
+        "f32" | "float32" => Some(DType::F32),
+        "bf16" | "bfloat16" => Some(DType::BF16),
+        "f16" | "float16" => Some(DType::F16),
+        _ => None,
+    }
 }
