@@ -174,3 +174,23 @@ fn llama3_rope_scaling_against_the_source() {
     assert_eq!(lint("llama-rope-llama3", "llama-instruct-f16.gguf"), vec!["gguf.rope-scaling-differs"]);
     assert_eq!(lint("llama-instruct", "llama-rope-llama3-f16.gguf"), vec!["gguf.rope-scaling-differs"]);
 }
+
+/// Gemma 3 with its own `layer_types` ([sliding, full]) converted to GGUF: llama.cpp applies its
+/// fixed 5:1 pattern instead (both layers sliding; confirmed by llama.cpp's logits matching the
+/// engine run that way, tests/gguf_engine.rs). lint --source warns; qwen2 without windows is clean.
+#[test]
+fn gemma3_sliding_layers_against_the_source() {
+    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
+    let ids = |src: &str, gguf: &str| -> Vec<String> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ckptcheck"))
+            .args(["lint", "--json", "--source"])
+            .arg(zoo.join("models").join(src))
+            .arg(zoo.join("gguf").join(gguf))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(ids("gemma3", "gemma3-f16.gguf"), vec!["gguf.sliding-layers-differ"]);
+    assert!(ids("qwen2-instruct", "qwen2-instruct-f16.gguf").is_empty());
+}

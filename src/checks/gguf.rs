@@ -254,6 +254,7 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Vec<Finding>) {
     let file = g.file_name();
     let h = &g.header;
     let tok = h.tokenizer();
+    sliding_layers(g, ctx, &file, out);
 
     // Tokens: strings and ids.
     if let (Some(tokens), Some(hf)) = (tok.tokens, &ctx.tokenizer) {
@@ -781,4 +782,34 @@ mod tests {
         assert!(!close(1e-5, 1e-6));
         assert!(!close(10000.0, 500000.0));
     }
+}
+
+/// Which layers use the sliding window, as the GGUF will be run (llama.cpp derives Gemma 2/3's
+/// pattern from the architecture: alternating, or 5 sliding to 1 global) versus the source's
+/// `layer_types`. A model whose pattern differs runs differently past the window.
+fn sliding_layers(g: &GgufFile, ctx: &Context, file: &str, out: &mut Vec<Finding>) {
+    use crate::model::arch::ArchSpec;
+    let Some(cfg) = ctx.dir.config.as_ref() else { return };
+    let (Ok(hf), Ok(gg)) = (ArchSpec::from_config(&cfg.value, None), ArchSpec::from_config(&crate::model::gguf_weights::config_json(g), None)) else {
+        return;
+    };
+    if hf.sliding_window.is_none() || hf.sliding_layers.len() != gg.sliding_layers.len() || hf.sliding_layers == gg.sliding_layers {
+        return;
+    }
+    let list = |v: &[bool]| v.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i.to_string()).collect::<Vec<_>>().join(", ");
+    out.push(
+        Finding::new(
+            "gguf.sliding-layers-differ",
+            Severity::Warning,
+            file,
+            format!(
+                "llama.cpp runs layers [{}] with the {}-token sliding window, config.json (layer_types) says [{}]: outputs differ once a prompt is longer than the window",
+                list(&gg.sliding_layers),
+                hf.sliding_window.unwrap_or_default(),
+                list(&hf.sliding_layers)
+            ),
+        )
+        .field("layer_types")
+        .hint("llama.cpp fixes the pattern per architecture; a model with its own layer_types needs a llama.cpp that reads them"),
+    );
 }
