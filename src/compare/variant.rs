@@ -12,6 +12,7 @@ use crate::format::tokens::{stop_ids, TokenizerInfo};
 use crate::format::{self, Checkpoint};
 use crate::format::gguf::GgufFile;
 use crate::format::lora::Adapter;
+use crate::model::quant_weights::QuantWeights;
 use crate::model::weights::{HfWeights, LoraWeights};
 use crate::model::{self, Model};
 
@@ -64,7 +65,11 @@ impl Variant {
             });
         }
         let dt = model::resolve_dtype(dtype, &dir)?;
-        let model = model::load_with(&dir, &HfWeights { dir: &dir }, device, dt)?;
+        // GPTQ / AWQ / compressed-tensors: dequantized once at load by the project's own unpackers.
+        let model = match QuantWeights::from_config(&dir)? {
+            Some(q) => model::load_with(&dir, &q, device, dt)?,
+            None => model::load_with(&dir, &HfWeights { dir: &dir }, device, dt)?,
+        };
         Self::finish(path, &dir, model)
     }
 

@@ -4,6 +4,7 @@
 pub mod arch;
 pub mod decoder;
 pub mod gguf_weights;
+pub mod quant_weights;
 pub mod rope;
 pub mod weights;
 
