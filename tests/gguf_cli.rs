@@ -194,3 +194,27 @@ fn gemma3_sliding_layers_against_the_source() {
     assert_eq!(ids("gemma3", "gemma3-f16.gguf"), vec!["gguf.sliding-layers-differ"]);
     assert!(ids("qwen2-instruct", "qwen2-instruct-f16.gguf").is_empty());
 }
+
+/// NaN in a GGUF: in an F16 tensor, and in the f16 scale of one Q8_0 block (both poisoned in
+/// copies made by the test); lint reports `values.nan` naming the tensor.
+#[test]
+fn nan_in_gguf_values_and_block_scales() {
+    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo/gguf");
+    let d = tmp();
+    for (file, tensor, at) in [("llama-instruct-f16.gguf", "blk.1.ffn_down.weight", 6usize), ("llama-instruct-q8_0.gguf", "blk.2.attn_v.weight", 34 * 5)] {
+        let src = zoo.join(file);
+        let g = ckptcheck::format::gguf::GgufFile::open(&src).unwrap();
+        let t = g.header.tensor(tensor).unwrap();
+        let pos = (g.header.data_start + t.offset) as usize + at;
+        drop(g);
+        let mut bytes = std::fs::read(&src).unwrap();
+        bytes[pos..pos + 2].copy_from_slice(&half::f16::NAN.to_le_bytes());
+        let dst = d.path().join(file);
+        std::fs::write(&dst, bytes).unwrap();
+        let r = ckptcheck(&["lint", "--json", dst.to_str().unwrap()]);
+        assert_eq!(r.code, 1, "{file}: {}", r.stdout);
+        let f = r.finding("values.nan");
+        assert_eq!(f["field"], tensor, "{file}");
+        assert!(f["message"].as_str().unwrap().contains("1 NaN"), "{f}");
+    }
+}

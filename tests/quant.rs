@@ -84,3 +84,28 @@ fn compare_against_quantized_checkpoints() {
         assert_eq!(v["summary"]["cand_stop_rate"], 1.0, "{dir}");
     }
 }
+
+/// Failure catalogue #18: a GPTQ v1 checkpoint whose stored zero point wrapped to 0xF (a copy of
+/// the zoo's gptqmodel checkpoint with one qzeros nibble set by the test) fails lint.
+#[test]
+fn gptq_v1_zero_point_overflow_is_an_error() {
+    let src = common::zoo().join("models/llama-gptq-w4g128");
+    let d = common::tmp();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, d.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let st = d.path().join("model.safetensors");
+    let f = SafetensorsFile::open(&st).unwrap();
+    let t = f.get("model.layers.1.mlp.up_proj.qzeros").unwrap();
+    let pos = (f.header.data_start + t.start) as usize;
+    drop(f);
+    let mut bytes = std::fs::read(&st).unwrap();
+    bytes[pos] |= 0x0F;
+    std::fs::write(&st, bytes).unwrap();
+    let r = common::lint_json(d.path());
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(r.finding("quant.gptq-zero-overflow")["field"], "model.layers.1.mlp.up_proj.qzeros");
+}

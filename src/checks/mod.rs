@@ -7,6 +7,7 @@ pub mod gguf;
 pub mod integrity;
 pub mod lineage;
 pub mod merge;
+pub mod quant;
 pub mod special;
 pub mod template;
 pub mod values;
@@ -141,6 +142,7 @@ pub fn run_all(ctx: &Context, opts: &LintOptions) -> Vec<Finding> {
         vocab::check(ctx, &mut out);
         special::check(ctx, &mut out);
         template::check(ctx, &mut out);
+        quant::check(ctx, &mut out);
     }
     out
 }

@@ -1,0 +1,45 @@
+//! Quantized HF checkpoints (GPTQ, AWQ, compressed-tensors): layout facts a loader would trip on,
+//! no forward pass. Scales are float tensors and get the ordinary value scan.
+
+use serde_json::Value;
+
+use super::{Context, Finding, Severity};
+
+pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
+    let Some(q) = ctx.dir.config.as_ref().and_then(|c| c.value.get("quantization_config")) else { return };
+    if q.get("quant_method").and_then(Value::as_str) != Some("gptq") {
+        return;
+    }
+    let format = q.get("checkpoint_format").or_else(|| q.get("format")).and_then(Value::as_str).unwrap_or("gptq");
+    if format != "gptq" || q.get("bits").and_then(Value::as_u64) != Some(4) {
+        return;
+    }
+    // GPTQ v1 stores zero points minus one: a zero point of 0 (asymmetric quantization) is stored
+    // as −1 and masked to 0xF, which readers turn back into 16 — the v1 overflow gptqmodel's v2
+    // format exists to fix (failure catalogue #18).
+    for (f, t) in ctx.dir.tensors() {
+        if !t.name.ends_with(".qzeros") {
+            continue;
+        }
+        let Some(bytes) = f.bytes(t) else { continue };
+        let overflowed: usize = bytes
+            .chunks_exact(4)
+            .map(|c| {
+                let w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                (0..8).filter(|k| (w >> (4 * k)) & 0xF == 0xF).count()
+            })
+            .sum();
+        if overflowed > 0 {
+            out.push(
+                Finding::new(
+                    "quant.gptq-zero-overflow",
+                    Severity::Error,
+                    ctx.dir.rel(&f.path),
+                    format!("`{}` has {overflowed} zero points stored as 0xF: in the v1 format that is a zero point of 0 wrapped to 16", t.name),
+                )
+                .field(t.name.clone())
+                .hint("re-save in gptqmodel's v2 format (checkpoint_format: gptq_v2) or quantize symmetrically"),
+            );
+        }
+    }
+}
