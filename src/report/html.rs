@@ -59,6 +59,11 @@ fn line_chart(id: &str, title: &str, xlabels: &[String], series: &[(String, Vec<
     let mut o = format!("<svg id=\"{id}\" class=\"plot\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\"><title>{}</title>", escape(title));
     o.push_str(&format!("<text x=\"{PAD}\" y=\"16\" class=\"t\">{}{}</text>", escape(title), if log { " (log scale)" } else { "" }));
     o.push_str(&format!("<line x1=\"{PAD}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" class=\"axis\"/>", H - PAD, W - PAD, H - PAD));
+    // y-axis range, in the plotted units.
+    let untf = |v: f64| if log { 10f64.powf(v) } else { v };
+    for (y, v) in [(PAD, hi), (H - PAD, lo)] {
+        o.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" class=\"y\">{}</text>", PAD - 4.0, y + 3.0, fmt_num(untf(v))));
+    }
     for (i, l) in xlabels.iter().enumerate() {
         o.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" class=\"l\">{}</text>", xs(i), H - PAD + 14.0, escape(l)));
     }
@@ -91,8 +96,9 @@ fn heat(kl: f64) -> String {
     if !kl.is_finite() {
         return "#7b2cbf".into();
     }
+    // Capped so black text stays readable on the darkest cell.
     let t = (kl / 2.0).clamp(0.0, 1.0);
-    let g = (255.0 * (1.0 - t)) as u8;
+    let g = (255.0 - 165.0 * t) as u8;
     format!("rgb(255,{g},{g})")
 }
 
@@ -177,6 +183,9 @@ impl ReportWriter for Html {
         }
 
         body.push_str("<h2>Findings</h2>");
+        if r.steps.iter().all(|s| s.findings.is_empty() && s.merge.as_ref().is_none_or(|m| m.findings.is_empty())) {
+            body.push_str("<p>No static findings in any step.</p>");
+        }
         for s in &r.steps {
             let all: Vec<_> = s.findings.iter().chain(s.merge.iter().flat_map(|m| m.findings.iter())).collect();
             if all.is_empty() {
@@ -207,5 +216,5 @@ const CSS: &str = "body{font-family:system-ui,sans-serif;margin:24px;color:#222}
 tr.fail td{background:#fde2e2}tr.warn td{background:#fff4d6}tr.error td{background:#eadcf5}.src{font-family:monospace;font-size:11px}\
 .verdict{font-size:18px;padding:8px;border-radius:4px}.verdict.fail{background:#fde2e2}.verdict.pass{background:#dff5df}.verdict.warn{background:#fff4d6}.verdict.error{background:#eadcf5}\
 .plot{display:block;margin:12px 0;border:1px solid #eee}.t{font-size:13px;font-weight:bold}.l,.v{font-size:10px;text-anchor:middle}.legend{font-size:11px}\
-.axis{stroke:#999}.bar{fill:#4c78a8}.strip{margin:8px 0;font-family:monospace;font-size:12px}.pl{font-family:system-ui;font-size:12px;color:#555}\
+.y{font-size:10px;text-anchor:end}.axis{stroke:#999}.bar{fill:#4c78a8}.strip{margin:8px 0;font-family:monospace;font-size:12px}.pl{font-family:system-ui;font-size:12px;color:#555}\
 .tok{padding:1px 0;border-right:1px solid #eee;white-space:pre}li.error{color:#a00}li.warning{color:#a60}";
