@@ -195,3 +195,20 @@ fn dora_premerge_matches_peft() {
     let m = model::load_with(&base, &w, &Device::Cpu, candle_core::DType::F32).unwrap();
     check_model("llama-dora-premerge", &m);
 }
+
+/// Linear, dynamic-NTK and YaRN rope scaling against transformers on the same weights (configs set
+/// so the golden prompts are affected; see testdata/zoo/rope_variants.py).
+#[test]
+fn rope_scalings_match_transformers() {
+    let plain = goldens("llama-instruct");
+    for name in ["llama-rope-linear", "llama-rope-dynamic", "llama-rope-yarn", "llama-rope-llama3"] {
+        // The scaling must matter on these prompts, or the test would prove nothing.
+        let effect = goldens(name)
+            .iter()
+            .zip(&plain)
+            .map(|(a, b)| a.logits.iter().zip(&b.logits).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max))
+            .fold(0f32, f32::max);
+        assert!(effect > 0.5, "{name}: scaling moves logits by only {effect}");
+        check_variant(name);
+    }
+}

@@ -96,6 +96,9 @@ fn lint_finds_each_zoo_fault() {
         ("gemma2", None),
         ("gemma3", None),
         ("llama-rope-llama3", None),
+        ("llama-rope-linear", None),
+        ("llama-rope-dynamic", None),
+        ("llama-rope-yarn", None),
     ];
     for (name, want) in expected {
         let p = zoo().join("models").join(name);
