@@ -117,6 +117,14 @@ impl<'a> QuantWeights<'a> {
         Ok((v, t.shape.clone()))
     }
 
+    /// `[rows, cols]` of a tensor that must be a matrix.
+    fn dims2(&self, name: &str, shape: &[u64]) -> Result<(usize, usize)> {
+        match shape {
+            [a, b] => Ok((*a as usize, *b as usize)),
+            _ => Err(self.bad(name, format!("shape {shape:?}, expected a matrix"))),
+        }
+    }
+
     fn bad(&self, name: &str, detail: String) -> Error {
         Error::Tensor { path: self.dense.dir.root.clone(), tensor: name.to_string(), detail }
     }
@@ -134,9 +142,9 @@ impl<'a> QuantWeights<'a> {
                 let (qw, qs) = self.ints(&qn)?;
                 let (qz, _) = self.ints(&format!("{prefix}.qzeros"))?;
                 let (sc, ss) = self.floats(&format!("{prefix}.scales"))?;
-                let (rows, out) = (qs[0] as usize, qs[1] as usize);
+                let (rows, out) = self.dims2(&qn, &qs)?;
                 let inp = rows * 8;
-                let groups = ss[0] as usize;
+                let (groups, _) = self.dims2(&format!("{prefix}.scales"), &ss)?;
                 let g_idx: Vec<usize> = match self.ints(&format!("{prefix}.g_idx")) {
                     Ok((v, _)) => v.iter().map(|&x| x as usize).collect(),
                     Err(_) => (0..inp).map(|i| i / g).collect(),
@@ -164,9 +172,9 @@ impl<'a> QuantWeights<'a> {
                 let (qw, qs) = self.ints(&qn)?;
                 let (qz, _) = self.ints(&format!("{prefix}.qzeros"))?;
                 let (sc, ss) = self.floats(&format!("{prefix}.scales"))?;
-                let (inp, cols) = (qs[0] as usize, qs[1] as usize);
+                let (inp, cols) = self.dims2(&qn, &qs)?;
                 let out = cols * 8;
-                let groups = ss[0] as usize;
+                let (groups, _) = self.dims2(&format!("{prefix}.scales"), &ss)?;
                 if sc.len() != groups * out || qz.len() != groups * cols || inp.div_ceil(g) != groups {
                     return Err(self.bad(&qn, format!("qweight {qs:?}, qzeros and scales {ss:?} do not fit together")));
                 }
@@ -191,12 +199,12 @@ impl<'a> QuantWeights<'a> {
                 }
                 let (pw, ps) = self.ints(&pn)?;
                 let (sc, ss) = self.floats(&format!("{prefix}.weight_scale"))?;
-                let (out, cols) = (ps[0] as usize, ps[1] as usize);
+                let (out, cols) = self.dims2(&pn, &ps)?;
                 let inp = match self.ints(&format!("{prefix}.weight_shape")) {
                     Ok((v, _)) if v.len() == 2 => v[1] as usize,
                     _ => cols * 8,
                 };
-                let groups = ss.get(1).copied().unwrap_or(1) as usize;
+                let (_, groups) = self.dims2(&format!("{prefix}.weight_scale"), &ss)?;
                 let zp = if symmetric { None } else { Some(self.ints(&format!("{prefix}.weight_zero_point"))?.0) };
                 if sc.len() != out * groups || inp > cols * 8 || inp.div_ceil(g) != groups {
                     return Err(self.bad(&pn, format!("weight_packed {ps:?} and weight_scale {ss:?} do not fit together")));
