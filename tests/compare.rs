@@ -190,3 +190,18 @@ fn dtype_option_runs_bf16_and_rejects_unknown() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("`f8` is not one of f32, bf16, f16, auto"), "{}", r.stderr);
 }
+
+#[test]
+fn empty_prompt_is_a_clear_error() {
+    let d = tmp();
+    let mut f = Fixture::healthy();
+    // A base model (no template) and an empty text prompt: nothing to encode.
+    f.tokenizer_config.as_object_mut().unwrap().remove("chat_template");
+    let m = d.path().join("m");
+    f.write(&m);
+    let p = d.path().join("p.jsonl");
+    std::fs::write(&p, "{\"text\": \"\"}\n").unwrap();
+    let r = ckptcheck(&["compare", "--prompts", p.to_str().unwrap(), m.to_str().unwrap(), m.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("encodes to no tokens"), "{}", r.stderr);
+}

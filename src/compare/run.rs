@@ -109,6 +109,12 @@ pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptio
     let mut first_mismatch = None;
     for p in prompts {
         let prompt_ids = r.encode_prompt(p)?;
+        if prompt_ids.is_empty() {
+            return Err(Error::Tokenizer {
+                path: r.tokenizer.path.clone(),
+                detail: format!("prompt {:?} encodes to no tokens; give it some text", p.label()),
+            });
+        }
         // The candidate's own tokenizer and template on the same prompt (a GGUF uses its own).
         let own = c.encode_prompt(p).map_err(|e| e.to_string());
         if own.as_ref().ok() != Some(&prompt_ids) {
@@ -177,9 +183,10 @@ pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptio
             tokens.push(r.tokenizer.token(full[pos]).unwrap_or_default());
             scores.push(s);
         }
+        // The end-of-turn token is the last of `full`, predicted at the row before it.
         let (p_eos_ref, p_eos_cand) = match eot {
-            Some(e) => (metrics::prob(&lr[full.len() - 2], *e as usize), metrics::prob(&lc[full.len() - 2], *e as usize)),
-            None => (f64::NAN, f64::NAN),
+            Some(e) if full.len() >= 2 => (metrics::prob(&lr[full.len() - 2], *e as usize), metrics::prob(&lc[full.len() - 2], *e as usize)),
+            _ => (f64::NAN, f64::NAN),
         };
         if opts.layers {
             layer_trace(&fr.hidden, &fc.hidden, &mut layer_acc)?;
