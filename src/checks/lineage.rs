@@ -8,6 +8,10 @@ use crate::format::tokens::stop_ids;
 /// Token ids listed when tokenizers differ.
 const SHOWN_DIFFS: usize = 3;
 
+/// Ids compared at most. The largest released vocabularies are ~260k (Gemma 3); a tokenizer.json
+/// claiming an id in the billions must not turn this into a billion-step loop.
+const MAX_COMPARED_IDS: u64 = 1 << 22;
+
 pub fn check(parent: &Context, step: &Context, parent_label: &str, out: &mut Vec<Finding>) {
     match (&parent.template, &step.template) {
         (Some(_), None) => out.push(
@@ -47,7 +51,7 @@ pub fn check(parent: &Context, step: &Context, parent_label: &str, out: &mut Vec
     }
 
     if let (Some(pt), Some(st)) = (&parent.tokenizer, &step.tokenizer) {
-        let n = pt.id_space.max(st.id_space).min(u32::MAX as u64) as u32;
+        let n = pt.id_space.max(st.id_space).min(MAX_COMPARED_IDS) as u32;
         let (mut changed, mut added, mut removed) = (0u64, 0u64, 0u64);
         let mut shown = Vec::new();
         for id in 0..n {
