@@ -205,3 +205,15 @@ fn empty_prompt_is_a_clear_error() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("encodes to no tokens"), "{}", r.stderr);
 }
+
+#[test]
+fn overlong_prompt_is_refused_before_any_allocation() {
+    let d = tmp();
+    let m = d.path().join("m");
+    Fixture::healthy().write(&m);
+    let p = d.path().join("p.jsonl");
+    std::fs::write(&p, format!("{{\"text\": \"{}\"}}\n", "What is ".repeat(9000))).unwrap();
+    let r = ckptcheck(&["compare", "--prompts", p.to_str().unwrap(), m.to_str().unwrap(), m.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("exceeds the 16384 tokens"), "{}", r.stderr);
+}

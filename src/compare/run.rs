@@ -11,6 +11,11 @@ use super::thresholds::{above, below, Judgement, Status, Thresholds};
 use super::variant::Variant;
 use crate::error::{Error, Result};
 
+/// Longest sequence scored in one pass. The engine materialises the full attention matrix
+/// (heads × T × T floats): 16k tokens is ~1 GiB per head group in f32 — the practical ceiling on a
+/// CPU machine, and far beyond the probe prompts this tool needs.
+pub const MAX_SEQ_TOKENS: usize = 16384;
+
 #[derive(Debug, Clone)]
 pub struct CompareOptions {
     pub max_new_tokens: usize,
@@ -109,6 +114,17 @@ pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptio
     let mut first_mismatch = None;
     for p in prompts {
         let prompt_ids = r.encode_prompt(p)?;
+        if prompt_ids.len() + opts.max_new_tokens + 1 > MAX_SEQ_TOKENS {
+            return Err(Error::Tokenizer {
+                path: r.tokenizer.path.clone(),
+                detail: format!(
+                    "prompt {:?} is {} tokens; with --max-new-tokens {} that exceeds the {MAX_SEQ_TOKENS} tokens the engine scores in one pass (attention is quadratic): shorten it",
+                    p.label(),
+                    prompt_ids.len(),
+                    opts.max_new_tokens
+                ),
+            });
+        }
         if prompt_ids.is_empty() {
             return Err(Error::Tokenizer {
                 path: r.tokenizer.path.clone(),
