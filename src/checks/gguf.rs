@@ -759,32 +759,6 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= F32_REL_TOL * a.abs().max(b.abs())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn split_regexes_reads_sequences_and_bytelevel() {
-        let v: Json = serde_json::json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": LLAMA3_REGEX}, "behavior": "Isolated", "invert": false},
-            {"type": "ByteLevel", "add_prefix_space": false, "use_regex": false}
-        ]});
-        assert_eq!(split_regexes(&v), vec![LLAMA3_REGEX.to_string()]);
-        let v: Json = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false});
-        assert_eq!(split_regexes(&v), vec![GPT2_REGEX.to_string()]);
-        let v: Json = serde_json::json!({"type": "Metaspace", "replacement": "▁"});
-        assert_eq!(split_regexes(&v), vec!["<Metaspace>".to_string()]);
-    }
-
-    #[test]
-    fn float32_tolerance_accepts_rounding_only() {
-        assert!(close(f64::from(1e-6f32), 1e-6));
-        assert!(close(f64::from(500000f32), 500000.0));
-        assert!(!close(1e-5, 1e-6));
-        assert!(!close(10000.0, 500000.0));
-    }
-}
-
 /// Which layers use the sliding window, as the GGUF will be run (llama.cpp derives Gemma 2/3's
 /// pattern from the architecture: alternating, or 5 sliding to 1 global) versus the source's
 /// `layer_types`. A model whose pattern differs runs differently past the window.
@@ -876,5 +850,31 @@ pub fn values(g: &GgufFile, out: &mut Vec<Finding>) {
                 .hint("the source had non-finite weights or the conversion overflowed: lint the source and re-convert"),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_regexes_reads_sequences_and_bytelevel() {
+        let v: Json = serde_json::json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_REGEX}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "use_regex": false}
+        ]});
+        assert_eq!(split_regexes(&v), vec![LLAMA3_REGEX.to_string()]);
+        let v: Json = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false});
+        assert_eq!(split_regexes(&v), vec![GPT2_REGEX.to_string()]);
+        let v: Json = serde_json::json!({"type": "Metaspace", "replacement": "▁"});
+        assert_eq!(split_regexes(&v), vec!["<Metaspace>".to_string()]);
+    }
+
+    #[test]
+    fn float32_tolerance_accepts_rounding_only() {
+        assert!(close(f64::from(1e-6f32), 1e-6));
+        assert!(close(f64::from(500000f32), 500000.0));
+        assert!(!close(1e-5, 1e-6));
+        assert!(!close(10000.0, 500000.0));
     }
 }
