@@ -21,9 +21,11 @@ fn set(t: &mut Tensor, v: &[f32]) {
     t.data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
 }
 
+/// (module, A [r×in], B [out×r], out, in)
+type Module = (String, Vec<f32>, Vec<f32>, usize, usize);
+
 struct Lora {
-    /// (module, A [r×in], B [out×r], out, in)
-    mods: Vec<(String, Vec<f32>, Vec<f32>, usize, usize)>,
+    mods: Vec<Module>,
 }
 
 fn make_adapter(base: &Fixture, dir: &Path) -> Lora {
