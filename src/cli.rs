@@ -93,6 +93,9 @@ pub struct CompareArgs {
     /// in a quarter of the available memory).
     #[arg(long, default_value = "auto")]
     pub gguf_matmul: String,
+    /// Compute device: auto (CUDA when built with `--features cuda` and a GPU is present), cpu, cuda.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
     /// TOML file overriding the default thresholds (see docs/metrics.md).
     #[arg(long)]
     pub thresholds: Option<PathBuf>,

@@ -217,3 +217,21 @@ fn overlong_prompt_is_refused_before_any_allocation() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("exceeds the 16384 tokens"), "{}", r.stderr);
 }
+
+#[test]
+fn device_option_names_cuda_requirement() {
+    let d = tmp();
+    let m = d.path().join("m");
+    Fixture::healthy().write(&m);
+    let p = prompts_file(d.path());
+    let r = compare_json(&m, &m, &p, &["--device", "cpu"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = compare_json(&m, &m, &p, &["--device", "tpu"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("`tpu` is not one of auto, cpu, cuda"), "{}", r.stderr);
+    if !cfg!(feature = "cuda") {
+        let r = compare_json(&m, &m, &p, &["--device", "cuda"]);
+        assert_eq!(r.code, 2);
+        assert!(r.stderr.contains("--features cuda"), "{}", r.stderr);
+    }
+}

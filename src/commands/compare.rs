@@ -9,7 +9,7 @@ use crate::compare::prompts::{self, Prompt};
 use crate::compare::run::{compare, CompareOptions, CompareResult};
 use crate::compare::thresholds::{Status, Thresholds};
 use crate::compare::variant::{LoadOptions, Variant};
-use crate::model::default_device;
+use crate::model::device_named;
 use crate::output::{Bar, Printer};
 
 /// Version of the `compare --json` layout.
@@ -35,7 +35,7 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         Some(n) => prompts.into_iter().take(n).collect(),
         None => prompts,
     };
-    let device = default_device();
+    let device = device_named(&args.device)?;
     printer.note(&format!("loading {}", args.reference.display()));
     let load = LoadOptions { dtype: args.dtype.clone(), gguf_matmul: crate::model::GgufMatmul::parse(&args.gguf_matmul)? };
     let r = Variant::open(&args.reference, &device, &load)?;

@@ -15,6 +15,27 @@ use crate::format::hf::HfDir;
 
 pub use decoder::{Forward, Model};
 
+/// `--device` / manifest `device`: `cpu`, `cuda` (GPU 0; needs a build with `--features cuda`), or
+/// `auto` (CUDA when available, else CPU).
+pub fn device_named(name: &str) -> Result<Device> {
+    let err = |detail: String| Error::Field { path: "--device".into(), field: "device".into(), detail };
+    match name {
+        "auto" => Ok(default_device()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => {
+            #[cfg(feature = "cuda")]
+            {
+                Device::new_cuda(0).map_err(|e| err(format!("no usable CUDA device: {e}")))
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                Err(err("this build has no CUDA support: rebuild with `cargo build --release --features cuda`".into()))
+            }
+        }
+        other => Err(err(format!("`{other}` is not one of auto, cpu, cuda"))),
+    }
+}
+
 /// The compute device: CUDA 0 when built with `cuda` and a GPU is present, else CPU.
 pub fn default_device() -> Device {
     #[cfg(feature = "cuda")]

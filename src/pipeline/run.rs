@@ -160,7 +160,7 @@ fn merge_step(parent: &Step, step: &Step) -> Result<Option<MergeSummary>> {
 }
 
 pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
-    let device = crate::model::default_device();
+    let device = crate::model::device_named(&m.device)?;
     let load_opts = LoadOptions { dtype: m.dtype.clone(), gguf_matmul: crate::model::GgufMatmul::parse(&m.gguf_matmul)? };
     let prompts: Vec<Prompt> = match &m.prompts {
         Some(p) => prompts::load_jsonl(p)?,
