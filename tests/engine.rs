@@ -122,6 +122,13 @@ fn gemma3_matches_transformers() {
     check_variant("gemma3");
 }
 
+/// `base` with `adapter` applied in the forward pass, as `compare BASE+ADAPTER` runs it.
+fn premerge(base: &HfDir, adapter: &ckptcheck::format::lora::Adapter) -> model::Model {
+    let base_w = ckptcheck::model::weights::HfWeights { dir: base };
+    let w = ckptcheck::model::weights::LoraWeights { base: &base_w, adapter };
+    model::load_with(base, &w, &Device::Cpu, candle_core::DType::F32).unwrap()
+}
+
 /// The adapter applied on the fly (x·Wᵀ + s·(x·Aᵀ)·Bᵀ) against transformers + peft running the
 /// unmerged PeftModel.
 #[test]
@@ -130,13 +137,7 @@ fn lora_premerge_matches_peft() {
     let base = HfDir::open(&zoo.join("llama-instruct")).unwrap();
     let adapter = ckptcheck::format::lora::Adapter::open(&zoo.join("llama-lora-adapter")).unwrap();
     assert_eq!(adapter.modules.len(), 21, "7 target modules × 3 layers");
-    let base_w = ckptcheck::model::weights::HfWeights { dir: &base };
-    let w = ckptcheck::model::weights::LoraWeights {
-        base: &base_w,
-        adapter: &adapter,
-        adapter_weights: ckptcheck::model::weights::HfWeights { dir: &adapter.dir },
-    };
-    let m = model::load_with(&base, &w, &Device::Cpu, candle_core::DType::F32).unwrap();
+    let m = premerge(&base, &adapter);
     check_model("llama-lora-premerge", &m);
 }
 
@@ -186,13 +187,7 @@ fn dora_premerge_matches_peft() {
     let adapter = ckptcheck::format::lora::Adapter::open(&zoo.join("llama-dora-adapter")).unwrap();
     assert!(adapter.config.use_dora && adapter.config.use_rslora);
     assert!(adapter.modules.iter().all(|m| m.magnitude.is_some() && (m.scale - 8.0 / 2.0).abs() < 1e-12));
-    let base_w = ckptcheck::model::weights::HfWeights { dir: &base };
-    let w = ckptcheck::model::weights::LoraWeights {
-        base: &base_w,
-        adapter: &adapter,
-        adapter_weights: ckptcheck::model::weights::HfWeights { dir: &adapter.dir },
-    };
-    let m = model::load_with(&base, &w, &Device::Cpu, candle_core::DType::F32).unwrap();
+    let m = premerge(&base, &adapter);
     check_model("llama-dora-premerge", &m);
 }
 

@@ -159,20 +159,9 @@ fn gguf_matmul_modes() {
 /// source does not have — both are `gguf.rope-scaling-differs`; the matching pair is clean.
 #[test]
 fn llama3_rope_scaling_against_the_source() {
-    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
-    let lint = |src: &str, gguf: &str| -> Vec<String> {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ckptcheck"))
-            .args(["lint", "--json", "--source"])
-            .arg(zoo.join("models").join(src))
-            .arg(zoo.join("gguf").join(gguf))
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect()
-    };
-    assert!(lint("llama-rope-llama3", "llama-rope-llama3-f16.gguf").is_empty());
-    assert_eq!(lint("llama-rope-llama3", "llama-instruct-f16.gguf"), vec!["gguf.rope-scaling-differs"]);
-    assert_eq!(lint("llama-instruct", "llama-rope-llama3-f16.gguf"), vec!["gguf.rope-scaling-differs"]);
+    assert!(source_ids("llama-rope-llama3", "llama-rope-llama3-f16.gguf").is_empty());
+    assert_eq!(source_ids("llama-rope-llama3", "llama-instruct-f16.gguf"), vec!["gguf.rope-scaling-differs"]);
+    assert_eq!(source_ids("llama-instruct", "llama-rope-llama3-f16.gguf"), vec!["gguf.rope-scaling-differs"]);
 }
 
 /// Gemma 3 with its own `layer_types` ([sliding, full]) converted to GGUF: llama.cpp applies its
@@ -180,19 +169,8 @@ fn llama3_rope_scaling_against_the_source() {
 /// engine run that way, tests/gguf_engine.rs). lint --source warns; qwen2 without windows is clean.
 #[test]
 fn gemma3_sliding_layers_against_the_source() {
-    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
-    let ids = |src: &str, gguf: &str| -> Vec<String> {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ckptcheck"))
-            .args(["lint", "--json", "--source"])
-            .arg(zoo.join("models").join(src))
-            .arg(zoo.join("gguf").join(gguf))
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect()
-    };
-    assert_eq!(ids("gemma3", "gemma3-f16.gguf"), vec!["gguf.sliding-layers-differ"]);
-    assert!(ids("qwen2-instruct", "qwen2-instruct-f16.gguf").is_empty());
+    assert_eq!(source_ids("gemma3", "gemma3-f16.gguf"), vec!["gguf.sliding-layers-differ"]);
+    assert!(source_ids("qwen2-instruct", "qwen2-instruct-f16.gguf").is_empty());
 }
 
 /// NaN in a GGUF: in an F16 tensor, and in the f16 scale of one Q8_0 block (both poisoned in
@@ -217,4 +195,17 @@ fn nan_in_gguf_values_and_block_scales() {
         assert_eq!(f["field"], tensor, "{file}");
         assert!(f["message"].as_str().unwrap().contains("1 NaN"), "{f}");
     }
+}
+
+/// Finding ids of `lint --json --source zoo/models/SRC zoo/gguf/GGUF`.
+fn source_ids(src: &str, gguf: &str) -> Vec<String> {
+    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ckptcheck"))
+        .args(["lint", "--json", "--source"])
+        .arg(zoo.join("models").join(src))
+        .arg(zoo.join("gguf").join(gguf))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect()
 }

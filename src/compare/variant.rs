@@ -85,11 +85,7 @@ impl Variant {
             });
         }
         let base_w = HfWeights { dir: &dir };
-        let w = LoraWeights {
-            base: &base_w,
-            adapter: &ad,
-            adapter_weights: HfWeights { dir: &ad.dir },
-        };
+        let w = LoraWeights { base: &base_w, adapter: &ad };
         for m in &ad.modules {
             if dir.tensor(&format!("{}.weight", m.base)).is_none() {
                 return Err(Error::Tensor {

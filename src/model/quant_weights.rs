@@ -83,38 +83,33 @@ impl<'a> QuantWeights<'a> {
         Ok(Some(QuantWeights { dense: HfWeights { dir }, kind, group_size }))
     }
 
-    fn ints(&self, name: &str) -> Result<(Vec<i64>, Vec<u64>)> {
+    /// A tensor's dtype, shape and bytes, with an error naming it when missing or damaged.
+    fn raw(&self, name: &str) -> Result<(Dtype, Vec<u64>, &[u8], std::path::PathBuf)> {
         let dir = self.dense.dir;
         let (f, t) = dir.tensor(name).ok_or_else(|| Error::Tensor {
             path: dir.root.clone(),
             tensor: name.to_string(),
             detail: "missing from the quantized checkpoint".into(),
         })?;
-        let b = f.checked_bytes(name)?;
-        let v: Vec<i64> = match t.dtype {
+        Ok((t.dtype, t.shape.clone(), f.checked_bytes(name)?, f.path.clone()))
+    }
+
+    fn ints(&self, name: &str) -> Result<(Vec<i64>, Vec<u64>)> {
+        let (dtype, shape, b, path) = self.raw(name)?;
+        let wrong = |detail: String| Error::Tensor { path: path.clone(), tensor: name.to_string(), detail };
+        let v: Vec<i64> = match dtype {
             Dtype::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
             Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
             Dtype::I8 => b.iter().map(|&x| x as i8 as i64).collect(),
-            other => {
-                return Err(Error::Tensor { path: f.path.clone(), tensor: name.to_string(), detail: format!("dtype {other}, expected packed I32") })
-            }
+            other => return Err(wrong(format!("dtype {other}, expected packed I32"))),
         };
-        Ok((v, t.shape.clone()))
+        Ok((v, shape))
     }
 
     fn floats(&self, name: &str) -> Result<(Vec<f32>, Vec<u64>)> {
-        let dir = self.dense.dir;
-        let (f, t) = dir.tensor(name).ok_or_else(|| Error::Tensor {
-            path: dir.root.clone(),
-            tensor: name.to_string(),
-            detail: "missing from the quantized checkpoint".into(),
-        })?;
-        let v = decode_f32(t.dtype, f.checked_bytes(name)?).ok_or_else(|| Error::Tensor {
-            path: f.path.clone(),
-            tensor: name.to_string(),
-            detail: format!("dtype {} is not a float", t.dtype),
-        })?;
-        Ok((v, t.shape.clone()))
+        let (dtype, shape, b, path) = self.raw(name)?;
+        let v = decode_f32(dtype, b).ok_or_else(|| Error::Tensor { path, tensor: name.to_string(), detail: format!("dtype {dtype} is not a float") })?;
+        Ok((v, shape))
     }
 
     /// `[rows, cols]` of a tensor that must be a matrix.

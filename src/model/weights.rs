@@ -126,7 +126,13 @@ impl LinearOp for LoraLinear {
 pub struct LoraWeights<'a> {
     pub base: &'a dyn WeightSource,
     pub adapter: &'a crate::format::lora::Adapter,
-    pub adapter_weights: HfWeights<'a>,
+}
+
+impl LoraWeights<'_> {
+    /// The adapter's own tensors (lora_A/B, magnitudes, modules_to_save copies).
+    fn adapter_weights(&self) -> HfWeights<'_> {
+        HfWeights { dir: &self.adapter.dir }
+    }
 }
 
 impl WeightSource for LoraWeights<'_> {
@@ -137,7 +143,7 @@ impl WeightSource for LoraWeights<'_> {
     fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
         // modules_to_save replace the base tensor wholesale.
         if let Some((adapter_name, _)) = self.adapter.saved.iter().find(|(_, base)| base == name) {
-            return self.adapter_weights.tensor(adapter_name, dtype, device);
+            return self.adapter_weights().tensor(adapter_name, dtype, device);
         }
         self.base.tensor(name, dtype, device)
     }
@@ -155,8 +161,8 @@ impl WeightSource for LoraWeights<'_> {
         };
         let weight = self.tensor(&format!("{prefix}.weight"), dtype, device)?;
         let bias = if bias { Some(self.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
-        let a = self.adapter_weights.tensor(&m.a, dtype, device)?;
-        let b = self.adapter_weights.tensor(&m.b, dtype, device)?;
+        let a = self.adapter_weights().tensor(&m.a, dtype, device)?;
+        let b = self.adapter_weights().tensor(&m.b, dtype, device)?;
         let (out, inp) = weight.dims2().map_err(err)?;
         let (ra, ia) = a.dims2().map_err(err)?;
         let (ob, rb) = b.dims2().map_err(err)?;
@@ -171,7 +177,7 @@ impl WeightSource for LoraWeights<'_> {
         }
         let dora_scale = match &m.magnitude {
             Some(mag) => {
-                let mag = self.adapter_weights.tensor(mag, dtype, device)?;
+                let mag = self.adapter_weights().tensor(mag, dtype, device)?;
                 let merged = (&weight + (b.matmul(&a).map_err(err)? * m.scale).map_err(err)?).map_err(err)?;
                 let norm = merged.sqr().and_then(|s| s.sum(1)).and_then(|s| s.sqrt()).map_err(err)?;
                 Some((mag / norm).map_err(err)?)
