@@ -10,7 +10,6 @@ use std::time::Instant;
 use ckptcheck::checks::values::scan;
 use ckptcheck::format::dtype::Dtype;
 
-
 fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (f64, T) {
     let mut best = f64::INFINITY;
     let mut out = None;

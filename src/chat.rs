@@ -33,10 +33,7 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: &str, content: &str) -> Message {
-        Message {
-            role: role.into(),
-            content: content.into(),
-        }
+        Message { role: role.into(), content: content.into() }
     }
 }
 
@@ -66,26 +63,16 @@ impl ChatTemplate {
     /// then `chat_template.json`.
     pub fn find(dir: &HfDir) -> Option<ChatTemplate> {
         if let Some((p, text)) = &dir.chat_template_jinja {
-            return Some(ChatTemplate {
-                source: p.clone(),
-                field: None,
-                text: text.clone(),
-            });
+            return Some(ChatTemplate { source: p.clone(), field: None, text: text.clone() });
         }
         for doc in [&dir.tokenizer_config, &dir.chat_template_json].into_iter().flatten() {
             match doc.value.get("chat_template") {
                 Some(serde_json::Value::String(s)) => {
-                    return Some(ChatTemplate {
-                        source: doc.path.clone(),
-                        field: Some("chat_template".into()),
-                        text: s.clone(),
-                    })
+                    return Some(ChatTemplate { source: doc.path.clone(), field: Some("chat_template".into()), text: s.clone() })
                 }
                 Some(serde_json::Value::Array(list)) => {
                     let named = |n: &str| {
-                        list.iter()
-                            .find(|t| t.get("name").and_then(|x| x.as_str()) == Some(n))
-                            .and_then(|t| t.get("template")?.as_str())
+                        list.iter().find(|t| t.get("name").and_then(|x| x.as_str()) == Some(n)).and_then(|t| t.get("template")?.as_str())
                     };
                     let text = named("default").or_else(|| list.first()?.get("template")?.as_str());
                     if let Some(text) = text {
@@ -124,21 +111,14 @@ impl ChatTemplate {
             detail.push_str(&format!(": {s}"));
             src = s.source();
         }
-        Error::Template {
-            path: self.source.clone(),
-            detail,
-        }
+        Error::Template { path: self.source.clone(), detail }
     }
 }
 
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_syntax(
-        minijinja::syntax::SyntaxConfig::builder()
-            .trim_blocks(true)
-            .lstrip_blocks(true)
-            .build()
-            .expect("static syntax config is valid"),
+        minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().expect("static syntax config is valid"),
     );
     env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -165,11 +145,7 @@ pub fn turn_end(rendered: &str, specials: &[String]) -> Option<TurnEnd> {
     let at = rendered.find(ASSISTANT_PROBE)? + ASSISTANT_PROBE.len();
     let suffix: String = rendered[at..].chars().take(64).collect();
     let trimmed = suffix.trim_start();
-    let token = specials
-        .iter()
-        .filter(|s| !s.is_empty() && trimmed.starts_with(s.as_str()))
-        .max_by_key(|s| s.len())
-        .cloned();
+    let token = specials.iter().filter(|s| !s.is_empty() && trimmed.starts_with(s.as_str())).max_by_key(|s| s.len()).cloned();
     Some(TurnEnd { token, suffix })
 }
 
@@ -180,11 +156,7 @@ mod tests {
     const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
     fn t(text: &str) -> ChatTemplate {
-        ChatTemplate {
-            source: "tokenizer_config.json".into(),
-            field: None,
-            text: text.into(),
-        }
+        ChatTemplate { source: "tokenizer_config.json".into(), field: None, text: text.into() }
     }
 
     #[test]
@@ -206,10 +178,7 @@ mod tests {
 
     #[test]
     fn raise_exception_is_an_error_naming_the_file() {
-        let e = t("{{ raise_exception('no system role') }}")
-            .render(&[], false, &TemplateTokens::default())
-            .unwrap_err()
-            .to_string();
+        let e = t("{{ raise_exception('no system role') }}").render(&[], false, &TemplateTokens::default()).unwrap_err().to_string();
         assert!(e.contains("tokenizer_config.json") && e.contains("no system role"), "{e}");
     }
 

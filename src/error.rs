@@ -28,28 +28,16 @@ pub enum Error {
     NotACheckpoint { path: PathBuf, reason: String },
 
     #[error("`{path}` is {format}, which this version of ckptcheck does not read yet: {hint}")]
-    Unsupported {
-        path: PathBuf,
-        format: &'static str,
-        hint: &'static str,
-    },
+    Unsupported { path: PathBuf, format: &'static str, hint: &'static str },
 
     #[error("`{path}`: safetensors header: {detail}")]
     SafetensorsHeader { path: PathBuf, detail: String },
 
     #[error("`{path}`: tensor `{tensor}`: {detail}")]
-    Tensor {
-        path: PathBuf,
-        tensor: String,
-        detail: String,
-    },
+    Tensor { path: PathBuf, tensor: String, detail: String },
 
     #[error("`{path}`: field `{field}`: {detail}")]
-    Field {
-        path: PathBuf,
-        field: String,
-        detail: String,
-    },
+    Field { path: PathBuf, field: String, detail: String },
 
     #[error("`{path}` is not valid JSON: {detail}")]
     Json { path: PathBuf, detail: String },
@@ -63,10 +51,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 }
 

@@ -182,7 +182,8 @@ fn shipped_lineages_break_where_expected() {
 #[test]
 fn json_report_matches_the_documented_schema() {
     let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report-schema.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report-schema.json")).unwrap())
+            .unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     let d = tmp();
     write_prompts(d.path());

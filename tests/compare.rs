@@ -8,11 +8,8 @@ use serde_json::json;
 
 fn prompts_file(dir: &std::path::Path) -> String {
     let p = dir.join("prompts.jsonl");
-    std::fs::write(
-        &p,
-        "{\"messages\": [{\"role\": \"user\", \"content\": \"What is 6 times 7 ?\"}]}\n{\"text\": \"The answer is\"}\n",
-    )
-    .unwrap();
+    std::fs::write(&p, "{\"messages\": [{\"role\": \"user\", \"content\": \"What is 6 times 7 ?\"}]}\n{\"text\": \"The answer is\"}\n")
+        .unwrap();
     p.to_str().unwrap().to_string()
 }
 
@@ -140,13 +137,8 @@ fn zoo_healthy_vs_collapsed_fails_on_eos_and_kl() {
     assert!(s["p_eos_ref_mean"].as_f64().unwrap() > 0.5, "{s}");
     assert!(s["p_eos_cand_mean"].as_f64().unwrap() < 0.1, "{s}");
     assert!(s["kl"]["mean"].as_f64().unwrap() > 0.5, "{s}");
-    let failed: Vec<&str> = v["judgements"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|j| j["status"] == "fail")
-        .map(|j| j["metric"].as_str().unwrap())
-        .collect();
+    let failed: Vec<&str> =
+        v["judgements"].as_array().unwrap().iter().filter(|j| j["status"] == "fail").map(|j| j["metric"].as_str().unwrap()).collect();
     assert!(failed.contains(&"p_eos_ratio") && failed.contains(&"kl_mean"), "{failed:?}");
 }
 
@@ -178,7 +170,18 @@ fn dtype_option_runs_bf16_and_rejects_unknown() {
     let zoo = zoo();
     let prompts = zoo.join("prompts.jsonl");
     let healthy = zoo.join("models/llama-instruct");
-    let run = |dt: &str| ckptcheck(&["compare", "--json", "--dtype", dt, "--prompts", prompts.to_str().unwrap(), healthy.to_str().unwrap(), healthy.to_str().unwrap()]);
+    let run = |dt: &str| {
+        ckptcheck(&[
+            "compare",
+            "--json",
+            "--dtype",
+            dt,
+            "--prompts",
+            prompts.to_str().unwrap(),
+            healthy.to_str().unwrap(),
+            healthy.to_str().unwrap(),
+        ])
+    };
     let f32_eos = run("f32").json()["summary"]["p_eos_ref_mean"].as_f64().unwrap();
     let r = run("bf16");
     assert_eq!(r.code, 0, "{}", r.stderr);

@@ -32,9 +32,9 @@ fn goldens(name: &str) -> Vec<Golden> {
         let ids: Vec<u32> = f.bytes(ids_t).unwrap().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32).collect();
         let lt = f.get(&format!("logits.{i}")).unwrap();
         let logits = decode_f32(lt.dtype, f.bytes(lt).unwrap()).unwrap();
-        let hidden = f.get(&format!("hidden.{i}")).map(|h| {
-            (decode_f32(h.dtype, f.bytes(h).unwrap()).unwrap(), h.shape[0] as usize, h.shape[2] as usize)
-        });
+        let hidden = f
+            .get(&format!("hidden.{i}"))
+            .map(|h| (decode_f32(h.dtype, f.bytes(h).unwrap()).unwrap(), h.shape[0] as usize, h.shape[2] as usize));
         out.push(Golden { ids, vocab: lt.shape[1] as usize, logits, hidden });
     }
     assert!(!out.is_empty(), "no goldens in {}", p.display());

@@ -131,12 +131,40 @@ fn tiny_llama_metadata_tokenizer_and_types() {
 #[test]
 fn every_type_size_matches_gguf_py() {
     let expected: &[(&str, u64)] = &[
-        ("F32", 16), ("F16", 8), ("Q4_0", 72), ("Q4_1", 80), ("Q5_0", 88), ("Q5_1", 96), ("Q8_0", 136),
-        ("Q8_1", 144), ("Q2_K", 336), ("Q3_K", 440), ("Q4_K", 576), ("Q5_K", 704), ("Q6_K", 840),
-        ("Q8_K", 1168), ("IQ2_XXS", 264), ("IQ2_XS", 296), ("IQ3_XXS", 392), ("IQ1_S", 200), ("IQ4_NL", 72),
-        ("IQ3_S", 440), ("IQ2_S", 328), ("IQ4_XS", 544), ("I8", 4), ("I16", 8), ("I32", 16), ("I64", 32),
-        ("F64", 32), ("IQ1_M", 224), ("BF16", 8), ("TQ1_0", 216), ("TQ2_0", 264), ("MXFP4", 68),
-        ("NVFP4", 144), ("Q1_0", 72),
+        ("F32", 16),
+        ("F16", 8),
+        ("Q4_0", 72),
+        ("Q4_1", 80),
+        ("Q5_0", 88),
+        ("Q5_1", 96),
+        ("Q8_0", 136),
+        ("Q8_1", 144),
+        ("Q2_K", 336),
+        ("Q3_K", 440),
+        ("Q4_K", 576),
+        ("Q5_K", 704),
+        ("Q6_K", 840),
+        ("Q8_K", 1168),
+        ("IQ2_XXS", 264),
+        ("IQ2_XS", 296),
+        ("IQ3_XXS", 392),
+        ("IQ1_S", 200),
+        ("IQ4_NL", 72),
+        ("IQ3_S", 440),
+        ("IQ2_S", 328),
+        ("IQ4_XS", 544),
+        ("I8", 4),
+        ("I16", 8),
+        ("I32", 16),
+        ("I64", 32),
+        ("F64", 32),
+        ("IQ1_M", 224),
+        ("BF16", 8),
+        ("TQ1_0", 216),
+        ("TQ2_0", 264),
+        ("MXFP4", 68),
+        ("NVFP4", 144),
+        ("Q1_0", 72),
     ];
     let h = parse(&bytes("all-types.gguf")).unwrap();
     assert!(h.problems.is_empty(), "{:?}", h.problems);
@@ -177,7 +205,11 @@ fn truncated_files_are_errors_naming_the_field() {
     assert!(matches!(e.kind, GgufErrorKind::Truncated { .. }), "{e}");
     // Cut inside the data: the header parses, the tensors past the end are reported.
     let h = parse(&b[..b.len() - 1000]).unwrap();
-    assert!(h.problems.iter().any(|p| matches!(p, LayoutProblem::OutOfBounds { tensor, .. } if tensor == "blk.1.ffn_down.weight")), "{:?}", h.problems);
+    assert!(
+        h.problems.iter().any(|p| matches!(p, LayoutProblem::OutOfBounds { tensor, .. } if tensor == "blk.1.ffn_down.weight")),
+        "{:?}",
+        h.problems
+    );
     assert!(h.problems.iter().all(|p| p.id() == "gguf.tensor-out-of-bounds"));
 }
 
@@ -239,7 +271,12 @@ fn alignment_zero_non_power_of_two_and_wrong_type() {
         put_u32(&mut m, at + 4, v);
         let e = parse_err(&m);
         assert_eq!(e.kind, GgufErrorKind::BadAlignment(want));
-        assert_eq!(e.to_string(), format!("`fixture.gguf`: GGUF metadata `general.alignment`: alignment {want} is not a power of two (llama.cpp refuses the file)"));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "`fixture.gguf`: GGUF metadata `general.alignment`: alignment {want} is not a power of two (llama.cpp refuses the file)"
+            )
+        );
     }
     let mut m = b.clone();
     put_u32(&mut m, at, 5); // int32 instead of uint32
@@ -342,7 +379,9 @@ fn misaligned_overlapping_and_unpacked_tensors() {
     assert!(ids.contains(&"gguf.tensor-misaligned"), "{ids:?}");
     assert!(ids.contains(&"gguf.tensor-overlap"), "{ids:?}");
     assert!(ids.contains(&"gguf.tensor-not-packed"), "{ids:?}");
-    assert!(h.problems.iter().any(|p| matches!(p, LayoutProblem::Overlap { first, second } if first == "blk.0.attn_q.weight" && second == "blk.0.attn_k.weight")));
+    assert!(h.problems.iter().any(
+        |p| matches!(p, LayoutProblem::Overlap { first, second } if first == "blk.0.attn_q.weight" && second == "blk.0.attn_k.weight")
+    ));
 
     // checked_bytes refuses a tensor with a layout problem; the error names file and tensor.
     let dir = tempfile::tempdir().unwrap();
@@ -591,7 +630,10 @@ fn rms_eps_heads_and_context_against_config() {
     let f = lint_bytes(&m, true);
     assert_eq!(ids(&f), ["gguf.context-length-differs", "gguf.heads-differ", "gguf.rms-eps-differs"]);
     assert_eq!(find(&f, "gguf.context-length-differs").severity, Severity::Warning);
-    assert_eq!(find(&f, "gguf.rms-eps-differs").message, "llama.attention.layer_norm_rms_epsilon is 0.00001 but config.json rms_norm_eps is 0.000001");
+    assert_eq!(
+        find(&f, "gguf.rms-eps-differs").message,
+        "llama.attention.layer_norm_rms_epsilon is 0.00001 but config.json rms_norm_eps is 0.000001"
+    );
 }
 
 /// GGUFs made by llama.cpp's own converter and quantizer, when the zoo has them: every one parses

@@ -78,7 +78,13 @@ fn compare_hf_against_its_ggufs() {
         (out.status.code().unwrap(), serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
     };
     let failed = |v: &serde_json::Value| -> Vec<String> {
-        v["judgements"].as_array().unwrap().iter().filter(|j| j["status"] == "fail").map(|j| j["metric"].as_str().unwrap().to_string()).collect()
+        v["judgements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["status"] == "fail")
+            .map(|j| j["metric"].as_str().unwrap().to_string())
+            .collect()
     };
     // KL ceilings per type, ~3× what was measured (f16 3.8e-7 by llama.cpp; the engine's Q8_0
     // 1e-5, Q6_K 8e-5, Q4_K_M 6e-4, Q4_0 7.5e-4 on these prompts).
@@ -179,7 +185,9 @@ fn gemma3_sliding_layers_against_the_source() {
 fn nan_in_gguf_values_and_block_scales() {
     let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo/gguf");
     let d = tmp();
-    for (file, tensor, at) in [("llama-instruct-f16.gguf", "blk.1.ffn_down.weight", 6usize), ("llama-instruct-q8_0.gguf", "blk.2.attn_v.weight", 34 * 5)] {
+    for (file, tensor, at) in
+        [("llama-instruct-f16.gguf", "blk.1.ffn_down.weight", 6usize), ("llama-instruct-q8_0.gguf", "blk.2.attn_v.weight", 34 * 5)]
+    {
         let src = zoo.join(file);
         let g = ckptcheck::format::gguf::GgufFile::open(&src).unwrap();
         let t = g.header.tensor(tensor).unwrap();

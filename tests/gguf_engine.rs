@@ -73,7 +73,8 @@ fn quantized_linear_matches_dense_and_qk_rows_are_unpermuted() {
     let hw = HfWeights { dir: &dir };
     let dev = Device::Cpu;
     // Deterministic inputs: sin of a ramp.
-    let input = |n: usize| Tensor::arange(0f32, (5 * n) as f32, &dev).unwrap().affine(0.37, 0.1).unwrap().sin().unwrap().reshape((5, n)).unwrap();
+    let input =
+        |n: usize| Tensor::arange(0f32, (5 * n) as f32, &dev).unwrap().affine(0.37, 0.1).unwrap().sin().unwrap().reshape((5, n)).unwrap();
     let norm = |t: &Tensor| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
     let x = input(64);
     for m in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.down_proj"] {
@@ -197,7 +198,6 @@ fn engine_on_gguf_matches_llama_cpp() {
         }
     }
 }
-
 
 /// The architecture from the GGUF's own metadata (`model::load_gguf`, as `compare` runs a GGUF)
 /// against llama.cpp's logits, for llama, qwen2 (qkv bias, tied embeddings) and gemma3 (norms

@@ -30,10 +30,7 @@ fn inspect_json_describes_the_checkpoint() {
     assert!(sample.starts_with("<|im_start|>user\nWhat is 6 times 7?<|im_end|>"), "{sample}");
     let eos: Vec<&serde_json::Value> = v["special_tokens"].as_array().unwrap().iter().filter(|d| d["role"] == "eos").collect();
     let files: Vec<&str> = eos.iter().map(|d| d["file"].as_str().unwrap()).collect();
-    assert_eq!(
-        files,
-        ["config.json", "generation_config.json", "tokenizer_config.json", "special_tokens_map.json"]
-    );
+    assert_eq!(files, ["config.json", "generation_config.json", "tokenizer_config.json", "special_tokens_map.json"]);
     assert!(eos.iter().all(|d| d["ids"] == json!([2])), "{eos:?}");
     assert!(v["quantization"].is_null());
 }

@@ -205,11 +205,7 @@ fn f16_values_at_the_f16_max_warn() {
     let t = f.tensor_mut("model.layers.0.mlp.gate_proj.weight");
     let vals: Vec<f32> = t.data.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
     t.dtype = safetensors::Dtype::F16;
-    t.data = vals
-        .iter()
-        .enumerate()
-        .flat_map(|(i, &x)| half::f16::from_f32(if i < 3 { 65504.0 } else { x }).to_le_bytes())
-        .collect();
+    t.data = vals.iter().enumerate().flat_map(|(i, &x)| half::f16::from_f32(if i < 3 { 65504.0 } else { x }).to_le_bytes()).collect();
     let (_d, r) = lint_fixture(&f);
     let w = assert_finding(&r, "values.f16-saturated", "warning");
     assert!(w["message"].as_str().unwrap().contains("3 values"), "{w}");

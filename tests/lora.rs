@@ -205,7 +205,8 @@ fn premerge_equals_merge_in_compare() {
     assert!(v["summary"]["kl"]["max"].as_f64().unwrap() < 1e-9, "{}", v["summary"]);
     assert_eq!(v["summary"]["top1"], 1.0);
     // And base+adapter is not the base: the adapter changes the outputs.
-    let r = ckptcheck(&["compare", "--json", "--max-new-tokens", "4", "--prompts", prompts.to_str().unwrap(), s.base.to_str().unwrap(), &pre]);
+    let r =
+        ckptcheck(&["compare", "--json", "--max-new-tokens", "4", "--prompts", prompts.to_str().unwrap(), s.base.to_str().unwrap(), &pre]);
     assert!(r.json()["summary"]["kl"]["mean"].as_f64().unwrap() > 0.0);
 }
 
@@ -320,7 +321,16 @@ fn modules_to_save_must_be_copied_into_the_merge() {
     let prompts = s.root.join("p.jsonl");
     std::fs::write(&prompts, "{\"text\": \"What is 6 times 7 ?\"}\n").unwrap();
     let pre = format!("{}+{}", s.base.display(), s.adapter.display());
-    let r = ckptcheck(&["compare", "--json", "--max-new-tokens", "4", "--prompts", prompts.to_str().unwrap(), &pre, s.root.join("good").to_str().unwrap()]);
+    let r = ckptcheck(&[
+        "compare",
+        "--json",
+        "--max-new-tokens",
+        "4",
+        "--prompts",
+        prompts.to_str().unwrap(),
+        &pre,
+        s.root.join("good").to_str().unwrap(),
+    ]);
     assert!(r.json()["summary"]["kl"]["max"].as_f64().unwrap() < 1e-9, "{}", r.stdout);
 }
 

@@ -19,13 +19,7 @@ fn manifest() -> Value {
 }
 
 fn hf_variants() -> Vec<(String, Value)> {
-    manifest()["variants"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(_, v)| v["kind"] == "hf")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    manifest()["variants"].as_object().unwrap().iter().filter(|(_, v)| v["kind"] == "hf").map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 #[test]
@@ -104,8 +98,7 @@ fn lint_finds_each_zoo_fault() {
         let p = zoo().join("models").join(name);
         assert!(Path::new(&p).is_dir(), "{name} missing from the zoo");
         let r = lint_json(&p);
-        let ids: Vec<String> = r
-            .json()["findings"]
+        let ids: Vec<String> = r.json()["findings"]
             .as_array()
             .unwrap()
             .iter()

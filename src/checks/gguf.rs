@@ -114,10 +114,9 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
         return;
     };
     let n = tokens.len() as u64;
-    for (key, len) in [
-        ("tokenizer.ggml.scores", tok.scores.map(|s| s.len())),
-        ("tokenizer.ggml.token_type", tok.token_type.as_ref().map(|t| t.len())),
-    ] {
+    for (key, len) in
+        [("tokenizer.ggml.scores", tok.scores.map(|s| s.len())), ("tokenizer.ggml.token_type", tok.token_type.as_ref().map(|t| t.len()))]
+    {
         if let Some(len) = len.filter(|&l| l as u64 != n) {
             out.push(
                 Finding::new(
@@ -147,9 +146,14 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
     }
     if tok.eos.is_none() && tok.eot.is_none() {
         out.push(
-            Finding::new("gguf.no-eos", Severity::Warning, &file, "neither `tokenizer.ggml.eos_token_id` nor `eot_token_id` is set: runtimes that read them never stop")
-                .field("tokenizer.ggml.eos_token_id")
-                .hint("convert with generation_config.json / tokenizer_config.json present so the converter finds EOS"),
+            Finding::new(
+                "gguf.no-eos",
+                Severity::Warning,
+                &file,
+                "neither `tokenizer.ggml.eos_token_id` nor `eot_token_id` is set: runtimes that read them never stop",
+            )
+            .field("tokenizer.ggml.eos_token_id")
+            .hint("convert with generation_config.json / tokenizer_config.json present so the converter finds EOS"),
         );
     }
     if let Some(embd) = h.tensor("token_embd.weight") {
@@ -196,11 +200,7 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
         }
         return;
     };
-    let tmpl = ChatTemplate {
-        source: g.path.clone(),
-        field: Some("tokenizer.chat_template".into()),
-        text: text.to_string(),
-    };
+    let tmpl = ChatTemplate { source: g.path.clone(), field: Some("tokenizer.chat_template".into()), text: text.to_string() };
     let rendered = match tmpl.render(&sample_conversation(), false, &template_tokens(&tok)) {
         Ok(r) => r,
         Err(e) => {
@@ -378,9 +378,8 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Vec<Finding>) {
             .hint("set tokenizer.ggml.eot_token_id to it so llama.cpp stops there too"),
         );
     }
-    let hf_ids = |role: Role| -> BTreeSet<u64> {
-        ctx.decls.iter().filter(|d| d.role == role).flat_map(|d| d.ids.iter().copied()).collect()
-    };
+    let hf_ids =
+        |role: Role| -> BTreeSet<u64> { ctx.decls.iter().filter(|d| d.role == role).flat_map(|d| d.ids.iter().copied()).collect() };
     let hf_bos = hf_ids(Role::Bos);
     let gguf_bos_used = tok.bos.filter(|_| adds_bos(&tok));
     match (gguf_bos_used, hf_bos.is_empty()) {
@@ -465,7 +464,8 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Vec<Finding>) {
             .hint("re-convert with the template file beside the weights, or add it with gguf_new_metadata.py --chat-template"),
         ),
         (Some(t), Some(g_text)) if t.text != g_text => {
-            let at = t.text.chars().zip(g_text.chars()).position(|(a, b)| a != b).unwrap_or(t.text.chars().count().min(g_text.chars().count()));
+            let at =
+                t.text.chars().zip(g_text.chars()).position(|(a, b)| a != b).unwrap_or(t.text.chars().count().min(g_text.chars().count()));
             out.push(
                 Finding::new(
                     "gguf.template-differs",
@@ -527,7 +527,9 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Vec<Finding>) {
                     // GGUF stores these as float32: print them as such (1e-6, not 9.99999997e-7).
                     Finding::new(id, Severity::Error, &file, format!("{arch}.{key} is {} but config.json {hf_key} is {b}", a as f32))
                         .field(format!("{arch}.{key}"))
-                        .hint("positions or norms are computed differently than in training: re-convert, or fix it with gguf_new_metadata.py"),
+                        .hint(
+                            "positions or norms are computed differently than in training: re-convert, or fix it with gguf_new_metadata.py",
+                        ),
                 );
             }
         }
@@ -542,8 +544,12 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Vec<Finding>) {
                 Some("config.json has llama3 rope scaling but the GGUF has no `rope_freqs.weight` tensor".to_string())
             }
             "linear" | "yarn" | "longrope" => match (meta.rope_scaling_type.as_deref(), meta.rope_scaling_factor) {
-                (None, _) | (Some("none"), _) => Some(format!("config.json has {kind} rope scaling but the GGUF has no {arch}.rope.scaling.type")),
-                (Some(t), _) if t != kind && kind != "longrope" => Some(format!("{arch}.rope.scaling.type is {t} but config.json says {kind}")),
+                (None, _) | (Some("none"), _) => {
+                    Some(format!("config.json has {kind} rope scaling but the GGUF has no {arch}.rope.scaling.type"))
+                }
+                (Some(t), _) if t != kind && kind != "longrope" => {
+                    Some(format!("{arch}.rope.scaling.type is {t} but config.json says {kind}"))
+                }
                 (_, Some(f)) if factor.is_some_and(|hf| !close(f, hf)) => {
                     Some(format!("{arch}.rope.scaling.factor is {f} but config.json says {}", factor.unwrap_or_default()))
                 }
@@ -564,7 +570,10 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Vec<Finding>) {
                 "gguf.rope-scaling-differs",
                 Severity::Error,
                 &file,
-                format!("{arch}.rope.scaling.type is {} but config.json has no rope scaling", meta.rope_scaling_type.clone().unwrap_or_default()),
+                format!(
+                    "{arch}.rope.scaling.type is {} but config.json has no rope scaling",
+                    meta.rope_scaling_type.clone().unwrap_or_default()
+                ),
             )
             .field(format!("{arch}.rope.scaling.type"))
             .hint("positions are computed differently than in training: re-convert"),
@@ -737,12 +746,7 @@ fn special_ids<'a>(tok: &GgufTokenizer<'a>) -> [(&'static str, Option<u64>); 6] 
 /// The special-token strings the GGUF's template sees, as llama.cpp passes them.
 pub fn template_tokens(tok: &GgufTokenizer) -> TemplateTokens {
     let text = |id: Option<u64>| id.and_then(|i| tok.token(i)).map(str::to_string);
-    TemplateTokens {
-        bos_token: text(tok.bos),
-        eos_token: text(tok.eos),
-        pad_token: text(tok.pad),
-        unk_token: text(tok.unk),
-    }
+    TemplateTokens { bos_token: text(tok.bos), eos_token: text(tok.eos), pad_token: text(tok.pad), unk_token: text(tok.unk) }
 }
 
 fn show_id(tok: &GgufTokenizer, id: Option<u64>) -> String {
@@ -765,7 +769,9 @@ fn close(a: f64, b: f64) -> bool {
 fn sliding_layers(g: &GgufFile, ctx: &Context, file: &str, out: &mut Vec<Finding>) {
     use crate::model::arch::ArchSpec;
     let Some(cfg) = ctx.dir.config.as_ref() else { return };
-    let (Ok(hf), Ok(gg)) = (ArchSpec::from_config(&cfg.value, None), ArchSpec::from_config(&crate::model::gguf_weights::config_json(g), None)) else {
+    let (Ok(hf), Ok(gg)) =
+        (ArchSpec::from_config(&cfg.value, None), ArchSpec::from_config(&crate::model::gguf_weights::config_json(g), None))
+    else {
         return;
     };
     if hf.sliding_window.is_none() || hf.sliding_layers.len() != gg.sliding_layers.len() || hf.sliding_layers == gg.sliding_layers {

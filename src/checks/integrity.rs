@@ -102,11 +102,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
             .hint("copy the missing shard (an interrupted download or upload?)"),
         );
     }
-    let shards: BTreeMap<&str, _> = dir
-        .shards
-        .iter()
-        .filter_map(|s| Some((s.name.as_str(), s.file.as_ref().ok()?)))
-        .collect();
+    let shards: BTreeMap<&str, _> = dir.shards.iter().filter_map(|s| Some((s.name.as_str(), s.file.as_ref().ok()?))).collect();
     let mut total = 0u64;
     for (tensor, shard) in &index.weight_map {
         let Some(f) = shards.get(shard.as_str()) else { continue };

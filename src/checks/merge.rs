@@ -77,11 +77,8 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// B·A as f64, `[out × in]` row-major.
 fn product(b: &Mat, a: &Mat) -> Result<Vec<f64>> {
     let dev = Device::Cpu;
-    let err = |e: candle_core::Error| Error::Tensor {
-        path: "<merge-check>".into(),
-        tensor: "lora_B·lora_A".into(),
-        detail: e.to_string(),
-    };
+    let err =
+        |e: candle_core::Error| Error::Tensor { path: "<merge-check>".into(), tensor: "lora_B·lora_A".into(), detail: e.to_string() };
     let (o, r) = (b.shape[0] as usize, b.shape[1] as usize);
     let i = a.shape[1] as usize;
     let tb = Tensor::from_slice(&b.v, (o, r), &dev).map_err(err)?;
@@ -97,8 +94,13 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
 
     if merged.tensors().any(|(_, t)| t.name.contains(".lora_A.") || t.name.contains(".lora_B.")) {
         findings.push(
-            Finding::new("merge.unmerged-lora-tensors", Severity::Error, "model.safetensors", "the merged checkpoint still holds lora_A/lora_B tensors")
-                .hint("call `merged = model.merge_and_unload()` and save `merged`, not the PeftModel"),
+            Finding::new(
+                "merge.unmerged-lora-tensors",
+                Severity::Error,
+                "model.safetensors",
+                "the merged checkpoint still holds lora_A/lora_B tensors",
+            )
+            .hint("call `merged = model.merge_and_unload()` and save `merged`, not the PeftModel"),
         );
     }
 
@@ -112,8 +114,13 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
         let ok = a.shape.len() == 2 && b.shape.len() == 2 && a.shape[0] == b.shape[1];
         if !ok {
             findings.push(
-                Finding::new("merge.adapter-shape", Severity::Error, "adapter_model.safetensors", format!("`{}`: lora_A {:?} and lora_B {:?} do not multiply", m.base, a.shape, b.shape))
-                    .field(m.a.clone()),
+                Finding::new(
+                    "merge.adapter-shape",
+                    Severity::Error,
+                    "adapter_model.safetensors",
+                    format!("`{}`: lora_A {:?} and lora_B {:?} do not multiply", m.base, a.shape, b.shape),
+                )
+                .field(m.a.clone()),
             );
             continue;
         }
@@ -126,16 +133,26 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
         let wname = format!("{}.weight", m.base);
         let Some(wb) = load(base, &wname)? else {
             findings.push(
-                Finding::new("merge.module-not-in-base", Severity::Error, "adapter_model.safetensors", format!("the adapter adapts `{}`, which the base model does not have", m.base))
-                    .field(m.a.clone())
-                    .hint("the adapter was trained on another base model"),
+                Finding::new(
+                    "merge.module-not-in-base",
+                    Severity::Error,
+                    "adapter_model.safetensors",
+                    format!("the adapter adapts `{}`, which the base model does not have", m.base),
+                )
+                .field(m.a.clone())
+                .hint("the adapter was trained on another base model"),
             );
             continue;
         };
         let Some(wm) = load(merged, &wname)? else {
             findings.push(
-                Finding::new("merge.module-missing", Severity::Error, merged_file(&wname), format!("`{wname}` is missing from the merged checkpoint"))
-                    .field(wname.clone()),
+                Finding::new(
+                    "merge.module-missing",
+                    Severity::Error,
+                    merged_file(&wname),
+                    format!("`{wname}` is missing from the merged checkpoint"),
+                )
+                .field(wname.clone()),
             );
             continue;
         };
@@ -165,9 +182,14 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
         let file = merged_file(&wname);
         let status = if nonfinite > 0 {
             findings.push(
-                Finding::new("merge.overflow", Severity::Error, &file, format!("`{wname}` has {nonfinite} non-finite values after the merge"))
-                    .field(wname.clone())
-                    .hint("the merge overflowed its dtype (fp16 max 65504): merge in f32 or bf16, then cast"),
+                Finding::new(
+                    "merge.overflow",
+                    Severity::Error,
+                    &file,
+                    format!("`{wname}` has {nonfinite} non-finite values after the merge"),
+                )
+                .field(wname.clone())
+                .hint("the merge overflowed its dtype (fp16 max 65504): merge in f32 or bf16, then cast"),
             );
             "overflow"
         } else if residual <= tolerance {
@@ -256,7 +278,10 @@ fn diagnose(
         return (
             "merge.wrong-scale",
             format!("`{wname}` = W_base + c·B·A with c = {fitted:.4}, expected s = {:.4}: {what}", m.scale),
-            format!("merge with PEFT's own `merge_and_unload()` (s = lora_alpha / r{})", if cfg.use_rslora { ", sqrt(r) under rsLoRA" } else { "" }),
+            format!(
+                "merge with PEFT's own `merge_and_unload()` (s = lora_alpha / r{})",
+                if cfg.use_rslora { ", sqrt(r) under rsLoRA" } else { "" }
+            ),
             "wrong scale",
         );
     }
@@ -315,7 +340,10 @@ fn untargeted(base: &HfDir, adapter: &Adapter, merged: &HfDir, out: &mut Vec<Fin
         }
         let file = merged.rel(&f.path);
         let Some((_, bt)) = base.tensor(name) else {
-            out.push(Finding::new("merge.new-tensor", Severity::Warning, &file, format!("`{name}` is not in the base model")).field(name.to_string()));
+            out.push(
+                Finding::new("merge.new-tensor", Severity::Warning, &file, format!("`{name}` is not in the base model"))
+                    .field(name.to_string()),
+            );
             continue;
         };
         if bt.shape != t.shape {
@@ -328,7 +356,11 @@ fn untargeted(base: &HfDir, adapter: &Adapter, merged: &HfDir, out: &mut Vec<Fin
                     format!("`{name}` is {:?} in the merged model but {:?} in the base", t.shape, bt.shape),
                 )
                 .field(name.to_string())
-                .hint(if embed { "tokens were added: check the tokenizer matches (`ckptcheck lint`) and the new rows were trained (modules_to_save)" } else { "" }),
+                .hint(if embed {
+                    "tokens were added: check the tokenizer matches (`ckptcheck lint`) and the new rows were trained (modules_to_save)"
+                } else {
+                    ""
+                }),
             );
             continue;
         }
@@ -373,8 +405,13 @@ fn untargeted(base: &HfDir, adapter: &Adapter, merged: &HfDir, out: &mut Vec<Fin
     for (f, t) in base.tensors() {
         if merged.tensor(&t.name).is_none() {
             out.push(
-                Finding::new("merge.tensor-dropped", Severity::Error, base.rel(&f.path), format!("`{}` is in the base model but missing from the merged one", t.name))
-                    .field(t.name.clone()),
+                Finding::new(
+                    "merge.tensor-dropped",
+                    Severity::Error,
+                    base.rel(&f.path),
+                    format!("`{}` is in the base model but missing from the merged one", t.name),
+                )
+                .field(t.name.clone()),
             );
         }
     }

@@ -54,14 +54,7 @@ pub struct Finding {
 
 impl Finding {
     pub fn new(id: &'static str, severity: Severity, file: impl Into<String>, message: impl Into<String>) -> Finding {
-        Finding {
-            id,
-            severity,
-            file: file.into(),
-            field: None,
-            message: message.into(),
-            hint: String::new(),
-        }
+        Finding { id, severity, file: file.into(), field: None, message: message.into(), hint: String::new() }
     }
     pub fn field(mut self, f: impl Into<String>) -> Finding {
         self.field = Some(f.into());
@@ -98,14 +91,7 @@ impl<'a> Context<'a> {
         };
         let decls = special_decls(dir, tokenizer.as_ref());
         let template = ChatTemplate::find(dir);
-        Context {
-            dir,
-            config,
-            tokenizer,
-            tokenizer_error,
-            decls,
-            template,
-        }
+        Context { dir, config, tokenizer, tokenizer_error, decls, template }
     }
 
     /// Rows of the input embedding and of the output head (the same tensor when tied).

@@ -35,7 +35,10 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
                     "quant.gptq-zero-overflow",
                     Severity::Error,
                     ctx.dir.rel(&f.path),
-                    format!("`{}` has {overflowed} zero points stored as 0xF: in the v1 format that is a zero point of 0 wrapped to 16", t.name),
+                    format!(
+                        "`{}` has {overflowed} zero points stored as 0xF: in the v1 format that is a zero point of 0 wrapped to 16",
+                        t.name
+                    ),
                 )
                 .field(t.name.clone())
                 .hint("re-save in gptqmodel's v2 format (checkpoint_format: gptq_v2) or quantize symmetrically"),

@@ -45,11 +45,9 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
                     Severity::Warning,
                     "make generation_config.json's eos_token_id include the token the tokenizer and chat template end turns with",
                 ),
-                Role::Bos => (
-                    "special.bos-mismatch",
-                    Severity::Warning,
-                    "make every file name the same BOS token; a wrong BOS shifts every prompt",
-                ),
+                Role::Bos => {
+                    ("special.bos-mismatch", Severity::Warning, "make every file name the same BOS token; a wrong BOS shifts every prompt")
+                }
                 _ => (
                     "special.pad-mismatch",
                     Severity::Info,
@@ -57,14 +55,9 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
                 ),
             };
             out.push(
-                Finding::new(
-                    id,
-                    severity,
-                    &d.file,
-                    format!("{} says {} but {ref_name} says {}", d.field, shown(&ids), shown(&ref_ids)),
-                )
-                .field(d.field.clone())
-                .hint(hint),
+                Finding::new(id, severity, &d.file, format!("{} says {} but {ref_name} says {}", d.field, shown(&ids), shown(&ref_ids)))
+                    .field(d.field.clone())
+                    .hint(hint),
             );
         }
     }

@@ -8,42 +8,23 @@ use crate::chat::{sample_conversation, turn_end, Message, TemplateTokens};
 use crate::format::tokens::{stop_ids, token_string, Role};
 
 /// Added tokens that only chat models have: their presence means a template is expected.
-pub const ROLE_MARKERS: &[&str] = &[
-    "<|im_start|>",
-    "<|start_header_id|>",
-    "<start_of_turn>",
-    "[INST]",
-    "<|user|>",
-    "<|assistant|>",
-    "<|eot_id|>",
-];
+pub const ROLE_MARKERS: &[&str] =
+    &["<|im_start|>", "<|start_header_id|>", "<start_of_turn>", "[INST]", "<|user|>", "<|assistant|>", "<|eot_id|>"];
 
 /// The special-token strings a template may reference, as transformers passes them.
 pub fn template_tokens(ctx: &Context) -> TemplateTokens {
     let get = |role: Role| {
-        ctx.decls
-            .iter()
-            .find(|d| d.role == role && d.token.is_some())
-            .and_then(|d| d.token.clone())
-            .or_else(|| {
-                let tc = ctx.dir.tokenizer_config.as_ref()?;
-                token_string(tc.value.get(format!("{}_token", role.name()))?)
-            })
+        ctx.decls.iter().find(|d| d.role == role && d.token.is_some()).and_then(|d| d.token.clone()).or_else(|| {
+            let tc = ctx.dir.tokenizer_config.as_ref()?;
+            token_string(tc.value.get(format!("{}_token", role.name()))?)
+        })
     };
-    TemplateTokens {
-        bos_token: get(Role::Bos),
-        eos_token: get(Role::Eos),
-        pad_token: get(Role::Pad),
-        unk_token: get(Role::Unk),
-    }
+    TemplateTokens { bos_token: get(Role::Bos), eos_token: get(Role::Eos), pad_token: get(Role::Pad), unk_token: get(Role::Unk) }
 }
 
 pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
-    let role_markers: Vec<&str> = ctx
-        .tokenizer
-        .as_ref()
-        .map(|t| ROLE_MARKERS.iter().copied().filter(|m| t.id(m).is_some()).collect())
-        .unwrap_or_default();
+    let role_markers: Vec<&str> =
+        ctx.tokenizer.as_ref().map(|t| ROLE_MARKERS.iter().copied().filter(|m| t.id(m).is_some()).collect()).unwrap_or_default();
     let Some(tmpl) = &ctx.template else {
         if !role_markers.is_empty() && !ctx.dir.is_adapter() {
             out.push(
@@ -79,14 +60,9 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
     };
     if let Err(e) = tmpl.render(&[Message::new("user", "Hi")], true, &tokens) {
         out.push(
-            Finding::new(
-                "template.render-failed",
-                Severity::Error,
-                &file,
-                format!("with add_generation_prompt=true: {e}"),
-            )
-            .field(field.clone())
-            .hint("fix the template's add_generation_prompt branch"),
+            Finding::new("template.render-failed", Severity::Error, &file, format!("with add_generation_prompt=true: {e}"))
+                .field(field.clone())
+                .hint("fix the template's add_generation_prompt branch"),
         );
     }
 

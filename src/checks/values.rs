@@ -210,7 +210,10 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
                     "values.f16-saturated",
                     Severity::Warning,
                     &file,
-                    format!("tensor `{name}` has {} values at ±65504, the f16 maximum (overflow clamped in a save or merge)", s.f16_saturated),
+                    format!(
+                        "tensor `{name}` has {} values at ±65504, the f16 maximum (overflow clamped in a save or merge)",
+                        s.f16_saturated
+                    ),
                 )
                 .field(name.clone())
                 .hint("redo the merge/save in f32 or bf16, then cast"),
@@ -236,10 +239,7 @@ mod tests {
 
     #[test]
     fn f16_saturation_and_bf16_decode() {
-        let b: Vec<u8> = [65504.0f32, -65504.0, 1.0]
-            .iter()
-            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
-            .collect();
+        let b: Vec<u8> = [65504.0f32, -65504.0, 1.0].iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
         let s = scan(Dtype::F16, &b).unwrap();
         assert_eq!(s.f16_saturated, 2);
         let b: Vec<u8> = [1.0f32, -2.0].iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect();

@@ -48,13 +48,8 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
 
     let Some(tok) = &ctx.tokenizer else { return };
     if tok.id_space > rows {
-        let beyond: Vec<String> = tok
-            .added
-            .iter()
-            .filter(|t| t.id as u64 >= rows)
-            .take(5)
-            .map(|t| format!("{} `{}`", t.id, t.content))
-            .collect();
+        let beyond: Vec<String> =
+            tok.added.iter().filter(|t| t.id as u64 >= rows).take(5).map(|t| format!("{} `{}`", t.id, t.content)).collect();
         out.push(
             Finding::new(
                 "vocab.tokenizer-exceeds-rows",

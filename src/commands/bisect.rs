@@ -4,7 +4,6 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-
 use crate::cli::{BisectArgs, GateArgs};
 use crate::commands::{Outcome, EXIT_COULD_NOT_RUN};
 use crate::compare::run::Progress;

@@ -42,18 +42,11 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     printer.note(&format!("loading {}", args.candidate.display()));
     let c = Variant::open(&args.candidate, &device, &load)?;
     let bar = Bar::new(printer);
-    let opts = CompareOptions {
-        max_new_tokens: args.max_new_tokens,
-        layers: args.layers,
-        thresholds,
-    };
+    let opts = CompareOptions { max_new_tokens: args.max_new_tokens, layers: args.layers, thresholds };
     let result = compare(&r, &c, &prompts, &opts, &bar)?;
     bar.0.finish_and_clear();
     if args.json {
-        printer.data(&serde_json::to_string_pretty(&Report {
-            schema_version: COMPARE_SCHEMA_VERSION,
-            result: &result,
-        })?);
+        printer.data(&serde_json::to_string_pretty(&Report { schema_version: COMPARE_SCHEMA_VERSION, result: &result })?);
     } else {
         printer.data(&render_text(&result));
     }
@@ -104,10 +97,7 @@ pub fn render_text(r: &CompareResult) -> String {
         for l in layers {
             o.push_str(&format!("{:<14} {:>9.2e} {:>10.6} {:>8}\n", l.name, l.rel_l2, l.cosine, l.nonfinite));
         }
-        o.push_str(&format!(
-            "first layer over the threshold: {}\n",
-            r.first_bad_layer.as_deref().unwrap_or("none")
-        ));
+        o.push_str(&format!("first layer over the threshold: {}\n", r.first_bad_layer.as_deref().unwrap_or("none")));
     }
     o.push('\n');
     for j in &r.judgements {

@@ -72,13 +72,13 @@ pub fn build(path: &Path) -> anyhow::Result<GgufInspectReport> {
     let g = GgufFile::open(path)?;
     let h = &g.header;
     let tok = h.tokenizer();
-    let show = |id: Option<u64>| id.map(|i| match tok.token(i) {
-        Some(t) => format!("{i} `{t}`"),
-        None => i.to_string(),
-    });
-    let has_markers = tok
-        .tokens
-        .is_some_and(|ts| checks::template::ROLE_MARKERS.iter().any(|m| ts.iter().any(|t| t == m)));
+    let show = |id: Option<u64>| {
+        id.map(|i| match tok.token(i) {
+            Some(t) => format!("{i} `{t}`"),
+            None => i.to_string(),
+        })
+    };
+    let has_markers = tok.tokens.is_some_and(|ts| checks::template::ROLE_MARKERS.iter().any(|m| ts.iter().any(|t| t == m)));
     let types = h.type_summary();
     Ok(GgufInspectReport {
         schema_version: GGUF_INSPECT_SCHEMA_VERSION,
@@ -160,12 +160,16 @@ pub fn render_text(r: &GgufInspectReport) -> String {
     );
     row(
         "special tokens",
-        format!("bos {} (add {}), eos {}, eot {}, pad {}", os(&t.bos), t.add_bos.map(|b| b.to_string()).unwrap_or_else(|| "-".into()), os(&t.eos), os(&t.eot), os(&t.pad)),
+        format!(
+            "bos {} (add {}), eos {}, eot {}, pad {}",
+            os(&t.bos),
+            t.add_bos.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+            os(&t.eos),
+            os(&t.eot),
+            os(&t.pad)
+        ),
     );
-    row(
-        "chat template",
-        t.chat_template_chars.map(|c| format!("{c} characters")).unwrap_or_else(|| "none".into()),
-    );
+    row("chat template", t.chat_template_chars.map(|c| format!("{c} characters")).unwrap_or_else(|| "none".into()));
     for p in &r.layout_problems {
         row("LAYOUT PROBLEM", p.clone());
     }

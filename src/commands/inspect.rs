@@ -107,18 +107,8 @@ pub fn build(path: &std::path::Path) -> anyhow::Result<InspectReport> {
         .shards
         .iter()
         .map(|s| match &s.file {
-            Ok(f) => ShardSummary {
-                name: s.name.clone(),
-                tensors: f.header.tensors.len(),
-                bytes: f.file_len(),
-                error: None,
-            },
-            Err(e) => ShardSummary {
-                name: s.name.clone(),
-                tensors: 0,
-                bytes: 0,
-                error: Some(e.to_string()),
-            },
+            Ok(f) => ShardSummary { name: s.name.clone(), tensors: f.header.tensors.len(), bytes: f.file_len(), error: None },
+            Err(e) => ShardSummary { name: s.name.clone(), tensors: 0, bytes: 0, error: Some(e.to_string()) },
         })
         .collect();
     let (embed, head) = ctx.embedding_rows();
@@ -186,36 +176,21 @@ pub fn build(path: &std::path::Path) -> anyhow::Result<InspectReport> {
 fn summarize_template(ctx: &Context, t: &ChatTemplate) -> TemplateSummary {
     let tokens = template_tokens(ctx);
     let rendered_sample = t.render(&sample_conversation(), false, &tokens).map_err(|e| e.to_string());
-    let generation_prompt = t
-        .render(&[Message::new("user", "What is 6 times 7?")], true, &tokens)
-        .map_err(|e| e.to_string());
-    let specials: Vec<String> = ctx
-        .tokenizer
-        .as_ref()
-        .map(|tk| tk.special_strings())
-        .unwrap_or_default();
+    let generation_prompt = t.render(&[Message::new("user", "What is 6 times 7?")], true, &tokens).map_err(|e| e.to_string());
+    let specials: Vec<String> = ctx.tokenizer.as_ref().map(|tk| tk.special_strings()).unwrap_or_default();
     let turn_end_token = rendered_sample.as_ref().ok().and_then(|r| turn_end(r, &specials)).and_then(|e| e.token);
     let source = match &t.field {
         Some(f) => format!("{}:{f}", ctx.dir.rel(&t.source)),
         None => ctx.dir.rel(&t.source),
     };
-    TemplateSummary {
-        source,
-        rendered_sample,
-        generation_prompt,
-        turn_end_token,
-    }
+    TemplateSummary { source, rendered_sample, generation_prompt, turn_end_token }
 }
 
 /// From `config.json:quantization_config`, `quantize_config.json`, or the tensor names.
 fn quantization(dir: &crate::format::hf::HfDir, ctx: &Context) -> Option<Quantization> {
     if let Some(q) = ctx.config.quantization_config.as_ref() {
         let method = q.get("quant_method").and_then(Value::as_str).unwrap_or("unknown").to_string();
-        return Some(Quantization {
-            method,
-            source: "config.json:quantization_config".into(),
-            details: q.clone(),
-        });
+        return Some(Quantization { method, source: "config.json:quantization_config".into(), details: q.clone() });
     }
     if let Ok(Some(doc)) = crate::format::hf::read_json(&dir.root.join("quantize_config.json")) {
         return Some(Quantization {
@@ -234,11 +209,7 @@ fn quantization(dir: &crate::format::hf::HfDir, ctx: &Context) -> Option<Quantiz
     } else {
         return None;
     };
-    Some(Quantization {
-        method: method.into(),
-        source: "tensor names (no quantization_config)".into(),
-        details: Value::Null,
-    })
+    Some(Quantization { method: method.into(), source: "tensor names (no quantization_config)".into(), details: Value::Null })
 }
 
 pub fn render_text(r: &InspectReport) -> String {
@@ -246,10 +217,7 @@ pub fn render_text(r: &InspectReport) -> String {
     let mut row = |k: &str, v: String| s.push_str(&format!("{k:<18} {v}\n"));
     row("path", r.path.clone());
     row("format", r.format.to_string());
-    row(
-        "architecture",
-        format!("{} {}", r.model_type.clone().unwrap_or_else(|| "?".into()), r.architectures.join(",")),
-    );
+    row("architecture", format!("{} {}", r.model_type.clone().unwrap_or_else(|| "?".into()), r.architectures.join(",")));
     row("kind", format!("{} ({})", r.kind, r.kind_evidence.join("; ")));
     if let Some(c) = &r.config {
         let o = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
@@ -275,20 +243,14 @@ pub fn render_text(r: &InspectReport) -> String {
         );
     }
     row("parameters", format!("{} ({} tensors, {} bytes)", r.parameters, r.tensor_count, r.bytes));
-    row(
-        "dtypes",
-        r.dtypes.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "),
-    );
+    row("dtypes", r.dtypes.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "));
     for sh in &r.shards {
         match &sh.error {
             None => row("shard", format!("{} ({} tensors, {} bytes)", sh.name, sh.tensors, sh.bytes)),
             Some(e) => row("shard", format!("{} UNREADABLE: {e}", sh.name)),
         }
     }
-    row(
-        "tied embeddings",
-        r.tied_embeddings.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
-    );
+    row("tied embeddings", r.tied_embeddings.map(|t| t.to_string()).unwrap_or_else(|| "?".into()));
     let o = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
     row(
         "vocab",
@@ -304,12 +266,12 @@ pub fn render_text(r: &InspectReport) -> String {
     for d in &r.special_tokens {
         let ids = d.ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
         let tok = d.token.as_ref().map(|t| format!(" `{t}`")).unwrap_or_default();
-        row(&format!("{} token", d.role.name()), format!("{}{tok} ({} {})", if ids.is_empty() { "?".into() } else { ids }, d.file, d.field));
+        row(
+            &format!("{} token", d.role.name()),
+            format!("{}{tok} ({} {})", if ids.is_empty() { "?".into() } else { ids }, d.file, d.field),
+        );
     }
-    row(
-        "stops on",
-        r.stop_token_ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
-    );
+    row("stops on", r.stop_token_ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
     match &r.chat_template {
         None => row("chat template", "none".into()),
         Some(t) => {
@@ -327,13 +289,7 @@ pub fn render_text(r: &InspectReport) -> String {
         }
     }
     let mut row = |k: &str, v: String| s.push_str(&format!("{k:<18} {v}\n"));
-    row(
-        "quantization",
-        r.quantization
-            .as_ref()
-            .map(|q| format!("{} ({})", q.method, q.source))
-            .unwrap_or_else(|| "none".into()),
-    );
+    row("quantization", r.quantization.as_ref().map(|q| format!("{} ({})", q.method, q.source)).unwrap_or_else(|| "none".into()));
     if !r.pickles_ignored.is_empty() {
         row("ignored pickles", r.pickles_ignored.join(", "));
     }

@@ -50,7 +50,10 @@ pub fn run(args: &MergeCheckArgs, printer: &Printer) -> anyhow::Result<Outcome> 
             lint: &report,
         })?);
     } else {
-        let mut s = format!("{scale_rule}\n{:<44} {:>4} {:>8} {:>10} {:>10} {:>9}  status\n", "module", "r", "scale", "‖s·B·A‖", "residual", "fit c");
+        let mut s = format!(
+            "{scale_rule}\n{:<44} {:>4} {:>8} {:>10} {:>10} {:>9}  status\n",
+            "module", "r", "scale", "‖s·B·A‖", "residual", "fit c"
+        );
         for m in &modules {
             s.push_str(&format!(
                 "{:<44} {:>4} {:>8.4} {:>10.3e} {:>10.2e} {:>9.4}  {}\n",

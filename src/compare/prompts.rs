@@ -55,11 +55,7 @@ pub fn load_jsonl(path: &Path) -> Result<Vec<Prompt>> {
         if line.is_empty() || line.starts_with("//") {
             continue;
         }
-        let field = |detail: String| Error::Field {
-            path: path.to_path_buf(),
-            field: format!("line {}", i + 1),
-            detail,
-        };
+        let field = |detail: String| Error::Field { path: path.to_path_buf(), field: format!("line {}", i + 1), detail };
         if line.len() > MAX_PROMPT_BYTES {
             return Err(field(format!("{} bytes, over the {MAX_PROMPT_BYTES}-byte limit", line.len())));
         }
@@ -92,11 +88,7 @@ pub fn load_jsonl(path: &Path) -> Result<Vec<Prompt>> {
         out.push(p);
     }
     if out.is_empty() {
-        return Err(Error::Field {
-            path: path.to_path_buf(),
-            field: "prompts".into(),
-            detail: "the file holds no prompts".into(),
-        });
+        return Err(Error::Field { path: path.to_path_buf(), field: "prompts".into(), detail: "the file holds no prompts".into() });
     }
     Ok(out)
 }
@@ -139,12 +131,7 @@ pub const BUILTIN: &[&str] = &[
 ];
 
 pub fn builtin() -> Vec<Prompt> {
-    BUILTIN
-        .iter()
-        .map(|p| Prompt::Chat {
-            messages: vec![Message::new("user", p)],
-        })
-        .collect()
+    BUILTIN.iter().map(|p| Prompt::Chat { messages: vec![Message::new("user", p)] }).collect()
 }
 
 #[cfg(test)]

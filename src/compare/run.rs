@@ -98,11 +98,7 @@ pub struct NoProgress;
 impl Progress for NoProgress {}
 
 fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
-    t.to_vec2::<f32>().map_err(|e| Error::Tensor {
-        path: "<forward pass>".into(),
-        tensor: "logits".into(),
-        detail: e.to_string(),
-    })
+    t.to_vec2::<f32>().map_err(|e| Error::Tensor { path: "<forward pass>".into(), tensor: "logits".into(), detail: e.to_string() })
 }
 
 pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptions, progress: &dyn Progress) -> Result<CompareResult> {
@@ -201,7 +197,9 @@ pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptio
         }
         // The end-of-turn token is the last of `full`, predicted at the row before it.
         let (p_eos_ref, p_eos_cand) = match eot {
-            Some(e) if full.len() >= 2 => (metrics::prob(&lr[full.len() - 2], *e as usize), metrics::prob(&lc[full.len() - 2], *e as usize)),
+            Some(e) if full.len() >= 2 => {
+                (metrics::prob(&lr[full.len() - 2], *e as usize), metrics::prob(&lc[full.len() - 2], *e as usize))
+            }
             _ => (f64::NAN, f64::NAN),
         };
         if opts.layers {
@@ -245,7 +243,11 @@ pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptio
     let dps: Vec<f64> = all.iter().map(|s| s.delta_p).filter(|d| !d.is_nan()).collect();
     let mean_of = |f: &dyn Fn(&PromptResult) -> f64| {
         let v: Vec<f64> = results.iter().map(f).filter(|x| !x.is_nan()).collect();
-        if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
     };
     let np = results.len().max(1) as f64;
     let summary = CompareSummary {
@@ -282,9 +284,7 @@ pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptio
             .collect::<Vec<_>>()
     });
     let first_bad_layer = layers.as_ref().and_then(|ls| {
-        ls.iter()
-            .find(|l| l.nonfinite > 0 || l.rel_l2.is_nan() || l.rel_l2 > opts.thresholds.layer_rel_err)
-            .map(|l| l.name.clone())
+        ls.iter().find(|l| l.nonfinite > 0 || l.rel_l2.is_nan() || l.rel_l2 > opts.thresholds.layer_rel_err).map(|l| l.name.clone())
     });
     let judgements = judge(&summary, &opts.thresholds);
     let verdict = judgements.iter().map(|j| j.status).max().unwrap_or(Status::Pass);

@@ -62,11 +62,7 @@ impl Default for Thresholds {
 impl Thresholds {
     pub fn load(path: &Path) -> Result<Thresholds> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        toml::from_str(&text).map_err(|e| Error::Field {
-            path: path.to_path_buf(),
-            field: "thresholds".into(),
-            detail: e.to_string(),
-        })
+        toml::from_str(&text).map_err(|e| Error::Field { path: path.to_path_buf(), field: "thresholds".into(), detail: e.to_string() })
     }
 }
 

@@ -8,10 +8,10 @@ use crate::chat::{sample_conversation, turn_end, ChatTemplate, TemplateTokens};
 use crate::checks::template::template_tokens;
 use crate::checks::Context;
 use crate::error::{Error, Result};
-use crate::format::tokens::{stop_ids, TokenizerInfo};
-use crate::format::{self, Checkpoint};
 use crate::format::gguf::GgufFile;
 use crate::format::lora::Adapter;
+use crate::format::tokens::{stop_ids, TokenizerInfo};
+use crate::format::{self, Checkpoint};
 use crate::model::quant_weights::QuantWeights;
 use crate::model::weights::{HfWeights, LoraWeights};
 use crate::model::{self, Model};
@@ -115,15 +115,32 @@ impl Variant {
         };
         let model = model::load_gguf_with(&file, device, dt, opts.gguf_matmul)?;
         let tok = file.header.tokenizer();
-        let hf_tok = tok.to_hf().map_err(|detail| Error::Tokenizer { path: path.to_path_buf(), detail: format!("the GGUF's own tokenizer cannot be rebuilt: {detail}") })?;
+        let hf_tok = tok.to_hf().map_err(|detail| Error::Tokenizer {
+            path: path.to_path_buf(),
+            detail: format!("the GGUF's own tokenizer cannot be rebuilt: {detail}"),
+        })?;
         let tokenizer = TokenizerInfo::from_tokenizer(path, hf_tok);
         let name = |id: Option<u64>| id.and_then(|i| tok.token(i)).map(str::to_string);
-        let template_tokens = TemplateTokens { bos_token: name(tok.bos), eos_token: name(tok.eos), pad_token: name(tok.pad), unk_token: name(tok.unk) };
-        let template = tok.chat_template.map(|t| ChatTemplate { source: path.to_path_buf(), field: Some("tokenizer.chat_template".into()), text: t.to_string() });
+        let template_tokens =
+            TemplateTokens { bos_token: name(tok.bos), eos_token: name(tok.eos), pad_token: name(tok.pad), unk_token: name(tok.unk) };
+        let template = tok.chat_template.map(|t| ChatTemplate {
+            source: path.to_path_buf(),
+            field: Some("tokenizer.chat_template".into()),
+            text: t.to_string(),
+        });
         // The ids the file declares as ending generation (eos, eot, eom).
         let stop_ids: Vec<u32> = [tok.eos, tok.eot, tok.eom].into_iter().flatten().filter_map(|i| u32::try_from(i).ok()).collect();
         let turn_end_id = turn_end_of(&template, &template_tokens, &tokenizer).or_else(|| stop_ids.first().copied());
-        Ok(Variant { label: path.display().to_string(), path: path.to_path_buf(), model, tokenizer, template, template_tokens, stop_ids, turn_end_id })
+        Ok(Variant {
+            label: path.display().to_string(),
+            path: path.to_path_buf(),
+            model,
+            tokenizer,
+            template,
+            template_tokens,
+            stop_ids,
+            turn_end_id,
+        })
     }
 
     fn finish(path: &Path, dir: &crate::format::hf::HfDir, model: Model) -> Result<Variant> {
@@ -169,10 +186,11 @@ impl Variant {
                 self.tokenizer.encode_raw(&text)
             }
             None => {
-                let enc = self.tokenizer.tokenizer.encode(p.as_text(), true).map_err(|e| Error::Tokenizer {
-                    path: self.tokenizer.path.clone(),
-                    detail: e.to_string(),
-                })?;
+                let enc = self
+                    .tokenizer
+                    .tokenizer
+                    .encode(p.as_text(), true)
+                    .map_err(|e| Error::Tokenizer { path: self.tokenizer.path.clone(), detail: e.to_string() })?;
                 Ok(enc.get_ids().to_vec())
             }
         }

@@ -35,21 +35,12 @@ impl ModelConfig {
         let u = |k: &str| get(k).and_then(Value::as_u64);
         let rope_params = get("rope_parameters");
         // transformers 5 nests per-attention-type rope parameters for Gemma 3 (`full_attention`).
-        let rope_params = rope_params.and_then(|r| {
-            if r.get("rope_theta").is_some() {
-                Some(r)
-            } else {
-                r.get("full_attention")
-            }
-        });
-        let rope_theta = get("rope_theta")
-            .and_then(Value::as_f64)
-            .or_else(|| rope_params.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64));
-        let rope_scaling = get("rope_scaling").cloned().or_else(|| {
-            rope_params
-                .filter(|r| r.get("rope_type").and_then(Value::as_str).is_some_and(|t| t != "default"))
-                .cloned()
-        });
+        let rope_params = rope_params.and_then(|r| if r.get("rope_theta").is_some() { Some(r) } else { r.get("full_attention") });
+        let rope_theta =
+            get("rope_theta").and_then(Value::as_f64).or_else(|| rope_params.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64));
+        let rope_scaling = get("rope_scaling")
+            .cloned()
+            .or_else(|| rope_params.filter(|r| r.get("rope_type").and_then(Value::as_str).is_some_and(|t| t != "default")).cloned());
         ModelConfig {
             model_type: get("model_type").and_then(Value::as_str).map(str::to_string),
             architectures: get("architectures")

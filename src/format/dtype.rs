@@ -109,10 +109,7 @@ impl Dtype {
 
     /// Whether the value scan decodes this type (the floating types whose NaN/Inf mean something).
     pub fn is_scanned_float(self) -> bool {
-        matches!(
-            self,
-            Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64 | Dtype::F8_E4M3 | Dtype::F8_E5M2
-        )
+        matches!(self, Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64 | Dtype::F8_E4M3 | Dtype::F8_E5M2)
     }
 
     /// Bytes for `numel` elements, or `None` on overflow or a sub-byte count that does not end on a

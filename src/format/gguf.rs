@@ -301,11 +301,7 @@ fn pow2(n: u64) -> String {
 
 impl From<GgufError> for Error {
     fn from(e: GgufError) -> Error {
-        Error::Field {
-            path: e.path,
-            field: e.field,
-            detail: e.kind.to_string(),
-        }
+        Error::Field { path: e.path, field: e.field, detail: e.kind.to_string() }
     }
 }
 
@@ -315,10 +311,8 @@ type Res<T> = std::result::Result<T, GgufErrorKind>;
 // metadata values
 
 /// GGUF value type ids (`enum gguf_type`).
-pub const VALUE_TYPE_NAMES: [&str; 13] = [
-    "uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "bool", "string", "array", "uint64", "int64",
-    "float64",
-];
+pub const VALUE_TYPE_NAMES: [&str; 13] =
+    ["uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "bool", "string", "array", "uint64", "int64", "float64"];
 
 /// One metadata value.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -610,11 +604,7 @@ impl<'a> Reader<'a> {
         (self.buf.len() - self.pos) as u64
     }
     fn take(&mut self, n: u64) -> Res<&'a [u8]> {
-        let truncated = || GgufErrorKind::Truncated {
-            at: self.pos as u64,
-            need: n,
-            file_len: self.buf.len() as u64,
-        };
+        let truncated = || GgufErrorKind::Truncated { at: self.pos as u64, need: n, file_len: self.buf.len() as u64 };
         let n_usize = usize::try_from(n).map_err(|_| truncated())?;
         let end = self.pos.checked_add(n_usize).ok_or_else(truncated)?;
         let s = self.buf.get(self.pos..end).ok_or_else(truncated)?;
@@ -751,20 +741,11 @@ impl<'a> Reader<'a> {
 /// Parses a whole GGUF held in `buf`. Fails on anything that makes the header unreadable;
 /// tensors placed badly are listed in `problems`.
 pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
-    let err = |field: String, kind: GgufErrorKind| GgufError {
-        path: path.to_path_buf(),
-        field,
-        kind,
-    };
+    let err = |field: String, kind: GgufErrorKind| GgufError { path: path.to_path_buf(), field, kind };
     let mut r = Reader { buf, pos: 0 };
     let magic = r.array::<4>().map_err(|k| err("header magic".into(), k))?;
     if &magic != MAGIC {
-        return Err(err(
-            "header magic".into(),
-            GgufErrorKind::BadMagic {
-                found: String::from_utf8_lossy(&magic).into_owned(),
-            },
-        ));
+        return Err(err("header magic".into(), GgufErrorKind::BadMagic { found: String::from_utf8_lossy(&magic).into_owned() }));
     }
     let version = r.u32().map_err(|k| err("header version".into(), k))?;
     let why = match version {
@@ -796,7 +777,14 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
         }
         Ok(())
     };
-    count_check("header tensor_count", n_tensors, MAX_TENSORS, MIN_TENSOR_INFO_BYTES, "the tensor limit (real files have a few thousand)", &r)?;
+    count_check(
+        "header tensor_count",
+        n_tensors,
+        MAX_TENSORS,
+        MIN_TENSOR_INFO_BYTES,
+        "the tensor limit (real files have a few thousand)",
+        &r,
+    )?;
     count_check("header metadata_kv_count", n_kv, MAX_KV, MIN_KV_BYTES, "the metadata limit (real files have under a hundred keys)", &r)?;
 
     let mut metadata = Vec::with_capacity(n_kv as usize);
@@ -819,14 +807,7 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
     let alignment = match by_key.get("general.alignment").map(|&i| &metadata[i].1) {
         None => DEFAULT_ALIGNMENT,
         Some(Value::U32(a)) => u64::from(*a),
-        Some(other) => {
-            return Err(err(
-                "metadata `general.alignment`".into(),
-                GgufErrorKind::AlignmentType {
-                    found: other.type_name(),
-                },
-            ))
-        }
+        Some(other) => return Err(err("metadata `general.alignment`".into(), GgufErrorKind::AlignmentType { found: other.type_name() })),
     };
     if alignment == 0 || !alignment.is_power_of_two() {
         return Err(err("metadata `general.alignment`".into(), GgufErrorKind::BadAlignment(alignment)));
@@ -866,14 +847,7 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
         let offset = r.u64().map_err(|k| err(field("offset"), k))?;
         let ne0 = dims.first().copied().unwrap_or(1);
         if ne0 % ggml_type.block_size() != 0 {
-            return Err(err(
-                field("dims"),
-                GgufErrorKind::RowNotBlockMultiple {
-                    ne0,
-                    ggml_type,
-                    block: ggml_type.block_size(),
-                },
-            ));
+            return Err(err(field("dims"), GgufErrorKind::RowNotBlockMultiple { ne0, ggml_type, block: ggml_type.block_size() }));
         }
         let n_bytes = dims
             .iter()
@@ -882,29 +856,14 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
             .and_then(|n| ggml_type.byte_len(n))
             .ok_or_else(|| err(field("dims"), GgufErrorKind::SizeOverflow))?;
         by_name.insert(name.clone(), tensors.len());
-        tensors.push(TensorInfo {
-            name,
-            dims,
-            ggml_type,
-            offset,
-            n_bytes,
-        });
+        tensors.push(TensorInfo { name, dims, ggml_type, offset, n_bytes });
     }
 
     // The data section starts at the end of the tensor infos, padded to the alignment.
     let end_of_infos = r.pos as u64;
     let data_start = end_of_infos.div_ceil(alignment).saturating_mul(alignment);
     let problems = validate_layout(&tensors, data_start, alignment, buf.len() as u64);
-    Ok(Header {
-        version,
-        metadata,
-        tensors,
-        alignment,
-        data_start,
-        problems,
-        by_key,
-        by_name,
-    })
+    Ok(Header { version, metadata, tensors, alignment, data_start, problems, by_key, by_name })
 }
 
 fn validate_layout(tensors: &[TensorInfo], data_start: u64, alignment: u64, file_len: u64) -> Vec<LayoutProblem> {
@@ -912,33 +871,18 @@ fn validate_layout(tensors: &[TensorInfo], data_start: u64, alignment: u64, file
     let mut expected = 0u64;
     for t in tensors {
         if t.name.len() > MAX_TENSOR_NAME_BYTES {
-            problems.push(LayoutProblem::NameTooLong {
-                tensor: t.name.clone(),
-                len: t.name.len(),
-            });
+            problems.push(LayoutProblem::NameTooLong { tensor: t.name.clone(), len: t.name.len() });
         }
         let end = data_start.checked_add(t.offset).and_then(|s| s.checked_add(t.n_bytes));
         match end {
             Some(end) if end <= file_len => {}
-            _ => problems.push(LayoutProblem::OutOfBounds {
-                tensor: t.name.clone(),
-                end: end.unwrap_or(u64::MAX),
-                file_len,
-            }),
+            _ => problems.push(LayoutProblem::OutOfBounds { tensor: t.name.clone(), end: end.unwrap_or(u64::MAX), file_len }),
         }
         if t.offset % alignment != 0 {
-            problems.push(LayoutProblem::Misaligned {
-                tensor: t.name.clone(),
-                offset: t.offset,
-                alignment,
-            });
+            problems.push(LayoutProblem::Misaligned { tensor: t.name.clone(), offset: t.offset, alignment });
         }
         if t.offset != expected {
-            problems.push(LayoutProblem::NotPacked {
-                tensor: t.name.clone(),
-                offset: t.offset,
-                expected,
-            });
+            problems.push(LayoutProblem::NotPacked { tensor: t.name.clone(), offset: t.offset, expected });
         }
         // Where llama.cpp expects the next tensor: this one's declared offset + padded size.
         expected = t.offset.saturating_add(t.n_bytes.div_ceil(alignment).saturating_mul(alignment));
@@ -950,10 +894,7 @@ fn validate_layout(tensors: &[TensorInfo], data_start: u64, alignment: u64, file
         let end = t.offset.saturating_add(t.n_bytes);
         if let Some((p, p_end)) = reach {
             if t.offset < p_end {
-                problems.push(LayoutProblem::Overlap {
-                    first: p.name.clone(),
-                    second: t.name.clone(),
-                });
+                problems.push(LayoutProblem::Overlap { first: p.name.clone(), second: t.name.clone() });
             }
             if end > p_end {
                 reach = Some((t, end));
@@ -1070,11 +1011,7 @@ impl Header {
 
     /// Largest `N` + 1 over tensors named `blk.N.*`.
     pub fn blocks_in_tensors(&self) -> Option<u64> {
-        self.tensors
-            .iter()
-            .filter_map(|t| t.name.strip_prefix("blk.")?.split('.').next()?.parse::<u64>().ok())
-            .max()
-            .map(|n| n + 1)
+        self.tensors.iter().filter_map(|t| t.name.strip_prefix("blk.")?.split('.').next()?.parse::<u64>().ok()).max().map(|n| n + 1)
     }
 }
 
@@ -1196,7 +1133,8 @@ impl GgufTokenizer<'_> {
                 })
             })
             .collect();
-        let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+        let byte_level =
+            |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
         let pre_tokenizer = if regex == GPT2_REGEX {
             byte_level(true)
         } else {
@@ -1257,11 +1195,7 @@ impl GgufFile {
         // usual mmap caveat, accepted by every GGUF reader (llama.cpp maps files the same way).
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let header = parse_header(&mmap, path)?;
-        Ok(GgufFile {
-            path: path.to_path_buf(),
-            header,
-            mmap,
-        })
+        Ok(GgufFile { path: path.to_path_buf(), header, mmap })
     }
 
     pub fn file_len(&self) -> u64 {

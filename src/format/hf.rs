@@ -142,26 +142,17 @@ impl HfDir {
         } else if root.join(SINGLE_WEIGHTS).is_file() {
             shard_names.push(SINGLE_WEIGHTS.to_string());
         } else {
-            shard_names = entries
-                .iter()
-                .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-                .map(|p| file_name(p))
-                .collect();
+            shard_names = entries.iter().filter(|p| p.extension().is_some_and(|e| e == "safetensors")).map(|p| file_name(p)).collect();
             shard_names.sort();
         }
 
         if shard_names.is_empty() && missing_shards.is_empty() {
             if let Some(p) = pickles.first() {
-                return Err(Error::Pickle {
-                    path: p.clone(),
-                    what: pickle_kind(p).unwrap_or("pickle"),
-                });
+                return Err(Error::Pickle { path: p.clone(), what: pickle_kind(p).unwrap_or("pickle") });
             }
             return Err(Error::NotACheckpoint {
                 path: root.to_path_buf(),
-                reason: format!(
-                    "no `{SINGLE_WEIGHTS}`, `{SHARD_INDEX}`, `{ADAPTER_WEIGHTS}` or other `*.safetensors` file in it"
-                ),
+                reason: format!("no `{SINGLE_WEIGHTS}`, `{SHARD_INDEX}`, `{ADAPTER_WEIGHTS}` or other `*.safetensors` file in it"),
             });
         }
 
@@ -238,22 +229,13 @@ pub fn read_json(path: &Path) -> Result<Option<JsonDoc>> {
         });
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let value = serde_json::from_str(&text).map_err(|e| Error::Json {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
-    Ok(Some(JsonDoc {
-        path: path.to_path_buf(),
-        value,
-    }))
+    let value = serde_json::from_str(&text).map_err(|e| Error::Json { path: path.to_path_buf(), detail: e.to_string() })?;
+    Ok(Some(JsonDoc { path: path.to_path_buf(), value }))
 }
 
 fn parse_index(doc: &JsonDoc) -> Result<ShardIndex> {
-    let field_err = |field: &str, detail: &str| Error::Field {
-        path: doc.path.clone(),
-        field: field.to_string(),
-        detail: detail.to_string(),
-    };
+    let field_err =
+        |field: &str, detail: &str| Error::Field { path: doc.path.clone(), field: field.to_string(), detail: detail.to_string() };
     let map = doc
         .value
         .get("weight_map")
@@ -261,9 +243,7 @@ fn parse_index(doc: &JsonDoc) -> Result<ShardIndex> {
         .ok_or_else(|| field_err("weight_map", "missing or not an object of tensor name → shard file"))?;
     let mut weight_map = BTreeMap::new();
     for (k, v) in map {
-        let shard = v
-            .as_str()
-            .ok_or_else(|| field_err(&format!("weight_map.{k}"), "must be a shard file name"))?;
+        let shard = v.as_str().ok_or_else(|| field_err(&format!("weight_map.{k}"), "must be a shard file name"))?;
         // A shard name must stay inside the checkpoint directory.
         if shard.contains('/') || shard.contains('\\') || shard == ".." {
             return Err(field_err(&format!("weight_map.{k}"), &format!("`{shard}` is not a plain file name")));
@@ -271,11 +251,7 @@ fn parse_index(doc: &JsonDoc) -> Result<ShardIndex> {
         weight_map.insert(k.clone(), shard.to_string());
     }
     let total_size = doc.value.get("metadata").and_then(|m| m.get("total_size")).and_then(|t| t.as_u64());
-    Ok(ShardIndex {
-        path: doc.path.clone(),
-        weight_map,
-        total_size,
-    })
+    Ok(ShardIndex { path: doc.path.clone(), weight_map, total_size })
 }
 
 fn list_dir(root: &Path) -> Result<Vec<PathBuf>> {

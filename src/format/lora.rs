@@ -64,11 +64,7 @@ pub struct Adapter {
 }
 
 fn field(path: &Path, f: &str, detail: impl Into<String>) -> Error {
-    Error::Field {
-        path: path.to_path_buf(),
-        field: f.to_string(),
-        detail: detail.into(),
-    }
+    Error::Field { path: path.to_path_buf(), field: f.to_string(), detail: detail.into() }
 }
 
 impl LoraConfig {
@@ -77,7 +73,11 @@ impl LoraConfig {
         if peft_type != "LORA" {
             return Err(field(path, "peft_type", format!("`{peft_type}` adapters are not supported (LORA is)")));
         }
-        let r = v.get("r").and_then(Value::as_u64).filter(|&r| r > 0 && r < 1 << 20).ok_or_else(|| field(path, "r", "must be a positive integer"))?;
+        let r = v
+            .get("r")
+            .and_then(Value::as_u64)
+            .filter(|&r| r > 0 && r < 1 << 20)
+            .ok_or_else(|| field(path, "r", "must be a positive integer"))?;
         let alpha = v.get("lora_alpha").and_then(Value::as_f64).ok_or_else(|| field(path, "lora_alpha", "must be a number"))?;
         let target_modules = match v.get("target_modules") {
             Some(Value::String(s)) => Targets::Regex(s.clone()),
@@ -90,10 +90,16 @@ impl LoraConfig {
             _ => None,
         };
         let map_u = |k: &str| -> BTreeMap<String, u64> {
-            v.get(k).and_then(Value::as_object).map(|o| o.iter().filter_map(|(k, x)| Some((k.clone(), x.as_u64()?))).collect()).unwrap_or_default()
+            v.get(k)
+                .and_then(Value::as_object)
+                .map(|o| o.iter().filter_map(|(k, x)| Some((k.clone(), x.as_u64()?))).collect())
+                .unwrap_or_default()
         };
         let map_f = |k: &str| -> BTreeMap<String, f64> {
-            v.get(k).and_then(Value::as_object).map(|o| o.iter().filter_map(|(k, x)| Some((k.clone(), x.as_f64()?))).collect()).unwrap_or_default()
+            v.get(k)
+                .and_then(Value::as_object)
+                .map(|o| o.iter().filter_map(|(k, x)| Some((k.clone(), x.as_f64()?))).collect())
+                .unwrap_or_default()
         };
         Ok(LoraConfig {
             r,
@@ -135,7 +141,9 @@ impl LoraConfig {
     pub fn targets(&self, module: &str) -> bool {
         let hit = match &self.target_modules {
             Targets::Regex(r) => regex::Regex::new(&format!("^(?:{r})$")).map(|re| re.is_match(module)).unwrap_or(false),
-            Targets::Names(names) => names.iter().any(|n| n == "all-linear" && module.contains(".layers.") || module == n || module.ends_with(&format!(".{n}"))),
+            Targets::Names(names) => {
+                names.iter().any(|n| n == "all-linear" && module.contains(".layers.") || module == n || module.ends_with(&format!(".{n}")))
+            }
         };
         if !hit {
             return false;
@@ -205,23 +213,9 @@ impl Adapter {
             let rank = dir.tensor(&a).and_then(|(_, t)| t.shape.first().copied()).unwrap_or(config.r);
             let (_, alpha) = config.rank_alpha(&base);
             let scale = config.scale(rank, alpha);
-            modules.push(LoraModule {
-                base,
-                a,
-                b,
-                magnitude: m,
-                rank,
-                alpha,
-                scale,
-            });
+            modules.push(LoraModule { base, a, b, magnitude: m, rank, alpha, scale });
         }
-        Ok(Adapter {
-            dir,
-            config,
-            modules,
-            saved,
-            unrecognised,
-        })
+        Ok(Adapter { dir, config, modules, saved, unrecognised })
     }
 
     pub fn path(&self) -> PathBuf {

@@ -84,12 +84,12 @@ impl LayoutProblem {
             LayoutProblem::Overflow { tensor } => {
                 format!("tensor `{tensor}`: shape × dtype size overflows or does not end on a byte")
             }
-            LayoutProblem::SizeMismatch { tensor, expected, got } => format!(
-                "tensor `{tensor}`: dtype × shape needs {expected} bytes but data_offsets span {got}"
-            ),
-            LayoutProblem::OutOfBounds { tensor, end, data_len } => format!(
-                "tensor `{tensor}` ends at data byte {end} but the file has only {data_len} data bytes (truncated file?)"
-            ),
+            LayoutProblem::SizeMismatch { tensor, expected, got } => {
+                format!("tensor `{tensor}`: dtype × shape needs {expected} bytes but data_offsets span {got}")
+            }
+            LayoutProblem::OutOfBounds { tensor, end, data_len } => {
+                format!("tensor `{tensor}` ends at data byte {end} but the file has only {data_len} data bytes (truncated file?)")
+            }
             LayoutProblem::Overlap { first, second } => {
                 format!("tensors `{first}` and `{second}` overlap in the file")
             }
@@ -130,18 +130,8 @@ impl SafetensorsFile {
         // usual mmap caveat, accepted by every safetensors reader.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let header = parse_header(&mmap, path)?;
-        let by_name = header
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.clone(), i))
-            .collect();
-        Ok(SafetensorsFile {
-            path: path.to_path_buf(),
-            header,
-            mmap,
-            by_name,
-        })
+        let by_name = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        Ok(SafetensorsFile { path: path.to_path_buf(), header, mmap, by_name })
     }
 
     pub fn file_len(&self) -> u64 {
@@ -184,10 +174,7 @@ impl SafetensorsFile {
 
 /// Parses the 8-byte length, the JSON header and validates the layout against the buffer length.
 pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header> {
-    let err = |detail: String| Error::SafetensorsHeader {
-        path: path.to_path_buf(),
-        detail,
-    };
+    let err = |detail: String| Error::SafetensorsHeader { path: path.to_path_buf(), detail };
     let len_bytes: [u8; 8] = buf
         .get(..8)
         .and_then(|b| b.try_into().ok())
@@ -199,9 +186,9 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header> {
         )));
     }
     let data_start = 8 + n;
-    let json = buf
-        .get(8..data_start as usize)
-        .ok_or_else(|| err(format!("header length field says {n} bytes but the file has only {} after it (truncated file)", buf.len() - 8)))?;
+    let json = buf.get(8..data_start as usize).ok_or_else(|| {
+        err(format!("header length field says {n} bytes but the file has only {} after it (truncated file)", buf.len() - 8))
+    })?;
     let text = std::str::from_utf8(json).map_err(|e| err(format!("header is not UTF-8: {e}")))?;
     let entries = parse_entries(text).map_err(|e| err(format!("header is not a JSON object: {e}")))?;
 
@@ -246,29 +233,19 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header> {
 
     let data_len = buf.len() as u64 - data_start;
     validate_layout(&tensors, data_len, problems.is_empty(), &mut problems);
-    Ok(Header {
-        tensors,
-        metadata,
-        data_start,
-        problems,
-    })
+    Ok(Header { tensors, metadata, data_start, problems })
 }
 
 fn parse_entry(name: &str, v: &serde_json::Value) -> std::result::Result<TensorInfo, LayoutProblem> {
-    let bad = |field: &'static str, detail: &str| LayoutProblem::BadEntry {
-        tensor: name.to_string(),
-        field,
-        detail: detail.to_string(),
-    };
+    let bad = |field: &'static str, detail: &str| LayoutProblem::BadEntry { tensor: name.to_string(), field, detail: detail.to_string() };
     let obj = v.as_object().ok_or_else(|| bad("entry", "is not an object"))?;
-    let dtype_s = obj
-        .get("dtype")
-        .and_then(|d| d.as_str())
-        .ok_or_else(|| bad("dtype", "is missing or not a string"))?;
+    let dtype_s = obj.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| bad("dtype", "is missing or not a string"))?;
     let dtype = Dtype::parse(dtype_s).ok_or_else(|| {
         bad(
             "dtype",
-            &format!("is `{dtype_s}`, not a safetensors dtype (known: F64 F32 F16 BF16 I64 I32 I16 I8 U64 U32 U16 U8 BOOL F8_E4M3 F8_E5M2 …)"),
+            &format!(
+                "is `{dtype_s}`, not a safetensors dtype (known: F64 F32 F16 BF16 I64 I32 I16 I8 U64 U32 U16 U8 BOOL F8_E4M3 F8_E5M2 …)"
+            ),
         )
     })?;
     let shape = obj
@@ -279,10 +256,7 @@ fn parse_entry(name: &str, v: &serde_json::Value) -> std::result::Result<TensorI
         .map(|d| d.as_u64())
         .collect::<Option<Vec<u64>>>()
         .ok_or_else(|| bad("shape", "must hold non-negative integers"))?;
-    let offs = obj
-        .get("data_offsets")
-        .and_then(|s| s.as_array())
-        .ok_or_else(|| bad("data_offsets", "is missing or not a list"))?;
+    let offs = obj.get("data_offsets").and_then(|s| s.as_array()).ok_or_else(|| bad("data_offsets", "is missing or not a list"))?;
     let (start, end) = match offs.as_slice() {
         [a, b] => match (a.as_u64(), b.as_u64()) {
             (Some(a), Some(b)) if a <= b => (a, b),
@@ -294,18 +268,10 @@ fn parse_entry(name: &str, v: &serde_json::Value) -> std::result::Result<TensorI
     let expected = numel.and_then(|n| dtype.byte_len(n));
     match expected {
         None => Err(LayoutProblem::Overflow { tensor: name.to_string() }),
-        Some(expected) if expected != end - start => Err(LayoutProblem::SizeMismatch {
-            tensor: name.to_string(),
-            expected,
-            got: end - start,
-        }),
-        Some(_) => Ok(TensorInfo {
-            name: name.to_string(),
-            dtype,
-            shape,
-            start,
-            end,
-        }),
+        Some(expected) if expected != end - start => {
+            Err(LayoutProblem::SizeMismatch { tensor: name.to_string(), expected, got: end - start })
+        }
+        Some(_) => Ok(TensorInfo { name: name.to_string(), dtype, shape, start, end }),
     }
 }
 
@@ -318,25 +284,14 @@ fn validate_layout(tensors: &[TensorInfo], data_len: u64, all_entries_valid: boo
     let mut prev: Option<&TensorInfo> = None;
     for t in order {
         if t.end > data_len {
-            problems.push(LayoutProblem::OutOfBounds {
-                tensor: t.name.clone(),
-                end: t.end,
-                data_len,
-            });
+            problems.push(LayoutProblem::OutOfBounds { tensor: t.name.clone(), end: t.end, data_len });
         }
         if t.start < cursor {
             if let Some(p) = prev {
-                problems.push(LayoutProblem::Overlap {
-                    first: p.name.clone(),
-                    second: t.name.clone(),
-                });
+                problems.push(LayoutProblem::Overlap { first: p.name.clone(), second: t.name.clone() });
             }
         } else if t.start > cursor && all_entries_valid {
-            problems.push(LayoutProblem::Gap {
-                after: prev.map(|p| p.name.clone()),
-                start: cursor,
-                len: t.start - cursor,
-            });
+            problems.push(LayoutProblem::Gap { after: prev.map(|p| p.name.clone()), start: cursor, len: t.start - cursor });
         }
         if t.end >= cursor {
             cursor = t.end;
@@ -344,11 +299,7 @@ fn validate_layout(tensors: &[TensorInfo], data_len: u64, all_entries_valid: boo
         }
     }
     if cursor < data_len && all_entries_valid {
-        problems.push(LayoutProblem::Gap {
-            after: prev.map(|p| p.name.clone()),
-            start: cursor,
-            len: data_len - cursor,
-        });
+        problems.push(LayoutProblem::Gap { after: prev.map(|p| p.name.clone()), start: cursor, len: data_len - cursor });
     }
 }
 

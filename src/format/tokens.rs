@@ -28,19 +28,14 @@ pub struct AddedTokenInfo {
 
 impl std::fmt::Debug for TokenizerInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenizerInfo")
-            .field("path", &self.path)
-            .field("id_space", &self.id_space)
-            .finish_non_exhaustive()
+        f.debug_struct("TokenizerInfo").field("path", &self.path).field("id_space", &self.id_space).finish_non_exhaustive()
     }
 }
 
 impl TokenizerInfo {
     pub fn load(path: &Path) -> Result<TokenizerInfo> {
-        let tokenizer = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+        let tokenizer =
+            tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer { path: path.to_path_buf(), detail: e.to_string() })?;
         Ok(Self::from_tokenizer(path, tokenizer))
     }
 
@@ -51,19 +46,10 @@ impl TokenizerInfo {
         let mut added: Vec<AddedTokenInfo> = tokenizer
             .get_added_tokens_decoder()
             .into_iter()
-            .map(|(id, t)| AddedTokenInfo {
-                id,
-                content: t.content,
-                special: t.special,
-            })
+            .map(|(id, t)| AddedTokenInfo { id, content: t.content, special: t.special })
             .collect();
         added.sort_by_key(|t| t.id);
-        TokenizerInfo {
-            path: path.to_path_buf(),
-            tokenizer,
-            id_space,
-            added,
-        }
+        TokenizerInfo { path: path.to_path_buf(), tokenizer, id_space, added }
     }
 
     /// The contents of the added tokens marked special.
@@ -81,10 +67,10 @@ impl TokenizerInfo {
 
     /// Encodes text as a model would see it after a chat template (no automatic specials).
     pub fn encode_raw(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.tokenizer.encode(text, false).map_err(|e| Error::Tokenizer {
-            path: self.path.clone(),
-            detail: format!("encoding failed: {e}"),
-        })?;
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer { path: self.path.clone(), detail: format!("encoding failed: {e}") })?;
         Ok(enc.get_ids().to_vec())
     }
 }
@@ -130,20 +116,10 @@ pub fn special_decls(dir: &HfDir, tok: Option<&TokenizerInfo>) -> Vec<SpecialDec
         let text = doc.value.get("text_config");
         for role in [Role::Bos, Role::Eos, Role::Pad] {
             let field = format!("{}_token_id", role.name());
-            let v = doc
-                .value
-                .get(&field)
-                .filter(|v| !v.is_null())
-                .or_else(|| text.and_then(|t| t.get(&field)).filter(|v| !v.is_null()));
+            let v = doc.value.get(&field).filter(|v| !v.is_null()).or_else(|| text.and_then(|t| t.get(&field)).filter(|v| !v.is_null()));
             if v.is_some() {
                 let token = None;
-                out.push(SpecialDecl {
-                    role,
-                    file: doc.file_name(),
-                    field,
-                    token,
-                    ids: token_ids(v),
-                });
+                out.push(SpecialDecl { role, file: doc.file_name(), field, token, ids: token_ids(v) });
             }
         }
     }
@@ -160,13 +136,7 @@ fn string_decls(doc: &JsonDoc, tok: Option<&TokenizerInfo>, out: &mut Vec<Specia
             continue;
         };
         let ids = tok.and_then(|t| t.id(&s)).map(|i| vec![i as u64]).unwrap_or_default();
-        out.push(SpecialDecl {
-            role,
-            file: doc.file_name(),
-            field,
-            token: Some(s),
-            ids,
-        });
+        out.push(SpecialDecl { role, file: doc.file_name(), field, token: Some(s), ids });
     }
 }
 

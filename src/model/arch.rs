@@ -38,10 +38,28 @@ pub enum Activation {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub enum RopeScaling {
     None,
-    Linear { factor: f64 },
-    Dynamic { factor: f64, original_max: usize },
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max: usize },
-    Yarn { factor: f64, original_max: usize, beta_fast: f64, beta_slow: f64, attention_factor: Option<f64>, mscale: Option<f64>, mscale_all_dim: Option<f64> },
+    Linear {
+        factor: f64,
+    },
+    Dynamic {
+        factor: f64,
+        original_max: usize,
+    },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max: usize,
+    },
+    Yarn {
+        factor: f64,
+        original_max: usize,
+        beta_fast: f64,
+        beta_slow: f64,
+        attention_factor: Option<f64>,
+        mscale: Option<f64>,
+        mscale_all_dim: Option<f64>,
+    },
     /// Per-frequency divisors, as llama.cpp stores Llama-3.x scaling in a GGUF (`rope_freqs.weight`).
     FreqFactors(Vec<f32>),
 }
@@ -89,11 +107,7 @@ pub struct ArchSpec {
 }
 
 fn field_err(field: &str, detail: impl Into<String>) -> Error {
-    Error::Field {
-        path: "config.json".into(),
-        field: field.into(),
-        detail: detail.into(),
-    }
+    Error::Field { path: "config.json".into(), field: field.into(), detail: detail.into() }
 }
 
 impl ArchSpec {
@@ -101,11 +115,7 @@ impl ArchSpec {
     /// output head (tie detection by weights beats the config flag).
     pub fn from_config(cfg: &Value, has_lm_head: Option<bool>) -> Result<ArchSpec> {
         let text = cfg.get("text_config");
-        let get = |k: &str| {
-            text.and_then(|t| t.get(k))
-                .filter(|v| !v.is_null())
-                .or_else(|| cfg.get(k).filter(|v| !v.is_null()))
-        };
+        let get = |k: &str| text.and_then(|t| t.get(k)).filter(|v| !v.is_null()).or_else(|| cfg.get(k).filter(|v| !v.is_null()));
         let req = |k: &str| -> Result<usize> {
             let v = get(k).ok_or_else(|| field_err(k, "is missing; the decoder needs it"))?;
             let n = v.as_u64().ok_or_else(|| field_err(k, format!("must be a positive integer, found {v}")))?;
@@ -159,14 +169,10 @@ impl ArchSpec {
 
         let rope_params = get("rope_parameters");
         let full_rope = rope_params.and_then(|r| r.get("full_attention")).or(rope_params);
-        let rope_theta = opt_f("rope_theta")
-            .or_else(|| full_rope.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
-            .unwrap_or(10000.0);
+        let rope_theta =
+            opt_f("rope_theta").or_else(|| full_rope.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64)).unwrap_or(10000.0);
         let scaling_v = get("rope_scaling").or(full_rope);
-        let rope = Rope {
-            theta: rope_theta,
-            scaling: parse_scaling(scaling_v, get("max_position_embeddings").and_then(Value::as_u64))?,
-        };
+        let rope = Rope { theta: rope_theta, scaling: parse_scaling(scaling_v, get("max_position_embeddings").and_then(Value::as_u64))? };
 
         let sliding_window = get("sliding_window").and_then(Value::as_u64).map(|w| w as usize);
         let use_sliding = get("use_sliding_window").and_then(Value::as_bool);
@@ -195,10 +201,7 @@ impl ArchSpec {
             let local_theta = opt_f("rope_local_base_freq")
                 .or_else(|| rope_params.and_then(|r| r.get("sliding_attention")).and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
                 .unwrap_or(10000.0);
-            Some(Rope {
-                theta: local_theta,
-                scaling: RopeScaling::None,
-            })
+            Some(Rope { theta: local_theta, scaling: RopeScaling::None })
         } else {
             None
         };
@@ -251,18 +254,11 @@ fn parse_scaling(v: Option<&Value>, max_pos: Option<u64>) -> Result<RopeScaling>
     let kind = v.get("rope_type").or_else(|| v.get("type")).and_then(Value::as_str).unwrap_or("default");
     let f = |k: &str| v.get(k).and_then(Value::as_f64);
     let factor = || f("factor").ok_or_else(|| field_err("rope_scaling.factor", "is missing"));
-    let original_max = v
-        .get("original_max_position_embeddings")
-        .and_then(Value::as_u64)
-        .or(max_pos)
-        .unwrap_or(2048) as usize;
+    let original_max = v.get("original_max_position_embeddings").and_then(Value::as_u64).or(max_pos).unwrap_or(2048) as usize;
     Ok(match kind {
         "default" => RopeScaling::None,
         "linear" => RopeScaling::Linear { factor: factor()? },
-        "dynamic" => RopeScaling::Dynamic {
-            factor: factor()?,
-            original_max: max_pos.unwrap_or(2048) as usize,
-        },
+        "dynamic" => RopeScaling::Dynamic { factor: factor()?, original_max: max_pos.unwrap_or(2048) as usize },
         "llama3" => RopeScaling::Llama3 {
             factor: factor()?,
             low_freq_factor: f("low_freq_factor").unwrap_or(1.0),
@@ -278,7 +274,9 @@ fn parse_scaling(v: Option<&Value>, max_pos: Option<u64>) -> Result<RopeScaling>
             mscale: f("mscale"),
             mscale_all_dim: f("mscale_all_dim"),
         },
-        other => return Err(field_err("rope_scaling.rope_type", format!("`{other}` is not supported (linear, dynamic, llama3, yarn are)"))),
+        other => {
+            return Err(field_err("rope_scaling.rope_type", format!("`{other}` is not supported (linear, dynamic, llama3, yarn are)")))
+        }
     })
 }
 
@@ -334,7 +332,8 @@ mod tests {
         let s = ArchSpec::from_config(&c, None).unwrap();
         assert!(matches!(s.rope.scaling, RopeScaling::Llama3 { original_max: 8192, .. }));
         let mut c = base();
-        c["rope_parameters"] = json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "original_max_position_embeddings": 8192});
+        c["rope_parameters"] =
+            json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "original_max_position_embeddings": 8192});
         let s = ArchSpec::from_config(&c, None).unwrap();
         assert_eq!(s.rope.theta, 500000.0);
         assert!(matches!(s.rope.scaling, RopeScaling::Llama3 { .. }));

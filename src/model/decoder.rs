@@ -51,11 +51,7 @@ pub struct Forward {
 }
 
 fn cerr(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
-    move |e| Error::Tensor {
-        path: "<forward pass>".into(),
-        tensor: what.to_string(),
-        detail: e.to_string(),
-    }
+    move |e| Error::Tensor { path: "<forward pass>".into(), tensor: what.to_string(), detail: e.to_string() }
 }
 
 impl Model {
@@ -95,15 +91,7 @@ impl Model {
             });
         }
         let final_norm = norm("model.norm.weight")?;
-        Ok(Model {
-            spec,
-            embed,
-            lm_head,
-            layers,
-            final_norm,
-            device: device.clone(),
-            dtype: dt,
-        })
+        Ok(Model { spec, embed, lm_head, layers, final_norm, device: device.clone(), dtype: dt })
     }
 
     pub fn device(&self) -> &Device {
@@ -190,7 +178,15 @@ impl Model {
         candle_nn::ops::rms_norm(x, w, self.spec.norm_eps as f32)
     }
 
-    fn layer(&self, l: &Layer, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, kv: Option<&mut Option<(Tensor, Tensor)>>) -> candle_core::Result<Tensor> {
+    fn layer(
+        &self,
+        l: &Layer,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        kv: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> candle_core::Result<Tensor> {
         let h = self.norm(x, &l.input_norm)?;
         let mut h = self.attention(l, &h, cos, sin, mask, kv)?;
         if self.spec.sandwich_norms {
@@ -216,7 +212,15 @@ impl Model {
         l.down.forward(&(g * l.up.forward(x)?)?)
     }
 
-    fn attention(&self, l: &Layer, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, kv: Option<&mut Option<(Tensor, Tensor)>>) -> candle_core::Result<Tensor> {
+    fn attention(
+        &self,
+        l: &Layer,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        kv: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> candle_core::Result<Tensor> {
         let s = &self.spec;
         let n = x.dim(0)?;
         let heads = |y: Tensor, h: usize| y.reshape((n, h, s.head_dim))?.transpose(0, 1)?.contiguous();

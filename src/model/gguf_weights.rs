@@ -80,18 +80,16 @@ impl<'a> GgufWeights<'a> {
         let t = match h.tensor(&g) {
             Some(t) => t,
             // Tied embeddings: llama.cpp has no `output.weight` and uses `token_embd.weight`.
-            None if g == "output.weight" => h.tensor("token_embd.weight").ok_or_else(|| self.err(hf_name, "neither `output.weight` nor `token_embd.weight` is in the file".into()))?,
+            None if g == "output.weight" => h
+                .tensor("token_embd.weight")
+                .ok_or_else(|| self.err(hf_name, "neither `output.weight` nor `token_embd.weight` is in the file".into()))?,
             None => return Err(self.err(hf_name, format!("`{g}` is not in the file"))),
         };
         Ok((t, g))
     }
 
     fn err(&self, tensor: &str, detail: String) -> Error {
-        Error::Tensor {
-            path: self.file.path.clone(),
-            tensor: tensor.to_string(),
-            detail,
-        }
+        Error::Tensor { path: self.file.path.clone(), tensor: tensor.to_string(), detail }
     }
 
     /// Raw blocks in an 8-byte-aligned buffer (candle reinterprets them as block structs), with
@@ -181,10 +179,7 @@ impl WeightSource for GgufWeights<'_> {
                 return Ok(Box::new(QLinear { w, bias }));
             }
         }
-        Ok(Box::new(DenseLinear {
-            weight: self.tensor(&name, dtype, device)?,
-            bias,
-        }))
+        Ok(Box::new(DenseLinear { weight: self.tensor(&name, dtype, device)?, bias }))
     }
 }
 

@@ -53,17 +53,13 @@ pub fn load_hf(dir: &HfDir, device: &Device) -> Result<Model> {
 /// Loads with the architecture from `dir`'s config.json and the weights from `w` (e.g. a base
 /// with a LoRA adapter applied on the fly).
 pub fn load_with(dir: &HfDir, w: &dyn weights::WeightSource, device: &Device, dtype: DType) -> Result<Model> {
-    let cfg = dir.config.as_ref().ok_or_else(|| Error::NotACheckpoint {
-        path: dir.root.clone(),
-        reason: "no config.json, so the architecture is unknown".into(),
-    })?;
+    let cfg = dir
+        .config
+        .as_ref()
+        .ok_or_else(|| Error::NotACheckpoint { path: dir.root.clone(), reason: "no config.json, so the architecture is unknown".into() })?;
     let has_head = dir.tensor("lm_head.weight").is_some();
     let spec = arch::ArchSpec::from_config(&cfg.value, Some(has_head)).map_err(|e| match e {
-        Error::Field { field, detail, .. } => Error::Field {
-            path: cfg.path.clone(),
-            field,
-            detail,
-        },
+        Error::Field { field, detail, .. } => Error::Field { path: cfg.path.clone(), field, detail },
         other => other,
     })?;
     Model::load(spec, w, device, dtype)
@@ -131,11 +127,7 @@ pub fn load_gguf_with(file: &crate::format::gguf::GgufFile, device: &Device, dty
     let cfg = gguf_weights::config_json(file);
     let has_head = file.header.tensor("output.weight").is_some();
     let spec = arch::ArchSpec::from_config(&cfg, Some(has_head)).map_err(|e| match e {
-        Error::Field { field, detail, .. } => Error::Field {
-            path: file.path.clone(),
-            field: format!("GGUF metadata ({field})"),
-            detail,
-        },
+        Error::Field { field, detail, .. } => Error::Field { path: file.path.clone(), field: format!("GGUF metadata ({field})"), detail },
         other => other,
     })?;
     let mut spec = spec;

@@ -26,9 +26,13 @@ const AWQ_ORDER: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantKind {
     /// `zero_offset`: v1 checkpoints store zero points minus one.
-    Gptq { zero_offset: bool },
+    Gptq {
+        zero_offset: bool,
+    },
     Awq,
-    CompressedTensors { symmetric: bool },
+    CompressedTensors {
+        symmetric: bool,
+    },
 }
 
 pub struct QuantWeights<'a> {
@@ -38,11 +42,7 @@ pub struct QuantWeights<'a> {
 }
 
 fn field(dir: &HfDir, f: &str, detail: impl Into<String>) -> Error {
-    Error::Field {
-        path: dir.root.join("config.json"),
-        field: f.to_string(),
-        detail: detail.into(),
-    }
+    Error::Field { path: dir.root.join("config.json"), field: f.to_string(), detail: detail.into() }
 }
 
 impl<'a> QuantWeights<'a> {
@@ -67,7 +67,11 @@ impl<'a> QuantWeights<'a> {
             "compressed-tensors" => {
                 let fmt = q.get("format").and_then(Value::as_str).unwrap_or("");
                 if fmt != "pack-quantized" {
-                    return Err(field(dir, "quantization_config.format", format!("compressed-tensors `{fmt}` is not supported (pack-quantized is)")));
+                    return Err(field(
+                        dir,
+                        "quantization_config.format",
+                        format!("compressed-tensors `{fmt}` is not supported (pack-quantized is)"),
+                    ));
                 }
                 let groups = q.get("config_groups").and_then(Value::as_object);
                 let w = groups.and_then(|g| g.values().next()).and_then(|g| g.get("weights"));
@@ -79,7 +83,10 @@ impl<'a> QuantWeights<'a> {
         if bits != Some(4) {
             return Err(field(dir, "quantization_config.bits", format!("{bits:?}: only 4-bit {method} checkpoints are run")));
         }
-        let group_size = group.filter(|&g| g > 0).ok_or_else(|| field(dir, "quantization_config.group_size", "missing or not positive (per-channel is not supported)"))? as usize;
+        let group_size = group
+            .filter(|&g| g > 0)
+            .ok_or_else(|| field(dir, "quantization_config.group_size", "missing or not positive (per-channel is not supported)"))?
+            as usize;
         Ok(Some(QuantWeights { dense: HfWeights { dir }, kind, group_size }))
     }
 
@@ -108,7 +115,11 @@ impl<'a> QuantWeights<'a> {
 
     fn floats(&self, name: &str) -> Result<(Vec<f32>, Vec<u64>)> {
         let (dtype, shape, b, path) = self.raw(name)?;
-        let v = decode_f32(dtype, b).ok_or_else(|| Error::Tensor { path, tensor: name.to_string(), detail: format!("dtype {dtype} is not a float") })?;
+        let v = decode_f32(dtype, b).ok_or_else(|| Error::Tensor {
+            path,
+            tensor: name.to_string(),
+            detail: format!("dtype {dtype} is not a float"),
+        })?;
         Ok((v, shape))
     }
 

@@ -9,18 +9,13 @@ use super::arch::{Rope, RopeScaling};
 /// Inverse frequencies (length `dim / 2`) and the attention factor that scales cos/sin.
 pub fn inv_freq(rope: &Rope, dim: usize, seq_len: usize) -> (Vec<f32>, f32) {
     let half = dim / 2;
-    let base_freqs = |theta: f64| -> Vec<f32> {
-        (0..half)
-            .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / dim as f32))
-            .collect()
-    };
+    let base_freqs = |theta: f64| -> Vec<f32> { (0..half).map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / dim as f32)).collect() };
     match &rope.scaling {
         RopeScaling::None => (base_freqs(rope.theta), 1.0),
         RopeScaling::Linear { factor } => (base_freqs(rope.theta).into_iter().map(|f| f / *factor as f32).collect(), 1.0),
-        RopeScaling::FreqFactors(factors) => (
-            base_freqs(rope.theta).into_iter().zip(factors.iter().chain(std::iter::repeat(&1.0))).map(|(f, d)| f / d).collect(),
-            1.0,
-        ),
+        RopeScaling::FreqFactors(factors) => {
+            (base_freqs(rope.theta).into_iter().zip(factors.iter().chain(std::iter::repeat(&1.0))).map(|(f, d)| f / d).collect(), 1.0)
+        }
         RopeScaling::Dynamic { factor, original_max } => {
             let theta = if seq_len > *original_max {
                 let s = factor * seq_len as f64 / *original_max as f64 - (factor - 1.0);
@@ -57,9 +52,8 @@ pub fn inv_freq(rope: &Rope, dim: usize, seq_len: usize) -> (Vec<f32>, f32) {
                 (Some(m), Some(a)) if *m != 0.0 && *a != 0.0 => get_mscale(*factor, *m) / get_mscale(*factor, *a),
                 _ => get_mscale(*factor, 1.0),
             });
-            let correction_dim = |rot: f64| {
-                (dim as f64 * (*original_max as f64 / (rot * 2.0 * std::f64::consts::PI)).ln()) / (2.0 * rope.theta.ln())
-            };
+            let correction_dim =
+                |rot: f64| (dim as f64 * (*original_max as f64 / (rot * 2.0 * std::f64::consts::PI)).ln()) / (2.0 * rope.theta.ln());
             let low = correction_dim(*beta_fast).floor().max(0.0);
             let mut high = correction_dim(*beta_slow).ceil().min(dim as f64 - 1.0);
             if low == high {
@@ -93,10 +87,7 @@ pub fn tables(rope: &Rope, dim: usize, seq_len: usize, device: &Device) -> candl
             sin.push(angle.sin() * attn);
         }
     }
-    Ok((
-        Tensor::from_vec(cos, (seq_len, half), device)?,
-        Tensor::from_vec(sin, (seq_len, half), device)?,
-    ))
+    Ok((Tensor::from_vec(cos, (seq_len, half), device)?, Tensor::from_vec(sin, (seq_len, half), device)?))
 }
 
 #[cfg(test)]
@@ -123,11 +114,8 @@ mod tests {
         // The rule of transformers' `_compute_llama3_parameters` for Llama-3.1 (theta 5e5, factor
         // 8, low 1, high 4, original 8192, head_dim 128): wavelengths shorter than 8192/4 keep
         // their frequency, longer than 8192 are divided by 8, and the band between is blended.
-        let (f, _) = inv_freq(
-            &rope(RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max: 8192 }),
-            128,
-            16,
-        );
+        let (f, _) =
+            inv_freq(&rope(RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max: 8192 }), 128, 16);
         let base = |i: usize| 1.0 / 500000f64.powf(2.0 * i as f64 / 128.0);
         // High frequencies untouched, low ones divided by 8.
         assert!((f[0] as f64 - base(0)).abs() < 1e-7);
@@ -146,7 +134,15 @@ mod tests {
         let (f, _) = inv_freq(&rope(RopeScaling::Linear { factor: 4.0 }), 8, 4);
         assert!((f[0] - 0.25).abs() < 1e-7);
         let (_, a) = inv_freq(
-            &rope(RopeScaling::Yarn { factor: 4.0, original_max: 32768, beta_fast: 32.0, beta_slow: 1.0, attention_factor: None, mscale: None, mscale_all_dim: None }),
+            &rope(RopeScaling::Yarn {
+                factor: 4.0,
+                original_max: 32768,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                attention_factor: None,
+                mscale: None,
+                mscale_all_dim: None,
+            }),
             128,
             4,
         );

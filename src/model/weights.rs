@@ -74,11 +74,7 @@ impl WeightSource for HfWeights<'_> {
             tensor: name.to_string(),
             detail: e.to_string(),
         })?;
-        t.to_dtype(dtype).map_err(|e| Error::Tensor {
-            path: file.path.clone(),
-            tensor: name.to_string(),
-            detail: e.to_string(),
-        })
+        t.to_dtype(dtype).map_err(|e| Error::Tensor { path: file.path.clone(), tensor: name.to_string(), detail: e.to_string() })
     }
 }
 
@@ -154,11 +150,7 @@ impl WeightSource for LoraWeights<'_> {
             let bias = if bias { Some(self.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
             return Ok(Box::new(DenseLinear { weight, bias }));
         };
-        let err = |e: candle_core::Error| Error::Tensor {
-            path: self.adapter.path(),
-            tensor: m.a.clone(),
-            detail: e.to_string(),
-        };
+        let err = |e: candle_core::Error| Error::Tensor { path: self.adapter.path(), tensor: m.a.clone(), detail: e.to_string() };
         let weight = self.tensor(&format!("{prefix}.weight"), dtype, device)?;
         let bias = if bias { Some(self.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
         let a = self.adapter_weights().tensor(&m.a, dtype, device)?;
@@ -184,12 +176,6 @@ impl WeightSource for LoraWeights<'_> {
             }
             None => None,
         };
-        Ok(Box::new(LoraLinear {
-            base: DenseLinear { weight, bias },
-            a,
-            b,
-            scale: m.scale,
-            dora_scale,
-        }))
+        Ok(Box::new(LoraLinear { base: DenseLinear { weight, bias }, a, b, scale: m.scale, dora_scale }))
     }
 }

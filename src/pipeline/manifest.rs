@@ -117,11 +117,7 @@ fn merge_thresholds(base: &Thresholds, over: Option<&toml::Value>, path: &Path, 
             t.insert(k.clone(), x.clone());
         }
     }
-    v.try_into().map_err(|e: toml::de::Error| Error::Field {
-        path: path.into(),
-        field: field.into(),
-        detail: e.to_string(),
-    })
+    v.try_into().map_err(|e: toml::de::Error| Error::Field { path: path.into(), field: field.into(), detail: e.to_string() })
 }
 
 impl Manifest {
@@ -158,7 +154,11 @@ impl Manifest {
             };
             let label = s.label.clone().unwrap_or_else(|| format!("step{i}"));
             if steps.iter().any(|x: &Step| x.label == label) {
-                return Err(Error::Field { path: path.to_path_buf(), field: format!("{field}.label"), detail: format!("`{label}` is used twice") });
+                return Err(Error::Field {
+                    path: path.to_path_buf(),
+                    field: format!("{field}.label"),
+                    detail: format!("`{label}` is used twice"),
+                });
             }
             steps.push(Step {
                 label,

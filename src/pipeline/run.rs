@@ -97,7 +97,9 @@ pub trait Notes {
 fn load(step: &Step, device: &Device, opts: &LoadOptions) -> Result<Variant> {
     match &step.source {
         Source::Path { path } => Variant::open(path, device, opts),
-        Source::Adapter { base, adapter } => Variant::open_with_adapter(std::path::Path::new(&step.source.describe()), base, adapter, device, opts),
+        Source::Adapter { base, adapter } => {
+            Variant::open_with_adapter(std::path::Path::new(&step.source.describe()), base, adapter, device, opts)
+        }
     }
 }
 

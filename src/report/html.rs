@@ -26,7 +26,10 @@ fn bar_chart(id: &str, title: &str, labels: &[String], values: &[Option<f64>]) -
     let max = values.iter().flatten().filter(|v| v.is_finite()).fold(0.0f64, |m, &v| m.max(v)).max(1e-12);
     let n = labels.len().max(1) as f64;
     let bw = (W - 2.0 * PAD) / n;
-    let mut o = format!("<svg id=\"{id}\" class=\"plot\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\"><title>{}</title>", escape(title));
+    let mut o = format!(
+        "<svg id=\"{id}\" class=\"plot\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\"><title>{}</title>",
+        escape(title)
+    );
     o.push_str(&format!("<text x=\"{PAD}\" y=\"16\" class=\"t\">{}</text>", escape(title)));
     o.push_str(&format!("<line x1=\"{PAD}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" class=\"axis\"/>", H - PAD, W - PAD, H - PAD));
     for (i, (l, v)) in labels.iter().zip(values).enumerate() {
@@ -56,7 +59,10 @@ fn line_chart(id: &str, title: &str, xlabels: &[String], series: &[(String, Vec<
     let n = xlabels.len().max(2) as f64;
     let xs = |i: usize| PAD + i as f64 * (W - 2.0 * PAD) / (n - 1.0);
     let ys = |v: f64| H - PAD - (tf(v) - lo) / (hi - lo) * (H - 2.0 * PAD);
-    let mut o = format!("<svg id=\"{id}\" class=\"plot\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\"><title>{}</title>", escape(title));
+    let mut o = format!(
+        "<svg id=\"{id}\" class=\"plot\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\"><title>{}</title>",
+        escape(title)
+    );
     o.push_str(&format!("<text x=\"{PAD}\" y=\"16\" class=\"t\">{}{}</text>", escape(title), if log { " (log scale)" } else { "" }));
     o.push_str(&format!("<line x1=\"{PAD}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" class=\"axis\"/>", H - PAD, W - PAD, H - PAD));
     // y-axis range, in the plotted units.
@@ -70,13 +76,19 @@ fn line_chart(id: &str, title: &str, xlabels: &[String], series: &[(String, Vec<
     let palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"];
     for (k, (name, v)) in series.iter().enumerate() {
         let color = palette[k % palette.len()];
-        let pts: Vec<String> = v.iter().enumerate().filter(|(_, y)| y.is_finite()).map(|(i, &y)| format!("{:.1},{:.1}", xs(i), ys(y))).collect();
+        let pts: Vec<String> =
+            v.iter().enumerate().filter(|(_, y)| y.is_finite()).map(|(i, &y)| format!("{:.1},{:.1}", xs(i), ys(y))).collect();
         o.push_str(&format!("<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>", pts.join(" ")));
         for p in &pts {
             let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
             o.push_str(&format!("<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{color}\"/>"));
         }
-        o.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\" class=\"legend\">{}</text>", W - PAD - 150.0, 16.0 + 14.0 * (k as f64 + 1.0), escape(name)));
+        o.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\" class=\"legend\">{}</text>",
+            W - PAD - 150.0,
+            16.0 + 14.0 * (k as f64 + 1.0),
+            escape(name)
+        ));
     }
     o.push_str("</svg>");
     o
@@ -120,7 +132,12 @@ impl ReportWriter for Html {
 
         body.push_str("<h2>Steps</h2><table id=\"steps\"><tr><th>#</th><th>step</th><th>source</th><th>status</th><th>lint errors</th><th>KL mean</th><th>KL p99</th><th>top-1</th><th>P(EOS) ref → cand</th><th>stops</th><th>cause</th></tr>");
         for s in &r.steps {
-            let errs = s.findings.iter().chain(s.merge.iter().flat_map(|m| m.findings.iter())).filter(|f| f.severity == crate::checks::Severity::Error).count();
+            let errs = s
+                .findings
+                .iter()
+                .chain(s.merge.iter().flat_map(|m| m.findings.iter()))
+                .filter(|f| f.severity == crate::checks::Severity::Error)
+                .count();
             let c = s.vs_reference.as_ref();
             let num = |f: &dyn Fn(&crate::compare::run::CompareResult) -> String| c.map(f).unwrap_or_else(|| "–".into());
             body.push_str(&format!(
@@ -141,7 +158,8 @@ impl ReportWriter for Html {
         body.push_str("</table>");
 
         body.push_str("<h2>Plots</h2>");
-        let kl: Vec<Option<f64>> = r.steps.iter().map(|s| s.vs_reference.as_ref().map(|c| c.summary.kl.mean).or(s.is_reference.then_some(0.0))).collect();
+        let kl: Vec<Option<f64>> =
+            r.steps.iter().map(|s| s.vs_reference.as_ref().map(|c| c.summary.kl.mean).or(s.is_reference.then_some(0.0))).collect();
         body.push_str(&bar_chart("plot-kl", "mean KL vs reference per step (nats)", &labels, &kl));
         // The reference's own P(EOS) is what every comparison measured for it.
         let ref_eos = r.steps.iter().find_map(|s| s.vs_reference.as_ref().map(|c| c.summary.p_eos_ref_mean)).unwrap_or(f64::NAN);
@@ -151,7 +169,13 @@ impl ReportWriter for Html {
             .map(|s| s.vs_reference.as_ref().map(|c| c.summary.p_eos_cand_mean).unwrap_or(if s.is_reference { ref_eos } else { f64::NAN }))
             .collect();
         let eos_r: Vec<f64> = vec![ref_eos; r.steps.len()];
-        body.push_str(&line_chart("plot-eos", "P(end-of-turn) at turn end per step", &labels, &[("step".into(), eos_c), ("reference".into(), eos_r)], false));
+        body.push_str(&line_chart(
+            "plot-eos",
+            "P(end-of-turn) at turn end per step",
+            &labels,
+            &[("step".into(), eos_c), ("reference".into(), eos_r)],
+            false,
+        ));
         let layer_series: Vec<(String, Vec<f64>)> = r
             .steps
             .iter()
@@ -175,7 +199,11 @@ impl ReportWriter for Html {
             for p in ps.iter().take(3) {
                 body.push_str(&format!("<div class=\"strip\"><div class=\"pl\">{} (KL mean {:.3})</div>", escape(&p.label), p.kl_mean));
                 for (t, k) in p.tokens.iter().zip(&p.token_kl) {
-                    body.push_str(&format!("<span class=\"tok\" style=\"background:{}\" title=\"KL {k:.4}\">{}</span>", heat(*k), escape(&t.replace('Ġ', " ").replace('Ċ', "\u{21b5}"))));
+                    body.push_str(&format!(
+                        "<span class=\"tok\" style=\"background:{}\" title=\"KL {k:.4}\">{}</span>",
+                        heat(*k),
+                        escape(&t.replace('Ġ', " ").replace('Ċ', "\u{21b5}"))
+                    ));
                 }
                 body.push_str("</div>");
             }

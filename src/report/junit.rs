@@ -33,7 +33,8 @@ impl ReportWriter for Junit {
                 error: None,
             });
             if let Some(m) = &s.merge {
-                let errors: Vec<String> = m.findings.iter().filter(|f| f.severity == Severity::Error).map(|f| format!("{}: {}", f.id, f.message)).collect();
+                let errors: Vec<String> =
+                    m.findings.iter().filter(|f| f.severity == Severity::Error).map(|f| format!("{}: {}", f.id, f.message)).collect();
                 cases.push(Case {
                     class: class.clone(),
                     name: "merge-check",
@@ -46,7 +47,8 @@ impl ReportWriter for Junit {
                     cases.push(Case {
                         class: class.clone(),
                         name,
-                        failure: (c.verdict == Status::Fail).then(|| (evidence(c), format!("KL mean {:.4}, top-1 {:.1}%", c.summary.kl.mean, 100.0 * c.summary.top1))),
+                        failure: (c.verdict == Status::Fail)
+                            .then(|| (evidence(c), format!("KL mean {:.4}, top-1 {:.1}%", c.summary.kl.mean, 100.0 * c.summary.top1))),
                         error: None,
                     });
                 }
@@ -67,11 +69,9 @@ impl ReportWriter for Junit {
         for c in &cases {
             o.push_str(&format!("    <testcase classname=\"{}\" name=\"{}\"", escape(&c.class), c.name));
             match (&c.failure, &c.error) {
-                (Some((msg, body)), _) => o.push_str(&format!(
-                    ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
-                    escape(msg),
-                    escape(body)
-                )),
+                (Some((msg, body)), _) => {
+                    o.push_str(&format!(">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n", escape(msg), escape(body)))
+                }
                 (None, Some(e)) => o.push_str(&format!(">\n      <error message=\"{}\"/>\n    </testcase>\n", escape(e))),
                 (None, None) => o.push_str("/>\n"),
             }

@@ -33,8 +33,18 @@ impl ReportWriter for Text {
             "#", "step", "", "lint E", "lint W", "KL mean", "KL p99", "top1", "P(EOS) ref→cand", "stops"
         ));
         for s in &r.steps {
-            let errs = s.findings.iter().chain(s.merge.iter().flat_map(|m| m.findings.iter())).filter(|f| f.severity == crate::checks::Severity::Error).count();
-            let warns = s.findings.iter().chain(s.merge.iter().flat_map(|m| m.findings.iter())).filter(|f| f.severity == crate::checks::Severity::Warning).count();
+            let errs = s
+                .findings
+                .iter()
+                .chain(s.merge.iter().flat_map(|m| m.findings.iter()))
+                .filter(|f| f.severity == crate::checks::Severity::Error)
+                .count();
+            let warns = s
+                .findings
+                .iter()
+                .chain(s.merge.iter().flat_map(|m| m.findings.iter()))
+                .filter(|f| f.severity == crate::checks::Severity::Warning)
+                .count();
             let (kl, p99, top1, eos, stops) = match &s.vs_reference {
                 Some(c) => (
                     crate::report::html::fmt_num(c.summary.kl.mean),
@@ -69,10 +79,9 @@ impl ReportWriter for Text {
                 o.push_str(&format!("step {i} `{step}` breaks it: {cause}\n"));
             }
             (Some(step), None) => o.push_str(&format!("step `{step}` breaks it\n")),
-            (None, _) => o.push_str(&format!(
-                "no step crossed a threshold{}\n",
-                if r.verdict == Status::Warn { " (warnings above)" } else { "" }
-            )),
+            (None, _) => {
+                o.push_str(&format!("no step crossed a threshold{}\n", if r.verdict == Status::Warn { " (warnings above)" } else { "" }))
+            }
         }
         o
     }

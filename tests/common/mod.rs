@@ -14,8 +14,22 @@ use serde_json::{json, Value};
 pub const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 pub const WORDS: &[&str] = &[
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "[UNK]", "user", "assistant", "What", "is", "6", "times", "7", "?",
-    "The", "answer", "42", ".",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "[UNK]",
+    "user",
+    "assistant",
+    "What",
+    "is",
+    "6",
+    "times",
+    "7",
+    "?",
+    "The",
+    "answer",
+    "42",
+    ".",
 ];
 pub const HIDDEN: usize = 8;
 pub const LAYERS: usize = 2;
@@ -36,12 +50,7 @@ pub fn f32_tensor(name: &str, shape: &[usize], seed: u32) -> Tensor {
             ((x + 1.0) / 2002.0 - 0.25).to_le_bytes()
         })
         .collect();
-    Tensor {
-        name: name.into(),
-        dtype: safetensors::Dtype::F32,
-        shape: shape.to_vec(),
-        data,
-    }
+    Tensor { name: name.into(), dtype: safetensors::Dtype::F32, shape: shape.to_vec(), data }
 }
 
 /// A tiny Llama-layout checkpoint, healthy by construction.
@@ -56,8 +65,7 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn healthy() -> Fixture {
-        let vocab: serde_json::Map<String, Value> =
-            WORDS.iter().enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
+        let vocab: serde_json::Map<String, Value> = WORDS.iter().enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
         let added: Vec<Value> = WORDS[..3]
             .iter()
             .enumerate()
@@ -151,9 +159,8 @@ impl Fixture {
 }
 
 pub fn serialize<'a>(tensors: impl Iterator<Item = &'a Tensor>) -> Vec<u8> {
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .map(|t| (t.name.clone(), safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap()))
-        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> =
+        tensors.map(|t| (t.name.clone(), safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap())).collect();
     safetensors::serialize(views, None).unwrap()
 }
 
@@ -166,16 +173,12 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
     }
     /// Finding ids in a `lint --json` report.
     pub fn finding_ids(&self) -> Vec<String> {
-        self.json()["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["id"].as_str().unwrap().to_string())
-            .collect()
+        self.json()["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect()
     }
     pub fn finding(&self, id: &str) -> Value {
         self.json()["findings"]
