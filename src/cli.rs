@@ -1,8 +1,12 @@
-//! Command-line arguments (clap derive). Raw input only: commands resolve and validate it.
+//! Command-line arguments (clap derive). Values with a fixed set of spellings (`--dtype`,
+//! `--device`, `--gguf-matmul`) parse into the typed `settings` here, before any command runs;
+//! paths are resolved by the commands.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::settings::{ComputeDtype, DeviceChoice, GgufMatmul, RunSettings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -87,24 +91,34 @@ pub struct CompareArgs {
     pub layers: bool,
     /// Compute dtype: f32 (weights widened on load), bf16, f16, or auto (the checkpoint's own).
     #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    pub dtype: ComputeDtype,
     /// How a GGUF's quantized layers run: dense (dequantized; closest to llama.cpp), quantized
     /// (candle QMatMul on the blocks; the file's memory), auto (dense when two dense copies fit
     /// in a quarter of the available memory).
     #[arg(long, default_value = "auto")]
-    pub gguf_matmul: String,
-    /// Compute device: auto (CUDA when built with `--features cuda` and a GPU is present), cpu, cuda.
+    pub gguf_matmul: GgufMatmul,
+    /// Compute device: auto (CUDA when built with `--features cuda` and a GPU is present), cpu,
+    /// cuda (GPU 0) or cuda:N.
     #[arg(long, default_value = "auto")]
-    pub device: String,
+    pub device: DeviceChoice,
     /// TOML file overriding the default thresholds (see docs/metrics.md).
     #[arg(long)]
     pub thresholds: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Write a self-contained HTML report here.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
     /// Fail on warnings too.
     #[arg(long)]
     pub strict: bool,
+}
+
+impl CompareArgs {
+    pub fn settings(&self) -> RunSettings {
+        RunSettings { dtype: self.dtype, device: self.device, gguf_matmul: self.gguf_matmul }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +148,12 @@ pub struct BisectArgs {
     /// Print the full report as JSON (docs/report-schema.json).
     #[arg(long)]
     pub json: bool,
+    /// Write JUnit XML here (one test case per step × check).
+    #[arg(long, value_name = "FILE.xml")]
+    pub junit: Option<PathBuf>,
+    /// Write a self-contained HTML report here.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
     /// Fail on warnings too.
     #[arg(long)]
     pub strict: bool,

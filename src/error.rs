@@ -27,9 +27,6 @@ pub enum Error {
     #[error("`{path}` is not a checkpoint ckptcheck can read: {reason}")]
     NotACheckpoint { path: PathBuf, reason: String },
 
-    #[error("`{path}` is {format}, which this version of ckptcheck does not read yet: {hint}")]
-    Unsupported { path: PathBuf, format: &'static str, hint: &'static str },
-
     #[error("`{path}`: safetensors header: {detail}")]
     SafetensorsHeader { path: PathBuf, detail: String },
 
@@ -44,6 +41,12 @@ pub enum Error {
 
     #[error("`{path}`: tokenizer could not be loaded: {detail}")]
     Tokenizer { path: PathBuf, detail: String },
+
+    #[error("cannot write the {what} report: {detail}")]
+    Serialize { what: &'static str, detail: String },
+
+    #[error("cannot use the requested device: {detail}")]
+    Device { detail: String },
 
     #[error("chat template from `{path}`: {detail}")]
     Template { path: PathBuf, detail: String },

@@ -6,6 +6,7 @@
 //! See ARCHITECTURE.md for the codemap and invariants.
 
 pub mod chat;
+pub mod checkpoint;
 pub mod checks;
 pub mod cli;
 pub mod commands;
@@ -16,5 +17,7 @@ pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod report;
+pub mod settings;
+pub mod verdict;
 
 pub use error::{Error, Result};

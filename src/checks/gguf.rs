@@ -767,7 +767,7 @@ fn close(a: f64, b: f64) -> bool {
 /// pattern from the architecture: alternating, or 5 sliding to 1 global) versus the source's
 /// `layer_types`. A model whose pattern differs runs differently past the window.
 fn sliding_layers(g: &GgufFile, ctx: &Context, file: &str, out: &mut Vec<Finding>) {
-    use crate::model::arch::ArchSpec;
+    use crate::format::arch::ArchSpec;
     let Some(cfg) = ctx.dir.config.as_ref() else { return };
     let (Ok(hf), Ok(gg)) =
         (ArchSpec::from_config(&cfg.value, None), ArchSpec::from_config(&crate::model::gguf_weights::config_json(g), None))

@@ -15,11 +15,8 @@ pub mod vocab;
 
 use serde::Serialize;
 
-use crate::chat::ChatTemplate;
-use crate::error::Error;
-use crate::format::config::ModelConfig;
+use crate::checkpoint::{Checkpoint, Facts};
 use crate::format::hf::HfDir;
-use crate::format::tokens::{special_decls, SpecialDecl, TokenizerInfo};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,29 +66,23 @@ impl Finding {
 /// A tensor name and its first dimension.
 pub type NamedRows = (String, u64);
 
-/// Everything the checks read, loaded once.
+/// Everything the checks read about one HF directory, loaded once: the directory and its
+/// `Facts` (config, tokenizer, special-token declarations, template), which deref from it.
 pub struct Context<'a> {
     pub dir: &'a HfDir,
-    pub config: ModelConfig,
-    pub tokenizer: Option<TokenizerInfo>,
-    pub tokenizer_error: Option<Error>,
-    pub decls: Vec<SpecialDecl>,
-    pub template: Option<ChatTemplate>,
+    pub facts: Facts,
+}
+
+impl std::ops::Deref for Context<'_> {
+    type Target = Facts;
+    fn deref(&self) -> &Facts {
+        &self.facts
+    }
 }
 
 impl<'a> Context<'a> {
     pub fn new(dir: &'a HfDir) -> Context<'a> {
-        let config = dir.config.as_ref().map(|c| ModelConfig::from_json(&c.value)).unwrap_or_default();
-        let (tokenizer, tokenizer_error) = match &dir.tokenizer_json {
-            Some(p) => match TokenizerInfo::load(p) {
-                Ok(t) => (Some(t), None),
-                Err(e) => (None, Some(e)),
-            },
-            None => (None, None),
-        };
-        let decls = special_decls(dir, tokenizer.as_ref());
-        let template = ChatTemplate::find(dir);
-        Context { dir, config, tokenizer, tokenizer_error, decls, template }
+        Context { dir, facts: Facts::of_hf(dir) }
     }
 
     /// Rows of the input embedding and of the output head (the same tensor when tied).
@@ -131,4 +122,15 @@ pub fn run_all(ctx: &Context, opts: &LintOptions) -> Vec<Finding> {
         quant::check(ctx, &mut out);
     }
     out
+}
+
+/// Lints any checkpoint: an HF or adapter directory with every check, a GGUF alone or against
+/// the HF checkpoint it came from (`source`), a base+adapter by its adapter directory (the base is
+/// a step of its own in a lineage).
+pub fn lint(ckpt: &Checkpoint, source: Option<&HfDir>, opts: &LintOptions) -> Vec<Finding> {
+    match ckpt {
+        Checkpoint::Gguf(g) => gguf::run(g, source.map(Context::new).as_ref()),
+        Checkpoint::Hf(d) | Checkpoint::Adapter(d) => run_all(&Context::new(d), opts),
+        Checkpoint::BaseWithAdapter { adapter, .. } => run_all(&Context::new(&adapter.dir), opts),
+    }
 }

@@ -4,23 +4,12 @@
 
 use super::special::describe;
 use super::{Context, Finding, Severity};
-use crate::chat::{sample_conversation, turn_end, Message, TemplateTokens};
-use crate::format::tokens::{stop_ids, token_string, Role};
+use crate::chat::{sample_conversation, turn_end, Message};
+use crate::format::tokens::stop_ids;
 
 /// Added tokens that only chat models have: their presence means a template is expected.
 pub const ROLE_MARKERS: &[&str] =
     &["<|im_start|>", "<|start_header_id|>", "<start_of_turn>", "[INST]", "<|user|>", "<|assistant|>", "<|eot_id|>"];
-
-/// The special-token strings a template may reference, as transformers passes them.
-pub fn template_tokens(ctx: &Context) -> TemplateTokens {
-    let get = |role: Role| {
-        ctx.decls.iter().find(|d| d.role == role && d.token.is_some()).and_then(|d| d.token.clone()).or_else(|| {
-            let tc = ctx.dir.tokenizer_config.as_ref()?;
-            token_string(tc.value.get(format!("{}_token", role.name()))?)
-        })
-    };
-    TemplateTokens { bos_token: get(Role::Bos), eos_token: get(Role::Eos), pad_token: get(Role::Pad), unk_token: get(Role::Unk) }
-}
 
 pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
     let role_markers: Vec<&str> =
@@ -45,9 +34,9 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
     };
     let file = ctx.dir.rel(&tmpl.source);
     let field = tmpl.field.clone().unwrap_or_else(|| "template".into());
-    let tokens = template_tokens(ctx);
+    let tokens = &ctx.template_tokens;
 
-    let rendered = match tmpl.render(&sample_conversation(), false, &tokens) {
+    let rendered = match tmpl.render(&sample_conversation(), false, tokens) {
         Ok(r) => r,
         Err(e) => {
             out.push(
@@ -58,7 +47,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
             return;
         }
     };
-    if let Err(e) = tmpl.render(&[Message::new("user", "Hi")], true, &tokens) {
+    if let Err(e) = tmpl.render(&[Message::new("user", "Hi")], true, tokens) {
         out.push(
             Finding::new("template.render-failed", Severity::Error, &file, format!("with add_generation_prompt=true: {e}"))
                 .field(field.clone())

@@ -7,19 +7,32 @@ use crate::cli::CompareArgs;
 use crate::commands::Outcome;
 use crate::compare::prompts::{self, Prompt};
 use crate::compare::run::{compare, CompareOptions, CompareResult};
-use crate::compare::thresholds::{Status, Thresholds};
-use crate::compare::variant::{LoadOptions, Variant};
-use crate::model::device_named;
+use crate::compare::thresholds::{Thresholds, Verdict};
+use crate::compare::variant::Variant;
+use crate::model;
 use crate::output::{Bar, Printer};
+use crate::pipeline::run::PipelineReport;
+use crate::report::{self, FileFormat, Report};
 
 /// Version of the `compare --json` layout.
 pub const COMPARE_SCHEMA_VERSION: u32 = 1;
 
 #[derive(Serialize)]
-struct Report<'a> {
+struct CompareReport {
     schema_version: u32,
     #[serde(flatten)]
-    result: &'a CompareResult,
+    result: CompareResult,
+}
+
+impl Report for CompareReport {
+    const KIND: &'static str = "compare";
+    fn text(&self, _color: bool) -> String {
+        render_text(&self.result)
+    }
+    /// The lineage page with two steps: the reference and the candidate.
+    fn html(&self) -> Option<String> {
+        PipelineReport::of_compare(&self.result).html()
+    }
 }
 
 pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
@@ -35,23 +48,22 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         Some(n) => prompts.into_iter().take(n).collect(),
         None => prompts,
     };
-    let device = device_named(&args.device)?;
+    let settings = args.settings();
+    let device = model::device(settings.device)?;
     printer.note(&format!("loading {}", args.reference.display()));
-    let load = LoadOptions { dtype: args.dtype.clone(), gguf_matmul: crate::model::GgufMatmul::parse(&args.gguf_matmul)? };
-    let r = Variant::open(&args.reference, &device, &load)?;
+    let r = Variant::open(&args.reference, &device, &settings)?;
     printer.note(&format!("loading {}", args.candidate.display()));
-    let c = Variant::open(&args.candidate, &device, &load)?;
+    let c = Variant::open(&args.candidate, &device, &settings)?;
     let bar = Bar::new(printer);
     let opts = CompareOptions { max_new_tokens: args.max_new_tokens, layers: args.layers, thresholds };
     let result = compare(&r, &c, &prompts, &opts, &bar)?;
     bar.0.finish_and_clear();
-    if args.json {
-        printer.data(&serde_json::to_string_pretty(&Report { schema_version: COMPARE_SCHEMA_VERSION, result: &result })?);
-    } else {
-        printer.data(&render_text(&result));
+    let report = CompareReport { schema_version: COMPARE_SCHEMA_VERSION, result };
+    if let Some(p) = &args.report {
+        report::write_file(printer, &report, FileFormat::Html, p)?;
     }
-    let failed = result.verdict == Status::Fail || (args.strict && result.verdict == Status::Warn);
-    Ok(if failed { Outcome::Findings } else { Outcome::Clean })
+    report::print(printer, &report, args.json)?;
+    Ok(Outcome::of(report.result.verdict, args.strict))
 }
 
 pub fn render_text(r: &CompareResult) -> String {
@@ -101,11 +113,11 @@ pub fn render_text(r: &CompareResult) -> String {
     }
     o.push('\n');
     for j in &r.judgements {
-        if j.status != Status::Pass {
+        if j.status != Verdict::Pass {
             o.push_str(&format!(
                 "{:<5} {:<16} {:.4} (warn {}, fail {}): {}\n",
                 match j.status {
-                    Status::Fail => "FAIL",
+                    Verdict::Fail => "FAIL",
                     _ => "warn",
                 },
                 j.metric,
@@ -119,9 +131,9 @@ pub fn render_text(r: &CompareResult) -> String {
     o.push_str(&format!(
         "verdict: {}\n",
         match r.verdict {
-            Status::Pass => "pass",
-            Status::Warn => "warn",
-            Status::Fail => "FAIL",
+            Verdict::Pass => "pass",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "FAIL",
         }
     ));
     o

@@ -6,12 +6,15 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::chat::{sample_conversation, turn_end, ChatTemplate, Message};
-use crate::checks::template::{template_tokens, ROLE_MARKERS};
+use crate::checkpoint::Checkpoint;
+use crate::checks::template::ROLE_MARKERS;
 use crate::checks::Context;
 use crate::cli::InspectArgs;
-use crate::commands::{open_hf, Outcome};
+use crate::commands::{inspect_gguf, Outcome};
+use crate::format::hf::HfDir;
 use crate::format::tokens::{stop_ids, SpecialDecl};
 use crate::output::Printer;
+use crate::report::{self, Report};
 
 /// Version of the `inspect --json` layout.
 pub const INSPECT_SCHEMA_VERSION: u32 = 1;
@@ -78,21 +81,24 @@ pub struct Quantization {
 }
 
 pub fn run(args: &InspectArgs, printer: &Printer) -> anyhow::Result<Outcome> {
-    if crate::commands::gguf::is_gguf(&args.path) {
-        return crate::commands::gguf::inspect(&args.path, args.json, printer);
-    }
-    let report = build(&args.path)?;
-    if args.json {
-        printer.data(&serde_json::to_string_pretty(&report)?);
-    } else {
-        printer.data(&render_text(&report));
+    match Checkpoint::open(&args.path)? {
+        Checkpoint::Gguf(g) => report::print(printer, &inspect_gguf::build(&args.path, &g), args.json)?,
+        Checkpoint::Hf(d) | Checkpoint::Adapter(d) => report::print(printer, &build(&args.path, &d), args.json)?,
+        // A base with an adapter: the adapter directory says what was applied to which base.
+        Checkpoint::BaseWithAdapter { adapter, .. } => report::print(printer, &build(&args.path, &adapter.dir), args.json)?,
     }
     Ok(Outcome::Clean)
 }
 
-pub fn build(path: &std::path::Path) -> anyhow::Result<InspectReport> {
-    let dir = open_hf(path)?;
-    let ctx = Context::new(&dir);
+impl Report for InspectReport {
+    const KIND: &'static str = "inspect";
+    fn text(&self, _color: bool) -> String {
+        render_text(self)
+    }
+}
+
+pub fn build(path: &std::path::Path, dir: &HfDir) -> InspectReport {
+    let ctx = Context::new(dir);
     let mut dtypes = BTreeMap::new();
     let mut parameters = 0u64;
     let mut bytes = 0u64;
@@ -148,7 +154,7 @@ pub fn build(path: &std::path::Path) -> anyhow::Result<InspectReport> {
         }
     };
     let (stop, _) = stop_ids(&ctx.decls);
-    Ok(InspectReport {
+    InspectReport {
         schema_version: INSPECT_SCHEMA_VERSION,
         path: path.display().to_string(),
         format: if dir.is_adapter() { "peft-adapter" } else { "hf-safetensors" },
@@ -167,16 +173,16 @@ pub fn build(path: &std::path::Path) -> anyhow::Result<InspectReport> {
         special_tokens: ctx.decls.clone(),
         stop_token_ids: stop,
         chat_template,
-        quantization: quantization(&dir, &ctx),
+        quantization: quantization(dir, &ctx),
         adapter: dir.adapter_config.as_ref().map(|a| a.value.clone()),
         pickles_ignored: dir.pickles.iter().map(|p| dir.rel(p)).collect(),
-    })
+    }
 }
 
 fn summarize_template(ctx: &Context, t: &ChatTemplate) -> TemplateSummary {
-    let tokens = template_tokens(ctx);
-    let rendered_sample = t.render(&sample_conversation(), false, &tokens).map_err(|e| e.to_string());
-    let generation_prompt = t.render(&[Message::new("user", "What is 6 times 7?")], true, &tokens).map_err(|e| e.to_string());
+    let tokens = &ctx.template_tokens;
+    let rendered_sample = t.render(&sample_conversation(), false, tokens).map_err(|e| e.to_string());
+    let generation_prompt = t.render(&[Message::new("user", "What is 6 times 7?")], true, tokens).map_err(|e| e.to_string());
     let specials: Vec<String> = ctx.tokenizer.as_ref().map(|tk| tk.special_strings()).unwrap_or_default();
     let turn_end_token = rendered_sample.as_ref().ok().and_then(|r| turn_end(r, &specials)).and_then(|e| e.token);
     let source = match &t.field {

@@ -2,10 +2,13 @@
 
 use serde::Serialize;
 
-use crate::checks::{self, Context, Finding, LintOptions, Severity};
+use crate::checkpoint::Checkpoint;
+use crate::checks::{self, Finding, LintOptions, Severity};
 use crate::cli::LintArgs;
-use crate::commands::{open_hf, Outcome};
+use crate::commands::Outcome;
 use crate::output::Printer;
+use crate::report::{self, Report};
+use crate::verdict::Verdict;
 
 /// Version of the `lint --json` layout; bump on any incompatible change.
 pub const LINT_SCHEMA_VERSION: u32 = 1;
@@ -20,27 +23,31 @@ pub struct LintReport {
     pub infos: usize,
     /// Lowest severity that fails the run (`error`, or `warning` under `--strict`).
     pub fail_level: Severity,
-    pub verdict: &'static str,
+    /// `fail` when a finding is at or above the fail level, else `pass`.
+    pub verdict: Verdict,
 }
 
 pub fn run(args: &LintArgs, printer: &Printer) -> anyhow::Result<Outcome> {
-    if crate::commands::gguf::is_gguf(&args.path) {
-        return crate::commands::gguf::lint(args, printer);
-    }
-    if args.source.is_some() {
-        anyhow::bail!("`--source` compares a GGUF with the HF checkpoint it came from; `{}` is not a GGUF file", args.path.display());
-    }
-    let dir = open_hf(&args.path)?;
-    let ctx = Context::new(&dir);
-    let findings = checks::run_all(&ctx, &LintOptions { no_values: args.no_values });
+    let ckpt = Checkpoint::open(&args.path)?;
+    let source = match (&args.source, &ckpt) {
+        (None, _) => None,
+        (Some(src), Checkpoint::Gguf(_)) => Some(Checkpoint::open_hf(src)?),
+        (Some(_), _) => {
+            anyhow::bail!("`--source` compares a GGUF with the HF checkpoint it came from; `{}` is not a GGUF file", args.path.display())
+        }
+    };
+    let findings = checks::lint(&ckpt, source.as_ref(), &LintOptions { no_values: args.no_values });
     let fail_level = if args.strict { Severity::Warning } else { Severity::Error };
     let report = report(args.path.display().to_string(), findings, fail_level);
-    if args.json {
-        printer.data(&serde_json::to_string_pretty(&report)?);
-    } else {
-        printer.data(&render_text(&report));
+    report::print(printer, &report, args.json)?;
+    Ok(Outcome::of(report.verdict, false))
+}
+
+impl Report for LintReport {
+    const KIND: &'static str = "lint";
+    fn text(&self, _color: bool) -> String {
+        render_text(self)
     }
-    Ok(if report.verdict == "fail" { Outcome::Findings } else { Outcome::Clean })
 }
 
 pub fn report(path: String, findings: Vec<Finding>, fail_level: Severity) -> LintReport {
@@ -54,7 +61,7 @@ pub fn report(path: String, findings: Vec<Finding>, fail_level: Severity) -> Lin
         infos: count(Severity::Info),
         findings,
         fail_level,
-        verdict: if failed { "fail" } else { "pass" },
+        verdict: if failed { Verdict::Fail } else { Verdict::Pass },
     }
 }
 
@@ -79,7 +86,7 @@ pub fn render_text(r: &LintReport) -> String {
         r.errors,
         r.warnings,
         r.infos,
-        if r.verdict == "fail" { "FAIL" } else { "ok" }
+        if r.verdict == Verdict::Fail { "FAIL" } else { "ok" }
     ));
     s
 }

@@ -2,18 +2,20 @@
 
 use serde::Serialize;
 
+use crate::checkpoint::Checkpoint;
 use crate::checks::merge::{self, MergeReport};
 use crate::checks::Severity;
 use crate::cli::MergeCheckArgs;
-use crate::commands::{lint, open_hf, Outcome};
+use crate::commands::{lint, Outcome};
 use crate::format::lora::Adapter;
 use crate::output::Printer;
+use crate::report::{self, Report};
 
 /// Version of the `merge-check --json` layout.
 pub const MERGE_SCHEMA_VERSION: u32 = 1;
 
 #[derive(Serialize)]
-struct Report<'a> {
+struct MergeCheckReport<'a> {
     schema_version: u32,
     base: String,
     adapter: String,
@@ -25,12 +27,12 @@ struct Report<'a> {
 }
 
 pub fn run(args: &MergeCheckArgs, printer: &Printer) -> anyhow::Result<Outcome> {
-    let base = open_hf(&args.base)?;
+    let base = Checkpoint::open_hf(&args.base)?;
     let adapter = Adapter::open(&args.adapter)?;
-    let merged = open_hf(&args.merged)?;
+    let merged = Checkpoint::open_hf(&args.merged)?;
     let MergeReport { modules, findings } = merge::check(&base, &adapter, &merged)?;
     let fail_level = if args.strict { Severity::Warning } else { Severity::Error };
-    let report = lint::report(args.merged.display().to_string(), findings, fail_level);
+    let lint = lint::report(args.merged.display().to_string(), findings, fail_level);
     let c = &adapter.config;
     let scale_rule = format!(
         "s = lora_alpha / {} = {} / {}{}",
@@ -39,31 +41,35 @@ pub fn run(args: &MergeCheckArgs, printer: &Printer) -> anyhow::Result<Outcome> 
         c.r,
         if c.use_dora { " (DoRA: magnitude / row norm applied)" } else { "" }
     );
-    if args.json {
-        printer.data(&serde_json::to_string_pretty(&Report {
-            schema_version: MERGE_SCHEMA_VERSION,
-            base: args.base.display().to_string(),
-            adapter: args.adapter.display().to_string(),
-            merged: args.merged.display().to_string(),
-            scale_rule,
-            modules: &modules,
-            lint: &report,
-        })?);
-    } else {
+    let report = MergeCheckReport {
+        schema_version: MERGE_SCHEMA_VERSION,
+        base: args.base.display().to_string(),
+        adapter: args.adapter.display().to_string(),
+        merged: args.merged.display().to_string(),
+        scale_rule,
+        modules: &modules,
+        lint: &lint,
+    };
+    report::print(printer, &report, args.json)?;
+    Ok(Outcome::of(lint.verdict, false))
+}
+
+impl Report for MergeCheckReport<'_> {
+    const KIND: &'static str = "merge-check";
+    fn text(&self, _color: bool) -> String {
         let mut s = format!(
-            "{scale_rule}\n{:<44} {:>4} {:>8} {:>10} {:>10} {:>9}  status\n",
-            "module", "r", "scale", "‖s·B·A‖", "residual", "fit c"
+            "{}\n{:<44} {:>4} {:>8} {:>10} {:>10} {:>9}  status\n",
+            self.scale_rule, "module", "r", "scale", "‖s·B·A‖", "residual", "fit c"
         );
-        for m in &modules {
+        for m in self.modules {
             s.push_str(&format!(
                 "{:<44} {:>4} {:>8.4} {:>10.3e} {:>10.2e} {:>9.4}  {}\n",
                 m.module, m.rank, m.scale, m.delta_norm, m.residual, m.fitted_scale, m.status
             ));
         }
-        let ok = modules.iter().filter(|m| m.status == "ok").count();
-        s.push_str(&format!("{ok} of {} adapted modules merged correctly\n\n", modules.len()));
-        s.push_str(&lint::render_text(&report));
-        printer.data(&s);
+        let ok = self.modules.iter().filter(|m| m.status == "ok").count();
+        s.push_str(&format!("{ok} of {} adapted modules merged correctly\n\n", self.modules.len()));
+        s.push_str(&lint::render_text(self.lint));
+        s
     }
-    Ok(if report.verdict == "fail" { Outcome::Findings } else { Outcome::Clean })
 }

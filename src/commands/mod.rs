@@ -3,14 +3,12 @@
 
 pub mod bisect;
 pub mod compare;
-pub mod gguf;
 pub mod inspect;
+pub mod inspect_gguf;
 pub mod lint;
 pub mod merge_check;
 
-use std::path::Path;
-
-use crate::format::{self, hf::HfDir, Checkpoint};
+use crate::verdict::Verdict;
 
 /// How a command that ran ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +20,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Exit 1 when the verdict fails (a warning too under `--strict`).
+    pub fn of(verdict: Verdict, strict: bool) -> Outcome {
+        if verdict.fails(strict) {
+            Outcome::Findings
+        } else {
+            Outcome::Clean
+        }
+    }
+
     pub fn exit_code(self) -> u8 {
         match self {
             Outcome::Clean => 0,
@@ -32,9 +39,3 @@ impl Outcome {
 
 /// Exit code for "could not run": bad path, unreadable input, unsupported format.
 pub const EXIT_COULD_NOT_RUN: u8 = 2;
-
-pub(crate) fn open_hf(path: &Path) -> anyhow::Result<HfDir> {
-    match format::open(path)? {
-        Checkpoint::Hf(d) => Ok(d),
-    }
-}

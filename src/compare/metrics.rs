@@ -152,6 +152,15 @@ pub fn summarize(values: &[f64]) -> Summary {
     }
 }
 
+/// 3 significant decimals, or scientific notation for small values.
+pub fn fmt_num(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1e-3 {
+        format!("{v:.2e}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::metrics::{self, summarize, Summary, TokenScore};
 use super::prompts::Prompt;
-use super::thresholds::{above, below, Judgement, Status, Thresholds};
+use super::thresholds::{Judgement, Metric, Thresholds, Verdict};
 use super::variant::Variant;
 use crate::error::{Error, Result};
 
@@ -86,7 +86,7 @@ pub struct CompareResult {
     pub layers: Option<Vec<LayerResult>>,
     pub first_bad_layer: Option<String>,
     pub judgements: Vec<Judgement>,
-    pub verdict: Status,
+    pub verdict: Verdict,
 }
 
 /// Reports progress; `tick` is called once per prompt and stage.
@@ -101,13 +101,78 @@ fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
     t.to_vec2::<f32>().map_err(|e| Error::Tensor { path: "<forward pass>".into(), tensor: "logits".into(), detail: e.to_string() })
 }
 
+/// One prompt ready to score: its length, the reference's answer, whether the reference stopped,
+/// the end-of-turn id appended, and the full teacher-forcing sequence.
+struct Sequence {
+    prompt_len: usize,
+    answer: Vec<u32>,
+    ref_stopped: bool,
+    eot: Option<u32>,
+    full: Vec<u32>,
+}
+
+/// How the candidate's own tokenizer and template encode the prompts, against the reference.
+#[derive(Default)]
+struct Tokenization {
+    mismatches: usize,
+    first: Option<String>,
+}
+
+/// Per-layer sums over all positions: (Σ‖Δ‖², Σ‖r‖², Σcos, nonfinite).
+type LayerAcc = Vec<(f64, f64, f64, usize)>;
+
+/// What scoring every sequence produced.
+struct Scored {
+    results: Vec<PromptResult>,
+    tokens: Vec<TokenScore>,
+    nonfinite_ref: usize,
+    layers: Option<LayerAcc>,
+    positions: usize,
+}
+
 pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptions, progress: &dyn Progress) -> Result<CompareResult> {
-    let cand_rows = c.model.spec.vocab_size;
-    // 1. Reference answers.
     progress.stage("reference answers", prompts.len());
+    let (seqs, tokenization) = reference_answers(r, c, prompts, opts, progress)?;
+    progress.stage("scoring", prompts.len());
+    let mut scored = score(r, c, prompts, &seqs, opts, progress)?;
+    progress.stage("candidate generation", prompts.len());
+    for (res, seq) in scored.results.iter_mut().zip(&seqs) {
+        let (gen, stopped) = c.model.generate_greedy(&seq.full[..seq.prompt_len], opts.max_new_tokens, &c.stop_ids)?;
+        res.cand_stopped = stopped;
+        res.cand_generated_tokens = gen.len();
+        progress.tick();
+    }
+    let summary = summarize_all(&scored, tokenization);
+    let layers = scored.layers.as_ref().map(|acc| layer_results(acc, scored.positions));
+    let first_bad_layer = layers.as_ref().and_then(|ls| {
+        ls.iter().find(|l| l.nonfinite > 0 || l.rel_l2.is_nan() || l.rel_l2 > opts.thresholds.layer_rel_err).map(|l| l.name.clone())
+    });
+    let judgements = judge(&summary, &opts.thresholds);
+    let verdict = judgements.iter().map(|j| j.status).max().unwrap_or(Verdict::Pass);
+    Ok(CompareResult {
+        reference: r.label.clone(),
+        candidate: c.label.clone(),
+        prompts: scored.results,
+        summary,
+        layers,
+        first_bad_layer,
+        judgements,
+        verdict,
+    })
+}
+
+/// Stage 1: each prompt encoded by the reference, answered greedily by it, and checked against
+/// the candidate's own encoding and vocabulary.
+fn reference_answers(
+    r: &Variant,
+    c: &Variant,
+    prompts: &[Prompt],
+    opts: &CompareOptions,
+    progress: &dyn Progress,
+) -> Result<(Vec<Sequence>, Tokenization)> {
+    let cand_rows = c.model.spec.vocab_size;
     let mut seqs = Vec::with_capacity(prompts.len());
-    let mut mismatches = 0usize;
-    let mut first_mismatch = None;
+    let mut tokenization = Tokenization::default();
     for p in prompts {
         let prompt_ids = r.encode_prompt(p)?;
         if prompt_ids.len() + opts.max_new_tokens + 1 > MAX_SEQ_TOKENS {
@@ -130,31 +195,15 @@ pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptio
         // The candidate's own tokenizer and template on the same prompt (a GGUF uses its own).
         let own = c.encode_prompt(p).map_err(|e| e.to_string());
         if own.as_ref().ok() != Some(&prompt_ids) {
-            mismatches += 1;
-            if first_mismatch.is_none() {
-                first_mismatch = Some(match &own {
-                    Err(e) => format!("prompt {:?}: the candidate cannot encode it: {e}", p.label()),
-                    Ok(ids) => {
-                        let at = ids.iter().zip(&prompt_ids).position(|(a, b)| a != b).unwrap_or(ids.len().min(prompt_ids.len()));
-                        let show = |v: &[u32], t: &crate::format::tokens::TokenizerInfo| {
-                            v.get(at).map(|&i| format!("{i} {:?}", t.token(i).unwrap_or_default())).unwrap_or_else(|| "end".into())
-                        };
-                        format!(
-                            "prompt {:?}: {} vs {} tokens, first difference at token {at}: {} (reference) vs {} (candidate)",
-                            p.label(),
-                            prompt_ids.len(),
-                            ids.len(),
-                            show(&prompt_ids, &r.tokenizer),
-                            show(ids, &c.tokenizer)
-                        )
-                    }
-                });
+            tokenization.mismatches += 1;
+            if tokenization.first.is_none() {
+                tokenization.first = Some(describe_mismatch(p, &prompt_ids, &own, r, c));
             }
         }
         let mut stop = r.stop_ids.clone();
         stop.extend(r.turn_end_id);
-        let (mut answer, stopped) = r.model.generate_greedy(&prompt_ids, opts.max_new_tokens, &stop)?;
-        if stopped {
+        let (mut answer, ref_stopped) = r.model.generate_greedy(&prompt_ids, opts.max_new_tokens, &stop)?;
+        if ref_stopped {
             answer.pop();
         }
         let eot = r.turn_end_id.or_else(|| r.stop_ids.first().copied());
@@ -168,27 +217,55 @@ pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptio
                 detail: format!("the reference's token id {bad} is beyond the candidate's vocabulary ({cand_rows}); the two use different tokenizers — run `ckptcheck lint` on both"),
             });
         }
-        seqs.push((prompt_ids.len(), answer, stopped, eot, full));
+        seqs.push(Sequence { prompt_len: prompt_ids.len(), answer, ref_stopped, eot, full });
         progress.tick();
     }
+    Ok((seqs, tokenization))
+}
 
-    // 2. Teacher-forced scoring.
-    progress.stage("scoring", prompts.len());
-    let mut all: Vec<TokenScore> = Vec::new();
-    let mut results = Vec::new();
-    let mut nonfinite_ref = 0usize;
-    let mut layer_acc: Option<Vec<(f64, f64, f64, usize)>> = None; // (Σ‖Δ‖², Σ‖r‖², Σcos, nonfinite)
-    let mut positions = 0usize;
-    for (p, (plen, answer, stopped, eot, full)) in prompts.iter().zip(&seqs) {
+/// The first difference between the reference's and the candidate's encoding of a prompt, in words.
+fn describe_mismatch(p: &Prompt, prompt_ids: &[u32], own: &std::result::Result<Vec<u32>, String>, r: &Variant, c: &Variant) -> String {
+    match own {
+        Err(e) => format!("prompt {:?}: the candidate cannot encode it: {e}", p.label()),
+        Ok(ids) => {
+            let at = ids.iter().zip(prompt_ids).position(|(a, b)| a != b).unwrap_or(ids.len().min(prompt_ids.len()));
+            let show = |v: &[u32], t: &crate::format::tokens::TokenizerInfo| {
+                v.get(at).map(|&i| format!("{i} {:?}", t.token(i).unwrap_or_default())).unwrap_or_else(|| "end".into())
+            };
+            format!(
+                "prompt {:?}: {} vs {} tokens, first difference at token {at}: {} (reference) vs {} (candidate)",
+                p.label(),
+                prompt_ids.len(),
+                ids.len(),
+                show(prompt_ids, &r.tokenizer),
+                show(ids, &c.tokenizer)
+            )
+        }
+    }
+}
+
+/// Stage 2: both variants teacher-forced on every sequence; per-token scores, P(EOS) at the turn
+/// end and (with `layers`) the hidden-state trace.
+fn score(
+    r: &Variant,
+    c: &Variant,
+    prompts: &[Prompt],
+    seqs: &[Sequence],
+    opts: &CompareOptions,
+    progress: &dyn Progress,
+) -> Result<Scored> {
+    let mut out = Scored { results: Vec::new(), tokens: Vec::new(), nonfinite_ref: 0, layers: None, positions: 0 };
+    for (p, seq) in prompts.iter().zip(seqs) {
+        let full = &seq.full;
         let fr = r.model.forward(full, opts.layers)?;
         let fc = c.model.forward(full, opts.layers)?;
         let lr = rows(&fr.logits)?;
         let lc = rows(&fc.logits)?;
-        nonfinite_ref += lr.iter().flatten().filter(|x| !x.is_finite()).count();
+        out.nonfinite_ref += lr.iter().flatten().filter(|x| !x.is_finite()).count();
         let mut scores = Vec::new();
         let mut token_kl = Vec::new();
         let mut tokens = Vec::new();
-        for pos in *plen..full.len() {
+        for pos in seq.prompt_len..full.len() {
             let target = full[pos] as usize;
             let s = metrics::score_token(&lr[pos - 1], &lc[pos - 1], target);
             token_kl.push(s.kl);
@@ -196,23 +273,21 @@ pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptio
             scores.push(s);
         }
         // The end-of-turn token is the last of `full`, predicted at the row before it.
-        let (p_eos_ref, p_eos_cand) = match eot {
-            Some(e) if full.len() >= 2 => {
-                (metrics::prob(&lr[full.len() - 2], *e as usize), metrics::prob(&lc[full.len() - 2], *e as usize))
-            }
+        let (p_eos_ref, p_eos_cand) = match seq.eot {
+            Some(e) if full.len() >= 2 => (metrics::prob(&lr[full.len() - 2], e as usize), metrics::prob(&lc[full.len() - 2], e as usize)),
             _ => (f64::NAN, f64::NAN),
         };
         if opts.layers {
-            layer_trace(&fr.hidden, &fc.hidden, &mut layer_acc)?;
-            positions += full.len();
+            layer_trace(&fr.hidden, &fc.hidden, &mut out.layers)?;
+            out.positions += full.len();
         }
         let s = summarize(&token_kl);
-        results.push(PromptResult {
+        out.results.push(PromptResult {
             label: p.label(),
-            prompt_tokens: *plen,
-            answer_tokens: answer.len(),
-            answer: r.tokenizer.tokenizer.decode(answer, false).unwrap_or_default(),
-            ref_stopped: *stopped,
+            prompt_tokens: seq.prompt_len,
+            answer_tokens: seq.answer.len(),
+            answer: r.tokenizer.tokenizer.decode(&seq.answer, false).unwrap_or_default(),
+            ref_stopped: seq.ref_stopped,
             kl_mean: s.mean,
             kl_max: s.max,
             top1: scores.iter().filter(|s| s.top1_agree).count() as f64 / scores.len().max(1) as f64,
@@ -223,19 +298,15 @@ pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptio
             token_kl,
             tokens,
         });
-        all.extend(scores);
+        out.tokens.extend(scores);
         progress.tick();
     }
+    Ok(out)
+}
 
-    // 3. Does the candidate still stop on its own?
-    progress.stage("candidate generation", prompts.len());
-    for (res, (plen, _, _, _, full)) in results.iter_mut().zip(&seqs) {
-        let (gen, stopped) = c.model.generate_greedy(&full[..*plen], opts.max_new_tokens, &c.stop_ids)?;
-        res.cand_stopped = stopped;
-        res.cand_generated_tokens = gen.len();
-        progress.tick();
-    }
-
+/// Stage 4: the summary over every scored token and prompt.
+fn summarize_all(scored: &Scored, tokenization: Tokenization) -> CompareSummary {
+    let (all, results) = (&scored.tokens, &scored.results);
     let n = all.len().max(1) as f64;
     let kl: Vec<f64> = all.iter().map(|s| s.kl).collect();
     let nll_ref = all.iter().map(|s| s.nll_ref).sum::<f64>() / n;
@@ -250,7 +321,7 @@ pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptio
         }
     };
     let np = results.len().max(1) as f64;
-    let summary = CompareSummary {
+    CompareSummary {
         kl: summarize(&kl),
         top1: all.iter().filter(|s| s.top1_agree).count() as f64 / n,
         top5_overlap: all.iter().map(|s| s.top5_overlap).sum::<f64>() / n,
@@ -260,47 +331,32 @@ pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptio
         ppl_ref: nll_ref.exp(),
         ppl_cand: nll_cand.exp(),
         ppl_ratio: (nll_cand - nll_ref).exp(),
-        nonfinite_ref,
+        nonfinite_ref: scored.nonfinite_ref,
         nonfinite_cand: all.iter().map(|s| s.cand_nonfinite).sum(),
         p_eos_ref_mean: mean_of(&|r| r.p_eos_ref),
         p_eos_cand_mean: mean_of(&|r| r.p_eos_cand),
         ref_stop_rate: results.iter().filter(|r| r.ref_stopped).count() as f64 / np,
         cand_stop_rate: results.iter().filter(|r| r.cand_stopped).count() as f64 / np,
         scored_tokens: all.len(),
-        prompt_token_mismatches: mismatches,
-        first_token_mismatch: first_mismatch,
-    };
-
-    let layers = layer_acc.map(|acc| {
-        acc.iter()
-            .enumerate()
-            .map(|(i, (d2, r2, cos, nf))| LayerResult {
-                index: i,
-                name: if i == 0 { "embeddings".into() } else { format!("layer {}", i - 1) },
-                rel_l2: (d2 / r2.max(f64::MIN_POSITIVE)).sqrt(),
-                cosine: cos / positions.max(1) as f64,
-                nonfinite: *nf,
-            })
-            .collect::<Vec<_>>()
-    });
-    let first_bad_layer = layers.as_ref().and_then(|ls| {
-        ls.iter().find(|l| l.nonfinite > 0 || l.rel_l2.is_nan() || l.rel_l2 > opts.thresholds.layer_rel_err).map(|l| l.name.clone())
-    });
-    let judgements = judge(&summary, &opts.thresholds);
-    let verdict = judgements.iter().map(|j| j.status).max().unwrap_or(Status::Pass);
-    Ok(CompareResult {
-        reference: r.label.clone(),
-        candidate: c.label.clone(),
-        prompts: results,
-        summary,
-        layers,
-        first_bad_layer,
-        judgements,
-        verdict,
-    })
+        prompt_token_mismatches: tokenization.mismatches,
+        first_token_mismatch: tokenization.first,
+    }
 }
 
-fn layer_trace(hr: &[Tensor], hc: &[Tensor], acc: &mut Option<Vec<(f64, f64, f64, usize)>>) -> Result<()> {
+fn layer_results(acc: &LayerAcc, positions: usize) -> Vec<LayerResult> {
+    acc.iter()
+        .enumerate()
+        .map(|(i, (d2, r2, cos, nf))| LayerResult {
+            index: i,
+            name: if i == 0 { "embeddings".into() } else { format!("layer {}", i - 1) },
+            rel_l2: (d2 / r2.max(f64::MIN_POSITIVE)).sqrt(),
+            cosine: cos / positions.max(1) as f64,
+            nonfinite: *nf,
+        })
+        .collect()
+}
+
+fn layer_trace(hr: &[Tensor], hc: &[Tensor], acc: &mut Option<LayerAcc>) -> Result<()> {
     if hr.len() != hc.len() {
         return Err(Error::Tensor {
             path: "<layer trace>".into(),
@@ -339,51 +395,44 @@ fn layer_trace(hr: &[Tensor], hc: &[Tensor], acc: &mut Option<Vec<(f64, f64, f64
     Ok(())
 }
 
-/// Applies the thresholds to the summary.
+/// Applies the thresholds to the summary, in `Metric` order where it matters to readers.
 pub fn judge(s: &CompareSummary, t: &Thresholds) -> Vec<Judgement> {
-    let mut j = vec![
-        above(
-            "nonfinite_logits",
-            (s.nonfinite_cand + s.nonfinite_ref) as f64,
-            0.0,
-            0.0,
-            format!("{} NaN/Inf logits in the reference, {} in the candidate", s.nonfinite_ref, s.nonfinite_cand),
-        ),
-        above("kl_mean", s.kl.mean, t.kl_mean_warn, t.kl_mean_fail, "mean KL(ref‖cand) per answer token, nats"),
-        above("kl_p99", s.kl.p99, t.kl_p99_warn, t.kl_p99_fail, "99th percentile of per-token KL"),
-        below("top1", s.top1, t.top1_warn, t.top1_fail, "share of answer positions with the same top token"),
-        above("ppl_ratio", s.ppl_ratio, t.ppl_ratio_warn, t.ppl_ratio_fail, "PPL(cand) / PPL(ref) on the reference answers"),
-    ];
+    let mut nonfinite = t.judge(
+        Metric::NonfiniteLogits,
+        (s.nonfinite_cand + s.nonfinite_ref) as f64,
+        format!("{} NaN/Inf logits in the reference, {} in the candidate", s.nonfinite_ref, s.nonfinite_cand),
+    );
     if s.kl.nan > 0 {
-        j[0].status = Status::Fail;
-        j[0].note.push_str(&format!("; {} positions with NaN KL", s.kl.nan));
-        j[0].value += s.kl.nan as f64;
+        nonfinite.status = Verdict::Fail;
+        nonfinite.note.push_str(&format!("; {} positions with NaN KL", s.kl.nan));
+        nonfinite.value += s.kl.nan as f64;
     }
-    if s.p_eos_ref_mean >= t.eos_ref_min {
+    let mut j = vec![
+        nonfinite,
+        t.judge(Metric::KlMean, s.kl.mean, "mean KL(ref‖cand) per answer token, nats"),
+        t.judge(Metric::KlP99, s.kl.p99, "99th percentile of per-token KL"),
+        t.judge(Metric::Top1, s.top1, "share of answer positions with the same top token"),
+        t.judge(Metric::PplRatio, s.ppl_ratio, "PPL(cand) / PPL(ref) on the reference answers"),
+    ];
+    if s.p_eos_ref_mean >= t.p_eos_ref_min {
         let ratio = s.p_eos_cand_mean / s.p_eos_ref_mean;
-        j.push(below(
-            "p_eos_ratio",
+        j.push(t.judge(
+            Metric::PEosRatio,
             ratio,
-            t.eos_ratio_warn,
-            t.eos_ratio_fail,
             format!("P(end-of-turn) at turn end: {:.3} → {:.3}", s.p_eos_ref_mean, s.p_eos_cand_mean),
         ));
     }
-    j.push(above(
-        "prompt_tokenization",
+    j.push(t.judge(
+        Metric::PromptTokenization,
         s.prompt_token_mismatches as f64,
-        0.0,
-        0.0,
         match &s.first_token_mismatch {
             Some(m) => format!("{} prompts encode differently with the candidate's own tokenizer/template; {m}", s.prompt_token_mismatches),
             None => "every prompt encodes to the same ids with the candidate's own tokenizer and template".into(),
         },
     ));
-    j.push(above(
-        "stop_rate_drop",
+    j.push(t.judge(
+        Metric::StopRateDrop,
         s.ref_stop_rate - s.cand_stop_rate,
-        t.stop_drop_warn,
-        t.stop_drop_fail,
         format!(
             "greedy generation stops on {:.0} % of prompts for the reference, {:.0} % for the candidate",
             100.0 * s.ref_stop_rate,

@@ -1,11 +1,14 @@
-//! Pass / warn / fail thresholds for `compare`, each with where its default comes from.
-//! Overridable from a TOML file (`--thresholds FILE`) whose keys are the field names.
+//! The metrics `compare` judges (`Metric`, one name shared by thresholds, evidence, JSON and
+//! reports) and their pass / warn / fail thresholds, each with where its default comes from.
+//! Overridable from a TOML file (`--thresholds FILE`) whose keys are `<metric>_warn` /
+//! `<metric>_fail` (the spellings of earlier versions are accepted as aliases).
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use crate::verdict::Verdict;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -25,13 +28,18 @@ pub struct Thresholds {
     pub ppl_ratio_warn: f64,
     pub ppl_ratio_fail: f64,
     /// Mean P(end-of-turn) where the reference turn ends, candidate relative to reference.
-    /// Applied only when the reference itself ends turns (mean P ≥ `eos_ref_min`).
-    pub eos_ratio_warn: f64,
-    pub eos_ratio_fail: f64,
-    pub eos_ref_min: f64,
+    /// Applied only when the reference itself ends turns (mean P ≥ `p_eos_ref_min`).
+    #[serde(alias = "eos_ratio_warn")]
+    pub p_eos_ratio_warn: f64,
+    #[serde(alias = "eos_ratio_fail")]
+    pub p_eos_ratio_fail: f64,
+    #[serde(alias = "eos_ref_min")]
+    pub p_eos_ref_min: f64,
     /// Drop in the share of prompts whose greedy generation stops (reference − candidate).
-    pub stop_drop_warn: f64,
-    pub stop_drop_fail: f64,
+    #[serde(alias = "stop_drop_warn")]
+    pub stop_rate_drop_warn: f64,
+    #[serde(alias = "stop_drop_fail")]
+    pub stop_rate_drop_fail: f64,
     /// Relative L2 error of a layer's hidden state that counts as "this layer broke it".
     pub layer_rel_err: f64,
 }
@@ -47,11 +55,11 @@ impl Default for Thresholds {
             top1_fail: 0.70,
             ppl_ratio_warn: 1.10,
             ppl_ratio_fail: 1.50,
-            eos_ratio_warn: 0.8,
-            eos_ratio_fail: 0.5,
-            eos_ref_min: 0.5,
-            stop_drop_warn: 0.0,
-            stop_drop_fail: 0.25,
+            p_eos_ratio_warn: 0.8,
+            p_eos_ratio_fail: 0.5,
+            p_eos_ref_min: 0.5,
+            stop_rate_drop_warn: 0.0,
+            stop_rate_drop_fail: 0.25,
             // A 4-bit quant's per-layer error on small models is a few percent; 10 % means the
             // layer no longer computes the same function.
             layer_rel_err: 0.10,
@@ -66,45 +74,112 @@ impl Thresholds {
     }
 }
 
+/// A judged metric. The order is how telling a failure of it is, most telling first: evidence
+/// lists failing metrics in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Pass,
-    Warn,
-    Fail,
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// NaN/Inf logits in either variant (fixed thresholds: any is a failure).
+    NonfiniteLogits,
+    /// Prompts the candidate's own tokenizer/template encode differently (any is a failure).
+    PromptTokenization,
+    PEosRatio,
+    StopRateDrop,
+    KlMean,
+    KlP99,
+    Top1,
+    PplRatio,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 8] = [
+        Metric::NonfiniteLogits,
+        Metric::PromptTokenization,
+        Metric::PEosRatio,
+        Metric::StopRateDrop,
+        Metric::KlMean,
+        Metric::KlP99,
+        Metric::Top1,
+        Metric::PplRatio,
+    ];
+
+    /// The name in JSON, reports and threshold keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::NonfiniteLogits => "nonfinite_logits",
+            Metric::PromptTokenization => "prompt_tokenization",
+            Metric::PEosRatio => "p_eos_ratio",
+            Metric::StopRateDrop => "stop_rate_drop",
+            Metric::KlMean => "kl_mean",
+            Metric::KlP99 => "kl_p99",
+            Metric::Top1 => "top1",
+            Metric::PplRatio => "ppl_ratio",
+        }
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Thresholds {
+    /// `(warn, fail)` for a metric; the two "any is a failure" metrics are `(0, 0)`.
+    pub fn bounds(&self, m: Metric) -> (f64, f64) {
+        match m {
+            Metric::NonfiniteLogits | Metric::PromptTokenization => (0.0, 0.0),
+            Metric::PEosRatio => (self.p_eos_ratio_warn, self.p_eos_ratio_fail),
+            Metric::StopRateDrop => (self.stop_rate_drop_warn, self.stop_rate_drop_fail),
+            Metric::KlMean => (self.kl_mean_warn, self.kl_mean_fail),
+            Metric::KlP99 => (self.kl_p99_warn, self.kl_p99_fail),
+            Metric::Top1 => (self.top1_warn, self.top1_fail),
+            Metric::PplRatio => (self.ppl_ratio_warn, self.ppl_ratio_fail),
+        }
+    }
+
+    /// Judges `value` of `m` against its bounds; larger is worse except for ratios kept near 1
+    /// from below (`top1`, `p_eos_ratio`).
+    pub fn judge(&self, m: Metric, value: f64, note: impl Into<String>) -> Judgement {
+        let (warn, fail) = self.bounds(m);
+        match m {
+            Metric::Top1 | Metric::PEosRatio => below(m, value, warn, fail, note),
+            _ => above(m, value, warn, fail, note),
+        }
+    }
 }
 
 /// One metric judged against its thresholds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Judgement {
-    pub metric: &'static str,
+    pub metric: Metric,
     pub value: f64,
     pub warn: f64,
     pub fail: f64,
-    pub status: Status,
+    pub status: Verdict,
     pub note: String,
 }
 
 /// Larger is worse.
-pub fn above(metric: &'static str, value: f64, warn: f64, fail: f64, note: impl Into<String>) -> Judgement {
+fn above(metric: Metric, value: f64, warn: f64, fail: f64, note: impl Into<String>) -> Judgement {
     let status = if value.is_nan() || value > fail {
-        Status::Fail
+        Verdict::Fail
     } else if value > warn {
-        Status::Warn
+        Verdict::Warn
     } else {
-        Status::Pass
+        Verdict::Pass
     };
     Judgement { metric, value, warn, fail, status, note: note.into() }
 }
 
 /// Smaller is worse.
-pub fn below(metric: &'static str, value: f64, warn: f64, fail: f64, note: impl Into<String>) -> Judgement {
+fn below(metric: Metric, value: f64, warn: f64, fail: f64, note: impl Into<String>) -> Judgement {
     let status = if value.is_nan() || value < fail {
-        Status::Fail
+        Verdict::Fail
     } else if value < warn {
-        Status::Warn
+        Verdict::Warn
     } else {
-        Status::Pass
+        Verdict::Pass
     };
     Judgement { metric, value, warn, fail, status, note: note.into() }
 }
@@ -115,12 +190,30 @@ mod tests {
 
     #[test]
     fn directions_and_nan() {
-        assert_eq!(above("kl", 0.01, 0.05, 0.5, "").status, Status::Pass);
-        assert_eq!(above("kl", 0.1, 0.05, 0.5, "").status, Status::Warn);
-        assert_eq!(above("kl", 1.0, 0.05, 0.5, "").status, Status::Fail);
-        assert_eq!(above("kl", f64::NAN, 0.05, 0.5, "").status, Status::Fail);
-        assert_eq!(below("top1", 0.95, 0.9, 0.7, "").status, Status::Pass);
-        assert_eq!(below("top1", 0.5, 0.9, 0.7, "").status, Status::Fail);
+        let t = Thresholds::default();
+        assert_eq!(t.judge(Metric::KlMean, 0.01, "").status, Verdict::Pass);
+        assert_eq!(t.judge(Metric::KlMean, 0.1, "").status, Verdict::Warn);
+        assert_eq!(t.judge(Metric::KlMean, 1.0, "").status, Verdict::Fail);
+        assert_eq!(t.judge(Metric::KlMean, f64::NAN, "").status, Verdict::Fail);
+        assert_eq!(t.judge(Metric::Top1, 0.95, "").status, Verdict::Pass);
+        assert_eq!(t.judge(Metric::Top1, 0.5, "").status, Verdict::Fail);
+        assert_eq!(t.judge(Metric::NonfiniteLogits, 1.0, "").status, Verdict::Fail);
+    }
+
+    /// Every threshold key is `<metric>_warn` / `<metric>_fail` of a judged metric (or one of the
+    /// two documented extras), so a key names what it bounds.
+    #[test]
+    fn threshold_keys_are_named_after_their_metric() {
+        let v = toml::Value::try_from(Thresholds::default()).unwrap();
+        for k in v.as_table().unwrap().keys() {
+            let named = Metric::ALL.iter().any(|m| *k == format!("{}_warn", m.name()) || *k == format!("{}_fail", m.name()));
+            assert!(named || k == "p_eos_ref_min" || k == "layer_rel_err", "threshold key `{k}` names no metric");
+        }
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("t.toml");
+        std::fs::write(&p, "eos_ratio_fail = 0.3\nstop_drop_fail = 0.5\n").unwrap();
+        let t = Thresholds::load(&p).unwrap();
+        assert_eq!((t.p_eos_ratio_fail, t.stop_rate_drop_fail), (0.3, 0.5), "old spellings still load");
     }
 
     #[test]

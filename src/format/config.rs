@@ -1,6 +1,9 @@
 //! The parts of `config.json` ckptcheck reads, parsed leniently: every field is optional, both the
 //! transformers 4 (`rope_theta`, `torch_dtype`) and 5 (`rope_parameters`, `dtype`) spellings are
-//! accepted, and multimodal configs' `text_config` fills fields the top level lacks.
+//! accepted. A multimodal config nests the language model in `text_config`: its fields win over
+//! the top level for everything about the text model (`text_field`), the top level keeps what
+//! belongs to the checkpoint (`model_type`, `architectures`, `quantization_config`). `lint` and the
+//! engine (`arch::ArchSpec`) read through the same accessor, so they cannot disagree.
 
 use serde_json::Value;
 
@@ -28,10 +31,22 @@ pub struct ModelConfig {
     pub pad_token_id: Vec<u64>,
 }
 
+/// A text-model field of `config.json`: `text_config.KEY` when present and not null, else the top
+/// level's `KEY`. The one precedence rule every reader of config.json uses.
+pub fn text_field<'a>(cfg: &'a Value, key: &str) -> Option<&'a Value> {
+    let nonnull = |v: Option<&'a Value>| v.filter(|x| !x.is_null());
+    nonnull(cfg.get("text_config").and_then(|t| t.get(key))).or_else(|| nonnull(cfg.get(key)))
+}
+
+/// A checkpoint-level field: the top level's `KEY`, else `text_config.KEY`.
+pub fn checkpoint_field<'a>(cfg: &'a Value, key: &str) -> Option<&'a Value> {
+    let nonnull = |v: Option<&'a Value>| v.filter(|x| !x.is_null());
+    nonnull(cfg.get(key)).or_else(|| nonnull(cfg.get("text_config").and_then(|t| t.get(key))))
+}
+
 impl ModelConfig {
     pub fn from_json(v: &Value) -> ModelConfig {
-        let text = v.get("text_config");
-        let get = |k: &str| v.get(k).filter(|x| !x.is_null()).or_else(|| text.and_then(|t| t.get(k)).filter(|x| !x.is_null()));
+        let get = |k: &str| text_field(v, k);
         let u = |k: &str| get(k).and_then(Value::as_u64);
         let rope_params = get("rope_parameters");
         // transformers 5 nests per-attention-type rope parameters for Gemma 3 (`full_attention`).
@@ -42,8 +57,8 @@ impl ModelConfig {
             .cloned()
             .or_else(|| rope_params.filter(|r| r.get("rope_type").and_then(Value::as_str).is_some_and(|t| t != "default")).cloned());
         ModelConfig {
-            model_type: get("model_type").and_then(Value::as_str).map(str::to_string),
-            architectures: get("architectures")
+            model_type: checkpoint_field(v, "model_type").and_then(Value::as_str).map(str::to_string),
+            architectures: checkpoint_field(v, "architectures")
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
                 .unwrap_or_default(),
@@ -94,6 +109,20 @@ mod tests {
         assert_eq!(c.rope_theta, Some(500000.0));
         assert_eq!(c.rope_scaling.unwrap()["factor"], 8.0);
         assert_eq!(c.eos_token_id, vec![2]);
+    }
+
+    /// Regression: lint (ModelConfig) read the top level first and the engine (ArchSpec)
+    /// `text_config` first, so a multimodal config could be judged and run as two models.
+    #[test]
+    fn lint_and_engine_read_a_multimodal_config_alike() {
+        let v = json!({"model_type": "gemma3", "vocab_size": 999, "hidden_size": 32,
+            "text_config": {"model_type": "gemma3_text", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 100}});
+        let c = ModelConfig::from_json(&v);
+        let s = crate::format::arch::ArchSpec::from_config(&v, None).unwrap();
+        assert_eq!(c.model_type.as_deref(), Some("gemma3"));
+        assert_eq!((c.hidden_size, c.vocab_size), (Some(64), Some(100)));
+        assert_eq!((s.hidden, s.vocab_size), (64, 100));
     }
 
     #[test]

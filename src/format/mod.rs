@@ -1,9 +1,11 @@
 //! Checkpoint readers. Everything here reads files and describes them; nothing runs a model and
 //! nothing depends on candle. Inputs are opened read-only and never written.
 //!
-//! `open` decides what a path is (HF directory, PEFT adapter, single safetensors file, GGUF,
-//! pickle) and refuses pickles with a message that says how to convert them.
+//! `open_path` decides what a path is on disk (HF or PEFT adapter directory, a safetensors file
+//! inside one, GGUF, pickle) and refuses pickles with a message that says how to convert them.
+//! `crate::checkpoint::Checkpoint` builds on it; commands never call it directly.
 
+pub mod arch;
 pub mod config;
 pub mod dtype;
 pub mod gguf;
@@ -17,11 +19,12 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// What a path on the command line turned out to be.
+/// What a path turned out to be on disk.
 #[derive(Debug)]
-pub enum Checkpoint {
+pub enum Opened {
     /// An HF model directory or a PEFT adapter directory (see `HfDir::is_adapter`).
-    Hf(hf::HfDir),
+    Dir(hf::HfDir),
+    Gguf(gguf::GgufFile),
 }
 
 /// The kind of file at a path, from its name and first bytes.
@@ -55,27 +58,17 @@ pub fn sniff(path: &Path) -> Result<FileKind> {
     Ok(FileKind::Unknown)
 }
 
-/// Opens whatever `path` names.
-pub fn open(path: &Path) -> Result<Checkpoint> {
+/// Opens whatever `path` names on disk.
+pub fn open_path(path: &Path) -> Result<Opened> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.is_dir() {
-        return Ok(Checkpoint::Hf(hf::HfDir::open(path)?));
+        return Ok(Opened::Dir(hf::HfDir::open(path)?));
     }
     match sniff(path)? {
-        FileKind::Pickle(what) => Err(Error::Pickle {
-            path: path.to_path_buf(),
-            what,
-        }),
-        FileKind::Gguf => Err(Error::Unsupported {
-            path: path.to_path_buf(),
-            format: "GGUF",
-            hint: "`inspect` and `lint` (with `--source HF_DIR`) read GGUF; running it (`compare`) is planned: meanwhile compare the HF directory it was converted from",
-        }),
+        FileKind::Pickle(what) => Err(Error::Pickle { path: path.to_path_buf(), what }),
+        FileKind::Gguf => Ok(Opened::Gguf(gguf::GgufFile::open(path)?)),
         // A weights file inside an HF directory: read the directory, so side files count.
-        FileKind::Safetensors => {
-            let dir = parent_dir(path);
-            Ok(Checkpoint::Hf(hf::HfDir::open(&dir)?))
-        }
+        FileKind::Safetensors => Ok(Opened::Dir(hf::HfDir::open(&parent_dir(path))?)),
         FileKind::Unknown => Err(Error::NotACheckpoint {
             path: path.to_path_buf(),
             reason: "expected an HF model directory, a `.safetensors` file or a `.gguf` file".into(),

@@ -7,10 +7,10 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
-use super::arch::{Activation, ArchSpec, Norm};
 use super::rope;
 use super::weights::{LinearOp, WeightSource};
 use crate::error::{Error, Result};
+use crate::format::arch::{Activation, ArchSpec, Norm};
 
 struct Layer {
     q: Box<dyn LinearOp>,

@@ -1,7 +1,6 @@
 //! The forward engine: one decoder parameterised by `ArchSpec`, weights through `WeightSource`.
 //! Built on candle tensors; CPU by default, CUDA with the `cuda` feature.
 
-pub mod arch;
 pub mod decoder;
 pub mod gguf_weights;
 pub mod quant_weights;
@@ -10,30 +9,32 @@ pub mod weights;
 
 use candle_core::{DType, Device};
 
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::format::arch;
 use crate::format::hf::HfDir;
+pub use crate::settings::GgufMatmul;
+use crate::settings::{ComputeDtype, DeviceChoice};
 
 pub use decoder::{Forward, Model};
 
-/// `--device` / manifest `device`: `cpu`, `cuda` (GPU 0; needs a build with `--features cuda`), or
-/// `auto` (CUDA when available, else CPU).
-pub fn device_named(name: &str) -> Result<Device> {
-    let err = |detail: String| Error::Field { path: "--device".into(), field: "device".into(), detail };
-    match name {
-        "auto" => Ok(default_device()),
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => {
-            #[cfg(feature = "cuda")]
-            {
-                Device::new_cuda(0).map_err(|e| err(format!("no usable CUDA device: {e}")))
-            }
-            #[cfg(not(feature = "cuda"))]
-            {
-                Err(err("this build has no CUDA support: rebuild with `cargo build --release --features cuda`".into()))
-            }
-        }
-        other => Err(err(format!("`{other}` is not one of auto, cpu, cuda"))),
+/// The candle device a `DeviceChoice` names.
+pub fn device(choice: DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Auto => Ok(default_device()),
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda(n) => cuda_device(n),
     }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(n: usize) -> Result<Device> {
+    Device::new_cuda(n).map_err(|e| Error::Device { detail: format!("no usable CUDA device {n}: {e}") })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(_: usize) -> Result<Device> {
+    Err(Error::Device { detail: "this build has no CUDA support: rebuild with `cargo build --release --features cuda`".into() })
 }
 
 /// The compute device: CUDA 0 when built with `cuda` and a GPU is present, else CPU.
@@ -43,6 +44,54 @@ pub fn default_device() -> Device {
         return d;
     }
     Device::Cpu
+}
+
+/// Loads whatever a checkpoint is into the engine: dense or quantized HF weights, a GGUF, or a
+/// base with its adapter applied on the fly. A PEFT adapter alone cannot run.
+pub fn load(ckpt: &Checkpoint, device: &Device, dtype: ComputeDtype, gguf_matmul: GgufMatmul) -> Result<Model> {
+    match ckpt {
+        Checkpoint::Hf(dir) => {
+            let dt = resolve_dtype(dtype, dir);
+            // GPTQ / AWQ / compressed-tensors: dequantized by the project's own unpackers.
+            match quant_weights::QuantWeights::from_config(dir)? {
+                Some(q) => load_with(dir, &q, device, dt),
+                None => load_with(dir, &weights::HfWeights { dir }, device, dt),
+            }
+        }
+        Checkpoint::Gguf(file) => {
+            // A GGUF has no config dtype: `auto` computes in f32.
+            let dt = match dtype {
+                ComputeDtype::Auto => DType::F32,
+                other => fixed_dtype(other),
+            };
+            load_gguf_with(file, device, dt, gguf_matmul)
+        }
+        Checkpoint::BaseWithAdapter { base, adapter } => {
+            if adapter.config.fan_in_fan_out {
+                return Err(Error::Field {
+                    path: adapter.dir.root.join("adapter_config.json"),
+                    field: "fan_in_fan_out".into(),
+                    detail: "Conv1D (GPT-2 style) adapters are not supported by the engine".into(),
+                });
+            }
+            for m in &adapter.modules {
+                if base.tensor(&format!("{}.weight", m.base)).is_none() {
+                    return Err(Error::Tensor {
+                        path: adapter.dir.root.join("adapter_model.safetensors"),
+                        tensor: m.a.clone(),
+                        detail: format!("adapts `{}`, which the base model `{}` does not have", m.base, base.root.display()),
+                    });
+                }
+            }
+            let base_w = weights::HfWeights { dir: base };
+            let w = weights::LoraWeights { base: &base_w, adapter };
+            load_with(base, &w, device, resolve_dtype(dtype, base))
+        }
+        Checkpoint::Adapter(dir) => Err(Error::NotACheckpoint {
+            path: dir.root.clone(),
+            reason: "a PEFT adapter on its own cannot run: pass `BASE+ADAPTER` to apply it on the fly, or the merged model".into(),
+        }),
+    }
 }
 
 /// Loads an HF checkpoint directory's dense weights into the engine.
@@ -63,35 +112,6 @@ pub fn load_with(dir: &HfDir, w: &dyn weights::WeightSource, device: &Device, dt
         other => other,
     })?;
     Model::load(spec, w, device, dtype)
-}
-
-/// Loads a GGUF file: architecture from its metadata, weights dequantized from its blocks.
-/// How a GGUF's quantized linear layers run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GgufMatmul {
-    /// Dequantize every weight to the compute dtype: closest to llama.cpp (measured, see
-    /// gguf_weights.rs), 4–8× the memory of the file.
-    Dense,
-    /// Multiply on the quantized blocks (candle `QMatMul`): the file's memory, further from
-    /// llama.cpp.
-    Quantized,
-    /// Dense when two models of this size fit in a quarter of the available memory, else quantized.
-    Auto,
-}
-
-impl GgufMatmul {
-    pub fn parse(s: &str) -> Result<GgufMatmul> {
-        match s {
-            "dense" => Ok(GgufMatmul::Dense),
-            "quantized" => Ok(GgufMatmul::Quantized),
-            "auto" => Ok(GgufMatmul::Auto),
-            other => Err(Error::Field {
-                path: "--gguf-matmul".into(),
-                field: "gguf-matmul".into(),
-                detail: format!("`{other}` is not one of auto, dense, quantized"),
-            }),
-        }
-    }
 }
 
 /// `MemAvailable` from /proc/meminfo, in bytes (None off Linux).
@@ -119,7 +139,8 @@ pub fn load_gguf(file: &crate::format::gguf::GgufFile, device: &Device, dtype: D
     load_gguf_with(file, device, dtype, GgufMatmul::Dense)
 }
 
-/// Loads a GGUF with the given matmul mode (`Auto` resolved against available memory).
+/// Loads a GGUF file: architecture from its metadata, weights from its blocks, with the given
+/// matmul mode (`Auto` resolved against available memory).
 pub fn load_gguf_with(file: &crate::format::gguf::GgufFile, device: &Device, dtype: DType, mode: GgufMatmul) -> Result<Model> {
     let quantized = resolve_gguf_matmul(mode, file, dtype) == GgufMatmul::Quantized;
     let w = gguf_weights::GgufWeights::new(file)?.with_quantized_matmul(quantized);
@@ -151,25 +172,22 @@ fn rope_freq_factors(file: &crate::format::gguf::GgufFile) -> Result<Option<Vec<
     Ok(Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
 }
 
-/// `--dtype`: the compute dtype; `auto` takes the checkpoint's `config.json` dtype.
-pub fn resolve_dtype(name: &str, dir: &HfDir) -> Result<DType> {
-    if name == "auto" {
-        let cfg = dir.config.as_ref().map(|c| crate::format::config::ModelConfig::from_json(&c.value));
-        return Ok(cfg.and_then(|c| c.dtype).and_then(|d| parse_dtype(&d)).unwrap_or(DType::F32));
+/// The compute dtype: `Auto` takes the checkpoint's `config.json` dtype (f32 when it names none).
+pub fn resolve_dtype(dtype: ComputeDtype, dir: &HfDir) -> DType {
+    match dtype {
+        ComputeDtype::Auto => {
+            let cfg = dir.config.as_ref().map(|c| crate::format::config::ModelConfig::from_json(&c.value));
+            cfg.and_then(|c| c.dtype).and_then(|d| d.parse::<ComputeDtype>().ok()).map(fixed_dtype).unwrap_or(DType::F32)
+        }
+        other => fixed_dtype(other),
     }
-    parse_dtype(name).ok_or_else(|| Error::Field {
-        path: "--dtype".into(),
-        field: "dtype".into(),
-        detail: format!("`{name}` is not one of f32, bf16, f16, auto"),
-    })
 }
 
-/// A dtype name as `--dtype` or `config.json` spells it.
-pub fn parse_dtype(s: &str) -> Option<DType> {
-    match s {
-        "f32" | "float32" => Some(DType::F32),
-        "bf16" | "bfloat16" => Some(DType::BF16),
-        "f16" | "float16" => Some(DType::F16),
-        _ => None,
+/// The candle dtype of a dtype that is not `Auto` (`Auto` here: f32).
+fn fixed_dtype(d: ComputeDtype) -> DType {
+    match d {
+        ComputeDtype::Bf16 => DType::BF16,
+        ComputeDtype::F16 => DType::F16,
+        ComputeDtype::F32 | ComputeDtype::Auto => DType::F32,
     }
 }

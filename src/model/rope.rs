@@ -4,7 +4,7 @@
 
 use candle_core::{Device, Tensor};
 
-use super::arch::{Rope, RopeScaling};
+use crate::format::arch::{Rope, RopeScaling};
 
 /// Inverse frequencies (length `dim / 2`) and the attention factor that scales cos/sin.
 pub fn inv_freq(rope: &Rope, dim: usize, seq_len: usize) -> (Vec<f32>, f32) {

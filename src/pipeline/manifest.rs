@@ -27,8 +27,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::checkpoint::Checkpoint;
 use crate::compare::thresholds::Thresholds;
 use crate::error::{Error, Result};
+use crate::settings::{ComputeDtype, DeviceChoice, GgufMatmul, RunSettings};
 
 /// Steps beyond this are refused: a lineage is a handful of steps, not a sweep.
 pub const MAX_STEPS: usize = 64;
@@ -40,9 +42,9 @@ struct RawManifest {
     reference: Option<String>,
     prompts: Option<PathBuf>,
     max_new_tokens: Option<usize>,
-    device: Option<String>,
-    dtype: Option<String>,
-    gguf_matmul: Option<String>,
+    device: Option<DeviceChoice>,
+    dtype: Option<ComputeDtype>,
+    gguf_matmul: Option<GgufMatmul>,
     thresholds: Option<toml::Value>,
     #[serde(rename = "step")]
     steps: Vec<RawStep>,
@@ -78,6 +80,14 @@ pub enum Source {
 }
 
 impl Source {
+    /// Opens the step's checkpoint (files mapped, nothing loaded).
+    pub fn open(&self) -> Result<Checkpoint> {
+        match self {
+            Source::Path { path } => Checkpoint::open(path),
+            Source::Adapter { base, adapter } => Checkpoint::with_adapter(base, adapter),
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Source::Path { path } => path.display().to_string(),
@@ -100,11 +110,9 @@ pub struct Manifest {
     pub reference: usize,
     pub prompts: Option<PathBuf>,
     pub max_new_tokens: usize,
-    pub device: String,
-    /// Compute dtype for every step: f32 (default), bf16, f16, or auto (each checkpoint's own).
-    pub dtype: String,
-    /// How GGUF steps run their quantized layers: auto (default), dense, quantized.
-    pub gguf_matmul: String,
+    /// Device, compute dtype (f32 default; auto = each checkpoint's own) and how GGUF steps run
+    /// their quantized layers (auto default), for every step.
+    pub settings: RunSettings,
     pub steps: Vec<Step>,
     pub expect: Option<Expect>,
 }
@@ -180,9 +188,11 @@ impl Manifest {
             reference,
             prompts: raw.prompts.map(|p| rel(&p)),
             max_new_tokens: raw.max_new_tokens.unwrap_or(32),
-            device: raw.device.unwrap_or_else(|| "auto".into()),
-            dtype: raw.dtype.unwrap_or_else(|| "f32".into()),
-            gguf_matmul: raw.gguf_matmul.unwrap_or_else(|| "auto".into()),
+            settings: RunSettings {
+                device: raw.device.unwrap_or_default(),
+                dtype: raw.dtype.unwrap_or_default(),
+                gguf_matmul: raw.gguf_matmul.unwrap_or_default(),
+            },
             steps,
             expect: raw.expect,
         })
@@ -200,7 +210,7 @@ impl Manifest {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let source = match crate::compare::variant::split_base_adapter(p) {
+                let source = match crate::checkpoint::split_base_adapter(p) {
                     Some((base, adapter)) => Source::Adapter { base, adapter },
                     None => Source::Path { path: p.clone() },
                 };
@@ -214,9 +224,7 @@ impl Manifest {
             reference: 0,
             prompts: None,
             max_new_tokens: 32,
-            device: "auto".into(),
-            dtype: "f32".into(),
-            gguf_matmul: "auto".into(),
+            settings: RunSettings::default(),
             steps,
             expect: None,
         })

@@ -6,19 +6,20 @@
 //! evidence. At most two models are in memory at once: the previous step and the current one,
 //! with the reference reloaded for its comparison.
 
-use candle_core::Device;
+use std::path::Path;
+
 use serde::Serialize;
 
-use super::manifest::{Manifest, Source, Step};
+use super::manifest::Manifest;
+use crate::checkpoint::Checkpoint;
 use crate::checks::merge::{self as merge_check, ModuleRow};
 use crate::checks::{self, Context, Finding, LintOptions, Severity};
+use crate::compare::metrics::fmt_num;
 use crate::compare::prompts::{self, Prompt};
 use crate::compare::run::{compare, CompareOptions, CompareResult, Progress};
-use crate::compare::thresholds::Status;
-use crate::compare::variant::{LoadOptions, Variant};
+use crate::compare::thresholds::{Metric, Verdict};
+use crate::compare::variant::Variant;
 use crate::error::Result;
-use crate::format::hf::HfDir;
-use crate::format::lora::Adapter;
 
 /// Version of the bisect/gate JSON report; documented in docs/report-schema.json.
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
@@ -69,7 +70,7 @@ pub struct StepReport {
     pub merge: Option<MergeSummary>,
     pub vs_reference: Option<CompareResult>,
     pub vs_parent: Option<CompareResult>,
-    pub status: Status,
+    pub status: Verdict,
     pub cause: Option<String>,
     /// Set when the step could not be run at all.
     pub error: Option<String>,
@@ -83,7 +84,7 @@ pub struct PipelineReport {
     pub steps: Vec<StepReport>,
     pub first_bad_step: Option<String>,
     pub cause: Option<String>,
-    pub verdict: Status,
+    pub verdict: Verdict,
     /// Some step could not be run (exit code 2).
     pub incomplete: bool,
 }
@@ -94,76 +95,44 @@ pub trait Notes {
     fn progress(&self) -> &dyn Progress;
 }
 
-fn load(step: &Step, device: &Device, opts: &LoadOptions) -> Result<Variant> {
-    match &step.source {
-        Source::Path { path } => Variant::open(path, device, opts),
-        Source::Adapter { base, adapter } => {
-            Variant::open_with_adapter(std::path::Path::new(&step.source.describe()), base, adapter, device, opts)
-        }
-    }
-}
-
-fn is_gguf(step: &Step) -> bool {
-    matches!(&step.source, Source::Path { path } if path.is_file() && crate::format::sniff(path).ok() == Some(crate::format::FileKind::Gguf))
-}
-
-/// A GGUF step is checked against itself and against the nearest earlier HF step (its source).
-fn lint_gguf(steps: &[Step], i: usize) -> Result<Vec<Finding>> {
-    let Source::Path { path } = &steps[i].source else { return Ok(Vec::new()) };
-    let g = crate::format::gguf::GgufFile::open(path)?;
-    let source = steps[..i].iter().rev().find_map(|s| match &s.source {
-        Source::Path { path } if path.is_dir() => HfDir::open(path).ok(),
+/// A GGUF step is checked against the nearest earlier HF step (its source); any other step on
+/// its own (a base+adapter step by its adapter directory).
+fn lint_step(ckpts: &[Opened], i: usize) -> std::result::Result<Vec<Finding>, String> {
+    let ckpt = ckpts[i].as_ref().map_err(String::clone)?;
+    let source = match ckpt {
+        Checkpoint::Gguf(_) => ckpts[..i].iter().rev().find_map(|c| match c {
+            Ok(Checkpoint::Hf(d)) => Some(d),
+            _ => None,
+        }),
         _ => None,
-    });
-    let ctx = source.as_ref().map(Context::new);
-    Ok(checks::gguf::run(&g, ctx.as_ref()))
-}
-
-fn lint_step(step: &Step) -> Result<Vec<Finding>> {
-    let dir = match &step.source {
-        Source::Path { path } => match crate::format::open(path)? {
-            crate::format::Checkpoint::Hf(d) => d,
-        },
-        Source::Adapter { adapter, .. } => HfDir::open(adapter)?,
     };
-    let ctx = Context::new(&dir);
-    Ok(checks::run_all(&ctx, &LintOptions::default()))
+    Ok(checks::lint(ckpt, source, &LintOptions::default()))
 }
 
-/// The HF directory whose tokenizer and template a step presents (a base+adapter step: its base).
-fn side_dir(step: &Step) -> Result<HfDir> {
-    match &step.source {
-        Source::Path { path } => match crate::format::open(path)? {
-            crate::format::Checkpoint::Hf(d) => Ok(d),
-        },
-        Source::Adapter { base, .. } => HfDir::open(base),
-    }
-}
+/// A step's checkpoint, or why it could not be opened (reported on the step).
+type Opened = std::result::Result<Checkpoint, String>;
 
-fn lineage_step(parent: &Step, step: &Step) -> Result<Vec<Finding>> {
-    let (pd, sd) = (side_dir(parent)?, side_dir(step)?);
+/// Tokenizer, template and EOS of a step against its parent's (GGUF steps are checked against
+/// their HF source by the GGUF checks instead).
+fn lineage_step(parent: &Checkpoint, step: &Checkpoint, parent_label: &str) -> Vec<Finding> {
     let mut out = Vec::new();
-    checks::lineage::check(&Context::new(&pd), &Context::new(&sd), &parent.label, &mut out);
-    Ok(out)
+    if let (Some(pd), Some(sd)) = (parent.side_dir(), step.side_dir()) {
+        checks::lineage::check(&Context::new(pd), &Context::new(sd), parent_label, &mut out);
+    }
+    out
 }
 
-fn merge_step(parent: &Step, step: &Step) -> Result<Option<MergeSummary>> {
-    let (Source::Adapter { base, adapter }, Source::Path { path }) = (&parent.source, &step.source) else {
+/// A merged step after a base+adapter step: the merge algebra.
+fn merge_step(parent: &Checkpoint, step: &Checkpoint) -> Result<Option<MergeSummary>> {
+    let (Checkpoint::BaseWithAdapter { base, adapter }, Checkpoint::Hf(merged)) = (parent, step) else {
         return Ok(None);
     };
-    if !path.is_dir() {
-        return Ok(None);
-    }
-    let base = HfDir::open(base)?;
-    let adapter = Adapter::open(adapter)?;
-    let merged = HfDir::open(path)?;
-    let r = merge_check::check(&base, &adapter, &merged)?;
+    let r = merge_check::check(base, adapter, merged)?;
     Ok(Some(MergeSummary { modules: r.modules, findings: r.findings }))
 }
 
 pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
-    let device = crate::model::device_named(&m.device)?;
-    let load_opts = LoadOptions { dtype: m.dtype.clone(), gguf_matmul: crate::model::GgufMatmul::parse(&m.gguf_matmul)? };
+    let device = crate::model::device(m.settings.device)?;
     let prompts: Vec<Prompt> = match &m.prompts {
         Some(p) => prompts::load_jsonl(p)?,
         None => prompts::builtin(),
@@ -181,35 +150,34 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
             merge: None,
             vs_reference: None,
             vs_parent: None,
-            status: Status::Pass,
+            status: Verdict::Pass,
             cause: None,
             error: None,
         })
         .collect();
 
-    // Static checks first: cheap, and they explain most breakages.
+    // Every step opened once (files mapped, nothing loaded), then static checks: cheap, and they
+    // explain most breakages.
+    let ckpts: Vec<Opened> = m.steps.iter().map(|s| s.source.open().map_err(|e| e.to_string())).collect();
     for (i, s) in m.steps.iter().enumerate() {
         notes.note(&format!("lint {} ({})", s.label, s.source.describe()));
-        let linted = if is_gguf(s) { lint_gguf(&m.steps, i) } else { lint_step(s) };
-        match linted {
+        match lint_step(&ckpts, i) {
             Ok(f) => steps[i].findings = f,
+            Err(e) => steps[i].error = Some(e),
+        }
+        let (Some(Ok(parent)), Ok(cur)) = (i.checked_sub(1).map(|p| &ckpts[p]), &ckpts[i]) else { continue };
+        match merge_step(parent, cur) {
+            Ok(ms) => steps[i].merge = ms,
             Err(e) => steps[i].error = Some(e.to_string()),
         }
-        if i > 0 {
-            match merge_step(&m.steps[i - 1], s) {
-                Ok(ms) => steps[i].merge = ms,
-                Err(e) => steps[i].error = Some(e.to_string()),
-            }
-            // GGUF steps are checked against their HF source by the GGUF checks instead.
-            if !is_gguf(&m.steps[i - 1]) && !is_gguf(s) {
-                if let Ok(f) = lineage_step(&m.steps[i - 1], s) {
-                    steps[i].findings.extend(f);
-                }
-            }
-        }
+        steps[i].findings.extend(lineage_step(parent, cur, &m.steps[i - 1].label));
     }
 
     // Numeric comparisons, in lineage order after the reference.
+    let load = |i: usize| -> std::result::Result<Variant, String> {
+        let ckpt = ckpts[i].as_ref().map_err(String::clone)?;
+        Variant::load(Path::new(&m.steps[i].source.describe()), ckpt, &device, &m.settings).map_err(|e| e.to_string())
+    };
     let mut prev: Option<(usize, Variant)> = None;
     for i in 0..m.steps.len() {
         if steps[i].error.is_some() {
@@ -217,10 +185,10 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
             continue;
         }
         notes.note(&format!("load {}", m.steps[i].label));
-        let cur = match load(&m.steps[i], &device, &load_opts) {
+        let cur = match load(i) {
             Ok(v) => v,
             Err(e) => {
-                steps[i].error = Some(e.to_string());
+                steps[i].error = Some(e);
                 prev = None;
                 continue;
             }
@@ -237,8 +205,7 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
                     }
                 }
             }
-            let reference = load(&m.steps[m.reference], &device, &load_opts);
-            match reference {
+            match load(m.reference) {
                 Ok(reference) => {
                     notes.note(&format!("compare {} → {}", m.steps[m.reference].label, m.steps[i].label));
                     match compare(&reference, &cur, &prompts, &opts, notes.progress()) {
@@ -255,8 +222,8 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
     for s in &mut steps {
         judge_step(s);
     }
-    let first_bad = steps.iter().find(|s| !s.is_reference && (s.status == Status::Fail || s.error.is_some()));
-    let verdict = steps.iter().map(|s| if s.error.is_some() { Status::Fail } else { s.status }).max().unwrap_or(Status::Pass);
+    let first_bad = steps.iter().find(|s| !s.is_reference && (s.status == Verdict::Fail || s.error.is_some()));
+    let verdict = steps.iter().map(|s| if s.error.is_some() { Verdict::Fail } else { s.status }).max().unwrap_or(Verdict::Pass);
     Ok(PipelineReport {
         schema_version: REPORT_SCHEMA_VERSION,
         name: m.name.clone(),
@@ -269,6 +236,38 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
     })
 }
 
+impl PipelineReport {
+    /// A comparison as a two-step lineage (reference, candidate), so every lineage writer (the
+    /// HTML page above all) renders `compare` too.
+    pub fn of_compare(c: &CompareResult) -> PipelineReport {
+        let step = |index: usize, label: &str, vs: Option<CompareResult>| StepReport {
+            index,
+            label: label.to_string(),
+            source: label.to_string(),
+            is_reference: index == 0,
+            findings: Vec::new(),
+            merge: None,
+            status: vs.as_ref().map(|v| v.verdict).unwrap_or(Verdict::Pass),
+            cause: vs.as_ref().filter(|v| v.verdict == Verdict::Fail).map(evidence),
+            vs_reference: vs,
+            vs_parent: None,
+            error: None,
+        };
+        let steps = vec![step(0, &c.reference, None), step(1, &c.candidate, Some(c.clone()))];
+        let bad = steps[1].status == Verdict::Fail;
+        PipelineReport {
+            schema_version: REPORT_SCHEMA_VERSION,
+            name: format!("compare {} → {}", c.reference, c.candidate),
+            reference: c.reference.clone(),
+            first_bad_step: bad.then(|| c.candidate.clone()),
+            cause: steps[1].cause.clone(),
+            verdict: c.verdict,
+            incomplete: false,
+            steps,
+        }
+    }
+}
+
 /// Step status and cause from its static findings and numbers.
 fn judge_step(s: &mut StepReport) {
     let mut statics: Vec<&Finding> = s.findings.iter().collect();
@@ -279,14 +278,14 @@ fn judge_step(s: &mut StepReport) {
     statics.sort_by_key(|f| (std::cmp::Reverse(f.severity), rank(f)));
     let static_error = statics.iter().find(|f| f.severity == Severity::Error);
     let numeric = s.vs_reference.as_ref();
-    let numeric_status = numeric.map(|r| r.verdict).unwrap_or(Status::Pass);
+    let numeric_status = numeric.map(|r| r.verdict).unwrap_or(Verdict::Pass);
     let static_status = match statics.first().map(|f| f.severity) {
-        Some(Severity::Error) => Status::Fail,
-        Some(Severity::Warning) => Status::Warn,
-        _ => Status::Pass,
+        Some(Severity::Error) => Verdict::Fail,
+        Some(Severity::Warning) => Verdict::Warn,
+        _ => Verdict::Pass,
     };
     s.status = static_status.max(numeric_status);
-    if s.status != Status::Fail {
+    if s.status != Verdict::Fail {
         return;
     }
     let evidence = numeric.map(evidence).filter(|e| !e.is_empty());
@@ -301,32 +300,29 @@ fn judge_step(s: &mut StepReport) {
     };
 }
 
-/// The failing numbers of a comparison, most telling first.
+/// The failing numbers of a comparison, most telling first (`Metric` order).
 pub fn evidence(r: &CompareResult) -> String {
     let s = &r.summary;
-    let mut parts = Vec::new();
-    for j in r.judgements.iter().filter(|j| j.status != Status::Pass) {
-        parts.push(match j.metric {
-            "p_eos_ratio" => format!("P(EOS at turn end) {:.3} → {:.3}", s.p_eos_ref_mean, s.p_eos_cand_mean),
-            "stop_rate_drop" => format!("greedy stops {:.0}% → {:.0}%", 100.0 * s.ref_stop_rate, 100.0 * s.cand_stop_rate),
-            "kl_mean" => format!("KL mean {}", crate::report::html::fmt_num(s.kl.mean)),
-            "kl_p99" => format!("KL p99 {:.2}", s.kl.p99),
-            "top1" => format!("same top token {:.0}%", 100.0 * s.top1),
-            "ppl_ratio" => format!("PPL ×{:.2}", s.ppl_ratio),
-            "nonfinite_logits" => format!("{} NaN/Inf logits", s.nonfinite_cand + s.nonfinite_ref),
-            "prompt_tokenization" => format!(
+    let mut failing: Vec<_> = r.judgements.iter().filter(|j| j.status != Verdict::Pass).collect();
+    failing.sort_by_key(|j| j.metric);
+    let mut parts: Vec<String> = failing
+        .iter()
+        .map(|j| match j.metric {
+            Metric::PEosRatio => format!("P(EOS at turn end) {:.3} → {:.3}", s.p_eos_ref_mean, s.p_eos_cand_mean),
+            Metric::StopRateDrop => format!("greedy stops {:.0}% → {:.0}%", 100.0 * s.ref_stop_rate, 100.0 * s.cand_stop_rate),
+            Metric::KlMean => format!("KL mean {}", fmt_num(s.kl.mean)),
+            Metric::KlP99 => format!("KL p99 {:.2}", s.kl.p99),
+            Metric::Top1 => format!("same top token {:.0}%", 100.0 * s.top1),
+            Metric::PplRatio => format!("PPL ×{:.2}", s.ppl_ratio),
+            Metric::NonfiniteLogits => format!("{} NaN/Inf logits", s.nonfinite_cand + s.nonfinite_ref),
+            Metric::PromptTokenization => format!(
                 "{} of {} prompts tokenize differently{}",
                 s.prompt_token_mismatches,
                 r.prompts.len(),
                 s.first_token_mismatch.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
             ),
-            other => format!("{other} {:.3}", j.value),
-        });
-    }
-    let order = |p: &String| {
-        ["NaN", "tokenize", "P(EOS", "greedy", "KL mean", "KL p99", "same top", "PPL"].iter().position(|k| p.contains(k)).unwrap_or(9)
-    };
-    parts.sort_by_key(order);
+        })
+        .collect();
     if let Some(l) = &r.first_bad_layer {
         parts.push(format!("first diverging layer: {l}"));
     }

@@ -2,9 +2,10 @@
 //! inline SVG plots — KL per step, P(EOS) per step, per-layer divergence, and per-token KL heat
 //! strips for the worst prompts with their tokens.
 
-use super::{escape, ReportWriter};
-use crate::compare::thresholds::Status;
+use super::escape;
+use crate::compare::metrics::fmt_num;
 use crate::pipeline::run::PipelineReport;
+use crate::verdict::Verdict;
 
 pub struct Html;
 
@@ -12,12 +13,12 @@ const W: f64 = 640.0;
 const H: f64 = 220.0;
 const PAD: f64 = 40.0;
 
-fn status_class(s: Status, error: bool) -> &'static str {
+fn status_class(s: Verdict, error: bool) -> &'static str {
     match (error, s) {
         (true, _) => "error",
-        (_, Status::Pass) => "pass",
-        (_, Status::Warn) => "warn",
-        (_, Status::Fail) => "fail",
+        (_, Verdict::Pass) => "pass",
+        (_, Verdict::Warn) => "warn",
+        (_, Verdict::Fail) => "fail",
     }
 }
 
@@ -94,15 +95,6 @@ fn line_chart(id: &str, title: &str, xlabels: &[String], series: &[(String, Vec<
     o
 }
 
-/// 3 significant decimals, or scientific notation for small values.
-pub fn fmt_num(v: f64) -> String {
-    if v != 0.0 && v.abs() < 1e-3 {
-        format!("{v:.2e}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
 /// Background colour for a KL value: white at 0, red at ≥ 2 nats.
 fn heat(kl: f64) -> String {
     if !kl.is_finite() {
@@ -114,8 +106,8 @@ fn heat(kl: f64) -> String {
     format!("rgb(255,{g},{g})")
 }
 
-impl ReportWriter for Html {
-    fn render(&self, r: &PipelineReport) -> String {
+impl Html {
+    pub fn render(&self, r: &PipelineReport) -> String {
         let labels: Vec<String> = r.steps.iter().map(|s| s.label.clone()).collect();
         let mut body = String::new();
         let verdict = match (&r.first_bad_step, &r.cause) {

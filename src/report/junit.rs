@@ -1,10 +1,10 @@
 //! JUnit XML for CI: one test case per step × check (lint, merge-check, compare vs reference,
 //! compare vs parent); a failing check is a `<failure>` with the cause in its message.
 
-use super::{escape, ReportWriter};
+use super::escape;
 use crate::checks::Severity;
-use crate::compare::thresholds::Status;
 use crate::pipeline::run::{evidence, PipelineReport};
+use crate::verdict::Verdict;
 
 pub struct Junit;
 
@@ -15,8 +15,8 @@ struct Case {
     error: Option<String>,
 }
 
-impl ReportWriter for Junit {
-    fn render(&self, r: &PipelineReport) -> String {
+impl Junit {
+    pub fn render(&self, r: &PipelineReport) -> String {
         let mut cases = Vec::new();
         for s in &r.steps {
             let class = format!("{}.{}", r.name, s.label);
@@ -47,7 +47,7 @@ impl ReportWriter for Junit {
                     cases.push(Case {
                         class: class.clone(),
                         name,
-                        failure: (c.verdict == Status::Fail)
+                        failure: (c.verdict == Verdict::Fail)
                             .then(|| (evidence(c), format!("KL mean {:.4}, top-1 {:.1}%", c.summary.kl.mean, 100.0 * c.summary.top1))),
                         error: None,
                     });

@@ -1,5 +1,8 @@
-//! Writers for a lineage report: text (terminal), JSON, JUnit XML, self-contained HTML. One writer
-//! each behind `ReportWriter`; files are written atomically (temp file + rename).
+//! Every command's report, one family: a report is `Serialize` (its JSON, with a
+//! `schema_version`) and implements `Report` (its terminal text, and HTML / JUnit where they
+//! fit). Commands build a report and hand it to `print` (stdout: JSON under `--json`, else text)
+//! and `write_file` (`--report F.html`, `--junit F.xml`, written atomically). The lineage
+//! report's writers are `text.rs`, `html.rs` and `junit.rs`.
 
 pub mod html;
 pub mod junit;
@@ -8,18 +11,70 @@ pub mod text;
 use std::io::Write;
 use std::path::Path;
 
+use serde::Serialize;
+
 use crate::error::{Error, Result};
+use crate::output::Printer;
 use crate::pipeline::run::PipelineReport;
 
-pub trait ReportWriter {
-    fn render(&self, r: &PipelineReport) -> String;
+/// A command's report.
+pub trait Report: Serialize {
+    /// What it is, for messages ("compare", "lineage").
+    const KIND: &'static str;
+    /// The terminal rendering; `color` adds ANSI colours.
+    fn text(&self, color: bool) -> String;
+    /// A self-contained HTML page, where the report has one.
+    fn html(&self) -> Option<String> {
+        None
+    }
+    /// JUnit XML, where the report has one.
+    fn junit(&self) -> Option<String> {
+        None
+    }
 }
 
-pub struct Json;
+/// Files a report can be written as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Html,
+    Junit,
+}
 
-impl ReportWriter for Json {
-    fn render(&self, r: &PipelineReport) -> String {
-        serde_json::to_string_pretty(r).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+/// The report as pretty JSON; a serialization failure is an error, never a made-up document.
+pub fn json<R: Report>(r: &R) -> Result<String> {
+    serde_json::to_string_pretty(r).map_err(|e| Error::Serialize { what: R::KIND, detail: e.to_string() })
+}
+
+/// Prints the report on stdout: JSON under `--json`, else text (coloured on a terminal).
+pub fn print<R: Report>(printer: &Printer, r: &R, as_json: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    let out = if as_json { json(r)? } else { r.text(std::io::stdout().is_terminal()) };
+    printer.data(&out);
+    Ok(())
+}
+
+/// Writes the report to `path` in `format`, atomically, and notes it on stderr.
+pub fn write_file<R: Report>(printer: &Printer, r: &R, format: FileFormat, path: &Path) -> Result<()> {
+    let (body, name) = match format {
+        FileFormat::Html => (r.html(), "HTML"),
+        FileFormat::Junit => (r.junit(), "JUnit"),
+    };
+    let body = body.ok_or_else(|| Error::Serialize { what: R::KIND, detail: format!("this report has no {name} form") })?;
+    write_atomic(path, &body)?;
+    printer.note(&format!("wrote {}", path.display()));
+    Ok(())
+}
+
+impl Report for PipelineReport {
+    const KIND: &'static str = "lineage";
+    fn text(&self, color: bool) -> String {
+        text::Text { color }.render(self)
+    }
+    fn html(&self) -> Option<String> {
+        Some(html::Html.render(self))
+    }
+    fn junit(&self) -> Option<String> {
+        Some(junit::Junit.render(self))
     }
 }
 

@@ -1,8 +1,7 @@
 //! The terminal table for `bisect` / `gate`: one row per step, then the verdict in words.
 
-use super::ReportWriter;
-use crate::compare::thresholds::Status;
 use crate::pipeline::run::PipelineReport;
+use crate::verdict::Verdict;
 
 pub struct Text {
     /// ANSI colours (only when stdout is a terminal).
@@ -10,12 +9,12 @@ pub struct Text {
 }
 
 impl Text {
-    fn status(&self, s: Status, error: bool) -> String {
+    fn status(&self, s: Verdict, error: bool) -> String {
         let (word, code) = match (error, s) {
             (true, _) => ("ERROR", "35"),
-            (_, Status::Pass) => ("pass", "32"),
-            (_, Status::Warn) => ("warn", "33"),
-            (_, Status::Fail) => ("FAIL", "31"),
+            (_, Verdict::Pass) => ("pass", "32"),
+            (_, Verdict::Warn) => ("warn", "33"),
+            (_, Verdict::Fail) => ("FAIL", "31"),
         };
         if self.color {
             format!("\x1b[{code}m{word:<5}\x1b[0m")
@@ -25,8 +24,8 @@ impl Text {
     }
 }
 
-impl ReportWriter for Text {
-    fn render(&self, r: &PipelineReport) -> String {
+impl Text {
+    pub fn render(&self, r: &PipelineReport) -> String {
         let mut o = format!("lineage {} (reference: {})\n", r.name, r.reference);
         o.push_str(&format!(
             "{:<3} {:<20} {:<5} {:>6} {:>6} {:>8} {:>7} {:>6} {:>15}  {}\n",
@@ -47,7 +46,7 @@ impl ReportWriter for Text {
                 .count();
             let (kl, p99, top1, eos, stops) = match &s.vs_reference {
                 Some(c) => (
-                    crate::report::html::fmt_num(c.summary.kl.mean),
+                    crate::compare::metrics::fmt_num(c.summary.kl.mean),
                     format!("{:.3}", c.summary.kl.p99),
                     format!("{:.0}%", 100.0 * c.summary.top1),
                     format!("{:.3}→{:.3}", c.summary.p_eos_ref_mean, c.summary.p_eos_cand_mean),
@@ -80,7 +79,7 @@ impl ReportWriter for Text {
             }
             (Some(step), None) => o.push_str(&format!("step `{step}` breaks it\n")),
             (None, _) => {
-                o.push_str(&format!("no step crossed a threshold{}\n", if r.verdict == Status::Warn { " (warnings above)" } else { "" }))
+                o.push_str(&format!("no step crossed a threshold{}\n", if r.verdict == Verdict::Warn { " (warnings above)" } else { "" }))
             }
         }
         o

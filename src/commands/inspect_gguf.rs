@@ -1,17 +1,14 @@
-//! `inspect` and `lint` for a GGUF file: the metadata, tokenizer and type mix, and the GGUF
-//! checks (alone, or with `lint --source HF_DIR` against the HF checkpoint it came from).
-//! The HF paths of `inspect` and `lint` are unchanged; they hand a `.gguf` path to this module.
+//! `inspect` for a GGUF file: its metadata, tokenizer and type mix. `inspect.rs` hands an opened
+//! GGUF here; `lint` needs nothing GGUF-specific (`checks::lint` routes the checks).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Serialize;
 
-use crate::checks::{self, Context, Severity};
-use crate::cli::LintArgs;
-use crate::commands::{lint, open_hf, Outcome};
+use crate::checks;
 use crate::format::gguf::{ArchMeta, GgufFile, TypeBytes};
-use crate::output::Printer;
+use crate::report::Report;
 
 /// Version of the GGUF `inspect --json` layout.
 pub const GGUF_INSPECT_SCHEMA_VERSION: u32 = 1;
@@ -54,22 +51,7 @@ pub struct TokenizerSummary {
     pub chat_template_chars: Option<usize>,
 }
 
-pub fn is_gguf(path: &Path) -> bool {
-    path.is_file() && matches!(crate::format::sniff(path), Ok(crate::format::FileKind::Gguf))
-}
-
-pub fn inspect(path: &Path, json: bool, printer: &Printer) -> anyhow::Result<Outcome> {
-    let r = build(path)?;
-    if json {
-        printer.data(&serde_json::to_string_pretty(&r)?);
-    } else {
-        printer.data(&render_text(&r));
-    }
-    Ok(Outcome::Clean)
-}
-
-pub fn build(path: &Path) -> anyhow::Result<GgufInspectReport> {
-    let g = GgufFile::open(path)?;
+pub fn build(path: &Path, g: &GgufFile) -> GgufInspectReport {
     let h = &g.header;
     let tok = h.tokenizer();
     let show = |id: Option<u64>| {
@@ -80,7 +62,7 @@ pub fn build(path: &Path) -> anyhow::Result<GgufInspectReport> {
     };
     let has_markers = tok.tokens.is_some_and(|ts| checks::template::ROLE_MARKERS.iter().any(|m| ts.iter().any(|t| t == m)));
     let types = h.type_summary();
-    Ok(GgufInspectReport {
+    GgufInspectReport {
         schema_version: GGUF_INSPECT_SCHEMA_VERSION,
         path: path.display().to_string(),
         format: "gguf",
@@ -107,7 +89,14 @@ pub fn build(path: &Path) -> anyhow::Result<GgufInspectReport> {
         },
         metadata: h.metadata.iter().map(|(k, v)| (k.clone(), v.summary())).collect(),
         layout_problems: h.problems.iter().map(|p| p.message()).collect(),
-    })
+    }
+}
+
+impl Report for GgufInspectReport {
+    const KIND: &'static str = "inspect";
+    fn text(&self, _color: bool) -> String {
+        render_text(self)
+    }
 }
 
 pub fn render_text(r: &GgufInspectReport) -> String {
@@ -174,19 +163,4 @@ pub fn render_text(r: &GgufInspectReport) -> String {
         row("LAYOUT PROBLEM", p.clone());
     }
     s
-}
-
-pub fn lint(args: &LintArgs, printer: &Printer) -> anyhow::Result<Outcome> {
-    let g = GgufFile::open(&args.path)?;
-    let source = args.source.as_deref().map(open_hf).transpose()?;
-    let ctx = source.as_ref().map(Context::new);
-    let findings = checks::gguf::run(&g, ctx.as_ref());
-    let fail_level = if args.strict { Severity::Warning } else { Severity::Error };
-    let report = lint::report(args.path.display().to_string(), findings, fail_level);
-    if args.json {
-        printer.data(&serde_json::to_string_pretty(&report)?);
-    } else {
-        printer.data(&lint::render_text(&report));
-    }
-    Ok(if report.verdict == "fail" { Outcome::Findings } else { Outcome::Clean })
 }

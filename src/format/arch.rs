@@ -1,9 +1,11 @@
 //! Architectures as data: everything that differs between the decoder-only families ckptcheck
-//! runs, read from `config.json`. The decoder (`decoder.rs`) is written once and branches only on
-//! these fields; no family has its own copy of a layer.
+//! runs, read from `config.json` (through `config::text_field`, the one precedence rule). The
+//! decoder (`model/decoder.rs`) is written once and branches only on these fields; no family has
+//! its own copy of a layer. Pure data: no candle here, so `checks/` reads it too.
 
 use serde_json::Value;
 
+use super::config::{checkpoint_field, text_field};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -114,16 +116,14 @@ impl ArchSpec {
     /// Reads the spec from `config.json`. `has_lm_head` says whether the weights have a separate
     /// output head (tie detection by weights beats the config flag).
     pub fn from_config(cfg: &Value, has_lm_head: Option<bool>) -> Result<ArchSpec> {
-        let text = cfg.get("text_config");
-        let get = |k: &str| text.and_then(|t| t.get(k)).filter(|v| !v.is_null()).or_else(|| cfg.get(k).filter(|v| !v.is_null()));
+        let get = |k: &str| text_field(cfg, k);
         let req = |k: &str| -> Result<usize> {
             let v = get(k).ok_or_else(|| field_err(k, "is missing; the decoder needs it"))?;
             let n = v.as_u64().ok_or_else(|| field_err(k, format!("must be a positive integer, found {v}")))?;
             usize::try_from(n).ok().filter(|&n| n > 0 && n <= 1 << 24).ok_or_else(|| field_err(k, format!("{n} is out of range")))
         };
         let opt_f = |k: &str| get(k).and_then(Value::as_f64);
-        let model_type = get("model_type").and_then(Value::as_str).unwrap_or("");
-        let model_type = cfg.get("model_type").and_then(Value::as_str).unwrap_or(model_type);
+        let model_type = checkpoint_field(cfg, "model_type").and_then(Value::as_str).unwrap_or("");
         let family = match model_type {
             "llama" => Family::Llama,
             "mistral" => Family::Mistral,
