@@ -72,6 +72,26 @@ pub struct Rope {
     pub scaling: RopeScaling,
 }
 
+/// How a block's projections are stored: separate matrices (Llama's `q_proj`/`k_proj`/`v_proj`,
+/// `gate_proj`/`up_proj`) or fused ones (Phi-3's `qkv_proj` rows = q, k, v; `gate_up_proj` rows =
+/// gate, up). The decoder splits a fused output, so a family with fused projections is this data,
+/// never a second decoder. Read from the weights (`from_weights`): the tensors are the truth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Topology {
+    pub fused_qkv: bool,
+    pub fused_gate_up: bool,
+}
+
+impl Topology {
+    /// From which projections layer 0 stores (`has` answers by HF tensor name).
+    pub fn from_weights(has: impl Fn(&str) -> bool) -> Topology {
+        Topology {
+            fused_qkv: has("model.layers.0.self_attn.qkv_proj.weight") && !has("model.layers.0.self_attn.q_proj.weight"),
+            fused_gate_up: has("model.layers.0.mlp.gate_up_proj.weight") && !has("model.layers.0.mlp.gate_proj.weight"),
+        }
+    }
+}
+
 /// Everything the decoder needs to know about a model.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ArchSpec {
@@ -106,6 +126,8 @@ pub struct ArchSpec {
     /// `post_feedforward_layernorm`).
     pub sandwich_norms: bool,
     pub max_positions: Option<usize>,
+    /// Separate or fused projections (set from the weights when a model loads).
+    pub topology: Topology,
 }
 
 fn field_err(field: &str, detail: impl Into<String>) -> Error {
@@ -243,6 +265,7 @@ impl ArchSpec {
             activation,
             sandwich_norms: matches!(family, Family::Gemma2 | Family::Gemma3),
             max_positions: get("max_position_embeddings").and_then(Value::as_u64).map(|v| v as usize),
+            topology: Topology::default(),
         })
     }
 }

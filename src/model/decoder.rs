@@ -2,23 +2,42 @@
 //! logits for every position and, on request, the hidden state after every layer.
 //!
 //! Family differences come only from `ArchSpec` fields; there is one attention, one MLP, one norm
-//! and one rope here. Single sequence, no KV cache: teacher-forced scoring needs every position
-//! anyway, and greedy generation recomputes the prefix (fine for the short answers compare uses).
+//! and one rope here. Projections stored fused (`Topology`) are split after their matmul. One
+//! sequence at a time: teacher-forced scoring runs every position at once; greedy generation
+//! carries a `KvCache`.
 
 use candle_core::{DType, Device, Tensor, D};
 
 use super::rope;
 use super::weights::{LinearOp, WeightSource};
 use crate::error::{Error, Result};
-use crate::format::arch::{Activation, ArchSpec, Norm};
+use crate::format::arch::{Activation, ArchSpec, Norm, Topology};
+
+/// The attention input projections, as stored.
+enum Qkv {
+    Separate {
+        q: Box<dyn LinearOp>,
+        k: Box<dyn LinearOp>,
+        v: Box<dyn LinearOp>,
+    },
+    /// One `[q + k + v, hidden]` matrix.
+    Fused(Box<dyn LinearOp>),
+}
+
+/// The MLP input projections, as stored.
+enum GateUp {
+    Separate {
+        gate: Box<dyn LinearOp>,
+        up: Box<dyn LinearOp>,
+    },
+    /// One `[2 · intermediate, hidden]` matrix, gate rows first.
+    Fused(Box<dyn LinearOp>),
+}
 
 struct Layer {
-    q: Box<dyn LinearOp>,
-    k: Box<dyn LinearOp>,
-    v: Box<dyn LinearOp>,
+    qkv: Qkv,
     o: Box<dyn LinearOp>,
-    gate: Box<dyn LinearOp>,
-    up: Box<dyn LinearOp>,
+    gate_up: GateUp,
     down: Box<dyn LinearOp>,
     input_norm: Tensor,
     /// Llama: the pre-MLP norm. Gemma 2/3: the norm on the attention output.
@@ -56,7 +75,8 @@ fn cerr(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
 
 impl Model {
     /// Loads weights in `dt` (F32, BF16 or F16); logits always come back as f32.
-    pub fn load(spec: ArchSpec, w: &dyn WeightSource, device: &Device, dt: DType) -> Result<Model> {
+    pub fn load(mut spec: ArchSpec, w: &dyn WeightSource, device: &Device, dt: DType) -> Result<Model> {
+        spec.topology = Topology::from_weights(|n| w.has(n));
         let norm = |name: &str| -> Result<Tensor> {
             let t = w.tensor(name, dt, device)?;
             match spec.norm {
@@ -73,13 +93,27 @@ impl Model {
             let p = format!("model.layers.{i}");
             let a = format!("{p}.self_attn");
             let m = format!("{p}.mlp");
+            let qkv = if spec.topology.fused_qkv {
+                Qkv::Fused(w.linear(&format!("{a}.qkv_proj"), spec.qkv_bias, dt, device)?)
+            } else {
+                Qkv::Separate {
+                    q: w.linear(&format!("{a}.q_proj"), spec.qkv_bias, dt, device)?,
+                    k: w.linear(&format!("{a}.k_proj"), spec.qkv_bias, dt, device)?,
+                    v: w.linear(&format!("{a}.v_proj"), spec.qkv_bias, dt, device)?,
+                }
+            };
+            let gate_up = if spec.topology.fused_gate_up {
+                GateUp::Fused(w.linear(&format!("{m}.gate_up_proj"), false, dt, device)?)
+            } else {
+                GateUp::Separate {
+                    gate: w.linear(&format!("{m}.gate_proj"), false, dt, device)?,
+                    up: w.linear(&format!("{m}.up_proj"), false, dt, device)?,
+                }
+            };
             layers.push(Layer {
-                q: w.linear(&format!("{a}.q_proj"), spec.qkv_bias, dt, device)?,
-                k: w.linear(&format!("{a}.k_proj"), spec.qkv_bias, dt, device)?,
-                v: w.linear(&format!("{a}.v_proj"), spec.qkv_bias, dt, device)?,
+                qkv,
                 o: w.linear(&format!("{a}.o_proj"), false, dt, device)?,
-                gate: w.linear(&format!("{m}.gate_proj"), false, dt, device)?,
-                up: w.linear(&format!("{m}.up_proj"), false, dt, device)?,
+                gate_up,
                 down: w.linear(&format!("{m}.down_proj"), false, dt, device)?,
                 input_norm: norm(&format!("{p}.input_layernorm.weight"))?,
                 post_attn_norm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
@@ -203,13 +237,20 @@ impl Model {
     }
 
     fn mlp(&self, l: &Layer, x: &Tensor) -> candle_core::Result<Tensor> {
-        let g = l.gate.forward(x)?;
+        let (g, u) = match &l.gate_up {
+            GateUp::Separate { gate, up } => (gate.forward(x)?, up.forward(x)?),
+            GateUp::Fused(f) => {
+                let y = f.forward(x)?;
+                let i = self.spec.intermediate;
+                (y.narrow(1, 0, i)?, y.narrow(1, i, i)?)
+            }
+        };
         let g = match self.spec.activation {
             Activation::Silu => candle_nn::ops::silu(&g)?,
             Activation::GeluTanh => g.gelu()?,
             Activation::Gelu => g.gelu_erf()?,
         };
-        l.down.forward(&(g * l.up.forward(x)?)?)
+        l.down.forward(&(g * u)?)
     }
 
     fn attention(
@@ -223,10 +264,18 @@ impl Model {
     ) -> candle_core::Result<Tensor> {
         let s = &self.spec;
         let n = x.dim(0)?;
-        let heads = |y: Tensor, h: usize| y.reshape((n, h, s.head_dim))?.transpose(0, 1)?.contiguous();
-        let mut q = heads(l.q.forward(x)?, s.heads)?;
-        let mut k = heads(l.k.forward(x)?, s.kv_heads)?;
-        let v = heads(l.v.forward(x)?, s.kv_heads)?;
+        let heads = |y: Tensor, h: usize| y.contiguous()?.reshape((n, h, s.head_dim))?.transpose(0, 1)?.contiguous();
+        let (q, k, v) = match &l.qkv {
+            Qkv::Separate { q, k, v } => (q.forward(x)?, k.forward(x)?, v.forward(x)?),
+            Qkv::Fused(f) => {
+                let y = f.forward(x)?;
+                let (nq, nkv) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
+                (y.narrow(1, 0, nq)?, y.narrow(1, nq, nkv)?, y.narrow(1, nq + nkv, nkv)?)
+            }
+        };
+        let mut q = heads(q, s.heads)?;
+        let mut k = heads(k, s.kv_heads)?;
+        let v = heads(v, s.kv_heads)?;
         if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
             q = self.norm(&q, qn)?;
             k = self.norm(&k, kn)?;
@@ -323,4 +372,57 @@ fn mask(past: usize, n: usize, window: Option<usize>, device: &Device) -> candle
         })
         .collect();
     Tensor::from_vec(v, (n, t), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::hf::HfDir;
+    use crate::model::weights::HfWeights;
+
+    /// The zoo's Llama as Phi-3 stores it: `qkv_proj` = [q; k; v] and `gate_up_proj` = [gate; up].
+    struct Fused<'a>(HfWeights<'a>);
+
+    fn split_name(name: &str) -> Option<(String, &'static [&'static str])> {
+        if let Some(p) = name.strip_suffix("qkv_proj.weight") {
+            return Some((p.to_string(), &["q_proj", "k_proj", "v_proj"]));
+        }
+        name.strip_suffix("gate_up_proj.weight").map(|p| (p.to_string(), &["gate_proj", "up_proj"][..]))
+    }
+
+    impl WeightSource for Fused<'_> {
+        fn has(&self, name: &str) -> bool {
+            match split_name(name) {
+                Some((p, parts)) => self.0.has(&format!("{p}{}.weight", parts[0])),
+                None => {
+                    !["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"].iter().any(|s| name.ends_with(&format!("{s}.weight")))
+                        && self.0.has(name)
+                }
+            }
+        }
+        fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+            let Some((p, parts)) = split_name(name) else { return self.0.tensor(name, dtype, device) };
+            let ts = parts.iter().map(|s| self.0.tensor(&format!("{p}{s}.weight"), dtype, device)).collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&ts, 0).map_err(cerr(name))
+        }
+    }
+
+    /// A fused-projection layout computes the same function as the separate one: the decoder's
+    /// split of `qkv_proj` / `gate_up_proj` outputs is exact.
+    #[test]
+    fn fused_projections_match_separate_ones() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo/models/llama-instruct");
+        let dir = HfDir::open(&root).unwrap();
+        let cfg = &dir.config.as_ref().unwrap().value;
+        let spec = ArchSpec::from_config(cfg, Some(dir.tensor("lm_head.weight").is_some())).unwrap();
+        let separate = Model::load(spec.clone(), &HfWeights { dir: &dir }, &Device::Cpu, DType::F32).unwrap();
+        let fused = Model::load(spec, &Fused(HfWeights { dir: &dir }), &Device::Cpu, DType::F32).unwrap();
+        assert_eq!(fused.spec.topology, Topology { fused_qkv: true, fused_gate_up: true });
+        assert_eq!(separate.spec.topology, Topology::default());
+        let ids = [1u32, 5, 9, 12, 3, 7, 2];
+        let a = separate.forward(&ids, false).unwrap().logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = fused.forward(&ids, false).unwrap().logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "fused vs separate logits differ by {worst}");
+    }
 }
