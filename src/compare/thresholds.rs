@@ -119,8 +119,9 @@ impl Metric {
 }
 
 impl std::fmt::Display for Metric {
+    /// Honours width and alignment (`{:<16}`), as a `&str` would.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
