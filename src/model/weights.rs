@@ -7,7 +7,8 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::format::dtype::{f8_e4m3_to_f32, f8_e5m2_to_f32, Dtype};
+/// Re-exported from `format::dtype`, where it lives, for callers that name it here (the tests).
+pub use crate::format::dtype::decode_f32;
 use crate::format::hf::HfDir;
 
 /// A linear layer `y = x·Wᵀ (+ b)`, however it is stored or modified.
@@ -76,20 +77,6 @@ impl WeightSource for HfWeights<'_> {
         })?;
         t.to_dtype(dtype).map_err(|e| Error::Tensor { path: file.path.clone(), tensor: name.to_string(), detail: e.to_string() })
     }
-}
-
-/// Decodes little-endian float data to f32 (the engine's compute type on CPU; bf16 matmuls on
-/// CPU widen to f32 anyway).
-pub fn decode_f32(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
-    Some(match dtype {
-        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-        Dtype::F8_E4M3 => b.iter().map(|&x| f8_e4m3_to_f32(x)).collect(),
-        Dtype::F8_E5M2 => b.iter().map(|&x| f8_e5m2_to_f32(x)).collect(),
-        _ => return None,
-    })
 }
 
 /// `y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ (+ b)`, the LoRA update applied in the forward pass exactly as PEFT
