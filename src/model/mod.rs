@@ -4,9 +4,12 @@
 pub mod arch;
 pub mod decoder;
 pub mod gguf_weights;
-pub mod quant_weights;
+pub mod quant;
 pub mod rope;
 pub mod weights;
+
+/// The quantized weight source's former path (`model::quant_weights::QuantWeights`), kept for callers.
+pub use quant as quant_weights;
 
 use candle_core::{DType, Device};
 

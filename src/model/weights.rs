@@ -45,6 +45,15 @@ pub trait WeightSource {
         let bias = if bias { Some(self.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
         Ok(Box::new(DenseLinear { weight, bias }))
     }
+    /// The dense (dequantized) `[out, in]` weight of the linear layer `prefix`, however it is
+    /// stored.
+    fn dense_weight(&self, prefix: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        self.tensor(&format!("{prefix}.weight"), dtype, device)
+    }
+    /// Whether the linear layer `prefix` exists, however it is stored.
+    fn has_linear(&self, prefix: &str) -> bool {
+        self.has(&format!("{prefix}.weight"))
+    }
 }
 
 /// Dense weights straight from an HF directory's safetensors.
