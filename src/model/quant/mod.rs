@@ -29,9 +29,17 @@ use crate::format::dtype::{decode_f32, Dtype};
 use crate::format::hf::HfDir;
 use crate::format::quant::QuantConfig;
 
+/// A scheme's constructor: refuses the settings it cannot run, naming the config field.
+pub type MakeScheme = fn(&QuantConfig) -> Result<Box<dyn QuantScheme>>;
+
 /// Every scheme the engine runs, by `quant_method`; a `quant_method` not listed loads as dense.
-const SCHEMES: &[(&str, fn(&QuantConfig) -> Result<Box<dyn QuantScheme>>)] =
-    &[("gptq", gptq::from_config), ("awq", awq::from_config), ("compressed-tensors", compressed_tensors::from_config)];
+/// One line per scheme (kept so by `rustfmt::skip`).
+#[rustfmt::skip]
+const SCHEMES: &[(&str, MakeScheme)] = &[
+    ("gptq", gptq::from_config),
+    ("awq", awq::from_config),
+    ("compressed-tensors", compressed_tensors::from_config),
+];
 
 /// A dequantized `[out, in]` weight: (row-major values, out, in).
 pub type Dequantized = (Vec<f32>, usize, usize);
