@@ -84,10 +84,15 @@ impl Variant {
                 detail: "Conv1D (GPT-2 style) adapters are not supported by the engine".into(),
             });
         }
-        let base_w = HfWeights { dir: &dir };
-        let w = LoraWeights { base: &base_w, adapter: &ad };
+        // The base runs as `open` would run it: a quantized base through its own scheme.
+        let (dense, quant) = (HfWeights { dir: &dir }, QuantWeights::from_config(&dir)?);
+        let base_w: &dyn model::weights::WeightSource = match &quant {
+            Some(q) => q,
+            None => &dense,
+        };
+        let w = LoraWeights { base: base_w, adapter: &ad };
         for m in &ad.modules {
-            if dir.tensor(&format!("{}.weight", m.base)).is_none() {
+            if !base_w.has_linear(&m.base) {
                 return Err(Error::Tensor {
                     path: adapter.join("adapter_model.safetensors"),
                     tensor: m.a.clone(),
