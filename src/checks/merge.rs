@@ -8,10 +8,9 @@ use serde::Serialize;
 
 use super::{Finding, Severity};
 use crate::error::{Error, Result};
-use crate::format::dtype::Dtype;
+use crate::format::dtype::{decode_f32, Dtype};
 use crate::format::hf::HfDir;
 use crate::format::lora::{Adapter, LoraModule};
-use crate::model::weights::decode_f32;
 
 /// Residual ‖W_M − W_expected‖ / ‖s·B·A‖ accepted on top of the merged dtype's rounding. The
 /// upstream merge computes B·A in the adapter dtype with another summation order; f32 merges of

@@ -1,17 +1,13 @@
 //! Quantized HF checkpoints (GPTQ, AWQ, compressed-tensors): layout facts a loader would trip on,
 //! no forward pass. Scales are float tensors and get the ordinary value scan.
 
-use serde_json::Value;
-
 use super::{Context, Finding, Severity};
+use crate::format::quant::QuantConfig;
 
 pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
-    let Some(q) = ctx.dir.config.as_ref().and_then(|c| c.value.get("quantization_config")) else { return };
-    if q.get("quant_method").and_then(Value::as_str) != Some("gptq") {
-        return;
-    }
-    let format = q.get("checkpoint_format").or_else(|| q.get("format")).and_then(Value::as_str).unwrap_or("gptq");
-    if format != "gptq" || q.get("bits").and_then(Value::as_u64) != Some(4) {
+    let Some(q) = QuantConfig::from_config_json(ctx.dir) else { return };
+    // 4-bit GPTQ in the v1 format (`checkpoint_format` absent or `gptq`).
+    if q.method != "gptq" || q.format.as_deref().unwrap_or("gptq") != "gptq" || q.bits != Some(4) {
         return;
     }
     // GPTQ v1 stores zero points minus one: a zero point of 0 (asymmetric quantization) is stored

@@ -193,17 +193,9 @@ fn summarize_template(ctx: &Context, t: &ChatTemplate) -> TemplateSummary {
 }
 
 /// From `config.json:quantization_config`, `quantize_config.json`, or the tensor names.
-fn quantization(dir: &crate::format::hf::HfDir, ctx: &Context) -> Option<Quantization> {
-    if let Some(q) = ctx.config.quantization_config.as_ref() {
-        let method = q.get("quant_method").and_then(Value::as_str).unwrap_or("unknown").to_string();
-        return Some(Quantization { method, source: "config.json:quantization_config".into(), details: q.clone() });
-    }
-    if let Ok(Some(doc)) = crate::format::hf::read_json(&dir.root.join("quantize_config.json")) {
-        return Some(Quantization {
-            method: doc.value.get("quant_method").and_then(Value::as_str).unwrap_or("gptq").to_string(),
-            source: "quantize_config.json".into(),
-            details: doc.value,
-        });
+fn quantization(dir: &crate::format::hf::HfDir, _ctx: &Context) -> Option<Quantization> {
+    if let Some(q) = crate::format::quant::QuantConfig::find(dir) {
+        return Some(Quantization { method: q.method, source: q.source.name().into(), details: q.raw });
     }
     let suffix = |s: &str| dir.tensors().any(|(_, t)| t.name.ends_with(s));
     let method = if suffix(".qweight") {

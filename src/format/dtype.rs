@@ -1,5 +1,6 @@
-//! The element types a safetensors file can declare, with their bit widths and a decoder to f64
-//! for the floating ones. Names are exactly the strings safetensors writes.
+//! The element types a safetensors file can declare, with their bit widths, and decoders of
+//! little-endian float bytes to f32 (`decode_f32`, float8). Names are exactly the strings
+//! safetensors writes. Plain byte decoding: no candle, no tensors.
 
 use std::fmt;
 
@@ -147,6 +148,21 @@ pub fn f8_e5m2_to_f32(b: u8) -> f32 {
     half::f16::from_bits((b as u16) << 8).to_f32()
 }
 
+/// Decodes little-endian float data to f32 (the engine's compute type on CPU; bf16 matmuls on
+/// CPU widen to f32 anyway); `None` for a type that is not a dense float. Pure data decoding: the
+/// engine, the merge check and the tests share it.
+pub fn decode_f32(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        Dtype::F8_E4M3 => b.iter().map(|&x| f8_e4m3_to_f32(x)).collect(),
+        Dtype::F8_E5M2 => b.iter().map(|&x| f8_e5m2_to_f32(x)).collect(),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +193,13 @@ mod tests {
         assert_eq!(f8_e5m2_to_f32(0x3c), 1.0);
         assert_eq!(f8_e5m2_to_f32(0x7b), 57344.0);
         assert!(f8_e5m2_to_f32(0x7c).is_infinite());
+    }
+
+    #[test]
+    fn decode_f32_reads_little_endian_floats_and_refuses_ints() {
+        let bf16 = [0x80, 0x3f, 0x00, 0xc0]; // 1.0, -2.0
+        assert_eq!(decode_f32(Dtype::BF16, &bf16), Some(vec![1.0, -2.0]));
+        assert_eq!(decode_f32(Dtype::F64, &0.5f64.to_le_bytes()), Some(vec![0.5]));
+        assert_eq!(decode_f32(Dtype::I32, &[0; 4]), None);
     }
 }

@@ -11,6 +11,7 @@ pub mod dtype;
 pub mod gguf;
 pub mod hf;
 pub mod lora;
+pub mod quant;
 pub mod safetensors;
 pub mod tokens;
 

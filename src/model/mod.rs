@@ -3,9 +3,12 @@
 
 pub mod decoder;
 pub mod gguf_weights;
-pub mod quant_weights;
+pub mod quant;
 pub mod rope;
 pub mod weights;
+
+/// The quantized weight source's former path (`model::quant_weights::QuantWeights`), kept for callers.
+pub use quant as quant_weights;
 
 use candle_core::{DType, Device};
 
@@ -50,14 +53,7 @@ pub fn default_device() -> Device {
 /// base with its adapter applied on the fly. A PEFT adapter alone cannot run.
 pub fn load(ckpt: &Checkpoint, device: &Device, dtype: ComputeDtype, gguf_matmul: GgufMatmul) -> Result<Model> {
     match ckpt {
-        Checkpoint::Hf(dir) => {
-            let dt = resolve_dtype(dtype, dir);
-            // GPTQ / AWQ / compressed-tensors: dequantized by the project's own unpackers.
-            match quant_weights::QuantWeights::from_config(dir)? {
-                Some(q) => load_with(dir, &q, device, dt),
-                None => load_with(dir, &weights::HfWeights { dir }, device, dt),
-            }
-        }
+        Checkpoint::Hf(dir) => with_hf_weights(dir, |w| load_with(dir, w, device, resolve_dtype(dtype, dir))),
         Checkpoint::Gguf(file) => {
             // A GGUF has no config dtype: `auto` computes in f32.
             let dt = match dtype {
@@ -74,23 +70,31 @@ pub fn load(ckpt: &Checkpoint, device: &Device, dtype: ComputeDtype, gguf_matmul
                     detail: "Conv1D (GPT-2 style) adapters are not supported by the engine".into(),
                 });
             }
-            for m in &adapter.modules {
-                if base.tensor(&format!("{}.weight", m.base)).is_none() {
+            // The base runs as it would alone (a quantized base through its own scheme: QLoRA).
+            with_hf_weights(base, |base_w| {
+                if let Some(m) = adapter.modules.iter().find(|m| !base_w.has_linear(&m.base)) {
                     return Err(Error::Tensor {
                         path: adapter.dir.root.join("adapter_model.safetensors"),
                         tensor: m.a.clone(),
                         detail: format!("adapts `{}`, which the base model `{}` does not have", m.base, base.root.display()),
                     });
                 }
-            }
-            let base_w = weights::HfWeights { dir: base };
-            let w = weights::LoraWeights { base: &base_w, adapter };
-            load_with(base, &w, device, resolve_dtype(dtype, base))
+                load_with(base, &weights::LoraWeights { base: base_w, adapter }, device, resolve_dtype(dtype, base))
+            })
         }
         Checkpoint::Adapter(dir) => Err(Error::NotACheckpoint {
             path: dir.root.clone(),
             reason: "a PEFT adapter on its own cannot run: pass `BASE+ADAPTER` to apply it on the fly, or the merged model".into(),
         }),
+    }
+}
+
+/// Runs `f` with the weight source an HF directory needs: its quantization scheme's (GPTQ / AWQ /
+/// compressed-tensors, unpacked by the project's own code) or plain dense safetensors.
+fn with_hf_weights<R>(dir: &HfDir, f: impl FnOnce(&dyn weights::WeightSource) -> Result<R>) -> Result<R> {
+    match quant::QuantWeights::from_config(dir)? {
+        Some(q) => f(&q),
+        None => f(&weights::HfWeights { dir }),
     }
 }
 

@@ -3,17 +3,27 @@
 //! decoder knowing which.
 //!
 //! Names are HF names (`model.layers.3.self_attn.q_proj`); sources that store other names map them.
+//!
+//! Sources compose: `LoraWeights` wraps whatever `LinearOp` its base source builds (dense, a GPTQ /
+//! AWQ / compressed-tensors `QuantWeights` dequantized at load, a GGUF's quantized blocks), and
+//! asks the base for a linear's dense weight only where the algebra needs it (shape checks, DoRA).
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::format::dtype::{f8_e4m3_to_f32, f8_e5m2_to_f32, Dtype};
+/// Re-exported from `format::dtype`, where it lives, for callers that name it here (the tests).
+pub use crate::format::dtype::decode_f32;
 use crate::format::hf::HfDir;
+use crate::format::lora::{Adapter, LoraModule};
 
 /// A linear layer `y = x·Wᵀ (+ b)`, however it is stored or modified.
 pub trait LinearOp: Send + Sync {
     /// `x`: `[T, in]` → `[T, out]`.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor>;
+    /// The dense `[out, in]` weight, when the op holds one (so a wrapper need not build it again).
+    fn weight(&self) -> Option<&Tensor> {
+        None
+    }
 }
 
 /// A dense weight `[out, in]` and optional bias `[out]`.
@@ -30,6 +40,10 @@ impl LinearOp for DenseLinear {
             None => Ok(y),
         }
     }
+
+    fn weight(&self) -> Option<&Tensor> {
+        Some(&self.weight)
+    }
 }
 
 /// Supplies tensors and linear layers by HF name.
@@ -43,6 +57,15 @@ pub trait WeightSource {
         let weight = self.tensor(&format!("{prefix}.weight"), dtype, device)?;
         let bias = if bias { Some(self.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
         Ok(Box::new(DenseLinear { weight, bias }))
+    }
+    /// The dense (dequantized) `[out, in]` weight of the linear layer `prefix`, however it is
+    /// stored.
+    fn dense_weight(&self, prefix: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        self.tensor(&format!("{prefix}.weight"), dtype, device)
+    }
+    /// Whether the linear layer `prefix` exists, however it is stored.
+    fn has_linear(&self, prefix: &str) -> bool {
+        self.has(&format!("{prefix}.weight"))
     }
 }
 
@@ -78,24 +101,12 @@ impl WeightSource for HfWeights<'_> {
     }
 }
 
-/// Decodes little-endian float data to f32 (the engine's compute type on CPU; bf16 matmuls on
-/// CPU widen to f32 anyway).
-pub fn decode_f32(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
-    Some(match dtype {
-        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-        Dtype::F8_E4M3 => b.iter().map(|&x| f8_e4m3_to_f32(x)).collect(),
-        Dtype::F8_E5M2 => b.iter().map(|&x| f8_e5m2_to_f32(x)).collect(),
-        _ => return None,
-    })
-}
-
 /// `y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ (+ b)`, the LoRA update applied in the forward pass exactly as PEFT
 /// does before merging; with DoRA, `y = m / ‖W + s·B·A‖_row ⊙ (x·Wᵀ + s·(x·Aᵀ)·Bᵀ) + b`.
+/// `x·Wᵀ` is the base source's own linear op, built without its bias (DoRA scales before the bias).
 pub struct LoraLinear {
-    pub base: DenseLinear,
+    pub base: Box<dyn LinearOp>,
+    pub bias: Option<Tensor>,
     pub a: Tensor,
     pub b: Tensor,
     pub scale: f64,
@@ -105,13 +116,13 @@ pub struct LoraLinear {
 
 impl LinearOp for LoraLinear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let base = x.matmul(&self.base.weight.t()?)?;
+        let base = self.base.forward(x)?;
         let lora = (x.matmul(&self.a.t()?)?.matmul(&self.b.t()?)? * self.scale)?;
         let mut y = (base + lora)?;
         if let Some(m) = &self.dora_scale {
             y = y.broadcast_mul(m)?;
         }
-        match &self.base.bias {
+        match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
@@ -121,7 +132,7 @@ impl LinearOp for LoraLinear {
 /// A base checkpoint with a PEFT adapter applied on the fly (not merged).
 pub struct LoraWeights<'a> {
     pub base: &'a dyn WeightSource,
-    pub adapter: &'a crate::format::lora::Adapter,
+    pub adapter: &'a Adapter,
 }
 
 impl LoraWeights<'_> {
@@ -129,30 +140,27 @@ impl LoraWeights<'_> {
     fn adapter_weights(&self) -> HfWeights<'_> {
         HfWeights { dir: &self.adapter.dir }
     }
-}
 
-impl WeightSource for LoraWeights<'_> {
-    fn has(&self, name: &str) -> bool {
-        self.base.has(name)
+    /// Whether `modules_to_save` replaces the base tensor `name`.
+    fn saves(&self, name: &str) -> bool {
+        self.adapter.saved.iter().any(|(_, base)| base == name)
     }
 
-    fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
-        // modules_to_save replace the base tensor wholesale.
-        if let Some((adapter_name, _)) = self.adapter.saved.iter().find(|(_, base)| base == name) {
-            return self.adapter_weights().tensor(adapter_name, dtype, device);
-        }
-        self.base.tensor(name, dtype, device)
+    fn module(&self, prefix: &str) -> Option<&LoraModule> {
+        self.adapter.modules.iter().find(|m| m.base == prefix)
     }
 
-    fn linear(&self, prefix: &str, bias: bool, dtype: DType, device: &Device) -> Result<Box<dyn LinearOp>> {
-        let Some(m) = self.adapter.modules.iter().find(|m| m.base == prefix) else {
-            let weight = self.tensor(&format!("{prefix}.weight"), dtype, device)?;
-            let bias = if bias { Some(self.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
-            return Ok(Box::new(DenseLinear { weight, bias }));
-        };
+    /// lora_A, lora_B (checked against the base weight's shape) and DoRA's
+    /// `magnitude / ‖W + s·B·A‖_row`.
+    fn factors(
+        &self,
+        m: &LoraModule,
+        prefix: &str,
+        weight: &Tensor,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         let err = |e: candle_core::Error| Error::Tensor { path: self.adapter.path(), tensor: m.a.clone(), detail: e.to_string() };
-        let weight = self.tensor(&format!("{prefix}.weight"), dtype, device)?;
-        let bias = if bias { Some(self.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
         let a = self.adapter_weights().tensor(&m.a, dtype, device)?;
         let b = self.adapter_weights().tensor(&m.b, dtype, device)?;
         let (out, inp) = weight.dims2().map_err(err)?;
@@ -170,12 +178,70 @@ impl WeightSource for LoraWeights<'_> {
         let dora_scale = match &m.magnitude {
             Some(mag) => {
                 let mag = self.adapter_weights().tensor(mag, dtype, device)?;
-                let merged = (&weight + (b.matmul(&a).map_err(err)? * m.scale).map_err(err)?).map_err(err)?;
+                let merged = (weight + (b.matmul(&a).map_err(err)? * m.scale).map_err(err)?).map_err(err)?;
                 let norm = merged.sqr().and_then(|s| s.sum(1)).and_then(|s| s.sqrt()).map_err(err)?;
                 Some((mag / norm).map_err(err)?)
             }
             None => None,
         };
-        Ok(Box::new(LoraLinear { base: DenseLinear { weight, bias }, a, b, scale: m.scale, dora_scale }))
+        Ok((a, b, dora_scale))
+    }
+}
+
+impl WeightSource for LoraWeights<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.base.has(name)
+    }
+
+    fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        // modules_to_save replace the base tensor wholesale.
+        if let Some((adapter_name, _)) = self.adapter.saved.iter().find(|(_, base)| base == name) {
+            return self.adapter_weights().tensor(adapter_name, dtype, device);
+        }
+        self.base.tensor(name, dtype, device)
+    }
+
+    fn linear(&self, prefix: &str, bias: bool, dtype: DType, device: &Device) -> Result<Box<dyn LinearOp>> {
+        let (weight_name, bias_name) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
+        let Some(m) = self.module(prefix) else {
+            // Not adapted: the base's own linear, unless a modules_to_save copy replaces it.
+            let replaced = self.saves(&weight_name) || (bias && self.saves(&bias_name));
+            if !replaced {
+                return self.base.linear(prefix, bias, dtype, device);
+            }
+            let weight = self.tensor(&weight_name, dtype, device)?;
+            let bias = if bias { Some(self.tensor(&bias_name, dtype, device)?) } else { None };
+            return Ok(Box::new(DenseLinear { weight, bias }));
+        };
+        let base = self.base.linear(prefix, false, dtype, device)?;
+        let weight = match base.weight() {
+            Some(w) => w.clone(),
+            None => self.base.dense_weight(prefix, dtype, device)?,
+        };
+        let bias = if bias { Some(self.tensor(&bias_name, dtype, device)?) } else { None };
+        let (a, b, dora_scale) = self.factors(m, prefix, &weight, dtype, device)?;
+        Ok(Box::new(LoraLinear { base, bias, a, b, scale: m.scale, dora_scale }))
+    }
+
+    /// The merged weight: `W + s·B·A`, with DoRA `m / ‖W + s·B·A‖_row ⊙ (W + s·B·A)`.
+    fn dense_weight(&self, prefix: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        let weight_name = format!("{prefix}.weight");
+        let weight = if self.saves(&weight_name) {
+            self.tensor(&weight_name, dtype, device)?
+        } else {
+            self.base.dense_weight(prefix, dtype, device)?
+        };
+        let Some(m) = self.module(prefix) else { return Ok(weight) };
+        let (a, b, dora_scale) = self.factors(m, prefix, &weight, dtype, device)?;
+        let err = |e: candle_core::Error| Error::Tensor { path: self.adapter.path(), tensor: m.a.clone(), detail: e.to_string() };
+        let merged = (&weight + (b.matmul(&a).map_err(err)? * m.scale).map_err(err)?).map_err(err)?;
+        match dora_scale {
+            Some(d) => d.unsqueeze(1).and_then(|d| merged.broadcast_mul(&d)).map_err(err),
+            None => Ok(merged),
+        }
+    }
+
+    fn has_linear(&self, prefix: &str) -> bool {
+        self.base.has_linear(prefix) || self.saves(&format!("{prefix}.weight"))
     }
 }

@@ -1,0 +1,268 @@
+//! Quantized HF checkpoints as a `WeightSource`: `QuantWeights` over any `QuantScheme`. A
+//! quantized linear layer is dequantized to a dense weight once at load; everything else
+//! (embeddings, norms, layers the quantizer skipped such as `lm_head`) passes through as the dense
+//! tensors of the same directory.
+//!
+//! A scheme is a unit in one file, holding its own unpacking: `gptq.rs` (v1 and v2 zero points),
+//! `awq.rs` (GEMM), `compressed_tensors.rs` (`pack-quantized`), all 4-bit; the layouts are
+//! written at the top of each file and checked against the upstream dequantized tensors in
+//! testdata/zoo/goldens (tests/quant.rs). The scheme is picked by `quant_method` from the
+//! `QuantConfig` that `format::quant` parsed.
+//!
+//! Adding a scheme: one new file here with a type implementing `QuantScheme` and a
+//! `fn from_config(&QuantConfig) -> Result<Box<dyn QuantScheme>>` that refuses the settings it
+//! cannot run, and one line in `SCHEMES`. Nothing else (decoder, LoRA, compare) changes.
+//!
+//! Not here: running on the packed integers (every scheme dequantizes), and 2/3/8-bit packings.
+
+pub mod awq;
+pub mod compressed_tensors;
+pub mod gptq;
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::weights::{DenseLinear, HfWeights, LinearOp, WeightSource};
+use crate::error::{Error, Result};
+use crate::format::dtype::{decode_f32, Dtype};
+use crate::format::hf::HfDir;
+use crate::format::quant::QuantConfig;
+
+/// A scheme's constructor: refuses the settings it cannot run, naming the config field.
+pub type MakeScheme = fn(&QuantConfig) -> Result<Box<dyn QuantScheme>>;
+
+/// Every scheme the engine runs, by `quant_method`; a `quant_method` not listed loads as dense.
+/// One line per scheme (kept so by `rustfmt::skip`).
+#[rustfmt::skip]
+const SCHEMES: &[(&str, MakeScheme)] = &[
+    ("gptq", gptq::from_config),
+    ("awq", awq::from_config),
+    ("compressed-tensors", compressed_tensors::from_config),
+];
+
+/// A dequantized `[out, in]` weight: (row-major values, out, in).
+pub type Dequantized = (Vec<f32>, usize, usize);
+
+/// One way of storing a quantized linear layer.
+pub trait QuantScheme: Send + Sync {
+    /// As `quant_method` spells it.
+    fn name(&self) -> &'static str;
+    /// The tensor suffixes (after `prefix.`) this scheme stores one linear layer as, packed
+    /// weight first: a linear is quantized when `prefix.<first>` exists, else it is dense. Its
+    /// bias stays a dense `prefix.bias` (in every scheme so far), which `QuantWeights` reads.
+    fn suffixes(&self) -> &'static [&'static str];
+    /// The dense `[out, in]` f32 weight of the quantized linear `prefix`.
+    fn dequantize(&self, t: &Tensors<'_>, prefix: &str) -> Result<Dequantized>;
+}
+
+/// The scheme for `cfg`, `None` when its `quant_method` is not one the engine runs; an error
+/// naming the config field when it is, with settings the scheme cannot run.
+pub fn scheme_for(cfg: &QuantConfig) -> Result<Option<Box<dyn QuantScheme>>> {
+    SCHEMES.iter().find(|(method, _)| *method == cfg.method).map(|(_, make)| make(cfg)).transpose()
+}
+
+/// The settings every scheme here shares: 4 bits, and a positive group size, which it returns.
+pub fn four_bit_groups(cfg: &QuantConfig) -> Result<usize> {
+    if cfg.bits != Some(4) {
+        return Err(cfg.field_error("bits", format!("{:?}: only 4-bit {} checkpoints are run", cfg.bits, cfg.method)));
+    }
+    let g = cfg.group_size.filter(|&g| g > 0);
+    Ok(g.ok_or_else(|| cfg.field_error("group_size", "missing or not positive (per-channel is not supported)"))? as usize)
+}
+
+/// Nibble `k` (0 = lowest) of a packed word.
+pub fn nibble(word: i64, k: usize) -> i64 {
+    ((word as u64 >> (4 * k)) & 0xF) as i64
+}
+
+/// A scheme's view of the checkpoint's tensors: decoded integer and float values, with errors
+/// naming the tensor when it is missing, damaged or misshapen.
+pub struct Tensors<'a> {
+    pub dir: &'a HfDir,
+}
+
+impl Tensors<'_> {
+    /// A tensor's dtype, shape and bytes.
+    fn raw(&self, name: &str) -> Result<(Dtype, Vec<u64>, &[u8], PathBuf)> {
+        let (f, t) = self.dir.tensor(name).ok_or_else(|| Error::Tensor {
+            path: self.dir.root.clone(),
+            tensor: name.to_string(),
+            detail: "missing from the quantized checkpoint".into(),
+        })?;
+        Ok((t.dtype, t.shape.clone(), f.checked_bytes(name)?, f.path.clone()))
+    }
+
+    /// An integer tensor (packed I32, or I64 / I8) widened to i64, and its shape.
+    pub fn ints(&self, name: &str) -> Result<(Vec<i64>, Vec<u64>)> {
+        let (dtype, shape, b, path) = self.raw(name)?;
+        let wrong = |detail: String| Error::Tensor { path: path.clone(), tensor: name.to_string(), detail };
+        let v: Vec<i64> = match dtype {
+            Dtype::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
+            Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
+            Dtype::I8 => b.iter().map(|&x| x as i8 as i64).collect(),
+            other => return Err(wrong(format!("dtype {other}, expected packed I32"))),
+        };
+        Ok((v, shape))
+    }
+
+    /// A float tensor as f32, and its shape.
+    pub fn floats(&self, name: &str) -> Result<(Vec<f32>, Vec<u64>)> {
+        let (dtype, shape, b, path) = self.raw(name)?;
+        let v = decode_f32(dtype, b).ok_or_else(|| Error::Tensor {
+            path,
+            tensor: name.to_string(),
+            detail: format!("dtype {dtype} is not a float"),
+        })?;
+        Ok((v, shape))
+    }
+
+    /// `[rows, cols]` of a tensor that must be a matrix.
+    pub fn dims2(&self, name: &str, shape: &[u64]) -> Result<(usize, usize)> {
+        match shape {
+            [a, b] => Ok((*a as usize, *b as usize)),
+            _ => Err(self.bad(name, format!("shape {shape:?}, expected a matrix"))),
+        }
+    }
+
+    /// An error about tensor `name` of this checkpoint.
+    pub fn bad(&self, name: &str, detail: String) -> Error {
+        Error::Tensor { path: self.dir.root.clone(), tensor: name.to_string(), detail }
+    }
+}
+
+/// A quantized HF checkpoint: linear layers through its scheme, everything else dense.
+pub struct QuantWeights<'a> {
+    pub dense: HfWeights<'a>,
+    pub scheme: Box<dyn QuantScheme>,
+}
+
+impl<'a> QuantWeights<'a> {
+    /// From `config.json:quantization_config`; `None` when the checkpoint is not quantized with a
+    /// scheme the engine runs.
+    pub fn from_config(dir: &'a HfDir) -> Result<Option<QuantWeights<'a>>> {
+        let Some(cfg) = QuantConfig::from_config_json(dir) else { return Ok(None) };
+        Ok(scheme_for(&cfg)?.map(|scheme| QuantWeights { dense: HfWeights { dir }, scheme }))
+    }
+
+    fn tensors(&self) -> Tensors<'a> {
+        Tensors { dir: self.dense.dir }
+    }
+
+    /// Whether `prefix` is stored quantized (its packed weight exists).
+    fn is_quantized(&self, prefix: &str) -> bool {
+        self.scheme.suffixes().first().is_some_and(|packed| self.dense.has(&format!("{prefix}.{packed}")))
+    }
+
+    /// The dequantized `[out, in]` weight of a quantized linear layer, or `None` if it is dense.
+    pub fn dequantize(&self, prefix: &str) -> Result<Option<Dequantized>> {
+        if !self.is_quantized(prefix) {
+            return Ok(None);
+        }
+        self.scheme.dequantize(&self.tensors(), prefix).map(Some)
+    }
+
+    /// The dequantized weight as a tensor, or `None` if it is dense.
+    fn dequantized_tensor(&self, prefix: &str, dtype: DType, device: &Device) -> Result<Option<Tensor>> {
+        let Some((w, out, inp)) = self.dequantize(prefix)? else { return Ok(None) };
+        let t = Tensor::from_vec(w, (out, inp), device).and_then(|t| t.to_dtype(dtype));
+        t.map(Some).map_err(|e| self.tensors().bad(prefix, e.to_string()))
+    }
+}
+
+impl WeightSource for QuantWeights<'_> {
+    fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        self.dense.tensor(name, dtype, device)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.dense.has(name)
+    }
+
+    fn linear(&self, prefix: &str, bias: bool, dtype: DType, device: &Device) -> Result<Box<dyn LinearOp>> {
+        let Some(weight) = self.dequantized_tensor(prefix, dtype, device)? else {
+            return self.dense.linear(prefix, bias, dtype, device);
+        };
+        let bias = if bias { Some(self.dense.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
+        Ok(Box::new(DenseLinear { weight, bias }))
+    }
+
+    fn dense_weight(&self, prefix: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        match self.dequantized_tensor(prefix, dtype, device)? {
+            Some(w) => Ok(w),
+            None => self.dense.dense_weight(prefix, dtype, device),
+        }
+    }
+
+    fn has_linear(&self, prefix: &str) -> bool {
+        self.is_quantized(prefix) || self.dense.has_linear(prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::quant::QuantSource;
+    use serde_json::json;
+
+    fn scheme(v: serde_json::Value) -> Result<Option<Box<dyn QuantScheme>>> {
+        scheme_for(&QuantConfig::parse(v, QuantSource::ConfigJson, "m/config.json".into()))
+    }
+
+    fn refused(v: serde_json::Value) -> String {
+        match scheme(v) {
+            Err(e @ Error::Field { .. }) => e.to_string(),
+            Err(e) => panic!("not a field error: {e}"),
+            Ok(s) => panic!("accepted as {:?}", s.map(|s| s.name())),
+        }
+    }
+
+    #[test]
+    fn registry_picks_by_method_and_refuses_what_it_cannot_run() {
+        let g = json!({"quant_method": "gptq", "bits": 4, "group_size": 128});
+        assert_eq!(scheme(g).unwrap().unwrap().name(), "gptq");
+        let a = json!({"quant_method": "awq", "w_bit": 4, "q_group_size": 128});
+        assert_eq!(scheme(a).unwrap().unwrap().name(), "awq");
+        assert!(scheme(json!({"quant_method": "bitsandbytes", "load_in_4bit": true})).unwrap().is_none());
+
+        assert_eq!(
+            refused(json!({"quant_method": "awq", "bits": 4, "group_size": 128, "version": "gemv"})),
+            "`m/config.json`: field `quantization_config.version`: AWQ `gemv` packing is not supported (gemm is)"
+        );
+        assert_eq!(
+            refused(json!({"quant_method": "compressed-tensors", "format": "float-quantized"})),
+            "`m/config.json`: field `quantization_config.format`: compressed-tensors `float-quantized` is not supported (pack-quantized is)"
+        );
+        assert_eq!(
+            refused(json!({"quant_method": "gptq", "bits": 8, "group_size": 128})),
+            "`m/config.json`: field `quantization_config.bits`: Some(8): only 4-bit gptq checkpoints are run"
+        );
+        assert_eq!(
+            refused(json!({"quant_method": "gptq", "bits": 4, "group_size": -1})),
+            "`m/config.json`: field `quantization_config.group_size`: missing or not positive (per-channel is not supported)"
+        );
+    }
+
+    /// `suffixes` is what each scheme stores: in the zoo's quantized checkpoints every tensor is
+    /// either one of its scheme's suffixes of a quantized linear, or a dense `.weight`.
+    #[test]
+    fn each_scheme_owns_its_tensors_in_the_zoo() {
+        let zoo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo/models");
+        for (dir, name) in [("llama-gptq-w4g128", "gptq"), ("llama-awq-w4g128", "awq"), ("llama-ct-w4a16", "compressed-tensors")] {
+            let hf = HfDir::open(&zoo.join(dir)).unwrap();
+            let q = QuantWeights::from_config(&hf).unwrap().unwrap();
+            assert_eq!(q.scheme.name(), name);
+            let mut quantized = 0;
+            for (_, t) in hf.tensors() {
+                match q.scheme.suffixes().iter().find_map(|s| t.name.strip_suffix(&format!(".{s}"))) {
+                    Some(prefix) => {
+                        assert!(q.is_quantized(prefix) && q.has_linear(prefix), "{dir}: {}", t.name);
+                        quantized += 1;
+                    }
+                    None => assert!(t.name.ends_with(".weight"), "{dir}: {} is neither dense nor owned by {name}", t.name),
+                }
+            }
+            assert!(quantized >= 21 * 2, "{dir}: {quantized}");
+        }
+    }
+}
