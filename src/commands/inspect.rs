@@ -173,7 +173,7 @@ pub fn build(path: &std::path::Path, dir: &HfDir) -> InspectReport {
         special_tokens: ctx.decls.clone(),
         stop_token_ids: stop,
         chat_template,
-        quantization: quantization(dir, &ctx),
+        quantization: quantization(dir),
         adapter: dir.adapter_config.as_ref().map(|a| a.value.clone()),
         pickles_ignored: dir.pickles.iter().map(|p| dir.rel(p)).collect(),
     }
@@ -193,7 +193,7 @@ fn summarize_template(ctx: &Context, t: &ChatTemplate) -> TemplateSummary {
 }
 
 /// From `config.json:quantization_config`, `quantize_config.json`, or the tensor names.
-fn quantization(dir: &crate::format::hf::HfDir, _ctx: &Context) -> Option<Quantization> {
+fn quantization(dir: &HfDir) -> Option<Quantization> {
     if let Some(q) = crate::format::quant::QuantConfig::find(dir) {
         return Some(Quantization { method: q.method, source: q.source.name().into(), details: q.raw });
     }
