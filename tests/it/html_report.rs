@@ -3,12 +3,10 @@
 //! browser must log no console error. Locally the test is skipped when Chromium is absent; in CI
 //! (`CI` set) its absence is a failure.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn chromium() -> Option<&'static str> {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"].into_iter().find(|p| Path::new(p).exists())

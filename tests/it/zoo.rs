@@ -2,16 +2,14 @@
 //! llama.cpp): every HF variant loads and has the properties zoo.json records, the goldens show
 //! the collapsed model's low P(EOS), and `lint` finds exactly the fault each variant was made with.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::*;
 use ckptcheck::format::dtype::Dtype;
 use ckptcheck::format::hf::HfDir;
 use ckptcheck::format::safetensors::SafetensorsFile;
 use ckptcheck::format::tokens::TokenizerInfo;
 use ckptcheck::model::weights::decode_f32;
-use common::*;
 use serde_json::Value;
 
 fn manifest() -> Value {

@@ -2,9 +2,7 @@
 //! check fires on a copy broken the way real pipelines break it. Each test fails if its check is
 //! removed.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn lint_fixture(f: &Fixture) -> (tempfile::TempDir, Run) {

@@ -1,8 +1,6 @@
 //! `ckptcheck inspect` through the real binary on synthetic checkpoints.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[test]

@@ -4,8 +4,6 @@
 //! Tolerance: max |Δlogit| ≤ 1e-4 × max(1, max |logit|) and the same argmax at every position.
 //! Both sides compute in f32; the residual difference is summation order in matmuls.
 
-mod common;
-
 use std::path::Path;
 
 use candle_core::Device;
@@ -13,6 +11,8 @@ use ckptcheck::format::dtype::Dtype;
 use ckptcheck::format::hf::HfDir;
 use ckptcheck::format::safetensors::SafetensorsFile;
 use ckptcheck::model::{self, weights::decode_f32};
+
+use crate::common;
 
 struct Golden {
     ids: Vec<u32>,

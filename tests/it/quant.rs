@@ -3,13 +3,13 @@
 //! (`dequant.*` in the goldens, written by gptqmodel / compressed-tensors), and the engine on them
 //! matches the upstream forward's logits.
 
-mod common;
-
 use candle_core::{DType, Device};
 use ckptcheck::format::hf::HfDir;
 use ckptcheck::format::safetensors::SafetensorsFile;
 use ckptcheck::model::quant_weights::QuantWeights;
 use ckptcheck::model::{self, weights::decode_f32};
+
+use crate::common;
 
 fn golden(name: &str) -> SafetensorsFile {
     SafetensorsFile::open(&common::zoo().join("goldens").join(format!("{name}.safetensors"))).unwrap()

@@ -1,11 +1,9 @@
 //! `bisect` and `gate` through the real binary: synthetic lineages broken at a known step, the
 //! shipped zoo lineages, and the JSON / JUnit / HTML outputs.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn write_prompts(dir: &Path) -> String {

@@ -1,9 +1,7 @@
 //! `ckptcheck compare` through the real binary: on the synthetic checkpoint (self-compare, NaN
 //! weights, a damaged layer) and on the zoo's healthy vs collapsed fine-tune.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn prompts_file(dir: &std::path::Path) -> String {

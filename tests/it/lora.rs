@@ -1,11 +1,9 @@
 //! LoRA: merge-check on merges made by the test (right and wrong), and pre-merge (base+adapter
 //! applied on the fly) against the merged model in `compare`.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const R: usize = 2;

@@ -2,8 +2,6 @@
 //! Q/K rows come back in HF order, IQ4_NL matches gguf-py, and the engine on llama.cpp-made
 //! GGUFs matches llama.cpp's own logits (testdata/zoo/goldens/gguf-*.safetensors).
 
-mod common;
-
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -13,6 +11,8 @@ use ckptcheck::format::safetensors::SafetensorsFile;
 use ckptcheck::model::gguf_weights::{dequantize_iq4_nl, dequantize_iq4_xs, GgufWeights};
 use ckptcheck::model::weights::{decode_f32, HfWeights, WeightSource};
 use ckptcheck::model::{self};
+
+use crate::common;
 
 fn fixtures() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/gguf-fixtures")

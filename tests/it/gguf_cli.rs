@@ -1,8 +1,6 @@
 //! `inspect` and `lint` on GGUF files through the real binary (fixtures: testdata/gguf-fixtures).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 
 fn fixture(name: &str) -> String {
@@ -172,7 +170,7 @@ fn llama3_rope_scaling_against_the_source() {
 
 /// Gemma 3 with its own `layer_types` ([sliding, full]) converted to GGUF: llama.cpp applies its
 /// fixed 5:1 pattern instead (both layers sliding; confirmed by llama.cpp's logits matching the
-/// engine run that way, tests/gguf_engine.rs). lint --source warns; qwen2 without windows is clean.
+/// engine run that way, tests/it/gguf_engine.rs). lint --source warns; qwen2 without windows is clean.
 #[test]
 fn gemma3_sliding_layers_against_the_source() {
     assert_eq!(source_ids("gemma3", "gemma3-f16.gguf"), vec!["gguf.sliding-layers-differ"]);

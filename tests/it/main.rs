@@ -1,0 +1,17 @@
+//! The integration tests, as one binary: each module was once its own `tests/*.rs` binary, and
+//! each of those linked candle and the whole crate again. `common` holds the shared helpers.
+
+mod common;
+
+mod bisect;
+mod compare;
+mod engine;
+mod gguf;
+mod gguf_cli;
+mod gguf_engine;
+mod html_report;
+mod inspect;
+mod lint;
+mod lora;
+mod quant;
+mod zoo;
