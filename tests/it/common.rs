@@ -209,6 +209,20 @@ pub fn zoo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo")
 }
 
+/// A file or directory of the zoo (`rel` under testdata/zoo) that a test needs: a missing one is a
+/// failure, never a skip, and the message says how to get it back.
+#[track_caller]
+pub fn zoo_path(rel: &str) -> PathBuf {
+    let p = zoo().join(rel);
+    assert!(
+        p.exists(),
+        "zoo fixture testdata/zoo/{rel} is missing: the zoo is committed, so restore it with \
+         `git checkout -- testdata/zoo/{rel}`, or regenerate it as testdata/zoo/README.md says \
+         (\"How to regenerate\"; its Layout section names the script that writes each file)"
+    );
+    p
+}
+
 pub fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }

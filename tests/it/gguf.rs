@@ -8,6 +8,8 @@ use ckptcheck::checks::{gguf as gchecks, Context, Finding, Severity};
 use ckptcheck::format::gguf::{parse_header, GgmlType, GgufError, GgufErrorKind, GgufFile, Header, LayoutProblem};
 use ckptcheck::format::hf::HfDir;
 
+use crate::common;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/gguf-fixtures")
 }
@@ -636,15 +638,15 @@ fn rms_eps_heads_and_context_against_config() {
     );
 }
 
-/// GGUFs made by llama.cpp's own converter and quantizer, when the zoo has them: every one parses
-/// with no layout problem and is consistent with itself.
+/// GGUFs made by llama.cpp's own converter and quantizer: every GGUF zoo.json lists must be in
+/// the zoo, and every one there parses with no layout problem and is consistent with itself.
 #[test]
 fn zoo_gguf_files_parse_when_present() {
-    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
+    let zoo = common::zoo();
     let mut found = Vec::new();
-    let mut stack = vec![zoo];
+    let mut stack = vec![zoo.clone()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let rd = std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -653,6 +655,13 @@ fn zoo_gguf_files_parse_when_present() {
                 found.push(p);
             }
         }
+    }
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(common::zoo_path("zoo.json")).unwrap()).unwrap();
+    let listed: Vec<&str> =
+        manifest["variants"].as_object().unwrap().values().filter(|v| v["kind"] == "gguf").map(|v| v["path"].as_str().unwrap()).collect();
+    assert!(!listed.is_empty(), "zoo.json lists no GGUF");
+    for rel in &listed {
+        assert!(found.contains(&common::zoo_path(rel)), "{rel}: listed in zoo.json but not found under {}", zoo.display());
     }
     for p in &found {
         let g = GgufFile::open(p).unwrap_or_else(|e| panic!("{e}"));
@@ -666,15 +675,10 @@ fn zoo_gguf_files_parse_when_present() {
 
 /// The zoo's conversions of models/llama-instruct by llama.cpp's own convert_hf_to_gguf.py and
 /// llama-quantize (testdata/zoo/gguf_stage.py): the healthy quantizations are clean against
-/// their source, each broken conversion is caught with exactly its finding. Skipped per file when
-/// the zoo does not have it.
+/// their source, each broken conversion is caught with exactly its finding. A missing file fails.
 #[test]
 fn zoo_llama_cpp_conversions_against_source() {
-    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo");
-    let Ok(dir) = HfDir::open(&zoo.join("models/llama-instruct")) else {
-        eprintln!("no zoo llama-instruct; skipped");
-        return;
-    };
+    let dir = HfDir::open(&common::zoo_path("models/llama-instruct")).unwrap();
     let ctx = Context::new(&dir);
     let cases: &[(&str, &[&str], &[&str])] = &[
         ("llama-instruct-q8_0.gguf", &[], &["Q8_0"]),
@@ -686,12 +690,8 @@ fn zoo_llama_cpp_conversions_against_source() {
         ("llama-instruct-no-template.gguf", &["gguf.template-missing"], &[]),
         ("llama-instruct-other-tokenizer.gguf", &["gguf.tokens-differ", "gguf.merges-differ", "gguf.tokenization-differs"], &[]),
     ];
-    let mut checked = 0;
     for (name, want, types) in cases {
-        let p = zoo.join("gguf").join(name);
-        if !p.is_file() {
-            continue;
-        }
+        let p = common::zoo_path(&format!("gguf/{name}"));
         let g = GgufFile::open(&p).unwrap();
         assert!(g.header.problems.is_empty(), "{name}: {:?}", g.header.problems);
         assert_eq!(g.header.arch_meta().block_count, Some(3), "{name}");
@@ -701,7 +701,5 @@ fn zoo_llama_cpp_conversions_against_source() {
         }
         let f = gchecks::run(&g, Some(&ctx));
         assert_eq!(ids(&f), *want, "{name}: {f:#?}");
-        checked += 1;
     }
-    eprintln!("{checked} zoo conversions checked");
 }

@@ -145,7 +145,7 @@ fn types_candle_lacks_are_named() {
 }
 
 fn goldens(name: &str) -> Vec<(Vec<u32>, Vec<f32>, usize)> {
-    let p = common::zoo().join("goldens").join(format!("{name}.safetensors"));
+    let p = common::zoo_path(&format!("goldens/{name}.safetensors"));
     let f = SafetensorsFile::open(&p).unwrap();
     let mut out = Vec::new();
     for i in 0.. {
@@ -154,6 +154,7 @@ fn goldens(name: &str) -> Vec<(Vec<u32>, Vec<f32>, usize)> {
         let lt = f.get(&format!("logits.{i}")).unwrap();
         out.push((ids, decode_f32(lt.dtype, f.bytes(lt).unwrap()).unwrap(), lt.shape[1] as usize));
     }
+    assert!(!out.is_empty(), "{}: no input_ids.0 (see the golden layout in testdata/zoo/README.md)", p.display());
     out
 }
 
@@ -165,8 +166,7 @@ fn goldens(name: &str) -> Vec<(Vec<u32>, Vec<f32>, usize)> {
 /// that; argmax may differ at one near-tie position per prompt for the 4- to 6-bit types.
 #[test]
 fn engine_on_gguf_matches_llama_cpp() {
-    let zoo = common::zoo();
-    let Ok(dir) = HfDir::open(&zoo.join("models/llama-instruct")) else { return };
+    let dir = HfDir::open(&common::zoo_path("models/llama-instruct")).unwrap();
     for (variant, file, tol, max_argmax_diff) in [
         ("gguf-f16", "llama-instruct-f16.gguf", 0.003f32, 0),
         ("gguf-q8_0", "llama-instruct-q8_0.gguf", 0.05, 0),
@@ -174,10 +174,7 @@ fn engine_on_gguf_matches_llama_cpp() {
         ("gguf-q4_0", "llama-instruct-q4_0.gguf", 0.05, 1),
         ("gguf-q4_k_m", "llama-instruct-q4_k_m.gguf", 0.05, 1),
     ] {
-        let p = zoo.join("gguf").join(file);
-        if !p.is_file() || !zoo.join("goldens").join(format!("{variant}.safetensors")).is_file() {
-            continue;
-        }
+        let p = common::zoo_path(&format!("gguf/{file}"));
         let g = GgufFile::open(&p).unwrap();
         let gw = GgufWeights::new(&g).unwrap();
         let m = model::load_with(&dir, &gw, &Device::Cpu, DType::F32).unwrap();
