@@ -14,4 +14,5 @@ mod inspect;
 mod lint;
 mod lora;
 mod quant;
+mod snapshots_cli;
 mod zoo;
