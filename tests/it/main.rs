@@ -14,5 +14,6 @@ mod inspect;
 mod lint;
 mod lora;
 mod quant;
+mod quant_lora;
 mod snapshots_cli;
 mod zoo;
