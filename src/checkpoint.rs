@@ -28,7 +28,7 @@ pub enum Checkpoint {
     /// A PEFT adapter directory on its own (lint and inspect read it; running needs its base).
     Adapter(HfDir),
     /// `BASE+ADAPTER`: a base model with a PEFT adapter applied on the fly.
-    BaseWithAdapter { base: HfDir, adapter: Adapter },
+    BaseWithAdapter { base: HfDir, adapter: Box<Adapter> },
 }
 
 /// Everything about a checkpoint that is not its weights, derived once.
@@ -68,7 +68,7 @@ impl Checkpoint {
     /// A base model (an HF directory) with a PEFT adapter applied on the fly.
     pub fn with_adapter(base: &Path, adapter: &Path) -> Result<Checkpoint> {
         let base = Self::open_hf(base)?;
-        let adapter = Adapter::open(adapter)?;
+        let adapter = Box::new(Adapter::open(adapter)?);
         Ok(Checkpoint::BaseWithAdapter { base, adapter })
     }
 

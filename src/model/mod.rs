@@ -7,9 +7,6 @@ pub mod quant;
 pub mod rope;
 pub mod weights;
 
-/// The quantized weight source's former path (`model::quant_weights::QuantWeights`), kept for callers.
-pub use quant as quant_weights;
-
 use candle_core::{DType, Device};
 
 use crate::checkpoint::Checkpoint;

@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 /// Re-exported from `format::dtype`, where it lives, for callers that name it here (the tests).
-pub use crate::format::dtype::decode_f32;
+use crate::format::dtype::decode_f32;
 use crate::format::hf::HfDir;
 use crate::format::lora::{Adapter, LoraModule};
 

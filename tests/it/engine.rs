@@ -7,10 +7,11 @@
 use std::path::Path;
 
 use candle_core::Device;
+use ckptcheck::format::dtype::decode_f32;
 use ckptcheck::format::dtype::Dtype;
 use ckptcheck::format::hf::HfDir;
 use ckptcheck::format::safetensors::SafetensorsFile;
-use ckptcheck::model::{self, weights::decode_f32};
+use ckptcheck::model;
 
 use crate::common;
 

@@ -5,11 +5,12 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use ckptcheck::format::dtype::decode_f32;
 use ckptcheck::format::gguf::{GgmlType, GgufFile};
 use ckptcheck::format::hf::HfDir;
 use ckptcheck::format::safetensors::SafetensorsFile;
 use ckptcheck::model::gguf_weights::{dequantize_iq4_nl, dequantize_iq4_xs, GgufWeights};
-use ckptcheck::model::weights::{decode_f32, HfWeights, WeightSource};
+use ckptcheck::model::weights::{HfWeights, WeightSource};
 use ckptcheck::model::{self};
 
 use crate::common;

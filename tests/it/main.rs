@@ -11,6 +11,7 @@ mod gguf_cli;
 mod gguf_engine;
 mod html_report;
 mod inspect;
+mod layers;
 mod lint;
 mod lora;
 mod quant;

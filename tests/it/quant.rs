@@ -4,10 +4,11 @@
 //! matches the upstream forward's logits.
 
 use candle_core::{DType, Device};
+use ckptcheck::format::dtype::decode_f32;
 use ckptcheck::format::hf::HfDir;
 use ckptcheck::format::safetensors::SafetensorsFile;
-use ckptcheck::model::quant_weights::QuantWeights;
-use ckptcheck::model::{self, weights::decode_f32};
+use ckptcheck::model;
+use ckptcheck::model::quant::QuantWeights;
 
 use crate::common;
 

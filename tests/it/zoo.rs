@@ -5,11 +5,11 @@
 use std::path::Path;
 
 use crate::common::*;
+use ckptcheck::format::dtype::decode_f32;
 use ckptcheck::format::dtype::Dtype;
 use ckptcheck::format::hf::HfDir;
 use ckptcheck::format::safetensors::SafetensorsFile;
 use ckptcheck::format::tokens::TokenizerInfo;
-use ckptcheck::model::weights::decode_f32;
 use serde_json::Value;
 
 fn manifest() -> Value {
