@@ -112,6 +112,22 @@ pub fn escape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Regression: the JSON writer turned a serialization error into a made-up `{"error": …}`
+    /// document on stdout; now it is an error naming the report.
+    #[test]
+    fn a_report_that_cannot_serialize_is_an_error_not_fake_json() {
+        #[derive(serde::Serialize)]
+        struct Bad(std::collections::BTreeMap<(u8, u8), u8>);
+        impl super::Report for Bad {
+            const KIND: &'static str = "test";
+            fn text(&self, _: bool) -> String {
+                String::new()
+            }
+        }
+        let e = super::json(&Bad([((1, 2), 3)].into_iter().collect())).unwrap_err().to_string();
+        assert!(e.starts_with("cannot write the test report:"), "{e}");
+    }
+
     #[test]
     fn escape_handles_markup_and_control_chars() {
         assert_eq!(super::escape("<|im_end|> & \"x\"\u{1}"), "&lt;|im_end|&gt; &amp; &quot;x&quot;\\u{1}");
