@@ -769,9 +769,7 @@ fn close(a: f64, b: f64) -> bool {
 fn sliding_layers(g: &GgufFile, ctx: &Context, file: &str, out: &mut Vec<Finding>) {
     use crate::format::arch::ArchSpec;
     let Some(cfg) = ctx.dir.config.as_ref() else { return };
-    let (Ok(hf), Ok(gg)) =
-        (ArchSpec::from_config(&cfg.value, None), ArchSpec::from_config(&crate::model::gguf_weights::config_json(g), None))
-    else {
+    let (Ok(hf), Ok(gg)) = (ArchSpec::from_config(&cfg.value, None), ArchSpec::from_config(&g.header.hf_config(), None)) else {
         return;
     };
     if hf.sliding_window.is_none() || hf.sliding_layers.len() != gg.sliding_layers.len() || hf.sliding_layers == gg.sliding_layers {

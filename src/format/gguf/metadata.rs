@@ -1,5 +1,7 @@
 //! Metadata values and what they say: the typed `Value`/`Array` of each key, `Header`'s lookups
-//! (`get`, `tensor`, `arch_key`…) and the architecture numbers llama.cpp reads (`ArchMeta`).
+//! (`get`, `tensor`, `arch_key`…), the architecture numbers llama.cpp reads (`ArchMeta`) and the
+//! HF-style `config.json` they amount to (`Header::hf_config`), which the architecture spec reads
+//! so that a GGUF runs as its own metadata says.
 //!
 //! It only reads what `parse` produced: no parsing, no checking against an HF source
 //! (`checks::gguf`), no tokenizer keys (`tokenizer`).
@@ -248,6 +250,50 @@ impl Header {
             vocab_size: u("vocab_size"),
             sliding_window: u("attention.sliding_window"),
         }
+    }
+
+    /// An HF-style `config.json` synthesised from the GGUF's own metadata, so the decoder's
+    /// `ArchSpec` comes from the file being run (not from the HF source it claims to come from).
+    pub fn hf_config(&self) -> serde_json::Value {
+        let m = self.arch_meta();
+        let arch = m.architecture.clone().unwrap_or_default();
+        // `shape()` is in HF (row-major) order: [vocab, hidden].
+        let rows = self.tensor("token_embd.weight").map(|t| t.shape()).and_then(|s| s.first().copied());
+        let mut v = serde_json::json!({
+            "model_type": arch,
+            "hidden_size": m.embedding_length,
+            "intermediate_size": m.feed_forward_length,
+            "num_hidden_layers": m.block_count,
+            "num_attention_heads": m.head_count,
+            "num_key_value_heads": m.head_count_kv.or(m.head_count),
+            "vocab_size": rows.or(m.vocab_size),
+            "rms_norm_eps": m.rms_norm_eps,
+            "rope_theta": m.rope_freq_base,
+            "max_position_embeddings": m.context_length,
+        });
+        // llama.cpp writes key_length only when head_dim ≠ hidden / heads.
+        if let Some(k) = m.key_length {
+            v["head_dim"] = k.into();
+        }
+        if let Some(w) = m.sliding_window {
+            v["sliding_window"] = w.into();
+        }
+        if arch.starts_with("gemma") {
+            // llama.cpp's Gemma graphs use the tanh GELU; Gemma 3 (non-27B) scales q by 1/sqrt(head_dim).
+            v["hidden_activation"] = "gelu_pytorch_tanh".into();
+            if let Some(k) = m.key_length {
+                v["query_pre_attn_scalar"] = k.into();
+            }
+        }
+        if let (Some(kind), Some(factor)) = (m.rope_scaling_type.as_deref(), m.rope_scaling_factor) {
+            if kind != "none" {
+                v["rope_scaling"] = serde_json::json!({
+                    "rope_type": kind, "factor": factor,
+                    "original_max_position_embeddings": m.rope_scaling_original_context_length,
+                });
+            }
+        }
+        v
     }
 
     /// Tensors, elements and bytes per ggml type.

@@ -13,8 +13,8 @@
 //! tokenizer/architecture metadata through the accessors in `metadata` and `tokenizer`.
 //!
 //! Files: `types` (ggml type ids and sizes), `parse` (caps, `parse_header`, layout problems),
-//! `metadata` (values, `Header` lookups, `ArchMeta`), `tokenizer` (`GgufTokenizer`, `to_hf`);
-//! this file holds `GgufFile`, the memory-mapped file, and re-exports them all.
+//! `metadata` (values, `Header` lookups, `ArchMeta`, `hf_config`), `tokenizer` (`GgufTokenizer`,
+//! `to_hf`); this file holds `GgufFile`, the memory-mapped file, and re-exports them all.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
