@@ -164,7 +164,7 @@ impl Facts {
             text: t.to_string(),
         });
         let stop_ids = [tok.eos, tok.eot, tok.eom].into_iter().flatten().filter_map(|i| u32::try_from(i).ok()).collect();
-        let config = ModelConfig::from_json(&crate::model::gguf_weights::config_json(g));
+        let config = ModelConfig::from_json(&g.header.hf_config());
         Facts { config, tokenizer, tokenizer_error, decls: Vec::new(), template, template_tokens, stop_ids, turn_end_id: None }
             .with_turn_end()
     }

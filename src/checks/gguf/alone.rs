@@ -1,0 +1,194 @@
+//! The GGUF by itself, without its HF source: layout problems, an architecture, block count vs
+//! `blk.N` tensors, token arrays of one length, special ids inside the vocabulary, an EOS,
+//! vocabulary vs embedding rows, a named pre-tokenizer, a chat template for a chat vocabulary that
+//! renders, ends turns on an end-of-generation token and does not double BOS.
+//!
+//! It does not compare with the HF checkpoint (`source`) or read tensor values (`values`).
+
+use super::tokenizer::{adds_bos, llama_cpp_eog, show_id, special_ids, template_tokens};
+use crate::chat::{sample_conversation, turn_end, ChatTemplate};
+use crate::checks::template::ROLE_MARKERS;
+use crate::checks::{Finding, Severity};
+use crate::format::gguf::GgufFile;
+
+/// The GGUF against itself. `with_source`: an HF source will be checked too, so findings it
+/// reports with more detail (missing template) are left to `check_source`.
+pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
+    let file = g.file_name();
+    let h = &g.header;
+    for p in &h.problems {
+        out.push(
+            Finding::new(p.id(), Severity::Error, &file, p.message())
+                .field(p.tensor())
+                .hint("the file is damaged or was written by a broken tool: re-download or re-convert it"),
+        );
+    }
+    let meta = h.arch_meta();
+    let Some(arch) = meta.architecture.clone() else {
+        out.push(
+            Finding::new("gguf.no-architecture", Severity::Error, &file, "no `general.architecture`: llama.cpp cannot load it")
+                .field("general.architecture")
+                .hint("re-convert with llama.cpp's convert_hf_to_gguf.py"),
+        );
+        return;
+    };
+
+    if let (Some(declared), Some(found)) = (meta.block_count, h.blocks_in_tensors()) {
+        if declared != found {
+            out.push(
+                Finding::new(
+                    "gguf.block-count-mismatch",
+                    Severity::Error,
+                    &file,
+                    format!("{arch}.block_count is {declared} but the file has tensors for {found} blocks (`blk.0` … `blk.{}`)", found - 1),
+                )
+                .field(format!("{arch}.block_count"))
+                .hint("the metadata and the tensors come from different models, or layers were dropped: re-convert"),
+            );
+        }
+    }
+
+    let tok = h.tokenizer();
+    let Some(tokens) = tok.tokens else {
+        out.push(
+            Finding::new("gguf.no-tokenizer", Severity::Warning, &file, "no `tokenizer.ggml.tokens`: the file carries no vocabulary")
+                .field("tokenizer.ggml.tokens")
+                .hint("convert with the tokenizer files beside the weights; llama.cpp needs the vocabulary to run"),
+        );
+        return;
+    };
+    let n = tokens.len() as u64;
+    for (key, len) in
+        [("tokenizer.ggml.scores", tok.scores.map(|s| s.len())), ("tokenizer.ggml.token_type", tok.token_type.as_ref().map(|t| t.len()))]
+    {
+        if let Some(len) = len.filter(|&l| l as u64 != n) {
+            out.push(
+                Finding::new(
+                    "gguf.token-arrays-mismatch",
+                    Severity::Error,
+                    &file,
+                    format!("`{key}` has {len} entries but `tokenizer.ggml.tokens` has {n}"),
+                )
+                .field(key)
+                .hint("llama.cpp indexes these arrays by token id: re-convert the tokenizer"),
+            );
+        }
+    }
+    for (key, id) in special_ids(&tok) {
+        if let Some(id) = id.filter(|&i| i >= n) {
+            out.push(
+                Finding::new(
+                    "gguf.special-out-of-range",
+                    Severity::Error,
+                    &file,
+                    format!("`{key}` is {id} but the vocabulary has only {n} tokens"),
+                )
+                .field(key)
+                .hint("the special ids come from another tokenizer: re-convert with the model's own tokenizer files"),
+            );
+        }
+    }
+    if tok.eos.is_none() && tok.eot.is_none() {
+        out.push(
+            Finding::new(
+                "gguf.no-eos",
+                Severity::Warning,
+                &file,
+                "neither `tokenizer.ggml.eos_token_id` nor `eot_token_id` is set: runtimes that read them never stop",
+            )
+            .field("tokenizer.ggml.eos_token_id")
+            .hint("convert with generation_config.json / tokenizer_config.json present so the converter finds EOS"),
+        );
+    }
+    if let Some(embd) = h.tensor("token_embd.weight") {
+        let rows = embd.dims.get(1).copied().unwrap_or(1);
+        if rows < n {
+            out.push(
+                Finding::new(
+                    "gguf.vocab-exceeds-embedding",
+                    Severity::Error,
+                    &file,
+                    format!("the vocabulary has {n} tokens but `token_embd.weight` has {rows} rows: ids ≥ {rows} index past the embedding"),
+                )
+                .field("token_embd.weight")
+                .hint("resize the embeddings to the tokenizer (resize_token_embeddings) before converting"),
+            );
+        }
+    }
+    if tok.model == Some("gpt2") && tok.pre.is_none() {
+        out.push(
+            Finding::new(
+                "gguf.pre-missing",
+                Severity::Warning,
+                &file,
+                "BPE vocabulary without `tokenizer.ggml.pre`: llama.cpp falls back to its `default` pre-tokenizer and warns that generation quality will be degraded",
+            )
+            .field("tokenizer.ggml.pre")
+            .hint("re-convert with a llama.cpp that recognizes this tokenizer (convert_hf_to_gguf_update.py)"),
+        );
+    }
+
+    let markers: Vec<&str> = ROLE_MARKERS.iter().copied().filter(|m| tokens.iter().any(|t| t == m)).collect();
+    let Some(text) = tok.chat_template else {
+        if !markers.is_empty() && !with_source {
+            out.push(
+                Finding::new(
+                    "gguf.template-missing",
+                    Severity::Warning,
+                    &file,
+                    format!("the vocabulary has chat role tokens ({}) but no `tokenizer.chat_template`", markers.join(", ")),
+                )
+                .field("tokenizer.chat_template")
+                .hint("re-convert with the tokenizer_config.json / chat_template.jinja of the chat model beside the weights"),
+            );
+        }
+        return;
+    };
+    let tmpl = ChatTemplate { source: g.path.clone(), field: Some("tokenizer.chat_template".into()), text: text.to_string() };
+    let rendered = match tmpl.render(&sample_conversation(), false, &template_tokens(&tok)) {
+        Ok(r) => r,
+        Err(e) => {
+            out.push(
+                Finding::new("gguf.template-render-failed", Severity::Error, &file, e.to_string())
+                    .field("tokenizer.chat_template")
+                    .hint("llama.cpp's own Jinja engine fails the same way; fix the template in the source and re-convert"),
+            );
+            return;
+        }
+    };
+    let specials: Vec<String> = tok.special_tokens().into_iter().map(|(_, t)| t.to_string()).collect();
+    if let Some(end) = turn_end(&rendered, &specials).and_then(|e| e.token) {
+        let eog = llama_cpp_eog(&tok);
+        if let Some(id) = tok.id(&end).filter(|id| !eog.contains(id)) {
+            out.push(
+                Finding::new(
+                    "gguf.turn-end-not-eog",
+                    Severity::Error,
+                    &file,
+                    format!(
+                        "the chat template ends assistant turns with `{end}` (id {id}) but it is not an end-of-generation token (eos {}, eot {}): generation runs past the turn",
+                        show_id(&tok, tok.eos),
+                        show_id(&tok, tok.eot)
+                    ),
+                )
+                .field("tokenizer.ggml.eos_token_id")
+                .hint(format!("set tokenizer.ggml.eot_token_id (or eos_token_id) to {id}, e.g. with gguf-py's gguf_new_metadata.py --special-token eot '{end}'")),
+            );
+        }
+    }
+    let bos_text = tok.bos.and_then(|b| tok.token(b));
+    if let Some(bos) = bos_text.filter(|b| !b.is_empty() && rendered.starts_with(*b)) {
+        if adds_bos(&tok) {
+            out.push(
+                Finding::new(
+                    "gguf.double-bos",
+                    Severity::Warning,
+                    &file,
+                    format!("the chat template starts with `{bos}` and `tokenizer.ggml.add_bos_token` adds it again: prompts start with two BOS tokens"),
+                )
+                .field("tokenizer.ggml.add_bos_token")
+                .hint("set tokenizer.ggml.add_bos_token = false, or drop bos_token from the template"),
+            );
+        }
+    }
+}

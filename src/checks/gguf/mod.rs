@@ -1,0 +1,39 @@
+//! Static checks of a GGUF: against itself (layout, special ids inside the vocabulary, an
+//! end-of-turn token llama.cpp stops on, a chat template for a chat vocabulary, no double BOS,
+//! block count = `blk.N` tensors) and against the HF checkpoint it was converted from (token
+//! strings and ids, merges, special ids, EOS vs `generation_config.json`, chat template,
+//! pre-tokenizer, and the architecture numbers in `config.json`).
+//!
+//! These are the conversion faults of the failure catalogue (#2 EOS/EOT, #9 vocab vs embedding,
+//! #10 pre-tokenizer, #11 double BOS, #12 rope metadata). Nothing here decodes tensor values or runs
+//! the model. Finding ids are stable and documented in `docs/gguf.md`.
+//!
+//! Files: `alone` (the GGUF by itself), `source` (against the HF checkpoint), `tokenizer` (the
+//! GGUF's vocabulary: pre-tokenizer, probe round trip, end-of-generation ids, BOS), `values`
+//! (NaN/Inf in tensors and block scales); this file runs them in order.
+
+use super::{Context, Finding};
+use crate::format::gguf::GgufFile;
+
+mod alone;
+mod source;
+mod tokenizer;
+mod values;
+
+pub use alone::check;
+pub use source::{check_source, F32_REL_TOL};
+pub use tokenizer::{
+    adds_bos, llama_cpp_eog, split_regexes, template_tokens, GPT2_REGEX, KNOWN_PRE, LLAMA3_REGEX, LLAMA_CPP_EOG_TEXTS, PROBES, QWEN2_REGEX,
+};
+pub use values::values;
+
+/// Runs every GGUF check: against itself, and against `source` when given.
+pub fn run(g: &GgufFile, source: Option<&Context>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    check(g, source.is_some(), &mut out);
+    values(g, &mut out);
+    if let Some(ctx) = source {
+        check_source(g, ctx, &mut out);
+    }
+    out
+}

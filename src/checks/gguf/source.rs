@@ -1,0 +1,448 @@
+//! The GGUF against the HF checkpoint it was converted from (`lint --source`): token strings and
+//! ids, merges, pre-tokenizer and a probe round trip, EOS/stop ids vs `generation_config.json`,
+//! BOS and PAD, the chat template, and the architecture numbers in `config.json` (shape, heads,
+//! context, rope base and scaling, rms eps, sliding-window layers).
+//!
+//! `check_source` runs one function per comparison, in a fixed order, each appending its findings.
+//! It does not repeat what `alone` reports about the GGUF by itself.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value as Json;
+
+use super::tokenizer::{adds_bos, llama_cpp_eog, pre_tokenizer, round_trip, show_id};
+use crate::checks::{Context, Finding, Severity};
+use crate::format::config::ModelConfig;
+use crate::format::gguf::{ArchMeta, GgufFile, GgufTokenizer, Header};
+use crate::format::tokens::{stop_ids, Role};
+
+/// Relative tolerance for numbers GGUF stores as float32 and config.json as float64: float32
+/// rounding is at most 2^-24 ≈ 6e-8 relative; 1e-6 leaves room and still flags any real change
+/// (the smallest real one seen, rms eps 1e-5 vs 1e-6, is a factor of 10).
+pub const F32_REL_TOL: f64 = 1e-6;
+
+/// The GGUF against the HF checkpoint it was converted from.
+pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Vec<Finding>) {
+    let file = g.file_name();
+    let h = &g.header;
+    let tok = h.tokenizer();
+    sliding_layers(g, ctx, &file, out);
+    tokens(&file, &tok, ctx, out);
+    merges_and_pre_tokenizer(&file, &tok, ctx, out);
+    if let (Some(hf), Ok(gt)) = (&ctx.tokenizer, tok.to_hf()) {
+        round_trip(&file, hf, &gt, out);
+    }
+    eos_and_stop(&file, &tok, ctx, out);
+    bos(&file, &tok, ctx, out);
+    pad(&file, &tok, ctx, out);
+    template(&file, &tok, ctx, out);
+    let meta = h.arch_meta();
+    let arch = meta.architecture.clone().unwrap_or_else(|| "?".into());
+    config_numbers(&file, &meta, &arch, &ctx.config, out);
+    rope_scaling(&file, h, &meta, &arch, &ctx.config, out);
+}
+
+/// Tokens: strings and ids, against the source tokenizer's.
+fn tokens(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
+    if let (Some(tokens), Some(hf)) = (tok.tokens, &ctx.tokenizer) {
+        let n = (tokens.len() as u64).max(hf.id_space);
+        let mut differing = 0u64;
+        let mut first: Option<(u64, String, String)> = None;
+        for id in 0..n {
+            let g_tok = tokens.get(id as usize).map(String::as_str);
+            let h_tok = u32::try_from(id).ok().and_then(|i| hf.token(i));
+            let same = match (g_tok, &h_tok) {
+                (Some(a), Some(b)) => a == b,
+                // convert_hf_to_gguf.py fills ids the tokenizer lacks with `[PAD{id}]`.
+                (Some(a), None) => a == format!("[PAD{id}]"),
+                (None, _) => false,
+            };
+            if !same {
+                differing += 1;
+                if first.is_none() {
+                    first = Some((id, g_tok.unwrap_or("(none)").to_string(), h_tok.unwrap_or_else(|| "(none)".into())));
+                }
+            }
+        }
+        if let Some((id, a, b)) = first {
+            out.push(
+                Finding::new(
+                    "gguf.tokens-differ",
+                    Severity::Error,
+                    file,
+                    format!(
+                        "{differing} of {n} token ids differ from {} (GGUF {} tokens, HF {}); first: {id} '{a}' vs '{b}'",
+                        ctx.dir.rel(&hf.path),
+                        tokens.len(),
+                        hf.id_space
+                    ),
+                )
+                .field("tokenizer.ggml.tokens")
+                .hint("the GGUF was converted with another tokenizer: re-convert with this checkpoint's tokenizer files"),
+            );
+        }
+    }
+}
+
+/// Merges and pre-tokenizer, from tokenizer.json itself.
+fn merges_and_pre_tokenizer(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
+    let tj = ctx.dir.tokenizer_json.as_ref().and_then(|p| crate::format::hf::read_json(p).ok().flatten());
+    if let (Some(tj), Some(merges)) = (&tj, tok.merges) {
+        if let Some(hf_merges) = tj.value.pointer("/model/merges").and_then(Json::as_array) {
+            let hf_merges: Vec<String> = hf_merges
+                .iter()
+                .map(|m| match m {
+                    Json::String(s) => s.clone(),
+                    Json::Array(p) => p.iter().filter_map(Json::as_str).collect::<Vec<_>>().join(" "),
+                    _ => String::new(),
+                })
+                .collect();
+            if hf_merges != merges {
+                let first = hf_merges.iter().zip(merges).position(|(a, b)| a != b).unwrap_or(hf_merges.len().min(merges.len()));
+                out.push(
+                    Finding::new(
+                        "gguf.merges-differ",
+                        Severity::Error,
+                        file,
+                        format!(
+                            "`tokenizer.ggml.merges` ({} entries) differs from tokenizer.json's merges ({}) from rank {first}",
+                            merges.len(),
+                            hf_merges.len()
+                        ),
+                    )
+                    .field("tokenizer.ggml.merges")
+                    .hint("the GGUF tokenizes text differently: re-convert with this checkpoint's tokenizer.json"),
+                );
+            }
+        }
+    }
+    if let (Some(tj), Some("gpt2")) = (&tj, tok.model) {
+        pre_tokenizer(file, tok.pre, tj.value.get("pre_tokenizer"), out);
+    }
+}
+
+/// EOS vs the source's stop ids (`generation_config.json`), and stop ids llama.cpp does not end on.
+fn eos_and_stop(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
+    let (stop, stop_file) = stop_ids(&ctx.decls);
+    let show_hf = |id: u64| crate::checks::special::describe(ctx, id);
+    if let Some(eos) = tok.eos {
+        if !stop.is_empty() && !stop.contains(&eos) {
+            let still = if llama_cpp_eog(tok).iter().any(|i| stop.contains(i)) {
+                " (current llama.cpp still stops on the HF token by its text; runtimes that read eos_token_id do not)"
+            } else {
+                ""
+            };
+            out.push(
+                Finding::new(
+                    "gguf.eos-differs",
+                    Severity::Error,
+                    file,
+                    format!(
+                        "tokenizer.ggml.eos_token_id is {} but {} eos_token_id is {}{still}",
+                        show_id(tok, Some(eos)),
+                        stop_file.unwrap_or("generation_config.json"),
+                        stop.iter().map(|&i| show_hf(i)).collect::<Vec<_>>().join(", ")
+                    ),
+                )
+                .field("tokenizer.ggml.eos_token_id")
+                .hint("set it to the source's EOS (gguf_new_metadata.py --special-token eos ...) or re-convert with generation_config.json present"),
+            );
+        }
+    }
+    let eog = llama_cpp_eog(tok);
+    let missing: Vec<u64> = stop.iter().copied().filter(|i| !eog.contains(i)).collect();
+    if !missing.is_empty() && tok.eos.is_some() {
+        out.push(
+            Finding::new(
+                "gguf.stop-not-eog",
+                Severity::Warning,
+                file,
+                format!(
+                    "generation stops on {} in the HF checkpoint but that is not an end-of-generation token in the GGUF",
+                    missing.iter().map(|&i| show_hf(i)).collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .field("tokenizer.ggml.eot_token_id")
+            .hint("set tokenizer.ggml.eot_token_id to it so llama.cpp stops there too"),
+        );
+    }
+}
+
+/// The BOS the GGUF adds vs the source's BOS, both ways.
+fn bos(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
+    let show_hf = |id: u64| crate::checks::special::describe(ctx, id);
+    let hf_bos = hf_ids(ctx, Role::Bos);
+    let gguf_bos_used = tok.bos.filter(|_| adds_bos(tok));
+    match (gguf_bos_used, hf_bos.is_empty()) {
+        (Some(b), true) => out.push(
+            Finding::new(
+                "gguf.bos-differs",
+                Severity::Error,
+                file,
+                format!("the GGUF adds BOS {} to every prompt but the HF checkpoint has no BOS token", show_id(tok, Some(b))),
+            )
+            .field("tokenizer.ggml.bos_token_id")
+            .hint("set tokenizer.ggml.add_bos_token = false: every prompt otherwise starts with a token the model never saw there"),
+        ),
+        (Some(b), false) if !hf_bos.contains(&b) => out.push(
+            Finding::new(
+                "gguf.bos-differs",
+                Severity::Error,
+                file,
+                format!(
+                    "tokenizer.ggml.bos_token_id is {} but the HF checkpoint's BOS is {}",
+                    show_id(tok, Some(b)),
+                    hf_bos.iter().map(|&i| show_hf(i)).collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .field("tokenizer.ggml.bos_token_id")
+            .hint("re-convert with this checkpoint's tokenizer_config.json"),
+        ),
+        _ => {}
+    }
+    if let Some(hf) = &ctx.tokenizer {
+        // Does the HF tokenizer add BOS on its own? (its post-processor; transformers' default)
+        let hf_adds = hf
+            .tokenizer
+            .encode("a", true)
+            .ok()
+            .and_then(|e| e.get_ids().first().copied())
+            .is_some_and(|first| hf_bos.contains(&u64::from(first)));
+        if hf_adds && gguf_bos_used.is_none() && !hf_bos.is_empty() {
+            out.push(
+                Finding::new(
+                    "gguf.bos-differs",
+                    Severity::Warning,
+                    file,
+                    format!(
+                        "the HF tokenizer starts every prompt with BOS {} but the GGUF does not add it",
+                        hf_bos.iter().map(|&i| show_hf(i)).collect::<Vec<_>>().join(", ")
+                    ),
+                )
+                .field("tokenizer.ggml.add_bos_token")
+                .hint("set tokenizer.ggml.add_bos_token = true"),
+            );
+        }
+    }
+}
+
+/// PAD vs the source's PAD.
+fn pad(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
+    let show_hf = |id: u64| crate::checks::special::describe(ctx, id);
+    let hf_pad = hf_ids(ctx, Role::Pad);
+    if let Some(p) = tok.pad.filter(|p| !hf_pad.is_empty() && !hf_pad.contains(p)) {
+        out.push(
+            Finding::new(
+                "gguf.pad-differs",
+                Severity::Info,
+                file,
+                format!(
+                    "tokenizer.ggml.padding_token_id is {} but the HF checkpoint's PAD is {}",
+                    show_id(tok, Some(p)),
+                    hf_pad.iter().map(|&i| show_hf(i)).collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .field("tokenizer.ggml.padding_token_id")
+            .hint("only batched inference pads, but the files should agree"),
+        );
+    }
+}
+
+/// The ids the source declares for `role`, over all its files.
+fn hf_ids(ctx: &Context, role: Role) -> BTreeSet<u64> {
+    ctx.decls.iter().filter(|d| d.role == role).flat_map(|d| d.ids.iter().copied()).collect()
+}
+
+/// Chat template: missing from the GGUF, or different from the source's.
+fn template(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
+    match (&ctx.template, tok.chat_template) {
+        (Some(t), None) => out.push(
+            Finding::new(
+                "gguf.template-missing",
+                Severity::Error,
+                file,
+                format!("the HF checkpoint has a chat template ({}) but the GGUF has no `tokenizer.chat_template`", ctx.dir.rel(&t.source)),
+            )
+            .field("tokenizer.chat_template")
+            .hint("re-convert with the template file beside the weights, or add it with gguf_new_metadata.py --chat-template"),
+        ),
+        (Some(t), Some(g_text)) if t.text != g_text => {
+            let at =
+                t.text.chars().zip(g_text.chars()).position(|(a, b)| a != b).unwrap_or(t.text.chars().count().min(g_text.chars().count()));
+            out.push(
+                Finding::new(
+                    "gguf.template-differs",
+                    Severity::Error,
+                    file,
+                    format!(
+                        "`tokenizer.chat_template` differs from {} from character {at} ({} vs {} characters)",
+                        ctx.dir.rel(&t.source),
+                        g_text.chars().count(),
+                        t.text.chars().count()
+                    ),
+                )
+                .field("tokenizer.chat_template")
+                .hint("llama.cpp renders the GGUF's own template: re-convert, or replace it with gguf_new_metadata.py --chat-template"),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// Architecture numbers vs config.json: context length, shapes, heads, rope base, rms eps.
+fn config_numbers(file: &str, meta: &ArchMeta, arch: &str, c: &ModelConfig, out: &mut Vec<Finding>) {
+    let int_pairs: [Row<u64>; 7] = [
+        ("gguf.context-length-differs", "context_length", meta.context_length, c.max_position_embeddings, "max_position_embeddings"),
+        ("gguf.shape-differs", "embedding_length", meta.embedding_length, c.hidden_size, "hidden_size"),
+        ("gguf.shape-differs", "feed_forward_length", meta.feed_forward_length, c.intermediate_size, "intermediate_size"),
+        ("gguf.shape-differs", "block_count", meta.block_count, c.num_hidden_layers, "num_hidden_layers"),
+        ("gguf.heads-differ", "attention.head_count", meta.head_count, c.num_attention_heads, "num_attention_heads"),
+        (
+            "gguf.heads-differ",
+            "attention.head_count_kv",
+            meta.head_count_kv,
+            c.num_key_value_heads.or(c.num_attention_heads),
+            "num_key_value_heads",
+        ),
+        ("gguf.shape-differs", "attention.key_length", meta.key_length, c.head_dim, "head_dim"),
+    ];
+    for (id, key, g_v, hf_v, hf_key) in int_pairs {
+        if let (Some(a), Some(b)) = (g_v, hf_v) {
+            if a != b {
+                let severity = if id == "gguf.context-length-differs" { Severity::Warning } else { Severity::Error };
+                out.push(
+                    Finding::new(id, severity, file, format!("{arch}.{key} is {a} but config.json {hf_key} is {b}"))
+                        .field(format!("{arch}.{key}"))
+                        .hint("the GGUF was converted from another model or its metadata was edited: re-convert from this checkpoint"),
+                );
+            }
+        }
+    }
+    let float_pairs: [Row<f64>; 2] = [
+        ("gguf.rope-base-differs", "rope.freq_base", meta.rope_freq_base, c.rope_theta, "rope_theta"),
+        ("gguf.rms-eps-differs", "attention.layer_norm_rms_epsilon", meta.rms_norm_eps, c.rms_norm_eps, "rms_norm_eps"),
+    ];
+    for (id, key, g_v, hf_v, hf_key) in float_pairs {
+        if let (Some(a), Some(b)) = (g_v, hf_v) {
+            if !close(a, b) {
+                out.push(
+                    // GGUF stores these as float32: print them as such (1e-6, not 9.99999997e-7).
+                    Finding::new(id, Severity::Error, file, format!("{arch}.{key} is {} but config.json {hf_key} is {b}", a as f32))
+                        .field(format!("{arch}.{key}"))
+                        .hint(
+                            "positions or norms are computed differently than in training: re-convert, or fix it with gguf_new_metadata.py",
+                        ),
+                );
+            }
+        }
+    }
+}
+
+/// Rope scaling (catalogue #12: Llama-3.1 scaling dropped at conversion).
+fn rope_scaling(file: &str, h: &Header, meta: &ArchMeta, arch: &str, c: &ModelConfig, out: &mut Vec<Finding>) {
+    if let Some(scaling) = &c.rope_scaling {
+        let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(Json::as_str).unwrap_or("default");
+        let factor = scaling.get("factor").and_then(Json::as_f64);
+        let problem = match kind {
+            // convert_hf_to_gguf.py stores llama3 scaling as precomputed frequencies, not metadata.
+            "llama3" if h.tensor("rope_freqs.weight").is_none() => {
+                Some("config.json has llama3 rope scaling but the GGUF has no `rope_freqs.weight` tensor".to_string())
+            }
+            "linear" | "yarn" | "longrope" => match (meta.rope_scaling_type.as_deref(), meta.rope_scaling_factor) {
+                (None, _) | (Some("none"), _) => {
+                    Some(format!("config.json has {kind} rope scaling but the GGUF has no {arch}.rope.scaling.type"))
+                }
+                (Some(t), _) if t != kind && kind != "longrope" => {
+                    Some(format!("{arch}.rope.scaling.type is {t} but config.json says {kind}"))
+                }
+                (_, Some(f)) if factor.is_some_and(|hf| !close(f, hf)) => {
+                    Some(format!("{arch}.rope.scaling.factor is {f} but config.json says {}", factor.unwrap_or_default()))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(message) = problem {
+            out.push(
+                Finding::new("gguf.rope-scaling-differs", Severity::Error, file, format!("{message}: long prompts break"))
+                    .field(format!("{arch}.rope.scaling.type"))
+                    .hint("re-convert with a llama.cpp that supports this scaling type"),
+            );
+        }
+    } else if meta.rope_scaling_type.as_deref().is_some_and(|t| t != "none") {
+        out.push(
+            Finding::new(
+                "gguf.rope-scaling-differs",
+                Severity::Error,
+                file,
+                format!(
+                    "{arch}.rope.scaling.type is {} but config.json has no rope scaling",
+                    meta.rope_scaling_type.clone().unwrap_or_default()
+                ),
+            )
+            .field(format!("{arch}.rope.scaling.type"))
+            .hint("positions are computed differently than in training: re-convert"),
+        );
+    } else if h.tensor("rope_freqs.weight").is_some() {
+        out.push(
+            Finding::new(
+                "gguf.rope-scaling-differs",
+                Severity::Error,
+                file,
+                "the GGUF has a `rope_freqs.weight` tensor (llama3-style rope scaling) but config.json has no rope scaling",
+            )
+            .field("rope_freqs.weight")
+            .hint("the GGUF was converted from another config (or the wrong source directory is given): re-convert"),
+        );
+    }
+}
+
+/// `(finding id, GGUF key after `{arch}.`, GGUF value, config.json value, config.json key)`.
+type Row<T> = (&'static str, &'static str, Option<T>, Option<T>, &'static str);
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= F32_REL_TOL * a.abs().max(b.abs())
+}
+
+/// Which layers use the sliding window, as the GGUF will be run (llama.cpp derives Gemma 2/3's
+/// pattern from the architecture: alternating, or 5 sliding to 1 global) versus the source's
+/// `layer_types`. A model whose pattern differs runs differently past the window.
+fn sliding_layers(g: &GgufFile, ctx: &Context, file: &str, out: &mut Vec<Finding>) {
+    use crate::format::arch::ArchSpec;
+    let Some(cfg) = ctx.dir.config.as_ref() else { return };
+    let (Ok(hf), Ok(gg)) = (ArchSpec::from_config(&cfg.value, None), ArchSpec::from_config(&g.header.hf_config(), None)) else {
+        return;
+    };
+    if hf.sliding_window.is_none() || hf.sliding_layers.len() != gg.sliding_layers.len() || hf.sliding_layers == gg.sliding_layers {
+        return;
+    }
+    let list = |v: &[bool]| v.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i.to_string()).collect::<Vec<_>>().join(", ");
+    out.push(
+        Finding::new(
+            "gguf.sliding-layers-differ",
+            Severity::Warning,
+            file,
+            format!(
+                "llama.cpp runs layers [{}] with the {}-token sliding window, config.json (layer_types) says [{}]: outputs differ once a prompt is longer than the window",
+                list(&gg.sliding_layers),
+                hf.sliding_window.unwrap_or_default(),
+                list(&hf.sliding_layers)
+            ),
+        )
+        .field("layer_types")
+        .hint("llama.cpp fixes the pattern per architecture; a model with its own layer_types needs a llama.cpp that reads them"),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float32_tolerance_accepts_rounding_only() {
+        assert!(close(f64::from(1e-6f32), 1e-6));
+        assert!(close(f64::from(500000f32), 500000.0));
+        assert!(!close(1e-5, 1e-6));
+        assert!(!close(10000.0, 500000.0));
+    }
+}

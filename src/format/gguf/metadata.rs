@@ -1,0 +1,355 @@
+//! Metadata values and what they say: the typed `Value`/`Array` of each key, `Header`'s lookups
+//! (`get`, `tensor`, `arch_key`…), the architecture numbers llama.cpp reads (`ArchMeta`) and the
+//! HF-style `config.json` they amount to (`Header::hf_config`), which the architecture spec reads
+//! so that a GGUF runs as its own metadata says.
+//!
+//! It only reads what `parse` produced: no parsing, no checking against an HF source
+//! (`checks::gguf`), no tokenizer keys (`tokenizer`).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::parse::{Header, TensorInfo};
+use super::types::{GgmlType, TypeBytes};
+
+/// GGUF value type ids (`enum gguf_type`).
+pub const VALUE_TYPE_NAMES: [&str; 13] =
+    ["uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "bool", "string", "array", "uint64", "int64", "float64"];
+
+/// One metadata value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    String(String),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Array(Array),
+}
+
+/// A typed array; arrays of arrays hold one `Array` per element.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Array {
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    U16(Vec<u16>),
+    I16(Vec<i16>),
+    U32(Vec<u32>),
+    I32(Vec<i32>),
+    F32(Vec<f32>),
+    Bool(Vec<bool>),
+    String(Vec<String>),
+    U64(Vec<u64>),
+    I64(Vec<i64>),
+    F64(Vec<f64>),
+    Array(Vec<Array>),
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::U8(_) => "uint8",
+            Value::I8(_) => "int8",
+            Value::U16(_) => "uint16",
+            Value::I16(_) => "int16",
+            Value::U32(_) => "uint32",
+            Value::I32(_) => "int32",
+            Value::F32(_) => "float32",
+            Value::Bool(_) => "bool",
+            Value::String(_) => "string",
+            Value::U64(_) => "uint64",
+            Value::I64(_) => "int64",
+            Value::F64(_) => "float64",
+            Value::Array(_) => "array",
+        }
+    }
+
+    /// Any non-negative integer value.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::U8(v) => Some(v.into()),
+            Value::U16(v) => Some(v.into()),
+            Value::U32(v) => Some(v.into()),
+            Value::U64(v) => Some(v),
+            Value::I8(v) => u64::try_from(v).ok(),
+            Value::I16(v) => u64::try_from(v).ok(),
+            Value::I32(v) => u64::try_from(v).ok(),
+            Value::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// Any number.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::F32(v) => Some(v.into()),
+            Value::F64(v) => Some(v),
+            Value::I8(v) => Some(v.into()),
+            Value::I16(v) => Some(v.into()),
+            Value::I32(v) => Some(v.into()),
+            Value::I64(v) => Some(v as f64),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// A short rendering for `inspect`: scalars in full, strings cut, arrays as `[type; n]`.
+    pub fn summary(&self) -> String {
+        match self {
+            Value::String(s) if s.chars().count() > 80 => {
+                format!("{:?}… ({} bytes)", s.chars().take(60).collect::<String>(), s.len())
+            }
+            Value::String(s) => format!("{s:?}"),
+            Value::Array(a) => format!("[{}; {}]", a.elem_type_name(), a.len()),
+            Value::F32(v) => v.to_string(),
+            Value::F64(v) => v.to_string(),
+            Value::Bool(v) => v.to_string(),
+            other => other.as_u64().map(|v| v.to_string()).or_else(|| other.as_f64().map(|v| v.to_string())).unwrap_or_default(),
+        }
+    }
+}
+
+impl Array {
+    pub fn len(&self) -> usize {
+        match self {
+            Array::U8(v) => v.len(),
+            Array::I8(v) => v.len(),
+            Array::U16(v) => v.len(),
+            Array::I16(v) => v.len(),
+            Array::U32(v) => v.len(),
+            Array::I32(v) => v.len(),
+            Array::F32(v) => v.len(),
+            Array::Bool(v) => v.len(),
+            Array::String(v) => v.len(),
+            Array::U64(v) => v.len(),
+            Array::I64(v) => v.len(),
+            Array::F64(v) => v.len(),
+            Array::Array(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn elem_type_name(&self) -> &'static str {
+        match self {
+            Array::U8(_) => "uint8",
+            Array::I8(_) => "int8",
+            Array::U16(_) => "uint16",
+            Array::I16(_) => "int16",
+            Array::U32(_) => "uint32",
+            Array::I32(_) => "int32",
+            Array::F32(_) => "float32",
+            Array::Bool(_) => "bool",
+            Array::String(_) => "string",
+            Array::U64(_) => "uint64",
+            Array::I64(_) => "int64",
+            Array::F64(_) => "float64",
+            Array::Array(_) => "array",
+        }
+    }
+
+    /// Integer elements as i64 (token types, per-layer head counts), `None` for other types.
+    pub fn as_i64s(&self) -> Option<Vec<i64>> {
+        Some(match self {
+            Array::U8(v) => v.iter().map(|&x| x.into()).collect(),
+            Array::I8(v) => v.iter().map(|&x| x.into()).collect(),
+            Array::U16(v) => v.iter().map(|&x| x.into()).collect(),
+            Array::I16(v) => v.iter().map(|&x| x.into()).collect(),
+            Array::U32(v) => v.iter().map(|&x| x.into()).collect(),
+            Array::I32(v) => v.iter().map(|&x| x.into()).collect(),
+            Array::I64(v) => v.clone(),
+            Array::U64(v) => v.iter().map(|&x| i64::try_from(x).unwrap_or(i64::MAX)).collect(),
+            _ => return None,
+        })
+    }
+}
+
+impl Header {
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.by_key.get(key).map(|&i| &self.metadata[i].1)
+    }
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.by_name.get(name).map(|&i| &self.tensors[i])
+    }
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.get(key)?.as_str()
+    }
+    pub fn get_u64(&self, key: &str) -> Option<u64> {
+        self.get(key)?.as_u64()
+    }
+    pub fn get_f64(&self, key: &str) -> Option<f64> {
+        self.get(key)?.as_f64()
+    }
+    pub fn get_bool(&self, key: &str) -> Option<bool> {
+        self.get(key)?.as_bool()
+    }
+    pub fn get_array(&self, key: &str) -> Option<&Array> {
+        match self.get(key)? {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// `general.architecture` (`llama`, `qwen2`, `gemma3`…).
+    pub fn architecture(&self) -> Option<&str> {
+        self.get_str("general.architecture")
+    }
+
+    /// `{arch}.{suffix}`, e.g. `arch_key("rope.freq_base")` → `llama.rope.freq_base`.
+    pub fn arch_key(&self, suffix: &str) -> Option<&Value> {
+        self.get(&format!("{}.{suffix}", self.architecture()?))
+    }
+
+    /// The architecture metadata, `None` where the file does not say.
+    pub fn arch_meta(&self) -> ArchMeta {
+        let u = |s: &str| self.arch_key(s).and_then(Value::as_u64);
+        let f = |s: &str| self.arch_key(s).and_then(Value::as_f64);
+        ArchMeta {
+            architecture: self.architecture().map(str::to_string),
+            context_length: u("context_length"),
+            embedding_length: u("embedding_length"),
+            block_count: u("block_count"),
+            feed_forward_length: u("feed_forward_length"),
+            head_count: u("attention.head_count"),
+            head_count_kv: u("attention.head_count_kv"),
+            key_length: u("attention.key_length"),
+            value_length: u("attention.value_length"),
+            rope_dimension_count: u("rope.dimension_count"),
+            rope_freq_base: f("rope.freq_base"),
+            rope_scaling_type: self.arch_key("rope.scaling.type").and_then(Value::as_str).map(str::to_string),
+            rope_scaling_factor: f("rope.scaling.factor"),
+            rope_scaling_original_context_length: u("rope.scaling.original_context_length"),
+            rms_norm_eps: f("attention.layer_norm_rms_epsilon"),
+            expert_count: u("expert_count"),
+            expert_used_count: u("expert_used_count"),
+            vocab_size: u("vocab_size"),
+            sliding_window: u("attention.sliding_window"),
+        }
+    }
+
+    /// An HF-style `config.json` synthesised from the GGUF's own metadata, so the decoder's
+    /// `ArchSpec` comes from the file being run (not from the HF source it claims to come from).
+    pub fn hf_config(&self) -> serde_json::Value {
+        let m = self.arch_meta();
+        let arch = m.architecture.clone().unwrap_or_default();
+        // `shape()` is in HF (row-major) order: [vocab, hidden].
+        let rows = self.tensor("token_embd.weight").map(|t| t.shape()).and_then(|s| s.first().copied());
+        let mut v = serde_json::json!({
+            "model_type": arch,
+            "hidden_size": m.embedding_length,
+            "intermediate_size": m.feed_forward_length,
+            "num_hidden_layers": m.block_count,
+            "num_attention_heads": m.head_count,
+            "num_key_value_heads": m.head_count_kv.or(m.head_count),
+            "vocab_size": rows.or(m.vocab_size),
+            "rms_norm_eps": m.rms_norm_eps,
+            "rope_theta": m.rope_freq_base,
+            "max_position_embeddings": m.context_length,
+        });
+        // llama.cpp writes key_length only when head_dim ≠ hidden / heads.
+        if let Some(k) = m.key_length {
+            v["head_dim"] = k.into();
+        }
+        if let Some(w) = m.sliding_window {
+            v["sliding_window"] = w.into();
+        }
+        if arch.starts_with("gemma") {
+            // llama.cpp's Gemma graphs use the tanh GELU; Gemma 3 (non-27B) scales q by 1/sqrt(head_dim).
+            v["hidden_activation"] = "gelu_pytorch_tanh".into();
+            if let Some(k) = m.key_length {
+                v["query_pre_attn_scalar"] = k.into();
+            }
+        }
+        if let (Some(kind), Some(factor)) = (m.rope_scaling_type.as_deref(), m.rope_scaling_factor) {
+            if kind != "none" {
+                v["rope_scaling"] = serde_json::json!({
+                    "rope_type": kind, "factor": factor,
+                    "original_max_position_embeddings": m.rope_scaling_original_context_length,
+                });
+            }
+        }
+        v
+    }
+
+    /// Tensors, elements and bytes per ggml type.
+    pub fn type_summary(&self) -> BTreeMap<GgmlType, TypeBytes> {
+        let mut m: BTreeMap<GgmlType, TypeBytes> = BTreeMap::new();
+        for t in &self.tensors {
+            let e = m.entry(t.ggml_type).or_default();
+            e.tensors += 1;
+            e.elements = e.elements.saturating_add(t.numel());
+            e.bytes = e.bytes.saturating_add(t.n_bytes);
+        }
+        m
+    }
+
+    /// Largest `N` + 1 over tensors named `blk.N.*`.
+    pub fn blocks_in_tensors(&self) -> Option<u64> {
+        self.tensors.iter().filter_map(|t| t.name.strip_prefix("blk.")?.split('.').next()?.parse::<u64>().ok()).max().map(|n| n + 1)
+    }
+}
+
+/// What a GGUF says about its architecture. `None`: the file does not say.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ArchMeta {
+    pub architecture: Option<String>,
+    pub context_length: Option<u64>,
+    pub embedding_length: Option<u64>,
+    pub block_count: Option<u64>,
+    pub feed_forward_length: Option<u64>,
+    pub head_count: Option<u64>,
+    pub head_count_kv: Option<u64>,
+    pub key_length: Option<u64>,
+    pub value_length: Option<u64>,
+    pub rope_dimension_count: Option<u64>,
+    pub rope_freq_base: Option<f64>,
+    pub rope_scaling_type: Option<String>,
+    pub rope_scaling_factor: Option<f64>,
+    pub rope_scaling_original_context_length: Option<u64>,
+    pub rms_norm_eps: Option<f64>,
+    pub expert_count: Option<u64>,
+    pub expert_used_count: Option<u64>,
+    pub vocab_size: Option<u64>,
+    pub sliding_window: Option<u64>,
+}
+
+/// Keys llama.cpp reads as `{arch}.*` that ckptcheck compares; kept here so docs and checks agree.
+pub const ARCH_KEYS: &[&str] = &[
+    "context_length",
+    "embedding_length",
+    "block_count",
+    "feed_forward_length",
+    "attention.head_count",
+    "attention.head_count_kv",
+    "rope.freq_base",
+    "rope.scaling.type",
+    "rope.scaling.factor",
+    "rope.scaling.original_context_length",
+    "attention.layer_norm_rms_epsilon",
+    "expert_count",
+];
