@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::chat::{sample_conversation, turn_end, ChatTemplate, TemplateTokens};
 use crate::error::{Error, Result};
 use crate::format::config::ModelConfig;
-use crate::format::gguf::GgufFile;
+use crate::format::gguf::{GgufFile, GgufTokenizer};
 use crate::format::hf::HfDir;
 use crate::format::lora::Adapter;
 use crate::format::tokens::{special_decls, stop_ids, token_string, Role, SpecialDecl, TokenizerInfo};
@@ -180,6 +180,12 @@ impl Facts {
         let rendered = self.template.as_ref()?.render(&sample_conversation(), false, &self.template_tokens).ok()?;
         tokenizer.id(&turn_end(&rendered, &tokenizer.special_strings())?.token?)
     }
+}
+
+/// The special-token strings a GGUF's template may reference: its declared ids' token texts.
+pub fn gguf_template_tokens(tok: &GgufTokenizer) -> TemplateTokens {
+    let text = |id: Option<u64>| id.and_then(|i| tok.token(i)).map(str::to_string);
+    TemplateTokens { bos_token: text(tok.bos), eos_token: text(tok.eos), pad_token: text(tok.pad), unk_token: text(tok.unk) }
 }
 
 /// `BASE+ADAPTER` when `path` itself does not exist and both halves are directories.

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{Context, Finding, Severity};
+use crate::checks::ids;
 use crate::error::Error;
 use crate::format::hf::{self, file_name};
 use crate::format::safetensors::LayoutProblem;
@@ -18,7 +19,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
             other => (String::new(), other.to_string()),
         };
         out.push(
-            Finding::new("files.unreadable", Severity::Error, file, format!("cannot be parsed: {detail}"))
+            Finding::new(ids::FILES_UNREADABLE, Severity::Error, file, format!("cannot be parsed: {detail}"))
                 .hint("restore the file from the tool that wrote it (save_pretrained) or fix the JSON by hand"),
         );
     }
@@ -26,7 +27,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         let names: Vec<String> = dir.pickles.iter().map(|p| file_name(p)).collect();
         out.push(
             Finding::new(
-                "files.pickle-ignored",
+                ids::FILES_PICKLE_IGNORED,
                 Severity::Info,
                 names.join(", "),
                 "pickle files present; they were not loaded (unpickling can run code)",
@@ -36,14 +37,14 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
     }
     if dir.config.is_none() && !dir.is_adapter() {
         out.push(
-            Finding::new("files.missing-config", Severity::Error, hf::CONFIG, "no config.json: the architecture is unknown")
+            Finding::new(ids::FILES_MISSING_CONFIG, Severity::Error, hf::CONFIG, "no config.json: the architecture is unknown")
                 .hint("save the model with `save_pretrained`, which writes config.json beside the weights"),
         );
     }
     if dir.tokenizer_json.is_none() && !dir.is_adapter() {
         out.push(
             Finding::new(
-                "files.missing-tokenizer",
+                ids::FILES_MISSING_TOKENIZER,
                 Severity::Warning,
                 hf::TOKENIZER_JSON,
                 "no tokenizer.json: token ids cannot be checked against the weights",
@@ -53,7 +54,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
     }
     if let Some(e) = &ctx.tokenizer_error {
         out.push(
-            Finding::new("tokenizer.unreadable", Severity::Error, hf::TOKENIZER_JSON, e.to_string())
+            Finding::new(ids::TOKENIZER_UNREADABLE, Severity::Error, hf::TOKENIZER_JSON, e.to_string())
                 .hint("re-save the tokenizer with a current `tokenizers`/transformers"),
         );
     }
@@ -63,7 +64,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
             Ok(f) => f,
             Err(e) => {
                 out.push(
-                    Finding::new("integrity.header", Severity::Error, &shard.name, e.to_string())
+                    Finding::new(ids::INTEGRITY_HEADER, Severity::Error, &shard.name, e.to_string())
                         .field("header")
                         .hint("the file is corrupt or truncated: copy or download it again"),
                 );
@@ -72,13 +73,13 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         };
         for p in &f.header.problems {
             let id = match p {
-                LayoutProblem::Duplicate { .. } => "integrity.duplicate-tensor",
-                LayoutProblem::BadEntry { .. } => "integrity.bad-entry",
-                LayoutProblem::Overflow { .. } => "integrity.shape-overflow",
-                LayoutProblem::SizeMismatch { .. } => "integrity.size-mismatch",
-                LayoutProblem::OutOfBounds { .. } => "integrity.out-of-bounds",
-                LayoutProblem::Overlap { .. } => "integrity.overlap",
-                LayoutProblem::Gap { .. } => "integrity.gap",
+                LayoutProblem::Duplicate { .. } => ids::INTEGRITY_DUPLICATE_TENSOR,
+                LayoutProblem::BadEntry { .. } => ids::INTEGRITY_BAD_ENTRY,
+                LayoutProblem::Overflow { .. } => ids::INTEGRITY_SHAPE_OVERFLOW,
+                LayoutProblem::SizeMismatch { .. } => ids::INTEGRITY_SIZE_MISMATCH,
+                LayoutProblem::OutOfBounds { .. } => ids::INTEGRITY_OUT_OF_BOUNDS,
+                LayoutProblem::Overlap { .. } => ids::INTEGRITY_OVERLAP,
+                LayoutProblem::Gap { .. } => ids::INTEGRITY_GAP,
             };
             out.push(
                 Finding::new(id, Severity::Error, &shard.name, p.message())
@@ -94,7 +95,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         let n = index.weight_map.values().filter(|s| *s == missing).count();
         out.push(
             Finding::new(
-                "integrity.missing-shard",
+                ids::INTEGRITY_MISSING_SHARD,
                 Severity::Error,
                 missing.clone(),
                 format!("shard file is missing; {index_name} maps {n} tensors to it"),
@@ -110,7 +111,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
             Some(t) => total += t.end - t.start,
             None => out.push(
                 Finding::new(
-                    "integrity.index-missing-tensor",
+                    ids::INTEGRITY_INDEX_MISSING_TENSOR,
                     Severity::Error,
                     &index_name,
                     format!("the index maps tensor `{tensor}` to `{shard}`, which does not contain it"),
@@ -125,7 +126,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
             if index.weight_map.get(&t.name).map(String::as_str) != Some(*name) {
                 out.push(
                     Finding::new(
-                        "integrity.index-unlisted-tensor",
+                        ids::INTEGRITY_INDEX_UNLISTED_TENSOR,
                         Severity::Warning,
                         *name,
                         format!("tensor `{}` is in this shard but the index does not map it here; loaders will ignore it", t.name),
@@ -140,7 +141,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         if dir.missing_shards.is_empty() && declared != total {
             out.push(
                 Finding::new(
-                    "integrity.index-total-size",
+                    ids::INTEGRITY_INDEX_TOTAL_SIZE,
                     Severity::Warning,
                     &index_name,
                     format!("metadata.total_size is {declared} bytes but the indexed tensors hold {total}"),

@@ -3,6 +3,7 @@
 //! a model whose parent had one lost it).
 
 use super::{Context, Finding, Severity};
+use crate::checks::ids;
 use crate::format::tokens::stop_ids;
 
 /// Token ids listed when tokenizers differ.
@@ -16,7 +17,7 @@ pub fn check(parent: &Context, step: &Context, parent_label: &str, out: &mut Vec
     match (&parent.template, &step.template) {
         (Some(_), None) => out.push(
             Finding::new(
-                "lineage.template-dropped",
+                ids::LINEAGE_TEMPLATE_DROPPED,
                 Severity::Error,
                 "tokenizer_config.json",
                 format!("the parent step `{parent_label}` has a chat template; this step has none, so chat prompts cannot be formatted"),
@@ -26,7 +27,7 @@ pub fn check(parent: &Context, step: &Context, parent_label: &str, out: &mut Vec
         ),
         (Some(a), Some(b)) if a.text != b.text => out.push(
             Finding::new(
-                "lineage.template-changed",
+                ids::LINEAGE_TEMPLATE_CHANGED,
                 Severity::Warning,
                 step.dir.rel(&b.source),
                 format!("the chat template differs from the parent step `{parent_label}`'s"),
@@ -41,7 +42,7 @@ pub fn check(parent: &Context, step: &Context, parent_label: &str, out: &mut Vec
     if !ps.is_empty() && ps != ss {
         out.push(
             Finding::new(
-                "lineage.eos-changed",
+                ids::LINEAGE_EOS_CHANGED,
                 Severity::Warning,
                 file.unwrap_or("generation_config.json"),
                 format!("stop ids {ss:?} differ from the parent step `{parent_label}`'s {ps:?}"),
@@ -70,7 +71,7 @@ pub fn check(parent: &Context, step: &Context, parent_label: &str, out: &mut Vec
         if changed + removed > 0 {
             out.push(
                 Finding::new(
-                    "lineage.tokenizer-changed",
+                    ids::LINEAGE_TOKENIZER_CHANGED,
                     Severity::Error,
                     "tokenizer.json",
                     format!(
@@ -83,7 +84,7 @@ pub fn check(parent: &Context, step: &Context, parent_label: &str, out: &mut Vec
         } else if added > 0 {
             out.push(
                 Finding::new(
-                    "lineage.tokens-added",
+                    ids::LINEAGE_TOKENS_ADDED,
                     Severity::Warning,
                     "tokenizer.json",
                     format!("{added} tokens added since the parent step `{parent_label}`"),

@@ -7,6 +7,7 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use super::{Finding, Severity};
+use crate::checks::ids::{self, FindingId};
 use crate::error::{Error, Result};
 use crate::format::dtype::{decode_f32, Dtype};
 use crate::format::hf::HfDir;
@@ -94,7 +95,7 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
     if merged.tensors().any(|(_, t)| t.name.contains(".lora_A.") || t.name.contains(".lora_B.")) {
         findings.push(
             Finding::new(
-                "merge.unmerged-lora-tensors",
+                ids::MERGE_UNMERGED_LORA_TENSORS,
                 Severity::Error,
                 "model.safetensors",
                 "the merged checkpoint still holds lora_A/lora_B tensors",
@@ -114,7 +115,7 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
         if !ok {
             findings.push(
                 Finding::new(
-                    "merge.adapter-shape",
+                    ids::MERGE_ADAPTER_SHAPE,
                     Severity::Error,
                     "adapter_model.safetensors",
                     format!("`{}`: lora_A {:?} and lora_B {:?} do not multiply", m.base, a.shape, b.shape),
@@ -133,7 +134,7 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
         let Some(wb) = load(base, &wname)? else {
             findings.push(
                 Finding::new(
-                    "merge.module-not-in-base",
+                    ids::MERGE_MODULE_NOT_IN_BASE,
                     Severity::Error,
                     "adapter_model.safetensors",
                     format!("the adapter adapts `{}`, which the base model does not have", m.base),
@@ -146,7 +147,7 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
         let Some(wm) = load(merged, &wname)? else {
             findings.push(
                 Finding::new(
-                    "merge.module-missing",
+                    ids::MERGE_MODULE_MISSING,
                     Severity::Error,
                     merged_file(&wname),
                     format!("`{wname}` is missing from the merged checkpoint"),
@@ -158,7 +159,7 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
         if wb.shape != *shape || wm.shape != *shape {
             findings.push(
                 Finding::new(
-                    "merge.shape-mismatch",
+                    ids::MERGE_SHAPE_MISMATCH,
                     Severity::Error,
                     merged_file(&wname),
                     format!("`{wname}`: base {:?}, merged {:?}, s·B·A {:?}", wb.shape, wm.shape, shape),
@@ -182,7 +183,7 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
         let status = if nonfinite > 0 {
             findings.push(
                 Finding::new(
-                    "merge.overflow",
+                    ids::MERGE_OVERFLOW,
                     Severity::Error,
                     &file,
                     format!("`{wname}` has {nonfinite} non-finite values after the merge"),
@@ -240,12 +241,12 @@ fn diagnose(
     tol: f64,
     deltas: &[(usize, Vec<f64>, Vec<u64>)],
     me: usize,
-) -> (&'static str, String, String, &'static str) {
+) -> (FindingId, String, String, &'static str) {
     let cfg = &adapter.config;
     let diff_norm = norm(diff);
     if diff_norm / d_norm <= tol {
         return (
-            "merge.not-merged",
+            ids::MERGE_NOT_MERGED,
             format!("`{wname}` equals the base weight: the LoRA delta (‖s·B·A‖ = {d_norm:.3e}) was never added"),
             "merge every target module (`merge_and_unload()` on the PeftModel), and save the returned model".into(),
             "not merged",
@@ -275,7 +276,7 @@ fn diagnose(
             format!("scale {fitted:.4} instead of {:.4}", m.scale)
         };
         return (
-            "merge.wrong-scale",
+            ids::MERGE_WRONG_SCALE,
             format!("`{wname}` = W_base + c·B·A with c = {fitted:.4}, expected s = {:.4}: {what}", m.scale),
             format!(
                 "merge with PEFT's own `merge_and_unload()` (s = lora_alpha / r{})",
@@ -296,7 +297,7 @@ fn diagnose(
         }
         if t.sqrt() / d_norm <= tol * 10.0 {
             return (
-                "merge.transposed",
+                ids::MERGE_TRANSPOSED,
                 format!("`{wname}` got (s·B·A)ᵀ: the delta was transposed (fan_in_fan_out mix-up)"),
                 "set fan_in_fan_out only for Conv1D (GPT-2 style) layers".into(),
                 "transposed",
@@ -309,7 +310,7 @@ fn diagnose(
         let r: Vec<f64> = diff.iter().zip(oba).map(|(d, x)| d - o.scale * x).collect();
         if norm(&r) / (o.scale.abs() * norm(oba)).max(f64::MIN_POSITIVE) <= tol * 10.0 {
             return (
-                "merge.wrong-module",
+                ids::MERGE_WRONG_MODULE,
                 format!("`{wname}` got the delta of `{}`", o.base),
                 "the merge script mapped adapter tensors to the wrong modules (layer index or name off)".into(),
                 "wrong module",
@@ -317,7 +318,7 @@ fn diagnose(
         }
     }
     (
-        "merge.mismatch",
+        ids::MERGE_MISMATCH,
         format!(
             "`{wname}` differs from W_base + s·B·A by {:.3e} of ‖s·B·A‖ (tolerance {tol:.1e}); best-fit scale {fitted:.4} vs s = {:.4}",
             norm(diff.iter().zip(ba).map(|(d, x)| d - m.scale * x).collect::<Vec<_>>().as_slice()) / d_norm,
@@ -340,7 +341,7 @@ fn untargeted(base: &HfDir, adapter: &Adapter, merged: &HfDir, out: &mut Vec<Fin
         let file = merged.rel(&f.path);
         let Some((_, bt)) = base.tensor(name) else {
             out.push(
-                Finding::new("merge.new-tensor", Severity::Warning, &file, format!("`{name}` is not in the base model"))
+                Finding::new(ids::MERGE_NEW_TENSOR, Severity::Warning, &file, format!("`{name}` is not in the base model"))
                     .field(name.to_string()),
             );
             continue;
@@ -349,7 +350,7 @@ fn untargeted(base: &HfDir, adapter: &Adapter, merged: &HfDir, out: &mut Vec<Fin
             let embed = name.contains("embed_tokens") || name.starts_with("lm_head");
             out.push(
                 Finding::new(
-                    if embed { "merge.resized-embeddings" } else { "merge.shape-changed" },
+                    if embed { ids::MERGE_RESIZED_EMBEDDINGS } else { ids::MERGE_SHAPE_CHANGED },
                     Severity::Warning,
                     &file,
                     format!("`{name}` is {:?} in the merged model but {:?} in the base", t.shape, bt.shape),
@@ -371,7 +372,7 @@ fn untargeted(base: &HfDir, adapter: &Adapter, merged: &HfDir, out: &mut Vec<Fin
                 let equal_base = rel_diff(&wm.v, &wb.v) <= unit_roundoff(wm.dtype);
                 out.push(
                     Finding::new(
-                        "merge.modules-to-save-not-copied",
+                        ids::MERGE_MODULES_TO_SAVE_NOT_COPIED,
                         Severity::Error,
                         &file,
                         if equal_base {
@@ -391,7 +392,7 @@ fn untargeted(base: &HfDir, adapter: &Adapter, merged: &HfDir, out: &mut Vec<Fin
         if rd > unit_roundoff(wm.dtype).max(unit_roundoff(wb.dtype)) {
             out.push(
                 Finding::new(
-                    "merge.untargeted-change",
+                    ids::MERGE_UNTARGETED_CHANGE,
                     Severity::Warning,
                     &file,
                     format!("`{name}` is not adapted by the adapter but changed by {rd:.2e} (relative) from the base"),
@@ -405,7 +406,7 @@ fn untargeted(base: &HfDir, adapter: &Adapter, merged: &HfDir, out: &mut Vec<Fin
         if merged.tensor(&t.name).is_none() {
             out.push(
                 Finding::new(
-                    "merge.tensor-dropped",
+                    ids::MERGE_TENSOR_DROPPED,
                     Severity::Error,
                     base.rel(&f.path),
                     format!("`{}` is in the base model but missing from the merged one", t.name),

@@ -4,6 +4,7 @@
 //! Finding ids are stable (`area.what`) and documented in `docs/lint.md`; tests refer to them.
 
 pub mod gguf;
+pub mod ids;
 pub mod integrity;
 pub mod lineage;
 pub mod merge;
@@ -17,6 +18,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, Facts};
 use crate::format::hf::HfDir;
+use ids::FindingId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -50,8 +52,9 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn new(id: &'static str, severity: Severity, file: impl Into<String>, message: impl Into<String>) -> Finding {
-        Finding { id, severity, file: file.into(), field: None, message: message.into(), hint: String::new() }
+    /// A finding; its id must be registered in `ids` (the only way to get a `FindingId`).
+    pub fn new(id: FindingId, severity: Severity, file: impl Into<String>, message: impl Into<String>) -> Finding {
+        Finding { id: id.as_str(), severity, file: file.into(), field: None, message: message.into(), hint: String::new() }
     }
     pub fn field(mut self, f: impl Into<String>) -> Finding {
         self.field = Some(f.into());

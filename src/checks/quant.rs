@@ -2,6 +2,7 @@
 //! no forward pass. Scales are float tensors and get the ordinary value scan.
 
 use super::{Context, Finding, Severity};
+use crate::checks::ids;
 use crate::format::quant::QuantConfig;
 
 pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
@@ -28,7 +29,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         if overflowed > 0 {
             out.push(
                 Finding::new(
-                    "quant.gptq-zero-overflow",
+                    ids::QUANT_GPTQ_ZERO_OVERFLOW,
                     Severity::Error,
                     ctx.dir.rel(&f.path),
                     format!(

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::{Context, Finding, Severity};
+use crate::checks::ids;
 use crate::format::tokens::{stop_ids, Role, SpecialDecl};
 
 pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
@@ -12,7 +13,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         if let (Some(tok), true, Some(_)) = (&d.token, d.ids.is_empty(), &ctx.tokenizer) {
             out.push(
                 Finding::new(
-                    "special.unknown-token",
+                    ids::SPECIAL_UNKNOWN_TOKEN,
                     Severity::Error,
                     &d.file,
                     format!("{} token `{tok}` is not in tokenizer.json", d.role.name()),
@@ -41,15 +42,17 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
             let shown = |s: &BTreeSet<u64>| s.iter().map(|i| describe(ctx, *i)).collect::<Vec<_>>().join(", ");
             let (id, severity, hint) = match role {
                 Role::Eos => (
-                    "special.eos-mismatch",
+                    ids::SPECIAL_EOS_MISMATCH,
                     Severity::Warning,
                     "make generation_config.json's eos_token_id include the token the tokenizer and chat template end turns with",
                 ),
-                Role::Bos => {
-                    ("special.bos-mismatch", Severity::Warning, "make every file name the same BOS token; a wrong BOS shifts every prompt")
-                }
+                Role::Bos => (
+                    ids::SPECIAL_BOS_MISMATCH,
+                    Severity::Warning,
+                    "make every file name the same BOS token; a wrong BOS shifts every prompt",
+                ),
                 _ => (
-                    "special.pad-mismatch",
+                    ids::SPECIAL_PAD_MISMATCH,
                     Severity::Info,
                     "padding only matters for batched inference and training masks, but the files should agree",
                 ),
@@ -65,7 +68,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
     if stop.is_empty() && !ctx.dir.is_adapter() && ctx.dir.config.is_some() {
         out.push(
             Finding::new(
-                "special.no-eos",
+                ids::SPECIAL_NO_EOS,
                 Severity::Warning,
                 "generation_config.json",
                 "no eos_token_id in generation_config.json or config.json: generation will not stop",
@@ -79,7 +82,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
     if let Some(p) = pad.iter().find(|p| stop.contains(p)) {
         out.push(
             Finding::new(
-                "special.pad-is-eos",
+                ids::SPECIAL_PAD_IS_EOS,
                 Severity::Info,
                 stop_file.unwrap_or("config.json"),
                 format!("PAD and EOS are the same token ({})", describe(ctx, *p)),

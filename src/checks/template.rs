@@ -5,6 +5,7 @@
 use super::special::describe;
 use super::{Context, Finding, Severity};
 use crate::chat::{sample_conversation, turn_end, Message};
+use crate::checks::ids;
 use crate::format::tokens::stop_ids;
 
 /// Added tokens that only chat models have: their presence means a template is expected.
@@ -18,7 +19,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         if !role_markers.is_empty() && !ctx.dir.is_adapter() {
             out.push(
                 Finding::new(
-                    "template.missing",
+                    ids::TEMPLATE_MISSING,
                     Severity::Warning,
                     "tokenizer_config.json",
                     format!(
@@ -40,7 +41,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         Ok(r) => r,
         Err(e) => {
             out.push(
-                Finding::new("template.render-failed", Severity::Error, &file, e.to_string())
+                Finding::new(ids::TEMPLATE_RENDER_FAILED, Severity::Error, &file, e.to_string())
                     .field(field)
                     .hint("fix the template: servers that render it (vLLM, TGI, llama.cpp) fail the same way"),
             );
@@ -49,7 +50,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
     };
     if let Err(e) = tmpl.render(&[Message::new("user", "Hi")], true, tokens) {
         out.push(
-            Finding::new("template.render-failed", Severity::Error, &file, format!("with add_generation_prompt=true: {e}"))
+            Finding::new(ids::TEMPLATE_RENDER_FAILED, Severity::Error, &file, format!("with add_generation_prompt=true: {e}"))
                 .field(field.clone())
                 .hint("fix the template's add_generation_prompt branch"),
         );
@@ -64,7 +65,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
     match turn_end(&rendered, &specials) {
         None => out.push(
             Finding::new(
-                "template.drops-assistant",
+                ids::TEMPLATE_DROPS_ASSISTANT,
                 Severity::Warning,
                 &file,
                 "the rendered sample conversation does not contain the assistant's reply",
@@ -75,7 +76,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         Some(end) => match end.token {
             None => out.push(
                 Finding::new(
-                    "template.no-turn-end-token",
+                    ids::TEMPLATE_NO_TURN_END_TOKEN,
                     Severity::Warning,
                     &file,
                     format!("no special token follows an assistant reply (text after it: {:?})", end.suffix),
@@ -95,7 +96,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
                         };
                         out.push(
                             Finding::new(
-                                "template.eot-not-eos",
+                                ids::TEMPLATE_EOT_NOT_EOS,
                                 Severity::Error,
                                 stop_file.unwrap_or("generation_config.json"),
                                 format!(
@@ -130,7 +131,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
             if as_id < in_text {
                 out.push(
                     Finding::new(
-                        "template.special-split",
+                        ids::TEMPLATE_SPECIAL_SPLIT,
                         Severity::Error,
                         "tokenizer.json",
                         format!(
@@ -151,7 +152,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         if rendered.starts_with(bos.as_str()) && bos_id.is_some() && auto == Some(bos_id) {
             out.push(
                 Finding::new(
-                    "template.double-bos",
+                    ids::TEMPLATE_DOUBLE_BOS,
                     Severity::Warning,
                     &file,
                     format!("the template starts with `{bos}` and the tokenizer also adds it: prompts start with two BOS tokens"),

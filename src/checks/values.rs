@@ -6,6 +6,7 @@
 use rayon::prelude::*;
 
 use super::{Context, Finding, Severity};
+use crate::checks::ids;
 use crate::format::dtype::{f8_e4m3_to_f32, f8_e5m2_to_f32, Dtype};
 use crate::format::safetensors::TensorInfo;
 
@@ -160,7 +161,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         let name = &t.name;
         let non_finite = s.nan + s.pos_inf + s.neg_inf;
         if non_finite > 0 {
-            let id = if s.nan > 0 { "values.nan" } else { "values.inf" };
+            let id = if s.nan > 0 { ids::VALUES_NAN } else { ids::VALUES_INF };
             out.push(
                 Finding::new(
                     id,
@@ -179,7 +180,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
             let matrix = t.shape.len() >= 2;
             out.push(
                 Finding::new(
-                    "values.all-zero",
+                    ids::VALUES_ALL_ZERO,
                     if matrix { Severity::Warning } else { Severity::Info },
                     &file,
                     format!("tensor `{name}` is all zeros ({} values)", s.count),
@@ -195,7 +196,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         if s.max_abs > ABSURD_MAGNITUDE {
             out.push(
                 Finding::new(
-                    "values.huge",
+                    ids::VALUES_HUGE,
                     Severity::Warning,
                     &file,
                     format!("tensor `{name}` has max |w| = {:.4e}, above {ABSURD_MAGNITUDE:e}", s.max_abs),
@@ -207,7 +208,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         if s.f16_saturated > 0 {
             out.push(
                 Finding::new(
-                    "values.f16-saturated",
+                    ids::VALUES_F16_SATURATED,
                     Severity::Warning,
                     &file,
                     format!(

@@ -2,6 +2,7 @@
 //! fit the rows of `embed_tokens` and `lm_head`, and those must agree with `config.vocab_size`.
 
 use super::{Context, Finding, Severity};
+use crate::checks::ids;
 use crate::format::hf;
 
 /// Extra embedding rows beyond the tokenizer that are still normal: vocabularies are padded to a
@@ -18,7 +19,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         if er != hr {
             out.push(
                 Finding::new(
-                    "vocab.embed-head-mismatch",
+                    ids::VOCAB_EMBED_HEAD_MISMATCH,
                     Severity::Error,
                     file_of(hn),
                     format!("`{en}` has {er} rows but `{hn}` has {hr}"),
@@ -35,7 +36,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         if v != rows {
             out.push(
                 Finding::new(
-                    "vocab.config-mismatch",
+                    ids::VOCAB_CONFIG_MISMATCH,
                     Severity::Error,
                     hf::CONFIG,
                     format!("vocab_size is {v} but `{rows_name}` has {rows} rows; loaders will refuse or mis-shape the model"),
@@ -52,7 +53,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
             tok.added.iter().filter(|t| t.id as u64 >= rows).take(5).map(|t| format!("{} `{}`", t.id, t.content)).collect();
         out.push(
             Finding::new(
-                "vocab.tokenizer-exceeds-rows",
+                ids::VOCAB_TOKENIZER_EXCEEDS_ROWS,
                 Severity::Error,
                 hf::TOKENIZER_JSON,
                 format!(
@@ -71,7 +72,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
             if id >= rows && reported.insert((d.file.clone(), d.field.clone(), id)) {
                 out.push(
                     Finding::new(
-                        "vocab.special-id-out-of-range",
+                        ids::VOCAB_SPECIAL_ID_OUT_OF_RANGE,
                         Severity::Error,
                         &d.file,
                         format!("{} id {id} is not a row of `{rows_name}` ({rows} rows)", d.role.name()),
@@ -87,7 +88,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
     if extra > PAD_ROWS_ABS && extra as f64 > PAD_ROWS_REL * tok.id_space as f64 {
         out.push(
             Finding::new(
-                "vocab.rows-far-beyond-tokenizer",
+                ids::VOCAB_ROWS_FAR_BEYOND_TOKENIZER,
                 Severity::Warning,
                 file_of(&rows_name),
                 format!("`{rows_name}` has {rows} rows but the tokenizer uses only {} ids ({extra} unused rows)", tok.id_space),

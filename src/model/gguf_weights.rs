@@ -10,8 +10,8 @@
 //! large models) at that cost.
 //!
 //! Families: those whose GGUF tensors are the HF ones renamed (llama, mistral as `llama`, qwen2,
-//! qwen3). Gemma's converter folds `1 +` into its norm weights and renames sandwich norms; it is
-//! refused by name rather than run wrong.
+//! qwen3) and gemma3 (its converter folds `1 +` into the norm weights, undone here, and renames the
+//! sandwich norms). Other architectures are refused by name rather than run wrong.
 
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul};
 use candle_core::{DType, Device, Module, Tensor};

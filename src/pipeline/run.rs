@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::manifest::Manifest;
 use crate::checkpoint::Checkpoint;
+use crate::checks::ids::{self, FindingId};
 use crate::checks::merge::{self as merge_check, ModuleRow};
 use crate::checks::{self, Context, Finding, LintOptions, Severity};
 use crate::compare::metrics::fmt_num;
@@ -25,33 +26,33 @@ use crate::error::Result;
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
 
 /// Static finding ids that explain a broken model, most decisive first.
-const CAUSE_RANK: &[&str] = &[
-    "template.eot-not-eos",
-    "gguf.eos-differs",
-    "gguf.turn-end-not-eog",
-    "gguf.tokens-differ",
-    "gguf.tokenization-differs",
-    "gguf.template-missing",
-    "gguf.double-bos",
-    "gguf.rope-base-differs",
-    "gguf.vocab-exceeds-embedding",
-    "lineage.tokenizer-changed",
-    "lineage.template-dropped",
-    "vocab.tokenizer-exceeds-rows",
-    "vocab.special-id-out-of-range",
-    "template.special-split",
-    "merge.wrong-scale",
-    "merge.not-merged",
-    "merge.overflow",
-    "merge.transposed",
-    "merge.wrong-module",
-    "merge.mismatch",
-    "values.nan",
-    "values.inf",
-    "special.unknown-token",
-    "special.eos-mismatch",
-    "template.missing",
-    "template.render-failed",
+const CAUSE_RANK: &[FindingId] = &[
+    ids::TEMPLATE_EOT_NOT_EOS,
+    ids::GGUF_EOS_DIFFERS,
+    ids::GGUF_TURN_END_NOT_EOG,
+    ids::GGUF_TOKENS_DIFFER,
+    ids::GGUF_TOKENIZATION_DIFFERS,
+    ids::GGUF_TEMPLATE_MISSING,
+    ids::GGUF_DOUBLE_BOS,
+    ids::GGUF_ROPE_BASE_DIFFERS,
+    ids::GGUF_VOCAB_EXCEEDS_EMBEDDING,
+    ids::LINEAGE_TOKENIZER_CHANGED,
+    ids::LINEAGE_TEMPLATE_DROPPED,
+    ids::VOCAB_TOKENIZER_EXCEEDS_ROWS,
+    ids::VOCAB_SPECIAL_ID_OUT_OF_RANGE,
+    ids::TEMPLATE_SPECIAL_SPLIT,
+    ids::MERGE_WRONG_SCALE,
+    ids::MERGE_NOT_MERGED,
+    ids::MERGE_OVERFLOW,
+    ids::MERGE_TRANSPOSED,
+    ids::MERGE_WRONG_MODULE,
+    ids::MERGE_MISMATCH,
+    ids::VALUES_NAN,
+    ids::VALUES_INF,
+    ids::SPECIAL_UNKNOWN_TOKEN,
+    ids::SPECIAL_EOS_MISMATCH,
+    ids::TEMPLATE_MISSING,
+    ids::TEMPLATE_RENDER_FAILED,
 ];
 
 #[derive(Debug, Clone, Serialize)]
@@ -274,7 +275,7 @@ fn judge_step(s: &mut StepReport) {
     if let Some(m) = &s.merge {
         statics.extend(m.findings.iter());
     }
-    let rank = |f: &Finding| CAUSE_RANK.iter().position(|id| *id == f.id).unwrap_or(CAUSE_RANK.len());
+    let rank = |f: &Finding| CAUSE_RANK.iter().position(|id| id.as_str() == f.id).unwrap_or(CAUSE_RANK.len());
     statics.sort_by_key(|f| (std::cmp::Reverse(f.severity), rank(f)));
     let static_error = statics.iter().find(|f| f.severity == Severity::Error);
     let numeric = s.vs_reference.as_ref();

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerates the GGUF test fixtures in this directory (tests/gguf.rs reads them).
+"""Regenerates the GGUF test fixtures in this directory (tests/it/gguf.rs reads them).
 
 Environment (pinned; ../shared/notes/toolchain.md):
     python3 -m venv /work/venvs/gguf && /work/venvs/gguf/bin/pip install gguf==0.19.0 numpy

@@ -5,11 +5,24 @@
 //!
 //! It does not compare with the HF checkpoint (`source`) or read tensor values (`values`).
 
-use super::tokenizer::{adds_bos, llama_cpp_eog, show_id, special_ids, template_tokens};
+use super::tokenizer::{adds_bos, llama_cpp_eog, show_id, special_ids};
 use crate::chat::{sample_conversation, turn_end, ChatTemplate};
+use crate::checks::ids::{self, FindingId};
 use crate::checks::template::ROLE_MARKERS;
 use crate::checks::{Finding, Severity};
 use crate::format::gguf::GgufFile;
+use crate::format::gguf::LayoutProblem;
+
+/// The finding id of a layout problem the parser found.
+pub fn layout_id(p: &LayoutProblem) -> FindingId {
+    match p {
+        LayoutProblem::OutOfBounds { .. } => ids::GGUF_TENSOR_OUT_OF_BOUNDS,
+        LayoutProblem::Misaligned { .. } => ids::GGUF_TENSOR_MISALIGNED,
+        LayoutProblem::Overlap { .. } => ids::GGUF_TENSOR_OVERLAP,
+        LayoutProblem::NotPacked { .. } => ids::GGUF_TENSOR_NOT_PACKED,
+        LayoutProblem::NameTooLong { .. } => ids::GGUF_TENSOR_NAME_TOO_LONG,
+    }
+}
 
 /// The GGUF against itself. `with_source`: an HF source will be checked too, so findings it
 /// reports with more detail (missing template) are left to `check_source`.
@@ -18,7 +31,7 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
     let h = &g.header;
     for p in &h.problems {
         out.push(
-            Finding::new(p.id(), Severity::Error, &file, p.message())
+            Finding::new(layout_id(p), Severity::Error, &file, p.message())
                 .field(p.tensor())
                 .hint("the file is damaged or was written by a broken tool: re-download or re-convert it"),
         );
@@ -26,7 +39,7 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
     let meta = h.arch_meta();
     let Some(arch) = meta.architecture.clone() else {
         out.push(
-            Finding::new("gguf.no-architecture", Severity::Error, &file, "no `general.architecture`: llama.cpp cannot load it")
+            Finding::new(ids::GGUF_NO_ARCHITECTURE, Severity::Error, &file, "no `general.architecture`: llama.cpp cannot load it")
                 .field("general.architecture")
                 .hint("re-convert with llama.cpp's convert_hf_to_gguf.py"),
         );
@@ -37,7 +50,7 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
         if declared != found {
             out.push(
                 Finding::new(
-                    "gguf.block-count-mismatch",
+                    ids::GGUF_BLOCK_COUNT_MISMATCH,
                     Severity::Error,
                     &file,
                     format!("{arch}.block_count is {declared} but the file has tensors for {found} blocks (`blk.0` … `blk.{}`)", found - 1),
@@ -51,7 +64,7 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
     let tok = h.tokenizer();
     let Some(tokens) = tok.tokens else {
         out.push(
-            Finding::new("gguf.no-tokenizer", Severity::Warning, &file, "no `tokenizer.ggml.tokens`: the file carries no vocabulary")
+            Finding::new(ids::GGUF_NO_TOKENIZER, Severity::Warning, &file, "no `tokenizer.ggml.tokens`: the file carries no vocabulary")
                 .field("tokenizer.ggml.tokens")
                 .hint("convert with the tokenizer files beside the weights; llama.cpp needs the vocabulary to run"),
         );
@@ -64,7 +77,7 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
         if let Some(len) = len.filter(|&l| l as u64 != n) {
             out.push(
                 Finding::new(
-                    "gguf.token-arrays-mismatch",
+                    ids::GGUF_TOKEN_ARRAYS_MISMATCH,
                     Severity::Error,
                     &file,
                     format!("`{key}` has {len} entries but `tokenizer.ggml.tokens` has {n}"),
@@ -78,7 +91,7 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
         if let Some(id) = id.filter(|&i| i >= n) {
             out.push(
                 Finding::new(
-                    "gguf.special-out-of-range",
+                    ids::GGUF_SPECIAL_OUT_OF_RANGE,
                     Severity::Error,
                     &file,
                     format!("`{key}` is {id} but the vocabulary has only {n} tokens"),
@@ -91,7 +104,7 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
     if tok.eos.is_none() && tok.eot.is_none() {
         out.push(
             Finding::new(
-                "gguf.no-eos",
+                ids::GGUF_NO_EOS,
                 Severity::Warning,
                 &file,
                 "neither `tokenizer.ggml.eos_token_id` nor `eot_token_id` is set: runtimes that read them never stop",
@@ -105,7 +118,7 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
         if rows < n {
             out.push(
                 Finding::new(
-                    "gguf.vocab-exceeds-embedding",
+                    ids::GGUF_VOCAB_EXCEEDS_EMBEDDING,
                     Severity::Error,
                     &file,
                     format!("the vocabulary has {n} tokens but `token_embd.weight` has {rows} rows: ids ≥ {rows} index past the embedding"),
@@ -118,7 +131,7 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
     if tok.model == Some("gpt2") && tok.pre.is_none() {
         out.push(
             Finding::new(
-                "gguf.pre-missing",
+                ids::GGUF_PRE_MISSING,
                 Severity::Warning,
                 &file,
                 "BPE vocabulary without `tokenizer.ggml.pre`: llama.cpp falls back to its `default` pre-tokenizer and warns that generation quality will be degraded",
@@ -133,7 +146,7 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
         if !markers.is_empty() && !with_source {
             out.push(
                 Finding::new(
-                    "gguf.template-missing",
+                    ids::GGUF_TEMPLATE_MISSING,
                     Severity::Warning,
                     &file,
                     format!("the vocabulary has chat role tokens ({}) but no `tokenizer.chat_template`", markers.join(", ")),
@@ -145,11 +158,11 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
         return;
     };
     let tmpl = ChatTemplate { source: g.path.clone(), field: Some("tokenizer.chat_template".into()), text: text.to_string() };
-    let rendered = match tmpl.render(&sample_conversation(), false, &template_tokens(&tok)) {
+    let rendered = match tmpl.render(&sample_conversation(), false, &crate::checkpoint::gguf_template_tokens(&tok)) {
         Ok(r) => r,
         Err(e) => {
             out.push(
-                Finding::new("gguf.template-render-failed", Severity::Error, &file, e.to_string())
+                Finding::new(ids::GGUF_TEMPLATE_RENDER_FAILED, Severity::Error, &file, e.to_string())
                     .field("tokenizer.chat_template")
                     .hint("llama.cpp's own Jinja engine fails the same way; fix the template in the source and re-convert"),
             );
@@ -162,7 +175,7 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
         if let Some(id) = tok.id(&end).filter(|id| !eog.contains(id)) {
             out.push(
                 Finding::new(
-                    "gguf.turn-end-not-eog",
+                    ids::GGUF_TURN_END_NOT_EOG,
                     Severity::Error,
                     &file,
                     format!(
@@ -181,7 +194,7 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
         if adds_bos(&tok) {
             out.push(
                 Finding::new(
-                    "gguf.double-bos",
+                    ids::GGUF_DOUBLE_BOS,
                     Severity::Warning,
                     &file,
                     format!("the chat template starts with `{bos}` and `tokenizer.ggml.add_bos_token` adds it again: prompts start with two BOS tokens"),

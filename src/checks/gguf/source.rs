@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use serde_json::Value as Json;
 
 use super::tokenizer::{adds_bos, llama_cpp_eog, pre_tokenizer, round_trip, show_id};
+use crate::checks::ids::{self, FindingId};
 use crate::checks::{Context, Finding, Severity};
 use crate::format::config::ModelConfig;
 use crate::format::gguf::{ArchMeta, GgufFile, GgufTokenizer, Header};
@@ -67,7 +68,7 @@ fn tokens(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>
         if let Some((id, a, b)) = first {
             out.push(
                 Finding::new(
-                    "gguf.tokens-differ",
+                    ids::GGUF_TOKENS_DIFFER,
                     Severity::Error,
                     file,
                     format!(
@@ -101,7 +102,7 @@ fn merges_and_pre_tokenizer(file: &str, tok: &GgufTokenizer, ctx: &Context, out:
                 let first = hf_merges.iter().zip(merges).position(|(a, b)| a != b).unwrap_or(hf_merges.len().min(merges.len()));
                 out.push(
                     Finding::new(
-                        "gguf.merges-differ",
+                        ids::GGUF_MERGES_DIFFER,
                         Severity::Error,
                         file,
                         format!(
@@ -134,7 +135,7 @@ fn eos_and_stop(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Fi
             };
             out.push(
                 Finding::new(
-                    "gguf.eos-differs",
+                    ids::GGUF_EOS_DIFFERS,
                     Severity::Error,
                     file,
                     format!(
@@ -154,7 +155,7 @@ fn eos_and_stop(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Fi
     if !missing.is_empty() && tok.eos.is_some() {
         out.push(
             Finding::new(
-                "gguf.stop-not-eog",
+                ids::GGUF_STOP_NOT_EOG,
                 Severity::Warning,
                 file,
                 format!(
@@ -176,7 +177,7 @@ fn bos(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
     match (gguf_bos_used, hf_bos.is_empty()) {
         (Some(b), true) => out.push(
             Finding::new(
-                "gguf.bos-differs",
+                ids::GGUF_BOS_DIFFERS,
                 Severity::Error,
                 file,
                 format!("the GGUF adds BOS {} to every prompt but the HF checkpoint has no BOS token", show_id(tok, Some(b))),
@@ -186,7 +187,7 @@ fn bos(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
         ),
         (Some(b), false) if !hf_bos.contains(&b) => out.push(
             Finding::new(
-                "gguf.bos-differs",
+                ids::GGUF_BOS_DIFFERS,
                 Severity::Error,
                 file,
                 format!(
@@ -211,7 +212,7 @@ fn bos(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
         if hf_adds && gguf_bos_used.is_none() && !hf_bos.is_empty() {
             out.push(
                 Finding::new(
-                    "gguf.bos-differs",
+                    ids::GGUF_BOS_DIFFERS,
                     Severity::Warning,
                     file,
                     format!(
@@ -233,7 +234,7 @@ fn pad(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
     if let Some(p) = tok.pad.filter(|p| !hf_pad.is_empty() && !hf_pad.contains(p)) {
         out.push(
             Finding::new(
-                "gguf.pad-differs",
+                ids::GGUF_PAD_DIFFERS,
                 Severity::Info,
                 file,
                 format!(
@@ -258,7 +259,7 @@ fn template(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Findin
     match (&ctx.template, tok.chat_template) {
         (Some(t), None) => out.push(
             Finding::new(
-                "gguf.template-missing",
+                ids::GGUF_TEMPLATE_MISSING,
                 Severity::Error,
                 file,
                 format!("the HF checkpoint has a chat template ({}) but the GGUF has no `tokenizer.chat_template`", ctx.dir.rel(&t.source)),
@@ -271,7 +272,7 @@ fn template(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Findin
                 t.text.chars().zip(g_text.chars()).position(|(a, b)| a != b).unwrap_or(t.text.chars().count().min(g_text.chars().count()));
             out.push(
                 Finding::new(
-                    "gguf.template-differs",
+                    ids::GGUF_TEMPLATE_DIFFERS,
                     Severity::Error,
                     file,
                     format!(
@@ -292,24 +293,24 @@ fn template(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Findin
 /// Architecture numbers vs config.json: context length, shapes, heads, rope base, rms eps.
 fn config_numbers(file: &str, meta: &ArchMeta, arch: &str, c: &ModelConfig, out: &mut Vec<Finding>) {
     let int_pairs: [Row<u64>; 7] = [
-        ("gguf.context-length-differs", "context_length", meta.context_length, c.max_position_embeddings, "max_position_embeddings"),
-        ("gguf.shape-differs", "embedding_length", meta.embedding_length, c.hidden_size, "hidden_size"),
-        ("gguf.shape-differs", "feed_forward_length", meta.feed_forward_length, c.intermediate_size, "intermediate_size"),
-        ("gguf.shape-differs", "block_count", meta.block_count, c.num_hidden_layers, "num_hidden_layers"),
-        ("gguf.heads-differ", "attention.head_count", meta.head_count, c.num_attention_heads, "num_attention_heads"),
+        (ids::GGUF_CONTEXT_LENGTH_DIFFERS, "context_length", meta.context_length, c.max_position_embeddings, "max_position_embeddings"),
+        (ids::GGUF_SHAPE_DIFFERS, "embedding_length", meta.embedding_length, c.hidden_size, "hidden_size"),
+        (ids::GGUF_SHAPE_DIFFERS, "feed_forward_length", meta.feed_forward_length, c.intermediate_size, "intermediate_size"),
+        (ids::GGUF_SHAPE_DIFFERS, "block_count", meta.block_count, c.num_hidden_layers, "num_hidden_layers"),
+        (ids::GGUF_HEADS_DIFFER, "attention.head_count", meta.head_count, c.num_attention_heads, "num_attention_heads"),
         (
-            "gguf.heads-differ",
+            ids::GGUF_HEADS_DIFFER,
             "attention.head_count_kv",
             meta.head_count_kv,
             c.num_key_value_heads.or(c.num_attention_heads),
             "num_key_value_heads",
         ),
-        ("gguf.shape-differs", "attention.key_length", meta.key_length, c.head_dim, "head_dim"),
+        (ids::GGUF_SHAPE_DIFFERS, "attention.key_length", meta.key_length, c.head_dim, "head_dim"),
     ];
     for (id, key, g_v, hf_v, hf_key) in int_pairs {
         if let (Some(a), Some(b)) = (g_v, hf_v) {
             if a != b {
-                let severity = if id == "gguf.context-length-differs" { Severity::Warning } else { Severity::Error };
+                let severity = if id == ids::GGUF_CONTEXT_LENGTH_DIFFERS { Severity::Warning } else { Severity::Error };
                 out.push(
                     Finding::new(id, severity, file, format!("{arch}.{key} is {a} but config.json {hf_key} is {b}"))
                         .field(format!("{arch}.{key}"))
@@ -319,8 +320,8 @@ fn config_numbers(file: &str, meta: &ArchMeta, arch: &str, c: &ModelConfig, out:
         }
     }
     let float_pairs: [Row<f64>; 2] = [
-        ("gguf.rope-base-differs", "rope.freq_base", meta.rope_freq_base, c.rope_theta, "rope_theta"),
-        ("gguf.rms-eps-differs", "attention.layer_norm_rms_epsilon", meta.rms_norm_eps, c.rms_norm_eps, "rms_norm_eps"),
+        (ids::GGUF_ROPE_BASE_DIFFERS, "rope.freq_base", meta.rope_freq_base, c.rope_theta, "rope_theta"),
+        (ids::GGUF_RMS_EPS_DIFFERS, "attention.layer_norm_rms_epsilon", meta.rms_norm_eps, c.rms_norm_eps, "rms_norm_eps"),
     ];
     for (id, key, g_v, hf_v, hf_key) in float_pairs {
         if let (Some(a), Some(b)) = (g_v, hf_v) {
@@ -364,7 +365,7 @@ fn rope_scaling(file: &str, h: &Header, meta: &ArchMeta, arch: &str, c: &ModelCo
         };
         if let Some(message) = problem {
             out.push(
-                Finding::new("gguf.rope-scaling-differs", Severity::Error, file, format!("{message}: long prompts break"))
+                Finding::new(ids::GGUF_ROPE_SCALING_DIFFERS, Severity::Error, file, format!("{message}: long prompts break"))
                     .field(format!("{arch}.rope.scaling.type"))
                     .hint("re-convert with a llama.cpp that supports this scaling type"),
             );
@@ -372,7 +373,7 @@ fn rope_scaling(file: &str, h: &Header, meta: &ArchMeta, arch: &str, c: &ModelCo
     } else if meta.rope_scaling_type.as_deref().is_some_and(|t| t != "none") {
         out.push(
             Finding::new(
-                "gguf.rope-scaling-differs",
+                ids::GGUF_ROPE_SCALING_DIFFERS,
                 Severity::Error,
                 file,
                 format!(
@@ -386,7 +387,7 @@ fn rope_scaling(file: &str, h: &Header, meta: &ArchMeta, arch: &str, c: &ModelCo
     } else if h.tensor("rope_freqs.weight").is_some() {
         out.push(
             Finding::new(
-                "gguf.rope-scaling-differs",
+                ids::GGUF_ROPE_SCALING_DIFFERS,
                 Severity::Error,
                 file,
                 "the GGUF has a `rope_freqs.weight` tensor (llama3-style rope scaling) but config.json has no rope scaling",
@@ -398,7 +399,7 @@ fn rope_scaling(file: &str, h: &Header, meta: &ArchMeta, arch: &str, c: &ModelCo
 }
 
 /// `(finding id, GGUF key after `{arch}.`, GGUF value, config.json value, config.json key)`.
-type Row<T> = (&'static str, &'static str, Option<T>, Option<T>, &'static str);
+type Row<T> = (FindingId, &'static str, Option<T>, Option<T>, &'static str);
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= F32_REL_TOL * a.abs().max(b.abs())
@@ -419,7 +420,7 @@ fn sliding_layers(g: &GgufFile, ctx: &Context, file: &str, out: &mut Vec<Finding
     let list = |v: &[bool]| v.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i.to_string()).collect::<Vec<_>>().join(", ");
     out.push(
         Finding::new(
-            "gguf.sliding-layers-differ",
+            ids::GGUF_SLIDING_LAYERS_DIFFER,
             Severity::Warning,
             file,
             format!(

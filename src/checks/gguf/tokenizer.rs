@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value as Json;
 
-use crate::chat::TemplateTokens;
+use crate::checks::ids;
 use crate::checks::{Finding, Severity};
 use crate::format::gguf::GgufTokenizer;
 
@@ -65,7 +65,7 @@ pub(super) fn pre_tokenizer(file: &str, pre: Option<&str>, hf: Option<&Json>, ou
     let Some((_, expected)) = KNOWN_PRE.iter().find(|(name, _)| *name == pre) else {
         out.push(
             Finding::new(
-                "gguf.pre-unverified",
+                ids::GGUF_PRE_UNVERIFIED,
                 Severity::Info,
                 file,
                 format!("pre-tokenizer `{pre}` is not one ckptcheck knows the split regex of; not compared with tokenizer.json"),
@@ -83,7 +83,7 @@ pub(super) fn pre_tokenizer(file: &str, pre: Option<&str>, hf: Option<&Json>, ou
         };
         out.push(
             Finding::new(
-                "gguf.pre-tokenizer-differs",
+                ids::GGUF_PRE_TOKENIZER_DIFFERS,
                 Severity::Error,
                 file,
                 format!(
@@ -112,7 +112,7 @@ pub(super) fn round_trip(file: &str, hf: &crate::format::tokens::TokenizerInfo, 
     if let Some(&(i, at, n_hf, n_gguf)) = differing.first() {
         out.push(
             Finding::new(
-                "gguf.tokenization-differs",
+                ids::GGUF_TOKENIZATION_DIFFERS,
                 Severity::Error,
                 file,
                 format!(
@@ -193,12 +193,6 @@ pub(super) fn special_ids<'a>(tok: &GgufTokenizer<'a>) -> [(&'static str, Option
         ("tokenizer.ggml.padding_token_id", tok.pad),
         ("tokenizer.ggml.unknown_token_id", tok.unk),
     ]
-}
-
-/// The special-token strings the GGUF's template sees, as llama.cpp passes them.
-pub fn template_tokens(tok: &GgufTokenizer) -> TemplateTokens {
-    let text = |id: Option<u64>| id.and_then(|i| tok.token(i)).map(str::to_string);
-    TemplateTokens { bos_token: text(tok.bos), eos_token: text(tok.eos), pad_token: text(tok.pad), unk_token: text(tok.unk) }
 }
 
 pub(super) fn show_id(tok: &GgufTokenizer, id: Option<u64>) -> String {

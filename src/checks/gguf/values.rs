@@ -6,6 +6,7 @@
 //! MXFP4, Q8_1, Q8_K…), integer and F64 tensors, and tensors whose bytes fall outside the file
 //! (`alone` reports those layout problems).
 
+use crate::checks::ids;
 use crate::checks::{Finding, Severity};
 use crate::format::gguf::{GgmlType, GgufFile};
 
@@ -61,7 +62,7 @@ pub fn values(g: &GgufFile, out: &mut Vec<Finding>) {
         if nan + inf > 0 {
             out.push(
                 Finding::new(
-                    if nan > 0 { "values.nan" } else { "values.inf" },
+                    if nan > 0 { ids::VALUES_NAN } else { ids::VALUES_INF },
                     Severity::Error,
                     &file,
                     format!("tensor `{}` ({}) has {nan} NaN and {inf} infinite {what}", t.name, t.ggml_type),

@@ -4,7 +4,7 @@
 //! overlapping, not where llama.cpp expects it) instead of stopping at the first.
 //!
 //! candle's `gguf_file` refuses a whole file over one IQ/TQ/MXFP4 tensor and panics on
-//! `general.alignment = 0`; gguf-rs gets several byte sizes wrong (../shared/notes/toolchain.md).
+//! `general.alignment = 0`; gguf-rs gets several byte sizes wrong (measured against files from llama.cpp's converter).
 //! This reader knows every type id llama.cpp's `ggml.h` defines, names the removed ones, and never
 //! allocates more than the file could describe: every count and length is checked against the
 //! bytes left before anything is reserved.
@@ -28,13 +28,14 @@ mod parse;
 mod tokenizer;
 mod types;
 
-pub use metadata::{ArchMeta, Array, Value, ARCH_KEYS, VALUE_TYPE_NAMES};
+pub use metadata::{ArchMeta, ARCH_KEYS, VALUE_TYPE_NAMES};
 pub use parse::{
     parse_header, GgufError, GgufErrorKind, Header, LayoutProblem, TensorInfo, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, MAX_ARRAY_LEN,
     MAX_DIMS, MAX_KV, MAX_STRING_BYTES, MAX_TENSORS, MAX_TENSOR_NAME_BYTES, MAX_VERSION,
 };
 pub use tokenizer::{token_type, GgufTokenizer, GPT2_REGEX, KNOWN_PRE, LLAMA3_REGEX, QWEN2_REGEX};
 pub use types::{describe_types, GgmlType, TypeBytes, REMOVED_TYPES, TYPES, TYPE_COUNT};
+pub use types::{Array, Value};
 
 /// A memory-mapped, read-only GGUF file.
 #[derive(Debug)]
@@ -231,7 +232,7 @@ mod tests {
             match parse_header(&b, Path::new("m")) {
                 Ok(h) => {
                     for p in &h.problems {
-                        let _ = (p.message(), p.id());
+                        let _ = (p.message(), p.tensor());
                     }
                     let _ = (h.arch_meta(), h.tokenizer().special_tokens(), h.type_summary(), h.blocks_in_tensors());
                     for (_, v) in &h.metadata {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::metadata::{Array, Value};
+use super::types::{Array, Value};
 use super::types::{GgmlType, REMOVED_TYPES, TYPE_COUNT};
 use crate::error::Error;
 
@@ -169,17 +169,6 @@ impl LayoutProblem {
             | LayoutProblem::NotPacked { tensor, .. }
             | LayoutProblem::NameTooLong { tensor, .. } => tensor,
             LayoutProblem::Overlap { second, .. } => second,
-        }
-    }
-
-    /// Stable finding id.
-    pub fn id(&self) -> &'static str {
-        match self {
-            LayoutProblem::OutOfBounds { .. } => "gguf.tensor-out-of-bounds",
-            LayoutProblem::Misaligned { .. } => "gguf.tensor-misaligned",
-            LayoutProblem::Overlap { .. } => "gguf.tensor-overlap",
-            LayoutProblem::NotPacked { .. } => "gguf.tensor-not-packed",
-            LayoutProblem::NameTooLong { .. } => "gguf.tensor-name-too-long",
         }
     }
 

@@ -7,8 +7,8 @@
 //! it rebuilds only byte-level BPE with a known pre-tokenizer: SentencePiece and other models are
 //! refused with the reason.
 
-use super::metadata::Array;
 use super::parse::Header;
+use super::types::Array;
 
 impl Header {
     /// The tokenizer metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`).

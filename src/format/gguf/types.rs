@@ -1,6 +1,7 @@
-//! ggml tensor types: every type id llama.cpp's `ggml.h` defines, with its block size and bytes
-//! per block (`TYPES`), the ids removed upstream and why (`REMOVED_TYPES`), and per-type totals for
-//! `inspect` (`TypeBytes`, `describe_types`).
+//! The format's data types: every ggml tensor type id llama.cpp's `ggml.h` defines, with its block
+//! size and bytes per block (`TYPES`), the ids removed upstream and why (`REMOVED_TYPES`), per-type
+//! totals for `inspect` (`TypeBytes`, `describe_types`); and the metadata value types (`Value`,
+//! `Array`) the parser produces and `metadata` interprets.
 //!
 //! Sizes only: nothing here reads a file or decodes a block (dequantization lives in
 //! `model::gguf_weights`, block-scale checks in `checks::gguf::values`).
@@ -200,6 +201,178 @@ pub struct TypeBytes {
 /// Names a set of tensors by type for messages: `Q4_K ×120, F32 ×40`.
 pub fn describe_types(summary: &BTreeMap<GgmlType, TypeBytes>) -> String {
     summary.iter().map(|(t, b)| format!("{t} ×{}", b.tensors)).collect::<Vec<_>>().join(", ")
+}
+
+/// One metadata value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    String(String),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Array(Array),
+}
+
+/// A typed array; arrays of arrays hold one `Array` per element.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Array {
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    U16(Vec<u16>),
+    I16(Vec<i16>),
+    U32(Vec<u32>),
+    I32(Vec<i32>),
+    F32(Vec<f32>),
+    Bool(Vec<bool>),
+    String(Vec<String>),
+    U64(Vec<u64>),
+    I64(Vec<i64>),
+    F64(Vec<f64>),
+    Array(Vec<Array>),
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::U8(_) => "uint8",
+            Value::I8(_) => "int8",
+            Value::U16(_) => "uint16",
+            Value::I16(_) => "int16",
+            Value::U32(_) => "uint32",
+            Value::I32(_) => "int32",
+            Value::F32(_) => "float32",
+            Value::Bool(_) => "bool",
+            Value::String(_) => "string",
+            Value::U64(_) => "uint64",
+            Value::I64(_) => "int64",
+            Value::F64(_) => "float64",
+            Value::Array(_) => "array",
+        }
+    }
+
+    /// Any non-negative integer value.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::U8(v) => Some(v.into()),
+            Value::U16(v) => Some(v.into()),
+            Value::U32(v) => Some(v.into()),
+            Value::U64(v) => Some(v),
+            Value::I8(v) => u64::try_from(v).ok(),
+            Value::I16(v) => u64::try_from(v).ok(),
+            Value::I32(v) => u64::try_from(v).ok(),
+            Value::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// Any number.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::F32(v) => Some(v.into()),
+            Value::F64(v) => Some(v),
+            Value::I8(v) => Some(v.into()),
+            Value::I16(v) => Some(v.into()),
+            Value::I32(v) => Some(v.into()),
+            Value::I64(v) => Some(v as f64),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// A short rendering for `inspect`: scalars in full, strings cut, arrays as `[type; n]`.
+    pub fn summary(&self) -> String {
+        match self {
+            Value::String(s) if s.chars().count() > 80 => {
+                format!("{:?}… ({} bytes)", s.chars().take(60).collect::<String>(), s.len())
+            }
+            Value::String(s) => format!("{s:?}"),
+            Value::Array(a) => format!("[{}; {}]", a.elem_type_name(), a.len()),
+            Value::F32(v) => v.to_string(),
+            Value::F64(v) => v.to_string(),
+            Value::Bool(v) => v.to_string(),
+            other => other.as_u64().map(|v| v.to_string()).or_else(|| other.as_f64().map(|v| v.to_string())).unwrap_or_default(),
+        }
+    }
+}
+
+impl Array {
+    pub fn len(&self) -> usize {
+        match self {
+            Array::U8(v) => v.len(),
+            Array::I8(v) => v.len(),
+            Array::U16(v) => v.len(),
+            Array::I16(v) => v.len(),
+            Array::U32(v) => v.len(),
+            Array::I32(v) => v.len(),
+            Array::F32(v) => v.len(),
+            Array::Bool(v) => v.len(),
+            Array::String(v) => v.len(),
+            Array::U64(v) => v.len(),
+            Array::I64(v) => v.len(),
+            Array::F64(v) => v.len(),
+            Array::Array(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn elem_type_name(&self) -> &'static str {
+        match self {
+            Array::U8(_) => "uint8",
+            Array::I8(_) => "int8",
+            Array::U16(_) => "uint16",
+            Array::I16(_) => "int16",
+            Array::U32(_) => "uint32",
+            Array::I32(_) => "int32",
+            Array::F32(_) => "float32",
+            Array::Bool(_) => "bool",
+            Array::String(_) => "string",
+            Array::U64(_) => "uint64",
+            Array::I64(_) => "int64",
+            Array::F64(_) => "float64",
+            Array::Array(_) => "array",
+        }
+    }
+
+    /// Integer elements as i64 (token types, per-layer head counts), `None` for other types.
+    pub fn as_i64s(&self) -> Option<Vec<i64>> {
+        Some(match self {
+            Array::U8(v) => v.iter().map(|&x| x.into()).collect(),
+            Array::I8(v) => v.iter().map(|&x| x.into()).collect(),
+            Array::U16(v) => v.iter().map(|&x| x.into()).collect(),
+            Array::I16(v) => v.iter().map(|&x| x.into()).collect(),
+            Array::U32(v) => v.iter().map(|&x| x.into()).collect(),
+            Array::I32(v) => v.iter().map(|&x| x.into()).collect(),
+            Array::I64(v) => v.clone(),
+            Array::U64(v) => v.iter().map(|&x| i64::try_from(x).unwrap_or(i64::MAX)).collect(),
+            _ => return None,
+        })
+    }
 }
 
 #[cfg(test)]
