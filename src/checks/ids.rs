@@ -33,6 +33,7 @@ macro_rules! ids {
 }
 
 ids! {
+    CONFIG_UNSUPPORTED => "config.unsupported",
     FILES_MISSING_CONFIG => "files.missing-config",
     FILES_MISSING_TOKENIZER => "files.missing-tokenizer",
     FILES_PICKLE_IGNORED => "files.pickle-ignored",
@@ -130,6 +131,11 @@ ids! {
     VOCAB_ROWS_FAR_BEYOND_TOKENIZER => "vocab.rows-far-beyond-tokenizer",
     VOCAB_SPECIAL_ID_OUT_OF_RANGE => "vocab.special-id-out-of-range",
     VOCAB_TOKENIZER_EXCEEDS_ROWS => "vocab.tokenizer-exceeds-rows",
+    WEIGHTS_LAYERS_MISSING => "weights.layers-missing",
+    WEIGHTS_LM_HEAD_MISSING => "weights.lm-head-missing",
+    WEIGHTS_MISSING_TENSOR => "weights.missing-tensor",
+    WEIGHTS_NOT_FLOAT => "weights.not-float",
+    WEIGHTS_SHAPE_MISMATCH => "weights.shape-mismatch",
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod special;
 pub mod template;
 pub mod values;
 pub mod vocab;
+pub mod weights;
 
 use serde::Serialize;
 
@@ -119,6 +120,7 @@ pub fn run_all(ctx: &Context, opts: &LintOptions) -> Vec<Finding> {
     // An adapter directory's tokenizer and template (if saved) belong to its base model; they are
     // checked there, not against the adapter's missing config.
     if !ctx.dir.is_adapter() {
+        weights::check(ctx, &mut out);
         vocab::check(ctx, &mut out);
         special::check(ctx, &mut out);
         template::check(ctx, &mut out);

@@ -128,6 +128,9 @@ pub struct ArchSpec {
     pub max_positions: Option<usize>,
     /// Separate or fused projections (set from the weights when a model loads).
     pub topology: Topology,
+    /// What `config.json` says (or the family's transformers default): are embeddings and head
+    /// tied? A missing `lm_head` with this false is a random head in transformers, never a tie.
+    pub declared_tie: bool,
 }
 
 fn field_err(field: &str, detail: impl Into<String>) -> Error {
@@ -231,9 +234,11 @@ impl ArchSpec {
             (true, Some(q)) => q.powf(-0.5),
             _ => (head_dim as f64).powf(-0.5),
         };
+        // transformers' defaults: tied for the Gemma family, untied for the others.
+        let declared_tie = get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(gemma);
         let tied_embeddings = match has_lm_head {
             Some(h) => !h,
-            None => get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(gemma),
+            None => declared_tie,
         };
         let vocab_size = req("vocab_size")?;
         let intermediate = req("intermediate_size")?;
@@ -266,6 +271,7 @@ impl ArchSpec {
             sandwich_norms: matches!(family, Family::Gemma2 | Family::Gemma3),
             max_positions: get("max_position_embeddings").and_then(Value::as_u64).map(|v| v as usize),
             topology: Topology::default(),
+            declared_tie,
         })
     }
 }
@@ -301,6 +307,169 @@ fn parse_scaling(v: Option<&Value>, max_pos: Option<u64>) -> Result<RopeScaling>
             return Err(field_err("rope_scaling.rope_type", format!("`{other}` is not supported (linear, dynamic, llama3, yarn are)")))
         }
     })
+}
+
+/// A tensor the decoder loads, by HF name, with the shape it must have (`None`: any size there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedTensor {
+    pub name: String,
+    pub shape: Vec<Option<usize>>,
+    /// A linear layer's weight or bias: quantized checkpoints store it packed under other names.
+    pub linear: bool,
+}
+
+/// What is wrong with a checkpoint's tensors against its spec.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShapeProblem {
+    Missing {
+        name: String,
+    },
+    Shape {
+        name: String,
+        expected: Vec<Option<usize>>,
+        found: Vec<u64>,
+    },
+    /// A weight the engine computes with is not a float type.
+    NotFloat {
+        name: String,
+        dtype: String,
+    },
+    /// No `lm_head.weight` while the config does not tie it to the embeddings.
+    HeadMissing,
+    /// `num_hidden_layers` names layers the weights do not have (only the first is listed).
+    LayersMissing {
+        declared: usize,
+        present: usize,
+    },
+}
+
+impl ShapeProblem {
+    pub fn tensor(&self) -> &str {
+        match self {
+            ShapeProblem::Missing { name } | ShapeProblem::Shape { name, .. } | ShapeProblem::NotFloat { name, .. } => name,
+            ShapeProblem::HeadMissing => "lm_head.weight",
+            ShapeProblem::LayersMissing { .. } => "model.layers",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        let dims = |s: &[Option<usize>]| {
+            let d: Vec<String> = s.iter().map(|d| d.map(|d| d.to_string()).unwrap_or_else(|| "*".into())).collect();
+            format!("[{}]", d.join(", "))
+        };
+        match self {
+            ShapeProblem::Missing { name } => format!("`{name}` is missing: the decoder config.json describes needs it"),
+            ShapeProblem::Shape { name, expected, found } => {
+                format!("`{name}` has shape {found:?} but config.json implies {}", dims(expected))
+            }
+            ShapeProblem::NotFloat { name, dtype } => format!("`{name}` is {dtype}, not a float type the engine computes with"),
+            ShapeProblem::HeadMissing => "no `lm_head.weight` while config.json does not tie the embeddings \
+                (`tie_word_embeddings` false or unset): transformers initialises a random head, so the model outputs garbage"
+                .into(),
+            ShapeProblem::LayersMissing { declared, present } => {
+                format!("config.json declares {declared} layers but the weights hold {present}")
+            }
+        }
+    }
+}
+
+impl ArchSpec {
+    /// Every tensor the decoder loads for this spec, in load order.
+    pub fn expected_tensors(&self) -> Vec<ExpectedTensor> {
+        let (h, hd, kv, inter) = (self.hidden, self.head_dim, self.kv_heads, self.intermediate);
+        let mut out = Vec::new();
+        let mut push = |name: String, shape: Vec<Option<usize>>, linear: bool| out.push(ExpectedTensor { name, shape, linear });
+        push("model.embed_tokens.weight".into(), vec![None, Some(h)], false);
+        for i in 0..self.layers {
+            let (a, m) = (format!("model.layers.{i}.self_attn"), format!("model.layers.{i}.mlp"));
+            let attn: Vec<(&str, usize)> = if self.topology.fused_qkv {
+                vec![("qkv_proj", (self.heads + 2 * kv) * hd)]
+            } else {
+                vec![("q_proj", self.heads * hd), ("k_proj", kv * hd), ("v_proj", kv * hd)]
+            };
+            for (p, rows) in attn {
+                push(format!("{a}.{p}.weight"), vec![Some(rows), Some(h)], true);
+                if self.qkv_bias {
+                    push(format!("{a}.{p}.bias"), vec![Some(rows)], true);
+                }
+            }
+            push(format!("{a}.o_proj.weight"), vec![Some(h), Some(self.heads * hd)], true);
+            if self.topology.fused_gate_up {
+                push(format!("{m}.gate_up_proj.weight"), vec![Some(2 * inter), Some(h)], true);
+            } else {
+                push(format!("{m}.gate_proj.weight"), vec![Some(inter), Some(h)], true);
+                push(format!("{m}.up_proj.weight"), vec![Some(inter), Some(h)], true);
+            }
+            push(format!("{m}.down_proj.weight"), vec![Some(h), Some(inter)], true);
+            let mut norms = vec!["input_layernorm", "post_attention_layernorm"];
+            if self.sandwich_norms {
+                norms.extend(["pre_feedforward_layernorm", "post_feedforward_layernorm"]);
+            }
+            for n in norms {
+                push(format!("model.layers.{i}.{n}.weight"), vec![Some(h)], false);
+            }
+            if self.qk_norm {
+                push(format!("{a}.q_norm.weight"), vec![Some(hd)], false);
+                push(format!("{a}.k_norm.weight"), vec![Some(hd)], false);
+            }
+        }
+        push("model.norm.weight".into(), vec![Some(h)], false);
+        if !self.tied_embeddings {
+            push("lm_head.weight".into(), vec![None, Some(h)], true);
+        }
+        out
+    }
+
+    /// Checks stored tensors against `expected_tensors`. `lookup` gives a stored tensor's shape and
+    /// whether its dtype is a float type; `quantized`: linear layers are stored packed and not
+    /// checked here. Layers the config declares beyond those stored are one problem, not one per
+    /// tensor.
+    pub fn shape_problems(&self, lookup: impl Fn(&str) -> Option<(Vec<u64>, bool, String)>, quantized: bool) -> Vec<ShapeProblem> {
+        let mut out = Vec::new();
+        if self.tied_embeddings && !self.declared_tie {
+            out.push(ShapeProblem::HeadMissing);
+        }
+        // Layers stored at all (any of their tensors); stops at the first absent one, so a hostile
+        // `num_hidden_layers` costs one lookup round more than the real depth.
+        let has_layer = |i: usize| {
+            [
+                "input_layernorm.weight",
+                "self_attn.o_proj.weight",
+                "mlp.down_proj.weight",
+                "self_attn.q_proj.weight",
+                "self_attn.qkv_proj.weight",
+            ]
+            .iter()
+            .any(|t| lookup(&format!("model.layers.{i}.{t}")).is_some())
+        };
+        let present = (0..self.layers).take_while(|&i| has_layer(i)).count();
+        if present < self.layers {
+            out.push(ShapeProblem::LayersMissing { declared: self.layers, present });
+        }
+        let beyond = |name: &str| {
+            name.strip_prefix("model.layers.")
+                .and_then(|r| r.split('.').next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|n| n >= present)
+        };
+        for e in self.expected_tensors() {
+            if (quantized && e.linear) || beyond(&e.name) {
+                continue;
+            }
+            match lookup(&e.name) {
+                None => out.push(ShapeProblem::Missing { name: e.name }),
+                Some((shape, float, dtype)) => {
+                    let fits = shape.len() == e.shape.len() && shape.iter().zip(&e.shape).all(|(&s, x)| x.is_none_or(|x| s == x as u64));
+                    if !fits {
+                        out.push(ShapeProblem::Shape { name: e.name, expected: e.shape, found: shape });
+                    } else if !float {
+                        out.push(ShapeProblem::NotFloat { name: e.name, dtype });
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -151,6 +151,11 @@ pub fn f8_e5m2_to_f32(b: u8) -> f32 {
 /// Decodes little-endian float data to f32 (the engine's compute type on CPU; bf16 matmuls on
 /// CPU widen to f32 anyway); `None` for a type that is not a dense float. Pure data decoding: the
 /// engine, the merge check and the tests share it.
+/// Whether `decode_f32` decodes this dtype: the float types the engine computes with.
+pub fn engine_float(dtype: Dtype) -> bool {
+    matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64 | Dtype::F8_E4M3 | Dtype::F8_E5M2)
+}
+
 pub fn decode_f32(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
     Some(match dtype {
         Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),

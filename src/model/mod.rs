@@ -108,10 +108,25 @@ pub fn load_with(dir: &HfDir, w: &dyn weights::WeightSource, device: &Device, dt
         .as_ref()
         .ok_or_else(|| Error::NotACheckpoint { path: dir.root.clone(), reason: "no config.json, so the architecture is unknown".into() })?;
     let has_head = dir.tensor("lm_head.weight").is_some();
-    let spec = arch::ArchSpec::from_config(&cfg.value, Some(has_head)).map_err(|e| match e {
+    let mut spec = arch::ArchSpec::from_config(&cfg.value, Some(has_head)).map_err(|e| match e {
         Error::Field { field, detail, .. } => Error::Field { path: cfg.path.clone(), field, detail },
         other => other,
     })?;
+    // The decoder never meets a tensor it has not validated: the same checks as lint's
+    // `weights.*` findings, on the stored shapes, before anything is loaded.
+    spec.topology = arch::Topology::from_weights(|n| w.has(n));
+    let quantized = crate::format::quant::QuantConfig::from_config_json(dir).is_some();
+    let lookup = |name: &str| {
+        dir.tensor(name).map(|(_, t)| (t.shape.clone(), crate::format::dtype::engine_float(t.dtype), t.dtype.name().to_string()))
+    };
+    if let Some(p) = spec.shape_problems(lookup, quantized).into_iter().next() {
+        let path = dir.tensor(p.tensor()).map(|(f, _)| f.path.clone()).unwrap_or_else(|| cfg.path.clone());
+        return Err(Error::Tensor {
+            path,
+            tensor: p.tensor().to_string(),
+            detail: format!("{}; run `ckptcheck lint` for every problem", p.message()),
+        });
+    }
     Model::load(spec, w, device, dtype)
 }
 

@@ -1,0 +1,249 @@
+//! Issue 12, class 4: every reason compare can refuse a checkpoint is a lint error with a stable id
+//! first, and the engine never meets a shape it has not validated nor papers over a missing
+//! tensor. Each case breaks the synthetic checkpoint one way and asserts lint's exit code and
+//! finding id, then that compare refuses it with an error naming the tensor or field.
+
+use serde_json::json;
+
+use crate::common::*;
+
+/// One way to break a healthy checkpoint, the finding lint must report, and what compare's error
+/// must name (`None`: compare runs — the finding is about a model that runs wrong).
+struct Case {
+    name: &'static str,
+    damage: fn(&mut Fixture),
+    id: &'static str,
+    compare_names: Option<&'static str>,
+}
+
+fn remove(f: &mut Fixture, name: &str) {
+    let before = f.tensors.len();
+    f.tensors.retain(|t| t.name != name);
+    assert_eq!(f.tensors.len(), before - 1, "fixture has no {name}");
+}
+
+fn reshape(f: &mut Fixture, name: &str, shape: &[usize]) {
+    let seed = 99;
+    let t = f32_tensor(name, shape, seed);
+    *f.tensor_mut(name) = t;
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "missing layer tensor",
+        damage: |f| remove(f, "model.layers.1.mlp.down_proj.weight"),
+        id: "weights.missing-tensor",
+        compare_names: Some("model.layers.1.mlp.down_proj.weight"),
+    },
+    Case {
+        name: "missing final norm",
+        damage: |f| remove(f, "model.norm.weight"),
+        id: "weights.missing-tensor",
+        compare_names: Some("model.norm.weight"),
+    },
+    Case {
+        name: "i32 weight",
+        damage: |f| {
+            let t = f.tensor_mut("model.layers.0.self_attn.o_proj.weight");
+            t.dtype = safetensors::Dtype::I32;
+        },
+        id: "weights.not-float",
+        compare_names: Some("model.layers.0.self_attn.o_proj.weight"),
+    },
+    Case {
+        name: "bool weight",
+        damage: |f| {
+            let t = f32_tensor("model.layers.0.mlp.up_proj.weight", &[16, HIDDEN], 5);
+            let n = t.shape.iter().product::<usize>();
+            *f.tensor_mut("model.layers.0.mlp.up_proj.weight") =
+                Tensor { name: t.name, dtype: safetensors::Dtype::BOOL, shape: t.shape, data: vec![1u8; n] };
+        },
+        id: "weights.not-float",
+        compare_names: Some("model.layers.0.mlp.up_proj.weight"),
+    },
+    Case {
+        name: "wrong q_proj shape",
+        damage: |f| reshape(f, "model.layers.0.self_attn.q_proj.weight", &[HIDDEN + 2, HIDDEN]),
+        id: "weights.shape-mismatch",
+        compare_names: Some("q_proj"),
+    },
+    Case {
+        name: "transposed down_proj",
+        damage: |f| reshape(f, "model.layers.1.mlp.down_proj.weight", &[16, HIDDEN]),
+        id: "weights.shape-mismatch",
+        compare_names: Some("down_proj"),
+    },
+    Case {
+        name: "0-d norm",
+        damage: |f| reshape(f, "model.layers.0.input_layernorm.weight", &[]),
+        id: "weights.shape-mismatch",
+        compare_names: Some("input_layernorm"),
+    },
+    Case {
+        name: "embedding of the wrong width",
+        damage: |f| reshape(f, "model.embed_tokens.weight", &[WORDS.len(), HIDDEN + 1]),
+        id: "weights.shape-mismatch",
+        compare_names: Some("embed_tokens"),
+    },
+    Case {
+        name: "num_hidden_layers 0",
+        damage: |f| f.config["num_hidden_layers"] = json!(0),
+        id: "config.unsupported",
+        compare_names: Some("num_hidden_layers"),
+    },
+    Case {
+        name: "num_hidden_layers 1e9",
+        damage: |f| f.config["num_hidden_layers"] = json!(1_000_000_000u64),
+        id: "config.unsupported",
+        compare_names: Some("num_hidden_layers"),
+    },
+    Case {
+        name: "num_hidden_layers beyond the weights",
+        damage: |f| f.config["num_hidden_layers"] = json!(LAYERS + 1),
+        id: "weights.layers-missing",
+        compare_names: Some("model.layers"),
+    },
+    Case {
+        name: "huge num_hidden_layers within range",
+        damage: |f| f.config["num_hidden_layers"] = json!(1 << 20),
+        id: "weights.layers-missing",
+        compare_names: Some("1048576 layers"),
+    },
+    Case {
+        name: "zero heads",
+        damage: |f| f.config["num_attention_heads"] = json!(0),
+        id: "config.unsupported",
+        compare_names: Some("num_attention_heads"),
+    },
+    Case {
+        name: "zero kv heads",
+        damage: |f| f.config["num_key_value_heads"] = json!(0),
+        id: "config.unsupported",
+        compare_names: Some("num_key_value_heads"),
+    },
+    Case {
+        name: "kv heads not dividing heads",
+        damage: |f| {
+            f.config["num_attention_heads"] = json!(4);
+            f.config["num_key_value_heads"] = json!(3);
+        },
+        id: "config.unsupported",
+        compare_names: Some("num_key_value_heads"),
+    },
+    Case { name: "head_dim 0", damage: |f| f.config["head_dim"] = json!(0), id: "config.unsupported", compare_names: Some("head_dim") },
+    Case {
+        name: "head_dim wrong for the weights",
+        damage: |f| f.config["head_dim"] = json!(2 * HIDDEN),
+        id: "weights.shape-mismatch",
+        compare_names: Some("q_proj"),
+    },
+    Case {
+        name: "vocab_size negative",
+        damage: |f| f.config["vocab_size"] = json!(-1024),
+        id: "config.unsupported",
+        compare_names: Some("vocab_size"),
+    },
+    Case {
+        name: "vocab_size a string",
+        damage: |f| f.config["vocab_size"] = json!("1024"),
+        id: "config.unsupported",
+        compare_names: Some("vocab_size"),
+    },
+    Case {
+        name: "hidden_size narrower than the weights",
+        damage: |f| {
+            f.config["hidden_size"] = json!(HIDDEN - 2);
+            f.config["head_dim"] = json!(HIDDEN / 2);
+        },
+        id: "weights.shape-mismatch",
+        compare_names: Some("embed_tokens"),
+    },
+    Case {
+        name: "intermediate_size wrong",
+        damage: |f| f.config["intermediate_size"] = json!(12),
+        id: "weights.shape-mismatch",
+        compare_names: Some("gate_proj"),
+    },
+    Case {
+        name: "unknown model_type",
+        damage: |f| f.config["model_type"] = json!("mamba"),
+        id: "config.unsupported",
+        compare_names: Some("model_type"),
+    },
+    Case {
+        name: "lm_head missing, tie false",
+        damage: |f| remove(f, "lm_head.weight"),
+        id: "weights.lm-head-missing",
+        compare_names: Some("lm_head.weight"),
+    },
+    Case {
+        name: "lm_head missing, tie unset (llama default: untied)",
+        damage: |f| {
+            remove(f, "lm_head.weight");
+            f.config.as_object_mut().unwrap().remove("tie_word_embeddings");
+        },
+        id: "weights.lm-head-missing",
+        compare_names: Some("lm_head.weight"),
+    },
+];
+
+fn prompts(dir: &std::path::Path) -> String {
+    let p = dir.join("prompts.jsonl");
+    std::fs::write(&p, "{\"messages\": [{\"role\": \"user\", \"content\": \"What is 6 times 7 ?\"}]}\n").unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn every_refusal_is_a_lint_error_first() {
+    let d = tmp();
+    let p = prompts(d.path());
+    let healthy = d.path().join("healthy");
+    Fixture::healthy().write(&healthy);
+    let mut failures = Vec::new();
+    for (i, c) in CASES.iter().enumerate() {
+        let m = d.path().join(format!("case{i}"));
+        let mut f = Fixture::healthy();
+        (c.damage)(&mut f);
+        f.write(&m);
+        let lint = lint_json(&m);
+        let ids = lint.finding_ids();
+        if lint.code != 1 || !ids.iter().any(|x| x == c.id) {
+            failures.push(format!("{}: lint exit {} with {ids:?}, expected {} (exit 1)", c.name, lint.code, c.id));
+            continue;
+        }
+        let r = ckptcheck(&["compare", "--prompts", &p, "--max-new-tokens", "2", healthy.to_str().unwrap(), m.to_str().unwrap()]);
+        match c.compare_names {
+            Some(what) if r.code != 2 || !r.stderr.contains(what) => {
+                failures.push(format!("{}: compare exit {}, stderr must name `{what}`:\n{}", c.name, r.code, r.stderr))
+            }
+            _ => {}
+        }
+        if r.stderr.contains("shape mismatch in matmul") || r.stderr.contains("panicked") {
+            failures.push(format!("{}: the engine met an unvalidated shape:\n{}", c.name, r.stderr));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases:\n{}", failures.len(), CASES.len(), failures.join("\n\n"));
+}
+
+/// A model that ties its head (config says so) is not flagged.
+#[test]
+fn a_declared_tie_without_lm_head_is_clean() {
+    let d = tmp();
+    let mut f = Fixture::healthy();
+    remove(&mut f, "lm_head.weight");
+    f.config["tie_word_embeddings"] = json!(true);
+    f.write(d.path());
+    let ids = lint_json(d.path()).finding_ids();
+    assert!(!ids.iter().any(|i| i.starts_with("weights.") || i.starts_with("config.")), "{ids:?}");
+}
+
+/// Every zoo model (dense, quantized, tied, untied, sandwich-norm, qk-norm, biased) satisfies the
+/// shape checks: they are not noise on real checkpoints.
+#[test]
+fn zoo_models_have_no_weights_findings() {
+    for entry in std::fs::read_dir(zoo_path("models")).unwrap() {
+        let dir = entry.unwrap().path();
+        let ids = lint_json(&dir).finding_ids();
+        assert!(!ids.iter().any(|i| i.starts_with("weights.") || i.starts_with("config.")), "{}: {ids:?}", dir.display());
+    }
+}
