@@ -80,8 +80,8 @@ pub struct CompareArgs {
     /// Prompts as JSONL (`{"messages": [...]}` or `{"text": ...}` per line); default: built-in set.
     #[arg(long)]
     pub prompts: Option<PathBuf>,
-    /// Use only the first N prompts.
-    #[arg(long)]
+    /// Use only the first N prompts (N ≥ 1).
+    #[arg(long, value_parser = at_least_one)]
     pub max_prompts: Option<usize>,
     /// Longest greedy answer, in tokens.
     #[arg(long, default_value_t = 32)]
@@ -175,4 +175,13 @@ pub struct GateArgs {
     /// Fail on warnings too.
     #[arg(long)]
     pub strict: bool,
+}
+
+/// A count that must be at least 1 (`--max-prompts 0` would score nothing and judge it).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }

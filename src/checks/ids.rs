@@ -33,6 +33,10 @@ macro_rules! ids {
 }
 
 ids! {
+    ADAPTER_INVALID => "adapter.invalid",
+    ADAPTER_NO_MODULES => "adapter.no-modules",
+    ADAPTER_RANK_MISMATCH => "adapter.rank-mismatch",
+    ADAPTER_UNSUPPORTED => "adapter.unsupported",
     CONFIG_UNSUPPORTED => "config.unsupported",
     FILES_MISSING_CONFIG => "files.missing-config",
     FILES_MISSING_TOKENIZER => "files.missing-tokenizer",
@@ -90,6 +94,7 @@ ids! {
     LINEAGE_TOKENIZER_CHANGED => "lineage.tokenizer-changed",
     LINEAGE_TOKENS_ADDED => "lineage.tokens-added",
     MERGE_ADAPTER_SHAPE => "merge.adapter-shape",
+    MERGE_ADAPTER_NOT_FINITE => "merge.adapter-not-finite",
     MERGE_MISMATCH => "merge.mismatch",
     MERGE_MODULE_MISSING => "merge.module-missing",
     MERGE_MODULE_NOT_IN_BASE => "merge.module-not-in-base",

@@ -35,7 +35,8 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
             .hint("delete them if the safetensors weights are complete; loaders may prefer them otherwise"),
         );
     }
-    if dir.config.is_none() && !dir.is_adapter() {
+    // An unparseable config.json is `files.unreadable` above, not missing.
+    if dir.config.is_none() && !dir.is_adapter() && !dir.root.join(hf::CONFIG).exists() {
         out.push(
             Finding::new(ids::FILES_MISSING_CONFIG, Severity::Error, hf::CONFIG, "no config.json: the architecture is unknown")
                 .hint("save the model with `save_pretrained`, which writes config.json beside the weights"),

@@ -92,6 +92,7 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
     let mut rows = Vec::new();
     let merged_file = |name: &str| merged.tensor(name).map(|(f, _)| merged.rel(&f.path)).unwrap_or_else(|| "model.safetensors".into());
 
+    super::adapter::applicable(adapter, &mut findings);
     if merged.tensors().any(|(_, t)| t.name.contains(".lora_A.") || t.name.contains(".lora_B.")) {
         findings.push(
             Finding::new(
@@ -121,6 +122,21 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
                     format!("`{}`: lora_A {:?} and lora_B {:?} do not multiply", m.base, a.shape, b.shape),
                 )
                 .field(m.a.clone()),
+            );
+            continue;
+        }
+        // A NaN/Inf factor makes every merge of it non-finite: name the adapter, not the merge.
+        let bad = a.v.iter().chain(&b.v).filter(|x| !x.is_finite()).count();
+        if bad > 0 {
+            findings.push(
+                Finding::new(
+                    ids::MERGE_ADAPTER_NOT_FINITE,
+                    Severity::Error,
+                    "adapter_model.safetensors",
+                    format!("`{}`: lora_A / lora_B hold {bad} NaN/Inf values, so no merge of them can be right", m.base),
+                )
+                .field(m.a.clone())
+                .hint("the adapter itself is broken (training diverged or the save was damaged): retrain or re-save it"),
             );
             continue;
         }

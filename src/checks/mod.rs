@@ -3,6 +3,7 @@
 //!
 //! Finding ids are stable (`area.what`) and documented in `docs/lint.md`; tests refer to them.
 
+pub mod adapter;
 pub mod gguf;
 pub mod ids;
 pub mod integrity;
@@ -114,6 +115,7 @@ pub struct LintOptions {
 pub fn run_all(ctx: &Context, opts: &LintOptions) -> Vec<Finding> {
     let mut out = Vec::new();
     integrity::check(ctx, &mut out);
+    adapter::check(ctx, &mut out);
     if !opts.no_values {
         values::check(ctx, &mut out);
     }

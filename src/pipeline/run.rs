@@ -223,14 +223,16 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
     for s in &mut steps {
         judge_step(s);
     }
-    let first_bad = steps.iter().find(|s| !s.is_reference && (s.status == Verdict::Fail || s.error.is_some()));
+    // Only a judged failure breaks a lineage; a step that could not run is reported as such (the
+    // run is incomplete, exit 2), never blamed for the break.
+    let first_bad = steps.iter().find(|s| !s.is_reference && s.status == Verdict::Fail && s.error.is_none());
     let verdict = steps.iter().map(|s| if s.error.is_some() { Verdict::Fail } else { s.status }).max().unwrap_or(Verdict::Pass);
     Ok(PipelineReport {
         schema_version: REPORT_SCHEMA_VERSION,
         name: m.name.clone(),
         reference: m.steps[m.reference].label.clone(),
         first_bad_step: first_bad.map(|s| s.label.clone()),
-        cause: first_bad.and_then(|s| s.cause.clone().or_else(|| s.error.clone())),
+        cause: first_bad.and_then(|s| s.cause.clone()),
         incomplete: steps.iter().any(|s| s.error.is_some()),
         steps,
         verdict,

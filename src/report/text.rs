@@ -72,15 +72,24 @@ impl Text {
             }
         }
         o.push('\n');
+        let unrun: Vec<String> = r.steps.iter().filter(|s| s.error.is_some()).map(|s| format!("{} `{}`", s.index, s.label)).collect();
+        if !unrun.is_empty() {
+            o.push_str(&format!(
+                "incomplete: step {} could not run (see above); the verdict covers the other steps\n",
+                unrun.join(", step ")
+            ));
+        }
         match (&r.first_bad_step, &r.cause) {
             (Some(step), Some(cause)) => {
                 let i = r.steps.iter().find(|s| &s.label == step).map(|s| s.index).unwrap_or(0);
                 o.push_str(&format!("step {i} `{step}` breaks it: {cause}\n"));
             }
             (Some(step), None) => o.push_str(&format!("step `{step}` breaks it\n")),
-            (None, _) => {
-                o.push_str(&format!("no step crossed a threshold{}\n", if r.verdict == Verdict::Warn { " (warnings above)" } else { "" }))
-            }
+            (None, _) => o.push_str(&format!(
+                "no {}step crossed a threshold{}\n",
+                if unrun.is_empty() { "" } else { "step that ran " },
+                if r.verdict == Verdict::Warn { " (warnings above)" } else { "" }
+            )),
         }
         o
     }

@@ -247,3 +247,160 @@ fn zoo_models_have_no_weights_findings() {
         assert!(!ids.iter().any(|i| i.starts_with("weights.") || i.starts_with("config.")), "{}: {ids:?}", dir.display());
     }
 }
+
+/// A copy of the zoo's LoRA adapter with its adapter_config.json edited.
+fn adapter_with(d: &std::path::Path, edit: impl Fn(&mut serde_json::Value)) -> std::path::PathBuf {
+    let src = zoo_path("models/llama-lora-adapter");
+    let dst = d.join("adapter");
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
+    }
+    let cfg = dst.join("adapter_config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    dst
+}
+
+/// Adapter configs merge-check or `BASE+ADAPTER` would refuse or misread are lint errors first.
+#[test]
+fn broken_adapter_configs_are_lint_errors_first() {
+    type Edit = fn(&mut serde_json::Value);
+    let cases: &[(&str, Edit, &str)] = &[
+        ("r 0", |v| v["r"] = json!(0), "adapter.invalid"),
+        ("r negative", |v| v["r"] = json!(-8), "adapter.invalid"),
+        ("r 2^62", |v| v["r"] = json!(1u64 << 62), "adapter.invalid"),
+        ("alpha a string", |v| v["lora_alpha"] = json!("16"), "adapter.invalid"),
+        ("IA3", |v| v["peft_type"] = json!("IA3"), "adapter.unsupported"),
+        ("r inconsistent with the tensors", |v| v["r"] = json!(4), "adapter.rank-mismatch"),
+    ];
+    let base = zoo_path("models/llama-instruct");
+    let merged = zoo_path("models/llama-lora-merged");
+    let mut failures = Vec::new();
+    for (name, edit, id) in cases {
+        let d = tmp();
+        let a = adapter_with(d.path(), edit);
+        let lint = lint_json(&a);
+        let ids = lint.finding_ids();
+        if lint.code != 1 || !ids.iter().any(|x| x == id) {
+            failures.push(format!("{name}: lint exit {} with {ids:?}, expected {id}", lint.code));
+        }
+        // merge-check refuses (2) or fails (1) it; never passes it.
+        let r = ckptcheck(&[
+            "merge-check",
+            "--base",
+            base.to_str().unwrap(),
+            "--adapter",
+            a.to_str().unwrap(),
+            "--merged",
+            merged.to_str().unwrap(),
+        ]);
+        if r.code == 0 {
+            failures.push(format!("{name}: merge-check passed a broken adapter:\n{}", r.stdout));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn an_adapter_with_no_modules_is_an_error() {
+    let d = tmp();
+    let a = adapter_with(d.path(), |_| {});
+    // Keep only the non-LoRA tensors: an adapter whose targets matched nothing.
+    let f = a.join("adapter_model.safetensors");
+    let bytes = std::fs::read(&f).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st.tensors().into_iter().filter(|(n, _)| !n.contains("lora_")).collect();
+    std::fs::write(&f, safetensors::serialize(kept, None).unwrap()).unwrap();
+    let lint = lint_json(&a);
+    assert_eq!(lint.code, 1, "{}", lint.stdout);
+    assert!(lint.finding_ids().contains(&"adapter.no-modules".to_string()), "{:?}", lint.finding_ids());
+}
+
+#[test]
+fn the_zoo_adapters_are_clean() {
+    for a in ["models/llama-lora-adapter", "models/llama-dora-adapter"] {
+        let ids = lint_json(&zoo_path(a)).finding_ids();
+        assert!(!ids.iter().any(|i| i.starts_with("adapter.")), "{a}: {ids:?}");
+    }
+}
+
+/// Regression (issue 12, wrong blame): an unparseable config.json was also reported as missing.
+#[test]
+fn an_unparseable_config_is_unreadable_not_missing() {
+    let d = tmp();
+    Fixture::healthy().write(d.path());
+    std::fs::write(d.path().join("config.json"), "{not json").unwrap();
+    let ids = lint_json(d.path()).finding_ids();
+    assert!(ids.contains(&"files.unreadable".to_string()) && !ids.contains(&"files.missing-config".to_string()), "{ids:?}");
+}
+
+/// Regression (issue 12, wrong blame): `--max-prompts 0` scored nothing and failed on "top1 0".
+#[test]
+fn max_prompts_zero_is_a_usage_error() {
+    let m = zoo_path("models/llama-instruct");
+    let r = ckptcheck(&["compare", "--max-prompts", "0", m.to_str().unwrap(), m.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--max-prompts") && r.stderr.contains("at least 1"), "{}", r.stderr);
+}
+
+/// Regression (issue 12, wrong blame): NaN in lora_A was diagnosed as a merge into the wrong module.
+#[test]
+fn nan_in_the_adapter_is_named_as_such() {
+    let d = tmp();
+    let a = adapter_with(d.path(), |_| {});
+    let f = a.join("adapter_model.safetensors");
+    let bytes = std::fs::read(&f).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec())).collect();
+    let (_, dtype, _, data) = owned.iter_mut().find(|(n, ..)| n.contains("lora_A")).unwrap();
+    let nan: &[u8] = match dtype {
+        safetensors::Dtype::F32 => &[0, 0, 0xc0, 0x7f],
+        safetensors::Dtype::BF16 => &[0xc0, 0x7f],
+        _ => &[0x00, 0x7e],
+    };
+    data[..nan.len()].copy_from_slice(nan);
+    let views: Vec<(String, safetensors::tensor::TensorView)> =
+        owned.iter().map(|(n, dt, s, d)| (n.clone(), safetensors::tensor::TensorView::new(*dt, s.clone(), d).unwrap())).collect();
+    std::fs::write(&f, safetensors::serialize(views, None).unwrap()).unwrap();
+    let r = ckptcheck(&[
+        "merge-check",
+        "--json",
+        "--base",
+        zoo_path("models/llama-instruct").to_str().unwrap(),
+        "--adapter",
+        a.to_str().unwrap(),
+        "--merged",
+        zoo_path("models/llama-lora-merged").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let ids = r.finding_ids();
+    assert!(ids.contains(&"merge.adapter-not-finite".to_string()) && !ids.contains(&"merge.wrong-module".to_string()), "{ids:?}");
+}
+
+/// Regression (issue 12, wrong blame): a step that could not run was called the one that breaks
+/// the lineage.
+#[test]
+fn a_step_that_could_not_run_is_not_blamed() {
+    let d = tmp();
+    let model = zoo_path("models/llama-instruct");
+    let m = d.path().join("m.toml");
+    std::fs::write(
+        &m,
+        format!(
+            "prompts = \"{}\"\nmax_new_tokens = 4\n[[step]]\nlabel = \"base\"\npath = \"{}\"\n[[step]]\nlabel = \"gone\"\npath = \"{}\"\n",
+            zoo_path("prompts.jsonl").display(),
+            model.display(),
+            d.path().join("nowhere").display()
+        ),
+    )
+    .unwrap();
+    let r = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.json()["first_bad_step"].is_null(), "{}", r.stdout);
+    let t = ckptcheck(&["bisect", m.to_str().unwrap()]);
+    assert!(t.stdout.contains("incomplete: step 1 `gone` could not run") && !t.stdout.contains("breaks it"), "{}", t.stdout);
+}
