@@ -83,6 +83,17 @@ impl Checkpoint {
         }
     }
 
+    /// Opens `path`, which must be a PEFT adapter directory (`merge-check --adapter`).
+    pub fn open_adapter(path: &Path) -> Result<Adapter> {
+        match Self::open(path)? {
+            Checkpoint::Adapter(d) => Adapter::open(&d.root),
+            other => Err(Error::NotACheckpoint {
+                path: path.to_path_buf(),
+                reason: format!("this needs a PEFT adapter directory (adapter_config.json), and this is {}", other.kind()),
+            }),
+        }
+    }
+
     /// What it is, in words.
     pub fn kind(&self) -> &'static str {
         match self {

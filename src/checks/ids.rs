@@ -114,6 +114,7 @@ ids! {
     QUANT_GPTQ_ZERO_OVERFLOW => "quant.gptq-zero-overflow",
     SPECIAL_BOS_MISMATCH => "special.bos-mismatch",
     SPECIAL_EOS_MISMATCH => "special.eos-mismatch",
+    SPECIAL_INVALID_ID => "special.invalid-id",
     SPECIAL_NO_EOS => "special.no-eos",
     SPECIAL_PAD_IS_EOS => "special.pad-is-eos",
     SPECIAL_PAD_MISMATCH => "special.pad-mismatch",

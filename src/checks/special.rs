@@ -8,7 +8,47 @@ use super::{Context, Finding, Severity};
 use crate::checks::ids;
 use crate::format::tokens::{stop_ids, Role, SpecialDecl};
 
+/// Invalid values quoted in one message; the count says how many there are in all.
+const SHOWN_BAD_VALUES: usize = 3;
+
+/// `*_token_id` fields that hold something other than a non-negative integer or a list of them
+/// (a string, -1, 2.5, 1e30): transformers refuses or misreads them, and the other checks would
+/// silently see no id.
+fn invalid_ids(ctx: &Context, out: &mut Vec<Finding>) {
+    for doc in [&ctx.dir.config, &ctx.dir.generation_config].into_iter().flatten() {
+        for role in Role::ALL {
+            let field = format!("{}_token_id", role.name());
+            let Some(v) = doc.value.get(&field).filter(|v| !v.is_null()) else { continue };
+            let items: Vec<&serde_json::Value> = match v {
+                serde_json::Value::Array(a) => a.iter().collect(),
+                one => vec![one],
+            };
+            let bad: Vec<String> = items.iter().filter(|x| x.as_u64().is_none()).map(|x| x.to_string()).collect();
+            if bad.is_empty() {
+                continue;
+            }
+            let shown: Vec<&str> = bad.iter().take(SHOWN_BAD_VALUES).map(String::as_str).collect();
+            out.push(
+                Finding::new(
+                    ids::SPECIAL_INVALID_ID,
+                    Severity::Error,
+                    doc.file_name(),
+                    format!(
+                        "`{field}` holds {} value(s) that are not token ids: {}{}",
+                        bad.len(),
+                        shown.join(", "),
+                        if bad.len() > shown.len() { ", …" } else { "" }
+                    ),
+                )
+                .field(field)
+                .hint("a token id is a non-negative integer (or a list of them): write the tokenizer's id for the token"),
+            );
+        }
+    }
+}
+
 pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
+    invalid_ids(ctx, out);
     for d in &ctx.decls {
         if let (Some(tok), true, Some(_)) = (&d.token, d.ids.is_empty(), &ctx.tokenizer) {
             out.push(

@@ -7,7 +7,6 @@ use crate::checks::merge::{self, MergeReport};
 use crate::checks::Severity;
 use crate::cli::MergeCheckArgs;
 use crate::commands::{lint, Outcome};
-use crate::format::lora::Adapter;
 use crate::output::Printer;
 use crate::report::{self, Report};
 
@@ -28,7 +27,7 @@ struct MergeCheckReport<'a> {
 
 pub fn run(args: &MergeCheckArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let base = Checkpoint::open_hf(&args.base)?;
-    let adapter = Adapter::open(&args.adapter)?;
+    let adapter = Checkpoint::open_adapter(&args.adapter)?;
     let merged = Checkpoint::open_hf(&args.merged)?;
     let MergeReport { modules, findings } = merge::check(&base, &adapter, &merged)?;
     let fail_level = if args.strict { Severity::Warning } else { Severity::Error };

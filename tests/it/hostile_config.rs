@@ -404,3 +404,32 @@ fn a_step_that_could_not_run_is_not_blamed() {
     let t = ckptcheck(&["bisect", m.to_str().unwrap()]);
     assert!(t.stdout.contains("incomplete: step 1 `gone` could not run") && !t.stdout.contains("breaks it"), "{}", t.stdout);
 }
+
+/// Token-id fields holding what is not an id were silently dropped (no id: nothing checked).
+#[test]
+fn invalid_token_ids_are_errors() {
+    for (name, v) in [
+        ("string", json!("2")),
+        ("negative", json!(-1)),
+        ("huge float", json!(1e30)),
+        ("fraction", json!(2.5)),
+        ("mixed list", json!([2, "x"])),
+    ] {
+        let d = tmp();
+        let mut f = Fixture::healthy();
+        f.generation_config = Some(json!({"eos_token_id": v, "pad_token_id": 0}));
+        f.write(d.path());
+        let r = lint_json(d.path());
+        assert_eq!(r.code, 1, "{name}: {}", r.stdout);
+        let found = r.finding("special.invalid-id");
+        assert_eq!((found["file"].as_str(), found["field"].as_str()), (Some("generation_config.json"), Some("eos_token_id")), "{name}");
+    }
+}
+
+#[test]
+fn merge_check_names_what_each_path_must_be() {
+    let m = zoo_path("models/llama-instruct");
+    let r = ckptcheck(&["merge-check", "--base", m.to_str().unwrap(), "--adapter", m.to_str().unwrap(), "--merged", m.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("needs a PEFT adapter directory") && r.stderr.contains("llama-instruct"), "{}", r.stderr);
+}
