@@ -55,7 +55,12 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     printer.note(&format!("loading {}", args.candidate.display()));
     let c = Variant::open(&args.candidate, &device, &settings)?;
     let bar = Bar::new(printer);
-    let opts = CompareOptions { max_new_tokens: args.max_new_tokens, layers: args.layers, thresholds };
+    let opts = CompareOptions {
+        prompts_from: crate::compare::prompts::source_name(args.prompts.as_deref()),
+        max_new_tokens: args.max_new_tokens,
+        layers: args.layers,
+        thresholds,
+    };
     let result = compare(&r, &c, &prompts, &opts, &bar)?;
     bar.0.finish_and_clear();
     let report = CompareReport { schema_version: COMPARE_SCHEMA_VERSION, result };

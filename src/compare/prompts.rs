@@ -44,6 +44,11 @@ impl Prompt {
     }
 }
 
+/// The prompts' origin as messages name it: the JSONL file, or `<built-in prompts>`.
+pub fn source_name(file: Option<&Path>) -> std::path::PathBuf {
+    file.map(Path::to_path_buf).unwrap_or_else(|| "<built-in prompts>".into())
+}
+
 /// Lines longer than this in a prompts file are refused (a 1 MB prompt is not a probe).
 const MAX_PROMPT_BYTES: usize = 1 << 20;
 

@@ -2,6 +2,8 @@
 //! scored teacher-forced on prompt + reference answer + end-of-turn token (identical ids for
 //! both); each candidate also generates on its own to see whether it still stops.
 
+use std::path::PathBuf;
+
 use candle_core::Tensor;
 use serde::Serialize;
 
@@ -18,6 +20,8 @@ pub const MAX_SEQ_TOKENS: usize = 16384;
 
 #[derive(Debug, Clone)]
 pub struct CompareOptions {
+    /// Where the prompts come from (a JSONL file, or `<built-in prompts>`), for messages.
+    pub prompts_from: PathBuf,
     pub max_new_tokens: usize,
     pub layers: bool,
     pub thresholds: Thresholds,
@@ -173,24 +177,20 @@ fn reference_answers(
     let cand_rows = c.model.spec.vocab_size;
     let mut seqs = Vec::with_capacity(prompts.len());
     let mut tokenization = Tokenization::default();
-    for p in prompts {
+    for (i, p) in prompts.iter().enumerate() {
         let prompt_ids = r.encode_prompt(p)?;
+        // A prompt that cannot be scored is the prompt's problem: name its file and number.
+        let bad_prompt = |detail: String| Error::Field { path: opts.prompts_from.clone(), field: format!("prompt {}", i + 1), detail };
         if prompt_ids.len() + opts.max_new_tokens + 1 > MAX_SEQ_TOKENS {
-            return Err(Error::Tokenizer {
-                path: r.tokenizer.path.clone(),
-                detail: format!(
+            return Err(bad_prompt(format!(
                     "prompt {:?} is {} tokens; with --max-new-tokens {} that exceeds the {MAX_SEQ_TOKENS} tokens the engine scores in one pass (attention is quadratic): shorten it",
                     p.label(),
                     prompt_ids.len(),
-                    opts.max_new_tokens
-                ),
-            });
+                opts.max_new_tokens
+            )));
         }
         if prompt_ids.is_empty() {
-            return Err(Error::Tokenizer {
-                path: r.tokenizer.path.clone(),
-                detail: format!("prompt {:?} encodes to no tokens; give it some text", p.label()),
-            });
+            return Err(bad_prompt(format!("prompt {:?} encodes to no tokens; give it some text", p.label())));
         }
         // The candidate's own tokenizer and template on the same prompt (a GGUF uses its own).
         let own = c.encode_prompt(p).map_err(|e| e.to_string());

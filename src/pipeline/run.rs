@@ -194,7 +194,12 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
                 continue;
             }
         };
-        let opts = CompareOptions { max_new_tokens: m.max_new_tokens, layers: true, thresholds: m.steps[i].thresholds.clone() };
+        let opts = CompareOptions {
+            prompts_from: crate::compare::prompts::source_name(m.prompts.as_deref()),
+            max_new_tokens: m.max_new_tokens,
+            layers: true,
+            thresholds: m.steps[i].thresholds.clone(),
+        };
         if i != m.reference {
             // Parent first (already in memory), then the reference.
             if let Some((pi, parent)) = prev.take() {

@@ -433,3 +433,16 @@ fn merge_check_names_what_each_path_must_be() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("needs a PEFT adapter directory") && r.stderr.contains("llama-instruct"), "{}", r.stderr);
 }
+
+/// Regression (issue 12, wrong blame): a too-long or empty prompt was blamed on tokenizer.json.
+#[test]
+fn an_unscorable_prompt_names_the_prompts_file() {
+    let d = tmp();
+    let m = d.path().join("m");
+    Fixture::healthy().write(&m);
+    let p = d.path().join("p.jsonl");
+    std::fs::write(&p, format!("\"6 times 7\"\n{{\"text\": \"{}\"}}\n", "6 ".repeat(20000))).unwrap();
+    let r = ckptcheck(&["compare", "--prompts", p.to_str().unwrap(), m.to_str().unwrap(), m.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("p.jsonl") && r.stderr.contains("prompt 2") && !r.stderr.contains("tokenizer.json"), "{}", r.stderr);
+}
