@@ -30,10 +30,15 @@ use serde::Deserialize;
 use crate::checkpoint::Checkpoint;
 use crate::compare::thresholds::Thresholds;
 use crate::error::{Error, Result};
+use crate::format::read_capped_text;
 use crate::settings::{ComputeDtype, DeviceChoice, GgufMatmul, RunSettings};
 
 /// Steps beyond this are refused: a lineage is a handful of steps, not a sweep.
 pub const MAX_STEPS: usize = 64;
+
+/// Manifests larger than this are refused: `MAX_STEPS` steps of a few lines each (with per-step
+/// thresholds) are a few KB; 1 MiB leaves room for any amount of comments.
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,8 +134,10 @@ fn merge_thresholds(base: &Thresholds, over: Option<&toml::Value>, path: &Path, 
 }
 
 impl Manifest {
+    /// Reads the manifest (a regular file of at most `MAX_MANIFEST_BYTES`, through
+    /// `format::read_capped`) and resolves its paths relative to it.
     pub fn load(path: &Path) -> Result<Manifest> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = read_capped_text(path, MAX_MANIFEST_BYTES, "a manifest")?;
         let raw: RawManifest = toml::from_str(&text).map_err(|e| Error::Field {
             path: path.to_path_buf(),
             field: "manifest".into(),
