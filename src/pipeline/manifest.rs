@@ -205,6 +205,30 @@ impl Manifest {
         })
     }
 
+    /// The files the run reads besides checkpoints, by role: the manifest itself and the prompts
+    /// file (outputs must never replace them).
+    pub fn input_files(&self) -> Vec<(&'static str, &Path)> {
+        let mut v = Vec::new();
+        if let Some(p) = &self.path {
+            v.push(("the manifest", p.as_path()));
+        }
+        if let Some(p) = &self.prompts {
+            v.push(("the prompts file", p.as_path()));
+        }
+        v
+    }
+
+    /// Every checkpoint path the steps open (an adapter step's base and adapter both).
+    pub fn checkpoint_paths(&self) -> Vec<&Path> {
+        self.steps
+            .iter()
+            .flat_map(|s| match &s.source {
+                Source::Path { path } => vec![path.as_path()],
+                Source::Adapter { base, adapter } => vec![base.as_path(), adapter.as_path()],
+            })
+            .collect()
+    }
+
     /// A manifest from paths on the command line (`bisect A B C`); `X+Y` is base+adapter.
     pub fn from_paths(paths: &[PathBuf]) -> Result<Manifest> {
         if paths.len() < 2 {
