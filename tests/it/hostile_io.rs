@@ -25,8 +25,9 @@ use crate::common::*;
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A run that allocates nothing large stays near 100 MB of address space (measured: `lint` of a
-/// zoo model passes under `ulimit -v 100000` with two rayon threads). 512 MiB is half the 512 MiB
-/// side-file cap's doubled buffer, so even a capped read of `/dev/zero` would abort.
+/// zoo model passes under `ulimit -v 100000` with two rayon threads). 512 MiB is far above that
+/// and below what reading up to the 512 MiB side-file cap needs, so a read of `/dev/zero` that
+/// only stops at a cap fails too (an allocation failure: "out of memory", or an abort).
 const MEMORY_CAP_KB: u64 = 512 * 1024;
 
 /// Runs the binary under `sh -c "<setup>; exec ckptcheck ARGS"`, killed after `limit`.
@@ -73,9 +74,17 @@ fn run_sh(setup: &str, args: &[&str], limit: Duration) -> Run {
     Run { code, stdout, stderr }
 }
 
-/// A run with the wall-clock limit and the address-space cap.
+/// A run with the wall-clock limit and the address-space cap, which it must not reach.
+#[track_caller]
 fn bounded(args: &[&str]) -> Run {
-    run_sh(&format!("ulimit -v {MEMORY_CAP_KB}"), args, TIMEOUT)
+    let r = run_sh(&format!("ulimit -v {MEMORY_CAP_KB}"), args, TIMEOUT);
+    assert!(
+        !r.stderr.contains("out of memory") && !r.stdout.contains("out of memory"),
+        "ckptcheck {args:?} ran into the {MEMORY_CAP_KB} KB address-space cap: it read without a bound\n{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    r
 }
 
 fn s(p: &Path) -> &str {
@@ -419,7 +428,7 @@ fn manifest_prompts_symlinked_to_dev_zero_is_refused() {
     let l = Lineage::new();
     std::fs::remove_file(l.p("prompts.jsonl")).unwrap();
     symlink(Path::new("/dev/zero"), &l.p("prompts.jsonl"));
-    let r = run_sh(&format!("ulimit -v {MEMORY_CAP_KB}"), &["bisect", s(&l.manifest())], TIMEOUT);
+    let r = bounded(&["bisect", s(&l.manifest())]);
     assert_ne!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("prompts.jsonl") && r.stderr.contains("character device"), "{}\n{}", r.stdout, r.stderr);
 }
