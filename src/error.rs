@@ -42,6 +42,11 @@ pub enum Error {
     #[error("`{path}`: tokenizer could not be loaded: {detail}")]
     Tokenizer { path: PathBuf, detail: String },
 
+    /// An output path (`--report`, `--junit`) that would replace an input, or is not a regular
+    /// file, or is named twice.
+    #[error("refusing to write {flag} `{path}`: {reason}")]
+    Output { flag: &'static str, path: PathBuf, reason: String },
+
     #[error("cannot write the {what} report: {detail}")]
     Serialize { what: &'static str, detail: String },
 

@@ -7,7 +7,7 @@ use crate::compare::run::Progress;
 use crate::output::{Bar, Printer};
 use crate::pipeline::manifest::Manifest;
 use crate::pipeline::run::{self, Notes, PipelineReport};
-use crate::report::{self, FileFormat};
+use crate::report::{self, FileFormat, Outputs};
 use std::path::{Path, PathBuf};
 
 struct CliNotes<'a> {
@@ -48,28 +48,40 @@ pub fn exit_code(r: &PipelineReport, strict: bool) -> u8 {
     }
 }
 
+/// The `--junit` / `--report` files, checked against every path the manifest reads before
+/// anything runs.
+fn outputs(m: &Manifest, junit: Option<&Path>, html: Option<&Path>) -> anyhow::Result<Outputs> {
+    let mut o = Outputs::new();
+    for (role, p) in m.input_files() {
+        o.read(role, p);
+    }
+    for p in m.checkpoint_paths() {
+        o.checkpoint(p);
+    }
+    o.plan("--junit", junit, FileFormat::Junit)?;
+    o.plan("--report", html, FileFormat::Html)?;
+    Ok(o)
+}
+
 /// Writes the requested files, then prints the report.
-fn finish(r: &PipelineReport, printer: &Printer, junit: Option<&Path>, html: Option<&Path>, json: bool) -> anyhow::Result<()> {
-    if let Some(p) = junit {
-        report::write_file(printer, r, FileFormat::Junit, p)?;
-    }
-    if let Some(p) = html {
-        report::write_file(printer, r, FileFormat::Html, p)?;
-    }
+fn finish(r: &PipelineReport, printer: &Printer, outputs: &Outputs, json: bool) -> anyhow::Result<()> {
+    outputs.write(printer, r)?;
     report::print(printer, r, json)?;
     Ok(())
 }
 
 pub fn bisect(args: &BisectArgs, printer: &Printer) -> anyhow::Result<u8> {
     let m = manifest(&args.inputs)?;
+    let o = outputs(&m, args.junit.as_deref(), args.report.as_deref())?;
     let r = execute(&m, printer)?;
-    finish(&r, printer, args.junit.as_deref(), args.report.as_deref(), args.json)?;
+    finish(&r, printer, &o, args.json)?;
     Ok(exit_code(&r, args.strict))
 }
 
 pub fn gate(args: &GateArgs, printer: &Printer) -> anyhow::Result<u8> {
     let m = Manifest::load(&args.manifest)?;
+    let o = outputs(&m, args.junit.as_deref(), args.report.as_deref())?;
     let r = execute(&m, printer)?;
-    finish(&r, printer, args.junit.as_deref(), args.report.as_deref(), args.json)?;
+    finish(&r, printer, &o, args.json)?;
     Ok(exit_code(&r, args.strict))
 }

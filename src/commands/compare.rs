@@ -12,7 +12,7 @@ use crate::compare::variant::Variant;
 use crate::model;
 use crate::output::{Bar, Printer};
 use crate::pipeline::run::PipelineReport;
-use crate::report::{self, FileFormat, Report};
+use crate::report::{self, FileFormat, Outputs, Report};
 
 /// Version of the `compare --json` layout.
 pub const COMPARE_SCHEMA_VERSION: u32 = 1;
@@ -36,6 +36,16 @@ impl Report for CompareReport {
 }
 
 pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
+    let mut outputs = Outputs::new();
+    outputs.checkpoint(&args.reference);
+    outputs.checkpoint(&args.candidate);
+    if let Some(p) = &args.prompts {
+        outputs.read("the prompts file", p);
+    }
+    if let Some(p) = &args.thresholds {
+        outputs.read("the thresholds file", p);
+    }
+    outputs.plan("--report", args.report.as_deref(), FileFormat::Html)?;
     let thresholds = match &args.thresholds {
         Some(p) => Thresholds::load(p)?,
         None => Thresholds::default(),
@@ -64,9 +74,7 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let result = compare(&r, &c, &prompts, &opts, &bar)?;
     bar.0.finish_and_clear();
     let report = CompareReport { schema_version: COMPARE_SCHEMA_VERSION, result };
-    if let Some(p) = &args.report {
-        report::write_file(printer, &report, FileFormat::Html, p)?;
-    }
+    outputs.write(printer, &report)?;
     report::print(printer, &report, args.json)?;
     Ok(Outcome::of(report.result.verdict, args.strict))
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::chat::Message;
 use crate::error::{Error, Result};
+use crate::format::read_capped_text;
 
 /// One prompt: a chat (rendered through the model's template) or raw text.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -52,8 +53,15 @@ pub fn source_name(file: Option<&Path>) -> std::path::PathBuf {
 /// Lines longer than this in a prompts file are refused (a 1 MB prompt is not a probe).
 const MAX_PROMPT_BYTES: usize = 1 << 20;
 
+/// Prompts files larger than this are refused: 64 prompts at the per-line limit. Real probe sets
+/// are a few KB to a few MB (the built-in 32 prompts are 2 KB); every prompt runs through two
+/// models, so a set this large would already take hours.
+const MAX_PROMPTS_FILE_BYTES: u64 = 64 << 20;
+
+/// Reads a JSONL prompts file (a regular file of at most `MAX_PROMPTS_FILE_BYTES`, read through
+/// `format::read_capped`: a FIFO or `/dev/zero` is refused, never read).
 pub fn load_jsonl(path: &Path) -> Result<Vec<Prompt>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = read_capped_text(path, MAX_PROMPTS_FILE_BYTES, "a prompts file")?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -8,7 +8,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::format::read_capped_text;
 pub use crate::verdict::Verdict;
+
+/// Thresholds files larger than this are refused: the file holds two dozen `key = number` lines;
+/// 1 MiB leaves room for any amount of comments.
+const MAX_THRESHOLDS_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -68,8 +73,10 @@ impl Default for Thresholds {
 }
 
 impl Thresholds {
+    /// Reads a thresholds TOML file (a regular file of at most `MAX_THRESHOLDS_BYTES`, through
+    /// `format::read_capped`).
     pub fn load(path: &Path) -> Result<Thresholds> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = read_capped_text(path, MAX_THRESHOLDS_BYTES, "a thresholds file")?;
         toml::from_str(&text).map_err(|e| Error::Field { path: path.to_path_buf(), field: "thresholds".into(), detail: e.to_string() })
     }
 }

@@ -1,8 +1,10 @@
 //! A Hugging Face model directory: the JSON side files, the tokenizer, the chat template and the
 //! safetensors weights (single file or sharded with `model.safetensors.index.json`).
 //!
-//! Opening never fails because one side file is bad: parse failures are kept in `load_problems`
-//! for `lint` to report. It fails only when there are no weights to read at all, or only pickles.
+//! Opening never fails because one side file is bad: parse failures, and side files that are not
+//! regular files (a FIFO, `/dev/zero` behind a symlink), are kept in `load_problems` for `lint` to
+//! report. It fails only when there are no weights to read at all, or only pickles. Side files
+//! are read through `format::read_capped`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::safetensors::{SafetensorsFile, TensorInfo};
+use super::{read_capped, read_capped_text};
 use crate::error::{Error, Result};
 
 pub const CONFIG: &str = "config.json";
@@ -24,9 +27,9 @@ pub const SHARD_INDEX: &str = "model.safetensors.index.json";
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 
-/// Side files larger than this are refused: real ones are at most a few tens of MB
-/// (tokenizer.json of a 256k-vocab model is ~35 MB).
-const MAX_JSON_BYTES: u64 = 512 * 1024 * 1024;
+/// Side files (JSON, `tokenizer.json`, `chat_template.jinja`) larger than this are refused: real
+/// ones are at most a few tens of MB (tokenizer.json of a 256k-vocab model is ~35 MB).
+pub const MAX_SIDE_FILE_BYTES: u64 = 512 * 1024 * 1024;
 
 /// A parsed JSON side file.
 #[derive(Debug, Clone)]
@@ -102,16 +105,29 @@ impl HfDir {
 
         let chat_template_jinja = {
             let p = root.join(CHAT_TEMPLATE_JINJA);
-            match std::fs::read_to_string(&p) {
+            match read_capped_text(&p, MAX_SIDE_FILE_BYTES, "a side file") {
                 Ok(s) => Some((p, s)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => {
-                    load_problems.push(Error::io(&p, e));
+                    load_problems.push(e);
                     None
                 }
             }
         };
-        let tokenizer_json = Some(root.join(TOKENIZER_JSON)).filter(|p| p.is_file());
+        // Loaded later (`TokenizerInfo::load`); here only refused when it is not a regular file.
+        let tokenizer_json = {
+            let p = root.join(TOKENIZER_JSON);
+            match std::fs::metadata(&p) {
+                Ok(m) if m.is_file() => Some(p),
+                Ok(_) => {
+                    if let Err(e) = super::open_regular(&p) {
+                        load_problems.push(e);
+                    }
+                    None
+                }
+                Err(_) => None,
+            }
+        };
 
         let mut index = None;
         if let Some(doc) = index_doc {
@@ -215,21 +231,15 @@ impl HfDir {
     }
 }
 
-/// Reads a JSON side file: `Ok(None)` when absent, an error naming the file when unreadable.
+/// Reads a JSON side file: `Ok(None)` when absent, an error naming the file when unreadable, not a
+/// regular file, or over `MAX_SIDE_FILE_BYTES`.
 pub fn read_json(path: &Path) -> Result<Option<JsonDoc>> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
+    let bytes = match read_capped(path, MAX_SIDE_FILE_BYTES, "a side file") {
+        Ok(b) => b,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
     };
-    if meta.len() > MAX_JSON_BYTES {
-        return Err(Error::Json {
-            path: path.to_path_buf(),
-            detail: format!("{} bytes, over the {MAX_JSON_BYTES}-byte limit for a side file", meta.len()),
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let value = serde_json::from_str(&text).map_err(|e| Error::Json { path: path.to_path_buf(), detail: e.to_string() })?;
+    let value = serde_json::from_slice(&bytes).map_err(|e| Error::Json { path: path.to_path_buf(), detail: e.to_string() })?;
     Ok(Some(JsonDoc { path: path.to_path_buf(), value }))
 }
 

@@ -6,7 +6,6 @@
 //! tensor values (that is `checks::values`) and never depends on candle.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -124,8 +123,9 @@ pub struct SafetensorsFile {
 impl SafetensorsFile {
     /// Opens and parses; fails only when the header itself cannot be read. Layout problems are in
     /// `header.problems`.
+    /// A FIFO or device is refused before it is opened or mapped (`format::open_regular`).
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let (file, _) = super::open_regular(path)?;
         // SAFETY: the map is read-only; a file truncated underneath us by another process is the
         // usual mmap caveat, accepted by every safetensors reader.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;

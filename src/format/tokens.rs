@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::config::token_ids;
-use super::hf::{HfDir, JsonDoc};
+use super::hf::{HfDir, JsonDoc, MAX_SIDE_FILE_BYTES};
+use super::read_capped;
 use crate::error::{Error, Result};
 
 /// A loaded `tokenizer.json`.
@@ -33,9 +34,12 @@ impl std::fmt::Debug for TokenizerInfo {
 }
 
 impl TokenizerInfo {
+    /// Loads `tokenizer.json` through the capped side-file read (a regular file of at most
+    /// `MAX_SIDE_FILE_BYTES`), never through `Tokenizer::from_file`, which reads whatever is there.
     pub fn load(path: &Path) -> Result<TokenizerInfo> {
+        let bytes = read_capped(path, MAX_SIDE_FILE_BYTES, "a side file")?;
         let tokenizer =
-            tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer { path: path.to_path_buf(), detail: e.to_string() })?;
+            tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer { path: path.to_path_buf(), detail: e.to_string() })?;
         Ok(Self::from_tokenizer(path, tokenizer))
     }
 

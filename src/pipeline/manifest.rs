@@ -30,10 +30,15 @@ use serde::Deserialize;
 use crate::checkpoint::Checkpoint;
 use crate::compare::thresholds::Thresholds;
 use crate::error::{Error, Result};
+use crate::format::read_capped_text;
 use crate::settings::{ComputeDtype, DeviceChoice, GgufMatmul, RunSettings};
 
 /// Steps beyond this are refused: a lineage is a handful of steps, not a sweep.
 pub const MAX_STEPS: usize = 64;
+
+/// Manifests larger than this are refused: `MAX_STEPS` steps of a few lines each (with per-step
+/// thresholds) are a few KB; 1 MiB leaves room for any amount of comments.
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,8 +134,10 @@ fn merge_thresholds(base: &Thresholds, over: Option<&toml::Value>, path: &Path, 
 }
 
 impl Manifest {
+    /// Reads the manifest (a regular file of at most `MAX_MANIFEST_BYTES`, through
+    /// `format::read_capped`) and resolves its paths relative to it.
     pub fn load(path: &Path) -> Result<Manifest> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = read_capped_text(path, MAX_MANIFEST_BYTES, "a manifest")?;
         let raw: RawManifest = toml::from_str(&text).map_err(|e| Error::Field {
             path: path.to_path_buf(),
             field: "manifest".into(),
@@ -196,6 +203,30 @@ impl Manifest {
             steps,
             expect: raw.expect,
         })
+    }
+
+    /// The files the run reads besides checkpoints, by role: the manifest itself and the prompts
+    /// file (outputs must never replace them).
+    pub fn input_files(&self) -> Vec<(&'static str, &Path)> {
+        let mut v = Vec::new();
+        if let Some(p) = &self.path {
+            v.push(("the manifest", p.as_path()));
+        }
+        if let Some(p) = &self.prompts {
+            v.push(("the prompts file", p.as_path()));
+        }
+        v
+    }
+
+    /// Every checkpoint path the steps open (an adapter step's base and adapter both).
+    pub fn checkpoint_paths(&self) -> Vec<&Path> {
+        self.steps
+            .iter()
+            .flat_map(|s| match &s.source {
+                Source::Path { path } => vec![path.as_path()],
+                Source::Adapter { base, adapter } => vec![base.as_path(), adapter.as_path()],
+            })
+            .collect()
     }
 
     /// A manifest from paths on the command line (`bisect A B C`); `X+Y` is base+adapter.

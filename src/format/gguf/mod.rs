@@ -16,7 +16,6 @@
 //! `metadata` (values, `Header` lookups, `ArchMeta`, `hf_config`), `tokenizer` (`GgufTokenizer`,
 //! `to_hf`); this file holds `GgufFile`, the memory-mapped file, and re-exports them all.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -48,8 +47,9 @@ pub struct GgufFile {
 impl GgufFile {
     /// Opens and parses; fails only when the header cannot be read. Layout problems are in
     /// `header.problems`.
+    /// A FIFO or device is refused before it is opened or mapped (`format::open_regular`).
     pub fn open(path: &Path) -> Result<GgufFile, Error> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let (file, _) = crate::format::open_regular(path)?;
         // SAFETY: the map is read-only; a file truncated underneath us by another process is the
         // usual mmap caveat, accepted by every GGUF reader (llama.cpp maps files the same way).
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
