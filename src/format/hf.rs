@@ -207,6 +207,17 @@ impl HfDir {
         })
     }
 
+    /// Why `model.safetensors.index.json` exists but could not be read, if it did not: the
+    /// engine follows the index and never guesses shards by name around a broken one.
+    pub fn index_problem(&self) -> Option<String> {
+        let path = self.root.join(SHARD_INDEX);
+        if self.index.is_some() || !path.exists() {
+            return None;
+        }
+        let why = self.load_problems.iter().map(|e| e.to_string()).find(|m| m.contains(SHARD_INDEX));
+        Some(why.unwrap_or_else(|| format!("`{}` could not be read", path.display())))
+    }
+
     pub fn is_adapter(&self) -> bool {
         self.adapter_config.is_some()
     }
@@ -251,6 +262,9 @@ fn parse_index(doc: &JsonDoc) -> Result<ShardIndex> {
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| field_err("weight_map", "missing or not an object of tensor name → shard file"))?;
+    if map.is_empty() {
+        return Err(field_err("weight_map", "is empty: it maps no tensor to a shard"));
+    }
     let mut weight_map = BTreeMap::new();
     for (k, v) in map {
         let shard = v.as_str().ok_or_else(|| field_err(&format!("weight_map.{k}"), "must be a shard file name"))?;

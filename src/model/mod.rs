@@ -107,6 +107,14 @@ pub fn load_with(dir: &HfDir, w: &dyn weights::WeightSource, device: &Device, dt
         .config
         .as_ref()
         .ok_or_else(|| Error::NotACheckpoint { path: dir.root.clone(), reason: "no config.json, so the architecture is unknown".into() })?;
+    if let Some(why) = dir.index_problem() {
+        return Err(Error::NotACheckpoint {
+            path: dir.root.clone(),
+            reason: format!(
+                "{why}; the engine loads the shards the index names, so fix or regenerate the index (`ckptcheck lint` lists every problem)"
+            ),
+        });
+    }
     let has_head = dir.tensor("lm_head.weight").is_some();
     let mut spec = arch::ArchSpec::from_config(&cfg.value, Some(has_head)).map_err(|e| match e {
         Error::Field { field, detail, .. } => Error::Field { path: cfg.path.clone(), field, detail },

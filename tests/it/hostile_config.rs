@@ -446,3 +446,30 @@ fn an_unscorable_prompt_names_the_prompts_file() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("p.jsonl") && r.stderr.contains("prompt 2") && !r.stderr.contains("tokenizer.json"), "{}", r.stderr);
 }
+
+/// Regression (issue 12, wrong blame): an empty `weight_map` was reported as "no safetensors"
+/// though both shards exist, and compare globbed shards around a broken index that lint flags.
+#[test]
+fn a_broken_shard_index_is_named_and_never_worked_around() {
+    let cases: &[(&str, &str)] = &[
+        ("empty weight_map", "{\"metadata\": {}, \"weight_map\": {}}"),
+        ("path traversal", "{\"weight_map\": {\"model.norm.weight\": \"../x.safetensors\"}}"),
+        ("absolute path", "{\"weight_map\": {\"model.norm.weight\": \"/etc/x.safetensors\"}}"),
+        ("not JSON", "{weight_map"),
+    ];
+    let d = tmp();
+    let healthy = d.path().join("healthy");
+    Fixture::healthy().write(&healthy);
+    for (name, index) in cases {
+        let m = d.path().join(name.replace(' ', "-"));
+        Fixture::healthy().write_sharded(&m, 2);
+        std::fs::write(m.join("model.safetensors.index.json"), index).unwrap();
+        let lint = lint_json(&m);
+        assert_eq!(lint.code, 1, "{name}: {}{}", lint.stdout, lint.stderr);
+        let f = lint.finding("files.unreadable");
+        assert_eq!(f["file"], "model.safetensors.index.json", "{name}");
+        let r = ckptcheck(&["compare", "--max-prompts", "1", healthy.to_str().unwrap(), m.to_str().unwrap()]);
+        assert_eq!(r.code, 2, "{name}: compare ran around a broken index:\n{}", r.stdout);
+        assert!(r.stderr.contains("model.safetensors.index.json"), "{name}: {}", r.stderr);
+    }
+}
