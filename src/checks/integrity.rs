@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use super::{Context, Finding, Severity};
+use super::{Context, Finding, Findings, Severity};
 use crate::checks::ids;
 use crate::error::Error;
 use crate::format::hf::{self, file_name};
 use crate::format::safetensors::LayoutProblem;
 
-pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
+pub fn check(ctx: &Context, out: &mut Findings) {
     let dir = ctx.dir;
     for e in &dir.load_problems {
         let (file, detail) = match e {

@@ -6,7 +6,7 @@
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use super::{Finding, Severity};
+use super::{Finding, Findings, Severity};
 use crate::checks::ids::{self, FindingId};
 use crate::error::{Error, Result};
 use crate::format::dtype::{decode_f32, Dtype};
@@ -88,7 +88,7 @@ fn product(b: &Mat, a: &Mat) -> Result<Vec<f64>> {
 }
 
 pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeReport> {
-    let mut findings = Vec::new();
+    let mut findings = Findings::new();
     let mut rows = Vec::new();
     let merged_file = |name: &str| merged.tensor(name).map(|(f, _)| merged.rel(&f.path)).unwrap_or_else(|| "model.safetensors".into());
 
@@ -212,7 +212,7 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
     }
 
     untargeted(base, adapter, merged, &mut findings)?;
-    Ok(MergeReport { modules: rows, findings })
+    Ok(MergeReport { modules: rows, findings: findings.into_vec() })
 }
 
 fn expected_weight(adapter: &Adapter, m: &LoraModule, wb: &Mat, delta: &[f64]) -> Result<Vec<f64>> {
@@ -330,7 +330,7 @@ fn diagnose(
 }
 
 /// Tensors that changed without being targeted, modules_to_save, resized embeddings.
-fn untargeted(base: &HfDir, adapter: &Adapter, merged: &HfDir, out: &mut Vec<Finding>) -> Result<()> {
+fn untargeted(base: &HfDir, adapter: &Adapter, merged: &HfDir, out: &mut Findings) -> Result<()> {
     let targeted: std::collections::BTreeSet<String> = adapter.modules.iter().map(|m| format!("{}.weight", m.base)).collect();
     let saved: std::collections::BTreeMap<&str, &str> = adapter.saved.iter().map(|(a, b)| (b.as_str(), a.as_str())).collect();
     for (f, t) in merged.tensors() {

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeSet;
 
-use super::{Context, Finding, Severity};
+use super::{Context, Finding, Findings, Severity};
 use crate::checks::ids;
 use crate::format::tokens::{stop_ids, Role, SpecialDecl};
 
-pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
+pub fn check(ctx: &Context, out: &mut Findings) {
     for d in &ctx.decls {
         if let (Some(tok), true, Some(_)) = (&d.token, d.ids.is_empty(), &ctx.tokenizer) {
             out.push(

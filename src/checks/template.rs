@@ -3,7 +3,7 @@
 //! special tokens survive tokenisation as single ids, and BOS is not added twice.
 
 use super::special::describe;
-use super::{Context, Finding, Severity};
+use super::{Context, Finding, Findings, Severity};
 use crate::chat::{sample_conversation, turn_end, Message};
 use crate::checks::ids;
 use crate::format::tokens::stop_ids;
@@ -12,7 +12,7 @@ use crate::format::tokens::stop_ids;
 pub const ROLE_MARKERS: &[&str] =
     &["<|im_start|>", "<|start_header_id|>", "<start_of_turn>", "[INST]", "<|user|>", "<|assistant|>", "<|eot_id|>"];
 
-pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
+pub fn check(ctx: &Context, out: &mut Findings) {
     let role_markers: Vec<&str> =
         ctx.tokenizer.as_ref().map(|t| ROLE_MARKERS.iter().copied().filter(|m| t.id(m).is_some()).collect()).unwrap_or_default();
     let Some(tmpl) = &ctx.template else {

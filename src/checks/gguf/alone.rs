@@ -9,7 +9,7 @@ use super::tokenizer::{adds_bos, llama_cpp_eog, show_id, special_ids};
 use crate::chat::{sample_conversation, turn_end, ChatTemplate};
 use crate::checks::ids::{self, FindingId};
 use crate::checks::template::ROLE_MARKERS;
-use crate::checks::{Finding, Severity};
+use crate::checks::{Finding, Findings, Severity};
 use crate::format::gguf::GgufFile;
 use crate::format::gguf::LayoutProblem;
 
@@ -26,7 +26,7 @@ pub fn layout_id(p: &LayoutProblem) -> FindingId {
 
 /// The GGUF against itself. `with_source`: an HF source will be checked too, so findings it
 /// reports with more detail (missing template) are left to `check_source`.
-pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
+pub fn check(g: &GgufFile, with_source: bool, out: &mut Findings) {
     let file = g.file_name();
     let h = &g.header;
     for p in &h.problems {

@@ -12,7 +12,7 @@ use serde_json::Value as Json;
 
 use super::tokenizer::{adds_bos, llama_cpp_eog, pre_tokenizer, round_trip, show_id};
 use crate::checks::ids::{self, FindingId};
-use crate::checks::{Context, Finding, Severity};
+use crate::checks::{Context, Finding, Findings, Severity};
 use crate::format::config::ModelConfig;
 use crate::format::gguf::{ArchMeta, GgufFile, GgufTokenizer, Header};
 use crate::format::tokens::{stop_ids, Role};
@@ -23,7 +23,7 @@ use crate::format::tokens::{stop_ids, Role};
 pub const F32_REL_TOL: f64 = 1e-6;
 
 /// The GGUF against the HF checkpoint it was converted from.
-pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Vec<Finding>) {
+pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Findings) {
     let file = g.file_name();
     let h = &g.header;
     let tok = h.tokenizer();
@@ -44,7 +44,7 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Vec<Finding>) {
 }
 
 /// Tokens: strings and ids, against the source tokenizer's.
-fn tokens(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
+fn tokens(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
     if let (Some(tokens), Some(hf)) = (tok.tokens, &ctx.tokenizer) {
         let n = (tokens.len() as u64).max(hf.id_space);
         let mut differing = 0u64;
@@ -86,7 +86,7 @@ fn tokens(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>
 }
 
 /// Merges and pre-tokenizer, from tokenizer.json itself.
-fn merges_and_pre_tokenizer(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
+fn merges_and_pre_tokenizer(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
     let tj = ctx.dir.tokenizer_json.as_ref().and_then(|p| crate::format::hf::read_json(p).ok().flatten());
     if let (Some(tj), Some(merges)) = (&tj, tok.merges) {
         if let Some(hf_merges) = tj.value.pointer("/model/merges").and_then(Json::as_array) {
@@ -123,7 +123,7 @@ fn merges_and_pre_tokenizer(file: &str, tok: &GgufTokenizer, ctx: &Context, out:
 }
 
 /// EOS vs the source's stop ids (`generation_config.json`), and stop ids llama.cpp does not end on.
-fn eos_and_stop(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
+fn eos_and_stop(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
     let (stop, stop_file) = stop_ids(&ctx.decls);
     let show_hf = |id: u64| crate::checks::special::describe(ctx, id);
     if let Some(eos) = tok.eos {
@@ -170,7 +170,7 @@ fn eos_and_stop(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Fi
 }
 
 /// The BOS the GGUF adds vs the source's BOS, both ways.
-fn bos(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
+fn bos(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
     let show_hf = |id: u64| crate::checks::special::describe(ctx, id);
     let hf_bos = hf_ids(ctx, Role::Bos);
     let gguf_bos_used = tok.bos.filter(|_| adds_bos(tok));
@@ -228,7 +228,7 @@ fn bos(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
 }
 
 /// PAD vs the source's PAD.
-fn pad(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
+fn pad(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
     let show_hf = |id: u64| crate::checks::special::describe(ctx, id);
     let hf_pad = hf_ids(ctx, Role::Pad);
     if let Some(p) = tok.pad.filter(|p| !hf_pad.is_empty() && !hf_pad.contains(p)) {
@@ -255,7 +255,7 @@ fn hf_ids(ctx: &Context, role: Role) -> BTreeSet<u64> {
 }
 
 /// Chat template: missing from the GGUF, or different from the source's.
-fn template(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
+fn template(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
     match (&ctx.template, tok.chat_template) {
         (Some(t), None) => out.push(
             Finding::new(
@@ -291,7 +291,7 @@ fn template(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Findin
 }
 
 /// Architecture numbers vs config.json: context length, shapes, heads, rope base, rms eps.
-fn config_numbers(file: &str, meta: &ArchMeta, arch: &str, c: &ModelConfig, out: &mut Vec<Finding>) {
+fn config_numbers(file: &str, meta: &ArchMeta, arch: &str, c: &ModelConfig, out: &mut Findings) {
     let int_pairs: [Row<u64>; 7] = [
         (ids::GGUF_CONTEXT_LENGTH_DIFFERS, "context_length", meta.context_length, c.max_position_embeddings, "max_position_embeddings"),
         (ids::GGUF_SHAPE_DIFFERS, "embedding_length", meta.embedding_length, c.hidden_size, "hidden_size"),
@@ -340,7 +340,7 @@ fn config_numbers(file: &str, meta: &ArchMeta, arch: &str, c: &ModelConfig, out:
 }
 
 /// Rope scaling (catalogue #12: Llama-3.1 scaling dropped at conversion).
-fn rope_scaling(file: &str, h: &Header, meta: &ArchMeta, arch: &str, c: &ModelConfig, out: &mut Vec<Finding>) {
+fn rope_scaling(file: &str, h: &Header, meta: &ArchMeta, arch: &str, c: &ModelConfig, out: &mut Findings) {
     if let Some(scaling) = &c.rope_scaling {
         let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(Json::as_str).unwrap_or("default");
         let factor = scaling.get("factor").and_then(Json::as_f64);
@@ -408,7 +408,7 @@ fn close(a: f64, b: f64) -> bool {
 /// Which layers use the sliding window, as the GGUF will be run (llama.cpp derives Gemma 2/3's
 /// pattern from the architecture: alternating, or 5 sliding to 1 global) versus the source's
 /// `layer_types`. A model whose pattern differs runs differently past the window.
-fn sliding_layers(g: &GgufFile, ctx: &Context, file: &str, out: &mut Vec<Finding>) {
+fn sliding_layers(g: &GgufFile, ctx: &Context, file: &str, out: &mut Findings) {
     use crate::format::arch::ArchSpec;
     let Some(cfg) = ctx.dir.config.as_ref() else { return };
     let (Ok(hf), Ok(gg)) = (ArchSpec::from_config(&cfg.value, None), ArchSpec::from_config(&g.header.hf_config(), None)) else {
