@@ -29,12 +29,17 @@ pub fn layout_id(p: &LayoutProblem) -> FindingId {
 pub fn check(g: &GgufFile, with_source: bool, out: &mut Findings) {
     let file = g.file_name();
     let h = &g.header;
+    let finding = |p: &LayoutProblem| {
+        Finding::new(layout_id(p), Severity::Error, &file, p.message())
+            .field(p.tensor())
+            .hint("the file is damaged or was written by a broken tool: re-download or re-convert it")
+    };
     for p in &h.problems {
-        out.push(
-            Finding::new(layout_id(p), Severity::Error, &file, p.message())
-                .field(p.tensor())
-                .hint("the file is damaged or was written by a broken tool: re-download or re-convert it"),
-        );
+        out.push(finding(p));
+    }
+    // The parser counted these without keeping them.
+    for (p, n) in &h.unlisted {
+        out.count_more(&finding(p), *n);
     }
     let meta = h.arch_meta();
     let Some(arch) = meta.architecture.clone() else {
