@@ -111,6 +111,7 @@ ids! {
     SPECIAL_NO_EOS => "special.no-eos",
     SPECIAL_PAD_IS_EOS => "special.pad-is-eos",
     SPECIAL_PAD_MISMATCH => "special.pad-mismatch",
+    SPECIAL_TOO_MANY_IDS => "special.too-many-ids",
     SPECIAL_UNKNOWN_TOKEN => "special.unknown-token",
     TEMPLATE_DOUBLE_BOS => "template.double-bos",
     TEMPLATE_DROPS_ASSISTANT => "template.drops-assistant",

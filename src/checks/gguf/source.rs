@@ -12,10 +12,11 @@ use serde_json::Value as Json;
 
 use super::tokenizer::{adds_bos, llama_cpp_eog, pre_tokenizer, round_trip, show_id};
 use crate::checks::ids::{self, FindingId};
+use crate::checks::special::describe_ids;
 use crate::checks::{Context, Finding, Findings, Severity};
 use crate::format::config::ModelConfig;
 use crate::format::gguf::{ArchMeta, GgufFile, GgufTokenizer, Header};
-use crate::format::tokens::{stop_ids, Role};
+use crate::format::tokens::{stop_decl, stop_ids, Role};
 
 /// Relative tolerance for numbers GGUF stores as float32 and config.json as float64: float32
 /// rounding is at most 2^-24 ≈ 6e-8 relative; 1e-6 leaves room and still flags any real change
@@ -125,7 +126,7 @@ fn merges_and_pre_tokenizer(file: &str, tok: &GgufTokenizer, ctx: &Context, out:
 /// EOS vs the source's stop ids (`generation_config.json`), and stop ids llama.cpp does not end on.
 fn eos_and_stop(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
     let (stop, stop_file) = stop_ids(&ctx.decls);
-    let show_hf = |id: u64| crate::checks::special::describe(ctx, id);
+    let stop_listed = stop_decl(&ctx.decls).map_or(0, |(d, _)| d.listed_ids());
     if let Some(eos) = tok.eos {
         if !stop.is_empty() && !stop.contains(&eos) {
             let still = if llama_cpp_eog(tok).iter().any(|i| stop.contains(i)) {
@@ -142,7 +143,7 @@ fn eos_and_stop(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findin
                         "tokenizer.ggml.eos_token_id is {} but {} eos_token_id is {}{still}",
                         show_id(tok, Some(eos)),
                         stop_file.unwrap_or("generation_config.json"),
-                        stop.iter().map(|&i| show_hf(i)).collect::<Vec<_>>().join(", ")
+                        describe_ids(ctx, stop.iter().copied(), stop_listed)
                     ),
                 )
                 .field("tokenizer.ggml.eos_token_id")
@@ -160,7 +161,7 @@ fn eos_and_stop(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findin
                 file,
                 format!(
                     "generation stops on {} in the HF checkpoint but that is not an end-of-generation token in the GGUF",
-                    missing.iter().map(|&i| show_hf(i)).collect::<Vec<_>>().join(", ")
+                    describe_ids(ctx, missing.iter().copied(), 0)
                 ),
             )
             .field("tokenizer.ggml.eot_token_id")
@@ -171,7 +172,6 @@ fn eos_and_stop(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findin
 
 /// The BOS the GGUF adds vs the source's BOS, both ways.
 fn bos(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
-    let show_hf = |id: u64| crate::checks::special::describe(ctx, id);
     let hf_bos = hf_ids(ctx, Role::Bos);
     let gguf_bos_used = tok.bos.filter(|_| adds_bos(tok));
     match (gguf_bos_used, hf_bos.is_empty()) {
@@ -193,7 +193,7 @@ fn bos(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
                 format!(
                     "tokenizer.ggml.bos_token_id is {} but the HF checkpoint's BOS is {}",
                     show_id(tok, Some(b)),
-                    hf_bos.iter().map(|&i| show_hf(i)).collect::<Vec<_>>().join(", ")
+                    describe_ids(ctx, hf_bos.iter().copied(), 0)
                 ),
             )
             .field("tokenizer.ggml.bos_token_id")
@@ -217,7 +217,7 @@ fn bos(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
                     file,
                     format!(
                         "the HF tokenizer starts every prompt with BOS {} but the GGUF does not add it",
-                        hf_bos.iter().map(|&i| show_hf(i)).collect::<Vec<_>>().join(", ")
+                        describe_ids(ctx, hf_bos.iter().copied(), 0)
                     ),
                 )
                 .field("tokenizer.ggml.add_bos_token")
@@ -229,7 +229,6 @@ fn bos(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
 
 /// PAD vs the source's PAD.
 fn pad(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
-    let show_hf = |id: u64| crate::checks::special::describe(ctx, id);
     let hf_pad = hf_ids(ctx, Role::Pad);
     if let Some(p) = tok.pad.filter(|p| !hf_pad.is_empty() && !hf_pad.contains(p)) {
         out.push(
@@ -240,7 +239,7 @@ fn pad(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
                 format!(
                     "tokenizer.ggml.padding_token_id is {} but the HF checkpoint's PAD is {}",
                     show_id(tok, Some(p)),
-                    hf_pad.iter().map(|&i| show_hf(i)).collect::<Vec<_>>().join(", ")
+                    describe_ids(ctx, hf_pad.iter().copied(), 0)
                 ),
             )
             .field("tokenizer.ggml.padding_token_id")
