@@ -88,7 +88,9 @@ fn product(b: &Mat, a: &Mat) -> Result<Vec<f64>> {
 }
 
 pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeReport> {
-    let mut findings = Findings::new();
+    // One finding per module at most, listed in full beside the module rows (which list every
+    // module anyway); findings about the other tensors are grouped (`untargeted`).
+    let mut findings = Vec::new();
     let mut rows = Vec::new();
     let merged_file = |name: &str| merged.tensor(name).map(|(f, _)| merged.rel(&f.path)).unwrap_or_else(|| "model.safetensors".into());
 
@@ -211,8 +213,10 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
         });
     }
 
-    untargeted(base, adapter, merged, &mut findings)?;
-    Ok(MergeReport { modules: rows, findings: findings.into_vec() })
+    let mut others = Findings::new();
+    untargeted(base, adapter, merged, &mut others)?;
+    findings.extend(others.into_vec());
+    Ok(MergeReport { modules: rows, findings })
 }
 
 fn expected_weight(adapter: &Adapter, m: &LoraModule, wb: &Mat, delta: &[f64]) -> Result<Vec<f64>> {
