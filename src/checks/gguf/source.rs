@@ -4,7 +4,9 @@
 //! context, rope base and scaling, rms eps, sliding-window layers).
 //!
 //! `check_source` runs one function per comparison, in a fixed order, each appending its findings.
-//! It does not repeat what `alone` reports about the GGUF by itself.
+//! A comparison that cannot run because a source file is missing or unreadable is a finding
+//! (`gguf.source-unreadable`), never a silent skip. It does not repeat what `alone` reports about
+//! the GGUF by itself.
 
 use std::collections::BTreeSet;
 
@@ -14,8 +16,10 @@ use super::tokenizer::{adds_bos, llama_cpp_eog, pre_tokenizer, round_trip, show_
 use crate::checks::ids::{self, FindingId};
 use crate::checks::special::describe_ids;
 use crate::checks::{Context, Finding, Findings, Severity};
+use crate::error::Error;
 use crate::format::config::ModelConfig;
 use crate::format::gguf::{ArchMeta, GgufFile, GgufTokenizer, Header};
+use crate::format::hf;
 use crate::format::tokens::{stop_decl, stop_ids, Role};
 
 /// Relative tolerance for numbers GGUF stores as float32 and config.json as float64: float32
@@ -27,6 +31,8 @@ pub const F32_REL_TOL: f64 = 1e-6;
 pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Findings) {
     let file = g.file_name();
     let h = &g.header;
+    unreadable_source(ctx, out);
+    architecture(&file, h, ctx, out);
     let tok = h.tokenizer();
     sliding_layers(g, ctx, &file, out);
     tokens(&file, &tok, ctx, out);
@@ -42,6 +48,100 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Findings) {
     let arch = meta.architecture.clone().unwrap_or_else(|| "?".into());
     config_numbers(&file, &meta, &arch, &ctx.config, out);
     rope_scaling(&file, h, &meta, &arch, &ctx.config, out);
+}
+
+/// What each source file feeds, for the finding when it cannot be read.
+fn skipped_with(name: &str) -> &'static str {
+    match name {
+        hf::CONFIG => {
+            "the architecture, shapes, heads, context length, rope base and scaling, rms eps and sliding layers were not compared"
+        }
+        hf::TOKENIZER_JSON => "token strings and ids, merges, the pre-tokenizer and the probe round trip were not compared",
+        hf::GENERATION_CONFIG => "the GGUF's EOS was compared with config.json's eos_token_id only",
+        hf::TOKENIZER_CONFIG => "its BOS/EOS/PAD strings and chat template were not compared",
+        hf::SPECIAL_TOKENS_MAP => "its special-token strings were not compared",
+        hf::CHAT_TEMPLATE_JSON | hf::CHAT_TEMPLATE_JINJA => "its chat template was not compared",
+        _ => "what it holds was not compared",
+    }
+}
+
+/// Source files `lint --source` needs that are missing or do not parse: each comparison they feed
+/// did not run, which must not read as "no difference found".
+fn unreadable_source(ctx: &Context, out: &mut Findings) {
+    let dir = ctx.dir;
+    let shown = |name: &str| dir.root.join(name).display().to_string();
+    let mut push = |name: &str, severity: Severity, problem: String| {
+        out.push(
+            Finding::new(
+                ids::GGUF_SOURCE_UNREADABLE,
+                severity,
+                shown(name),
+                format!("the source's {name} {problem}: {}", skipped_with(name)),
+            )
+            .hint(format!("give `--source` the HF checkpoint directory the GGUF came from, with a readable {name}")),
+        );
+    };
+    let mut config_reported = false;
+    for e in &dir.load_problems {
+        let (path, detail) = match e {
+            Error::Json { path, detail } => (path, detail.clone()),
+            Error::Field { path, field, detail } => (path, format!("`{field}`: {detail}")),
+            Error::Io { path, source } => (path, source.to_string()),
+            _ => continue,
+        };
+        let name = dir.rel(path);
+        config_reported |= name == hf::CONFIG;
+        let severity = if name == hf::CONFIG { Severity::Error } else { Severity::Warning };
+        push(&name, severity, format!("cannot be read ({detail})"));
+    }
+    if dir.config.is_none() && !config_reported {
+        push(hf::CONFIG, Severity::Error, "is missing".into());
+    }
+    match (&dir.tokenizer_json, &ctx.tokenizer_error) {
+        (None, _) => push(hf::TOKENIZER_JSON, Severity::Warning, "is missing".into()),
+        (Some(_), Some(e)) => push(hf::TOKENIZER_JSON, Severity::Error, format!("does not load ({e})")),
+        _ => {}
+    }
+}
+
+/// llama.cpp's `general.architecture` for an HF `model_type` (convert_hf_to_gguf.py: Mistral and
+/// Mixtral convert as `llama`, Gemma 3's text model as `gemma3`). A model type not listed is not
+/// compared: llama.cpp's names differ from HF's in ways no rule covers (`deepseek_v2` →
+/// `deepseek2`, `cohere` → `command-r`).
+pub const GGUF_ARCH_OF: &[(&str, &str)] = &[
+    ("llama", "llama"),
+    ("mistral", "llama"),
+    ("mixtral", "llama"),
+    ("qwen2", "qwen2"),
+    ("qwen2_moe", "qwen2moe"),
+    ("qwen3", "qwen3"),
+    ("qwen3_moe", "qwen3moe"),
+    ("gemma", "gemma"),
+    ("gemma2", "gemma2"),
+    ("gemma3", "gemma3"),
+    ("gemma3_text", "gemma3"),
+    ("phi3", "phi3"),
+];
+
+/// The GGUF's architecture against the source's `model_type`: another architecture means another
+/// model (or a conversion run on the wrong directory).
+fn architecture(file: &str, h: &Header, ctx: &Context, out: &mut Findings) {
+    let (Some(arch), Some(model_type)) = (h.architecture(), ctx.config.model_type.as_deref()) else { return };
+    let Some(&(_, expected)) = GGUF_ARCH_OF.iter().find(|(t, _)| *t == model_type) else { return };
+    if arch != expected {
+        out.push(
+            Finding::new(
+                ids::GGUF_ARCHITECTURE_DIFFERS,
+                Severity::Error,
+                file,
+                format!(
+                    "`general.architecture` is `{arch}` but the source's config.json model_type `{model_type}` converts to `{expected}`"
+                ),
+            )
+            .field("general.architecture")
+            .hint("the GGUF was converted from another model, or `--source` names the wrong directory"),
+        );
+    }
 }
 
 /// Tokens: strings and ids, against the source tokenizer's.
@@ -410,7 +510,9 @@ fn close(a: f64, b: f64) -> bool {
 fn sliding_layers(g: &GgufFile, ctx: &Context, file: &str, out: &mut Findings) {
     use crate::format::arch::ArchSpec;
     let Some(cfg) = ctx.dir.config.as_ref() else { return };
-    let (Ok(hf), Ok(gg)) = (ArchSpec::from_config(&cfg.value, None), ArchSpec::from_config(&g.header.hf_config(), None)) else {
+    // A non-finite float in the GGUF is reported by `alone`; nothing to compare it with here.
+    let Ok(gguf_config) = g.header.hf_config_checked() else { return };
+    let (Ok(hf), Ok(gg)) = (ArchSpec::from_config(&cfg.value, None), ArchSpec::from_config(&gguf_config, None)) else {
         return;
     };
     if hf.sliding_window.is_none() || hf.sliding_layers.len() != gg.sliding_layers.len() || hf.sliding_layers == gg.sliding_layers {
