@@ -8,7 +8,7 @@
 //! warn before fail. A NaN, infinite or inverted threshold never trips, so it would pass anything
 //! silently; it is an error naming the file and the key instead.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Serialize;
@@ -116,7 +116,8 @@ impl Thresholds {
     /// `(key, what is wrong)`.
     pub fn overlay(&self, set: &toml::Table) -> std::result::Result<Thresholds, (String, String)> {
         let mut t = self.clone();
-        let mut given: BTreeSet<&str> = BTreeSet::new();
+        // Canonical key → the spelling `set` used, for errors.
+        let mut given: BTreeMap<&str, &str> = BTreeMap::new();
         for (k, v) in set {
             let key = ALIASES.iter().find(|(old, _)| old == k).map_or(k.as_str(), |(_, new)| new);
             let Some(slot) = t.get_mut(key) else {
@@ -127,12 +128,13 @@ impl Thresholds {
                 toml::Value::Integer(i) => *i as f64,
                 other => return Err((k.clone(), format!("must be a number, found {} {other}", other.type_str()))),
             };
-            if !given.insert(key) {
+            if given.insert(key, k).is_some() {
                 return Err((k.clone(), format!("is given twice (as `{key}` and by its old spelling)")));
             }
         }
-        for (key, lo, hi, why) in RANGES.iter().filter(|r| given.contains(r.0)) {
-            check_range(t.value(key), *lo, *hi, why).map_err(|d| (key.to_string(), d))?;
+        for (key, spelled) in &given {
+            let (_, lo, hi, why) = RANGES.iter().find(|r| r.0 == *key).expect("every key has a range");
+            check_range(t.value(key), *lo, *hi, why).map_err(|d| (spelled.to_string(), d))?;
         }
         for m in Metric::ALL {
             let (w_key, f_key) = (format!("{}_warn", m.name()), format!("{}_fail", m.name()));
@@ -140,9 +142,9 @@ impl Thresholds {
             if in_order(m, w, f) {
                 continue;
             }
-            match (given.contains(w_key.as_str()), given.contains(f_key.as_str())) {
-                (true, true) => return Err((w_key.clone(), order_error(m, &w_key, w, &f_key, f))),
-                (true, false) => *t.get_mut(&f_key).expect("a threshold key") = w,
+            match (given.get(w_key.as_str()), given.get(f_key.as_str())) {
+                (Some(w_spelled), Some(f_spelled)) => return Err((w_spelled.to_string(), order_error(m, w_spelled, w, f_spelled, f))),
+                (Some(_), None) => *t.get_mut(&f_key).expect("a threshold key") = w,
                 _ => *t.get_mut(&w_key).expect("a threshold key") = f,
             }
         }

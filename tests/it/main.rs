@@ -10,6 +10,7 @@ mod engine;
 mod gguf;
 mod gguf_cli;
 mod gguf_engine;
+mod hostile_findings;
 mod html_report;
 mod inspect;
 mod layers;
