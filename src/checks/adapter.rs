@@ -4,13 +4,13 @@
 //! have is the rank its config declares (merge-check's scale would otherwise be computed from one
 //! and printed from the other).
 
-use super::{Context, Finding, Severity};
+use super::{Context, Finding, Findings, Severity};
 use crate::checks::ids;
 use crate::error::Error;
 use crate::format::hf::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use crate::format::lora::Adapter;
 
-pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
+pub fn check(ctx: &Context, out: &mut Findings) {
     let dir = ctx.dir;
     if dir.adapter_config.is_none() {
         return;
@@ -37,7 +37,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
 
 /// What makes a parsed adapter inapplicable: no modules, or tensors of another rank than its
 /// config declares (peft refuses to load those). merge-check reports these too.
-pub fn applicable(adapter: &Adapter, out: &mut Vec<Finding>) {
+pub fn applicable(adapter: &Adapter, out: &mut Findings) {
     if adapter.modules.is_empty() {
         out.push(
             Finding::new(

@@ -3,13 +3,26 @@
 
 use std::collections::BTreeMap;
 
-use super::{Context, Finding, Severity};
+use super::{Context, Finding, Findings, Severity};
 use crate::checks::ids;
 use crate::error::Error;
 use crate::format::hf::{self, file_name};
 use crate::format::safetensors::LayoutProblem;
 
-pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
+/// The finding id of a safetensors layout problem.
+fn layout_id(p: &LayoutProblem) -> ids::FindingId {
+    match p {
+        LayoutProblem::Duplicate { .. } => ids::INTEGRITY_DUPLICATE_TENSOR,
+        LayoutProblem::BadEntry { .. } => ids::INTEGRITY_BAD_ENTRY,
+        LayoutProblem::Overflow { .. } => ids::INTEGRITY_SHAPE_OVERFLOW,
+        LayoutProblem::SizeMismatch { .. } => ids::INTEGRITY_SIZE_MISMATCH,
+        LayoutProblem::OutOfBounds { .. } => ids::INTEGRITY_OUT_OF_BOUNDS,
+        LayoutProblem::Overlap { .. } => ids::INTEGRITY_OVERLAP,
+        LayoutProblem::Gap { .. } => ids::INTEGRITY_GAP,
+    }
+}
+
+pub fn check(ctx: &Context, out: &mut Findings) {
     let dir = ctx.dir;
     for e in &dir.load_problems {
         let (file, detail) = match e {
@@ -72,21 +85,17 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
                 continue;
             }
         };
+        let finding = |p: &LayoutProblem| {
+            Finding::new(layout_id(p), Severity::Error, &shard.name, p.message())
+                .field(p.field())
+                .hint("the file is corrupt, truncated or was written by a buggy tool: re-save it with `save_pretrained`")
+        };
         for p in &f.header.problems {
-            let id = match p {
-                LayoutProblem::Duplicate { .. } => ids::INTEGRITY_DUPLICATE_TENSOR,
-                LayoutProblem::BadEntry { .. } => ids::INTEGRITY_BAD_ENTRY,
-                LayoutProblem::Overflow { .. } => ids::INTEGRITY_SHAPE_OVERFLOW,
-                LayoutProblem::SizeMismatch { .. } => ids::INTEGRITY_SIZE_MISMATCH,
-                LayoutProblem::OutOfBounds { .. } => ids::INTEGRITY_OUT_OF_BOUNDS,
-                LayoutProblem::Overlap { .. } => ids::INTEGRITY_OVERLAP,
-                LayoutProblem::Gap { .. } => ids::INTEGRITY_GAP,
-            };
-            out.push(
-                Finding::new(id, Severity::Error, &shard.name, p.message())
-                    .field(p.field())
-                    .hint("the file is corrupt, truncated or was written by a buggy tool: re-save it with `save_pretrained`"),
-            );
+            out.push(finding(p));
+        }
+        // The parser counted these without keeping them.
+        for (p, n) in &f.header.unlisted {
+            out.count_more(&finding(p), *n);
         }
     }
 

@@ -6,7 +6,7 @@
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use super::{Finding, Severity};
+use super::{Finding, Findings, Severity};
 use crate::checks::ids::{self, FindingId};
 use crate::error::{Error, Result};
 use crate::format::dtype::{decode_f32, Dtype};
@@ -88,11 +88,15 @@ fn product(b: &Mat, a: &Mat) -> Result<Vec<f64>> {
 }
 
 pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeReport> {
+    // One finding per module at most, listed in full beside the module rows (which list every
+    // module anyway); findings about the other tensors are grouped (`untargeted`).
     let mut findings = Vec::new();
     let mut rows = Vec::new();
     let merged_file = |name: &str| merged.tensor(name).map(|(f, _)| merged.rel(&f.path)).unwrap_or_else(|| "model.safetensors".into());
 
-    super::adapter::applicable(adapter, &mut findings);
+    let mut applicable = super::Findings::new();
+    super::adapter::applicable(adapter, &mut applicable);
+    findings.extend(applicable.into_vec());
     if merged.tensors().any(|(_, t)| t.name.contains(".lora_A.") || t.name.contains(".lora_B.")) {
         findings.push(
             Finding::new(
@@ -227,7 +231,9 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
         });
     }
 
-    untargeted(base, adapter, merged, &mut findings)?;
+    let mut others = Findings::new();
+    untargeted(base, adapter, merged, &mut others)?;
+    findings.extend(others.into_vec());
     Ok(MergeReport { modules: rows, findings })
 }
 
@@ -346,7 +352,7 @@ fn diagnose(
 }
 
 /// Tensors that changed without being targeted, modules_to_save, resized embeddings.
-fn untargeted(base: &HfDir, adapter: &Adapter, merged: &HfDir, out: &mut Vec<Finding>) -> Result<()> {
+fn untargeted(base: &HfDir, adapter: &Adapter, merged: &HfDir, out: &mut Findings) -> Result<()> {
     let targeted: std::collections::BTreeSet<String> = adapter.modules.iter().map(|m| format!("{}.weight", m.base)).collect();
     let saved: std::collections::BTreeMap<&str, &str> = adapter.saved.iter().map(|(a, b)| (b.as_str(), a.as_str())).collect();
     for (f, t) in merged.tensors() {

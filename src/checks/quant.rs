@@ -1,11 +1,11 @@
 //! Quantized HF checkpoints (GPTQ, AWQ, compressed-tensors): layout facts a loader would trip on,
 //! no forward pass. Scales are float tensors and get the ordinary value scan.
 
-use super::{Context, Finding, Severity};
+use super::{Context, Finding, Findings, Severity};
 use crate::checks::ids;
 use crate::format::quant::QuantConfig;
 
-pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
+pub fn check(ctx: &Context, out: &mut Findings) {
     let Some(q) = QuantConfig::from_config_json(ctx.dir) else { return };
     // 4-bit GPTQ in the v1 format (`checkpoint_format` absent or `gptq`).
     if q.method != "gptq" || q.format.as_deref().unwrap_or("gptq") != "gptq" || q.bits != Some(4) {

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use super::{Context, Finding, Severity};
+use super::{grouped, Context, Finding, Findings, Severity};
 use crate::checks::ids;
-use crate::format::tokens::{stop_ids, Role, SpecialDecl};
+use crate::format::tokens::{stop_decl, stop_ids, Role, SpecialDecl};
 
 /// Invalid values quoted in one message; the count says how many there are in all.
 const SHOWN_BAD_VALUES: usize = 3;
@@ -14,7 +14,7 @@ const SHOWN_BAD_VALUES: usize = 3;
 /// `*_token_id` fields that hold something other than a non-negative integer or a list of them
 /// (a string, -1, 2.5, 1e30): transformers refuses or misreads them, and the other checks would
 /// silently see no id.
-fn invalid_ids(ctx: &Context, out: &mut Vec<Finding>) {
+fn invalid_ids(ctx: &Context, out: &mut Findings) {
     for doc in [&ctx.dir.config, &ctx.dir.generation_config].into_iter().flatten() {
         for role in Role::ALL {
             let field = format!("{}_token_id", role.name());
@@ -47,8 +47,29 @@ fn invalid_ids(ctx: &Context, out: &mut Vec<Finding>) {
     }
 }
 
-pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
+/// Ids named in full in a message; longer sets end with how many there are in all.
+const SHOWN_IDS: usize = 8;
+
+pub fn check(ctx: &Context, out: &mut Findings) {
     invalid_ids(ctx, out);
+    for d in ctx.decls.iter().filter(|d| d.more_ids > 0) {
+        out.push(
+            Finding::new(
+                ids::SPECIAL_TOO_MANY_IDS,
+                Severity::Warning,
+                &d.file,
+                format!(
+                    "{} lists {} ids; only the first {} are checked (a real {} list has a handful)",
+                    d.field,
+                    grouped(d.listed_ids() as u64),
+                    d.ids.len(),
+                    d.role.name()
+                ),
+            )
+            .field(d.field.clone())
+            .hint("list only the tokens that really end generation; every id listed stops `generate()`"),
+        );
+    }
     for d in &ctx.decls {
         if let (Some(tok), true, Some(_)) = (&d.token, d.ids.is_empty(), &ctx.tokenizer) {
             out.push(
@@ -68,18 +89,18 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
     for role in [Role::Bos, Role::Eos, Role::Pad] {
         let decls: Vec<&SpecialDecl> = ctx.decls.iter().filter(|d| d.role == role && !d.ids.is_empty()).collect();
         // EOS is judged against the stop set `generate()` uses; the others against the first file.
-        let reference: Option<(BTreeSet<u64>, String)> = if role == Role::Eos {
-            stop_file.map(|f| (stop.iter().copied().collect(), format!("{f} eos_token_id")))
+        let reference: Option<(BTreeSet<u64>, String, usize)> = if role == Role::Eos {
+            stop_decl(&ctx.decls).map(|(d, f)| (stop.iter().copied().collect(), format!("{f} eos_token_id"), d.listed_ids()))
         } else {
-            decls.first().map(|d| (d.ids.iter().copied().collect(), format!("{} {}", d.file, d.field)))
+            decls.first().map(|d| (d.ids.iter().copied().collect(), format!("{} {}", d.file, d.field), d.listed_ids()))
         };
-        let Some((ref_ids, ref_name)) = reference else { continue };
+        let Some((ref_ids, ref_name, ref_listed)) = reference else { continue };
         for d in &decls {
             let ids: BTreeSet<u64> = d.ids.iter().copied().collect();
             if ids.is_subset(&ref_ids) || ref_ids.is_subset(&ids) {
                 continue;
             }
-            let shown = |s: &BTreeSet<u64>| s.iter().map(|i| describe(ctx, *i)).collect::<Vec<_>>().join(", ");
+            let shown = |s: &BTreeSet<u64>, listed: usize| describe_ids(ctx, s.iter().copied(), listed);
             let (id, severity, hint) = match role {
                 Role::Eos => (
                     ids::SPECIAL_EOS_MISMATCH,
@@ -98,9 +119,14 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
                 ),
             };
             out.push(
-                Finding::new(id, severity, &d.file, format!("{} says {} but {ref_name} says {}", d.field, shown(&ids), shown(&ref_ids)))
-                    .field(d.field.clone())
-                    .hint(hint),
+                Finding::new(
+                    id,
+                    severity,
+                    &d.file,
+                    format!("{} says {} but {ref_name} says {}", d.field, shown(&ids, d.listed_ids()), shown(&ref_ids, ref_listed)),
+                )
+                .field(d.field.clone())
+                .hint(hint),
             );
         }
     }
@@ -131,6 +157,24 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
             .hint("fine for inference, but a training collator that masks PAD also masks every EOS: the model never learns to stop"),
         );
     }
+}
+
+/// The first `SHOWN_IDS` of `ids` described, then how many are `listed` in all when that is more
+/// (`1, 2, 3, … (2 000 000 ids)`).
+pub fn describe_ids(ctx: &Context, ids: impl IntoIterator<Item = u64>, listed: usize) -> String {
+    let mut n = 0;
+    let mut named = Vec::new();
+    for id in ids {
+        n += 1;
+        if named.len() < SHOWN_IDS {
+            named.push(describe(ctx, id));
+        }
+    }
+    let listed = listed.max(n);
+    if listed > named.len() {
+        named.push(format!("… ({} ids)", grouped(listed as u64)));
+    }
+    named.join(", ")
 }
 
 /// `2 '<|im_end|>'`, or the bare id when the tokenizer does not know it.

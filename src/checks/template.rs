@@ -2,17 +2,17 @@
 //! a token generation stops on (the Llama-3 `<|eot_id|>` / Qwen `<|im_end|>` class of bug), its
 //! special tokens survive tokenisation as single ids, and BOS is not added twice.
 
-use super::special::describe;
-use super::{Context, Finding, Severity};
+use super::special::describe_ids;
+use super::{Context, Finding, Findings, Severity};
 use crate::chat::{sample_conversation, turn_end, Message};
 use crate::checks::ids;
-use crate::format::tokens::stop_ids;
+use crate::format::tokens::{stop_decl, stop_ids};
 
 /// Added tokens that only chat models have: their presence means a template is expected.
 pub const ROLE_MARKERS: &[&str] =
     &["<|im_start|>", "<|start_header_id|>", "<start_of_turn>", "[INST]", "<|user|>", "<|assistant|>", "<|eot_id|>"];
 
-pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
+pub fn check(ctx: &Context, out: &mut Findings) {
     let role_markers: Vec<&str> =
         ctx.tokenizer.as_ref().map(|t| ROLE_MARKERS.iter().copied().filter(|m| t.id(m).is_some()).collect()).unwrap_or_default();
     let Some(tmpl) = &ctx.template else {
@@ -86,14 +86,12 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
             ),
             Some(t) => {
                 let (stop, stop_file) = stop_ids(&ctx.decls);
+                let listed = stop_decl(&ctx.decls).map_or(0, |(d, _)| d.listed_ids());
                 let id = tok.id(&t).map(u64::from);
                 if let Some(id) = id {
                     if !stop.contains(&id) {
-                        let declared = if stop.is_empty() {
-                            "nothing".to_string()
-                        } else {
-                            stop.iter().map(|i| describe(ctx, *i)).collect::<Vec<_>>().join(", ")
-                        };
+                        let declared =
+                            if stop.is_empty() { "nothing".to_string() } else { describe_ids(ctx, stop.iter().copied(), listed) };
                         out.push(
                             Finding::new(
                                 ids::TEMPLATE_EOT_NOT_EOS,

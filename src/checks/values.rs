@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::{Context, Finding, Severity};
+use super::{Context, Finding, Findings, Severity};
 use crate::checks::ids;
 use crate::format::dtype::{f8_e4m3_to_f32, f8_e5m2_to_f32, Dtype};
 use crate::format::safetensors::TensorInfo;
@@ -146,7 +146,7 @@ pub fn scan(dtype: Dtype, bytes: &[u8]) -> Option<ValueStats> {
     Some(stats)
 }
 
-pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
+pub fn check(ctx: &Context, out: &mut Findings) {
     let mut scanned: Vec<(String, &TensorInfo, ValueStats)> = Vec::new();
     for (f, t) in ctx.dir.tensors() {
         if !t.dtype.is_scanned_float() {

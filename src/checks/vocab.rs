@@ -1,7 +1,7 @@
 //! Tokenizer ↔ config ↔ weights: the tokenizer's id space (base vocabulary plus added tokens) must
 //! fit the rows of `embed_tokens` and `lm_head`, and those must agree with `config.vocab_size`.
 
-use super::{Context, Finding, Severity};
+use super::{Context, Finding, Findings, Severity};
 use crate::checks::ids;
 use crate::format::hf;
 
@@ -11,7 +11,7 @@ use crate::format::hf;
 pub const PAD_ROWS_ABS: u64 = 1024;
 pub const PAD_ROWS_REL: f64 = 0.01;
 
-pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
+pub fn check(ctx: &Context, out: &mut Findings) {
     let (embed, head) = ctx.embedding_rows();
     let file_of = |name: &str| ctx.dir.tensor(name).map(|(f, _)| ctx.dir.rel(&f.path)).unwrap_or_default();
 

@@ -5,14 +5,14 @@
 //! random head. Linear layers of a quantized checkpoint are stored packed and are left to its
 //! unpacker.
 
-use super::{Context, Finding, Severity};
+use super::{Context, Finding, Findings, Severity};
 use crate::checks::ids;
 use crate::format::arch::{ArchSpec, ShapeProblem, Topology};
 use crate::format::dtype::engine_float;
 use crate::format::hf::CONFIG;
 use crate::format::quant::QuantConfig;
 
-pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
+pub fn check(ctx: &Context, out: &mut Findings) {
     let Some(cfg) = &ctx.dir.config else { return };
     let dir = ctx.dir;
     let mut spec = match ArchSpec::from_config(&cfg.value, Some(dir.tensor("lm_head.weight").is_some())) {

@@ -17,7 +17,10 @@ pub const LINT_SCHEMA_VERSION: u32 = 1;
 pub struct LintReport {
     pub schema_version: u32,
     pub path: String,
+    /// Grouped: past `checks::LISTED_PER_ID` of one id, one summary entry carries the count
+    /// (`more`) of the rest.
     pub findings: Vec<Finding>,
+    /// Counts of every finding, the unlisted ones of a summary included.
     pub errors: usize,
     pub warnings: usize,
     pub infos: usize,
@@ -51,7 +54,7 @@ impl Report for LintReport {
 }
 
 pub fn report(path: String, findings: Vec<Finding>, fail_level: Severity) -> LintReport {
-    let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
+    let count = |s: Severity| findings.iter().filter(|f| f.severity == s).map(|f| f.weight() as usize).sum();
     let failed = findings.iter().any(|f| f.severity >= fail_level);
     LintReport {
         schema_version: LINT_SCHEMA_VERSION,
@@ -76,7 +79,8 @@ pub fn render_text(r: &LintReport) -> String {
         };
         s.push_str(&format!("{:<8} {:<32} {place}\n", f.severity.name(), f.id));
         s.push_str(&format!("         {}\n", f.message));
-        if !f.hint.is_empty() {
+        // A summary's findings share the hint of the ones listed above it.
+        if !f.hint.is_empty() && f.more.is_none() {
             s.push_str(&format!("         fix: {}\n", f.hint));
         }
     }

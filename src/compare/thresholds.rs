@@ -1,11 +1,17 @@
 //! The metrics `compare` judges (`Metric`, one name shared by thresholds, evidence, JSON and
 //! reports) and their pass / warn / fail thresholds, each with where its default comes from.
 //! Overridable from a TOML file (`--thresholds FILE`) whose keys are `<metric>_warn` /
-//! `<metric>_fail` (the spellings of earlier versions are accepted as aliases).
+//! `<metric>_fail` (the spellings of earlier versions are accepted as aliases), and from a
+//! manifest's `thresholds` tables (`Thresholds::overlay`).
+//!
+//! Every value is validated when it is read: finite, inside the range its metric can take, and
+//! warn before fail. A NaN, infinite or inverted threshold never trips, so it would pass anything
+//! silently; it is an error naming the file and the key instead.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::format::read_capped_text;
@@ -15,8 +21,7 @@ pub use crate::verdict::Verdict;
 /// 1 MiB leaves room for any amount of comments.
 const MAX_THRESHOLDS_BYTES: u64 = 1 << 20;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Thresholds {
     /// Mean per-token KL (nats). llama.cpp's published Llama-3-8B values: Q8_0 0.0014, Q4_K_M
     /// 0.031, Q2_K 0.445. A sound 4-bit quant stays under the warning; Q2_K-level damage warns;
@@ -34,16 +39,11 @@ pub struct Thresholds {
     pub ppl_ratio_fail: f64,
     /// Mean P(end-of-turn) where the reference turn ends, candidate relative to reference.
     /// Applied only when the reference itself ends turns (mean P ≥ `p_eos_ref_min`).
-    #[serde(alias = "eos_ratio_warn")]
     pub p_eos_ratio_warn: f64,
-    #[serde(alias = "eos_ratio_fail")]
     pub p_eos_ratio_fail: f64,
-    #[serde(alias = "eos_ref_min")]
     pub p_eos_ref_min: f64,
     /// Drop in the share of prompts whose greedy generation stops (reference − candidate).
-    #[serde(alias = "stop_drop_warn")]
     pub stop_rate_drop_warn: f64,
-    #[serde(alias = "stop_drop_fail")]
     pub stop_rate_drop_fail: f64,
     /// Relative L2 error of a layer's hidden state that counts as "this layer broke it".
     pub layer_rel_err: f64,
@@ -72,12 +72,171 @@ impl Default for Thresholds {
     }
 }
 
+/// The spellings of earlier versions, and the key each now is.
+pub const ALIASES: [(&str, &str); 5] = [
+    ("eos_ratio_warn", "p_eos_ratio_warn"),
+    ("eos_ratio_fail", "p_eos_ratio_fail"),
+    ("eos_ref_min", "p_eos_ref_min"),
+    ("stop_drop_warn", "stop_rate_drop_warn"),
+    ("stop_drop_fail", "stop_rate_drop_fail"),
+];
+
+const INF: f64 = f64::INFINITY;
+
+/// Every key, the closed range its value may take, and why. The side of each bound is fixed by one
+/// rule: the reference compared with itself (KL 0, top-1 1, every ratio 1, no drop in stops) must
+/// pass; shares and probabilities lie in [0, 1].
+pub const RANGES: [(&str, f64, f64, &str); 14] = [
+    ("kl_mean_warn", 0.0, INF, "a KL divergence is never negative"),
+    ("kl_mean_fail", 0.0, INF, "a KL divergence is never negative"),
+    ("kl_p99_warn", 0.0, INF, "a KL divergence is never negative"),
+    ("kl_p99_fail", 0.0, INF, "a KL divergence is never negative"),
+    ("top1_warn", 0.0, 1.0, "it is a share of positions"),
+    ("top1_fail", 0.0, 1.0, "it is a share of positions"),
+    ("ppl_ratio_warn", 1.0, INF, "below 1 the reference compared with itself (ratio 1) would cross it"),
+    ("ppl_ratio_fail", 1.0, INF, "below 1 the reference compared with itself (ratio 1) would cross it"),
+    ("p_eos_ratio_warn", 0.0, 1.0, "it is a ratio of probabilities, and above 1 the reference compared with itself would cross it"),
+    ("p_eos_ratio_fail", 0.0, 1.0, "it is a ratio of probabilities, and above 1 the reference compared with itself would cross it"),
+    ("p_eos_ref_min", 0.0, 1.0, "it is a probability"),
+    ("stop_rate_drop_warn", 0.0, 1.0, "it is a drop in a share of prompts, and below 0 the reference compared with itself would cross it"),
+    ("stop_rate_drop_fail", 0.0, 1.0, "it is a drop in a share of prompts, and below 0 the reference compared with itself would cross it"),
+    ("layer_rel_err", 0.0, INF, "a relative error is never negative"),
+];
+
 impl Thresholds {
-    /// Reads a thresholds TOML file (a regular file of at most `MAX_THRESHOLDS_BYTES`, through
-    /// `format::read_capped`).
+    /// Reads a `--thresholds` TOML file over the defaults (a regular file of at most
+    /// `MAX_THRESHOLDS_BYTES`, through `format::read_capped`); an error names the file and the key.
     pub fn load(path: &Path) -> Result<Thresholds> {
         let text = read_capped_text(path, MAX_THRESHOLDS_BYTES, "a thresholds file")?;
-        toml::from_str(&text).map_err(|e| Error::Field { path: path.to_path_buf(), field: "thresholds".into(), detail: e.to_string() })
+        let table: toml::Table = toml::from_str(&text).map_err(|e| Error::Field {
+            path: path.to_path_buf(),
+            field: "thresholds".into(),
+            detail: e.to_string(),
+        })?;
+        Thresholds::default().overlay(&table).map_err(|(field, detail)| Error::Field { path: path.to_path_buf(), field, detail })
+    }
+
+    /// These thresholds with the keys of `set` applied (old spellings accepted), then validated.
+    /// A bound `set` leaves alone follows one it moves past it (`kl_mean_fail = 0.0` alone lowers
+    /// the inherited warning to 0.0 too); two bounds `set` gives must be in order. Errors are
+    /// `(key, what is wrong)`.
+    pub fn overlay(&self, set: &toml::Table) -> std::result::Result<Thresholds, (String, String)> {
+        let mut t = self.clone();
+        // Canonical key → the spelling `set` used, for errors.
+        let mut given: BTreeMap<&str, &str> = BTreeMap::new();
+        for (k, v) in set {
+            let key = ALIASES.iter().find(|(old, _)| old == k).map_or(k.as_str(), |(_, new)| new);
+            let Some(slot) = t.get_mut(key) else {
+                return Err((k.clone(), format!("is not a threshold key (known: {})", KEYS.join(", "))));
+            };
+            *slot = match v {
+                toml::Value::Float(x) => *x,
+                toml::Value::Integer(i) => *i as f64,
+                other => return Err((k.clone(), format!("must be a number, found {} {other}", other.type_str()))),
+            };
+            if given.insert(key, k).is_some() {
+                return Err((k.clone(), format!("is given twice (as `{key}` and by its old spelling)")));
+            }
+        }
+        for (key, spelled) in &given {
+            let (_, lo, hi, why) = RANGES.iter().find(|r| r.0 == *key).expect("every key has a range");
+            check_range(t.value(key), *lo, *hi, why).map_err(|d| (spelled.to_string(), d))?;
+        }
+        for m in Metric::ALL {
+            let (w_key, f_key) = (format!("{}_warn", m.name()), format!("{}_fail", m.name()));
+            let (Some(w), Some(f)) = (t.get(&w_key), t.get(&f_key)) else { continue };
+            if in_order(m, w, f) {
+                continue;
+            }
+            match (given.get(w_key.as_str()), given.get(f_key.as_str())) {
+                (Some(w_spelled), Some(f_spelled)) => return Err((w_spelled.to_string(), order_error(m, w_spelled, w, f_spelled, f))),
+                (Some(_), None) => *t.get_mut(&f_key).expect("a threshold key") = w,
+                _ => *t.get_mut(&w_key).expect("a threshold key") = f,
+            }
+        }
+        t.validate()?;
+        Ok(t)
+    }
+
+    /// Every value finite, in range, and each metric's warning before its failure.
+    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+        for (key, lo, hi, why) in &RANGES {
+            check_range(self.value(key), *lo, *hi, why).map_err(|d| (key.to_string(), d))?;
+        }
+        for m in Metric::ALL {
+            let (w_key, f_key) = (format!("{}_warn", m.name()), format!("{}_fail", m.name()));
+            if let (Some(w), Some(f)) = (self.get(&w_key), self.get(&f_key)) {
+                if !in_order(m, w, f) {
+                    return Err((w_key.clone(), order_error(m, &w_key, w, &f_key, f)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A key of `RANGES` (always present).
+    fn value(&self, key: &str) -> f64 {
+        self.get(key).unwrap_or(f64::NAN)
+    }
+}
+
+/// `KEYS` and by-name access to the fields, from one list.
+macro_rules! keys {
+    ($($k:ident),* $(,)?) => {
+        /// Every key, as files spell it.
+        pub const KEYS: &[&str] = &[$(stringify!($k)),*];
+        impl Thresholds {
+            fn get(&self, key: &str) -> Option<f64> {
+                match key {
+                    $(stringify!($k) => Some(self.$k),)*
+                    _ => None,
+                }
+            }
+            fn get_mut(&mut self, key: &str) -> Option<&mut f64> {
+                match key {
+                    $(stringify!($k) => Some(&mut self.$k),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+keys! {
+    kl_mean_warn, kl_mean_fail, kl_p99_warn, kl_p99_fail, top1_warn, top1_fail, ppl_ratio_warn, ppl_ratio_fail,
+    p_eos_ratio_warn, p_eos_ratio_fail, p_eos_ref_min, stop_rate_drop_warn, stop_rate_drop_fail, layer_rel_err,
+}
+
+/// Finite and inside `[lo, hi]`.
+fn check_range(x: f64, lo: f64, hi: f64, why: &str) -> std::result::Result<(), String> {
+    if x.is_nan() {
+        return Err("is NaN: a NaN threshold never trips, so the gate would pass anything".into());
+    }
+    if x.is_infinite() {
+        return Err(format!("is {x}: an infinite threshold disables its gate; give a finite number"));
+    }
+    if x < lo || x > hi {
+        let range = if hi.is_infinite() { format!("[{lo}, ∞)") } else { format!("[{lo}, {hi}]") };
+        return Err(format!("is {x}, outside {range}: {why}"));
+    }
+    Ok(())
+}
+
+/// The warning comes before the failure: `warn ≤ fail` where larger is worse, `warn ≥ fail` where
+/// smaller is.
+fn in_order(m: Metric, warn: f64, fail: f64) -> bool {
+    if m.smaller_is_worse() {
+        warn >= fail
+    } else {
+        warn <= fail
+    }
+}
+
+fn order_error(m: Metric, w_key: &str, w: f64, f_key: &str, f: f64) -> String {
+    if m.smaller_is_worse() {
+        format!("is {w}, below {f_key} = {f}: smaller is worse for `{m}`, so the warning must come first ({w_key} ≥ {f_key})")
+    } else {
+        format!("is {w}, above {f_key} = {f}: larger is worse for `{m}`, so the warning must come first ({w_key} ≤ {f_key})")
     }
 }
 
@@ -109,6 +268,12 @@ impl Metric {
         Metric::Top1,
         Metric::PplRatio,
     ];
+
+    /// Smaller values are worse (`top1`, `p_eos_ratio`: shares and ratios kept near 1 from
+    /// below); for every other metric larger is worse.
+    pub fn smaller_is_worse(self) -> bool {
+        matches!(self, Metric::Top1 | Metric::PEosRatio)
+    }
 
     /// The name in JSON, reports and threshold keys.
     pub fn name(self) -> &'static str {
@@ -150,9 +315,10 @@ impl Thresholds {
     /// from below (`top1`, `p_eos_ratio`).
     pub fn judge(&self, m: Metric, value: f64, note: impl Into<String>) -> Judgement {
         let (warn, fail) = self.bounds(m);
-        match m {
-            Metric::Top1 | Metric::PEosRatio => below(m, value, warn, fail, note),
-            _ => above(m, value, warn, fail, note),
+        if m.smaller_is_worse() {
+            below(m, value, warn, fail, note)
+        } else {
+            above(m, value, warn, fail, note)
         }
     }
 }
@@ -222,6 +388,63 @@ mod tests {
         std::fs::write(&p, "eos_ratio_fail = 0.3\nstop_drop_fail = 0.5\n").unwrap();
         let t = Thresholds::load(&p).unwrap();
         assert_eq!((t.p_eos_ratio_fail, t.stop_rate_drop_fail), (0.3, 0.5), "old spellings still load");
+    }
+
+    /// `KEYS`, `RANGES` and the serialized fields name the same keys, and the defaults validate.
+    #[test]
+    fn every_key_has_a_range_and_the_defaults_are_valid() {
+        let fields: Vec<String> = toml::Value::try_from(Thresholds::default()).unwrap().as_table().unwrap().keys().cloned().collect();
+        let mut keys: Vec<String> = KEYS.iter().map(|k| k.to_string()).collect();
+        let mut ranged: Vec<String> = RANGES.iter().map(|r| r.0.to_string()).collect();
+        keys.sort();
+        ranged.sort();
+        let mut fields = fields;
+        fields.sort();
+        assert_eq!(keys, fields);
+        assert_eq!(ranged, fields);
+        Thresholds::default().validate().unwrap();
+    }
+
+    fn overlay(text: &str) -> std::result::Result<Thresholds, (String, String)> {
+        Thresholds::default().overlay(&toml::from_str(text).unwrap())
+    }
+
+    /// Issue 12: `kl_mean_fail = nan` (or inf, negative, inverted) disabled the gate silently.
+    #[test]
+    fn non_finite_out_of_range_and_inverted_thresholds_are_refused() {
+        for (text, key, says) in [
+            ("kl_mean_fail = nan", "kl_mean_fail", "NaN"),
+            ("kl_p99_warn = inf", "kl_p99_warn", "infinite"),
+            ("ppl_ratio_fail = -inf", "ppl_ratio_fail", "infinite"),
+            ("kl_mean_warn = -0.1", "kl_mean_warn", "outside [0, ∞)"),
+            ("top1_fail = 1.5", "top1_fail", "outside [0, 1]"),
+            ("p_eos_ref_min = 2", "p_eos_ref_min", "probability"),
+            ("stop_rate_drop_fail = -0.5", "stop_rate_drop_fail", "outside [0, 1]"),
+            ("ppl_ratio_warn = 0.9", "ppl_ratio_warn", "compared with itself"),
+            ("layer_rel_err = nan", "layer_rel_err", "NaN"),
+            ("kl_mean_warn = 0.6\nkl_mean_fail = 0.5", "kl_mean_warn", "kl_mean_warn ≤ kl_mean_fail"),
+            ("top1_warn = 0.6\ntop1_fail = 0.8", "top1_warn", "top1_warn ≥ top1_fail"),
+            ("p_eos_ratio_warn = 0.3\np_eos_ratio_fail = 0.4", "p_eos_ratio_warn", "smaller is worse"),
+            ("kl_mean_fail = \"0.5\"", "kl_mean_fail", "must be a number"),
+            ("eos_ratio_fail = 0.3\np_eos_ratio_fail = 0.3", "p_eos_ratio_fail", "twice"),
+        ] {
+            let (k, detail) = overlay(text).expect_err(text);
+            assert!(k == key || (key == "p_eos_ratio_fail" && k == "eos_ratio_fail"), "{text}: key {k}");
+            assert!(detail.contains(says), "{text}: {detail}");
+        }
+    }
+
+    /// A bound the file does not give follows one it gives past it; equal bounds are fine.
+    #[test]
+    fn an_inherited_bound_follows_the_one_given() {
+        let t = overlay("kl_mean_fail = 0.0").unwrap();
+        assert_eq!((t.kl_mean_warn, t.kl_mean_fail), (0.0, 0.0));
+        let t = overlay("kl_mean_warn = 2.0").unwrap();
+        assert_eq!((t.kl_mean_warn, t.kl_mean_fail), (2.0, 2.0));
+        let t = overlay("top1_fail = 0.95").unwrap();
+        assert_eq!((t.top1_warn, t.top1_fail), (0.95, 0.95));
+        let t = overlay("kl_mean_warn = 0.1\nkl_mean_fail = 0.1\ntop1_warn = 1\nstop_rate_drop_fail = 0").unwrap();
+        assert_eq!((t.kl_mean_warn, t.top1_warn, t.stop_rate_drop_warn), (0.1, 1.0, 0.0));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! A hostile-input safetensors reader: memory-maps a file read-only, parses the header itself and
-//! reports every layout problem instead of stopping at the first.
+//! reports every layout problem instead of stopping at the first (the first
+//! `MAX_PROBLEMS_PER_KIND` of each kind in full, the rest counted). Entries are parsed one at a
+//! time as the JSON is read, never all held as JSON values at once.
 //!
 //! The upstream `safetensors` crate silently keeps the last of two tensors with the same name and
 //! needs the whole file in one buffer, so the header is parsed here. This module never decodes
@@ -17,6 +19,12 @@ use crate::error::{Error, Result};
 /// Largest header accepted. Same limit as the safetensors crate's `MAX_HEADER_SIZE` (100 MB): real
 /// headers of 100k-tensor checkpoints are a few MB.
 pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Layout problems of one kind kept in full; further ones are only counted (`Header::unlisted`).
+/// A broken real file has a handful; 64 is more than the findings list per id
+/// (`checks::LISTED_PER_ID`), so the cut shown to users is the findings', while a header of 500 000
+/// bad entries makes the parser hold 64 of them, not 500 000.
+pub const MAX_PROBLEMS_PER_KIND: usize = 64;
 
 /// One tensor as the header declares it. Offsets are relative to the start of the data section.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -108,7 +116,35 @@ pub struct Header {
     pub metadata: BTreeMap<String, String>,
     /// Byte offset where the data section starts (8 + header length).
     pub data_start: u64,
+    /// The first `MAX_PROBLEMS_PER_KIND` problems of each kind.
     pub problems: Vec<LayoutProblem>,
+    /// Problems past that cap, per kind: the first one not kept, and how many were not kept.
+    pub unlisted: Vec<(LayoutProblem, u64)>,
+}
+
+/// Keeps `p` in `kept` while fewer than `cap` problems of its kind (enum variant) are kept there;
+/// past that, counts it in `unlisted` (the first problem not kept of each kind, and how many).
+/// Shared by the safetensors and GGUF parsers.
+pub(crate) fn push_capped<P>(kept: &mut Vec<P>, unlisted: &mut Vec<(P, u64)>, cap: usize, p: P) {
+    let kind = std::mem::discriminant(&p);
+    if let Some((_, n)) = unlisted.iter_mut().find(|(q, _)| std::mem::discriminant(q) == kind) {
+        *n += 1;
+    } else if kept.iter().filter(|q| std::mem::discriminant(*q) == kind).count() < cap {
+        kept.push(p);
+    } else {
+        unlisted.push((p, 1));
+    }
+}
+
+impl Header {
+    /// Problems of every kind, the unlisted ones included.
+    pub fn problem_count(&self) -> u64 {
+        self.problems.len() as u64 + self.unlisted.iter().map(|(_, n)| n).sum::<u64>()
+    }
+
+    fn push(&mut self, p: LayoutProblem) {
+        push_capped(&mut self.problems, &mut self.unlisted, MAX_PROBLEMS_PER_KIND, p);
+    }
 }
 
 /// A memory-mapped, read-only safetensors file.
@@ -157,6 +193,17 @@ impl SafetensorsFile {
             detail: "not in this file".into(),
         })?;
         let own_field = |f: &str| f == name || f.strip_prefix(name).is_some_and(|rest| rest.starts_with('.'));
+        // Problems past the cap are not listed, so any tensor may be among them.
+        if !self.header.unlisted.is_empty() {
+            return Err(Error::Tensor {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+                detail: format!(
+                    "the header has {} layout problems, too many to tell which tensors are sound; run `ckptcheck lint`",
+                    self.header.problem_count()
+                ),
+            });
+        }
         if let Some(p) = self.header.problems.iter().find(|p| own_field(&p.field())) {
             return Err(Error::Tensor {
                 path: self.path.clone(),
@@ -190,22 +237,19 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header> {
         err(format!("header length field says {n} bytes but the file has only {} after it (truncated file)", buf.len() - 8))
     })?;
     let text = std::str::from_utf8(json).map_err(|e| err(format!("header is not UTF-8: {e}")))?;
-    let entries = parse_entries(text).map_err(|e| err(format!("header is not a JSON object: {e}")))?;
 
-    let mut tensors = Vec::new();
-    let mut metadata = BTreeMap::new();
-    let mut problems = Vec::new();
+    let mut h = Header { tensors: Vec::new(), metadata: BTreeMap::new(), data_start, problems: Vec::new(), unlisted: Vec::new() };
     let mut seen = std::collections::HashSet::new();
-    for (name, value) in entries {
+    for_each_entry(text, &mut |name, value| {
         if name == "__metadata__" {
             match value {
                 serde_json::Value::Object(m) => {
                     for (k, v) in m {
                         match v {
                             serde_json::Value::String(s) => {
-                                metadata.insert(k, s);
+                                h.metadata.insert(k, s);
                             }
-                            other => problems.push(LayoutProblem::BadEntry {
+                            other => h.push(LayoutProblem::BadEntry {
                                 tensor: "__metadata__".into(),
                                 field: "value",
                                 detail: format!("`{k}` must be a string, found {other}"),
@@ -213,27 +257,32 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header> {
                         }
                     }
                 }
-                _ => problems.push(LayoutProblem::BadEntry {
+                _ => h.push(LayoutProblem::BadEntry {
                     tensor: "__metadata__".into(),
                     field: "value",
                     detail: "must be an object of strings".into(),
                 }),
             }
-            continue;
+            return;
         }
         if !seen.insert(name.clone()) {
-            problems.push(LayoutProblem::Duplicate { tensor: name });
-            continue;
+            h.push(LayoutProblem::Duplicate { tensor: name });
+            return;
         }
         match parse_entry(&name, &value) {
-            Ok(t) => tensors.push(t),
-            Err(p) => problems.push(p),
+            Ok(t) => h.tensors.push(t),
+            Err(p) => h.push(p),
         }
-    }
+    })
+    .map_err(|e| err(format!("header is not a JSON object: {e}")))?;
+    drop(seen);
 
     let data_len = buf.len() as u64 - data_start;
-    validate_layout(&tensors, data_len, problems.is_empty(), &mut problems);
-    Ok(Header { tensors, metadata, data_start, problems })
+    let all_entries_valid = h.problems.is_empty();
+    let tensors = std::mem::take(&mut h.tensors);
+    validate_layout(&tensors, data_len, all_entries_valid, &mut h);
+    h.tensors = tensors;
+    Ok(h)
 }
 
 fn parse_entry(name: &str, v: &serde_json::Value) -> std::result::Result<TensorInfo, LayoutProblem> {
@@ -277,21 +326,21 @@ fn parse_entry(name: &str, v: &serde_json::Value) -> std::result::Result<TensorI
 
 /// Offsets must tile `[0, data_len)` exactly: in bounds, no overlap, no gap, no trailing bytes.
 /// Gap checks are skipped when entries were dropped as invalid (their bytes would show as gaps).
-fn validate_layout(tensors: &[TensorInfo], data_len: u64, all_entries_valid: bool, problems: &mut Vec<LayoutProblem>) {
+fn validate_layout(tensors: &[TensorInfo], data_len: u64, all_entries_valid: bool, h: &mut Header) {
     let mut order: Vec<&TensorInfo> = tensors.iter().collect();
     order.sort_by_key(|t| (t.start, t.end));
     let mut cursor = 0u64;
     let mut prev: Option<&TensorInfo> = None;
     for t in order {
         if t.end > data_len {
-            problems.push(LayoutProblem::OutOfBounds { tensor: t.name.clone(), end: t.end, data_len });
+            h.push(LayoutProblem::OutOfBounds { tensor: t.name.clone(), end: t.end, data_len });
         }
         if t.start < cursor {
             if let Some(p) = prev {
-                problems.push(LayoutProblem::Overlap { first: p.name.clone(), second: t.name.clone() });
+                h.push(LayoutProblem::Overlap { first: p.name.clone(), second: t.name.clone() });
             }
         } else if t.start > cursor && all_entries_valid {
-            problems.push(LayoutProblem::Gap { after: prev.map(|p| p.name.clone()), start: cursor, len: t.start - cursor });
+            h.push(LayoutProblem::Gap { after: prev.map(|p| p.name.clone()), start: cursor, len: t.start - cursor });
         }
         if t.end >= cursor {
             cursor = t.end;
@@ -299,30 +348,29 @@ fn validate_layout(tensors: &[TensorInfo], data_len: u64, all_entries_valid: boo
         }
     }
     if cursor < data_len && all_entries_valid {
-        problems.push(LayoutProblem::Gap { after: prev.map(|p| p.name.clone()), start: cursor, len: data_len - cursor });
+        h.push(LayoutProblem::Gap { after: prev.map(|p| p.name.clone()), start: cursor, len: data_len - cursor });
     }
 }
 
-/// Parses a JSON object keeping duplicate keys (serde_json's maps keep only the last).
-fn parse_entries(text: &str) -> serde_json::Result<Vec<(String, serde_json::Value)>> {
-    struct Entries;
-    impl<'de> Visitor<'de> for Entries {
-        type Value = Vec<(String, serde_json::Value)>;
+/// Calls `f` on each entry of a JSON object, in file order, duplicate keys included (serde_json's
+/// maps keep only the last). One entry's JSON value is alive at a time.
+fn for_each_entry(text: &str, f: &mut dyn FnMut(String, serde_json::Value)) -> serde_json::Result<()> {
+    struct Entries<'f>(&'f mut dyn FnMut(String, serde_json::Value));
+    impl<'de> Visitor<'de> for Entries<'_> {
+        type Value = ();
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a JSON object")
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
             while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
-                out.push((k, v));
+                (self.0)(k, v);
             }
-            Ok(out)
+            Ok(())
         }
     }
     let mut de = serde_json::Deserializer::from_str(text);
-    let v = (&mut de).deserialize_map(Entries)?;
-    de.end()?;
-    Ok(v)
+    (&mut de).deserialize_map(Entries(f))?;
+    de.end()
 }
 
 #[cfg(test)]
@@ -403,6 +451,28 @@ mod tests {
         assert!(e.contains("truncated"), "{e}");
         let e = parse_header(&file("[1,2]", 0), Path::new("t")).unwrap_err().to_string();
         assert!(e.contains("not a JSON object"), "{e}");
+    }
+
+    /// Regression (issue 12, hostile inputs round two): 500 000 bad entries made the header hold
+    /// 500 000 problems. The first `MAX_PROBLEMS_PER_KIND` of a kind are kept, the rest counted,
+    /// and a file with unlisted problems lends no tensor to compute.
+    #[test]
+    fn problems_past_the_cap_are_counted_not_kept() {
+        let n = MAX_PROBLEMS_PER_KIND + 100;
+        let mut h = String::from(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#);
+        for i in 0..n {
+            h.push_str(&format!(r#","bad{i}":{{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}}"#));
+        }
+        h.push_str(r#","a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#);
+        let parsed = parse_header(&file(&h, 4), Path::new("x")).unwrap();
+        let bad = parsed.problems.iter().filter(|p| matches!(p, LayoutProblem::BadEntry { .. })).count();
+        assert_eq!(bad, MAX_PROBLEMS_PER_KIND);
+        assert!(parsed.problems.contains(&LayoutProblem::Duplicate { tensor: "a".into() }), "another kind is still kept");
+        assert_eq!(parsed.unlisted.len(), 1);
+        let (first, more) = &parsed.unlisted[0];
+        assert_eq!(*more, 100);
+        assert!(first.message().contains(&format!("bad{MAX_PROBLEMS_PER_KIND}")), "{}", first.message());
+        assert_eq!(parsed.problem_count(), n as u64 + 1);
     }
 
     /// Poor man's fuzzing in the normal test run (the libFuzzer target is in fuzz/): random byte

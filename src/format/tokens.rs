@@ -101,6 +101,11 @@ impl Role {
     }
 }
 
+/// Ids of one declaration kept. Real lists hold a handful (Llama 3.1's eos_token_id has 3, Gemma
+/// 3's 2); 256 is far above any, and bounds what a hostile `generation_config.json` listing two
+/// million ids makes every check, message and stop set carry.
+pub const MAX_DECL_IDS: usize = 256;
+
 /// One file's statement of one special token: "`generation_config.json` says eos_token_id = [2, 7]".
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SpecialDecl {
@@ -109,8 +114,23 @@ pub struct SpecialDecl {
     pub field: String,
     /// The token string, where the file gives a string.
     pub token: Option<String>,
-    /// Ids: given directly, or resolved from the string through the tokenizer (empty if unresolvable).
+    /// Ids: given directly (the first `MAX_DECL_IDS`), or resolved from the string through the
+    /// tokenizer (empty if unresolvable).
     pub ids: Vec<u64>,
+    /// Ids the file lists beyond the `MAX_DECL_IDS` kept in `ids`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub more_ids: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl SpecialDecl {
+    /// How many ids the file lists, the ones not kept included.
+    pub fn listed_ids(&self) -> usize {
+        self.ids.len() + self.more_ids
+    }
 }
 
 /// Collects every BOS/EOS/PAD/UNK declaration in the directory's side files.
@@ -122,8 +142,11 @@ pub fn special_decls(dir: &HfDir, tok: Option<&TokenizerInfo>) -> Vec<SpecialDec
             let field = format!("{}_token_id", role.name());
             let v = doc.value.get(&field).filter(|v| !v.is_null()).or_else(|| text.and_then(|t| t.get(&field)).filter(|v| !v.is_null()));
             if v.is_some() {
-                let token = None;
-                out.push(SpecialDecl { role, file: doc.file_name(), field, token, ids: token_ids(v) });
+                let mut ids = token_ids(v);
+                let more_ids = ids.len().saturating_sub(MAX_DECL_IDS);
+                ids.truncate(MAX_DECL_IDS);
+                ids.shrink_to_fit();
+                out.push(SpecialDecl { role, file: doc.file_name(), field, token: None, ids, more_ids });
             }
         }
     }
@@ -140,7 +163,7 @@ fn string_decls(doc: &JsonDoc, tok: Option<&TokenizerInfo>, out: &mut Vec<Specia
             continue;
         };
         let ids = tok.and_then(|t| t.id(&s)).map(|i| vec![i as u64]).unwrap_or_default();
-        out.push(SpecialDecl { role, file: doc.file_name(), field, token: Some(s), ids });
+        out.push(SpecialDecl { role, file: doc.file_name(), field, token: Some(s), ids, more_ids: 0 });
     }
 }
 
@@ -156,10 +179,15 @@ pub fn token_string(v: &Value) -> Option<String> {
 /// The ids that stop generation: `generation_config.json`'s eos (what `generate()` uses), falling
 /// back to `config.json`'s.
 pub fn stop_ids(decls: &[SpecialDecl]) -> (Vec<u64>, Option<&'static str>) {
-    for file in ["generation_config.json", "config.json"] {
-        if let Some(d) = decls.iter().find(|d| d.role == Role::Eos && d.file == file && !d.ids.is_empty()) {
-            return (d.ids.clone(), Some(file));
-        }
+    match stop_decl(decls) {
+        Some((d, file)) => (d.ids.clone(), Some(file)),
+        None => (Vec::new(), None),
     }
-    (Vec::new(), None)
+}
+
+/// The declaration `stop_ids` reads, and its file.
+pub fn stop_decl(decls: &[SpecialDecl]) -> Option<(&SpecialDecl, &'static str)> {
+    ["generation_config.json", "config.json"]
+        .into_iter()
+        .find_map(|file| decls.iter().find(|d| d.role == Role::Eos && d.file == file && !d.ids.is_empty()).map(|d| (d, file)))
 }

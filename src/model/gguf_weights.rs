@@ -18,13 +18,14 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use super::weights::{DenseLinear, LinearOp, WeightSource};
 use crate::error::{Error, Result};
-use crate::format::gguf::{GgmlType, GgufFile, TensorInfo};
+use crate::format::gguf::{GgmlType, GgufFile, Header, TensorInfo};
 
 /// IQ4_NL's 16 non-linear levels (llama.cpp `ggml-common.h` `kvalues_iq4nl`).
 pub const KVALUES_IQ4NL: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
 /// Architectures whose tensors map one-to-one onto the HF names below.
-const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2", "qwen3", "gemma3"];
+/// The one list, shared with lint's `gguf.architecture-not-run`.
+const SUPPORTED_ARCHS: &[&str] = Header::ENGINE_ARCHS;
 
 pub struct GgufWeights<'a> {
     pub file: &'a GgufFile,

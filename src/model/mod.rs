@@ -169,7 +169,9 @@ pub fn load_gguf_with(file: &crate::format::gguf::GgufFile, device: &Device, dty
     let quantized = resolve_gguf_matmul(mode, file, dtype) == GgufMatmul::Quantized;
     let w = gguf_weights::GgufWeights::new(file)?.with_quantized_matmul(quantized);
     let freq_factors = rope_freq_factors(file)?;
-    let cfg = file.header.hf_config();
+    // A NaN/Inf float in the metadata is refused, never replaced by a default (lint reports it as
+    // `gguf.metadata-not-finite`).
+    let cfg = file.header.hf_config_checked().map_err(|(field, detail)| Error::Field { path: file.path.clone(), field, detail })?;
     let has_head = file.header.tensor("output.weight").is_some();
     let spec = arch::ArchSpec::from_config(&cfg, Some(has_head)).map_err(|e| match e {
         Error::Field { field, detail, .. } => Error::Field { path: file.path.clone(), field: format!("GGUF metadata ({field})"), detail },

@@ -122,15 +122,16 @@ pub struct Manifest {
     pub expect: Option<Expect>,
 }
 
+/// `base` with a manifest's `thresholds` table applied and validated (`Thresholds::overlay`); an
+/// error names the manifest and the key (`step[1].thresholds.kl_mean_fail`).
 fn merge_thresholds(base: &Thresholds, over: Option<&toml::Value>, path: &Path, field: &str) -> Result<Thresholds> {
     let Some(over) = over else { return Ok(base.clone()) };
-    let mut v = toml::Value::try_from(base).map_err(|e| Error::Field { path: path.into(), field: field.into(), detail: e.to_string() })?;
-    if let (Some(t), Some(o)) = (v.as_table_mut(), over.as_table()) {
-        for (k, x) in o {
-            t.insert(k.clone(), x.clone());
-        }
-    }
-    v.try_into().map_err(|e: toml::de::Error| Error::Field { path: path.into(), field: field.into(), detail: e.to_string() })
+    let table = over.as_table().ok_or_else(|| Error::Field {
+        path: path.into(),
+        field: field.into(),
+        detail: format!("must be a table of threshold keys, found {} {over}", over.type_str()),
+    })?;
+    base.overlay(table).map_err(|(key, detail)| Error::Field { path: path.into(), field: format!("{field}.{key}"), detail })
 }
 
 impl Manifest {

@@ -124,12 +124,13 @@ impl Html {
 
         body.push_str("<h2>Steps</h2><table id=\"steps\"><tr><th>#</th><th>step</th><th>source</th><th>status</th><th>lint errors</th><th>KL mean</th><th>KL p99</th><th>top-1</th><th>P(EOS) ref → cand</th><th>stops</th><th>cause</th></tr>");
         for s in &r.steps {
-            let errs = s
+            let errs: u64 = s
                 .findings
                 .iter()
                 .chain(s.merge.iter().flat_map(|m| m.findings.iter()))
                 .filter(|f| f.severity == crate::checks::Severity::Error)
-                .count();
+                .map(|f| f.weight())
+                .sum();
             let c = s.vs_reference.as_ref();
             let num = |f: &dyn Fn(&crate::compare::run::CompareResult) -> String| c.map(f).unwrap_or_else(|| "–".into());
             body.push_str(&format!(

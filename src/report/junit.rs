@@ -2,11 +2,16 @@
 //! compare vs parent); a failing check is a `<failure>` with the cause in its message.
 
 use super::escape;
-use crate::checks::Severity;
+use crate::checks::{Finding, Severity};
 use crate::pipeline::run::{evidence, PipelineReport};
 use crate::verdict::Verdict;
 
 pub struct Junit;
+
+/// Error findings, a summary counted as the findings it stands for.
+fn error_count(findings: &[Finding]) -> u64 {
+    findings.iter().filter(|f| f.severity == Severity::Error).map(Finding::weight).sum()
+}
 
 struct Case {
     class: String,
@@ -29,7 +34,7 @@ impl Junit {
             cases.push(Case {
                 class: class.clone(),
                 name: "lint",
-                failure: (!errors.is_empty()).then(|| (format!("{} lint error(s)", errors.len()), errors.join("\n"))),
+                failure: (!errors.is_empty()).then(|| (format!("{} lint error(s)", error_count(&s.findings)), errors.join("\n"))),
                 error: None,
             });
             if let Some(m) = &s.merge {
@@ -38,7 +43,7 @@ impl Junit {
                 cases.push(Case {
                     class: class.clone(),
                     name: "merge-check",
-                    failure: (!errors.is_empty()).then(|| (format!("{} merge error(s)", errors.len()), errors.join("\n"))),
+                    failure: (!errors.is_empty()).then(|| (format!("{} merge error(s)", error_count(&m.findings)), errors.join("\n"))),
                     error: None,
                 });
             }

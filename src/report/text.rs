@@ -32,18 +32,16 @@ impl Text {
             "#", "step", "", "lint E", "lint W", "KL mean", "KL p99", "top1", "P(EOS) ref→cand", "stops"
         ));
         for s in &r.steps {
-            let errs = s
-                .findings
-                .iter()
-                .chain(s.merge.iter().flat_map(|m| m.findings.iter()))
-                .filter(|f| f.severity == crate::checks::Severity::Error)
-                .count();
-            let warns = s
-                .findings
-                .iter()
-                .chain(s.merge.iter().flat_map(|m| m.findings.iter()))
-                .filter(|f| f.severity == crate::checks::Severity::Warning)
-                .count();
+            // A summary finding stands for `more` findings (`Finding::weight`).
+            let count = |severity| {
+                s.findings
+                    .iter()
+                    .chain(s.merge.iter().flat_map(|m| m.findings.iter()))
+                    .filter(|f| f.severity == severity)
+                    .map(|f| f.weight())
+                    .sum::<u64>()
+            };
+            let (errs, warns) = (count(crate::checks::Severity::Error), count(crate::checks::Severity::Warning));
             let (kl, p99, top1, eos, stops) = match &s.vs_reference {
                 Some(c) => (
                     crate::compare::metrics::fmt_num(c.summary.kl.mean),

@@ -11,6 +11,7 @@ mod gguf;
 mod gguf_cli;
 mod gguf_engine;
 mod hostile_config;
+mod hostile_findings;
 mod hostile_io;
 mod html_report;
 mod inspect;

@@ -1,5 +1,5 @@
-//! The GGUF by itself, without its HF source: layout problems, an architecture, block count vs
-//! `blk.N` tensors, token arrays of one length, special ids inside the vocabulary, an EOS,
+//! The GGUF by itself, without its HF source: layout problems, float metadata that is not a
+//! finite number, an architecture (and whether the engine runs it), block count vs `blk.N` tensors, token arrays of one length, special ids inside the vocabulary, an EOS,
 //! vocabulary vs embedding rows, a named pre-tokenizer, a chat template for a chat vocabulary that
 //! renders, ends turns on an end-of-generation token and does not double BOS.
 //!
@@ -9,9 +9,9 @@ use super::tokenizer::{adds_bos, llama_cpp_eog, show_id, special_ids};
 use crate::chat::{sample_conversation, turn_end, ChatTemplate};
 use crate::checks::ids::{self, FindingId};
 use crate::checks::template::ROLE_MARKERS;
-use crate::checks::{Finding, Severity};
-use crate::format::gguf::GgufFile;
+use crate::checks::{Finding, Findings, Severity};
 use crate::format::gguf::LayoutProblem;
+use crate::format::gguf::{GgufFile, Header};
 
 /// The finding id of a layout problem the parser found.
 pub fn layout_id(p: &LayoutProblem) -> FindingId {
@@ -26,14 +26,35 @@ pub fn layout_id(p: &LayoutProblem) -> FindingId {
 
 /// The GGUF against itself. `with_source`: an HF source will be checked too, so findings it
 /// reports with more detail (missing template) are left to `check_source`.
-pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
+pub fn check(g: &GgufFile, with_source: bool, out: &mut Findings) {
     let file = g.file_name();
     let h = &g.header;
+    let finding = |p: &LayoutProblem| {
+        Finding::new(layout_id(p), Severity::Error, &file, p.message())
+            .field(p.tensor())
+            .hint("the file is damaged or was written by a broken tool: re-download or re-convert it")
+    };
     for p in &h.problems {
+        out.push(finding(p));
+    }
+    // The parser counted these without keeping them.
+    for (p, n) in &h.unlisted {
+        out.count_more(&finding(p), *n);
+    }
+    for bad in h.non_finite_floats() {
+        let what = match bad.in_array {
+            None => format!("`{}` is {}", bad.key, bad.value),
+            Some((n, first)) => format!("`{}` holds {n} non-finite value(s) (the first, at index {first}, is {})", bad.key, bad.value),
+        };
         out.push(
-            Finding::new(layout_id(p), Severity::Error, &file, p.message())
-                .field(p.tensor())
-                .hint("the file is damaged or was written by a broken tool: re-download or re-convert it"),
+            Finding::new(
+                ids::GGUF_METADATA_NOT_FINITE,
+                Severity::Error,
+                &file,
+                format!("{what}, not a finite number: llama.cpp computes with it as it is, and no default (such as rope base 10000) may stand in for it"),
+            )
+            .field(bad.key.clone())
+            .hint("set the value from the source config.json (gguf-py's gguf_set_metadata.py / gguf_new_metadata.py) or re-convert"),
         );
     }
     let meta = h.arch_meta();
@@ -45,6 +66,21 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Vec<Finding>) {
         );
         return;
     };
+    if !Header::ENGINE_ARCHS.contains(&arch.as_str()) {
+        out.push(
+            Finding::new(
+                ids::GGUF_ARCHITECTURE_NOT_RUN,
+                Severity::Info,
+                &file,
+                format!(
+                    "`general.architecture` is `{arch}`, which ckptcheck's engine does not run (it runs {}): `compare` and `bisect` cannot run this file; these static checks still apply",
+                    Header::ENGINE_ARCHS.join(", ")
+                ),
+            )
+            .field("general.architecture")
+            .hint("compare it with llama.cpp's own tools (llama-perplexity --kl-divergence) instead"),
+        );
+    }
 
     if let (Some(declared), Some(found)) = (meta.block_count, h.blocks_in_tensors()) {
         if declared != found {

@@ -12,7 +12,7 @@
 //! GGUF's vocabulary: pre-tokenizer, probe round trip, end-of-generation ids, BOS), `values`
 //! (NaN/Inf in tensors and block scales); this file runs them in order.
 
-use super::{Context, Finding};
+use super::{Context, Finding, Findings};
 use crate::format::gguf::GgufFile;
 
 mod alone;
@@ -27,13 +27,14 @@ pub use tokenizer::{
 };
 pub use values::values;
 
-/// Runs every GGUF check: against itself, and against `source` when given.
+/// Runs every GGUF check: against itself, and against `source` when given; repeated findings
+/// grouped (`Findings`).
 pub fn run(g: &GgufFile, source: Option<&Context>) -> Vec<Finding> {
-    let mut out = Vec::new();
+    let mut out = Findings::new();
     check(g, source.is_some(), &mut out);
     values(g, &mut out);
     if let Some(ctx) = source {
         check_source(g, ctx, &mut out);
     }
-    out
+    out.into_vec()
 }

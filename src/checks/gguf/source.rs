@@ -4,7 +4,9 @@
 //! context, rope base and scaling, rms eps, sliding-window layers).
 //!
 //! `check_source` runs one function per comparison, in a fixed order, each appending its findings.
-//! It does not repeat what `alone` reports about the GGUF by itself.
+//! A comparison that cannot run because a source file is missing or unreadable is a finding
+//! (`gguf.source-unreadable`), never a silent skip. It does not repeat what `alone` reports about
+//! the GGUF by itself.
 
 use std::collections::BTreeSet;
 
@@ -12,10 +14,13 @@ use serde_json::Value as Json;
 
 use super::tokenizer::{adds_bos, llama_cpp_eog, pre_tokenizer, round_trip, show_id};
 use crate::checks::ids::{self, FindingId};
-use crate::checks::{Context, Finding, Severity};
+use crate::checks::special::describe_ids;
+use crate::checks::{Context, Finding, Findings, Severity};
+use crate::error::Error;
 use crate::format::config::ModelConfig;
 use crate::format::gguf::{ArchMeta, GgufFile, GgufTokenizer, Header};
-use crate::format::tokens::{stop_ids, Role};
+use crate::format::hf;
+use crate::format::tokens::{stop_decl, stop_ids, Role};
 
 /// Relative tolerance for numbers GGUF stores as float32 and config.json as float64: float32
 /// rounding is at most 2^-24 ≈ 6e-8 relative; 1e-6 leaves room and still flags any real change
@@ -23,9 +28,11 @@ use crate::format::tokens::{stop_ids, Role};
 pub const F32_REL_TOL: f64 = 1e-6;
 
 /// The GGUF against the HF checkpoint it was converted from.
-pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Vec<Finding>) {
+pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Findings) {
     let file = g.file_name();
     let h = &g.header;
+    unreadable_source(ctx, out);
+    architecture(&file, h, ctx, out);
     let tok = h.tokenizer();
     sliding_layers(g, ctx, &file, out);
     tokens(&file, &tok, ctx, out);
@@ -43,8 +50,102 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Vec<Finding>) {
     rope_scaling(&file, h, &meta, &arch, &ctx.config, out);
 }
 
+/// What each source file feeds, for the finding when it cannot be read.
+fn skipped_with(name: &str) -> &'static str {
+    match name {
+        hf::CONFIG => {
+            "the architecture, shapes, heads, context length, rope base and scaling, rms eps and sliding layers were not compared"
+        }
+        hf::TOKENIZER_JSON => "token strings and ids, merges, the pre-tokenizer and the probe round trip were not compared",
+        hf::GENERATION_CONFIG => "the GGUF's EOS was compared with config.json's eos_token_id only",
+        hf::TOKENIZER_CONFIG => "its BOS/EOS/PAD strings and chat template were not compared",
+        hf::SPECIAL_TOKENS_MAP => "its special-token strings were not compared",
+        hf::CHAT_TEMPLATE_JSON | hf::CHAT_TEMPLATE_JINJA => "its chat template was not compared",
+        _ => "what it holds was not compared",
+    }
+}
+
+/// Source files `lint --source` needs that are missing or do not parse: each comparison they feed
+/// did not run, which must not read as "no difference found".
+fn unreadable_source(ctx: &Context, out: &mut Findings) {
+    let dir = ctx.dir;
+    let shown = |name: &str| dir.root.join(name).display().to_string();
+    let mut push = |name: &str, severity: Severity, problem: String| {
+        out.push(
+            Finding::new(
+                ids::GGUF_SOURCE_UNREADABLE,
+                severity,
+                shown(name),
+                format!("the source's {name} {problem}: {}", skipped_with(name)),
+            )
+            .hint(format!("give `--source` the HF checkpoint directory the GGUF came from, with a readable {name}")),
+        );
+    };
+    let mut config_reported = false;
+    for e in &dir.load_problems {
+        let (path, detail) = match e {
+            Error::Json { path, detail } => (path, detail.clone()),
+            Error::Field { path, field, detail } => (path, format!("`{field}`: {detail}")),
+            Error::Io { path, source } => (path, source.to_string()),
+            _ => continue,
+        };
+        let name = dir.rel(path);
+        config_reported |= name == hf::CONFIG;
+        let severity = if name == hf::CONFIG { Severity::Error } else { Severity::Warning };
+        push(&name, severity, format!("cannot be read ({detail})"));
+    }
+    if dir.config.is_none() && !config_reported {
+        push(hf::CONFIG, Severity::Error, "is missing".into());
+    }
+    match (&dir.tokenizer_json, &ctx.tokenizer_error) {
+        (None, _) => push(hf::TOKENIZER_JSON, Severity::Warning, "is missing".into()),
+        (Some(_), Some(e)) => push(hf::TOKENIZER_JSON, Severity::Error, format!("does not load ({e})")),
+        _ => {}
+    }
+}
+
+/// llama.cpp's `general.architecture` for an HF `model_type` (convert_hf_to_gguf.py: Mistral and
+/// Mixtral convert as `llama`, Gemma 3's text model as `gemma3`). A model type not listed is not
+/// compared: llama.cpp's names differ from HF's in ways no rule covers (`deepseek_v2` →
+/// `deepseek2`, `cohere` → `command-r`).
+pub const GGUF_ARCH_OF: &[(&str, &str)] = &[
+    ("llama", "llama"),
+    ("mistral", "llama"),
+    ("mixtral", "llama"),
+    ("qwen2", "qwen2"),
+    ("qwen2_moe", "qwen2moe"),
+    ("qwen3", "qwen3"),
+    ("qwen3_moe", "qwen3moe"),
+    ("gemma", "gemma"),
+    ("gemma2", "gemma2"),
+    ("gemma3", "gemma3"),
+    ("gemma3_text", "gemma3"),
+    ("phi3", "phi3"),
+];
+
+/// The GGUF's architecture against the source's `model_type`: another architecture means another
+/// model (or a conversion run on the wrong directory).
+fn architecture(file: &str, h: &Header, ctx: &Context, out: &mut Findings) {
+    let (Some(arch), Some(model_type)) = (h.architecture(), ctx.config.model_type.as_deref()) else { return };
+    let Some(&(_, expected)) = GGUF_ARCH_OF.iter().find(|(t, _)| *t == model_type) else { return };
+    if arch != expected {
+        out.push(
+            Finding::new(
+                ids::GGUF_ARCHITECTURE_DIFFERS,
+                Severity::Error,
+                file,
+                format!(
+                    "`general.architecture` is `{arch}` but the source's config.json model_type `{model_type}` converts to `{expected}`"
+                ),
+            )
+            .field("general.architecture")
+            .hint("the GGUF was converted from another model, or `--source` names the wrong directory"),
+        );
+    }
+}
+
 /// Tokens: strings and ids, against the source tokenizer's.
-fn tokens(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
+fn tokens(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
     if let (Some(tokens), Some(hf)) = (tok.tokens, &ctx.tokenizer) {
         let n = (tokens.len() as u64).max(hf.id_space);
         let mut differing = 0u64;
@@ -86,7 +187,7 @@ fn tokens(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>
 }
 
 /// Merges and pre-tokenizer, from tokenizer.json itself.
-fn merges_and_pre_tokenizer(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
+fn merges_and_pre_tokenizer(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
     let tj = ctx.dir.tokenizer_json.as_ref().and_then(|p| crate::format::hf::read_json(p).ok().flatten());
     if let (Some(tj), Some(merges)) = (&tj, tok.merges) {
         if let Some(hf_merges) = tj.value.pointer("/model/merges").and_then(Json::as_array) {
@@ -123,9 +224,9 @@ fn merges_and_pre_tokenizer(file: &str, tok: &GgufTokenizer, ctx: &Context, out:
 }
 
 /// EOS vs the source's stop ids (`generation_config.json`), and stop ids llama.cpp does not end on.
-fn eos_and_stop(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
+fn eos_and_stop(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
     let (stop, stop_file) = stop_ids(&ctx.decls);
-    let show_hf = |id: u64| crate::checks::special::describe(ctx, id);
+    let stop_listed = stop_decl(&ctx.decls).map_or(0, |(d, _)| d.listed_ids());
     if let Some(eos) = tok.eos {
         if !stop.is_empty() && !stop.contains(&eos) {
             let still = if llama_cpp_eog(tok).iter().any(|i| stop.contains(i)) {
@@ -142,7 +243,7 @@ fn eos_and_stop(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Fi
                         "tokenizer.ggml.eos_token_id is {} but {} eos_token_id is {}{still}",
                         show_id(tok, Some(eos)),
                         stop_file.unwrap_or("generation_config.json"),
-                        stop.iter().map(|&i| show_hf(i)).collect::<Vec<_>>().join(", ")
+                        describe_ids(ctx, stop.iter().copied(), stop_listed)
                     ),
                 )
                 .field("tokenizer.ggml.eos_token_id")
@@ -160,7 +261,7 @@ fn eos_and_stop(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Fi
                 file,
                 format!(
                     "generation stops on {} in the HF checkpoint but that is not an end-of-generation token in the GGUF",
-                    missing.iter().map(|&i| show_hf(i)).collect::<Vec<_>>().join(", ")
+                    describe_ids(ctx, missing.iter().copied(), 0)
                 ),
             )
             .field("tokenizer.ggml.eot_token_id")
@@ -170,8 +271,7 @@ fn eos_and_stop(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Fi
 }
 
 /// The BOS the GGUF adds vs the source's BOS, both ways.
-fn bos(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
-    let show_hf = |id: u64| crate::checks::special::describe(ctx, id);
+fn bos(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
     let hf_bos = hf_ids(ctx, Role::Bos);
     let gguf_bos_used = tok.bos.filter(|_| adds_bos(tok));
     match (gguf_bos_used, hf_bos.is_empty()) {
@@ -193,7 +293,7 @@ fn bos(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
                 format!(
                     "tokenizer.ggml.bos_token_id is {} but the HF checkpoint's BOS is {}",
                     show_id(tok, Some(b)),
-                    hf_bos.iter().map(|&i| show_hf(i)).collect::<Vec<_>>().join(", ")
+                    describe_ids(ctx, hf_bos.iter().copied(), 0)
                 ),
             )
             .field("tokenizer.ggml.bos_token_id")
@@ -217,7 +317,7 @@ fn bos(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
                     file,
                     format!(
                         "the HF tokenizer starts every prompt with BOS {} but the GGUF does not add it",
-                        hf_bos.iter().map(|&i| show_hf(i)).collect::<Vec<_>>().join(", ")
+                        describe_ids(ctx, hf_bos.iter().copied(), 0)
                     ),
                 )
                 .field("tokenizer.ggml.add_bos_token")
@@ -228,8 +328,7 @@ fn bos(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
 }
 
 /// PAD vs the source's PAD.
-fn pad(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
-    let show_hf = |id: u64| crate::checks::special::describe(ctx, id);
+fn pad(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
     let hf_pad = hf_ids(ctx, Role::Pad);
     if let Some(p) = tok.pad.filter(|p| !hf_pad.is_empty() && !hf_pad.contains(p)) {
         out.push(
@@ -240,7 +339,7 @@ fn pad(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
                 format!(
                     "tokenizer.ggml.padding_token_id is {} but the HF checkpoint's PAD is {}",
                     show_id(tok, Some(p)),
-                    hf_pad.iter().map(|&i| show_hf(i)).collect::<Vec<_>>().join(", ")
+                    describe_ids(ctx, hf_pad.iter().copied(), 0)
                 ),
             )
             .field("tokenizer.ggml.padding_token_id")
@@ -255,7 +354,7 @@ fn hf_ids(ctx: &Context, role: Role) -> BTreeSet<u64> {
 }
 
 /// Chat template: missing from the GGUF, or different from the source's.
-fn template(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Finding>) {
+fn template(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
     match (&ctx.template, tok.chat_template) {
         (Some(t), None) => out.push(
             Finding::new(
@@ -291,7 +390,7 @@ fn template(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Vec<Findin
 }
 
 /// Architecture numbers vs config.json: context length, shapes, heads, rope base, rms eps.
-fn config_numbers(file: &str, meta: &ArchMeta, arch: &str, c: &ModelConfig, out: &mut Vec<Finding>) {
+fn config_numbers(file: &str, meta: &ArchMeta, arch: &str, c: &ModelConfig, out: &mut Findings) {
     let int_pairs: [Row<u64>; 7] = [
         (ids::GGUF_CONTEXT_LENGTH_DIFFERS, "context_length", meta.context_length, c.max_position_embeddings, "max_position_embeddings"),
         (ids::GGUF_SHAPE_DIFFERS, "embedding_length", meta.embedding_length, c.hidden_size, "hidden_size"),
@@ -340,7 +439,7 @@ fn config_numbers(file: &str, meta: &ArchMeta, arch: &str, c: &ModelConfig, out:
 }
 
 /// Rope scaling (catalogue #12: Llama-3.1 scaling dropped at conversion).
-fn rope_scaling(file: &str, h: &Header, meta: &ArchMeta, arch: &str, c: &ModelConfig, out: &mut Vec<Finding>) {
+fn rope_scaling(file: &str, h: &Header, meta: &ArchMeta, arch: &str, c: &ModelConfig, out: &mut Findings) {
     if let Some(scaling) = &c.rope_scaling {
         let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(Json::as_str).unwrap_or("default");
         let factor = scaling.get("factor").and_then(Json::as_f64);
@@ -408,10 +507,12 @@ fn close(a: f64, b: f64) -> bool {
 /// Which layers use the sliding window, as the GGUF will be run (llama.cpp derives Gemma 2/3's
 /// pattern from the architecture: alternating, or 5 sliding to 1 global) versus the source's
 /// `layer_types`. A model whose pattern differs runs differently past the window.
-fn sliding_layers(g: &GgufFile, ctx: &Context, file: &str, out: &mut Vec<Finding>) {
+fn sliding_layers(g: &GgufFile, ctx: &Context, file: &str, out: &mut Findings) {
     use crate::format::arch::ArchSpec;
     let Some(cfg) = ctx.dir.config.as_ref() else { return };
-    let (Ok(hf), Ok(gg)) = (ArchSpec::from_config(&cfg.value, None), ArchSpec::from_config(&g.header.hf_config(), None)) else {
+    // A non-finite float in the GGUF is reported by `alone`; nothing to compare it with here.
+    let Ok(gguf_config) = g.header.hf_config_checked() else { return };
+    let (Ok(hf), Ok(gg)) = (ArchSpec::from_config(&cfg.value, None), ArchSpec::from_config(&gguf_config, None)) else {
         return;
     };
     if hf.sliding_window.is_none() || hf.sliding_layers.len() != gg.sliding_layers.len() || hf.sliding_layers == gg.sliding_layers {

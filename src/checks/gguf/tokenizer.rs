@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use serde_json::Value as Json;
 
 use crate::checks::ids;
-use crate::checks::{Finding, Severity};
+use crate::checks::{Finding, Findings, Severity};
 use crate::format::gguf::GgufTokenizer;
 
 /// Token texts llama.cpp treats as end-of-generation by their text alone, in addition to
@@ -59,7 +59,7 @@ pub const PROBES: &[&str] = &[
 ];
 
 /// Compares the GGUF's pre-tokenizer with tokenizer.json's (catalogue #10).
-pub(super) fn pre_tokenizer(file: &str, pre: Option<&str>, hf: Option<&Json>, out: &mut Vec<Finding>) {
+pub(super) fn pre_tokenizer(file: &str, pre: Option<&str>, hf: Option<&Json>, out: &mut Findings) {
     let Some(pre) = pre else { return }; // `gguf.pre-missing` already reported by `check`
     let Some(hf_regexes) = hf.map(split_regexes) else { return };
     let Some((_, expected)) = KNOWN_PRE.iter().find(|(name, _)| *name == pre) else {
@@ -99,7 +99,7 @@ pub(super) fn pre_tokenizer(file: &str, pre: Option<&str>, hf: Option<&Json>, ou
 
 /// Encodes `PROBES` with the source tokenizer and the GGUF's own; any difference in ids means
 /// llama.cpp sees other tokens than the model was trained on (catalogue #10).
-pub(super) fn round_trip(file: &str, hf: &crate::format::tokens::TokenizerInfo, gguf: &tokenizers::Tokenizer, out: &mut Vec<Finding>) {
+pub(super) fn round_trip(file: &str, hf: &crate::format::tokens::TokenizerInfo, gguf: &tokenizers::Tokenizer, out: &mut Findings) {
     let mut differing = Vec::new();
     for (i, text) in PROBES.iter().enumerate() {
         let (Ok(a), Ok(b)) = (hf.encode_raw(text), gguf.encode(*text, false)) else { continue };

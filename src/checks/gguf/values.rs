@@ -7,7 +7,7 @@
 //! (`alone` reports those layout problems).
 
 use crate::checks::ids;
-use crate::checks::{Finding, Severity};
+use crate::checks::{Finding, Findings, Severity};
 use crate::format::gguf::{GgmlType, GgufFile};
 
 /// Where a block keeps its f16 scale(s), for the types whose layout is fixed (ggml-common.h):
@@ -30,7 +30,7 @@ fn block_scales(t: GgmlType) -> Option<(usize, &'static [usize])> {
 
 /// NaN / ±Inf in a GGUF's float tensors, and in the f16 block scales of its quantized tensors (a
 /// NaN scale poisons all 32 or 256 weights of its block). Same ids as the safetensors value scan.
-pub fn values(g: &GgufFile, out: &mut Vec<Finding>) {
+pub fn values(g: &GgufFile, out: &mut Findings) {
     use crate::checks::values::scan;
     use crate::format::dtype::Dtype;
     let file = g.file_name();

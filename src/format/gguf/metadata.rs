@@ -3,6 +3,10 @@
 //! HF-style `config.json` they amount to (`Header::hf_config`), which the architecture spec reads
 //! so that a GGUF runs as its own metadata says.
 //!
+//! A NaN or infinite float cannot be written into that JSON (it would become `null`, which the
+//! architecture spec reads as "absent" and replaces by a default, rope base 10000):
+//! `non_finite_floats` lists them, `hf_config_checked` refuses them, `checks::gguf` reports them.
+//!
 //! It only reads what `parse` produced: no parsing, no checking against an HF source
 //! (`checks::gguf`), no tokenizer keys (`tokenizer`).
 
@@ -17,7 +21,21 @@ use super::types::{Array, GgmlType, TypeBytes, Value};
 pub const VALUE_TYPE_NAMES: [&str; 13] =
     ["uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "bool", "string", "array", "uint64", "int64", "float64"];
 
+/// A float metadata value that is not a finite number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonFinite {
+    pub key: String,
+    /// The value (`NaN`, `inf`, `-inf`), or for an array the first such element.
+    pub value: String,
+    /// For an array: how many of its elements are not finite, and the index of the first.
+    pub in_array: Option<(u64, u64)>,
+}
+
 impl Header {
+    /// `general.architecture` values the engine runs (`model::gguf_weights` maps their tensor
+    /// names and refuses the others by this list). Others are checked statically only.
+    pub const ENGINE_ARCHS: &'static [&'static str] = &["llama", "qwen2", "qwen3", "gemma3"];
+
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.by_key.get(key).map(|&i| &self.metadata[i].1)
     }
@@ -80,8 +98,41 @@ impl Header {
         }
     }
 
+    /// Every float32/float64 value (scalar, or in an array at any depth) that is NaN or infinite,
+    /// in file order: one entry per key.
+    pub fn non_finite_floats(&self) -> Vec<NonFinite> {
+        let show = |x: f64| if x.is_nan() { "NaN".to_string() } else { x.to_string() };
+        let mut out = Vec::new();
+        for (key, v) in &self.metadata {
+            match v {
+                Value::F32(x) if !x.is_finite() => out.push(NonFinite { key: key.clone(), value: show(f64::from(*x)), in_array: None }),
+                Value::F64(x) if !x.is_finite() => out.push(NonFinite { key: key.clone(), value: show(*x), in_array: None }),
+                Value::Array(a) => {
+                    let (mut n, mut first) = (0u64, None);
+                    let mut index = 0u64;
+                    non_finite_in(a, &mut index, &mut n, &mut first);
+                    if let Some((i, x)) = first {
+                        out.push(NonFinite { key: key.clone(), value: show(x), in_array: Some((n, i)) });
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// `hf_config`, refusing a non-finite float instead of letting it become `null` and then a
+    /// default: `Err((key, what))` names the first one. What runs a GGUF should read this.
+    pub fn hf_config_checked(&self) -> Result<serde_json::Value, (String, String)> {
+        match self.non_finite_floats().into_iter().next() {
+            Some(bad) => Err((bad.key, format!("is {}, not a finite number: refusing to run it with a default in its place", bad.value))),
+            None => Ok(self.hf_config()),
+        }
+    }
+
     /// An HF-style `config.json` synthesised from the GGUF's own metadata, so the decoder's
     /// `ArchSpec` comes from the file being run (not from the HF source it claims to come from).
+    /// A non-finite float becomes `null` here: see `hf_config_checked`.
     pub fn hf_config(&self) -> serde_json::Value {
         let m = self.arch_meta();
         let arch = m.architecture.clone().unwrap_or_default();
@@ -139,6 +190,24 @@ impl Header {
     /// Largest `N` + 1 over tensors named `blk.N.*`.
     pub fn blocks_in_tensors(&self) -> Option<u64> {
         self.tensors.iter().filter_map(|t| t.name.strip_prefix("blk.")?.split('.').next()?.parse::<u64>().ok()).max().map(|n| n + 1)
+    }
+}
+
+/// Counts the non-finite floats of `a` (nested arrays flattened in order), keeping the flat index
+/// and value of the first.
+fn non_finite_in(a: &Array, index: &mut u64, n: &mut u64, first: &mut Option<(u64, f64)>) {
+    let mut see = |x: f64, index: &mut u64| {
+        if !x.is_finite() {
+            *n += 1;
+            first.get_or_insert((*index, x));
+        }
+        *index += 1;
+    };
+    match a {
+        Array::F32(v) => v.iter().for_each(|x| see(f64::from(*x), index)),
+        Array::F64(v) => v.iter().for_each(|x| see(*x, index)),
+        Array::Array(v) => v.iter().for_each(|inner| non_finite_in(inner, index, n, first)),
+        _ => {}
     }
 }
 

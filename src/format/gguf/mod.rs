@@ -81,6 +81,14 @@ impl GgufFile {
             tensor: name.to_string(),
             detail: "not in this GGUF".into(),
         })?;
+        // Problems past the listed ones were only counted: no tensor of such a file is trusted.
+        if let Some((p, n)) = self.header.unlisted.first() {
+            return Err(Error::Tensor {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+                detail: format!("the file has {n} more layout problems like: {}; run `ckptcheck lint`", p.message()),
+            });
+        }
         if let Some(p) = self.header.problems.iter().find(|p| {
             !matches!(p, LayoutProblem::NotPacked { .. } | LayoutProblem::NameTooLong { .. })
                 && (p.tensor() == name || matches!(p, LayoutProblem::Overlap { first, .. } if first == name))

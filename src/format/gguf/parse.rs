@@ -1,7 +1,8 @@
 //! Parsing a GGUF header from hostile bytes: the size caps (llama.cpp's own limits where it has
 //! them), the little-endian `Reader` that checks every count and length against the bytes left
-//! before reserving anything, `parse_header`, and `validate_layout`, which lists every tensor
-//! placed where no reader can use it instead of stopping at the first.
+//! before reserving anything, `parse_header`, and `validate_layout`, which lists tensors placed
+//! where no reader can use it instead of stopping at the first (the first
+//! `MAX_PROBLEMS_PER_KIND` of each kind in full, the rest counted).
 //!
 //! It reads the bytes it is given and nothing else: no file I/O or memory-mapping (`GgufFile`), no
 //! interpretation of metadata keys (`metadata`, `tokenizer`), no tensor values.
@@ -14,6 +15,7 @@ use serde::Serialize;
 use super::types::{Array, Value};
 use super::types::{GgmlType, REMOVED_TYPES, TYPE_COUNT};
 use crate::error::Error;
+use crate::format::safetensors::push_capped;
 
 pub const MAGIC: &[u8; 4] = b"GGUF";
 /// Newest GGUF version (llama.cpp `GGUF_VERSION`). Version 1 used 32-bit counts and is refused, as
@@ -39,6 +41,10 @@ pub const MAX_ARRAY_DEPTH: usize = 4;
 pub const MAX_TENSORS: u64 = 1 << 20;
 /// Most metadata keys accepted. Real files have 20–60; 2^20 bounds the key table.
 pub const MAX_KV: u64 = 1 << 20;
+/// Layout problems of one kind kept in full; further ones are only counted (`Header::unlisted`).
+/// Same cap and reasoning as the safetensors reader's: a table of 2^20 tensors each placed wrong
+/// makes the header hold 64 problems per kind, not millions.
+pub const MAX_PROBLEMS_PER_KIND: usize = crate::format::safetensors::MAX_PROBLEMS_PER_KIND;
 /// Smallest possible encoding of one tensor info: name length (8) + n_dims (4) + type (4) +
 /// offset (8). A count the remaining bytes cannot hold is refused before anything is allocated.
 const MIN_TENSOR_INFO_BYTES: u64 = 24;
@@ -202,7 +208,10 @@ pub struct Header {
     pub alignment: u64,
     /// Absolute file offset of the data section (end of the tensor infos, padded to `alignment`).
     pub data_start: u64,
+    /// The first `MAX_PROBLEMS_PER_KIND` problems of each kind.
     pub problems: Vec<LayoutProblem>,
+    /// Problems past that cap, per kind: the first one not kept, and how many were not kept.
+    pub unlisted: Vec<(LayoutProblem, u64)>,
     pub(super) by_key: HashMap<String, usize>,
     pub(super) by_name: HashMap<String, usize>,
 }
@@ -475,27 +484,32 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
     // The data section starts at the end of the tensor infos, padded to the alignment.
     let end_of_infos = r.pos as u64;
     let data_start = end_of_infos.div_ceil(alignment).saturating_mul(alignment);
-    let problems = validate_layout(&tensors, data_start, alignment, buf.len() as u64);
-    Ok(Header { version, metadata, tensors, alignment, data_start, problems, by_key, by_name })
+    let (problems, unlisted) = validate_layout(&tensors, data_start, alignment, buf.len() as u64);
+    Ok(Header { version, metadata, tensors, alignment, data_start, problems, unlisted, by_key, by_name })
 }
 
-fn validate_layout(tensors: &[TensorInfo], data_start: u64, alignment: u64, file_len: u64) -> Vec<LayoutProblem> {
+/// Problems kept (the first `MAX_PROBLEMS_PER_KIND` of each kind) and those only counted.
+type Problems = (Vec<LayoutProblem>, Vec<(LayoutProblem, u64)>);
+
+fn validate_layout(tensors: &[TensorInfo], data_start: u64, alignment: u64, file_len: u64) -> Problems {
     let mut problems = Vec::new();
+    let mut unlisted = Vec::new();
+    let mut push = |p| push_capped(&mut problems, &mut unlisted, MAX_PROBLEMS_PER_KIND, p);
     let mut expected = 0u64;
     for t in tensors {
         if t.name.len() > MAX_TENSOR_NAME_BYTES {
-            problems.push(LayoutProblem::NameTooLong { tensor: t.name.clone(), len: t.name.len() });
+            push(LayoutProblem::NameTooLong { tensor: t.name.clone(), len: t.name.len() });
         }
         let end = data_start.checked_add(t.offset).and_then(|s| s.checked_add(t.n_bytes));
         match end {
             Some(end) if end <= file_len => {}
-            _ => problems.push(LayoutProblem::OutOfBounds { tensor: t.name.clone(), end: end.unwrap_or(u64::MAX), file_len }),
+            _ => push(LayoutProblem::OutOfBounds { tensor: t.name.clone(), end: end.unwrap_or(u64::MAX), file_len }),
         }
         if t.offset % alignment != 0 {
-            problems.push(LayoutProblem::Misaligned { tensor: t.name.clone(), offset: t.offset, alignment });
+            push(LayoutProblem::Misaligned { tensor: t.name.clone(), offset: t.offset, alignment });
         }
         if t.offset != expected {
-            problems.push(LayoutProblem::NotPacked { tensor: t.name.clone(), offset: t.offset, expected });
+            push(LayoutProblem::NotPacked { tensor: t.name.clone(), offset: t.offset, expected });
         }
         // Where llama.cpp expects the next tensor: this one's declared offset + padded size.
         expected = t.offset.saturating_add(t.n_bytes.div_ceil(alignment).saturating_mul(alignment));
@@ -507,7 +521,7 @@ fn validate_layout(tensors: &[TensorInfo], data_start: u64, alignment: u64, file
         let end = t.offset.saturating_add(t.n_bytes);
         if let Some((p, p_end)) = reach {
             if t.offset < p_end {
-                problems.push(LayoutProblem::Overlap { first: p.name.clone(), second: t.name.clone() });
+                push(LayoutProblem::Overlap { first: p.name.clone(), second: t.name.clone() });
             }
             if end > p_end {
                 reach = Some((t, end));
@@ -516,7 +530,7 @@ fn validate_layout(tensors: &[TensorInfo], data_start: u64, alignment: u64, file
             reach = Some((t, end));
         }
     }
-    problems
+    (problems, unlisted)
 }
 
 #[cfg(test)]
@@ -551,6 +565,24 @@ mod tests {
         assert!(matches!(e.kind, GgufErrorKind::ArrayTooLong { len, .. } if len == 1 << 62), "{e}");
         let msg = e.to_string();
         assert!(msg.contains("x.gguf") && msg.contains("metadata key #1 (`tokenizer.ggml.tokens`)") && msg.contains("2^62"), "{msg}");
+    }
+
+    /// Regression (issue 12): a table of badly placed tensors made the header hold one problem
+    /// per tensor; past `MAX_PROBLEMS_PER_KIND` of a kind they are counted, not kept.
+    #[test]
+    fn problems_past_the_cap_are_counted_not_kept() {
+        let mut w = W::new();
+        w.kv_str("general.architecture", "llama");
+        let n = MAX_PROBLEMS_PER_KIND + 136;
+        for i in 0..n {
+            w.tensor(&format!("{i:0>70}"), &[32], 0);
+        }
+        let h = parse_header(&w.build(), Path::new("x.gguf")).unwrap();
+        assert_eq!(h.problems.len(), MAX_PROBLEMS_PER_KIND);
+        assert!(h.problems.iter().all(|p| matches!(p, LayoutProblem::NameTooLong { .. })));
+        assert_eq!(h.unlisted.len(), 1);
+        assert_eq!(h.unlisted[0].1, 136);
+        assert_eq!(h.unlisted[0].0.tensor(), format!("{MAX_PROBLEMS_PER_KIND:0>70}"));
     }
 
     fn push_huge_tokens_array(w: &mut W) {
