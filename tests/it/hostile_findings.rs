@@ -401,7 +401,8 @@ fn nan_rope_base_is_a_finding() {
     assert_eq!(key, "llama.rope.freq_base");
     assert!(detail.contains("NaN"), "{detail}");
     // The engine refuses it too, rather than running with rope base 10000.
-    let e = ckptcheck::model::load_gguf(&g, &candle_core::Device::Cpu, candle_core::DType::F32).err().expect("the engine refuses NaN metadata");
+    let e =
+        ckptcheck::model::load_gguf(&g, &candle_core::Device::Cpu, candle_core::DType::F32).err().expect("the engine refuses NaN metadata");
     assert!(e.to_string().contains("llama.rope.freq_base") && e.to_string().contains("NaN"), "{e}");
 }
 
