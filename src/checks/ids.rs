@@ -137,6 +137,7 @@ ids! {
     VALUES_HUGE => "values.huge",
     VALUES_INF => "values.inf",
     VALUES_NAN => "values.nan",
+    VOCAB_ADDED_TOKEN_OUT_OF_RANGE => "vocab.added-token-out-of-range",
     VOCAB_CONFIG_MISMATCH => "vocab.config-mismatch",
     VOCAB_EMBED_HEAD_MISMATCH => "vocab.embed-head-mismatch",
     VOCAB_ROWS_FAR_BEYOND_TOKENIZER => "vocab.rows-far-beyond-tokenizer",

@@ -31,6 +31,7 @@ pub fn check(ctx: &Context, out: &mut Findings) {
     }
     let rows = head.as_ref().or(embed.as_ref());
     let Some((rows_name, rows)) = rows.cloned() else { return };
+    added_tokens_decoder(ctx, rows, out);
 
     if let Some(v) = ctx.config.vocab_size {
         if v != rows {
@@ -97,4 +98,33 @@ pub fn check(ctx: &Context, out: &mut Findings) {
             .hint("the tokenizer may belong to another model (a smaller vocabulary saved beside a bigger model)"),
         );
     }
+}
+
+/// `tokenizer_config.json:added_tokens_decoder` maps ids (as strings) to tokens: a key that is
+/// not an id, or an id no embedding row exists for, is a token the model can never see or emit.
+/// Only the first few bad keys are named; the count covers the rest.
+fn added_tokens_decoder(ctx: &Context, rows: u64, out: &mut Findings) {
+    let Some(map) = ctx.dir.tokenizer_config.as_ref().and_then(|d| d.value.get("added_tokens_decoder")).and_then(|v| v.as_object()) else {
+        return;
+    };
+    let bad: Vec<&String> = map.keys().filter(|k| k.parse::<u64>().map_or(true, |id| id >= rows)).collect();
+    if bad.is_empty() {
+        return;
+    }
+    let shown: Vec<&str> = bad.iter().take(5).map(|k| k.as_str()).collect();
+    out.push(
+        Finding::new(
+            ids::VOCAB_ADDED_TOKEN_OUT_OF_RANGE,
+            Severity::Error,
+            hf::TOKENIZER_CONFIG,
+            format!(
+                "{} `added_tokens_decoder` key(s) are not ids below the {rows} embedding rows: {}{}",
+                bad.len(),
+                shown.join(", "),
+                if bad.len() > shown.len() { ", …" } else { "" }
+            ),
+        )
+        .field("added_tokens_decoder")
+        .hint("the tokenizer config belongs to another vocabulary, or tokens were added without `resize_token_embeddings`"),
+    );
 }

@@ -218,8 +218,10 @@ impl HfDir {
         Some(why.unwrap_or_else(|| format!("`{}` could not be read", path.display())))
     }
 
+    /// A PEFT adapter directory: it has `adapter_config.json`, even one that does not parse (lint
+    /// reports that file as unreadable; it is not a model missing its config.json).
     pub fn is_adapter(&self) -> bool {
-        self.adapter_config.is_some()
+        self.adapter_config.is_some() || self.root.join(ADAPTER_CONFIG).is_file()
     }
 
     /// Every readable tensor, with the file it lives in.

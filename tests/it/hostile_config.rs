@@ -473,3 +473,30 @@ fn a_broken_shard_index_is_named_and_never_worked_around() {
         assert!(r.stderr.contains("model.safetensors.index.json"), "{name}: {}", r.stderr);
     }
 }
+
+#[test]
+fn added_tokens_decoder_ids_out_of_range_are_errors() {
+    for (name, key) in [("beyond the rows", "100000"), ("not an id", "x"), ("negative", "-1")] {
+        let d = tmp();
+        let mut f = Fixture::healthy();
+        f.tokenizer_config["added_tokens_decoder"] = json!({ key: {"content": "<extra>", "special": true} });
+        f.write(d.path());
+        let r = lint_json(d.path());
+        assert_eq!(r.code, 1, "{name}: {}", r.stdout);
+        assert_eq!(r.finding("vocab.added-token-out-of-range")["field"], "added_tokens_decoder", "{name}");
+    }
+}
+
+/// Regression (issue 12, wrong blame): an adapter whose adapter_config.json does not parse was
+/// linted as a model missing its config.json.
+#[test]
+fn an_unparseable_adapter_config_is_unreadable_not_a_missing_model_config() {
+    let d = tmp();
+    let a = adapter_with(d.path(), |_| {});
+    std::fs::write(a.join("adapter_config.json"), "{\"r\": ").unwrap();
+    let r = lint_json(&a);
+    let ids = r.finding_ids();
+    assert_eq!(r.code, 1);
+    assert_eq!(r.finding("files.unreadable")["file"], "adapter_config.json", "{ids:?}");
+    assert!(!ids.contains(&"files.missing-config".to_string()), "{ids:?}");
+}
