@@ -1,5 +1,5 @@
 //! Any byte string must parse to a header or an error, never panic or allocate without bound.
-//! Run: `cargo +nightly fuzz run safetensors_header` (from this directory's parent).
+//! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run -a -s none safetensors_header` (see fuzz/README.md).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
