@@ -8,9 +8,7 @@
 use super::{Context, Finding, Findings, Severity};
 use crate::checks::ids;
 use crate::format::arch::{ArchSpec, ShapeProblem, Topology};
-use crate::format::dtype::engine_float;
 use crate::format::hf::CONFIG;
-use crate::format::quant::QuantConfig;
 
 pub fn check(ctx: &Context, out: &mut Findings) {
     let Some(cfg) = &ctx.dir.config else { return };
@@ -31,9 +29,7 @@ pub fn check(ctx: &Context, out: &mut Findings) {
         }
     };
     spec.topology = Topology::from_weights(|n| dir.tensor(n).is_some());
-    let quantized = QuantConfig::from_config_json(dir).is_some();
-    let lookup = |name: &str| dir.tensor(name).map(|(_, t)| (t.shape.clone(), engine_float(t.dtype), t.dtype.name().to_string()));
-    for p in spec.shape_problems(lookup, quantized) {
+    for p in spec.shape_problems_in(dir) {
         let (id, hint) = match &p {
             ShapeProblem::Missing { .. } => {
                 (ids::WEIGHTS_MISSING_TENSOR, "the weights do not match config.json: re-save the model, or fix the config")

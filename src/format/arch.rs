@@ -420,6 +420,15 @@ impl ArchSpec {
         out
     }
 
+    /// `shape_problems` over an HF directory's stored tensors (linear layers skipped when its
+    /// `quantization_config` says they are packed): what lint reports and the engine refuses.
+    pub fn shape_problems_in(&self, dir: &super::hf::HfDir) -> Vec<ShapeProblem> {
+        let quantized = super::quant::QuantConfig::from_config_json(dir).is_some();
+        let lookup =
+            |name: &str| dir.tensor(name).map(|(_, t)| (t.shape.clone(), super::dtype::engine_float(t.dtype), t.dtype.name().to_string()));
+        self.shape_problems(lookup, quantized)
+    }
+
     /// Checks stored tensors against `expected_tensors`. `lookup` gives a stored tensor's shape and
     /// whether its dtype is a float type; `quantized`: linear layers are stored packed and not
     /// checked here. Layers the config declares beyond those stored are one problem, not one per

@@ -123,11 +123,7 @@ pub fn load_with(dir: &HfDir, w: &dyn weights::WeightSource, device: &Device, dt
     // The decoder never meets a tensor it has not validated: the same checks as lint's
     // `weights.*` findings, on the stored shapes, before anything is loaded.
     spec.topology = arch::Topology::from_weights(|n| w.has(n));
-    let quantized = crate::format::quant::QuantConfig::from_config_json(dir).is_some();
-    let lookup = |name: &str| {
-        dir.tensor(name).map(|(_, t)| (t.shape.clone(), crate::format::dtype::engine_float(t.dtype), t.dtype.name().to_string()))
-    };
-    if let Some(p) = spec.shape_problems(lookup, quantized).into_iter().next() {
+    if let Some(p) = spec.shape_problems_in(dir).into_iter().next() {
         let path = dir.tensor(p.tensor()).map(|(f, _)| f.path.clone()).unwrap_or_else(|| cfg.path.clone());
         return Err(Error::Tensor {
             path,
