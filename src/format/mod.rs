@@ -174,6 +174,44 @@ fn parent_dir(p: &Path) -> PathBuf {
     }
 }
 
+/// A range of a memory-mapped weights file that keeps the map alive: the engine multiplies by
+/// weights where they are stored, so a model costs page cache, not anonymous memory.
+#[derive(Clone)]
+pub struct MappedBytes {
+    map: std::sync::Arc<memmap2::Mmap>,
+    start: usize,
+    len: usize,
+}
+
+impl MappedBytes {
+    /// `part` must be a sub-slice of `map` (it is, from `checked_bytes`).
+    fn within(map: &std::sync::Arc<memmap2::Mmap>, part: &[u8]) -> MappedBytes {
+        let start = (part.as_ptr() as usize).checked_sub(map.as_ptr() as usize).filter(|s| s + part.len() <= map.len());
+        let start = start.expect("MappedBytes::within: the slice lies in the map");
+        MappedBytes { map: map.clone(), start, len: part.len() }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.map[self.start..self.start + self.len]
+    }
+
+    /// The whole of a file, mapped (unit tests of the engine's kernels).
+    #[cfg(test)]
+    pub fn test_map(path: &Path) -> MappedBytes {
+        let f = File::open(path).unwrap();
+        // SAFETY: a test's own temporary file, not modified while mapped.
+        let map = std::sync::Arc::new(unsafe { memmap2::Mmap::map(&f) }.unwrap());
+        let len = map.len();
+        MappedBytes { map, start: 0, len }
+    }
+}
+
+impl std::fmt::Debug for MappedBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MappedBytes({} bytes at {})", self.len, self.start)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

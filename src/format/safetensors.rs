@@ -152,7 +152,7 @@ impl Header {
 pub struct SafetensorsFile {
     pub path: PathBuf,
     pub header: Header,
-    mmap: Mmap,
+    mmap: std::sync::Arc<Mmap>,
     by_name: BTreeMap<String, usize>,
 }
 
@@ -167,7 +167,7 @@ impl SafetensorsFile {
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let header = parse_header(&mmap, path)?;
         let by_name = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        Ok(SafetensorsFile { path: path.to_path_buf(), header, mmap, by_name })
+        Ok(SafetensorsFile { path: path.to_path_buf(), header, mmap: std::sync::Arc::new(mmap), by_name })
     }
 
     pub fn file_len(&self) -> u64 {
@@ -183,6 +183,12 @@ impl SafetensorsFile {
         let start = self.header.data_start.checked_add(t.start)?;
         let end = self.header.data_start.checked_add(t.end)?;
         self.mmap.get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
+    }
+
+    /// `checked_bytes` as a handle that keeps the file mapped (the engine's weights stay there).
+    pub fn shared_bytes(&self, name: &str) -> Result<super::MappedBytes> {
+        let b = self.checked_bytes(name)?;
+        Ok(super::MappedBytes::within(&self.mmap, b))
     }
 
     /// The tensor's bytes for compute: errors unless the header had no layout problem touching it.

@@ -1,15 +1,24 @@
-//! The one decoder-only transformer: embeddings → N × (attention, MLP) → norm → head, returning
-//! logits for every position and, on request, the hidden state after every layer.
+//! The one decoder-only transformer: embeddings → N × (attention, MLP) → norm → head.
 //!
 //! Family differences come only from `ArchSpec` fields; there is one attention, one MLP, one norm
-//! and one rope here. Projections stored fused (`Topology`) are split after their matmul. One
-//! sequence at a time: teacher-forced scoring runs every position at once; greedy generation
-//! carries a `KvCache`.
+//! and one rope here. Projections stored fused (`Topology`) are split after their matmul.
+//!
+//! The forward pass runs a *batch*: several sequences' rows stacked into one `[rows, hidden]`
+//! matrix, so every matmul reads its weights once for all of them, while attention keeps each
+//! sequence to itself. It advances one layer at a time (`begin`, `step`, `finish`), so a caller
+//! can run two models in lockstep and compare their hidden states at each layer as it goes;
+//! `logits` runs the head on whichever rows the caller needs, in chunks of its choosing.
+//! Greedy generation batches prompts too, each with its own `KvCache`.
+//!
+//! Two kernels sit under the one decoder. f32 on the CPU (the default) multiplies weights where
+//! they are stored (`native`) and runs blocked attention (`attention`); other dtypes and devices
+//! run candle's ops on dense copies. A unit test holds the two to the same logits.
 
 use candle_core::{DType, Device, Tensor, D};
 
+use super::attention::{self, AttnShape};
 use super::rope;
-use super::weights::{LinearOp, WeightSource};
+use super::weights::{native_engine, DenseLinear, LinearOp, NativeLinear, NativeMatrix, WeightSource};
 use crate::error::{Error, Result};
 use crate::format::arch::{Activation, ArchSpec, Norm, Topology};
 
@@ -49,15 +58,24 @@ struct Layer {
     sliding: bool,
 }
 
+/// The token embeddings: left in the file (native engine) or a dense tensor.
+enum Embed {
+    Native(NativeMatrix),
+    Dense(Tensor),
+}
+
 /// A loaded model, ready to run.
 pub struct Model {
     pub spec: ArchSpec,
-    embed: Tensor,
-    lm_head: Option<Box<dyn LinearOp>>,
+    embed: Embed,
+    /// The output projection (the embeddings again when they are tied).
+    lm_head: Box<dyn LinearOp>,
     layers: Vec<Layer>,
     final_norm: Tensor,
     device: Device,
     dtype: DType,
+    /// f32 on the CPU: stored weights and blocked attention (module docs).
+    native: bool,
 }
 
 /// The result of one forward pass over a sequence of `T` tokens.
@@ -73,10 +91,92 @@ fn cerr(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
     move |e| Error::Tensor { path: "<forward pass>".into(), tensor: what.to_string(), detail: e.to_string() }
 }
 
+/// Rows the MLP (and the norms around it) process at once: bounds the `[rows, intermediate]`
+/// activations of a long sequence (row-wise ops, so chunking changes no number).
+const MLP_ROWS: usize = 2048;
+
+/// One sequence's rows in a batch: `len` rows from `start`, at positions `past..past + len`.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment {
+    pub start: usize,
+    pub len: usize,
+    pub past: usize,
+}
+
+/// Rope angles for every row of a batch, `[rows, head_dim / 2]`, global and (Gemma 3) local.
+struct RopeRows {
+    global: (Tensor, Tensor),
+    local: Option<(Tensor, Tensor)>,
+    /// The same on the host, for the native kernels.
+    host: Option<((Vec<f32>, Vec<f32>), Option<(Vec<f32>, Vec<f32>)>)>,
+}
+
+/// A batch of sequences part-way through the model.
+pub struct Batch {
+    /// `[rows, hidden]`: the embeddings, then each layer's output in turn.
+    x: Tensor,
+    segments: Vec<Segment>,
+    rope: RopeRows,
+    /// The next layer to run.
+    next: usize,
+}
+
+impl Batch {
+    /// Layers run so far.
+    pub fn layers_done(&self) -> usize {
+        self.next
+    }
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+    /// The current hidden state, `[rows, hidden]`, as f32.
+    pub fn hidden(&self) -> Result<Tensor> {
+        self.x.to_dtype(DType::F32).map_err(cerr("hidden state"))
+    }
+}
+
+/// Keys and values of one layer of one sequence, after rope and before the GQA repeat.
+#[derive(Default)]
+enum LayerKv {
+    #[default]
+    Empty,
+    /// `[t, kv_heads · head_dim]` row-major (native engine).
+    Host { k: Vec<f32>, v: Vec<f32> },
+    /// `[kv_heads, t, head_dim]` (candle path).
+    Dev(Tensor, Tensor),
+}
+
+/// Keys and values of every position seen so far, per layer, for one sequence.
+#[derive(Default)]
+pub struct KvCache {
+    layers: Vec<LayerKv>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(layers: usize) -> KvCache {
+        KvCache { layers: (0..layers).map(|_| LayerKv::Empty).collect(), len: 0 }
+    }
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Prompts prefilled together in batched generation, at most this many tokens in all.
+const GEN_GROUP_TOKENS: usize = 4096;
+/// And at most this many prompts (each holds a KV cache).
+const GEN_GROUP_PROMPTS: usize = 32;
+
 impl Model {
-    /// Loads weights in `dt` (F32, BF16 or F16); logits always come back as f32.
+    /// Loads weights in `dt` (F32, BF16 or F16); logits always come back as f32. With f32 on the
+    /// CPU, 2-D weights the source can leave in place stay in their file (`WeightSource::native`).
     pub fn load(mut spec: ArchSpec, w: &dyn WeightSource, device: &Device, dt: DType) -> Result<Model> {
         spec.topology = Topology::from_weights(|n| w.has(n));
+        let native = native_engine(dt, device);
         let norm = |name: &str| -> Result<Tensor> {
             let t = w.tensor(name, dt, device)?;
             match spec.norm {
@@ -86,8 +186,18 @@ impl Model {
             }
         };
         let embed_name = "model.embed_tokens.weight";
-        let embed = w.tensor(embed_name, dt, device)?;
-        let lm_head = if spec.tied_embeddings { None } else { Some(w.linear("lm_head", false, dt, device)?) };
+        let embed = match if native { w.native(embed_name)? } else { None } {
+            Some(m) => Embed::Native(m),
+            None => Embed::Dense(w.tensor(embed_name, dt, device)?),
+        };
+        let lm_head: Box<dyn LinearOp> = if spec.tied_embeddings {
+            match &embed {
+                Embed::Native(m) => Box::new(NativeLinear { weight: m.clone(), bias: None }),
+                Embed::Dense(t) => Box::new(DenseLinear { weight: t.clone(), bias: None }),
+            }
+        } else {
+            w.linear("lm_head", false, dt, device)?
+        };
         let mut layers = Vec::with_capacity(spec.layers);
         for i in 0..spec.layers {
             let p = format!("model.layers.{i}");
@@ -125,115 +235,182 @@ impl Model {
             });
         }
         let final_norm = norm("model.norm.weight")?;
-        Ok(Model { spec, embed, lm_head, layers, final_norm, device: device.clone(), dtype: dt })
+        Ok(Model { spec, embed, lm_head, layers, final_norm, device: device.clone(), dtype: dt, native })
     }
 
     pub fn device(&self) -> &Device {
         &self.device
     }
 
+    /// Rows of the embedding matrix.
+    pub fn embed_rows(&self) -> usize {
+        match &self.embed {
+            Embed::Native(m) => m.rows(),
+            Embed::Dense(t) => t.dim(0).unwrap_or(0),
+        }
+    }
+
     /// Runs the whole sequence; `trace` keeps every layer's hidden state.
     pub fn forward(&self, ids: &[u32], trace: bool) -> Result<Forward> {
-        self.forward_inner(ids, trace, None).map_err(cerr("forward"))
+        let mut b = self.begin(&[ids], None)?;
+        let mut hidden = Vec::new();
+        if trace {
+            hidden.push(b.hidden()?);
+        }
+        while b.next < self.layers.len() {
+            self.step(&mut b, None)?;
+            if trace {
+                hidden.push(b.hidden()?);
+            }
+        }
+        let h = self.finish(b, None)?;
+        Ok(Forward { logits: self.logits(&h)?, hidden })
     }
 
     /// Runs `ids` as the continuation of what `cache` holds (positions `cache.len()..`), appends
     /// their keys and values to it, and returns their logits.
     pub fn forward_cached(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor> {
-        self.forward_inner(ids, false, Some(cache)).map(|f| f.logits).map_err(cerr("forward"))
+        let caches = std::slice::from_mut(cache);
+        let mut b = self.begin(&[ids], Some(caches))?;
+        while b.next < self.layers.len() {
+            self.step(&mut b, Some(caches))?;
+        }
+        let h = self.finish(b, Some(caches))?;
+        self.logits(&h)
     }
 
-    fn forward_inner(&self, ids: &[u32], trace: bool, mut cache: Option<&mut KvCache>) -> candle_core::Result<Forward> {
+    /// Embeds a batch of sequences (each continuing its cache, when `caches` is given): the start
+    /// of a forward pass, before layer 0.
+    pub fn begin(&self, seqs: &[&[u32]], caches: Option<&[KvCache]>) -> Result<Batch> {
+        self.begin_inner(seqs, caches).map_err(cerr("embeddings"))
+    }
+
+    fn begin_inner(&self, seqs: &[&[u32]], caches: Option<&[KvCache]>) -> candle_core::Result<Batch> {
         let s = &self.spec;
-        let n = ids.len();
-        let past = cache.as_ref().map(|c| c.len).unwrap_or(0);
-        let t = past + n;
-        if n == 0 {
-            candle_core::bail!("forward needs at least one token");
+        let rows_in_embed = self.embed_rows();
+        let mut segments = Vec::with_capacity(seqs.len());
+        let mut ids = Vec::new();
+        for (i, q) in seqs.iter().enumerate() {
+            if q.is_empty() {
+                candle_core::bail!("forward needs at least one token per sequence");
+            }
+            if let Some(&bad) = q.iter().find(|&&t| t as usize >= rows_in_embed) {
+                candle_core::bail!("token id {bad} is outside the embedding ({rows_in_embed} rows)");
+            }
+            let past = caches.and_then(|c| c.get(i)).map(|c| c.len).unwrap_or(0);
+            segments.push(Segment { start: ids.len(), len: q.len(), past });
+            ids.extend_from_slice(q);
         }
-        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= s.vocab_size.max(self.embed.dim(0).unwrap_or(0))) {
-            candle_core::bail!("token id {bad} is outside the embedding ({} rows)", self.embed.dim(0)?);
-        }
-        let ids_t = Tensor::from_slice(ids, n, &self.device)?;
-        let mut x = self.embed.index_select(&ids_t, 0)?;
+        let rows = ids.len();
+        let mut x = match &self.embed {
+            Embed::Native(m) => Tensor::from_vec(m.gather(&ids), (rows, m.cols()), &self.device)?,
+            Embed::Dense(t) => t.index_select(&Tensor::from_slice(&ids, rows, &self.device)?, 0)?,
+        };
         if let Some(scale) = s.embed_scale {
             // transformers casts the normaliser to the hidden dtype first (f32 here).
             x = (x * (scale as f32) as f64)?;
         }
-        let mut hidden = Vec::new();
-        if trace {
-            hidden.push(x.to_dtype(DType::F32)?);
+        let rope = self.rope_rows(&segments)?;
+        Ok(Batch { x, segments, rope, next: 0 })
+    }
+
+    /// Each row's rope angles. Tables are built per sequence for its own length (dynamic NTK
+    /// scaling depends on it, as in transformers).
+    fn rope_rows(&self, segments: &[Segment]) -> candle_core::Result<RopeRows> {
+        let s = &self.spec;
+        let build = |r: &crate::format::arch::Rope| -> candle_core::Result<(Tensor, Tensor)> {
+            let mut cs = Vec::with_capacity(segments.len());
+            let mut ss = Vec::with_capacity(segments.len());
+            for g in segments {
+                let (c, sn) = rope::tables(r, s.head_dim, g.past + g.len, &self.device)?;
+                cs.push(c.narrow(0, g.past, g.len)?);
+                ss.push(sn.narrow(0, g.past, g.len)?);
+            }
+            let dt = if self.native { DType::F32 } else { self.dtype };
+            Ok((Tensor::cat(&cs, 0)?.to_dtype(dt)?, Tensor::cat(&ss, 0)?.to_dtype(dt)?))
+        };
+        let global = build(&s.rope)?;
+        let local = s.rope_local.as_ref().map(build).transpose()?;
+        let host = if self.native {
+            let v = |p: &(Tensor, Tensor)| -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
+                Ok((p.0.flatten_all()?.to_vec1()?, p.1.flatten_all()?.to_vec1()?))
+            };
+            Some((v(&global)?, local.as_ref().map(v).transpose()?))
+        } else {
+            None
+        };
+        Ok(RopeRows { global, local, host })
+    }
+
+    /// Runs the batch through its next layer (appending keys and values to `caches`, when given:
+    /// the same caches `begin` saw).
+    pub fn step(&self, b: &mut Batch, caches: Option<&mut [KvCache]>) -> Result<()> {
+        let li = b.next;
+        let Some(layer) = self.layers.get(li) else { return Ok(()) };
+        b.x = self.layer(layer, li, b, caches).map_err(|e| Error::Tensor {
+            path: "<forward pass>".into(),
+            tensor: format!("model.layers.{li}"),
+            detail: e.to_string(),
+        })?;
+        b.next += 1;
+        Ok(())
+    }
+
+    /// Runs any layers left, applies the final norm and returns `[rows, hidden]` (the input of
+    /// `logits`); the caches then hold the batch's positions too.
+    pub fn finish(&self, mut b: Batch, mut caches: Option<&mut [KvCache]>) -> Result<Tensor> {
+        while b.next < self.layers.len() {
+            self.step(&mut b, caches.as_deref_mut())?;
         }
-        let dt = self.dtype;
-        // Tables for positions 0..t, then the rows of the new tokens.
-        let cast = |(c, s): (Tensor, Tensor)| -> candle_core::Result<(Tensor, Tensor)> {
-            Ok((c.narrow(0, past, n)?.contiguous()?.to_dtype(dt)?, s.narrow(0, past, n)?.contiguous()?.to_dtype(dt)?))
-        };
-        let (cos, sin) = cast(rope::tables(&s.rope, s.head_dim, t, &self.device)?)?;
-        let local = match &s.rope_local {
-            Some(r) => Some(cast(rope::tables(r, s.head_dim, t, &self.device)?)?),
-            None => None,
-        };
-        let full_mask = mask(past, n, None, &self.device)?.to_dtype(dt)?;
-        let sliding_mask = match s.sliding_window {
-            Some(w) if w < t => Some(mask(past, n, Some(w), &self.device)?.to_dtype(dt)?),
-            _ => None,
-        };
-        for (li, layer) in self.layers.iter().enumerate() {
-            let (c, sn) = match (&local, layer.sliding) {
-                (Some((lc, ls)), true) => (lc, ls),
-                _ => (&cos, &sin),
-            };
-            let m = match (&sliding_mask, layer.sliding) {
-                (Some(sm), true) => sm,
-                _ => &full_mask,
-            };
-            let kv = cache.as_deref_mut().map(|c| &mut c.layers[li]);
-            x = self.layer(layer, &x, c, sn, m, kv)?;
-            if trace {
-                hidden.push(x.to_dtype(DType::F32)?);
+        if let Some(cs) = caches {
+            for (c, g) in cs.iter_mut().zip(&b.segments) {
+                c.len = g.past + g.len;
             }
         }
-        if let Some(c) = cache {
-            c.len = t;
-        }
-        let x = self.norm(&x, &self.final_norm)?;
-        let mut logits = match &self.lm_head {
-            Some(h) => h.forward(&x)?,
-            None => x.matmul(&self.embed.t()?)?,
+        self.norm(&b.x, &self.final_norm).map_err(cerr("model.norm"))
+    }
+
+    /// Logits `[rows, vocab]` (f32) of final hidden states `[rows, hidden]` from `finish`.
+    pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
+        let run = || -> candle_core::Result<Tensor> {
+            let mut logits = self.lm_head.forward(h)?;
+            if let Some(c) = self.spec.final_softcap {
+                logits = ((logits / c)?.tanh()? * c)?;
+            }
+            logits.to_dtype(DType::F32)
         };
-        if let Some(c) = s.final_softcap {
-            logits = ((logits / c)?.tanh()? * c)?;
-        }
-        Ok(Forward { logits: logits.to_dtype(DType::F32)?, hidden })
+        run().map_err(cerr("lm_head"))
     }
 
     fn norm(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
         candle_nn::ops::rms_norm(x, w, self.spec.norm_eps as f32)
     }
 
-    fn layer(
-        &self,
-        l: &Layer,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: &Tensor,
-        kv: Option<&mut Option<(Tensor, Tensor)>>,
-    ) -> candle_core::Result<Tensor> {
+    fn layer(&self, l: &Layer, li: usize, b: &Batch, caches: Option<&mut [KvCache]>) -> candle_core::Result<Tensor> {
+        let x = &b.x;
         let h = self.norm(x, &l.input_norm)?;
-        let mut h = self.attention(l, &h, cos, sin, mask, kv)?;
+        let mut h = self.attention(l, li, &h, b, caches)?;
         if self.spec.sandwich_norms {
             h = self.norm(&h, &l.post_attn_norm)?;
         }
         let x = (x + h)?;
-        let pre = l.pre_ff_norm.as_ref().unwrap_or(&l.post_attn_norm);
-        let h = self.norm(&x, pre)?;
-        let mut h = self.mlp(l, &h)?;
-        if let Some(post) = &l.post_ff_norm {
-            h = self.norm(&h, post)?;
+        let rows = x.dim(0)?;
+        let mut outs = Vec::with_capacity(rows.div_ceil(MLP_ROWS));
+        for r0 in (0..rows).step_by(MLP_ROWS) {
+            let x = x.narrow(0, r0, MLP_ROWS.min(rows - r0))?;
+            let pre = l.pre_ff_norm.as_ref().unwrap_or(&l.post_attn_norm);
+            let h = self.norm(&x, pre)?;
+            let mut h = self.mlp(l, &h)?;
+            if let Some(post) = &l.post_ff_norm {
+                h = self.norm(&h, post)?;
+            }
+            outs.push((x + h)?);
         }
-        x + h
+        if outs.len() == 1 {
+            Ok(outs.pop().expect("one chunk"))
+        } else {
+            Tensor::cat(&outs, 0)
+        }
     }
 
     fn mlp(&self, l: &Layer, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -253,18 +430,9 @@ impl Model {
         l.down.forward(&(g * u)?)
     }
 
-    fn attention(
-        &self,
-        l: &Layer,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: &Tensor,
-        kv: Option<&mut Option<(Tensor, Tensor)>>,
-    ) -> candle_core::Result<Tensor> {
+    fn attention(&self, l: &Layer, li: usize, x: &Tensor, b: &Batch, caches: Option<&mut [KvCache]>) -> candle_core::Result<Tensor> {
         let s = &self.spec;
-        let n = x.dim(0)?;
-        let heads = |y: Tensor, h: usize| y.contiguous()?.reshape((n, h, s.head_dim))?.transpose(0, 1)?.contiguous();
+        let rows = x.dim(0)?;
         let (q, k, v) = match &l.qkv {
             Qkv::Separate { q, k, v } => (q.forward(x)?, k.forward(x)?, v.forward(x)?),
             Qkv::Fused(f) => {
@@ -273,83 +441,200 @@ impl Model {
                 (y.narrow(1, 0, nq)?, y.narrow(1, nq, nkv)?, y.narrow(1, nq + nkv, nkv)?)
             }
         };
-        let mut q = heads(q, s.heads)?;
-        let mut k = heads(k, s.kv_heads)?;
-        let v = heads(v, s.kv_heads)?;
+        let (mut q, mut k) = (q.contiguous()?, k.contiguous()?);
+        let v = v.contiguous()?;
         if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
-            q = self.norm(&q, qn)?;
-            k = self.norm(&k, kn)?;
+            // Per-head RMS norm over head_dim.
+            q = self.norm(&q.reshape((rows * s.heads, s.head_dim))?, qn)?.reshape((rows, s.heads * s.head_dim))?;
+            k = self.norm(&k.reshape((rows * s.kv_heads, s.head_dim))?, kn)?.reshape((rows, s.kv_heads * s.head_dim))?;
         }
-        let q = candle_nn::rotary_emb::rope(&q.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
-        let k = candle_nn::rotary_emb::rope(&k.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
-        // With a cache: keys/values of earlier positions (already roped) come first.
-        let (k, v) = match kv {
-            Some(slot) => {
-                let (k, v) = match slot.take() {
-                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 1)?, Tensor::cat(&[&pv, &v], 1)?),
-                    None => (k, v),
-                };
-                *slot = Some((k.clone(), v.clone()));
-                (k, v)
-            }
-            None => (k, v),
+        let local = l.sliding && b.rope.local.is_some();
+        let window = if l.sliding { s.sliding_window } else { None };
+        let out = if self.native {
+            self.attention_native(li, &q, &k, &v, b, local, window, caches)?
+        } else {
+            self.attention_candle(li, &q, &k, &v, b, local, window, caches)?
         };
-        let t = k.dim(1)?;
-        let rep = s.heads / s.kv_heads;
-        let expand = |y: Tensor| -> candle_core::Result<Tensor> {
-            if rep == 1 {
-                return Ok(y);
-            }
-            y.unsqueeze(1)?.expand((s.kv_heads, rep, t, s.head_dim))?.reshape((s.heads, t, s.head_dim))
-        };
-        let k = expand(k)?;
-        let v = expand(v)?;
-        let mut scores = (q.matmul(&k.t()?)? * s.attn_scale)?;
-        if let Some(c) = s.attn_softcap {
-            scores = ((scores / c)?.tanh()? * c)?;
-        }
-        let scores = scores.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v)?.transpose(0, 1)?.reshape((n, s.heads * s.head_dim))?;
         l.o.forward(&out)
+    }
+
+    /// Native engine: rope and blocked attention on the host, per sequence of the batch.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_native(
+        &self,
+        li: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        b: &Batch,
+        local: bool,
+        window: Option<usize>,
+        mut caches: Option<&mut [KvCache]>,
+    ) -> candle_core::Result<Tensor> {
+        let s = &self.spec;
+        let (qw, kw) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
+        let rows = q.dim(0)?;
+        let mut qv = q.flatten_all()?.to_vec1::<f32>()?;
+        let mut kv = k.flatten_all()?.to_vec1::<f32>()?;
+        let vv = v.flatten_all()?.to_vec1::<f32>()?;
+        let Some((global, local_host)) = &b.rope.host else { candle_core::bail!("native attention without host rope tables") };
+        let (cos, sin) = match (local, local_host) {
+            (true, Some(t)) => t,
+            _ => global,
+        };
+        attention::rope_in_place(&mut qv, s.heads, s.head_dim, cos, sin);
+        attention::rope_in_place(&mut kv, s.kv_heads, s.head_dim, cos, sin);
+        let shape = AttnShape {
+            heads: s.heads,
+            kv_heads: s.kv_heads,
+            head_dim: s.head_dim,
+            scale: s.attn_scale as f32,
+            softcap: s.attn_softcap.map(|c| c as f32),
+            window,
+        };
+        let mut out = vec![0f32; rows * qw];
+        for (si, g) in b.segments.iter().enumerate() {
+            let (qs, ks, vs) = (g.start * qw..(g.start + g.len) * qw, g.start * kw..(g.start + g.len) * kw, g.start * kw..(g.start + g.len) * kw);
+            let o = &mut out[qs.clone()];
+            match caches.as_deref_mut().and_then(|c| c.get_mut(si)) {
+                Some(cache) => {
+                    let slot = &mut cache.layers[li];
+                    if matches!(slot, LayerKv::Empty) {
+                        *slot = LayerKv::Host { k: Vec::new(), v: Vec::new() };
+                    }
+                    let LayerKv::Host { k: ck, v: cv } = slot else { candle_core::bail!("KV cache of another engine") };
+                    ck.extend_from_slice(&kv[ks]);
+                    cv.extend_from_slice(&vv[vs]);
+                    attention::attend(&shape, &qv[qs], g.len, ck, cv, g.past, o);
+                }
+                None => attention::attend(&shape, &qv[qs], g.len, &kv[ks], &vv[vs], 0, o),
+            }
+        }
+        Tensor::from_vec(out, (rows, qw), &self.device)
+    }
+
+    /// Other dtypes and devices: candle's ops, the full score matrix per sequence.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_candle(
+        &self,
+        li: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        b: &Batch,
+        local: bool,
+        window: Option<usize>,
+        mut caches: Option<&mut [KvCache]>,
+    ) -> candle_core::Result<Tensor> {
+        let s = &self.spec;
+        let (cos, sin) = match (local, &b.rope.local) {
+            (true, Some(t)) => t,
+            _ => &b.rope.global,
+        };
+        let mut outs = Vec::with_capacity(b.segments.len());
+        for (si, g) in b.segments.iter().enumerate() {
+            let n = g.len;
+            let heads = |y: &Tensor, h: usize| y.narrow(0, g.start, n)?.reshape((n, h, s.head_dim))?.transpose(0, 1)?.contiguous();
+            let (c, sn) = (cos.narrow(0, g.start, n)?.contiguous()?, sin.narrow(0, g.start, n)?.contiguous()?);
+            let q = candle_nn::rotary_emb::rope(&heads(q, s.heads)?.unsqueeze(0)?, &c, &sn)?.squeeze(0)?;
+            let k = candle_nn::rotary_emb::rope(&heads(k, s.kv_heads)?.unsqueeze(0)?, &c, &sn)?.squeeze(0)?;
+            let v = heads(v, s.kv_heads)?;
+            // With a cache: keys/values of earlier positions (already roped) come first.
+            let (k, v) = match caches.as_deref_mut().and_then(|c| c.get_mut(si)) {
+                Some(cache) => {
+                    let slot = &mut cache.layers[li];
+                    let (k, v) = match std::mem::take(slot) {
+                        LayerKv::Dev(pk, pv) => (Tensor::cat(&[&pk, &k], 1)?, Tensor::cat(&[&pv, &v], 1)?),
+                        LayerKv::Empty => (k, v),
+                        LayerKv::Host { .. } => candle_core::bail!("KV cache of another engine"),
+                    };
+                    *slot = LayerKv::Dev(k.clone(), v.clone());
+                    (k, v)
+                }
+                None => (k, v),
+            };
+            let t = k.dim(1)?;
+            let rep = s.heads / s.kv_heads;
+            let expand = |y: Tensor| -> candle_core::Result<Tensor> {
+                if rep == 1 {
+                    return Ok(y);
+                }
+                y.unsqueeze(1)?.expand((s.kv_heads, rep, t, s.head_dim))?.reshape((s.heads, t, s.head_dim))
+            };
+            let k = expand(k)?;
+            let v = expand(v)?;
+            let mut scores = (q.matmul(&k.t()?)? * s.attn_scale)?;
+            if let Some(c) = s.attn_softcap {
+                scores = ((scores / c)?.tanh()? * c)?;
+            }
+            let m = mask(g.past, n, window, &self.device)?.to_dtype(self.dtype)?;
+            let scores = scores.broadcast_add(&m)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            outs.push(probs.matmul(&v)?.transpose(0, 1)?.reshape((n, s.heads * s.head_dim))?);
+        }
+        Tensor::cat(&outs, 0)
     }
 
     /// Greedy generation from `prompt` until a stop id or `max_new` tokens, with a KV cache.
     /// Returns the new ids and whether a stop id was produced.
     pub fn generate_greedy(&self, prompt: &[u32], max_new: usize, stop: &[u32]) -> Result<(Vec<u32>, bool)> {
-        let mut cache = KvCache::new(self.layers.len());
-        let mut out = Vec::new();
-        let mut input = prompt.to_vec();
-        for _ in 0..max_new {
-            let logits = self.forward_cached(&input, &mut cache)?;
-            let last = logits.get(input.len() - 1).and_then(|r| r.argmax(D::Minus1)).and_then(|a| a.to_scalar::<u32>());
-            let next = last.map_err(cerr("argmax"))?;
-            out.push(next);
-            if stop.contains(&next) {
-                return Ok((out, true));
+        Ok(self.generate_batch(&[prompt], max_new, stop)?.pop().unwrap_or_default())
+    }
+
+    /// Greedy generation for several prompts at once: each decoding step runs every unfinished
+    /// prompt as one batch (weights read once per step for all of them), each with its own KV
+    /// cache. Prompts are taken in groups (`GEN_GROUP_TOKENS`, `GEN_GROUP_PROMPTS`) so caches and
+    /// prefill stay bounded. Returns, per prompt, the new ids and whether a stop id was produced.
+    pub fn generate_batch(&self, prompts: &[&[u32]], max_new: usize, stop: &[u32]) -> Result<Vec<(Vec<u32>, bool)>> {
+        let mut results = Vec::with_capacity(prompts.len());
+        let mut i = 0;
+        while i < prompts.len() {
+            let mut j = i + 1;
+            let mut tokens = prompts[i].len();
+            while j < prompts.len() && j - i < GEN_GROUP_PROMPTS && tokens + prompts[j].len() <= GEN_GROUP_TOKENS {
+                tokens += prompts[j].len();
+                j += 1;
             }
-            input = vec![next];
+            results.extend(self.generate_group(&prompts[i..j], max_new, stop)?);
+            i = j;
         }
-        Ok((out, false))
+        Ok(results)
     }
-}
 
-/// Keys and values (after rope, before the GQA repeat) of every position seen so far, per layer.
-pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
-    len: usize,
-}
-
-impl KvCache {
-    pub fn new(layers: usize) -> KvCache {
-        KvCache { layers: vec![None; layers], len: 0 }
-    }
-    /// Positions held.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+    fn generate_group(&self, prompts: &[&[u32]], max_new: usize, stop: &[u32]) -> Result<Vec<(Vec<u32>, bool)>> {
+        let mut out: Vec<(Vec<u32>, bool)> = vec![(Vec::new(), false); prompts.len()];
+        let mut caches: Vec<KvCache> = prompts.iter().map(|_| KvCache::new(self.layers.len())).collect();
+        let mut inputs: Vec<Vec<u32>> = prompts.iter().map(|p| p.to_vec()).collect();
+        let mut active: Vec<usize> = (0..prompts.len()).collect();
+        for _ in 0..max_new {
+            if active.is_empty() {
+                break;
+            }
+            let mut cs: Vec<KvCache> = active.iter().map(|&a| std::mem::take(&mut caches[a])).collect();
+            let seqs: Vec<&[u32]> = active.iter().map(|&a| inputs[a].as_slice()).collect();
+            let b = self.begin(&seqs, Some(&cs))?;
+            let last: Vec<u32> = b.segments.iter().map(|g| (g.start + g.len - 1) as u32).collect();
+            let h = self.finish(b, Some(&mut cs))?;
+            let run = || -> candle_core::Result<Vec<u32>> {
+                let rows = h.index_select(&Tensor::from_vec(last.clone(), last.len(), &self.device)?, 0)?;
+                self.logits(&rows).map_err(|e| candle_core::Error::Msg(e.to_string()))?.argmax(D::Minus1)?.to_vec1::<u32>()
+            };
+            let next = run().map_err(cerr("argmax"))?;
+            let mut still = Vec::with_capacity(active.len());
+            for ((&a, c), &n) in active.iter().zip(cs).zip(&next) {
+                caches[a] = c;
+                out[a].0.push(n);
+                if stop.contains(&n) {
+                    out[a].1 = true;
+                    caches[a] = KvCache::default();
+                } else {
+                    inputs[a] = vec![n];
+                    still.push(a);
+                }
+            }
+            active = still;
+        }
+        Ok(out)
     }
 }
 

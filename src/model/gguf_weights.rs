@@ -16,7 +16,7 @@
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul};
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::weights::{DenseLinear, LinearOp, WeightSource};
+use super::weights::{DenseLinear, LinearOp, NativeLinear, NativeMatrix, RowCodec, WeightSource};
 use crate::error::{Error, Result};
 use crate::format::gguf::{GgmlType, GgufFile, Header, TensorInfo};
 
@@ -146,6 +146,37 @@ impl WeightSource for GgufWeights<'_> {
         self.info(name).is_ok()
     }
 
+    /// A 2-D tensor's blocks where they lie, with llama.cpp's Q/K row permutation undone by a
+    /// row map (rows are whole blocks, so permuting rows of blocks is exact).
+    fn native(&self, name: &str) -> Result<Option<NativeMatrix>> {
+        let (t, _) = self.info(name)?;
+        let (Some(codec), [cols, rows]) = (RowCodec::of_ggml(t.ggml_type), t.dims.as_slice()) else { return Ok(None) };
+        let (rows, cols) = (*rows as usize, *cols as usize);
+        let m = NativeMatrix::new(self.file.shared_bytes(&t.name)?, rows, cols, codec, |d| self.err(name, d))?;
+        let heads = if name.ends_with("q_proj.weight") {
+            Some(self.n_head)
+        } else if name.ends_with("k_proj.weight") {
+            Some(self.n_head_kv)
+        } else {
+            None
+        };
+        let Some(n_head) = heads.filter(|_| self.unpermute_qk) else { return Ok(Some(m)) };
+        if n_head == 0 || rows % (2 * n_head) != 0 {
+            return Err(self.err(name, format!("{rows} rows do not split into {n_head} heads of two rope halves")));
+        }
+        let (hd, half) = (rows / n_head, rows / n_head / 2);
+        // convert_hf_to_gguf.py: gguf row h·hd + 2i + j holds hf row h·hd + j·half + i.
+        let mut map = vec![0u32; rows];
+        for h in 0..n_head {
+            for i in 0..half {
+                for j in 0..2 {
+                    map[h * hd + j * half + i] = (h * hd + 2 * i + j) as u32;
+                }
+            }
+        }
+        Ok(Some(m.with_row_map(map)))
+    }
+
     fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
         let (t, _) = self.info(name)?;
         let cerr = |e: candle_core::Error| self.err(name, e.to_string());
@@ -178,6 +209,11 @@ impl WeightSource for GgufWeights<'_> {
             if let Some(q) = self.qtensor(&name, t, device)? {
                 let w = QMatMul::from_qtensor(q).map_err(|e| self.err(&name, e.to_string()))?;
                 return Ok(Box::new(QLinear { w, bias }));
+            }
+        }
+        if super::weights::native_engine(dtype, device) {
+            if let Some(weight) = self.native(&name)? {
+                return Ok(Box::new(NativeLinear { weight, bias }));
             }
         }
         Ok(Box::new(DenseLinear { weight: self.tensor(&name, dtype, device)?, bias }))
@@ -278,14 +314,21 @@ fn dequantize_own(t: GgmlType, buf: &[u64], n_bytes: usize) -> Option<Vec<f32>> 
 /// IQ4_NL: blocks of 32 = f16 scale `d` + 16 bytes of 4-bit indices into `KVALUES_IQ4NL`; low
 /// nibbles are elements 0..16, high nibbles 16..32 (llama.cpp `dequantize_row_iq4_nl`).
 pub fn dequantize_iq4_nl(bytes: &[u8]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(bytes.len() / 18 * 32);
-    for block in bytes.chunks_exact(18) {
+    let mut out = vec![0f32; bytes.len() / 18 * 32];
+    iq4_nl_into(bytes, &mut out);
+    out
+}
+
+/// `dequantize_iq4_nl` into a buffer of `bytes.len() / 18 · 32` values (one row of the engine's).
+pub fn iq4_nl_into(bytes: &[u8], out: &mut [f32]) {
+    for (block, o) in bytes.chunks_exact(18).zip(out.chunks_exact_mut(32)) {
         let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
         let qs = &block[2..18];
-        out.extend(qs.iter().map(|q| d * f32::from(KVALUES_IQ4NL[(q & 0xf) as usize])));
-        out.extend(qs.iter().map(|q| d * f32::from(KVALUES_IQ4NL[(q >> 4) as usize])));
+        for (i, q) in qs.iter().enumerate() {
+            o[i] = d * f32::from(KVALUES_IQ4NL[(q & 0xf) as usize]);
+            o[i + 16] = d * f32::from(KVALUES_IQ4NL[(q >> 4) as usize]);
+        }
     }
-    out
 }
 
 /// IQ4_XS: super-blocks of 256 = f16 `d`, u16 `scales_h`, 4 bytes `scales_l`, 128 bytes of
@@ -293,17 +336,24 @@ pub fn dequantize_iq4_nl(bytes: &[u8]) -> Vec<f32> {
 /// `scales_l`, high 2 from `scales_h`) and multiplier `d · (ls − 32)` (llama.cpp
 /// `dequantize_row_iq4_xs`).
 pub fn dequantize_iq4_xs(bytes: &[u8]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(bytes.len() / 136 * 256);
-    for block in bytes.chunks_exact(136) {
+    let mut out = vec![0f32; bytes.len() / 136 * 256];
+    iq4_xs_into(bytes, &mut out);
+    out
+}
+
+/// `dequantize_iq4_xs` into a buffer of `bytes.len() / 136 · 256` values.
+pub fn iq4_xs_into(bytes: &[u8], out: &mut [f32]) {
+    for (block, o) in bytes.chunks_exact(136).zip(out.chunks_exact_mut(256)) {
         let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
         let scales_h = u16::from_le_bytes([block[2], block[3]]);
         let scales_l = &block[4..8];
-        for (ib, qs) in block[8..136].chunks_exact(16).enumerate() {
+        for (ib, (qs, o)) in block[8..136].chunks_exact(16).zip(o.chunks_exact_mut(32)).enumerate() {
             let ls = ((scales_l[ib / 2] >> (4 * (ib % 2))) & 0xf) as i32 | ((((scales_h >> (2 * ib)) & 3) as i32) << 4);
             let dl = d * (ls - 32) as f32;
-            out.extend(qs.iter().map(|q| dl * f32::from(KVALUES_IQ4NL[(q & 0xf) as usize])));
-            out.extend(qs.iter().map(|q| dl * f32::from(KVALUES_IQ4NL[(q >> 4) as usize])));
+            for (i, q) in qs.iter().enumerate() {
+                o[i] = dl * f32::from(KVALUES_IQ4NL[(q & 0xf) as usize]);
+                o[i + 16] = dl * f32::from(KVALUES_IQ4NL[(q >> 4) as usize]);
+            }
         }
     }
-    out
 }

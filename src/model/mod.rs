@@ -3,6 +3,8 @@
 
 pub mod decoder;
 pub mod gguf_weights;
+pub mod native;
+pub mod attention;
 pub mod quant;
 pub mod rope;
 pub mod weights;

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::format::dtype::decode_f32;
 use crate::format::hf::HfDir;
 use crate::format::lora::{Adapter, LoraModule};
+pub use super::native::{NativeLinear, NativeMatrix, RowCodec};
 
 /// A linear layer `y = x·Wᵀ (+ b)`, however it is stored or modified.
 pub trait LinearOp: Send + Sync {
@@ -52,11 +53,22 @@ pub trait WeightSource {
     fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor>;
     /// Whether a tensor exists.
     fn has(&self, name: &str) -> bool;
-    /// The linear layer `prefix.weight` (+ `prefix.bias` when `bias`).
+    /// The 2-D weight `name` left in its file in its stored encoding, when this source can
+    /// (`None`: the engine takes a dense copy from `tensor`).
+    fn native(&self, _name: &str) -> Result<Option<NativeMatrix>> {
+        Ok(None)
+    }
+    /// The linear layer `prefix.weight` (+ `prefix.bias` when `bias`): multiplied where it is
+    /// stored when the engine runs f32 on the CPU and the source can, else a dense copy.
     fn linear(&self, prefix: &str, bias: bool, dtype: DType, device: &Device) -> Result<Box<dyn LinearOp>> {
-        let weight = self.tensor(&format!("{prefix}.weight"), dtype, device)?;
+        let name = format!("{prefix}.weight");
         let bias = if bias { Some(self.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
-        Ok(Box::new(DenseLinear { weight, bias }))
+        if native_engine(dtype, device) {
+            if let Some(weight) = self.native(&name)? {
+                return Ok(Box::new(NativeLinear { weight, bias }));
+            }
+        }
+        Ok(Box::new(DenseLinear { weight: self.tensor(&name, dtype, device)?, bias }))
     }
     /// The dense (dequantized) `[out, in]` weight of the linear layer `prefix`, however it is
     /// stored.
@@ -69,6 +81,12 @@ pub trait WeightSource {
     }
 }
 
+/// Whether the engine multiplies stored weights itself: f32 compute on the CPU. Other dtypes
+/// and devices run candle's ops on dense copies.
+pub fn native_engine(dtype: DType, device: &Device) -> bool {
+    dtype == DType::F32 && device.is_cpu()
+}
+
 /// Dense weights straight from an HF directory's safetensors.
 pub struct HfWeights<'a> {
     pub dir: &'a HfDir,
@@ -77,6 +95,13 @@ pub struct HfWeights<'a> {
 impl WeightSource for HfWeights<'_> {
     fn has(&self, name: &str) -> bool {
         self.dir.tensor(name).is_some()
+    }
+
+    fn native(&self, name: &str) -> Result<Option<NativeMatrix>> {
+        let Some((file, info)) = self.dir.tensor(name) else { return Ok(None) };
+        let (Some(codec), [rows, cols]) = (RowCodec::of_dtype(info.dtype), info.shape.as_slice()) else { return Ok(None) };
+        let err = |detail| Error::Tensor { path: file.path.clone(), tensor: name.to_string(), detail };
+        NativeMatrix::new(file.shared_bytes(name)?, *rows as usize, *cols as usize, codec, err).map(Some)
     }
 
     fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
@@ -191,6 +216,13 @@ impl LoraWeights<'_> {
 impl WeightSource for LoraWeights<'_> {
     fn has(&self, name: &str) -> bool {
         self.base.has(name)
+    }
+
+    fn native(&self, name: &str) -> Result<Option<NativeMatrix>> {
+        if self.saves(name) {
+            return self.adapter_weights().native(self.adapter.saved.iter().find(|(_, b)| b == name).map(|(a, _)| a.as_str()).unwrap_or(name));
+        }
+        self.base.native(name)
     }
 
     fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {

@@ -41,7 +41,7 @@ pub use types::{Array, Value};
 pub struct GgufFile {
     pub path: PathBuf,
     pub header: Header,
-    mmap: Mmap,
+    mmap: std::sync::Arc<Mmap>,
 }
 
 impl GgufFile {
@@ -54,7 +54,7 @@ impl GgufFile {
         // usual mmap caveat, accepted by every GGUF reader (llama.cpp maps files the same way).
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let header = parse_header(&mmap, path)?;
-        Ok(GgufFile { path: path.to_path_buf(), header, mmap })
+        Ok(GgufFile { path: path.to_path_buf(), header, mmap: std::sync::Arc::new(mmap) })
     }
 
     pub fn file_len(&self) -> u64 {
@@ -71,6 +71,12 @@ impl GgufFile {
         let start = self.header.data_start.checked_add(t.offset)?;
         let end = start.checked_add(t.n_bytes)?;
         self.mmap.get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
+    }
+
+    /// `checked_bytes` as a handle that keeps the file mapped (the engine's weights stay there).
+    pub fn shared_bytes(&self, name: &str) -> Result<crate::format::MappedBytes, Error> {
+        let b = self.checked_bytes(name)?;
+        Ok(crate::format::MappedBytes::within(&self.mmap, b))
     }
 
     /// The tensor's bytes for compute: errors unless no layout problem touches it (llama.cpp's

@@ -179,6 +179,14 @@ impl WeightSource for QuantWeights<'_> {
         self.dense.has(name)
     }
 
+    /// Unquantized tensors (embeddings, the head of most checkpoints) stay where they are.
+    fn native(&self, name: &str) -> Result<Option<super::weights::NativeMatrix>> {
+        match name.strip_suffix(".weight") {
+            Some(prefix) if self.is_quantized(prefix) => Ok(None),
+            _ => self.dense.native(name),
+        }
+    }
+
     fn linear(&self, prefix: &str, bias: bool, dtype: DType, device: &Device) -> Result<Box<dyn LinearOp>> {
         let Some(weight) = self.dequantized_tensor(prefix, dtype, device)? else {
             return self.dense.linear(prefix, bias, dtype, device);

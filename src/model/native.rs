@@ -1,0 +1,326 @@
+//! Weights where they are stored: a `NativeMatrix` is a `[rows, cols]` matrix inside a
+//! memory-mapped safetensors or GGUF file, in its stored encoding (f32, bf16, f16, ggml blocks).
+//! Nothing is converted up front: a matmul decodes a tile of rows into a small f32 buffer and
+//! multiplies it with `gemm` (the kernel candle's CPU matmul uses), so the model costs page cache
+//! and one tile per matmul, not a dense f32 copy. Decoding is exact (the same values a whole-model
+//! dequantization produces), so only the f32 summation order can differ from the dense path.
+
+use std::sync::Arc;
+
+use candle_core::quantized::k_quants::{self, GgmlType as Block};
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::format::dtype::Dtype;
+use crate::format::gguf::GgmlType;
+use crate::format::MappedBytes;
+
+/// How one stored row decodes to f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowCodec {
+    F32,
+    Bf16,
+    F16,
+    /// ggml blocks (GGUF), row length a multiple of the type's block size.
+    Ggml(GgmlType),
+}
+
+impl RowCodec {
+    /// The codec of a safetensors dtype the engine multiplies natively.
+    pub fn of_dtype(d: Dtype) -> Option<RowCodec> {
+        match d {
+            Dtype::F32 => Some(RowCodec::F32),
+            Dtype::BF16 => Some(RowCodec::Bf16),
+            Dtype::F16 => Some(RowCodec::F16),
+            _ => None,
+        }
+    }
+
+    /// The codec of a ggml type, when rows of it can be decoded here.
+    pub fn of_ggml(t: GgmlType) -> Option<RowCodec> {
+        match t {
+            GgmlType::F32 => Some(RowCodec::F32),
+            GgmlType::F16 => Some(RowCodec::F16),
+            GgmlType::BF16 => Some(RowCodec::Bf16),
+            GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0
+            | GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::IQ4_NL
+            | GgmlType::IQ4_XS => Some(RowCodec::Ggml(t)),
+            _ => None,
+        }
+    }
+
+    /// (values per block, bytes per block).
+    fn block(self) -> (usize, usize) {
+        match self {
+            RowCodec::F32 => (1, 4),
+            RowCodec::Bf16 | RowCodec::F16 => (1, 2),
+            RowCodec::Ggml(t) => match t {
+                GgmlType::IQ4_NL => (32, 18),
+                GgmlType::IQ4_XS => (256, 136),
+                GgmlType::Q4_0 => (32, std::mem::size_of::<k_quants::BlockQ4_0>()),
+                GgmlType::Q4_1 => (32, std::mem::size_of::<k_quants::BlockQ4_1>()),
+                GgmlType::Q5_0 => (32, std::mem::size_of::<k_quants::BlockQ5_0>()),
+                GgmlType::Q5_1 => (32, std::mem::size_of::<k_quants::BlockQ5_1>()),
+                GgmlType::Q8_0 => (32, std::mem::size_of::<k_quants::BlockQ8_0>()),
+                GgmlType::Q2_K => (256, std::mem::size_of::<k_quants::BlockQ2K>()),
+                GgmlType::Q3_K => (256, std::mem::size_of::<k_quants::BlockQ3K>()),
+                GgmlType::Q4_K => (256, std::mem::size_of::<k_quants::BlockQ4K>()),
+                GgmlType::Q5_K => (256, std::mem::size_of::<k_quants::BlockQ5K>()),
+                GgmlType::Q6_K => (256, std::mem::size_of::<k_quants::BlockQ6K>()),
+                GgmlType::F32 => (1, 4),
+                GgmlType::F16 | GgmlType::BF16 => (1, 2),
+                _ => (0, 0),
+            },
+        }
+    }
+}
+
+/// Decodes one row of `Block`s into `out` (the row may sit at any alignment inside the map).
+fn blocks_to_f32<B: Block>(bytes: &[u8], out: &mut [f32]) {
+    let n = bytes.len() / std::mem::size_of::<B>();
+    if (bytes.as_ptr() as usize) % std::mem::align_of::<B>() == 0 {
+        // SAFETY: aligned, in bounds, and every bit pattern is a valid block (plain integers and
+        // f16 fields, as candle's own `qtensor_from_ggml` assumes for the same bytes).
+        let blocks = unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const B, n) };
+        B::to_float(blocks, out);
+    } else {
+        let mut owned: Vec<B> = Vec::with_capacity(n);
+        // SAFETY: copies `n` whole blocks into fresh, aligned storage of capacity `n`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), owned.as_mut_ptr() as *mut u8, n * std::mem::size_of::<B>());
+            owned.set_len(n);
+        }
+        B::to_float(&owned, out);
+    }
+}
+
+/// Decodes one stored row (`bytes`, exactly one row) into `out` (`cols` values).
+fn decode_row(codec: RowCodec, bytes: &[u8], out: &mut [f32]) {
+    use half::{bf16, f16};
+    match codec {
+        RowCodec::F32 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        RowCodec::Bf16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+            }
+        }
+        RowCodec::F16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+            }
+        }
+        RowCodec::Ggml(t) => match t {
+            GgmlType::Q4_0 => blocks_to_f32::<k_quants::BlockQ4_0>(bytes, out),
+            GgmlType::Q4_1 => blocks_to_f32::<k_quants::BlockQ4_1>(bytes, out),
+            GgmlType::Q5_0 => blocks_to_f32::<k_quants::BlockQ5_0>(bytes, out),
+            GgmlType::Q5_1 => blocks_to_f32::<k_quants::BlockQ5_1>(bytes, out),
+            GgmlType::Q8_0 => blocks_to_f32::<k_quants::BlockQ8_0>(bytes, out),
+            GgmlType::Q2_K => blocks_to_f32::<k_quants::BlockQ2K>(bytes, out),
+            GgmlType::Q3_K => blocks_to_f32::<k_quants::BlockQ3K>(bytes, out),
+            GgmlType::Q4_K => blocks_to_f32::<k_quants::BlockQ4K>(bytes, out),
+            GgmlType::Q5_K => blocks_to_f32::<k_quants::BlockQ5K>(bytes, out),
+            GgmlType::Q6_K => blocks_to_f32::<k_quants::BlockQ6K>(bytes, out),
+            GgmlType::IQ4_NL => super::gguf_weights::iq4_nl_into(bytes, out),
+            GgmlType::IQ4_XS => super::gguf_weights::iq4_xs_into(bytes, out),
+            GgmlType::F32 => decode_row(RowCodec::F32, bytes, out),
+            GgmlType::F16 => decode_row(RowCodec::F16, bytes, out),
+            GgmlType::BF16 => decode_row(RowCodec::Bf16, bytes, out),
+            // `of_ggml` admits no other type.
+            _ => out.fill(f32::NAN),
+        },
+    }
+}
+
+/// A `[rows, cols]` weight matrix left in its file, in its stored encoding.
+#[derive(Clone)]
+pub struct NativeMatrix {
+    data: MappedBytes,
+    rows: usize,
+    cols: usize,
+    codec: RowCodec,
+    row_bytes: usize,
+    /// Logical row `r` is stored at row `row_map[r]` (llama.cpp's Q/K permutation, undone here).
+    row_map: Option<Arc<[u32]>>,
+}
+
+/// Rows decoded per tile: about 4 MiB of f32, so a tile stays in cache while gemm packs it.
+const TILE_FLOATS: usize = 1 << 20;
+
+impl NativeMatrix {
+    /// Checks that `data` holds exactly `rows × cols` values in `codec`; `what` names the tensor
+    /// (file and name) in the error.
+    pub fn new(data: MappedBytes, rows: usize, cols: usize, codec: RowCodec, what: impl Fn(String) -> Error) -> Result<NativeMatrix> {
+        let (per_block, block_bytes) = codec.block();
+        if per_block == 0 || cols % per_block != 0 {
+            return Err(what(format!("rows of {cols} values do not split into blocks of {per_block} for {codec:?}")));
+        }
+        let row_bytes = cols / per_block * block_bytes;
+        let want = rows.checked_mul(row_bytes);
+        if want != Some(data.bytes().len()) {
+            return Err(what(format!("{} bytes stored, {rows}×{cols} in {codec:?} needs {}", data.bytes().len(), rows * row_bytes)));
+        }
+        Ok(NativeMatrix { data, rows, cols, codec, row_bytes, row_map: None })
+    }
+
+    /// Reads logical row `r` from stored row `map[r]` (`map` must be a permutation of `0..rows`).
+    pub fn with_row_map(mut self, map: Vec<u32>) -> NativeMatrix {
+        debug_assert_eq!(map.len(), self.rows);
+        self.row_map = Some(map.into());
+        self
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn stored_row(&self, r: usize) -> &[u8] {
+        let s = self.row_map.as_ref().map(|m| m[r] as usize).unwrap_or(r);
+        &self.data.bytes()[s * self.row_bytes..(s + 1) * self.row_bytes]
+    }
+
+    /// Decodes rows `r0..r0 + out.len() / cols` into `out`, in parallel.
+    fn decode_rows(&self, r0: usize, out: &mut [f32]) {
+        out.par_chunks_mut(self.cols).enumerate().for_each(|(i, row)| decode_row(self.codec, self.stored_row(r0 + i), row));
+    }
+
+    /// The rows `ids` (an embedding lookup), `[ids.len(), cols]` row-major; ids must be < rows.
+    pub fn gather(&self, ids: &[u32]) -> Vec<f32> {
+        let mut out = vec![0f32; ids.len() * self.cols];
+        out.par_chunks_mut(self.cols).zip(ids).for_each(|(row, &id)| decode_row(self.codec, self.stored_row(id as usize), row));
+        out
+    }
+
+    /// The whole matrix as f32 (the dense path for other devices and dtypes).
+    pub fn to_dense(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        self.decode_rows(0, &mut out);
+        out
+    }
+
+    pub fn to_tensor(&self, device: &Device) -> candle_core::Result<Tensor> {
+        Tensor::from_vec(self.to_dense(), (self.rows, self.cols), device)
+    }
+
+    /// `y = x·Wᵀ` for `x` `[t, cols]` row-major: `[t, rows]`. Row tiles are decoded into one
+    /// reused buffer and multiplied there, with every thread of the current rayon pool.
+    pub fn matmul_t(&self, x: &[f32], t: usize) -> Vec<f32> {
+        let (n, k) = (self.rows, self.cols);
+        debug_assert_eq!(x.len(), t * k);
+        let mut y = vec![0f32; t * n];
+        if t == 0 || n == 0 {
+            return y;
+        }
+        let tile = (TILE_FLOATS / k.max(1)).clamp(16, n);
+        let mut buf = vec![0f32; tile * k];
+        let threads = rayon::current_num_threads();
+        for r0 in (0..n).step_by(tile) {
+            let rows = tile.min(n - r0);
+            let w = &mut buf[..rows * k];
+            self.decode_rows(r0, w);
+            // SAFETY: dst is y[:, r0..r0+rows] (row stride n), lhs x [t, k], rhs wᵀ [k, rows]
+            // read from w [rows, k]; all in bounds of their buffers.
+            unsafe {
+                gemm::gemm(
+                    t,
+                    rows,
+                    k,
+                    y.as_mut_ptr().add(r0),
+                    1,
+                    n as isize,
+                    false,
+                    x.as_ptr(),
+                    1,
+                    k as isize,
+                    w.as_ptr(),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None },
+                );
+            }
+        }
+        y
+    }
+}
+
+/// A linear layer over a `NativeMatrix`: candle tensors in and out (f32, CPU), the matmul here.
+pub struct NativeLinear {
+    pub weight: NativeMatrix,
+    pub bias: Option<Tensor>,
+}
+
+impl super::weights::LinearOp for NativeLinear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (t, k) = x.dims2()?;
+        if k != self.weight.cols {
+            candle_core::bail!("linear input has {k} features, the weight {}", self.weight.cols);
+        }
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let y = Tensor::from_vec(self.weight.matmul_t(&xs, t), (t, self.weight.rows), x.device())?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(bytes: &[u8]) -> MappedBytes {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, bytes).unwrap();
+        crate::format::MappedBytes::test_map(f.path())
+    }
+
+    /// The tiled matmul equals a plain triple loop, for a row count that is not a tile multiple
+    /// and a permuted row map.
+    #[test]
+    fn tiled_matmul_matches_naive() {
+        let (rows, cols, t) = (37usize, 300usize, 5usize);
+        let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 977.0).collect();
+        let bytes: Vec<u8> = w.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
+        let wq: Vec<f32> = w.iter().map(|v| half::bf16::from_f32(*v).to_f32()).collect();
+        let map: Vec<u32> = (0..rows as u32).rev().collect();
+        let m = NativeMatrix::new(mapped(&bytes), rows, cols, RowCodec::Bf16, |d| Error::Device { detail: d }).unwrap().with_row_map(map);
+        let x: Vec<f32> = (0..t * cols).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
+        let y = m.matmul_t(&x, t);
+        for i in 0..t {
+            for r in 0..rows {
+                let s = rows - 1 - r;
+                let want: f32 = (0..cols).map(|c| x[i * cols + c] * wq[s * cols + c]).sum();
+                assert!((y[i * rows + r] - want).abs() < 1e-3, "y[{i},{r}] = {} vs {want}", y[i * rows + r]);
+            }
+        }
+        assert_eq!(m.gather(&[0])[..cols], wq[(rows - 1) * cols..]);
+    }
+
+    #[test]
+    fn wrong_size_is_an_error_not_a_panic() {
+        let e = NativeMatrix::new(mapped(&[0u8; 10]), 2, 3, RowCodec::F32, |d| Error::Device { detail: d }).err().unwrap();
+        assert!(e.to_string().contains("10 bytes stored"), "{e}");
+    }
+}
