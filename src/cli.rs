@@ -18,6 +18,9 @@ use crate::settings::{ComputeDtype, DeviceChoice, GgufMatmul, RunSettings};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Threads for the forward pass (default: every core).
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,6 +43,35 @@ pub enum Command {
     Bisect(BisectArgs),
     /// `bisect` for release CI: exit 0/1/2, `--json`, `--junit FILE`, `--report report.html`.
     Gate(GateArgs),
+    /// Forward-pass throughput of one checkpoint (for `bench/run.py`).
+    #[command(hide = true)]
+    BenchForward(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// HF model directory or `.gguf` file.
+    pub model: PathBuf,
+    /// Tokens in the teacher-forced sequence.
+    #[arg(long, default_value_t = 512)]
+    pub tokens: usize,
+    /// Timed passes (after one untimed warm-up).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    #[arg(long, default_value = "f32")]
+    pub dtype: ComputeDtype,
+    #[arg(long, default_value = "auto")]
+    pub gguf_matmul: GgufMatmul,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BenchArgs {
+    pub fn settings(&self) -> RunSettings {
+        RunSettings { dtype: self.dtype, device: self.device, gguf_matmul: self.gguf_matmul }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -89,12 +121,12 @@ pub struct CompareArgs {
     /// Trace hidden states per layer and name the first layer that diverges.
     #[arg(long)]
     pub layers: bool,
-    /// Compute dtype: f32 (weights widened on load), bf16, f16, or auto (the checkpoint's own).
+    /// Compute dtype: f32 (stored weights decoded inside each matmul), bf16, f16, or auto (the
+    /// checkpoint's own).
     #[arg(long, default_value = "f32")]
     pub dtype: ComputeDtype,
-    /// How a GGUF's quantized layers run: dense (dequantized; closest to llama.cpp), quantized
-    /// (candle QMatMul on the blocks; the file's memory), auto (dense when two dense copies fit
-    /// in a quarter of the available memory).
+    /// How a GGUF's quantized layers run: dense (blocks decoded to f32 a tile at a time inside
+    /// each matmul; closest to llama.cpp), quantized (candle QMatMul on the blocks), auto (dense).
     #[arg(long, default_value = "auto")]
     pub gguf_matmul: GgufMatmul,
     /// Compute device: auto (CUDA when built with `--features cuda` and a GPU is present), cpu,

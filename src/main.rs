@@ -19,6 +19,10 @@ fn main() -> ExitCode {
         }
     };
     let printer = Printer { quiet: false };
+    if let Err(e) = ckptcheck::model::set_threads(cli.threads) {
+        printer.error(&format!("error: {e:#}"));
+        return ExitCode::from(EXIT_COULD_NOT_RUN);
+    }
     let result = match &cli.command {
         Command::Bisect(a) => return finish(commands::bisect::bisect(a, &Printer { quiet: a.json }), &printer),
         Command::Gate(a) => return finish(commands::bisect::gate(a, &Printer { quiet: a.json }), &printer),
@@ -26,6 +30,7 @@ fn main() -> ExitCode {
         Command::Lint(a) => commands::lint::run(a, &Printer { quiet: a.json }),
         Command::Compare(a) => commands::compare::run(a, &Printer { quiet: a.json }),
         Command::MergeCheck(a) => commands::merge_check::run(a, &Printer { quiet: a.json }),
+        Command::BenchForward(a) => commands::bench::run(a, &Printer { quiet: a.json }),
     };
     match result {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),

@@ -1,6 +1,7 @@
 //! One file per subcommand. Each takes its resolved arguments and a `Printer`, returns an
 //! `Outcome` (exit 0 or 1) or an error (exit 2, "could not run").
 
+pub mod bench;
 pub mod bisect;
 pub mod compare;
 pub mod inspect;

@@ -1,5 +1,6 @@
 //! Reference prompts: a built-in diverse set, or a JSONL file (`{"text": ...}` for raw text,
-//! `{"messages": [{"role", "content"}, ...]}` for chats, or a bare JSON string per line).
+//! `{"messages": [{"role", "content"}, ...]}` for chats, or a bare JSON string per line). An
+//! object may carry `"answer"`: the reference's reply, used instead of generating one.
 
 use std::path::Path;
 
@@ -11,30 +12,46 @@ use crate::format::read_capped_text;
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(untagged)]
 pub enum Prompt {
-    Chat { messages: Vec<Message> },
-    Text { text: String },
+    Chat {
+        messages: Vec<Message>,
+        /// The reference's answer, when the prompts file carries it: generation is skipped.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        answer: Option<String>,
+    },
+    Text {
+        text: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        answer: Option<String>,
+    },
 }
 
 impl Prompt {
+    /// The reference answer the prompts file gave (`"answer": "…"`), if any.
+    pub fn answer(&self) -> Option<&str> {
+        match self {
+            Prompt::Chat { answer, .. } | Prompt::Text { answer, .. } => answer.as_deref(),
+        }
+    }
+
     /// The plain text of the prompt for a base model (chats: the contents joined by newlines).
     pub fn as_text(&self) -> String {
         match self {
-            Prompt::Text { text } => text.clone(),
-            Prompt::Chat { messages } => messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"),
+            Prompt::Text { text, .. } => text.clone(),
+            Prompt::Chat { messages, .. } => messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"),
         }
     }
     /// The prompt as a chat (raw text becomes one user message).
     pub fn as_messages(&self) -> Vec<Message> {
         match self {
-            Prompt::Chat { messages } => messages.clone(),
-            Prompt::Text { text } => vec![Message::new("user", text)],
+            Prompt::Chat { messages, .. } => messages.clone(),
+            Prompt::Text { text, .. } => vec![Message::new("user", text)],
         }
     }
     /// A short label for reports.
     pub fn label(&self) -> String {
         let t = match self {
-            Prompt::Chat { messages } => messages.last().map(|m| m.content.clone()).unwrap_or_default(),
-            Prompt::Text { text } => text.clone(),
+            Prompt::Chat { messages, .. } => messages.last().map(|m| m.content.clone()).unwrap_or_default(),
+            Prompt::Text { text, .. } => text.clone(),
         };
         let one_line: String = t.split_whitespace().collect::<Vec<_>>().join(" ");
         if one_line.chars().count() > 48 {
@@ -74,8 +91,13 @@ pub fn load_jsonl(path: &Path) -> Result<Vec<Prompt>> {
         }
         let v: serde_json::Value = serde_json::from_str(line).map_err(|e| field(format!("not JSON: {e}")))?;
         let p = match &v {
-            serde_json::Value::String(s) => Prompt::Text { text: s.clone() },
+            serde_json::Value::String(s) => Prompt::Text { text: s.clone(), answer: None },
             serde_json::Value::Object(o) => {
+                let answer = match o.get("answer") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(a)) => Some(a.clone()),
+                    Some(_) => return Err(field("`answer` must be a string (the reference's reply to this prompt)".into())),
+                };
                 if let Some(msgs) = o.get("messages").and_then(|m| m.as_array()) {
                     let mut messages = Vec::new();
                     for m in msgs {
@@ -89,9 +111,9 @@ pub fn load_jsonl(path: &Path) -> Result<Vec<Prompt>> {
                     if messages.is_empty() {
                         return Err(field("`messages` is empty".into()));
                     }
-                    Prompt::Chat { messages }
+                    Prompt::Chat { messages, answer }
                 } else if let Some(t) = o.get("text").and_then(|t| t.as_str()) {
-                    Prompt::Text { text: t.to_string() }
+                    Prompt::Text { text: t.to_string(), answer }
                 } else {
                     return Err(field("expected `messages` (a list) or `text` (a string)".into()));
                 }
@@ -144,7 +166,7 @@ pub const BUILTIN: &[&str] = &[
 ];
 
 pub fn builtin() -> Vec<Prompt> {
-    BUILTIN.iter().map(|p| Prompt::Chat { messages: vec![Message::new("user", p)] }).collect()
+    BUILTIN.iter().map(|p| Prompt::Chat { messages: vec![Message::new("user", p)], answer: None }).collect()
 }
 
 #[cfg(test)]
@@ -158,7 +180,13 @@ mod tests {
         std::fs::write(&p, "\"raw\"\n{\"text\": \"t\"}\n\n{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n").unwrap();
         let v = load_jsonl(&p).unwrap();
         assert_eq!(v.len(), 3);
-        assert!(matches!(&v[2], Prompt::Chat { messages } if messages[0].content == "hi"));
+        assert!(matches!(&v[2], Prompt::Chat { messages, .. } if messages[0].content == "hi"));
+        std::fs::write(&p, "{\"text\": \"t\", \"answer\": \"a\"}\n{\"text\": \"u\"}\n").unwrap();
+        let v = load_jsonl(&p).unwrap();
+        assert_eq!((v[0].answer(), v[1].answer()), (Some("a"), None));
+        std::fs::write(&p, "{\"text\": \"t\", \"answer\": 3}\n").unwrap();
+        let e = load_jsonl(&p).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("answer"), "{e}");
         std::fs::write(&p, "{\"text\": \"ok\"}\n{\"messages\": [{\"role\": \"user\"}]}\n").unwrap();
         let e = load_jsonl(&p).unwrap_err().to_string();
         assert!(e.contains("p.jsonl") && e.contains("line 2") && e.contains("content"), "{e}");

@@ -1,6 +1,13 @@
-//! The compare procedure: the reference answers each prompt greedily; both variants are then
-//! scored teacher-forced on prompt + reference answer + end-of-turn token (identical ids for
-//! both); each candidate also generates on its own to see whether it still stops.
+//! The compare procedure: the reference answers each prompt greedily (or the prompts file gives
+//! its answer); both variants are then scored teacher-forced on prompt + reference answer +
+//! end-of-turn token (identical ids for both); each candidate also generates on its own to see
+//! whether it still stops.
+//!
+//! Scoring runs both models in lockstep over batches of sequences (`SCORE_BATCH_TOKENS` rows):
+//! layer i of the reference, then of the candidate, their hidden states compared there (the
+//! layer trace costs nothing extra), then layer i + 1. Logits are computed only for the rows
+//! that predict an answer token, `LOGIT_ROWS` at a time, so rows × vocab is never held whole.
+//! Generation is batched over prompts (`Model::generate_batch`).
 
 use std::path::PathBuf;
 
@@ -13,10 +20,15 @@ use super::thresholds::{Judgement, Metric, Thresholds, Verdict};
 use super::variant::Variant;
 use crate::error::{Error, Result};
 
-/// Longest sequence scored in one pass. The engine materialises the full attention matrix
-/// (heads × T × T floats): 16k tokens is ~1 GiB per head group in f32 — the practical ceiling on a
-/// CPU machine, and far beyond the probe prompts this tool needs.
-pub const MAX_SEQ_TOKENS: usize = 16384;
+/// Sequences are refused past the reference's context (`max_position_embeddings`), but never
+/// below this: the zoo's tiny models declare 256 positions and are run past it on purpose; a
+/// config that declares none gets this.
+pub const MIN_SEQ_LIMIT: usize = 16384;
+
+/// Rows of sequences run through the two models together (a longer sequence runs alone).
+const SCORE_BATCH_TOKENS: usize = 2048;
+/// Rows whose logits are held at once per model (`LOGIT_ROWS × vocab` f32).
+const LOGIT_ROWS: usize = 128;
 
 #[derive(Debug, Clone)]
 pub struct CompareOptions {
@@ -135,13 +147,26 @@ struct Scored {
 }
 
 pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptions, progress: &dyn Progress) -> Result<CompareResult> {
-    progress.stage("reference answers", prompts.len());
-    let (seqs, tokenization) = reference_answers(r, c, prompts, opts, progress)?;
+    let answers = reference_answers(r, prompts, opts, progress)?;
+    compare_with(r, c, prompts, &answers, opts, progress)
+}
+
+/// `compare` with the reference's answers already computed (`reference_answers`).
+pub fn compare_with(
+    r: &Variant,
+    c: &Variant,
+    prompts: &[Prompt],
+    answers: &ReferenceAnswers,
+    opts: &CompareOptions,
+    progress: &dyn Progress,
+) -> Result<CompareResult> {
+    let (seqs, tokenization) = sequences(r, c, prompts, answers)?;
     progress.stage("scoring", prompts.len());
     let mut scored = score(r, c, prompts, &seqs, opts, progress)?;
     progress.stage("candidate generation", prompts.len());
-    for (res, seq) in scored.results.iter_mut().zip(&seqs) {
-        let (gen, stopped) = c.model.generate_greedy(&seq.full[..seq.prompt_len], opts.max_new_tokens, &c.stop_ids)?;
+    let own_prompts: Vec<&[u32]> = seqs.iter().map(|s| &s.full[..s.prompt_len]).collect();
+    let generated = c.model.generate_batch(&own_prompts, opts.max_new_tokens, &c.stop_ids)?;
+    for (res, (gen, stopped)) in scored.results.iter_mut().zip(generated) {
         res.cand_stopped = stopped;
         res.cand_generated_tokens = gen.len();
         progress.tick();
@@ -165,50 +190,84 @@ pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptio
     })
 }
 
-/// Stage 1: each prompt encoded by the reference, answered greedily by it, and checked against
-/// the candidate's own encoding and vocabulary.
-fn reference_answers(
-    r: &Variant,
-    c: &Variant,
-    prompts: &[Prompt],
-    opts: &CompareOptions,
-    progress: &dyn Progress,
-) -> Result<(Vec<Sequence>, Tokenization)> {
-    let cand_rows = c.model.spec.vocab_size;
-    let mut seqs = Vec::with_capacity(prompts.len());
-    let mut tokenization = Tokenization::default();
+/// The reference's side of stage 1, which depends on no candidate: every prompt encoded by the
+/// reference and answered by it (greedily, all prompts in one batch, or from the prompts file).
+/// `bisect` computes it once per reference and reuses it for every step.
+pub struct ReferenceAnswers {
+    /// The reference this was computed for (its label), checked on use.
+    reference: String,
+    prompts: Vec<(Vec<u32>, Vec<u32>, bool)>,
+}
+
+pub fn reference_answers(r: &Variant, prompts: &[Prompt], opts: &CompareOptions, progress: &dyn Progress) -> Result<ReferenceAnswers> {
+    progress.stage("reference answers", prompts.len());
+    let limit = r.model.spec.max_positions.unwrap_or(0).max(MIN_SEQ_LIMIT);
+    let mut encoded = Vec::with_capacity(prompts.len());
     for (i, p) in prompts.iter().enumerate() {
         let prompt_ids = r.encode_prompt(p)?;
         // A prompt that cannot be scored is the prompt's problem: name its file and number.
         let bad_prompt = |detail: String| Error::Field { path: opts.prompts_from.clone(), field: format!("prompt {}", i + 1), detail };
-        if prompt_ids.len() + opts.max_new_tokens + 1 > MAX_SEQ_TOKENS {
+        if prompt_ids.len() + opts.max_new_tokens + 1 > limit {
             return Err(bad_prompt(format!(
-                    "prompt {:?} is {} tokens; with --max-new-tokens {} that exceeds the {MAX_SEQ_TOKENS} tokens the engine scores in one pass (attention is quadratic): shorten it",
-                    p.label(),
-                    prompt_ids.len(),
-                opts.max_new_tokens
+                "prompt {:?} is {} tokens; with --max-new-tokens {} that exceeds the {limit} positions the reference runs ({}): shorten it",
+                p.label(),
+                prompt_ids.len(),
+                opts.max_new_tokens,
+                match r.model.spec.max_positions {
+                    Some(n) if n >= MIN_SEQ_LIMIT => "its max_position_embeddings".to_string(),
+                    _ => format!("{MIN_SEQ_LIMIT} for a model that declares a shorter context or none"),
+                }
             )));
         }
         if prompt_ids.is_empty() {
             return Err(bad_prompt(format!("prompt {:?} encodes to no tokens; give it some text", p.label())));
         }
+        encoded.push(prompt_ids);
+    }
+    // Answers the prompts file gives are taken as complete turns; the rest are generated.
+    let mut stop = r.stop_ids.clone();
+    stop.extend(r.turn_end_id);
+    let to_generate: Vec<&[u32]> = prompts.iter().zip(&encoded).filter(|(p, _)| p.answer().is_none()).map(|(_, e)| e.as_slice()).collect();
+    let mut generated = r.model.generate_batch(&to_generate, opts.max_new_tokens, &stop)?.into_iter();
+    let mut out = Vec::with_capacity(prompts.len());
+    for (p, prompt_ids) in prompts.iter().zip(encoded) {
+        let (answer, stopped) = match p.answer() {
+            Some(a) => (r.tokenizer.encode_raw(a)?, true),
+            None => {
+                let (mut answer, stopped) = generated.next().unwrap_or_default();
+                if stopped {
+                    answer.pop();
+                }
+                (answer, stopped)
+            }
+        };
+        out.push((prompt_ids, answer, stopped));
+        progress.tick();
+    }
+    Ok(ReferenceAnswers { reference: r.label.clone(), prompts: out })
+}
+
+/// The candidate's side of stage 1: its own encoding of each prompt against the reference's, and
+/// the teacher-forcing sequences (checked against its vocabulary).
+fn sequences(r: &Variant, c: &Variant, prompts: &[Prompt], answers: &ReferenceAnswers) -> Result<(Vec<Sequence>, Tokenization)> {
+    if answers.reference != r.label || answers.prompts.len() != prompts.len() {
+        return Err(Error::Device { detail: format!("internal: answers of {} reused for {}", answers.reference, r.label) });
+    }
+    let cand_rows = c.model.spec.vocab_size;
+    let eot = r.turn_end_id.or_else(|| r.stop_ids.first().copied());
+    let mut tokenization = Tokenization::default();
+    let mut seqs = Vec::with_capacity(prompts.len());
+    for (p, (prompt_ids, answer, ref_stopped)) in prompts.iter().zip(&answers.prompts) {
         // The candidate's own tokenizer and template on the same prompt (a GGUF uses its own).
         let own = c.encode_prompt(p).map_err(|e| e.to_string());
-        if own.as_ref().ok() != Some(&prompt_ids) {
+        if own.as_ref().ok() != Some(prompt_ids) {
             tokenization.mismatches += 1;
             if tokenization.first.is_none() {
-                tokenization.first = Some(describe_mismatch(p, &prompt_ids, &own, r, c));
+                tokenization.first = Some(describe_mismatch(p, prompt_ids, &own, r, c));
             }
         }
-        let mut stop = r.stop_ids.clone();
-        stop.extend(r.turn_end_id);
-        let (mut answer, ref_stopped) = r.model.generate_greedy(&prompt_ids, opts.max_new_tokens, &stop)?;
-        if ref_stopped {
-            answer.pop();
-        }
-        let eot = r.turn_end_id.or_else(|| r.stop_ids.first().copied());
         let mut full = prompt_ids.clone();
-        full.extend(&answer);
+        full.extend(answer);
         full.extend(eot);
         if let Some(&bad) = full.iter().find(|&&i| i as usize >= cand_rows) {
             return Err(Error::Tensor {
@@ -217,8 +276,7 @@ fn reference_answers(
                 detail: format!("the reference's token id {bad} is beyond the candidate's vocabulary ({cand_rows}); the two use different tokenizers — run `ckptcheck lint` on both"),
             });
         }
-        seqs.push(Sequence { prompt_len: prompt_ids.len(), answer, ref_stopped, eot, full });
-        progress.tick();
+        seqs.push(Sequence { prompt_len: prompt_ids.len(), answer: answer.clone(), ref_stopped: *ref_stopped, eot, full });
     }
     Ok((seqs, tokenization))
 }
@@ -244,8 +302,8 @@ fn describe_mismatch(p: &Prompt, prompt_ids: &[u32], own: &std::result::Result<V
     }
 }
 
-/// Stage 2: both variants teacher-forced on every sequence; per-token scores, P(EOS) at the turn
-/// end and (with `layers`) the hidden-state trace.
+/// Stage 2: both variants teacher-forced on every sequence, in lockstep batches; per-token
+/// scores, P(EOS) at the turn end and (with `layers`) the hidden-state trace.
 fn score(
     r: &Variant,
     c: &Variant,
@@ -255,53 +313,113 @@ fn score(
     progress: &dyn Progress,
 ) -> Result<Scored> {
     let mut out = Scored { results: Vec::new(), tokens: Vec::new(), nonfinite_ref: 0, layers: None, positions: 0 };
-    for (p, seq) in prompts.iter().zip(seqs) {
-        let full = &seq.full;
-        let fr = r.model.forward(full, opts.layers)?;
-        let fc = c.model.forward(full, opts.layers)?;
-        let lr = rows(&fr.logits)?;
-        let lc = rows(&fc.logits)?;
-        out.nonfinite_ref += lr.iter().flatten().filter(|x| !x.is_finite()).count();
-        let mut scores = Vec::new();
-        let mut token_kl = Vec::new();
-        let mut tokens = Vec::new();
-        for pos in seq.prompt_len..full.len() {
-            let target = full[pos] as usize;
-            let s = metrics::score_token(&lr[pos - 1], &lc[pos - 1], target);
+    let depth = (r.model.spec.layers, c.model.spec.layers);
+    if opts.layers && depth.0 != depth.1 {
+        return Err(Error::Tensor {
+            path: "<layer trace>".into(),
+            tensor: "hidden states".into(),
+            detail: format!("the variants have {} and {} layers; --layers needs the same depth", depth.0, depth.1),
+        });
+    }
+    let mut first = 0;
+    while first < seqs.len() {
+        let mut end = first + 1;
+        let mut rows = seqs[first].full.len();
+        while end < seqs.len() && rows + seqs[end].full.len() <= SCORE_BATCH_TOKENS {
+            rows += seqs[end].full.len();
+            end += 1;
+        }
+        let group = &seqs[first..end];
+        let ids: Vec<&[u32]> = group.iter().map(|s| s.full.as_slice()).collect();
+        let mut br = r.model.begin(&ids, None)?;
+        let mut bc = c.model.begin(&ids, None)?;
+        if opts.layers {
+            let acc = out.layers.get_or_insert_with(|| vec![(0.0, 0.0, 0.0, 0); depth.0 + 1]);
+            layer_trace(0, &br.hidden()?, &bc.hidden()?, acc)?;
+            for i in 0..depth.0 {
+                r.model.step(&mut br, None)?;
+                c.model.step(&mut bc, None)?;
+                layer_trace(i + 1, &br.hidden()?, &bc.hidden()?, acc)?;
+            }
+            out.positions += rows;
+        }
+        let segments = br.segments().to_vec();
+        let hr = r.model.finish(br, None)?;
+        let hc = c.model.finish(bc, None)?;
+        for ((p, seq), g) in prompts[first..end].iter().zip(group).zip(&segments) {
+            out.results.push(score_sequence(r, c, p, seq, g.start, &hr, &hc, &mut out.tokens, &mut out.nonfinite_ref)?);
+            progress.tick();
+        }
+        first = end;
+    }
+    Ok(out)
+}
+
+/// Scores one sequence of a batch from the two models' final hidden states (`start`: its first
+/// row): the head runs on the rows that predict answer tokens, `LOGIT_ROWS` at a time.
+#[allow(clippy::too_many_arguments)]
+fn score_sequence(
+    r: &Variant,
+    c: &Variant,
+    p: &Prompt,
+    seq: &Sequence,
+    start: usize,
+    hr: &Tensor,
+    hc: &Tensor,
+    all: &mut Vec<TokenScore>,
+    nonfinite_ref: &mut usize,
+) -> Result<PromptResult> {
+    let full = &seq.full;
+    // Row `pos − 1` predicts token `pos`, for every answer position (the end-of-turn included).
+    let (lo, hi) = (seq.prompt_len - 1, full.len() - 1);
+    let mut scores = Vec::with_capacity(hi - lo);
+    let mut token_kl = Vec::with_capacity(hi - lo);
+    let mut tokens = Vec::with_capacity(hi - lo);
+    let (mut p_eos_ref, mut p_eos_cand) = (f64::NAN, f64::NAN);
+    let narrow = |h: &Tensor, a: usize, n: usize| {
+        h.narrow(0, start + a, n).map_err(|e| Error::Tensor {
+            path: "<forward pass>".into(),
+            tensor: "hidden".into(),
+            detail: e.to_string(),
+        })
+    };
+    for a in (lo..hi).step_by(LOGIT_ROWS) {
+        let n = LOGIT_ROWS.min(hi - a);
+        let lr = rows(&r.model.logits(&narrow(hr, a, n)?)?)?;
+        let lc = rows(&c.model.logits(&narrow(hc, a, n)?)?)?;
+        *nonfinite_ref += lr.iter().flatten().filter(|x| !x.is_finite()).count();
+        for (k, (rr, cr)) in lr.iter().zip(&lc).enumerate() {
+            let pos = a + k + 1;
+            let s = metrics::score_token(rr, cr, full[pos] as usize);
             token_kl.push(s.kl);
             tokens.push(r.tokenizer.token(full[pos]).unwrap_or_default());
             scores.push(s);
+            // The end-of-turn token is the last of `full`, predicted at the row before it.
+            if let (Some(e), true) = (seq.eot, pos == full.len() - 1) {
+                p_eos_ref = metrics::prob(rr, e as usize);
+                p_eos_cand = metrics::prob(cr, e as usize);
+            }
         }
-        // The end-of-turn token is the last of `full`, predicted at the row before it.
-        let (p_eos_ref, p_eos_cand) = match seq.eot {
-            Some(e) if full.len() >= 2 => (metrics::prob(&lr[full.len() - 2], e as usize), metrics::prob(&lc[full.len() - 2], e as usize)),
-            _ => (f64::NAN, f64::NAN),
-        };
-        if opts.layers {
-            layer_trace(&fr.hidden, &fc.hidden, &mut out.layers)?;
-            out.positions += full.len();
-        }
-        let s = summarize(&token_kl);
-        out.results.push(PromptResult {
-            label: p.label(),
-            prompt_tokens: seq.prompt_len,
-            answer_tokens: seq.answer.len(),
-            answer: r.tokenizer.tokenizer.decode(&seq.answer, false).unwrap_or_default(),
-            ref_stopped: seq.ref_stopped,
-            kl_mean: s.mean,
-            kl_max: s.max,
-            top1: scores.iter().filter(|s| s.top1_agree).count() as f64 / scores.len().max(1) as f64,
-            p_eos_ref,
-            p_eos_cand,
-            cand_stopped: false,
-            cand_generated_tokens: 0,
-            token_kl,
-            tokens,
-        });
-        out.tokens.extend(scores);
-        progress.tick();
     }
-    Ok(out)
+    let s = summarize(&token_kl);
+    let result = PromptResult {
+        label: p.label(),
+        prompt_tokens: seq.prompt_len,
+        answer_tokens: seq.answer.len(),
+        answer: r.tokenizer.tokenizer.decode(&seq.answer, false).unwrap_or_default(),
+        ref_stopped: seq.ref_stopped,
+        kl_mean: s.mean,
+        kl_max: s.max,
+        top1: scores.iter().filter(|s| s.top1_agree).count() as f64 / scores.len().max(1) as f64,
+        p_eos_ref,
+        p_eos_cand,
+        cand_stopped: false,
+        cand_generated_tokens: 0,
+        token_kl,
+        tokens,
+    };
+    all.extend(scores);
+    Ok(result)
 }
 
 /// Stage 4: the summary over every scored token and prompt.
@@ -356,41 +474,32 @@ fn layer_results(acc: &LayerAcc, positions: usize) -> Vec<LayerResult> {
         .collect()
 }
 
-fn layer_trace(hr: &[Tensor], hc: &[Tensor], acc: &mut Option<LayerAcc>) -> Result<()> {
-    if hr.len() != hc.len() {
-        return Err(Error::Tensor {
-            path: "<layer trace>".into(),
-            tensor: "hidden states".into(),
-            detail: format!("the variants have {} and {} layers; --layers needs the same depth", hr.len() - 1, hc.len() - 1),
-        });
-    }
-    let acc = acc.get_or_insert_with(|| vec![(0.0, 0.0, 0.0, 0); hr.len()]);
-    for (i, (a, b)) in hr.iter().zip(hc).enumerate() {
-        let ra = rows(a)?;
-        let rb = rows(b)?;
-        for (x, y) in ra.iter().zip(&rb) {
-            if x.len() != y.len() {
-                return Err(Error::Tensor {
-                    path: "<layer trace>".into(),
-                    tensor: format!("hidden state {i}"),
-                    detail: format!("hidden sizes differ ({} vs {})", x.len(), y.len()),
-                });
-            }
-            let (mut d2, mut r2, mut c2, mut dot) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-            for (&u, &v) in x.iter().zip(y) {
-                if !v.is_finite() {
-                    acc[i].3 += 1;
-                }
-                let (u, v) = (u as f64, v as f64);
-                d2 += (v - u) * (v - u);
-                r2 += u * u;
-                c2 += v * v;
-                dot += u * v;
-            }
-            acc[i].0 += d2;
-            acc[i].1 += r2;
-            acc[i].2 += dot / (r2.sqrt() * c2.sqrt()).max(f64::MIN_POSITIVE);
+/// Adds one layer's hidden states (`[rows, hidden]` of both models) to the trace sums.
+fn layer_trace(i: usize, a: &Tensor, b: &Tensor, acc: &mut LayerAcc) -> Result<()> {
+    let ra = rows(a)?;
+    let rb = rows(b)?;
+    for (x, y) in ra.iter().zip(&rb) {
+        if x.len() != y.len() {
+            return Err(Error::Tensor {
+                path: "<layer trace>".into(),
+                tensor: format!("hidden state {i}"),
+                detail: format!("hidden sizes differ ({} vs {})", x.len(), y.len()),
+            });
         }
+        let (mut d2, mut r2, mut c2, mut dot) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        for (&u, &v) in x.iter().zip(y) {
+            if !v.is_finite() {
+                acc[i].3 += 1;
+            }
+            let (u, v) = (u as f64, v as f64);
+            d2 += (v - u) * (v - u);
+            r2 += u * u;
+            c2 += v * v;
+            dot += u * v;
+        }
+        acc[i].0 += d2;
+        acc[i].1 += r2;
+        acc[i].2 += dot / (r2.sqrt() * c2.sqrt()).max(f64::MIN_POSITIVE);
     }
     Ok(())
 }

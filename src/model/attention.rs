@@ -220,7 +220,9 @@ mod tests {
     /// of the blocks), with GQA, a cache offset, a sliding window and a softcap.
     #[test]
     fn blocked_matches_naive() {
-        for (n, past, window, softcap) in [(70, 0, None, None), (5, 300, None, None), (300, 20, Some(100), Some(20.0)), (1, 600, Some(50), None)] {
+        for (n, past, window, softcap) in
+            [(70, 0, None, None), (5, 300, None, None), (300, 20, Some(100), Some(20.0)), (1, 600, Some(50), None)]
+        {
             let s = AttnShape { heads: 4, kv_heads: 2, head_dim: 8, scale: 0.35, softcap, window };
             let t = past + n;
             let (q, k, v) = (data(n * 32, 1), data(t * 16, 2), data(t * 16, 3));

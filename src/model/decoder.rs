@@ -103,12 +103,15 @@ pub struct Segment {
     pub past: usize,
 }
 
+/// (cos, sin) rows on the host.
+type HostTables = (Vec<f32>, Vec<f32>);
+
 /// Rope angles for every row of a batch, `[rows, head_dim / 2]`, global and (Gemma 3) local.
 struct RopeRows {
     global: (Tensor, Tensor),
     local: Option<(Tensor, Tensor)>,
     /// The same on the host, for the native kernels.
-    host: Option<((Vec<f32>, Vec<f32>), Option<(Vec<f32>, Vec<f32>)>)>,
+    host: Option<(HostTables, Option<HostTables>)>,
 }
 
 /// A batch of sequences part-way through the model.
@@ -240,6 +243,13 @@ impl Model {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Runs attention with candle's ops (the path of other dtypes and devices) even where the
+    /// native kernels would run: for tests holding the two to the same numbers.
+    pub fn with_candle_attention(mut self) -> Model {
+        self.native = false;
+        self
     }
 
     /// Rows of the embedding matrix.
@@ -494,7 +504,8 @@ impl Model {
         };
         let mut out = vec![0f32; rows * qw];
         for (si, g) in b.segments.iter().enumerate() {
-            let (qs, ks, vs) = (g.start * qw..(g.start + g.len) * qw, g.start * kw..(g.start + g.len) * kw, g.start * kw..(g.start + g.len) * kw);
+            let (qs, ks, vs) =
+                (g.start * qw..(g.start + g.len) * qw, g.start * kw..(g.start + g.len) * kw, g.start * kw..(g.start + g.len) * kw);
             let o = &mut out[qs.clone()];
             match caches.as_deref_mut().and_then(|c| c.get_mut(si)) {
                 Some(cache) => {

@@ -20,8 +20,7 @@ use super::weights::{DenseLinear, LinearOp, NativeLinear, NativeMatrix, RowCodec
 use crate::error::{Error, Result};
 use crate::format::gguf::{GgmlType, GgufFile, Header, TensorInfo};
 
-/// IQ4_NL's 16 non-linear levels (llama.cpp `ggml-common.h` `kvalues_iq4nl`).
-pub const KVALUES_IQ4NL: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+pub use super::native::KVALUES_IQ4NL;
 
 /// Architectures whose tensors map one-to-one onto the HF names below.
 /// The one list, shared with lint's `gguf.architecture-not-run`.
@@ -315,20 +314,8 @@ fn dequantize_own(t: GgmlType, buf: &[u64], n_bytes: usize) -> Option<Vec<f32>> 
 /// nibbles are elements 0..16, high nibbles 16..32 (llama.cpp `dequantize_row_iq4_nl`).
 pub fn dequantize_iq4_nl(bytes: &[u8]) -> Vec<f32> {
     let mut out = vec![0f32; bytes.len() / 18 * 32];
-    iq4_nl_into(bytes, &mut out);
+    super::native::iq4_nl_into(bytes, &mut out);
     out
-}
-
-/// `dequantize_iq4_nl` into a buffer of `bytes.len() / 18 · 32` values (one row of the engine's).
-pub fn iq4_nl_into(bytes: &[u8], out: &mut [f32]) {
-    for (block, o) in bytes.chunks_exact(18).zip(out.chunks_exact_mut(32)) {
-        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
-        let qs = &block[2..18];
-        for (i, q) in qs.iter().enumerate() {
-            o[i] = d * f32::from(KVALUES_IQ4NL[(q & 0xf) as usize]);
-            o[i + 16] = d * f32::from(KVALUES_IQ4NL[(q >> 4) as usize]);
-        }
-    }
 }
 
 /// IQ4_XS: super-blocks of 256 = f16 `d`, u16 `scales_h`, 4 bytes `scales_l`, 128 bytes of
@@ -337,23 +324,6 @@ pub fn iq4_nl_into(bytes: &[u8], out: &mut [f32]) {
 /// `dequantize_row_iq4_xs`).
 pub fn dequantize_iq4_xs(bytes: &[u8]) -> Vec<f32> {
     let mut out = vec![0f32; bytes.len() / 136 * 256];
-    iq4_xs_into(bytes, &mut out);
+    super::native::iq4_xs_into(bytes, &mut out);
     out
-}
-
-/// `dequantize_iq4_xs` into a buffer of `bytes.len() / 136 · 256` values.
-pub fn iq4_xs_into(bytes: &[u8], out: &mut [f32]) {
-    for (block, o) in bytes.chunks_exact(136).zip(out.chunks_exact_mut(256)) {
-        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
-        let scales_h = u16::from_le_bytes([block[2], block[3]]);
-        let scales_l = &block[4..8];
-        for (ib, (qs, o)) in block[8..136].chunks_exact(16).zip(o.chunks_exact_mut(32)).enumerate() {
-            let ls = ((scales_l[ib / 2] >> (4 * (ib % 2))) & 0xf) as i32 | ((((scales_h >> (2 * ib)) & 3) as i32) << 4);
-            let dl = d * (ls - 32) as f32;
-            for (i, q) in qs.iter().enumerate() {
-                o[i] = dl * f32::from(KVALUES_IQ4NL[(q & 0xf) as usize]);
-                o[i + 16] = dl * f32::from(KVALUES_IQ4NL[(q >> 4) as usize]);
-            }
-        }
-    }
 }

@@ -1,10 +1,10 @@
 //! The forward engine: one decoder parameterised by `ArchSpec`, weights through `WeightSource`.
 //! Built on candle tensors; CPU by default, CUDA with the `cuda` feature.
 
+pub mod attention;
 pub mod decoder;
 pub mod gguf_weights;
 pub mod native;
-pub mod attention;
 pub mod quant;
 pub mod rope;
 pub mod weights;
@@ -19,6 +19,23 @@ pub use crate::settings::GgufMatmul;
 use crate::settings::{ComputeDtype, DeviceChoice};
 
 pub use decoder::{Forward, Model};
+
+/// Sets the threads every forward pass uses: `n`, or every core. The engine's kernels run on
+/// rayon's global pool; candle's own CPU ops read `RAYON_NUM_THREADS`, set here to agree. Call
+/// once, before any model runs (the binary does, from `--threads`).
+pub fn set_threads(n: Option<usize>) -> Result<()> {
+    let n = match n {
+        Some(0) => return Err(Error::Device { detail: "--threads 0: give at least one thread, or leave it out to use every core".into() }),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    // Before any other thread exists (the binary calls this first), so the write races nothing.
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| Error::Device { detail: format!("could not start {n} threads: {e}") })
+}
 
 /// The candle device a `DeviceChoice` names.
 pub fn device(choice: DeviceChoice) -> Result<Device> {
@@ -144,11 +161,15 @@ fn available_memory() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Resolves `Auto` for a file: compare holds two models, and activations need room too, so dense
-/// is chosen only when two dense copies take at most a quarter of the available memory.
-pub fn resolve_gguf_matmul(mode: GgufMatmul, file: &crate::format::gguf::GgufFile, dtype: DType) -> GgufMatmul {
+/// Resolves `Auto` for a file: `Dense` when the native engine runs (f32 on the CPU: blocks are
+/// decoded a tile at a time, so dense costs no memory); otherwise dense only when two dense
+/// copies take at most a quarter of the available memory.
+pub fn resolve_gguf_matmul(mode: GgufMatmul, file: &crate::format::gguf::GgufFile, dtype: DType, device: &Device) -> GgufMatmul {
     if mode != GgufMatmul::Auto {
         return mode;
+    }
+    if weights::native_engine(dtype, device) {
+        return GgufMatmul::Dense;
     }
     let dense: u64 = file.header.tensors.iter().map(|t| t.numel().saturating_mul(dtype.size_in_bytes() as u64)).sum();
     match available_memory() {
@@ -164,7 +185,7 @@ pub fn load_gguf(file: &crate::format::gguf::GgufFile, device: &Device, dtype: D
 /// Loads a GGUF file: architecture from its metadata, weights from its blocks, with the given
 /// matmul mode (`Auto` resolved against available memory).
 pub fn load_gguf_with(file: &crate::format::gguf::GgufFile, device: &Device, dtype: DType, mode: GgufMatmul) -> Result<Model> {
-    let quantized = resolve_gguf_matmul(mode, file, dtype) == GgufMatmul::Quantized;
+    let quantized = resolve_gguf_matmul(mode, file, dtype, device) == GgufMatmul::Quantized;
     let w = gguf_weights::GgufWeights::new(file)?.with_quantized_matmul(quantized);
     let freq_factors = rope_freq_factors(file)?;
     // A NaN/Inf float in the metadata is refused, never replaced by a default (lint reports it as

@@ -134,8 +134,8 @@ fn decode_row(codec: RowCodec, bytes: &[u8], out: &mut [f32]) {
             GgmlType::Q4_K => blocks_to_f32::<k_quants::BlockQ4K>(bytes, out),
             GgmlType::Q5_K => blocks_to_f32::<k_quants::BlockQ5K>(bytes, out),
             GgmlType::Q6_K => blocks_to_f32::<k_quants::BlockQ6K>(bytes, out),
-            GgmlType::IQ4_NL => super::gguf_weights::iq4_nl_into(bytes, out),
-            GgmlType::IQ4_XS => super::gguf_weights::iq4_xs_into(bytes, out),
+            GgmlType::IQ4_NL => iq4_nl_into(bytes, out),
+            GgmlType::IQ4_XS => iq4_xs_into(bytes, out),
             GgmlType::F32 => decode_row(RowCodec::F32, bytes, out),
             GgmlType::F16 => decode_row(RowCodec::F16, bytes, out),
             GgmlType::BF16 => decode_row(RowCodec::Bf16, bytes, out),
@@ -228,7 +228,7 @@ impl NativeMatrix {
         if t == 0 || n == 0 {
             return y;
         }
-        let tile = (TILE_FLOATS / k.max(1)).clamp(16, n);
+        let tile = (TILE_FLOATS / k.max(1)).max(16).min(n);
         let mut buf = vec![0f32; tile * k];
         let threads = rayon::current_num_threads();
         for r0 in (0..n).step_by(tile) {
@@ -265,23 +265,41 @@ impl NativeMatrix {
     }
 }
 
-/// A linear layer over a `NativeMatrix`: candle tensors in and out (f32, CPU), the matmul here.
+/// A linear layer over a `NativeMatrix`: candle tensors in and out (f32, CPU), the matmul here
+/// (`LinearOp` is implemented in `weights`).
 pub struct NativeLinear {
     pub weight: NativeMatrix,
     pub bias: Option<Tensor>,
 }
 
-impl super::weights::LinearOp for NativeLinear {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (t, k) = x.dims2()?;
-        if k != self.weight.cols {
-            candle_core::bail!("linear input has {k} features, the weight {}", self.weight.cols);
+/// IQ4_NL's 16 non-linear levels (llama.cpp `ggml-common.h` `kvalues_iq4nl`).
+pub const KVALUES_IQ4NL: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+/// `dequantize_iq4_nl` into a buffer of `bytes.len() / 18 · 32` values (one row of the engine's).
+pub fn iq4_nl_into(bytes: &[u8], out: &mut [f32]) {
+    for (block, o) in bytes.chunks_exact(18).zip(out.chunks_exact_mut(32)) {
+        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let qs = &block[2..18];
+        for (i, q) in qs.iter().enumerate() {
+            o[i] = d * f32::from(KVALUES_IQ4NL[(q & 0xf) as usize]);
+            o[i + 16] = d * f32::from(KVALUES_IQ4NL[(q >> 4) as usize]);
         }
-        let xs = x.flatten_all()?.to_vec1::<f32>()?;
-        let y = Tensor::from_vec(self.weight.matmul_t(&xs, t), (t, self.weight.rows), x.device())?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+    }
+}
+
+/// `dequantize_iq4_xs` into a buffer of `bytes.len() / 136 · 256` values.
+pub fn iq4_xs_into(bytes: &[u8], out: &mut [f32]) {
+    for (block, o) in bytes.chunks_exact(136).zip(out.chunks_exact_mut(256)) {
+        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let scales_h = u16::from_le_bytes([block[2], block[3]]);
+        let scales_l = &block[4..8];
+        for (ib, (qs, o)) in block[8..136].chunks_exact(16).zip(o.chunks_exact_mut(32)).enumerate() {
+            let ls = ((scales_l[ib / 2] >> (4 * (ib % 2))) & 0xf) as i32 | ((((scales_h >> (2 * ib)) & 3) as i32) << 4);
+            let dl = d * (ls - 32) as f32;
+            for (i, q) in qs.iter().enumerate() {
+                o[i] = dl * f32::from(KVALUES_IQ4NL[(q & 0xf) as usize]);
+                o[i + 16] = dl * f32::from(KVALUES_IQ4NL[(q >> 4) as usize]);
+            }
         }
     }
 }

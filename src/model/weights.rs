@@ -10,12 +10,12 @@
 
 use candle_core::{DType, Device, Tensor};
 
+pub use super::native::{NativeLinear, NativeMatrix, RowCodec};
 use crate::error::{Error, Result};
 /// Re-exported from `format::dtype`, where it lives, for callers that name it here (the tests).
 use crate::format::dtype::decode_f32;
 use crate::format::hf::HfDir;
 use crate::format::lora::{Adapter, LoraModule};
-pub use super::native::{NativeLinear, NativeMatrix, RowCodec};
 
 /// A linear layer `y = x·Wᵀ (+ b)`, however it is stored or modified.
 pub trait LinearOp: Send + Sync {
@@ -24,6 +24,21 @@ pub trait LinearOp: Send + Sync {
     /// The dense `[out, in]` weight, when the op holds one (so a wrapper need not build it again).
     fn weight(&self) -> Option<&Tensor> {
         None
+    }
+}
+
+impl LinearOp for NativeLinear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (t, k) = x.dims2()?;
+        if k != self.weight.cols() {
+            candle_core::bail!("linear input has {k} features, the weight {}", self.weight.cols());
+        }
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let y = Tensor::from_vec(self.weight.matmul_t(&xs, t), (t, self.weight.rows()), x.device())?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
     }
 }
 
@@ -220,7 +235,9 @@ impl WeightSource for LoraWeights<'_> {
 
     fn native(&self, name: &str) -> Result<Option<NativeMatrix>> {
         if self.saves(name) {
-            return self.adapter_weights().native(self.adapter.saved.iter().find(|(_, b)| b == name).map(|(a, _)| a.as_str()).unwrap_or(name));
+            return self
+                .adapter_weights()
+                .native(self.adapter.saved.iter().find(|(_, b)| b == name).map(|(a, _)| a.as_str()).unwrap_or(name));
         }
         self.base.native(name)
     }

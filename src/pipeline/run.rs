@@ -17,7 +17,7 @@ use crate::checks::merge::{self as merge_check, ModuleRow};
 use crate::checks::{self, Context, Finding, LintOptions, Severity};
 use crate::compare::metrics::fmt_num;
 use crate::compare::prompts::{self, Prompt};
-use crate::compare::run::{compare, CompareOptions, CompareResult, Progress};
+use crate::compare::run::{compare_with, reference_answers, CompareOptions, CompareResult, Progress, ReferenceAnswers};
 use crate::compare::thresholds::{Metric, Verdict};
 use crate::compare::variant::Variant;
 use crate::error::Result;
@@ -180,6 +180,14 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
         Variant::load(Path::new(&m.steps[i].source.describe()), ckpt, &device, &m.settings).map_err(|e| e.to_string())
     };
     let mut prev: Option<(usize, Variant)> = None;
+    let mut reference: Option<std::result::Result<Variant, String>> = None;
+    let mut answers: std::collections::HashMap<usize, ReferenceAnswers> = std::collections::HashMap::new();
+    let opts_of = |i: usize| CompareOptions {
+        prompts_from: crate::compare::prompts::source_name(m.prompts.as_deref()),
+        max_new_tokens: m.max_new_tokens,
+        layers: true,
+        thresholds: m.steps[i].thresholds.clone(),
+    };
     for i in 0..m.steps.len() {
         if steps[i].error.is_some() {
             prev = None;
@@ -194,32 +202,42 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
                 continue;
             }
         };
-        let opts = CompareOptions {
-            prompts_from: crate::compare::prompts::source_name(m.prompts.as_deref()),
-            max_new_tokens: m.max_new_tokens,
-            layers: true,
-            thresholds: m.steps[i].thresholds.clone(),
+        let opts = opts_of(i);
+        let compare_cached = |r: &Variant,
+                              ri: usize,
+                              c: &Variant,
+                              answers: &mut std::collections::HashMap<usize, ReferenceAnswers>|
+         -> crate::error::Result<CompareResult> {
+            let a = match answers.entry(ri) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(reference_answers(r, &prompts, &opts, notes.progress())?),
+            };
+            compare_with(r, c, &prompts, a, &opts, notes.progress())
         };
         if i != m.reference {
-            // Parent first (already in memory), then the reference.
+            // Parent first (already in memory), then the reference (loaded once, kept). Each
+            // variant's answers as a reference are generated once and reused.
             if let Some((pi, parent)) = prev.take() {
                 if pi != m.reference {
                     notes.note(&format!("compare {} → {}", m.steps[pi].label, m.steps[i].label));
-                    match compare(&parent, &cur, &prompts, &opts, notes.progress()) {
+                    match compare_cached(&parent, pi, &cur, &mut answers) {
                         Ok(r) => steps[i].vs_parent = Some(r),
                         Err(e) => steps[i].error = Some(e.to_string()),
                     }
                 }
             }
-            match load(m.reference) {
+            if reference.is_none() {
+                reference = Some(load(m.reference).map_err(|e| format!("reference: {e}")));
+            }
+            match reference.as_ref().expect("loaded above") {
                 Ok(reference) => {
                     notes.note(&format!("compare {} → {}", m.steps[m.reference].label, m.steps[i].label));
-                    match compare(&reference, &cur, &prompts, &opts, notes.progress()) {
+                    match compare_cached(reference, m.reference, &cur, &mut answers) {
                         Ok(r) => steps[i].vs_reference = Some(r),
                         Err(e) => steps[i].error = Some(e.to_string()),
                     }
                 }
-                Err(e) => steps[i].error = Some(format!("reference: {e}")),
+                Err(e) => steps[i].error = Some(e.clone()),
             }
         }
         prev = Some((i, cur));

@@ -216,7 +216,7 @@ fn overlong_prompt_is_refused_before_any_allocation() {
     std::fs::write(&p, format!("{{\"text\": \"{}\"}}\n", "What is ".repeat(9000))).unwrap();
     let r = ckptcheck(&["compare", "--prompts", p.to_str().unwrap(), m.to_str().unwrap(), m.to_str().unwrap()]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("exceeds the 16384 tokens"), "{}", r.stderr);
+    assert!(r.stderr.contains("exceeds the 16384 positions the reference runs") && r.stderr.contains("p.jsonl"), "{}", r.stderr);
 }
 
 #[test]
