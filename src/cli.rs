@@ -58,17 +58,30 @@ pub struct BenchArgs {
     /// Timed passes (after one untimed warm-up).
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
-    #[arg(long, default_value = "f32")]
-    pub dtype: ComputeDtype,
-    #[arg(long, default_value = "auto")]
-    pub gguf_matmul: GgufMatmul,
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     #[arg(long)]
     pub json: bool,
 }
 
-impl BenchArgs {
+/// How the engine runs a checkpoint: the options every command that runs models shares.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Compute dtype: f32 (stored weights decoded inside each matmul), bf16, f16, or auto (the
+    /// checkpoint's own).
+    #[arg(long, default_value = "f32")]
+    pub dtype: ComputeDtype,
+    /// How a GGUF's quantized layers run: dense (blocks decoded to f32 a tile at a time inside
+    /// each matmul; closest to llama.cpp), quantized (candle QMatMul on the blocks), auto (dense).
+    #[arg(long, default_value = "auto")]
+    pub gguf_matmul: GgufMatmul,
+    /// Compute device: auto (CUDA when built with `--features cuda` and a GPU is present), cpu,
+    /// cuda (GPU 0) or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+impl EngineArgs {
     pub fn settings(&self) -> RunSettings {
         RunSettings { dtype: self.dtype, device: self.device, gguf_matmul: self.gguf_matmul }
     }
@@ -121,18 +134,8 @@ pub struct CompareArgs {
     /// Trace hidden states per layer and name the first layer that diverges.
     #[arg(long)]
     pub layers: bool,
-    /// Compute dtype: f32 (stored weights decoded inside each matmul), bf16, f16, or auto (the
-    /// checkpoint's own).
-    #[arg(long, default_value = "f32")]
-    pub dtype: ComputeDtype,
-    /// How a GGUF's quantized layers run: dense (blocks decoded to f32 a tile at a time inside
-    /// each matmul; closest to llama.cpp), quantized (candle QMatMul on the blocks), auto (dense).
-    #[arg(long, default_value = "auto")]
-    pub gguf_matmul: GgufMatmul,
-    /// Compute device: auto (CUDA when built with `--features cuda` and a GPU is present), cpu,
-    /// cuda (GPU 0) or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// TOML file overriding the default thresholds (see docs/metrics.md).
     #[arg(long)]
     pub thresholds: Option<PathBuf>,
@@ -145,12 +148,6 @@ pub struct CompareArgs {
     /// Fail on warnings too.
     #[arg(long)]
     pub strict: bool,
-}
-
-impl CompareArgs {
-    pub fn settings(&self) -> RunSettings {
-        RunSettings { dtype: self.dtype, device: self.device, gguf_matmul: self.gguf_matmul }
-    }
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::checkpoint::Checkpoint;
 use crate::cli::BenchArgs;
 use crate::commands::Outcome;
+use crate::compare::run::LOGIT_ROWS;
 use crate::model;
 use crate::output::Printer;
 
@@ -26,11 +27,8 @@ struct BenchResult {
     median_tokens_per_s: f64,
 }
 
-/// Rows of logits computed at once.
-const LOGIT_ROWS: usize = 128;
-
 pub fn run(args: &BenchArgs, printer: &Printer) -> anyhow::Result<Outcome> {
-    let settings = args.settings();
+    let settings = args.engine.settings();
     let device = model::device(settings.device)?;
     let t0 = Instant::now();
     let ckpt = Checkpoint::open(&args.model)?;

@@ -58,7 +58,7 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         Some(n) => prompts.into_iter().take(n).collect(),
         None => prompts,
     };
-    let settings = args.settings();
+    let settings = args.engine.settings();
     let device = model::device(settings.device)?;
     printer.note(&format!("loading {}", args.reference.display()));
     let r = Variant::open(&args.reference, &device, &settings)?;

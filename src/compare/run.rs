@@ -28,7 +28,7 @@ pub const MIN_SEQ_LIMIT: usize = 16384;
 /// Rows of sequences run through the two models together (a longer sequence runs alone).
 const SCORE_BATCH_TOKENS: usize = 2048;
 /// Rows whose logits are held at once per model (`LOGIT_ROWS × vocab` f32).
-const LOGIT_ROWS: usize = 128;
+pub const LOGIT_ROWS: usize = 128;
 
 #[derive(Debug, Clone)]
 pub struct CompareOptions {

@@ -92,6 +92,37 @@ impl<'a> GgufWeights<'a> {
         Error::Tensor { path: self.file.path.clone(), tensor: tensor.to_string(), detail }
     }
 
+    /// The head count of a Q or K projection (whose rows the converter may have permuted).
+    fn qk_heads(&self, hf_name: &str) -> Option<usize> {
+        if hf_name.ends_with("q_proj.weight") {
+            Some(self.n_head)
+        } else if hf_name.ends_with("k_proj.weight") {
+            Some(self.n_head_kv)
+        } else {
+            None
+        }
+    }
+
+    /// For a Q/K projection of `rows` rows that llama.cpp's converter permuted (rotate-half →
+    /// interleaved rope): `map[hf_row]` = the GGUF row holding it. `None` for every other tensor.
+    fn qk_row_map(&self, hf_name: &str, rows: usize) -> Result<Option<Vec<u32>>> {
+        let Some(n_head) = self.qk_heads(hf_name).filter(|_| self.unpermute_qk) else { return Ok(None) };
+        if n_head == 0 || rows % (2 * n_head) != 0 {
+            return Err(self.err(hf_name, format!("{rows} rows do not split into {n_head} heads of two rope halves")));
+        }
+        let (hd, half) = (rows / n_head, rows / n_head / 2);
+        // convert_hf_to_gguf.py: gguf row h·hd + 2i + j holds hf row h·hd + j·half + i.
+        let mut map = vec![0u32; rows];
+        for h in 0..n_head {
+            for i in 0..half {
+                for j in 0..2 {
+                    map[h * hd + j * half + i] = (h * hd + 2 * i + j) as u32;
+                }
+            }
+        }
+        Ok(Some(map))
+    }
+
     /// Raw blocks in an 8-byte-aligned buffer (candle reinterprets them as block structs), with
     /// Q/K rows put back in HF order when the converter permuted them.
     fn blocks(&self, hf_name: &str, t: &TensorInfo) -> Result<Vec<u64>> {
@@ -99,31 +130,21 @@ impl<'a> GgufWeights<'a> {
         let mut buf = vec![0u64; bytes.len().div_ceil(8)];
         // SAFETY: u64 → u8 view of an owned buffer of at least `bytes.len()` bytes.
         let dst = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u8, bytes.len()) };
-        let heads = if hf_name.ends_with("q_proj.weight") {
-            Some(self.n_head)
-        } else if hf_name.ends_with("k_proj.weight") {
-            Some(self.n_head_kv)
+        let map = if self.unpermute_qk && self.qk_heads(hf_name).is_some() {
+            if t.dims.len() != 2 {
+                return Err(self.err(hf_name, format!("{} dims where a 2-D projection was expected", t.dims.len())));
+            }
+            self.qk_row_map(hf_name, t.dims[1] as usize)?
         } else {
             None
         };
-        match heads.filter(|_| self.unpermute_qk) {
+        match map {
             None => dst.copy_from_slice(bytes),
-            Some(n_head) => {
-                let rows = t.dims.get(1).copied().unwrap_or(1) as usize;
-                if rows % (2 * n_head) != 0 || t.dims.len() != 2 {
-                    return Err(self.err(hf_name, format!("{rows} rows do not split into {n_head} heads of two rope halves")));
-                }
-                let row_bytes = bytes.len() / rows;
-                let (hd, half) = (rows / n_head, rows / n_head / 2);
-                // convert_hf_to_gguf.py: gguf row h·hd + 2i + j  ←  hf row h·hd + j·half + i.
-                for h in 0..n_head {
-                    for i in 0..half {
-                        for j in 0..2 {
-                            let g = h * hd + 2 * i + j;
-                            let hf = h * hd + j * half + i;
-                            dst[hf * row_bytes..(hf + 1) * row_bytes].copy_from_slice(&bytes[g * row_bytes..(g + 1) * row_bytes]);
-                        }
-                    }
+            Some(map) => {
+                let row_bytes = bytes.len() / map.len();
+                for (hf, &g) in map.iter().enumerate() {
+                    let g = g as usize;
+                    dst[hf * row_bytes..(hf + 1) * row_bytes].copy_from_slice(&bytes[g * row_bytes..(g + 1) * row_bytes]);
                 }
             }
         }
@@ -152,28 +173,10 @@ impl WeightSource for GgufWeights<'_> {
         let (Some(codec), [cols, rows]) = (RowCodec::of_ggml(t.ggml_type), t.dims.as_slice()) else { return Ok(None) };
         let (rows, cols) = (*rows as usize, *cols as usize);
         let m = NativeMatrix::new(self.file.shared_bytes(&t.name)?, rows, cols, codec, |d| self.err(name, d))?;
-        let heads = if name.ends_with("q_proj.weight") {
-            Some(self.n_head)
-        } else if name.ends_with("k_proj.weight") {
-            Some(self.n_head_kv)
-        } else {
-            None
-        };
-        let Some(n_head) = heads.filter(|_| self.unpermute_qk) else { return Ok(Some(m)) };
-        if n_head == 0 || rows % (2 * n_head) != 0 {
-            return Err(self.err(name, format!("{rows} rows do not split into {n_head} heads of two rope halves")));
+        match self.qk_row_map(name, rows)? {
+            Some(map) => Ok(Some(m.with_row_map(map))),
+            None => Ok(Some(m)),
         }
-        let (hd, half) = (rows / n_head, rows / n_head / 2);
-        // convert_hf_to_gguf.py: gguf row h·hd + 2i + j holds hf row h·hd + j·half + i.
-        let mut map = vec![0u32; rows];
-        for h in 0..n_head {
-            for i in 0..half {
-                for j in 0..2 {
-                    map[h * hd + j * half + i] = (h * hd + 2 * i + j) as u32;
-                }
-            }
-        }
-        Ok(Some(m.with_row_map(map)))
     }
 
     fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
