@@ -50,6 +50,11 @@ pub enum Error {
     #[error("cannot write the {what} report: {detail}")]
     Serialize { what: &'static str, detail: String },
 
+    /// An error already reported once, repeated for another comparison that needed the same
+    /// variant (its message unchanged).
+    #[error("{0}")]
+    Again(String),
+
     #[error("cannot use the requested device: {detail}")]
     Device { detail: String },
 

@@ -7,7 +7,8 @@
 //! layer i of the reference, then of the candidate, their hidden states compared there (the
 //! layer trace costs nothing extra), then layer i + 1. Logits are computed only for the rows
 //! that predict an answer token, `LOGIT_ROWS` at a time, so rows × vocab is never held whole.
-//! Generation is batched over prompts (`Model::generate_batch`).
+//! Generation is batched over prompts (`Model::generate_batch`). `compare_all` does the same for
+//! any number of variants and comparisons among them (bisect): each variant runs once.
 
 use std::path::PathBuf;
 
@@ -19,6 +20,7 @@ use super::prompts::Prompt;
 use super::thresholds::{Judgement, Metric, Thresholds, Verdict};
 use super::variant::Variant;
 use crate::error::{Error, Result};
+use crate::model::decoder::Batch;
 
 /// Sequences are refused past the reference's context (`max_position_embeddings`), but never
 /// below this: the zoo's tiny models declare 256 positions and are run past it on purpose; a
@@ -137,18 +139,17 @@ struct Tokenization {
 /// Per-layer sums over all positions: (Σ‖Δ‖², Σ‖r‖², Σcos, nonfinite).
 type LayerAcc = Vec<(f64, f64, f64, usize)>;
 
-/// What scoring every sequence produced.
-struct Scored {
-    results: Vec<PromptResult>,
-    tokens: Vec<TokenScore>,
-    nonfinite_ref: usize,
-    layers: Option<LayerAcc>,
-    positions: usize,
-}
-
 pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptions, progress: &dyn Progress) -> Result<CompareResult> {
     let answers = reference_answers(r, prompts, opts, progress)?;
     compare_with(r, c, prompts, &answers, opts, progress)
+}
+
+/// One comparison `compare_all` makes: indices into its variants, and the thresholds that judge it.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub reference: usize,
+    pub candidate: usize,
+    pub thresholds: Thresholds,
 }
 
 /// `compare` with the reference's answers already computed (`reference_answers`).
@@ -160,34 +161,108 @@ pub fn compare_with(
     opts: &CompareOptions,
     progress: &dyn Progress,
 ) -> Result<CompareResult> {
-    let (seqs, tokenization) = sequences(r, c, prompts, answers)?;
+    let pair = Pair { reference: 0, candidate: 1, thresholds: opts.thresholds.clone() };
+    compare_all(&[r, c], 0, &[pair], prompts, answers, opts, progress)?.pop().expect("one pair, one result")
+}
+
+/// Several comparisons from one teacher-forced pass per variant: every variant a pair names runs
+/// once, on the sequences of `variants[answered_by]` (its prompt ids, its answer, its end of
+/// turn), all in lockstep one layer at a time, and every pair is scored from those passes
+/// (bisect: each step against the reference and against its parent). Each candidate generates
+/// once. A variant that cannot run fails only the pairs that name it; the outer error is for
+/// answers that do not belong to `variants[answered_by]`.
+pub fn compare_all(
+    variants: &[&Variant],
+    answered_by: usize,
+    pairs: &[Pair],
+    prompts: &[Prompt],
+    answers: &ReferenceAnswers,
+    opts: &CompareOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<Result<CompareResult>>> {
+    let r = variants[answered_by];
+    let seqs = sequences(r, prompts, answers)?;
+    let n = variants.len();
+    let mut used = vec![false; n];
+    for p in pairs {
+        used[p.reference] = true;
+        used[p.candidate] = true;
+    }
+    let mut failed: Vec<Option<Error>> = (0..n).map(|v| if used[v] { fits_vocabulary(variants[v], &seqs).err() } else { None }).collect();
+    let tokenization: Vec<Tokenization> = (0..n)
+        .map(|v| if pairs.iter().any(|p| p.candidate == v) { tokenize(r, variants[v], prompts, &seqs) } else { Tokenization::default() })
+        .collect();
+    let mut acc: Vec<PairAcc> = pairs
+        .iter()
+        .map(|p| {
+            let depth = (variants[p.reference].model.spec.layers, variants[p.candidate].model.spec.layers);
+            let error = (opts.layers && depth.0 != depth.1).then(|| Error::Tensor {
+                path: "<layer trace>".into(),
+                tensor: "hidden states".into(),
+                detail: format!("the variants have {} and {} layers; --layers needs the same depth", depth.0, depth.1),
+            });
+            PairAcc { layers: opts.layers.then(|| vec![(0.0, 0.0, 0.0, 0); depth.0 + 1]), error, ..PairAcc::default() }
+        })
+        .collect();
+
     progress.stage("scoring", prompts.len());
-    let mut scored = score(r, c, prompts, &seqs, opts, progress)?;
+    score(variants, answered_by, pairs, prompts, &seqs, &mut failed, &mut acc, progress);
+
     progress.stage("candidate generation", prompts.len());
     let own_prompts: Vec<&[u32]> = seqs.iter().map(|s| &s.full[..s.prompt_len]).collect();
-    let generated = c.model.generate_batch(&own_prompts, opts.max_new_tokens, &c.stop_ids)?;
-    for (res, (gen, stopped)) in scored.results.iter_mut().zip(generated) {
-        res.cand_stopped = stopped;
-        res.cand_generated_tokens = gen.len();
-        progress.tick();
+    // Per variant: each prompt's greedy tokens and whether it stopped.
+    type Generated = Vec<(Vec<u32>, bool)>;
+    let mut generated: Vec<Option<Generated>> = (0..n).map(|_| None).collect();
+    for v in 0..n {
+        let wanted = pairs.iter().zip(&acc).any(|(p, a)| p.candidate == v && a.error.is_none() && failed[p.reference].is_none());
+        if !wanted || failed[v].is_some() {
+            continue;
+        }
+        match variants[v].model.generate_batch(&own_prompts, opts.max_new_tokens, &variants[v].stop_ids) {
+            Ok(g) => generated[v] = Some(g),
+            Err(e) => failed[v] = Some(e),
+        }
     }
-    let summary = summarize_all(&scored, tokenization);
-    let layers = scored.layers.as_ref().map(|acc| layer_results(acc, scored.positions));
-    let first_bad_layer = layers.as_ref().and_then(|ls| {
-        ls.iter().find(|l| l.nonfinite > 0 || l.rel_l2.is_nan() || l.rel_l2 > opts.thresholds.layer_rel_err).map(|l| l.name.clone())
-    });
-    let judgements = judge(&summary, &opts.thresholds);
-    let verdict = judgements.iter().map(|j| j.status).max().unwrap_or(Verdict::Pass);
-    Ok(CompareResult {
-        reference: r.label.clone(),
-        candidate: c.label.clone(),
-        prompts: scored.results,
-        summary,
-        layers,
-        first_bad_layer,
-        judgements,
-        verdict,
-    })
+    prompts.iter().for_each(|_| progress.tick());
+
+    let mut out = Vec::with_capacity(pairs.len());
+    for (p, mut a) in pairs.iter().zip(acc) {
+        let error = a.error.take().or_else(|| [p.reference, p.candidate].into_iter().find_map(|v| shared_error(&mut failed[v])));
+        if let Some(e) = error {
+            out.push(Err(e));
+            continue;
+        }
+        for (res, (gen, stopped)) in a.results.iter_mut().zip(generated[p.candidate].iter().flatten()) {
+            res.cand_stopped = *stopped;
+            res.cand_generated_tokens = gen.len();
+        }
+        let summary = summarize_all(&a, &tokenization[p.candidate]);
+        let layers = a.layers.as_ref().map(|l| layer_results(l, a.positions));
+        let first_bad_layer = layers.as_ref().and_then(|ls| {
+            ls.iter().find(|l| l.nonfinite > 0 || l.rel_l2.is_nan() || l.rel_l2 > p.thresholds.layer_rel_err).map(|l| l.name.clone())
+        });
+        let judgements = judge(&summary, &p.thresholds);
+        let verdict = judgements.iter().map(|j| j.status).max().unwrap_or(Verdict::Pass);
+        out.push(Ok(CompareResult {
+            reference: variants[p.reference].label.clone(),
+            candidate: variants[p.candidate].label.clone(),
+            prompts: a.results,
+            summary,
+            layers,
+            first_bad_layer,
+            judgements,
+            verdict,
+        }));
+    }
+    Ok(out)
+}
+
+/// A variant's error for a pair that names it: the error itself the first time, its message again
+/// for later pairs.
+fn shared_error(failed: &mut Option<Error>) -> Option<Error> {
+    let e = failed.take()?;
+    *failed = Some(Error::Again(e.to_string()));
+    Some(e)
 }
 
 /// The reference's side of stage 1, which depends on no candidate: every prompt encoded by the
@@ -247,38 +322,52 @@ pub fn reference_answers(r: &Variant, prompts: &[Prompt], opts: &CompareOptions,
     Ok(ReferenceAnswers { reference: r.label.clone(), prompts: out })
 }
 
-/// The candidate's side of stage 1: its own encoding of each prompt against the reference's, and
-/// the teacher-forcing sequences (checked against its vocabulary).
-fn sequences(r: &Variant, c: &Variant, prompts: &[Prompt], answers: &ReferenceAnswers) -> Result<(Vec<Sequence>, Tokenization)> {
+/// The teacher-forcing sequences from the reference's answers: prompt ids, answer, end of turn.
+fn sequences(r: &Variant, prompts: &[Prompt], answers: &ReferenceAnswers) -> Result<Vec<Sequence>> {
     if answers.reference != r.label || answers.prompts.len() != prompts.len() {
         return Err(Error::Device { detail: format!("internal: answers of {} reused for {}", answers.reference, r.label) });
     }
-    let cand_rows = c.model.spec.vocab_size;
     let eot = r.turn_end_id.or_else(|| r.stop_ids.first().copied());
-    let mut tokenization = Tokenization::default();
-    let mut seqs = Vec::with_capacity(prompts.len());
-    for (p, (prompt_ids, answer, ref_stopped)) in prompts.iter().zip(&answers.prompts) {
-        // The candidate's own tokenizer and template on the same prompt (a GGUF uses its own).
+    Ok(answers
+        .prompts
+        .iter()
+        .map(|(prompt_ids, answer, ref_stopped)| {
+            let mut full = prompt_ids.clone();
+            full.extend(answer);
+            full.extend(eot);
+            Sequence { prompt_len: prompt_ids.len(), answer: answer.clone(), ref_stopped: *ref_stopped, eot, full }
+        })
+        .collect())
+}
+
+/// Every id of the sequences is a row of `v`'s embedding.
+fn fits_vocabulary(v: &Variant, seqs: &[Sequence]) -> Result<()> {
+    let rows = v.model.spec.vocab_size;
+    match seqs.iter().flat_map(|s| &s.full).find(|&&i| i as usize >= rows) {
+        Some(&bad) => Err(Error::Tensor {
+            path: v.path.clone(),
+            tensor: "model.embed_tokens.weight".into(),
+            detail: format!("the reference's token id {bad} is beyond the candidate's vocabulary ({rows}); the two use different tokenizers — run `ckptcheck lint` on both"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// How the candidate's own tokenizer and template encode the prompts, against the reference's
+/// ids (a GGUF uses its own).
+fn tokenize(r: &Variant, c: &Variant, prompts: &[Prompt], seqs: &[Sequence]) -> Tokenization {
+    let mut t = Tokenization::default();
+    for (p, s) in prompts.iter().zip(seqs) {
+        let prompt_ids = &s.full[..s.prompt_len];
         let own = c.encode_prompt(p).map_err(|e| e.to_string());
-        if own.as_ref().ok() != Some(prompt_ids) {
-            tokenization.mismatches += 1;
-            if tokenization.first.is_none() {
-                tokenization.first = Some(describe_mismatch(p, prompt_ids, &own, r, c));
+        if own.as_deref().ok() != Some(prompt_ids) {
+            t.mismatches += 1;
+            if t.first.is_none() {
+                t.first = Some(describe_mismatch(p, prompt_ids, &own, r, c));
             }
         }
-        let mut full = prompt_ids.clone();
-        full.extend(answer);
-        full.extend(eot);
-        if let Some(&bad) = full.iter().find(|&&i| i as usize >= cand_rows) {
-            return Err(Error::Tensor {
-                path: c.path.clone(),
-                tensor: "model.embed_tokens.weight".into(),
-                detail: format!("the reference's token id {bad} is beyond the candidate's vocabulary ({cand_rows}); the two use different tokenizers — run `ckptcheck lint` on both"),
-            });
-        }
-        seqs.push(Sequence { prompt_len: prompt_ids.len(), answer: answer.clone(), ref_stopped: *ref_stopped, eot, full });
     }
-    Ok((seqs, tokenization))
+    t
 }
 
 /// The first difference between the reference's and the candidate's encoding of a prompt, in words.
@@ -302,128 +391,223 @@ fn describe_mismatch(p: &Prompt, prompt_ids: &[u32], own: &std::result::Result<V
     }
 }
 
-/// Stage 2: both variants teacher-forced on every sequence, in lockstep batches; per-token
-/// scores, P(EOS) at the turn end and (with `layers`) the hidden-state trace.
+/// Stage 2: every variant teacher-forced on every sequence, all in lockstep batches; per pair,
+/// per-token scores, P(EOS) at the turn end and (with `layers`) the hidden-state trace. A
+/// variant whose pass fails is dropped from the lockstep (`failed`).
+#[allow(clippy::too_many_arguments)]
 fn score(
-    r: &Variant,
-    c: &Variant,
+    variants: &[&Variant],
+    answered_by: usize,
+    pairs: &[Pair],
     prompts: &[Prompt],
     seqs: &[Sequence],
-    opts: &CompareOptions,
+    failed: &mut [Option<Error>],
+    acc: &mut [PairAcc],
     progress: &dyn Progress,
-) -> Result<Scored> {
-    let mut out = Scored { results: Vec::new(), tokens: Vec::new(), nonfinite_ref: 0, layers: None, positions: 0 };
-    let depth = (r.model.spec.layers, c.model.spec.layers);
-    if opts.layers && depth.0 != depth.1 {
-        return Err(Error::Tensor {
-            path: "<layer trace>".into(),
-            tensor: "hidden states".into(),
-            detail: format!("the variants have {} and {} layers; --layers needs the same depth", depth.0, depth.1),
-        });
-    }
+) {
+    let n = variants.len();
+    let live = |failed: &[Option<Error>], acc: &[PairAcc], v: usize| {
+        failed[v].is_none() && pairs.iter().zip(acc).any(|(p, a)| a.error.is_none() && (p.reference == v || p.candidate == v))
+    };
+    let traced = |failed: &[Option<Error>], acc: &[PairAcc], k: usize| {
+        acc[k].error.is_none() && acc[k].layers.is_some() && failed[pairs[k].reference].is_none() && failed[pairs[k].candidate].is_none()
+    };
     let mut first = 0;
     while first < seqs.len() {
         let mut end = first + 1;
-        let mut rows = seqs[first].full.len();
-        while end < seqs.len() && rows + seqs[end].full.len() <= SCORE_BATCH_TOKENS {
-            rows += seqs[end].full.len();
+        let mut rows_in = seqs[first].full.len();
+        while end < seqs.len() && rows_in + seqs[end].full.len() <= SCORE_BATCH_TOKENS {
+            rows_in += seqs[end].full.len();
             end += 1;
         }
         let group = &seqs[first..end];
         let ids: Vec<&[u32]> = group.iter().map(|s| s.full.as_slice()).collect();
-        let mut br = r.model.begin(&ids, None)?;
-        let mut bc = c.model.begin(&ids, None)?;
-        if opts.layers {
-            let acc = out.layers.get_or_insert_with(|| vec![(0.0, 0.0, 0.0, 0); depth.0 + 1]);
-            layer_trace(0, &br.hidden()?, &bc.hidden()?, acc)?;
-            for i in 0..depth.0 {
-                r.model.step(&mut br, None)?;
-                c.model.step(&mut bc, None)?;
-                layer_trace(i + 1, &br.hidden()?, &bc.hidden()?, acc)?;
+        let mut batches: Vec<Option<Batch>> = (0..n).map(|_| None).collect();
+        for v in 0..n {
+            if live(failed, acc, v) {
+                match variants[v].model.begin(&ids, None) {
+                    Ok(b) => batches[v] = Some(b),
+                    Err(e) => failed[v] = Some(e),
+                }
             }
-            out.positions += rows;
         }
-        let segments = br.segments().to_vec();
-        let hr = r.model.finish(br, None)?;
-        let hc = c.model.finish(bc, None)?;
+        let depth = (0..n).filter(|&v| batches[v].is_some()).map(|v| variants[v].model.spec.layers).max().unwrap_or(0);
+        for layer in 0..=depth {
+            if layer > 0 {
+                for v in 0..n {
+                    let Some(b) = batches[v].as_mut().filter(|b| b.layers_done() < variants[v].model.spec.layers) else { continue };
+                    if let Err(e) = variants[v].model.step(b, None) {
+                        failed[v] = Some(e);
+                        batches[v] = None;
+                    }
+                }
+            }
+            // Each variant's hidden rows taken once per layer, for every pair traced with it.
+            let mut hidden: Vec<Option<Vec<Vec<f32>>>> = (0..n).map(|_| None).collect();
+            for k in 0..pairs.len() {
+                if !traced(failed, acc, k) {
+                    continue;
+                }
+                let (pr, pc) = (pairs[k].reference, pairs[k].candidate);
+                for v in [pr, pc] {
+                    if hidden[v].is_none() {
+                        match batches[v].as_ref().map(|b| b.hidden().and_then(|h| rows(&h))) {
+                            Some(Ok(h)) => hidden[v] = Some(h),
+                            Some(Err(e)) => failed[v] = Some(e),
+                            None => {}
+                        }
+                    }
+                }
+                if let (Some(a), Some(b)) = (&hidden[pr], &hidden[pc]) {
+                    let l = acc[k].layers.as_mut().expect("traced");
+                    if let Err(e) = layer_trace(layer, a, b, l) {
+                        acc[k].error = Some(e);
+                    }
+                }
+            }
+        }
+        for k in 0..pairs.len() {
+            if traced(failed, acc, k) {
+                acc[k].positions += rows_in;
+            }
+        }
+        let segments = match batches.iter().flatten().next() {
+            Some(b) => b.segments().to_vec(),
+            None => return,
+        };
+        let mut finals: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
+        for v in 0..n {
+            if let Some(b) = batches[v].take() {
+                match variants[v].model.finish(b, None) {
+                    Ok(h) => finals[v] = Some(h),
+                    Err(e) => failed[v] = Some(e),
+                }
+            }
+        }
         for ((p, seq), g) in prompts[first..end].iter().zip(group).zip(&segments) {
-            out.results.push(score_sequence(r, c, p, seq, g.start, &hr, &hc, &mut out.tokens, &mut out.nonfinite_ref)?);
+            score_sequence(variants, answered_by, pairs, p, seq, g.start, &finals, failed, acc);
             progress.tick();
         }
         first = end;
     }
-    Ok(out)
 }
 
-/// Scores one sequence of a batch from the two models' final hidden states (`start`: its first
-/// row): the head runs on the rows that predict answer tokens, `LOGIT_ROWS` at a time.
+/// What one pair accumulates over all sequences.
+#[derive(Default)]
+struct PairAcc {
+    results: Vec<PromptResult>,
+    tokens: Vec<TokenScore>,
+    nonfinite_ref: usize,
+    layers: Option<LayerAcc>,
+    positions: usize,
+    /// Why this pair cannot be scored (its own reason; a variant's is in `failed`).
+    error: Option<Error>,
+}
+
+/// One pair's scores on one sequence so far.
+struct SeqScores {
+    scores: Vec<TokenScore>,
+    token_kl: Vec<f64>,
+    tokens: Vec<String>,
+    p_eos: (f64, f64),
+    nonfinite_ref: usize,
+}
+
+/// Scores one sequence of a batch for every pair from the variants' final hidden states
+/// (`start`: its first row): each variant's head runs once on the rows that predict answer tokens,
+/// in chunks of `LOGIT_ROWS` shared out among the variants.
 #[allow(clippy::too_many_arguments)]
 fn score_sequence(
-    r: &Variant,
-    c: &Variant,
+    variants: &[&Variant],
+    answered_by: usize,
+    pairs: &[Pair],
     p: &Prompt,
     seq: &Sequence,
     start: usize,
-    hr: &Tensor,
-    hc: &Tensor,
-    all: &mut Vec<TokenScore>,
-    nonfinite_ref: &mut usize,
-) -> Result<PromptResult> {
+    finals: &[Option<Tensor>],
+    failed: &mut [Option<Error>],
+    acc: &mut [PairAcc],
+) {
+    let n = variants.len();
     let full = &seq.full;
+    let r = variants[answered_by];
     // Row `pos − 1` predicts token `pos`, for every answer position (the end-of-turn included).
     let (lo, hi) = (seq.prompt_len - 1, full.len() - 1);
-    let mut scores = Vec::with_capacity(hi - lo);
-    let mut token_kl = Vec::with_capacity(hi - lo);
-    let mut tokens = Vec::with_capacity(hi - lo);
-    let (mut p_eos_ref, mut p_eos_cand) = (f64::NAN, f64::NAN);
-    let narrow = |h: &Tensor, a: usize, n: usize| {
-        h.narrow(0, start + a, n).map_err(|e| Error::Tensor {
-            path: "<forward pass>".into(),
-            tensor: "hidden".into(),
-            detail: e.to_string(),
-        })
+    let heads = finals.iter().filter(|f| f.is_some()).count().max(1);
+    let chunk = (2 * LOGIT_ROWS / heads).clamp(16, LOGIT_ROWS);
+    let mut per: Vec<SeqScores> = pairs
+        .iter()
+        .map(|_| SeqScores { scores: Vec::new(), token_kl: Vec::new(), tokens: Vec::new(), p_eos: (f64::NAN, f64::NAN), nonfinite_ref: 0 })
+        .collect();
+    let alive = |failed: &[Option<Error>], acc: &[PairAcc], k: usize| {
+        acc[k].error.is_none() && failed[pairs[k].reference].is_none() && failed[pairs[k].candidate].is_none()
     };
-    for a in (lo..hi).step_by(LOGIT_ROWS) {
-        let n = LOGIT_ROWS.min(hi - a);
-        let lr = rows(&r.model.logits(&narrow(hr, a, n)?)?)?;
-        let lc = rows(&c.model.logits(&narrow(hc, a, n)?)?)?;
-        *nonfinite_ref += lr.iter().flatten().filter(|x| !x.is_finite()).count();
-        for (k, (rr, cr)) in lr.iter().zip(&lc).enumerate() {
-            let pos = a + k + 1;
-            let s = metrics::score_token(rr, cr, full[pos] as usize);
-            token_kl.push(s.kl);
-            tokens.push(r.tokenizer.token(full[pos]).unwrap_or_default());
-            scores.push(s);
-            // The end-of-turn token is the last of `full`, predicted at the row before it.
-            if let (Some(e), true) = (seq.eot, pos == full.len() - 1) {
-                p_eos_ref = metrics::prob(rr, e as usize);
-                p_eos_cand = metrics::prob(cr, e as usize);
+    for a in (lo..hi).step_by(chunk) {
+        let m = chunk.min(hi - a);
+        let mut logits: Vec<Option<Vec<Vec<f32>>>> = (0..n).map(|_| None).collect();
+        for k in 0..pairs.len() {
+            if !alive(failed, acc, k) {
+                continue;
+            }
+            for v in [pairs[k].reference, pairs[k].candidate] {
+                if logits[v].is_some() || failed[v].is_some() {
+                    continue;
+                }
+                let Some(h) = &finals[v] else { continue };
+                let got = h
+                    .narrow(0, start + a, m)
+                    .map_err(|e| Error::Tensor { path: "<forward pass>".into(), tensor: "hidden".into(), detail: e.to_string() })
+                    .and_then(|h| variants[v].model.logits(&h))
+                    .and_then(|l| rows(&l));
+                match got {
+                    Ok(l) => logits[v] = Some(l),
+                    Err(e) => failed[v] = Some(e),
+                }
+            }
+            let (Some(lr), Some(lc)) = (&logits[pairs[k].reference], &logits[pairs[k].candidate]) else { continue };
+            let s = &mut per[k];
+            s.nonfinite_ref += lr.iter().flatten().filter(|x| !x.is_finite()).count();
+            for (j, (rr, cr)) in lr.iter().zip(lc).enumerate() {
+                let pos = a + j + 1;
+                let t = metrics::score_token(rr, cr, full[pos] as usize);
+                s.token_kl.push(t.kl);
+                s.tokens.push(r.tokenizer.token(full[pos]).unwrap_or_default());
+                s.scores.push(t);
+                // The end-of-turn token is the last of `full`, predicted at the row before it.
+                if let (Some(e), true) = (seq.eot, pos == full.len() - 1) {
+                    s.p_eos = (metrics::prob(rr, e as usize), metrics::prob(cr, e as usize));
+                }
             }
         }
     }
-    let s = summarize(&token_kl);
-    let result = PromptResult {
-        label: p.label(),
-        prompt_tokens: seq.prompt_len,
-        answer_tokens: seq.answer.len(),
-        answer: r.tokenizer.tokenizer.decode(&seq.answer, false).unwrap_or_default(),
-        ref_stopped: seq.ref_stopped,
-        kl_mean: s.mean,
-        kl_max: s.max,
-        top1: scores.iter().filter(|s| s.top1_agree).count() as f64 / scores.len().max(1) as f64,
-        p_eos_ref,
-        p_eos_cand,
-        cand_stopped: false,
-        cand_generated_tokens: 0,
-        token_kl,
-        tokens,
-    };
-    all.extend(scores);
-    Ok(result)
+    for (k, s) in per.into_iter().enumerate() {
+        if !alive(failed, acc, k) {
+            continue;
+        }
+        let sum = summarize(&s.token_kl);
+        acc[k].results.push(PromptResult {
+            label: p.label(),
+            prompt_tokens: seq.prompt_len,
+            answer_tokens: seq.answer.len(),
+            answer: r.tokenizer.tokenizer.decode(&seq.answer, false).unwrap_or_default(),
+            ref_stopped: seq.ref_stopped,
+            kl_mean: sum.mean,
+            kl_max: sum.max,
+            top1: s.scores.iter().filter(|s| s.top1_agree).count() as f64 / s.scores.len().max(1) as f64,
+            p_eos_ref: s.p_eos.0,
+            p_eos_cand: s.p_eos.1,
+            cand_stopped: false,
+            cand_generated_tokens: 0,
+            token_kl: s.token_kl,
+            tokens: s.tokens,
+        });
+        acc[k].nonfinite_ref += s.nonfinite_ref;
+        acc[k].tokens.extend(s.scores);
+    }
 }
 
 /// Stage 4: the summary over every scored token and prompt.
-fn summarize_all(scored: &Scored, tokenization: Tokenization) -> CompareSummary {
+fn summarize_all(scored: &PairAcc, tokenization: &Tokenization) -> CompareSummary {
     let (all, results) = (&scored.tokens, &scored.results);
     let n = all.len().max(1) as f64;
     let kl: Vec<f64> = all.iter().map(|s| s.kl).collect();
@@ -457,7 +641,7 @@ fn summarize_all(scored: &Scored, tokenization: Tokenization) -> CompareSummary 
         cand_stop_rate: results.iter().filter(|r| r.cand_stopped).count() as f64 / np,
         scored_tokens: all.len(),
         prompt_token_mismatches: tokenization.mismatches,
-        first_token_mismatch: tokenization.first,
+        first_token_mismatch: tokenization.first.clone(),
     }
 }
 
@@ -475,10 +659,8 @@ fn layer_results(acc: &LayerAcc, positions: usize) -> Vec<LayerResult> {
 }
 
 /// Adds one layer's hidden states (`[rows, hidden]` of both models) to the trace sums.
-fn layer_trace(i: usize, a: &Tensor, b: &Tensor, acc: &mut LayerAcc) -> Result<()> {
-    let ra = rows(a)?;
-    let rb = rows(b)?;
-    for (x, y) in ra.iter().zip(&rb) {
+fn layer_trace(i: usize, ra: &[Vec<f32>], rb: &[Vec<f32>], acc: &mut LayerAcc) -> Result<()> {
+    for (x, y) in ra.iter().zip(rb) {
         if x.len() != y.len() {
             return Err(Error::Tensor {
                 path: "<layer trace>".into(),

@@ -3,8 +3,8 @@
 //!
 //! Cause attribution ranks static findings (tokenizer, EOS, template, merge algebra) over numeric
 //! drift: a static finding that explains the numbers is named first, the numbers follow as
-//! evidence. At most two models are in memory at once: the previous step and the current one,
-//! with the reference reloaded for its comparison.
+//! evidence. Every step runs one teacher-forced pass, all steps in lockstep on the reference's
+//! answers (`compare_all`); both comparisons of a step come from those passes.
 
 use std::path::Path;
 
@@ -17,7 +17,7 @@ use crate::checks::merge::{self as merge_check, ModuleRow};
 use crate::checks::{self, Context, Finding, LintOptions, Severity};
 use crate::compare::metrics::fmt_num;
 use crate::compare::prompts::{self, Prompt};
-use crate::compare::run::{compare_with, reference_answers, CompareOptions, CompareResult, Progress, ReferenceAnswers};
+use crate::compare::run::{compare_all, reference_answers, CompareOptions, CompareResult, Pair, Progress};
 use crate::compare::thresholds::{Metric, Verdict};
 use crate::compare::variant::Variant;
 use crate::error::Result;
@@ -174,75 +174,87 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
         steps[i].findings.extend(lineage_step(parent, cur, &m.steps[i - 1].label));
     }
 
-    // Numeric comparisons, in lineage order after the reference.
-    let load = |i: usize| -> std::result::Result<Variant, String> {
-        let ckpt = ckpts[i].as_ref().map_err(String::clone)?;
-        Variant::load(Path::new(&m.steps[i].source.describe()), ckpt, &device, &m.settings).map_err(|e| e.to_string())
-    };
-    let mut prev: Option<(usize, Variant)> = None;
-    let mut reference: Option<std::result::Result<Variant, String>> = None;
-    let mut answers: std::collections::HashMap<usize, ReferenceAnswers> = std::collections::HashMap::new();
-    let opts_of = |i: usize| CompareOptions {
+    // Numeric comparisons: every step that opened is loaded (weights stay in their files), the
+    // reference answers the prompts once, and every variant runs one teacher-forced pass on those
+    // answers in lockstep with the others; each step is scored against the reference and its
+    // parent from those passes.
+    let opts = CompareOptions {
         prompts_from: crate::compare::prompts::source_name(m.prompts.as_deref()),
         max_new_tokens: m.max_new_tokens,
         layers: true,
-        thresholds: m.steps[i].thresholds.clone(),
+        thresholds: m.steps[m.reference].thresholds.clone(),
     };
-    for i in 0..m.steps.len() {
+    let mut order: Vec<usize> = (0..m.steps.len()).filter(|&i| i != m.reference).collect();
+    order.insert(0, m.reference);
+    let mut loaded: Vec<Option<Variant>> = (0..m.steps.len()).map(|_| None).collect();
+    for &i in &order {
         if steps[i].error.is_some() {
-            prev = None;
             continue;
         }
         notes.note(&format!("load {}", m.steps[i].label));
-        let cur = match load(i) {
-            Ok(v) => v,
+        let ckpt = match &ckpts[i] {
+            Ok(c) => c,
             Err(e) => {
-                steps[i].error = Some(e);
-                prev = None;
+                steps[i].error = Some(e.clone());
                 continue;
             }
         };
-        let opts = opts_of(i);
-        let compare_cached = |r: &Variant,
-                              ri: usize,
-                              c: &Variant,
-                              answers: &mut std::collections::HashMap<usize, ReferenceAnswers>|
-         -> crate::error::Result<CompareResult> {
-            let a = match answers.entry(ri) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(reference_answers(r, &prompts, &opts, notes.progress())?),
-            };
-            compare_with(r, c, &prompts, a, &opts, notes.progress())
-        };
-        if i != m.reference {
-            // Parent first (already in memory), then the reference (loaded once, kept). Each
-            // variant's answers as a reference are generated once and reused.
-            if let Some((pi, parent)) = prev.take() {
-                if pi != m.reference {
-                    notes.note(&format!("compare {} → {}", m.steps[pi].label, m.steps[i].label));
-                    match compare_cached(&parent, pi, &cur, &mut answers) {
-                        Ok(r) => steps[i].vs_parent = Some(r),
-                        Err(e) => steps[i].error = Some(e.to_string()),
-                    }
-                }
-            }
-            if reference.is_none() {
-                reference = Some(load(m.reference).map_err(|e| format!("reference: {e}")));
-            }
-            match reference.as_ref().expect("loaded above") {
-                Ok(reference) => {
-                    notes.note(&format!("compare {} → {}", m.steps[m.reference].label, m.steps[i].label));
-                    match compare_cached(reference, m.reference, &cur, &mut answers) {
-                        Ok(r) => steps[i].vs_reference = Some(r),
-                        Err(e) => steps[i].error = Some(e.to_string()),
-                    }
-                }
-                Err(e) => steps[i].error = Some(e.clone()),
+        match Variant::load(Path::new(&m.steps[i].source.describe()), ckpt, &device, &m.settings) {
+            Ok(v) => loaded[i] = Some(v),
+            Err(e) => steps[i].error = Some(e.to_string()),
+        }
+    }
+    let Some(reference) = loaded[m.reference].as_ref() else {
+        let why = steps[m.reference].error.clone().unwrap_or_default();
+        for (i, s) in steps.iter_mut().enumerate() {
+            if i != m.reference && s.error.is_none() {
+                s.error = Some(format!("reference: {why}"));
             }
         }
-        prev = Some((i, cur));
+        return Ok(finish(m, steps));
+    };
+    // (step, against, is the parent) for every comparison to make.
+    let mut wanted: Vec<(usize, usize, bool)> = Vec::new();
+    for i in (0..m.steps.len()).filter(|&i| i != m.reference && loaded[i].is_some()) {
+        if let Some(p) = i.checked_sub(1).filter(|&p| p != m.reference && loaded[p].is_some() && steps[p].error.is_none()) {
+            wanted.push((i, p, true));
+        }
+        wanted.push((i, m.reference, false));
     }
+    if !wanted.is_empty() {
+        let answers = match reference_answers(reference, &prompts, &opts, notes.progress()) {
+            Ok(a) => a,
+            Err(e) => {
+                for &(i, _, _) in &wanted {
+                    steps[i].error = Some(format!("reference: {e}"));
+                }
+                return Ok(finish(m, steps));
+            }
+        };
+        let index: Vec<usize> = (0..m.steps.len()).filter(|&i| loaded[i].is_some()).collect();
+        let variants: Vec<&Variant> = index.iter().map(|&i| loaded[i].as_ref().expect("filtered")).collect();
+        let at = |i: usize| index.iter().position(|&j| j == i).expect("loaded");
+        let pairs: Vec<Pair> = wanted
+            .iter()
+            .map(|&(i, against, _)| Pair { reference: at(against), candidate: at(i), thresholds: m.steps[i].thresholds.clone() })
+            .collect();
+        for &(i, against, _) in &wanted {
+            notes.note(&format!("compare {} → {}", m.steps[against].label, m.steps[i].label));
+        }
+        let results = compare_all(&variants, at(m.reference), &pairs, &prompts, &answers, &opts, notes.progress())?;
+        for (&(i, _, parent), r) in wanted.iter().zip(results) {
+            match (r, parent) {
+                (Ok(r), true) => steps[i].vs_parent = Some(r),
+                (Ok(r), false) => steps[i].vs_reference = Some(r),
+                (Err(e), _) => steps[i].error = Some(e.to_string()),
+            }
+        }
+    }
+    Ok(finish(m, steps))
+}
 
+/// Judges every step and names the first that breaks the lineage.
+fn finish(m: &Manifest, mut steps: Vec<StepReport>) -> PipelineReport {
     for s in &mut steps {
         judge_step(s);
     }
@@ -250,7 +262,7 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
     // run is incomplete, exit 2), never blamed for the break.
     let first_bad = steps.iter().find(|s| !s.is_reference && s.status == Verdict::Fail && s.error.is_none());
     let verdict = steps.iter().map(|s| if s.error.is_some() { Verdict::Fail } else { s.status }).max().unwrap_or(Verdict::Pass);
-    Ok(PipelineReport {
+    PipelineReport {
         schema_version: REPORT_SCHEMA_VERSION,
         name: m.name.clone(),
         reference: m.steps[m.reference].label.clone(),
@@ -259,7 +271,7 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
         incomplete: steps.iter().any(|s| s.error.is_some()),
         steps,
         verdict,
-    })
+    }
 }
 
 impl PipelineReport {

@@ -231,3 +231,47 @@ fn lineage_checks_catch_what_lint_alone_cannot() {
     let cause = v["cause"].as_str().unwrap();
     assert!(cause.starts_with("lineage.tokenizer-changed") && cause.contains("2 ids map to other tokens"), "{cause}");
 }
+
+/// bisect runs every step once, in lockstep with the others, and scores both of a step's
+/// comparisons from those passes: its numbers against the reference must be exactly those of a
+/// pairwise `compare`, and its comparison with the parent must be on the same sequences.
+#[test]
+fn lockstep_bisect_matches_pairwise_compare() {
+    let d = tmp();
+    let prompts = zoo_path("prompts.jsonl");
+    let models = ["llama-instruct", "llama-sft-good", "llama-sft-collapsed"].map(|m| zoo_path(&format!("models/{m}")));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let mut toml = format!("name = \"lockstep\"\nprompts = \"{}\"\nmax_new_tokens = 8\n", s(&prompts));
+    for (i, m) in models.iter().enumerate() {
+        toml.push_str(&format!("[[step]]\nlabel = \"s{i}\"\npath = \"{}\"\n", s(m)));
+    }
+    let manifest = d.path().join("l.toml");
+    std::fs::write(&manifest, toml).unwrap();
+    let b = ckptcheck(&["bisect", "--json", s(&manifest).as_str()]);
+    assert_eq!(b.code, 1, "{}\n{}", b.stdout, b.stderr);
+    let b = b.json();
+    for step in [1, 2] {
+        let c = ckptcheck(&[
+            "compare",
+            "--json",
+            "--layers",
+            "--max-new-tokens",
+            "8",
+            "--prompts",
+            &s(&prompts),
+            &s(&models[0]),
+            &s(&models[step]),
+        ]);
+        let c = c.json();
+        let vs = &b["steps"][step]["vs_reference"];
+        for key in ["kl", "top1", "ppl_ratio", "p_eos_cand_mean", "cand_stop_rate", "scored_tokens"] {
+            assert_eq!(vs["summary"][key], c["summary"][key], "step {step} {key}");
+        }
+        assert_eq!(vs["layers"], c["layers"], "step {step} layer trace");
+    }
+    let parent = &b["steps"][2]["vs_parent"];
+    assert_eq!(parent["summary"]["scored_tokens"], b["steps"][2]["vs_reference"]["summary"]["scored_tokens"]);
+    assert_eq!(parent["summary"]["cand_stop_rate"], b["steps"][2]["vs_reference"]["summary"]["cand_stop_rate"]);
+    assert_ne!(parent["summary"]["kl"], b["steps"][2]["vs_reference"]["summary"]["kl"], "scored against another model");
+    assert!(b["steps"][1]["vs_parent"].is_null());
+}
