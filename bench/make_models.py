@@ -31,7 +31,12 @@ PRESETS = {
     "llama-0.9b": (2048, 5632, 16, 16, 8, 128, 10000.0, True),      # 886.0 M params
     "l8b-2layers": (4096, 14336, 2, 32, 8, 128, 500000.0, False),   # Llama-3-8B layer shape, 698 M
     "l8b-6layers": (4096, 14336, 6, 32, 8, 128, 500000.0, False),   # 1.57 B
+    "llama-8b": (4096, 14336, 32, 32, 8, 128, 500000.0, False),     # Llama-3-8B shape, 7.5 B (32k vocab)
 }
+# Presets too big to build as one torch module in RAM (8B in f32 is 32 GB): written tensor by
+# tensor into shards instead (make_hf_streamed).
+STREAMED = {"llama-8b"}
+SHARD_BYTES = 2 << 30
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # ids 0 (pad), 1, 2 (eos)
 CHAT_TEMPLATE = (
@@ -101,7 +106,79 @@ def n_params(h, i, l, nh, nkv, hd) -> int:
     return l * (attn + 3 * h * i + 2 * h) + 2 * VOCAB * h + h
 
 
+def make_hf_streamed(name: str, seed: int, perturb: float | None, force: bool) -> tuple[Path, Path | None]:
+    """The same checkpoint make_hf writes (config by transformers, transformers' init: normal(0,
+    0.02) matrices, ones for norms; bf16; sharded safetensors + index like save_pretrained), one
+    tensor at a time, so peak memory is one shard per output, not the model."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig
+
+    h, i, l, nh, nkv, hd, theta, _ = PRESETS[name]
+    ref = BENCH_MODELS / name
+    cand = BENCH_MODELS / f"{name}-cand" if perturb else None
+    outs = [d for d in (ref, cand) if d is not None]
+    if all((d / "model.safetensors.index.json").exists() for d in outs) and not force:
+        log(f"{name}: HF checkpoint(s) already there")
+        return ref, cand
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir())
+    cfg = LlamaConfig(
+        vocab_size=VOCAB, hidden_size=h, intermediate_size=i, num_hidden_layers=l,
+        num_attention_heads=nh, num_key_value_heads=nkv, head_dim=hd, max_position_embeddings=4096,
+        rms_norm_eps=1e-5, rope_theta=theta, tie_word_embeddings=False, hidden_act="silu",
+        bos_token_id=None, eos_token_id=2, pad_token_id=0, attention_bias=False, mlp_bias=False,
+        torch_dtype="bfloat16")
+    shapes = [("model.embed_tokens.weight", (VOCAB, h))]
+    for n in range(l):
+        p = f"model.layers.{n}."
+        shapes += [(p + "input_layernorm.weight", (h,)), (p + "post_attention_layernorm.weight", (h,)),
+                   (p + "self_attn.q_proj.weight", (nh * hd, h)), (p + "self_attn.k_proj.weight", (nkv * hd, h)),
+                   (p + "self_attn.v_proj.weight", (nkv * hd, h)), (p + "self_attn.o_proj.weight", (h, nh * hd)),
+                   (p + "mlp.gate_proj.weight", (i, h)), (p + "mlp.up_proj.weight", (i, h)),
+                   (p + "mlp.down_proj.weight", (h, i))]
+    shapes += [("model.norm.weight", (h,)), ("lm_head.weight", (VOCAB, h))]
+    shards, cur, size = [], [], 0
+    for t in shapes:
+        b = 2 * int(torch.Size(t[1]).numel())
+        if cur and size + b > SHARD_BYTES:
+            shards.append(cur)
+            cur, size = [], 0
+        cur.append(t)
+        size += b
+    shards.append(cur)
+    log(f"{name}: {n_params(h, i, l, nh, nkv, hd) / 1e9:.2f} B params in {len(shards)} shards (seed {seed})")
+    total = sum(2 * int(torch.Size(s).numel()) for _, s in shapes)
+    for d in outs:
+        d.mkdir(parents=True, exist_ok=True)
+        cfg.save_pretrained(d)
+        GenerationConfig(eos_token_id=2, pad_token_id=0).save_pretrained(d)
+        tok.save_pretrained(d)
+    weight_map = {}
+    for k, shard in enumerate(shards):
+        fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+        ref_t, cand_t = {}, {}
+        for j, (tname, shape) in enumerate(shard):
+            g = torch.Generator().manual_seed(seed * 100003 + len(weight_map))
+            w = torch.ones(shape) if len(shape) == 1 else torch.randn(shape, generator=g) * 0.02
+            ref_t[tname] = w.to(torch.bfloat16)
+            if cand is not None:
+                gc = torch.Generator().manual_seed(seed * 100003 + len(weight_map) + 7919)
+                noise = torch.randn(shape, generator=gc) * (perturb * w.abs().mean())
+                cand_t[tname] = (w + noise).to(torch.bfloat16)
+            weight_map[tname] = fname
+        save_file(ref_t, str(ref / fname), metadata={"format": "pt"})
+        if cand is not None:
+            save_file(cand_t, str(cand / fname), metadata={"format": "pt"})
+        log(f"{name}: shard {k + 1}/{len(shards)} written")
+    for d in outs:
+        (d / "model.safetensors.index.json").write_text(json.dumps(
+            {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
+    return ref, cand
+
+
 def make_hf(name: str, seed: int, perturb: float | None, force: bool) -> tuple[Path, Path | None]:
+    if name in STREAMED:
+        return make_hf_streamed(name, seed, perturb, force)
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 

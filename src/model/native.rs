@@ -1,5 +1,6 @@
 //! Weights where they are stored: a `NativeMatrix` is a `[rows, cols]` matrix inside a
-//! memory-mapped safetensors or GGUF file, in its stored encoding (f32, bf16, f16, ggml blocks).
+//! memory-mapped safetensors or GGUF file, in its stored encoding (f32, bf16, f16, ggml blocks,
+//! or a packed quantization its scheme decodes: `PackedRows`).
 //! Nothing is converted up front: a matmul decodes a tile of rows into a small f32 buffer and
 //! multiplies it with `gemm` (the kernel candle's CPU matmul uses), so the model costs page cache
 //! and one tile per matmul, not a dense f32 copy. Decoding is exact (the same values a whole-model
@@ -148,14 +149,35 @@ fn decode_row(codec: RowCodec, bytes: &[u8], out: &mut [f32]) {
     }
 }
 
+/// A matrix whose rows are not stored one after another (the GPTQ, AWQ and compressed-tensors
+/// packings, where a word holds eight inputs or eight outputs and scales sit in other tensors):
+/// its scheme decodes any run of rows from the packed tensors, which stay mapped.
+pub trait PackedRows: Send + Sync {
+    /// Decodes rows `r0..r0 + out.len() / cols` into `out` (row-major), exactly.
+    fn decode_rows(&self, r0: usize, out: &mut [f32]);
+}
+
+/// Where a matrix's values are.
+#[derive(Clone)]
+enum Store {
+    /// Row `r` is `row_bytes` bytes at `r · row_bytes`, in `codec`.
+    Rows {
+        data: MappedBytes,
+        codec: RowCodec,
+        row_bytes: usize,
+    },
+    Packed(Arc<dyn PackedRows>),
+}
+
+/// Rows one task of a packed decode takes (its words hold 8 outputs in GPTQ/AWQ).
+const PACKED_ROWS_PER_TASK: usize = 32;
+
 /// A `[rows, cols]` weight matrix left in its file, in its stored encoding.
 #[derive(Clone)]
 pub struct NativeMatrix {
-    data: MappedBytes,
+    store: Store,
     rows: usize,
     cols: usize,
-    codec: RowCodec,
-    row_bytes: usize,
     /// Logical row `r` is stored at row `row_map[r]` (llama.cpp's Q/K permutation, undone here).
     row_map: Option<Arc<[u32]>>,
 }
@@ -176,7 +198,12 @@ impl NativeMatrix {
         if want != Some(data.bytes().len()) {
             return Err(what(format!("{} bytes stored, {rows}×{cols} in {codec:?} needs {}", data.bytes().len(), rows * row_bytes)));
         }
-        Ok(NativeMatrix { data, rows, cols, codec, row_bytes, row_map: None })
+        Ok(NativeMatrix { store: Store::Rows { data, codec, row_bytes }, rows, cols, row_map: None })
+    }
+
+    /// A packed matrix its scheme decodes (`PackedRows`).
+    pub fn packed(rows: usize, cols: usize, packed: Arc<dyn PackedRows>) -> NativeMatrix {
+        NativeMatrix { store: Store::Packed(packed), rows, cols, row_map: None }
     }
 
     /// Reads logical row `r` from stored row `map[r]` (`map` must be a permutation of `0..rows`).
@@ -194,20 +221,30 @@ impl NativeMatrix {
         self.cols
     }
 
-    fn stored_row(&self, r: usize) -> &[u8] {
+    /// Decodes logical row `r` into `out` (`cols` values).
+    fn decode_one(&self, r: usize, out: &mut [f32]) {
         let s = self.row_map.as_ref().map(|m| m[r] as usize).unwrap_or(r);
-        &self.data.bytes()[s * self.row_bytes..(s + 1) * self.row_bytes]
+        match &self.store {
+            Store::Rows { data, codec, row_bytes } => decode_row(*codec, &data.bytes()[s * row_bytes..(s + 1) * row_bytes], out),
+            Store::Packed(p) => p.decode_rows(s, out),
+        }
     }
 
     /// Decodes rows `r0..r0 + out.len() / cols` into `out`, in parallel.
     fn decode_rows(&self, r0: usize, out: &mut [f32]) {
-        out.par_chunks_mut(self.cols).enumerate().for_each(|(i, row)| decode_row(self.codec, self.stored_row(r0 + i), row));
+        match &self.store {
+            Store::Packed(p) if self.row_map.is_none() => {
+                let step = PACKED_ROWS_PER_TASK * self.cols;
+                out.par_chunks_mut(step).enumerate().for_each(|(i, o)| p.decode_rows(r0 + i * PACKED_ROWS_PER_TASK, o));
+            }
+            _ => out.par_chunks_mut(self.cols).enumerate().for_each(|(i, row)| self.decode_one(r0 + i, row)),
+        }
     }
 
     /// The rows `ids` (an embedding lookup), `[ids.len(), cols]` row-major; ids must be < rows.
     pub fn gather(&self, ids: &[u32]) -> Vec<f32> {
         let mut out = vec![0f32; ids.len() * self.cols];
-        out.par_chunks_mut(self.cols).zip(ids).for_each(|(row, &id)| decode_row(self.codec, self.stored_row(id as usize), row));
+        out.par_chunks_mut(self.cols).zip(ids).for_each(|(row, &id)| self.decode_one(id as usize, row));
         out
     }
 

@@ -6,9 +6,13 @@
 //! `desc_act` needs no special case; absent: `i / group_size`).
 //! `W[o, i] = s[g, o] · (q[i, o] − z[g, o])`.
 
-use super::{four_bit_groups, nibble, Dequantized, QuantScheme, Tensors};
+use std::sync::Arc;
+
+use super::{four_bit_groups, nibble, Packed, QuantScheme, Tensors};
 use crate::error::Result;
 use crate::format::quant::QuantConfig;
+use crate::format::MappedBytes;
+use crate::model::native::PackedRows;
 
 pub struct Gptq {
     /// v1 checkpoints store zero points minus one.
@@ -31,32 +35,55 @@ impl QuantScheme for Gptq {
         &["qweight", "qzeros", "scales", "g_idx"]
     }
 
-    fn dequantize(&self, t: &Tensors<'_>, prefix: &str) -> Result<Dequantized> {
+    fn packed(&self, t: &Tensors<'_>, prefix: &str) -> Result<Packed> {
         let g = self.group_size;
         let qn = format!("{prefix}.qweight");
-        let (qw, qs) = t.ints(&qn)?;
+        let (qweight, qs) = t.words(&qn)?;
         let (qz, _) = t.ints(&format!("{prefix}.qzeros"))?;
-        let (sc, ss) = t.floats(&format!("{prefix}.scales"))?;
+        let (scales, ss) = t.floats(&format!("{prefix}.scales"))?;
         let (rows, out) = t.dims2(&qn, &qs)?;
         let inp = rows * 8;
         let (groups, _) = t.dims2(&format!("{prefix}.scales"), &ss)?;
-        let g_idx: Vec<usize> = match t.ints(&format!("{prefix}.g_idx")) {
-            Ok((v, _)) => v.iter().map(|&x| x as usize).collect(),
-            Err(_) => (0..inp).map(|i| i / g).collect(),
+        let g_idx: Vec<u32> = match t.ints(&format!("{prefix}.g_idx")) {
+            Ok((v, _)) => v.iter().map(|&x| u32::try_from(x).unwrap_or(u32::MAX)).collect(),
+            Err(_) => (0..inp).map(|i| (i / g) as u32).collect(),
         };
-        if sc.len() != groups * out || qz.len() * 8 != groups * out || g_idx.len() != inp || g_idx.iter().any(|&x| x >= groups) {
+        if scales.len() != groups * out || qz.len() * 8 != groups * out || g_idx.len() != inp || g_idx.iter().any(|&x| x as usize >= groups)
+        {
             return Err(t.bad(&qn, format!("qweight {qs:?}, qzeros, scales {ss:?} and g_idx do not fit together")));
         }
         let off = self.zero_offset as i64;
-        let mut w = vec![0f32; out * inp];
-        for i in 0..inp {
-            let gi = g_idx[i];
-            for o in 0..out {
-                let q = nibble(qw[(i / 8) * out + o], i % 8);
-                let z = nibble(qz[gi * (out / 8) + o / 8], o % 8) + off;
-                w[o * inp + i] = sc[gi * out + o] * (q - z) as f32;
+        let zeros = (0..groups * out).map(|k| nibble(qz[(k / out) * (out / 8) + (k % out) / 8], (k % out) % 8) + off).collect();
+        Ok((Arc::new(GptqRows { qweight, zeros, scales, g_idx, out, inp }), out, inp))
+    }
+}
+
+/// A GPTQ weight: `qweight` still mapped; zero points (offset applied), scales, `g_idx` decoded.
+struct GptqRows {
+    qweight: MappedBytes,
+    /// `[groups, out]`.
+    zeros: Vec<i64>,
+    scales: Vec<f32>,
+    g_idx: Vec<u32>,
+    out: usize,
+    inp: usize,
+}
+
+impl PackedRows for GptqRows {
+    fn decode_rows(&self, r0: usize, w: &mut [f32]) {
+        let (out, inp) = (self.out, self.inp);
+        let q = self.qweight.bytes();
+        let n = w.len() / inp;
+        for p in 0..inp / 8 {
+            for o in r0..r0 + n {
+                let at = (p * out + o) * 4;
+                let word = i32::from_le_bytes([q[at], q[at + 1], q[at + 2], q[at + 3]]) as i64;
+                for j in 0..8 {
+                    let i = p * 8 + j;
+                    let gi = self.g_idx[i] as usize;
+                    w[(o - r0) * inp + i] = self.scales[gi * out + o] * (nibble(word, j) - self.zeros[gi * out + o]) as f32;
+                }
             }
         }
-        Ok((w, out, inp))
     }
 }

@@ -1,5 +1,7 @@
 //! Quantized HF checkpoints as a `WeightSource`: `QuantWeights` over any `QuantScheme`. A
-//! quantized linear layer is dequantized to a dense weight once at load; everything else
+//! quantized linear layer stays packed in its file on the native engine (f32 on the CPU), its
+//! rows decoded a tile at a time inside each matmul (`PackedRows`); elsewhere it is dequantized
+//! to a dense weight once at load. Everything else
 //! (embeddings, norms, layers the quantizer skipped such as `lm_head`) passes through as the dense
 //! tensors of the same directory.
 //!
@@ -13,7 +15,8 @@
 //! `fn from_config(&QuantConfig) -> Result<Box<dyn QuantScheme>>` that refuses the settings it
 //! cannot run, and one line in `SCHEMES`. Nothing else (decoder, LoRA, compare) changes.
 //!
-//! Not here: running on the packed integers (every scheme dequantizes), and 2/3/8-bit packings.
+//! Not here: integer kernels on the packed values (every scheme decodes to f32), and 2/3/8-bit
+//! packings.
 
 pub mod awq;
 pub mod compressed_tensors;
@@ -23,11 +26,15 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::weights::{DenseLinear, HfWeights, LinearOp, WeightSource};
+use std::sync::Arc;
+
+use super::native::{NativeMatrix, PackedRows};
+use super::weights::{native_engine, DenseLinear, HfWeights, LinearOp, NativeLinear, WeightSource};
 use crate::error::{Error, Result};
 use crate::format::dtype::{decode_f32, Dtype};
 use crate::format::hf::HfDir;
 use crate::format::quant::QuantConfig;
+use crate::format::MappedBytes;
 
 /// A scheme's constructor: refuses the settings it cannot run, naming the config field.
 pub type MakeScheme = fn(&QuantConfig) -> Result<Box<dyn QuantScheme>>;
@@ -44,6 +51,9 @@ const SCHEMES: &[(&str, MakeScheme)] = &[
 /// A dequantized `[out, in]` weight: (row-major values, out, in).
 pub type Dequantized = (Vec<f32>, usize, usize);
 
+/// A quantized `[out, in]` weight left packed: (its row decoder, out, in).
+pub type Packed = (Arc<dyn PackedRows>, usize, usize);
+
 /// One way of storing a quantized linear layer.
 pub trait QuantScheme: Send + Sync {
     /// As `quant_method` spells it.
@@ -52,8 +62,19 @@ pub trait QuantScheme: Send + Sync {
     /// weight first: a linear is quantized when `prefix.<first>` exists, else it is dense. Its
     /// bias stays a dense `prefix.bias` (in every scheme so far), which `QuantWeights` reads.
     fn suffixes(&self) -> &'static [&'static str];
-    /// The dense `[out, in]` f32 weight of the quantized linear `prefix`.
-    fn dequantize(&self, t: &Tensors<'_>, prefix: &str) -> Result<Dequantized>;
+    /// The quantized linear `prefix` as a row decoder over its packed tensor, still mapped (the
+    /// small side tensors, scales, zero points, `g_idx`, decoded once); the one formula of the
+    /// scheme.
+    fn packed(&self, t: &Tensors<'_>, prefix: &str) -> Result<Packed>;
+    /// The dense `[out, in]` f32 weight of the quantized linear `prefix`: every row of `packed`.
+    fn dequantize(&self, t: &Tensors<'_>, prefix: &str) -> Result<Dequantized> {
+        let (p, out, inp) = self.packed(t, prefix)?;
+        let mut w = vec![0f32; out * inp];
+        if inp > 0 {
+            p.decode_rows(0, &mut w);
+        }
+        Ok((w, out, inp))
+    }
 }
 
 /// The scheme for `cfg`, `None` when its `quant_method` is not one the engine runs; an error
@@ -115,6 +136,23 @@ impl Tensors<'_> {
             detail: format!("dtype {dtype} is not a float"),
         })?;
         Ok((v, shape))
+    }
+
+    /// A packed I32 tensor left in its file: its bytes (little-endian words) and its shape.
+    pub fn words(&self, name: &str) -> Result<(MappedBytes, Vec<u64>)> {
+        let (f, t) = self.dir.tensor(name).ok_or_else(|| Error::Tensor {
+            path: self.dir.root.clone(),
+            tensor: name.to_string(),
+            detail: "missing from the quantized checkpoint".into(),
+        })?;
+        if t.dtype != Dtype::I32 {
+            return Err(Error::Tensor {
+                path: f.path.clone(),
+                tensor: name.to_string(),
+                detail: format!("dtype {}, expected packed I32", t.dtype),
+            });
+        }
+        Ok((f.shared_bytes(name)?, t.shape.clone()))
     }
 
     /// `[rows, cols]` of a tensor that must be a matrix.
@@ -187,11 +225,18 @@ impl WeightSource for QuantWeights<'_> {
         }
     }
 
+    /// On the native engine a quantized layer stays packed and is decoded a tile at a time
+    /// inside each matmul; elsewhere it is dequantized once, here.
     fn linear(&self, prefix: &str, bias: bool, dtype: DType, device: &Device) -> Result<Box<dyn LinearOp>> {
-        let Some(weight) = self.dequantized_tensor(prefix, dtype, device)? else {
+        if !self.is_quantized(prefix) {
             return self.dense.linear(prefix, bias, dtype, device);
-        };
+        }
         let bias = if bias { Some(self.dense.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
+        if native_engine(dtype, device) {
+            let (p, out, inp) = self.scheme.packed(&self.tensors(), prefix)?;
+            return Ok(Box::new(NativeLinear { weight: NativeMatrix::packed(out, inp, p), bias }));
+        }
+        let weight = self.dequantized_tensor(prefix, dtype, device)?.expect("quantized");
         Ok(Box::new(DenseLinear { weight, bias }))
     }
 
@@ -271,6 +316,27 @@ mod tests {
                 }
             }
             assert!(quantized >= 21 * 2, "{dir}: {quantized}");
+        }
+    }
+
+    /// A run of rows decoded from the packed tensors (as each matmul tile is) equals the same
+    /// rows of the whole dequantized weight, at offsets that split packed words and groups.
+    #[test]
+    fn packed_rows_equal_the_dequantized_weight() {
+        let zoo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo/models");
+        for dir in ["llama-gptq-w4g128", "llama-awq-w4g128", "llama-ct-w4a16"] {
+            let hf = HfDir::open(&zoo.join(dir)).unwrap();
+            let q = QuantWeights::from_config(&hf).unwrap().unwrap();
+            for prefix in ["model.layers.0.self_attn.k_proj", "model.layers.1.mlp.down_proj"] {
+                let (w, out, inp) = q.dequantize(prefix).unwrap().expect("quantized");
+                let (p, pout, pinp) = q.scheme.packed(&q.tensors(), prefix).unwrap();
+                assert_eq!((pout, pinp), (out, inp));
+                for (r0, n) in [(0, 1), (3, 5), (13, 19), (out - 7, 7)] {
+                    let mut got = vec![f32::NAN; n * inp];
+                    p.decode_rows(r0, &mut got);
+                    assert_eq!(got, w[r0 * inp..(r0 + n) * inp], "{dir} {prefix} rows {r0}..{}", r0 + n);
+                }
+            }
         }
     }
 }
