@@ -332,9 +332,9 @@ impl Model {
             let mut cs = Vec::with_capacity(segments.len());
             let mut ss = Vec::with_capacity(segments.len());
             for g in segments {
-                let (c, sn) = rope::tables(r, s.head_dim, g.past + g.len, &self.device)?;
-                cs.push(c.narrow(0, g.past, g.len)?);
-                ss.push(sn.narrow(0, g.past, g.len)?);
+                let (c, sn) = rope::tables_for(r, s.head_dim, g.past + g.len, g.past..g.past + g.len, &self.device)?;
+                cs.push(c);
+                ss.push(sn);
             }
             let dt = if self.native { DType::F32 } else { self.dtype };
             Ok((Tensor::cat(&cs, 0)?.to_dtype(dt)?, Tensor::cat(&ss, 0)?.to_dtype(dt)?))

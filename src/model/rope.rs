@@ -74,20 +74,28 @@ pub fn inv_freq(rope: &Rope, dim: usize, seq_len: usize) -> (Vec<f32>, f32) {
     }
 }
 
-/// `cos` and `sin` tables of shape `[seq_len, dim / 2]` for positions `0..seq_len`.
-pub fn tables(rope: &Rope, dim: usize, seq_len: usize, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+/// `cos` and `sin` tables of shape `[positions.len(), dim / 2]` for `positions` of a sequence of
+/// `seq_len` (a decoding step needs only its new position, with the frequencies of the whole
+/// length: dynamic scaling depends on it).
+pub fn tables_for(
+    rope: &Rope,
+    dim: usize,
+    seq_len: usize,
+    positions: std::ops::Range<usize>,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let (freqs, attn) = inv_freq(rope, dim, seq_len);
-    let half = freqs.len();
-    let mut cos = Vec::with_capacity(seq_len * half);
-    let mut sin = Vec::with_capacity(seq_len * half);
-    for p in 0..seq_len {
+    let (half, rows) = (freqs.len(), positions.len());
+    let mut cos = Vec::with_capacity(rows * half);
+    let mut sin = Vec::with_capacity(rows * half);
+    for p in positions {
         for f in &freqs {
             let angle = p as f32 * f;
             cos.push(angle.cos() * attn);
             sin.push(angle.sin() * attn);
         }
     }
-    Ok((Tensor::from_vec(cos, (seq_len, half), device)?, Tensor::from_vec(sin, (seq_len, half), device)?))
+    Ok((Tensor::from_vec(cos, (rows, half), device)?, Tensor::from_vec(sin, (rows, half), device)?))
 }
 
 #[cfg(test)]
