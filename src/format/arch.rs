@@ -17,6 +17,8 @@ pub enum Family {
     Gemma,
     Gemma2,
     Gemma3,
+    Mixtral,
+    Qwen3Moe,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -92,6 +94,103 @@ impl Topology {
     }
 }
 
+/// How a family names its router and experts (HF names; the GGUF reader maps them to llama.cpp's
+/// 3-D `ffn_*_exps` tensors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum ExpertNames {
+    /// `block_sparse_moe.gate`, `block_sparse_moe.experts.N.{w1,w3,w2}` (gate, up, down).
+    Mixtral,
+    /// `mlp.gate`, `mlp.experts.N.{gate_proj,up_proj,down_proj}` (Qwen2/3-MoE).
+    Qwen,
+}
+
+/// One expert's projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpertProj {
+    Gate,
+    Up,
+    Down,
+}
+
+/// A sparse mixture-of-experts MLP: a linear router scores `experts` gated MLPs per token, the
+/// `top_k` best run on that token and their outputs are summed, weighted by the router's softmax
+/// probabilities (renormalised over the chosen `top_k` when `norm_topk`), as transformers'
+/// `MixtralSparseMoeBlock` / `Qwen3MoeSparseMoeBlock` do.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Moe {
+    pub experts: usize,
+    pub top_k: usize,
+    /// Each expert's intermediate size (Mixtral: `intermediate_size`; Qwen: `moe_intermediate_size`).
+    pub intermediate: usize,
+    /// Renormalise the top-k probabilities to sum to 1 (Mixtral always; Qwen: `norm_topk_prob`).
+    pub norm_topk: bool,
+    pub names: ExpertNames,
+    /// Per layer: sparse (true) or the dense MLP of `intermediate_size` (Qwen's `mlp_only_layers`,
+    /// `decoder_sparse_step`).
+    pub sparse_layers: Vec<bool>,
+}
+
+/// Experts a config may declare: far above any published model (DeepSeek-V3: 256), low enough
+/// that a hostile number costs nothing.
+pub const MAX_EXPERTS: usize = 1 << 12;
+
+impl Moe {
+    /// Whether layer `i` runs the experts.
+    pub fn sparse(&self, i: usize) -> bool {
+        self.sparse_layers.get(i).copied().unwrap_or(false)
+    }
+
+    /// The router's linear layer (prefix of `.weight`), `[experts, hidden]`.
+    pub fn router(&self, layer: usize) -> String {
+        match self.names {
+            ExpertNames::Mixtral => format!("model.layers.{layer}.block_sparse_moe.gate"),
+            ExpertNames::Qwen => format!("model.layers.{layer}.mlp.gate"),
+        }
+    }
+
+    /// Expert `e`'s projection `p` (prefix of `.weight`).
+    pub fn expert(&self, layer: usize, e: usize, p: ExpertProj) -> String {
+        match self.names {
+            ExpertNames::Mixtral => {
+                let w = match p {
+                    ExpertProj::Gate => "w1",
+                    ExpertProj::Up => "w3",
+                    ExpertProj::Down => "w2",
+                };
+                format!("model.layers.{layer}.block_sparse_moe.experts.{e}.{w}")
+            }
+            ExpertNames::Qwen => {
+                let w = match p {
+                    ExpertProj::Gate => "gate_proj",
+                    ExpertProj::Up => "up_proj",
+                    ExpertProj::Down => "down_proj",
+                };
+                format!("model.layers.{layer}.mlp.experts.{e}.{w}")
+            }
+        }
+    }
+
+    /// The reverse of `router` / `expert`: (layer, `None` for the router or `Some((expert, proj))`)
+    /// of an HF name of either family.
+    pub fn parse_name(hf: &str) -> Option<(usize, Option<(usize, ExpertProj)>)> {
+        let rest = hf.strip_prefix("model.layers.")?.strip_suffix(".weight")?;
+        let (n, tail) = rest.split_once('.')?;
+        let layer = n.parse().ok()?;
+        let tail = tail.strip_prefix("block_sparse_moe.").or_else(|| tail.strip_prefix("mlp."))?;
+        if tail == "gate" {
+            return Some((layer, None));
+        }
+        let (e, w) = tail.strip_prefix("experts.")?.split_once('.')?;
+        let p = match w {
+            "w1" | "gate_proj" => ExpertProj::Gate,
+            "w3" | "up_proj" => ExpertProj::Up,
+            "w2" | "down_proj" => ExpertProj::Down,
+            _ => return None,
+        };
+        Some((layer, Some((e.parse().ok()?, p))))
+    }
+}
+
 /// Everything the decoder needs to know about a model.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ArchSpec {
@@ -131,6 +230,8 @@ pub struct ArchSpec {
     /// What `config.json` says (or the family's transformers default): are embeddings and head
     /// tied? A missing `lm_head` with this false is a random head in transformers, never a tie.
     pub declared_tie: bool,
+    /// Sparse mixture-of-experts MLPs (Mixtral, Qwen3-MoE); `None`: every MLP is dense.
+    pub moe: Option<Moe>,
 }
 
 fn field_err(field: &str, detail: impl Into<String>) -> Error {
@@ -157,10 +258,14 @@ impl ArchSpec {
             "gemma" => Family::Gemma,
             "gemma2" => Family::Gemma2,
             "gemma3" | "gemma3_text" => Family::Gemma3,
+            "mixtral" => Family::Mixtral,
+            "qwen3_moe" => Family::Qwen3Moe,
             other => {
                 return Err(field_err(
                     "model_type",
-                    format!("`{other}` is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3)"),
+                    format!(
+                        "`{other}` is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, mixtral, qwen3_moe)"
+                    ),
                 ))
             }
         };
@@ -215,7 +320,7 @@ impl ArchSpec {
                         let p = get("sliding_window_pattern").and_then(Value::as_u64).unwrap_or(6) as usize;
                         (i + 1) % p.max(1) != 0
                     }
-                    Family::Mistral => sliding_window.is_some(),
+                    Family::Mistral | Family::Mixtral => sliding_window.is_some(),
                     Family::Qwen2 | Family::Qwen3 => use_sliding == Some(true) && sliding_window.is_some(),
                     _ => false,
                 })
@@ -242,6 +347,7 @@ impl ArchSpec {
         };
         let vocab_size = req("vocab_size")?;
         let intermediate = req("intermediate_size")?;
+        let moe = parse_moe(cfg, family, layers, intermediate)?;
         Ok(ArchSpec {
             family,
             vocab_size,
@@ -257,7 +363,7 @@ impl ArchSpec {
                 Family::Qwen2 => true,
                 _ => get("attention_bias").and_then(Value::as_bool).unwrap_or(false),
             },
-            qk_norm: matches!(family, Family::Qwen3 | Family::Gemma3),
+            qk_norm: matches!(family, Family::Qwen3 | Family::Qwen3Moe | Family::Gemma3),
             tied_embeddings,
             embed_scale: gemma.then(|| (hidden as f64).sqrt()),
             rope,
@@ -272,8 +378,57 @@ impl ArchSpec {
             max_positions: get("max_position_embeddings").and_then(Value::as_u64).map(|v| v as usize),
             topology: Topology::default(),
             declared_tie,
+            moe,
         })
     }
+}
+
+/// The MoE fields of a Mixtral / Qwen3-MoE config, with transformers' defaults where a key is
+/// absent (`MixtralConfig`: 8 experts, top 2; `Qwen3MoeConfig`: 128, top 8, `norm_topk_prob`
+/// false, `decoder_sparse_step` 1). transformers 5 writes `num_local_experts` for both families
+/// (`num_experts` is its alias).
+fn parse_moe(cfg: &Value, family: Family, layers: usize, intermediate: usize) -> Result<Option<Moe>> {
+    let get = |k: &str| text_field(cfg, k);
+    let count = |keys: &[&str], default: usize| -> Result<usize> {
+        let Some((k, v)) = keys.iter().find_map(|k| get(k).filter(|v| !v.is_null()).map(|v| (*k, v))) else { return Ok(default) };
+        let n = v.as_u64().ok_or_else(|| field_err(k, format!("must be a non-negative integer, found {v}")))?;
+        usize::try_from(n).ok().filter(|&n| n <= MAX_EXPERTS).ok_or_else(|| field_err(k, format!("{n} is out of range")))
+    };
+    let (names, experts, top_k, expert_inter, norm_topk, sparse_layers) = match family {
+        Family::Mixtral => {
+            let experts = count(&["num_local_experts", "num_experts"], 8)?;
+            (ExpertNames::Mixtral, experts, count(&["num_experts_per_tok"], 2)?, intermediate, true, vec![true; layers])
+        }
+        Family::Qwen3Moe => {
+            let experts = count(&["num_local_experts", "num_experts"], 128)?;
+            let inter = count(&["moe_intermediate_size"], 768)?;
+            let step = count(&["decoder_sparse_step"], 1)?;
+            let only: Vec<u64> = match get("mlp_only_layers") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|v| v.as_u64().ok_or_else(|| field_err("mlp_only_layers", format!("must list layer indices, found {v}"))))
+                    .collect::<Result<_>>()?,
+                Some(v) => return Err(field_err("mlp_only_layers", format!("must be a list of layer indices, found {v}"))),
+            };
+            if step == 0 {
+                return Err(field_err("decoder_sparse_step", "is 0; transformers divides by it"));
+            }
+            let norm = get("norm_topk_prob").and_then(Value::as_bool).unwrap_or(false);
+            // transformers' Qwen3MoeDecoderLayer: sparse unless listed in mlp_only_layers, when there
+            // are experts and (i + 1) is a multiple of decoder_sparse_step.
+            let sparse = (0..layers).map(|i| !only.contains(&(i as u64)) && experts > 0 && (i + 1) % step == 0).collect();
+            (ExpertNames::Qwen, experts, count(&["num_experts_per_tok"], 8)?, inter, norm, sparse)
+        }
+        _ => return Ok(None),
+    };
+    if experts == 0 || top_k == 0 || top_k > experts {
+        return Err(field_err("num_experts_per_tok", format!("{top_k} experts per token of {experts}: must be 1..={experts}")));
+    }
+    if expert_inter == 0 {
+        return Err(field_err("moe_intermediate_size", "is 0"));
+    }
+    Ok(Some(Moe { experts, top_k, intermediate: expert_inter, norm_topk, names, sparse_layers }))
 }
 
 fn parse_scaling(v: Option<&Value>, max_pos: Option<u64>) -> Result<RopeScaling> {
@@ -394,13 +549,23 @@ impl ArchSpec {
                 }
             }
             push(format!("{a}.o_proj.weight"), vec![Some(h), Some(self.heads * hd)], true);
-            if self.topology.fused_gate_up {
-                push(format!("{m}.gate_up_proj.weight"), vec![Some(2 * inter), Some(h)], true);
+            if let Some(moe) = self.moe.as_ref().filter(|m| m.sparse(i)) {
+                let ei = moe.intermediate;
+                push(format!("{}.weight", moe.router(i)), vec![Some(moe.experts), Some(h)], true);
+                for e in 0..moe.experts {
+                    push(format!("{}.weight", moe.expert(i, e, ExpertProj::Gate)), vec![Some(ei), Some(h)], true);
+                    push(format!("{}.weight", moe.expert(i, e, ExpertProj::Up)), vec![Some(ei), Some(h)], true);
+                    push(format!("{}.weight", moe.expert(i, e, ExpertProj::Down)), vec![Some(h), Some(ei)], true);
+                }
             } else {
-                push(format!("{m}.gate_proj.weight"), vec![Some(inter), Some(h)], true);
-                push(format!("{m}.up_proj.weight"), vec![Some(inter), Some(h)], true);
+                if self.topology.fused_gate_up {
+                    push(format!("{m}.gate_up_proj.weight"), vec![Some(2 * inter), Some(h)], true);
+                } else {
+                    push(format!("{m}.gate_proj.weight"), vec![Some(inter), Some(h)], true);
+                    push(format!("{m}.up_proj.weight"), vec![Some(inter), Some(h)], true);
+                }
+                push(format!("{m}.down_proj.weight"), vec![Some(h), Some(inter)], true);
             }
-            push(format!("{m}.down_proj.weight"), vec![Some(h), Some(inter)], true);
             let mut norms = vec!["input_layernorm", "post_attention_layernorm"];
             if self.sandwich_norms {
                 norms.extend(["pre_feedforward_layernorm", "post_feedforward_layernorm"]);
@@ -447,6 +612,8 @@ impl ArchSpec {
                 "mlp.down_proj.weight",
                 "self_attn.q_proj.weight",
                 "self_attn.qkv_proj.weight",
+                "mlp.gate.weight",
+                "block_sparse_moe.gate.weight",
             ]
             .iter()
             .any(|t| lookup(&format!("model.layers.{i}.{t}")).is_some())

@@ -20,7 +20,7 @@ use super::attention::{self, AttnShape};
 use super::rope;
 use super::weights::{native_engine, DenseLinear, LinearOp, NativeLinear, NativeMatrix, WeightSource};
 use crate::error::{Error, Result};
-use crate::format::arch::{Activation, ArchSpec, Norm, Topology};
+use crate::format::arch::{Activation, ArchSpec, ExpertProj, Norm, Topology};
 
 /// The attention input projections, as stored.
 enum Qkv {
@@ -43,11 +43,27 @@ enum GateUp {
     Fused(Box<dyn LinearOp>),
 }
 
+/// A gated MLP, `down(act(gate(x)) · up(x))`: a dense layer's, or one expert's.
+struct GatedMlp {
+    gate_up: GateUp,
+    down: Box<dyn LinearOp>,
+    intermediate: usize,
+}
+
+/// A layer's feed-forward block.
+enum Ffn {
+    Dense(GatedMlp),
+    /// A router `[experts, hidden]` and its experts (`ArchSpec::moe`).
+    Moe {
+        router: Box<dyn LinearOp>,
+        experts: Vec<GatedMlp>,
+    },
+}
+
 struct Layer {
     qkv: Qkv,
     o: Box<dyn LinearOp>,
-    gate_up: GateUp,
-    down: Box<dyn LinearOp>,
+    ffn: Ffn,
     input_norm: Tensor,
     /// Llama: the pre-MLP norm. Gemma 2/3: the norm on the attention output.
     post_attn_norm: Tensor,
@@ -215,19 +231,38 @@ impl Model {
                     v: w.linear(&format!("{a}.v_proj"), spec.qkv_bias, dt, device)?,
                 }
             };
-            let gate_up = if spec.topology.fused_gate_up {
-                GateUp::Fused(w.linear(&format!("{m}.gate_up_proj"), false, dt, device)?)
-            } else {
-                GateUp::Separate {
-                    gate: w.linear(&format!("{m}.gate_proj"), false, dt, device)?,
-                    up: w.linear(&format!("{m}.up_proj"), false, dt, device)?,
+            let ffn = match spec.moe.as_ref().filter(|moe| moe.sparse(i)) {
+                Some(moe) => {
+                    let expert = |e: usize| -> Result<GatedMlp> {
+                        let lin = |p: ExpertProj| w.linear(&moe.expert(i, e, p), false, dt, device);
+                        Ok(GatedMlp {
+                            gate_up: GateUp::Separate { gate: lin(ExpertProj::Gate)?, up: lin(ExpertProj::Up)? },
+                            down: lin(ExpertProj::Down)?,
+                            intermediate: moe.intermediate,
+                        })
+                    };
+                    Ffn::Moe {
+                        router: w.linear(&moe.router(i), false, dt, device)?,
+                        experts: (0..moe.experts).map(expert).collect::<Result<_>>()?,
+                    }
+                }
+                None => {
+                    let gate_up = if spec.topology.fused_gate_up {
+                        GateUp::Fused(w.linear(&format!("{m}.gate_up_proj"), false, dt, device)?)
+                    } else {
+                        GateUp::Separate {
+                            gate: w.linear(&format!("{m}.gate_proj"), false, dt, device)?,
+                            up: w.linear(&format!("{m}.up_proj"), false, dt, device)?,
+                        }
+                    };
+                    let down = w.linear(&format!("{m}.down_proj"), false, dt, device)?;
+                    Ffn::Dense(GatedMlp { gate_up, down, intermediate: spec.intermediate })
                 }
             };
             layers.push(Layer {
                 qkv,
                 o: w.linear(&format!("{a}.o_proj"), false, dt, device)?,
-                gate_up,
-                down: w.linear(&format!("{m}.down_proj"), false, dt, device)?,
+                ffn,
                 input_norm: norm(&format!("{p}.input_layernorm.weight"))?,
                 post_attn_norm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
                 pre_ff_norm: spec.sandwich_norms.then(|| norm(&format!("{p}.pre_feedforward_layernorm.weight"))).transpose()?,
@@ -424,11 +459,66 @@ impl Model {
     }
 
     fn mlp(&self, l: &Layer, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (g, u) = match &l.gate_up {
+        match &l.ffn {
+            Ffn::Dense(m) => self.gated(m, x),
+            Ffn::Moe { router, experts } => self.moe(router.as_ref(), experts, x),
+        }
+    }
+
+    /// The sparse MoE block: route every row to its top-k experts, run each expert only on the
+    /// rows routed to it (gathered), and add its output, weighted, back into those rows — in
+    /// expert order, as transformers' `index_add_` loop does. Cost ≈ top_k / experts of running
+    /// every expert on every row.
+    fn moe(&self, router: &dyn LinearOp, experts: &[GatedMlp], x: &Tensor) -> candle_core::Result<Tensor> {
+        let Some(spec) = &self.spec.moe else { candle_core::bail!("an MoE layer without an MoE spec") };
+        let (rows, hidden) = x.dims2()?;
+        let logits = router.forward(x)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let picks = route(&logits, spec.top_k, spec.norm_topk);
+        // Per expert: the rows routed to it and their weights.
+        let mut per: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); experts.len()];
+        for (r, row) in picks.iter().enumerate() {
+            for &(e, w) in row {
+                let slot =
+                    per.get_mut(e).ok_or_else(|| candle_core::Error::Msg(format!("router chose expert {e} of {}", experts.len())))?;
+                slot.0.push(r as u32);
+                slot.1.push(w);
+            }
+        }
+        let on_host = x.device().is_cpu();
+        let mut host = if on_host { vec![0f32; rows * hidden] } else { Vec::new() };
+        let mut dev = if on_host { None } else { Some(x.zeros_like()?) };
+        for (expert, (idx, w)) in experts.iter().zip(&per) {
+            if idx.is_empty() {
+                continue;
+            }
+            let ids = Tensor::from_slice(idx, idx.len(), x.device())?;
+            let y = self.gated(expert, &x.index_select(&ids, 0)?)?;
+            // transformers weights the expert's output in its dtype (the top-k values cast to it).
+            let wt = Tensor::from_slice(w, (idx.len(), 1), x.device())?.to_dtype(y.dtype())?;
+            let y = y.broadcast_mul(&wt)?;
+            match &mut dev {
+                Some(out) => *out = out.index_add(&ids, &y, 0)?,
+                None => {
+                    let y = y.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                    for (&r, yr) in idx.iter().zip(y.chunks_exact(hidden)) {
+                        let o = &mut host[r as usize * hidden..(r as usize + 1) * hidden];
+                        o.iter_mut().zip(yr).for_each(|(o, v)| *o += v);
+                    }
+                }
+            }
+        }
+        match dev {
+            Some(out) => Ok(out),
+            None => Tensor::from_vec(host, (rows, hidden), x.device())?.to_dtype(x.dtype()),
+        }
+    }
+
+    fn gated(&self, m: &GatedMlp, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (g, u) = match &m.gate_up {
             GateUp::Separate { gate, up } => (gate.forward(x)?, up.forward(x)?),
             GateUp::Fused(f) => {
                 let y = f.forward(x)?;
-                let i = self.spec.intermediate;
+                let i = m.intermediate;
                 (y.narrow(1, 0, i)?, y.narrow(1, i, i)?)
             }
         };
@@ -437,7 +527,7 @@ impl Model {
             Activation::GeluTanh => g.gelu()?,
             Activation::Gelu => g.gelu_erf()?,
         };
-        l.down.forward(&(g * u)?)
+        m.down.forward(&(g * u)?)
     }
 
     fn attention(&self, l: &Layer, li: usize, x: &Tensor, b: &Batch, caches: Option<&mut [KvCache]>) -> candle_core::Result<Tensor> {
@@ -647,6 +737,30 @@ impl Model {
         }
         Ok(out)
     }
+}
+
+/// Top-k routing of each row's router logits, as transformers' `MixtralTopKRouter` /
+/// `Qwen3MoeTopKRouter`: softmax in f32, the `k` largest probabilities (ties to the lower expert
+/// index, as `torch.topk` on CPU), renormalised to sum to 1 when `norm`. Returns (expert, weight)
+/// per row, best first.
+pub fn route(logits: &[Vec<f32>], k: usize, norm: bool) -> Vec<Vec<(usize, f32)>> {
+    logits
+        .iter()
+        .map(|l| {
+            let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = l.iter().map(|v| (v - max).exp()).collect();
+            let sum: f32 = e.iter().sum();
+            let mut order: Vec<usize> = (0..l.len()).collect();
+            // NaN probabilities sort last and never panic (total_cmp).
+            order.sort_by(|&a, &b| (e[b] / sum).total_cmp(&(e[a] / sum)).then(a.cmp(&b)));
+            let mut top: Vec<(usize, f32)> = order.into_iter().take(k).map(|i| (i, e[i] / sum)).collect();
+            if norm {
+                let s: f32 = top.iter().map(|t| t.1).sum();
+                top.iter_mut().for_each(|t| t.1 /= s);
+            }
+            top
+        })
+        .collect()
 }
 
 /// Additive causal mask `[n, past + n]` for `n` new queries after `past` cached positions: 0 where
