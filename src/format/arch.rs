@@ -496,6 +496,12 @@ pub enum ShapeProblem {
         declared: usize,
         present: usize,
     },
+    /// The first sparse layer stores another number of experts than the config declares.
+    ExpertCount {
+        layer: usize,
+        declared: usize,
+        stored: usize,
+    },
 }
 
 impl ShapeProblem {
@@ -504,6 +510,7 @@ impl ShapeProblem {
             ShapeProblem::Missing { name } | ShapeProblem::Shape { name, .. } | ShapeProblem::NotFloat { name, .. } => name,
             ShapeProblem::HeadMissing => "lm_head.weight",
             ShapeProblem::LayersMissing { .. } => "model.layers",
+            ShapeProblem::ExpertCount { .. } => "num_local_experts",
         }
     }
 
@@ -524,6 +531,10 @@ impl ShapeProblem {
             ShapeProblem::LayersMissing { declared, present } => {
                 format!("config.json declares {declared} layers but the weights hold {present}")
             }
+            ShapeProblem::ExpertCount { layer, declared, stored } => format!(
+                "config.json declares {declared} experts (`num_local_experts` / `num_experts`) but layer {layer} stores {stored}: \
+                 the router and the experts come from different configurations"
+            ),
         }
     }
 }
@@ -628,6 +639,19 @@ impl ArchSpec {
                 .and_then(|n| n.parse::<usize>().ok())
                 .is_some_and(|n| n >= present)
         };
+        // Experts stored in the first sparse layer, counted up to one past the declared number
+        // (so a hostile count costs nothing more).
+        if let Some((layer, moe)) = self.moe.as_ref().and_then(|m| (0..present).find(|&i| m.sparse(i)).map(|i| (i, m))) {
+            let stored_expert = |e: usize| {
+                [ExpertProj::Gate, ExpertProj::Up, ExpertProj::Down]
+                    .iter()
+                    .any(|&p| lookup(&format!("{}.weight", moe.expert(layer, e, p))).is_some())
+            };
+            let stored = (0..=moe.experts).take_while(|&e| stored_expert(e)).count();
+            if stored != moe.experts && !quantized {
+                out.push(ShapeProblem::ExpertCount { layer, declared: moe.experts, stored });
+            }
+        }
         for e in self.expected_tensors() {
             if (quantized && e.linear) || beyond(&e.name) {
                 continue;
@@ -705,6 +729,67 @@ mod tests {
         let s = ArchSpec::from_config(&c, None).unwrap();
         assert_eq!(s.rope.theta, 500000.0);
         assert!(matches!(s.rope.scaling, RopeScaling::Llama3 { .. }));
+    }
+
+    fn mixtral() -> Value {
+        let mut c = base();
+        c["model_type"] = json!("mixtral");
+        c["num_local_experts"] = json!(4);
+        c["num_experts_per_tok"] = json!(2);
+        c
+    }
+
+    #[test]
+    fn moe_fields_and_names() {
+        let s = ArchSpec::from_config(&mixtral(), Some(true)).unwrap();
+        let m = s.moe.as_ref().unwrap();
+        assert_eq!((m.experts, m.top_k, m.intermediate, m.norm_topk, m.names), (4, 2, 128, true, ExpertNames::Mixtral));
+        assert_eq!(m.router(1), "model.layers.1.block_sparse_moe.gate");
+        assert_eq!(m.expert(0, 3, ExpertProj::Up), "model.layers.0.block_sparse_moe.experts.3.w3");
+        assert_eq!(Moe::parse_name("model.layers.1.block_sparse_moe.experts.3.w2.weight"), Some((1, Some((3, ExpertProj::Down)))));
+        assert_eq!(Moe::parse_name("model.layers.0.mlp.gate.weight"), Some((0, None)));
+        assert_eq!(Moe::parse_name("model.layers.0.mlp.gate_proj.weight"), None);
+        let mut q = base();
+        q["model_type"] = json!("qwen3_moe");
+        q["num_experts"] = json!(8);
+        q["num_experts_per_tok"] = json!(2);
+        q["moe_intermediate_size"] = json!(32);
+        q["mlp_only_layers"] = json!([1]);
+        let m = ArchSpec::from_config(&q, Some(true)).unwrap().moe.unwrap();
+        assert_eq!((m.experts, m.intermediate, m.norm_topk, m.sparse_layers), (8, 32, false, vec![true, false]));
+        q["mlp_only_layers"] = json!([]);
+        q["decoder_sparse_step"] = json!(2);
+        assert_eq!(ArchSpec::from_config(&q, Some(true)).unwrap().moe.unwrap().sparse_layers, vec![false, true]);
+        for (k, v) in [("num_experts_per_tok", json!(9)), ("num_experts_per_tok", json!(0)), ("decoder_sparse_step", json!(0))] {
+            let mut bad = q.clone();
+            bad[k] = v;
+            let e = ArchSpec::from_config(&bad, None).unwrap_err().to_string();
+            assert!(e.contains(k), "{k}: {e}");
+        }
+    }
+
+    /// The router is an expected tensor of every sparse layer: missing or of the wrong shape,
+    /// it is a shape problem (lint's weights.* findings, and the engine refuses to load).
+    #[test]
+    fn router_missing_or_misshapen_is_a_problem() {
+        let s = ArchSpec::from_config(&mixtral(), Some(true)).unwrap();
+        let all: Vec<ExpectedTensor> = s.expected_tensors();
+        let router = "model.layers.1.block_sparse_moe.gate.weight";
+        assert!(all.iter().any(|e| e.name == router && e.shape == vec![Some(4), Some(64)]));
+        let shapes = |skip: &'static str, wrong: Option<Vec<u64>>| {
+            let all = all.clone();
+            move |n: &str| {
+                let e = all.iter().find(|e| e.name == n)?;
+                if n == skip {
+                    return wrong.clone().map(|w| (w, true, "F32".to_string()));
+                }
+                Some((e.shape.iter().map(|d| d.unwrap_or(100) as u64).collect(), true, "F32".to_string()))
+            }
+        };
+        assert!(s.shape_problems(shapes("", None), false).is_empty());
+        assert_eq!(s.shape_problems(shapes(router, None), false), vec![ShapeProblem::Missing { name: router.into() }]);
+        let p = s.shape_problems(shapes(router, Some(vec![8, 64])), false);
+        assert!(matches!(&p[..], [ShapeProblem::Shape { name, .. }] if name == router), "{p:?}");
     }
 
     #[test]

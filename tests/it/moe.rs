@@ -168,3 +168,80 @@ fn compare_moe_hf_against_its_ggufs() {
         }
     }
 }
+
+/// A copy of a zoo model directory whose config.json is edited by `edit`.
+fn edited_copy(name: &str, edit: impl Fn(&mut serde_json::Value)) -> tempfile::TempDir {
+    let d = common::tmp();
+    let src = common::zoo_path(&format!("models/{name}"));
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), d.path().join(e.file_name())).unwrap();
+    }
+    let p = d.path().join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    d
+}
+
+/// A config that declares 8 experts over weights holding 4: lint names the count (and the
+/// router's shape), and the engine refuses to load it with the same reason.
+#[test]
+fn expert_count_config_vs_weights() {
+    let d = edited_copy("mixtral", |v| v["num_local_experts"] = 8.into());
+    let ids = lint_ids(&[d.path().to_str().unwrap()]);
+    for want in ["weights.expert-count-mismatch", "weights.shape-mismatch", "weights.missing-tensor"] {
+        assert!(ids.iter().any(|i| i == want), "{want} not in {ids:?}");
+    }
+    let e = model::load_hf(&HfDir::open(d.path()).unwrap(), &Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("8 experts") && e.contains("stores 4"), "{e}");
+    // More experts per token than experts: refused as a config error, never a panic.
+    let d = edited_copy("qwen3-moe", |v| v["num_experts_per_tok"] = 5.into());
+    let r = ckptcheck(&["lint", "--json", d.path().to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.finding("config.unsupported")["message"].as_str().unwrap().contains("num_experts_per_tok"));
+}
+
+/// The MoE GGUF checks on copies of a real conversion with one metadata value rewritten in
+/// place (as gguf-py's gguf_set_metadata.py does): experts per token against the source, and
+/// against the file's own expert count; an expert count the tensors do not hold.
+#[test]
+fn gguf_expert_metadata_checks() {
+    let src = common::zoo_path("models/mixtral");
+    let orig = std::fs::read(common::zoo_path("gguf/mixtral-f16.gguf")).unwrap();
+    let d = common::tmp();
+    let patched = |key: &str, value: u32| {
+        let mut b = orig.clone();
+        let k = key.as_bytes();
+        let at = b.windows(k.len()).position(|w| w == k).unwrap() + k.len();
+        assert_eq!(u32::from_le_bytes(b[at..at + 4].try_into().unwrap()), 4, "{key}: a u32 value"); // GGUF type 4 = u32
+        b[at + 4..at + 8].copy_from_slice(&value.to_le_bytes());
+        let p = d.path().join(format!("{key}-{value}.gguf"));
+        std::fs::write(&p, b).unwrap();
+        p
+    };
+    let used3 = patched("llama.expert_used_count", 3);
+    let ids = lint_ids(&["--source", src.to_str().unwrap(), used3.to_str().unwrap()]);
+    assert!(ids.contains(&"gguf.experts-differ".to_string()), "{ids:?}");
+    assert_eq!(lint_ids(&[used3.to_str().unwrap()]), Vec::<String>::new(), "3 of 4 is consistent alone");
+    let used9 = patched("llama.expert_used_count", 9);
+    assert_eq!(lint_ids(&[used9.to_str().unwrap()]), vec!["gguf.experts-inconsistent".to_string()]);
+    let count8 = patched("llama.expert_count", 8);
+    let r = ckptcheck(&["lint", "--json", count8.to_str().unwrap()]);
+    // Every router and expert tensor of both blocks (2 × 4), grouped under one id.
+    assert!(r.finding_ids().iter().all(|i| i == "gguf.experts-inconsistent"), "{:?}", r.finding_ids());
+    assert!(r.finding("gguf.experts-inconsistent")["message"].as_str().unwrap().contains("holds 4 experts but `llama.expert_count` is 8"));
+    let g = GgufFile::open(&count8).unwrap();
+    let e = model::load_gguf(&g, &Device::Cpu, DType::F32).err().unwrap().to_string();
+    assert!(e.contains("ffn_gate_exps") && e.contains("holds 4 experts"), "{e}");
+}
+
+/// `norm_topk_prob: false` in a Qwen3-MoE source: llama.cpp's qwen3moe graph renormalises
+/// anyway, which lint --source says (and the qwen3-moe source itself, `true`, does not get).
+#[test]
+fn qwen3_moe_unnormalised_source_against_llama_cpp() {
+    let d = edited_copy("qwen3-moe", |v| v["norm_topk_prob"] = false.into());
+    let g = common::zoo_path("gguf/qwen3-moe-f16.gguf");
+    let ids = lint_ids(&["--source", d.path().to_str().unwrap(), g.to_str().unwrap()]);
+    assert!(ids.contains(&"gguf.moe-norm-differs".to_string()), "{ids:?}");
+}
