@@ -67,6 +67,10 @@ pub struct LayerResult {
     pub rel_l2: f64,
     pub cosine: f64,
     pub nonfinite: usize,
+    /// MoE layers: the share of positions whose top-k experts are the same set in both variants
+    /// (absent for dense layers and the embeddings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router_agreement: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +147,9 @@ struct Scored {
     tokens: Vec<TokenScore>,
     nonfinite_ref: usize,
     layers: Option<LayerAcc>,
+    /// Per hidden-state index: (positions routed to the same experts, positions compared), for
+    /// layers where both variants are sparse with the same top-k.
+    routes: Vec<(usize, usize)>,
     positions: usize,
 }
 
@@ -172,7 +179,7 @@ pub fn compare_with(
         progress.tick();
     }
     let summary = summarize_all(&scored, tokenization);
-    let layers = scored.layers.as_ref().map(|acc| layer_results(acc, scored.positions));
+    let layers = scored.layers.as_ref().map(|acc| layer_results(acc, &scored.routes, scored.positions));
     let first_bad_layer = layers.as_ref().and_then(|ls| {
         ls.iter().find(|l| l.nonfinite > 0 || l.rel_l2.is_nan() || l.rel_l2 > opts.thresholds.layer_rel_err).map(|l| l.name.clone())
     });
@@ -312,7 +319,7 @@ fn score(
     opts: &CompareOptions,
     progress: &dyn Progress,
 ) -> Result<Scored> {
-    let mut out = Scored { results: Vec::new(), tokens: Vec::new(), nonfinite_ref: 0, layers: None, positions: 0 };
+    let mut out = Scored { results: Vec::new(), tokens: Vec::new(), nonfinite_ref: 0, layers: None, routes: Vec::new(), positions: 0 };
     let depth = (r.model.spec.layers, c.model.spec.layers);
     if opts.layers && depth.0 != depth.1 {
         return Err(Error::Tensor {
@@ -340,6 +347,16 @@ fn score(
                 r.model.step(&mut br, None)?;
                 c.model.step(&mut bc, None)?;
                 layer_trace(i + 1, &br.hidden()?, &bc.hidden()?, acc)?;
+                let k = (r.model.spec.moe.as_ref().map(|m| m.top_k), c.model.spec.moe.as_ref().map(|m| m.top_k));
+                if let ((Some(kr), Some(kc)), Some(a), Some(b)) = (k, br.routes(), bc.routes()) {
+                    if kr == kc && a.len() == b.len() {
+                        out.routes.resize(out.routes.len().max(i + 2), (0, 0));
+                        let same = a.chunks(kr).zip(b.chunks(kc)).filter(|(x, y)| x == y).count();
+                        let slot = &mut out.routes[i + 1];
+                        slot.0 += same;
+                        slot.1 += a.len() / kr;
+                    }
+                }
             }
             out.positions += rows;
         }
@@ -461,7 +478,7 @@ fn summarize_all(scored: &Scored, tokenization: Tokenization) -> CompareSummary 
     }
 }
 
-fn layer_results(acc: &LayerAcc, positions: usize) -> Vec<LayerResult> {
+fn layer_results(acc: &LayerAcc, routes: &[(usize, usize)], positions: usize) -> Vec<LayerResult> {
     acc.iter()
         .enumerate()
         .map(|(i, (d2, r2, cos, nf))| LayerResult {
@@ -470,6 +487,7 @@ fn layer_results(acc: &LayerAcc, positions: usize) -> Vec<LayerResult> {
             rel_l2: (d2 / r2.max(f64::MIN_POSITIVE)).sqrt(),
             cosine: cos / positions.max(1) as f64,
             nonfinite: *nf,
+            router_agreement: routes.get(i).filter(|r| r.1 > 0).map(|&(same, n)| same as f64 / n as f64),
         })
         .collect()
 }

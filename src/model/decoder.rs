@@ -138,6 +138,9 @@ pub struct Batch {
     rope: RopeRows,
     /// The next layer to run.
     next: usize,
+    /// The experts the last layer run routed each row to (`top_k` per row, ascending), when it
+    /// was a sparse MoE layer.
+    routes: Option<Vec<u32>>,
 }
 
 impl Batch {
@@ -151,6 +154,11 @@ impl Batch {
     /// The current hidden state, `[rows, hidden]`, as f32.
     pub fn hidden(&self) -> Result<Tensor> {
         self.x.to_dtype(DType::F32).map_err(cerr("hidden state"))
+    }
+    /// The experts the last layer run chose for each row, `top_k` ids per row in ascending
+    /// order (row-major); `None` when that layer was dense (or none has run).
+    pub fn routes(&self) -> Option<&[u32]> {
+        self.routes.as_deref()
     }
 }
 
@@ -356,7 +364,7 @@ impl Model {
             x = (x * (scale as f32) as f64)?;
         }
         let rope = self.rope_rows(&segments)?;
-        Ok(Batch { x, segments, rope, next: 0 })
+        Ok(Batch { x, segments, rope, next: 0, routes: None })
     }
 
     /// Each row's rope angles. Tables are built per sequence for its own length (dynamic NTK
@@ -392,7 +400,7 @@ impl Model {
     pub fn step(&self, b: &mut Batch, caches: Option<&mut [KvCache]>) -> Result<()> {
         let li = b.next;
         let Some(layer) = self.layers.get(li) else { return Ok(()) };
-        b.x = self.layer(layer, li, b, caches).map_err(|e| Error::Tensor {
+        (b.x, b.routes) = self.layer(layer, li, b, caches).map_err(|e| Error::Tensor {
             path: "<forward pass>".into(),
             tensor: format!("model.layers.{li}"),
             detail: e.to_string(),
@@ -431,7 +439,8 @@ impl Model {
         candle_nn::ops::rms_norm(x, w, self.spec.norm_eps as f32)
     }
 
-    fn layer(&self, l: &Layer, li: usize, b: &Batch, caches: Option<&mut [KvCache]>) -> candle_core::Result<Tensor> {
+    /// One layer: its output and, for a sparse layer, the experts each row was routed to.
+    fn layer(&self, l: &Layer, li: usize, b: &Batch, caches: Option<&mut [KvCache]>) -> candle_core::Result<(Tensor, Option<Vec<u32>>)> {
         let x = &b.x;
         let h = self.norm(x, &l.input_norm)?;
         let mut h = self.attention(l, li, &h, b, caches)?;
@@ -441,39 +450,47 @@ impl Model {
         let x = (x + h)?;
         let rows = x.dim(0)?;
         let mut outs = Vec::with_capacity(rows.div_ceil(MLP_ROWS));
+        let mut routes: Option<Vec<u32>> = None;
         for r0 in (0..rows).step_by(MLP_ROWS) {
             let x = x.narrow(0, r0, MLP_ROWS.min(rows - r0))?;
             let pre = l.pre_ff_norm.as_ref().unwrap_or(&l.post_attn_norm);
             let h = self.norm(&x, pre)?;
-            let mut h = self.mlp(l, &h)?;
+            let (mut h, r) = self.mlp(l, &h)?;
+            if let Some(r) = r {
+                routes.get_or_insert_with(Vec::new).extend(r);
+            }
             if let Some(post) = &l.post_ff_norm {
                 h = self.norm(&h, post)?;
             }
             outs.push((x + h)?);
         }
-        if outs.len() == 1 {
-            Ok(outs.pop().expect("one chunk"))
-        } else {
-            Tensor::cat(&outs, 0)
-        }
+        let out = if outs.len() == 1 { outs.pop().expect("one chunk") } else { Tensor::cat(&outs, 0)? };
+        Ok((out, routes))
     }
 
-    fn mlp(&self, l: &Layer, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// The feed-forward block; for a sparse layer also the experts chosen per row (`moe`).
+    fn mlp(&self, l: &Layer, x: &Tensor) -> candle_core::Result<(Tensor, Option<Vec<u32>>)> {
         match &l.ffn {
-            Ffn::Dense(m) => self.gated(m, x),
-            Ffn::Moe { router, experts } => self.moe(router.as_ref(), experts, x),
+            Ffn::Dense(m) => Ok((self.gated(m, x)?, None)),
+            Ffn::Moe { router, experts } => self.moe(router.as_ref(), experts, x).map(|(y, r)| (y, Some(r))),
         }
     }
 
     /// The sparse MoE block: route every row to its top-k experts, run each expert only on the
     /// rows routed to it (gathered), and add its output, weighted, back into those rows — in
     /// expert order, as transformers' `index_add_` loop does. Cost ≈ top_k / experts of running
-    /// every expert on every row.
-    fn moe(&self, router: &dyn LinearOp, experts: &[GatedMlp], x: &Tensor) -> candle_core::Result<Tensor> {
+    /// every expert on every row. Also returns each row's chosen experts, ascending (`Batch::routes`).
+    fn moe(&self, router: &dyn LinearOp, experts: &[GatedMlp], x: &Tensor) -> candle_core::Result<(Tensor, Vec<u32>)> {
         let Some(spec) = &self.spec.moe else { candle_core::bail!("an MoE layer without an MoE spec") };
         let (rows, hidden) = x.dims2()?;
         let logits = router.forward(x)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         let picks = route(&logits, spec.top_k, spec.norm_topk);
+        let mut chosen = Vec::with_capacity(rows * spec.top_k);
+        for row in &picks {
+            let mut ids: Vec<u32> = row.iter().map(|&(e, _)| e as u32).collect();
+            ids.sort_unstable();
+            chosen.extend(ids);
+        }
         // Per expert: the rows routed to it and their weights.
         let mut per: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); experts.len()];
         for (r, row) in picks.iter().enumerate() {
@@ -507,10 +524,11 @@ impl Model {
                 }
             }
         }
-        match dev {
-            Some(out) => Ok(out),
-            None => Tensor::from_vec(host, (rows, hidden), x.device())?.to_dtype(x.dtype()),
-        }
+        let out = match dev {
+            Some(out) => out,
+            None => Tensor::from_vec(host, (rows, hidden), x.device())?.to_dtype(x.dtype())?,
+        };
+        Ok((out, chosen))
     }
 
     fn gated(&self, m: &GatedMlp, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -815,6 +833,21 @@ mod tests {
             let ts = parts.iter().map(|s| self.0.tensor(&format!("{p}{s}.weight"), dtype, device)).collect::<Result<Vec<_>>>()?;
             Tensor::cat(&ts, 0).map_err(cerr(name))
         }
+    }
+
+    /// Top-k routing as transformers: softmax, the k best (ties to the lower index), weights
+    /// renormalised only when asked.
+    #[test]
+    fn route_picks_top_k_and_normalises_as_asked() {
+        let logits = vec![vec![0.0f32, 2.0, 1.0, 2.0], vec![f32::NAN, 0.0, 0.0, 0.0]];
+        let p = route(&logits, 2, false);
+        let z: f32 = [0.0f32, 2.0, 1.0, 2.0].iter().map(|v| (v - 2.0).exp()).sum();
+        assert_eq!(p[0].iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 3]);
+        assert!((p[0][0].1 - 1.0 / z).abs() < 1e-7 && (p[0][1].1 - 1.0 / z).abs() < 1e-7);
+        let n = route(&logits, 2, true);
+        assert!((n[0][0].1 - 0.5).abs() < 1e-7 && (n[0][1].1 - 0.5).abs() < 1e-7);
+        // A NaN router logit gives NaN weights, never a panic; the decoder's outputs then carry it.
+        assert!(n[1].iter().all(|t| t.1.is_nan()) && n[1].len() == 2);
     }
 
     /// A fused-projection layout computes the same function as the separate one: the decoder's

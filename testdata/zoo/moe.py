@@ -4,6 +4,8 @@ llama.cpp's own converter and quantizer.
 
     <main venv python> moe.py hf        # models/{mixtral,qwen3-moe,qwen3-moe-mixed} + goldens
     <main venv python> moe.py gguf      # convert_hf_to_gguf.py --outtype f16, llama-quantize Q8_0
+    <main venv python> moe.py gguf-goldens   # llama.cpp logits via llama_logits.c (gcc + libllama)
+    <main venv python> moe.py manifest  # adds these entries to zoo.json
 
 Random init gives near-uniform router probabilities (router logits ~0.05 apart), where an f32
 rounding difference can swap two experts. The router weights are therefore drawn with std 0.3
@@ -148,6 +150,15 @@ def stage_gguf() -> None:
         q8 = S.GGUF_DIR / f"{name}-q8_0.gguf"
         S.log(f"llama-quantize {name} -> Q8_0")
         subprocess.run([str(QUANTIZE), str(f16), str(q8), "Q8_0", "2"], check=True)
+    # The speed hack users apply to Mixtral: one expert per token instead of two, written into the
+    # file with gguf-py's own script (the same as llama.cpp's `--override-kv
+    # llama.expert_used_count=int:1`, made permanent). The lineage testdata/pipelines/moe-top1.toml.
+    import shutil
+
+    top1 = S.GGUF_DIR / "mixtral-top1.gguf"
+    shutil.copy(S.GGUF_DIR / "mixtral-q8_0.gguf", top1)
+    subprocess.run([sys.executable, str(LLAMACPP / "gguf-py/gguf/scripts/gguf_set_metadata.py"), str(top1),
+                    "llama.expert_used_count", "1", "--force"], check=True, env={**os.environ, "PYTHONPATH": str(LLAMACPP / "gguf-py")})
 
 
 def llama_logits_tool() -> Path:
@@ -206,8 +217,62 @@ def stage_gguf_goldens() -> None:
     MEASURED.write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")
 
 
+def stage_manifest() -> None:
+    """Adds (or refreshes) this script's entries in zoo.json; every other entry is left as it is."""
+    import hashlib
+
+    import transformers
+    from safetensors import safe_open
+
+    zoo = json.loads((ROOT / "zoo.json").read_text())
+    measured = json.loads(MEASURED.read_text())
+    sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()[:16]  # noqa: E731
+    for name in configs():
+        d = G.MODELS / name
+        cfg = json.loads((d / "config.json").read_text())
+        st = safe_open(str(d / "model.safetensors"), "pt")
+        shapes = {k: list(st.get_slice(k).get_shape()) for k in st.keys()}
+        zoo["variants"][name] = {
+            "dir": f"models/{name}", "kind": "hf", "arch": cfg["model_type"],
+            "dtypes": sorted({str(st.get_slice(k).get_dtype()) for k in st.keys()}),
+            "tool": f"transformers {transformers.__version__} save_pretrained (random init, router std {ROUTER_STD})",
+            "command": "python moe.py hf", "expected_fault": None, "tensor_count": len(shapes),
+            "embed_shape": shapes.get("model.embed_tokens.weight"), "lm_head_shape": shapes.get("lm_head.weight"),
+            "tokenizer_added_tokens": len(json.loads((d / "tokenizer.json").read_text())["added_tokens"]),
+            "weights_sha256_16": sha(d / "model.safetensors"),
+            "measured": measured.get(name),
+            "golden": {"path": f"goldens/{name}.safetensors", "has_hidden": True},
+            "properties": {k: cfg.get(k) for k in ["num_local_experts", "num_experts_per_tok", "norm_topk_prob",
+                                                   "moe_intermediate_size", "mlp_only_layers", "decoder_sparse_step"] if k in cfg},
+        }
+    for name in GGUF_MODELS:
+        for t in ["f16", "q8_0"]:
+            path = ROOT / "gguf" / f"{name}-{t}.gguf"
+            tool = ("llama.cpp convert_hf_to_gguf.py --outtype f16 (unknown BPE chkhsh mapped to 'gpt-2')" if t == "f16"
+                    else "llama.cpp llama-quantize F16 -> Q8_0")
+            zoo["variants"][f"gguf-{name}-{t}"] = {
+                "dir": "gguf", "path": f"gguf/{name}-{t}.gguf", "kind": "gguf", "arch": None, "dtypes": None,
+                "tool": f"{tool} ({LLAMACPP}); goldens from llama_logits.c (libllama)",
+                "command": "python moe.py gguf gguf-goldens", "expected_fault": None, "parent": name,
+                "tensor_count": None, "embed_shape": None, "lm_head_shape": None, "tokenizer_added_tokens": None,
+                "weights_sha256_16": sha(path),
+                "golden": {"path": f"goldens/gguf-{name}-{t}.safetensors", "has_hidden": False},
+                "measured": measured.get(f"gguf-{name}-{t}"),
+            }
+    top1 = ROOT / "gguf" / "mixtral-top1.gguf"
+    zoo["variants"]["gguf-mixtral-top1"] = {
+        "dir": "gguf", "path": "gguf/mixtral-top1.gguf", "kind": "gguf", "arch": None, "dtypes": None,
+        "tool": "gguf-py gguf_set_metadata.py mixtral-q8_0.gguf llama.expert_used_count 1 --force",
+        "command": "python moe.py gguf", "expected_fault": "llama.expert_used_count 1 (config.json num_experts_per_tok 2)",
+        "parent": "gguf-mixtral-q8_0", "tensor_count": None, "embed_shape": None, "lm_head_shape": None,
+        "tokenizer_added_tokens": None, "weights_sha256_16": sha(top1), "golden": None, "measured": None,
+    }
+    (ROOT / "zoo.json").write_text(json.dumps(zoo, indent=1) + "\n")
+    G.log("zoo.json: MoE entries added")
+
+
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    stages = {"hf": stage_hf, "gguf": stage_gguf, "gguf-goldens": stage_gguf_goldens}
+    stages = {"hf": stage_hf, "gguf": stage_gguf, "gguf-goldens": stage_gguf_goldens, "manifest": stage_manifest}
     for s in sys.argv[1:]:
         stages[s]()

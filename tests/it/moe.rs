@@ -245,3 +245,27 @@ fn qwen3_moe_unnormalised_source_against_llama_cpp() {
     let ids = lint_ids(&["--source", d.path().to_str().unwrap(), g.to_str().unwrap()]);
     assert!(ids.contains(&"gguf.moe-norm-differs".to_string()), "{ids:?}");
 }
+
+/// Router agreement in compare's layer trace: every sparse layer of the F16 conversion routes
+/// every position as the source does (bf16 → F16 is exact; the smallest top-2 margin, 3.4e-4, is
+/// far above f32 noise); Q8_0 still mostly does; a dense model's trace has no such column.
+#[test]
+fn compare_layer_trace_reports_router_agreement() {
+    let zoo = common::zoo();
+    let prompts = zoo.join("prompts.jsonl");
+    let trace = |a: &std::path::Path, b: &std::path::Path| {
+        let r =
+            ckptcheck(&["compare", "--json", "--layers", "--prompts", prompts.to_str().unwrap(), a.to_str().unwrap(), b.to_str().unwrap()]);
+        assert_ne!(r.code, 2, "{}", r.stderr);
+        r.json()["layers"].as_array().unwrap().clone()
+    };
+    let agreement = |layers: &[serde_json::Value]| -> Vec<Option<f64>> { layers.iter().map(|l| l["router_agreement"].as_f64()).collect() };
+    let src = zoo.join("models/mixtral");
+    let f16 = agreement(&trace(&src, &zoo.join("gguf/mixtral-f16.gguf")));
+    assert_eq!(f16, vec![None, Some(1.0), Some(1.0)], "embeddings, layer 0, layer 1");
+    let q8 = agreement(&trace(&src, &zoo.join("gguf/mixtral-q8_0.gguf")));
+    eprintln!("mixtral vs Q8_0 router agreement per layer: {q8:?}");
+    assert!(q8[1..].iter().all(|a| a.is_some_and(|a| (0.9..=1.0).contains(&a))), "{q8:?}");
+    let llama = zoo.join("models/llama-instruct");
+    assert!(agreement(&trace(&llama, &llama)).iter().all(Option::is_none));
+}
