@@ -58,6 +58,7 @@ ids! {
     GGUF_NO_ARCHITECTURE => "gguf.no-architecture",
     GGUF_NO_EOS => "gguf.no-eos",
     GGUF_NO_TOKENIZER => "gguf.no-tokenizer",
+    GGUF_OUTPUT_REQUIRED => "gguf.output-required",
     GGUF_PAD_DIFFERS => "gguf.pad-differs",
     GGUF_PRE_MISSING => "gguf.pre-missing",
     GGUF_PRE_TOKENIZER_DIFFERS => "gguf.pre-tokenizer-differs",

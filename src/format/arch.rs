@@ -18,6 +18,7 @@ pub enum Family {
     Gemma2,
     Gemma3,
     Mixtral,
+    Qwen2Moe,
     Qwen3Moe,
 }
 
@@ -100,7 +101,8 @@ impl Topology {
 pub enum ExpertNames {
     /// `block_sparse_moe.gate`, `block_sparse_moe.experts.N.{w1,w3,w2}` (gate, up, down).
     Mixtral,
-    /// `mlp.gate`, `mlp.experts.N.{gate_proj,up_proj,down_proj}` (Qwen2/3-MoE).
+    /// `mlp.gate`, `mlp.experts.N.{gate_proj,up_proj,down_proj}` (Qwen2/3-MoE); Qwen2-MoE's
+    /// shared expert `mlp.shared_expert.{gate,up,down}_proj` and its gate `mlp.shared_expert_gate`.
     Qwen,
 }
 
@@ -128,6 +130,9 @@ pub struct Moe {
     /// Per layer: sparse (true) or the dense MLP of `intermediate_size` (Qwen's `mlp_only_layers`,
     /// `decoder_sparse_step`).
     pub sparse_layers: Vec<bool>,
+    /// Qwen2-MoE: a shared expert of this intermediate size runs on every token, its output
+    /// scaled by `sigmoid(shared_expert_gate · x)` and added to the routed experts'.
+    pub shared: Option<usize>,
 }
 
 /// Experts a config may declare: far above any published model (DeepSeek-V3: 256), low enough
@@ -168,6 +173,21 @@ impl Moe {
                 format!("model.layers.{layer}.mlp.experts.{e}.{w}")
             }
         }
+    }
+
+    /// The shared expert's projection `p` (prefix of `.weight`; Qwen2-MoE).
+    pub fn shared_expert(&self, layer: usize, p: ExpertProj) -> String {
+        let w = match p {
+            ExpertProj::Gate => "gate_proj",
+            ExpertProj::Up => "up_proj",
+            ExpertProj::Down => "down_proj",
+        };
+        format!("model.layers.{layer}.mlp.shared_expert.{w}")
+    }
+
+    /// The shared expert's gate, `[1, hidden]` (prefix of `.weight`).
+    pub fn shared_gate(&self, layer: usize) -> String {
+        format!("model.layers.{layer}.mlp.shared_expert_gate")
     }
 
     /// The reverse of `router` / `expert`: (layer, `None` for the router or `Some((expert, proj))`)
@@ -259,12 +279,13 @@ impl ArchSpec {
             "gemma2" => Family::Gemma2,
             "gemma3" | "gemma3_text" => Family::Gemma3,
             "mixtral" => Family::Mixtral,
+            "qwen2_moe" => Family::Qwen2Moe,
             "qwen3_moe" => Family::Qwen3Moe,
             other => {
                 return Err(field_err(
                     "model_type",
                     format!(
-                        "`{other}` is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, mixtral, qwen3_moe)"
+                        "`{other}` is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, mixtral, qwen2_moe, qwen3_moe)"
                     ),
                 ))
             }
@@ -321,7 +342,9 @@ impl ArchSpec {
                         (i + 1) % p.max(1) != 0
                     }
                     Family::Mistral | Family::Mixtral => sliding_window.is_some(),
-                    Family::Qwen2 | Family::Qwen3 => use_sliding == Some(true) && sliding_window.is_some(),
+                    Family::Qwen2 | Family::Qwen3 | Family::Qwen2Moe | Family::Qwen3Moe => {
+                        use_sliding == Some(true) && sliding_window.is_some()
+                    }
                     _ => false,
                 })
                 .collect(),
@@ -361,6 +384,7 @@ impl ArchSpec {
             norm_eps: opt_f("rms_norm_eps").unwrap_or(1e-6),
             qkv_bias: match family {
                 Family::Qwen2 => true,
+                Family::Qwen2Moe => get("qkv_bias").and_then(Value::as_bool).unwrap_or(true),
                 _ => get("attention_bias").and_then(Value::as_bool).unwrap_or(false),
             },
             qk_norm: matches!(family, Family::Qwen3 | Family::Qwen3Moe | Family::Gemma3),
@@ -383,9 +407,10 @@ impl ArchSpec {
     }
 }
 
-/// The MoE fields of a Mixtral / Qwen3-MoE config, with transformers' defaults where a key is
-/// absent (`MixtralConfig`: 8 experts, top 2; `Qwen3MoeConfig`: 128, top 8, `norm_topk_prob`
-/// false, `decoder_sparse_step` 1). transformers 5 writes `num_local_experts` for both families
+/// The MoE fields of a Mixtral / Qwen2-MoE / Qwen3-MoE config, with transformers' defaults where a
+/// key is absent (`MixtralConfig`: 8 experts, top 2; `Qwen3MoeConfig`: 128, top 8, expert width
+/// 768; `Qwen2MoeConfig`: 60, top 4, 1408, shared expert 5632; both Qwen: `norm_topk_prob` false,
+/// `decoder_sparse_step` 1). transformers 5 writes `num_local_experts` for Qwen3-MoE too
 /// (`num_experts` is its alias).
 fn parse_moe(cfg: &Value, family: Family, layers: usize, intermediate: usize) -> Result<Option<Moe>> {
     let get = |k: &str| text_field(cfg, k);
@@ -399,9 +424,10 @@ fn parse_moe(cfg: &Value, family: Family, layers: usize, intermediate: usize) ->
             let experts = count(&["num_local_experts", "num_experts"], 8)?;
             (ExpertNames::Mixtral, experts, count(&["num_experts_per_tok"], 2)?, intermediate, true, vec![true; layers])
         }
-        Family::Qwen3Moe => {
-            let experts = count(&["num_local_experts", "num_experts"], 128)?;
-            let inter = count(&["moe_intermediate_size"], 768)?;
+        Family::Qwen2Moe | Family::Qwen3Moe => {
+            let qwen2 = family == Family::Qwen2Moe;
+            let experts = count(&["num_local_experts", "num_experts"], if qwen2 { 60 } else { 128 })?;
+            let inter = count(&["moe_intermediate_size"], if qwen2 { 1408 } else { 768 })?;
             let step = count(&["decoder_sparse_step"], 1)?;
             let only: Vec<u64> = match get("mlp_only_layers") {
                 None | Some(Value::Null) => Vec::new(),
@@ -418,9 +444,14 @@ fn parse_moe(cfg: &Value, family: Family, layers: usize, intermediate: usize) ->
             // transformers' Qwen3MoeDecoderLayer: sparse unless listed in mlp_only_layers, when there
             // are experts and (i + 1) is a multiple of decoder_sparse_step.
             let sparse = (0..layers).map(|i| !only.contains(&(i as u64)) && experts > 0 && (i + 1) % step == 0).collect();
-            (ExpertNames::Qwen, experts, count(&["num_experts_per_tok"], 8)?, inter, norm, sparse)
+            let top_k = count(&["num_experts_per_tok"], if qwen2 { 4 } else { 8 })?;
+            (ExpertNames::Qwen, experts, top_k, inter, norm, sparse)
         }
         _ => return Ok(None),
+    };
+    let shared = match family {
+        Family::Qwen2Moe => Some(count(&["shared_expert_intermediate_size"], 5632)?).filter(|&n| n > 0),
+        _ => None,
     };
     if experts == 0 || top_k == 0 || top_k > experts {
         return Err(field_err("num_experts_per_tok", format!("{top_k} experts per token of {experts}: must be 1..={experts}")));
@@ -428,7 +459,7 @@ fn parse_moe(cfg: &Value, family: Family, layers: usize, intermediate: usize) ->
     if expert_inter == 0 {
         return Err(field_err("moe_intermediate_size", "is 0"));
     }
-    Ok(Some(Moe { experts, top_k, intermediate: expert_inter, norm_topk, names, sparse_layers }))
+    Ok(Some(Moe { experts, top_k, intermediate: expert_inter, norm_topk, names, sparse_layers, shared }))
 }
 
 fn parse_scaling(v: Option<&Value>, max_pos: Option<u64>) -> Result<RopeScaling> {
@@ -567,6 +598,12 @@ impl ArchSpec {
                     push(format!("{}.weight", moe.expert(i, e, ExpertProj::Gate)), vec![Some(ei), Some(h)], true);
                     push(format!("{}.weight", moe.expert(i, e, ExpertProj::Up)), vec![Some(ei), Some(h)], true);
                     push(format!("{}.weight", moe.expert(i, e, ExpertProj::Down)), vec![Some(h), Some(ei)], true);
+                }
+                if let Some(si) = moe.shared {
+                    push(format!("{}.weight", moe.shared_expert(i, ExpertProj::Gate)), vec![Some(si), Some(h)], true);
+                    push(format!("{}.weight", moe.shared_expert(i, ExpertProj::Up)), vec![Some(si), Some(h)], true);
+                    push(format!("{}.weight", moe.shared_expert(i, ExpertProj::Down)), vec![Some(h), Some(si)], true);
+                    push(format!("{}.weight", moe.shared_gate(i)), vec![Some(1), Some(h)], true);
                 }
             } else {
                 if self.topology.fused_gate_up {

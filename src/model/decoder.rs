@@ -53,10 +53,12 @@ struct GatedMlp {
 /// A layer's feed-forward block.
 enum Ffn {
     Dense(GatedMlp),
-    /// A router `[experts, hidden]` and its experts (`ArchSpec::moe`).
+    /// A router `[experts, hidden]` and its experts (`ArchSpec::moe`); Qwen2-MoE's shared expert
+    /// with its `[1, hidden]` gate.
     Moe {
         router: Box<dyn LinearOp>,
         experts: Vec<GatedMlp>,
+        shared: Option<(GatedMlp, Box<dyn LinearOp>)>,
     },
 }
 
@@ -241,17 +243,22 @@ impl Model {
             };
             let ffn = match spec.moe.as_ref().filter(|moe| moe.sparse(i)) {
                 Some(moe) => {
-                    let expert = |e: usize| -> Result<GatedMlp> {
-                        let lin = |p: ExpertProj| w.linear(&moe.expert(i, e, p), false, dt, device);
+                    let gated = |name: &dyn Fn(ExpertProj) -> String, intermediate: usize| -> Result<GatedMlp> {
+                        let lin = |p: ExpertProj| w.linear(&name(p), false, dt, device);
                         Ok(GatedMlp {
                             gate_up: GateUp::Separate { gate: lin(ExpertProj::Gate)?, up: lin(ExpertProj::Up)? },
                             down: lin(ExpertProj::Down)?,
-                            intermediate: moe.intermediate,
+                            intermediate,
                         })
+                    };
+                    let shared = match moe.shared {
+                        Some(si) => Some((gated(&|p| moe.shared_expert(i, p), si)?, w.linear(&moe.shared_gate(i), false, dt, device)?)),
+                        None => None,
                     };
                     Ffn::Moe {
                         router: w.linear(&moe.router(i), false, dt, device)?,
-                        experts: (0..moe.experts).map(expert).collect::<Result<_>>()?,
+                        experts: (0..moe.experts).map(|e| gated(&|p| moe.expert(i, e, p), moe.intermediate)).collect::<Result<_>>()?,
+                        shared,
                     }
                 }
                 None => {
@@ -472,7 +479,18 @@ impl Model {
     fn mlp(&self, l: &Layer, x: &Tensor) -> candle_core::Result<(Tensor, Option<Vec<u32>>)> {
         match &l.ffn {
             Ffn::Dense(m) => Ok((self.gated(m, x)?, None)),
-            Ffn::Moe { router, experts } => self.moe(router.as_ref(), experts, x).map(|(y, r)| (y, Some(r))),
+            Ffn::Moe { router, experts, shared } => {
+                let (y, r) = self.moe(router.as_ref(), experts, x)?;
+                let y = match shared {
+                    // transformers: routed output + sigmoid(shared_expert_gate(x)) · shared_expert(x).
+                    Some((mlp, gate)) => {
+                        let g = candle_nn::ops::sigmoid(&gate.forward(x)?)?;
+                        (y + self.gated(mlp, x)?.broadcast_mul(&g)?)?
+                    }
+                    None => y,
+                };
+                Ok((y, Some(r)))
+            }
         }
     }
 

@@ -337,6 +337,11 @@ pub fn gguf_name(hf: &str) -> Option<String> {
         "mlp.down_proj" => "ffn_down",
         // The MoE router (Qwen-MoE, Mixtral); experts are slices of 3-D tensors (`locate`).
         "mlp.gate" | "block_sparse_moe.gate" => "ffn_gate_inp",
+        // Qwen2-MoE's shared expert and its gate.
+        "mlp.shared_expert.gate_proj" => "ffn_gate_shexp",
+        "mlp.shared_expert.up_proj" => "ffn_up_shexp",
+        "mlp.shared_expert.down_proj" => "ffn_down_shexp",
+        "mlp.shared_expert_gate" => "ffn_gate_inp_shexp",
         _ => return None,
     };
     Some(format!("blk.{n}.{g}.{kind}"))

@@ -45,10 +45,13 @@ LLAMACPP = Path(os.environ.get("ZOO_LLAMACPP_SRC", "/work/llama.cpp"))
 QUANTIZE = Path(os.environ.get("ZOO_LLAMA_QUANTIZE", str(LLAMACPP / "build/bin/llama-quantize")))
 MEASURED = ROOT / "measured_moe.json"
 ROUTER_STD = 0.3
+# Seeds moved on from SEED + 40 + i where the first draw left a top-k margin below 1e-4 (qwen2-moe:
+# 1.8e-5 with shift 0; 2.2e-4, 6.6e-6, 9.2e-5 with 1-3; 4.8e-4 with 4); the margin of the draw kept is in measured_moe.json.
+SEED_SHIFT = {"qwen2-moe": int(os.environ.get("ZOO_MOE_SEED_SHIFT", "4"))}
 
 
 def configs():
-    from transformers import MixtralConfig, Qwen3MoeConfig
+    from transformers import MixtralConfig, Qwen2MoeConfig, Qwen3MoeConfig
 
     common = dict(vocab_size=1024, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6,
@@ -71,6 +74,14 @@ def configs():
                                                                   num_experts_per_tok=2, norm_topk_prob=False,
                                                                   decoder_sparse_step=1, mlp_only_layers=[0],
                                                                   rope_theta=1e6, tie_word_embeddings=True)),
+        # Qwen2-MoE: qkv bias, top-k weights as they are (norm_topk_prob false, the family default)
+        # plus a shared expert on every token, gated by sigmoid(shared_expert_gate · x). Narrow
+        # experts (32) to stay within the zoo's size budget.
+        "qwen2-moe": ("Qwen2MoeForCausalLM", Qwen2MoeConfig(**common, intermediate_size=128, moe_intermediate_size=32,
+                                                            shared_expert_intermediate_size=64, num_experts=4,
+                                                            num_experts_per_tok=2, norm_topk_prob=False,
+                                                            decoder_sparse_step=1, mlp_only_layers=[],
+                                                            rope_theta=1e6, tie_word_embeddings=True)),
     }
 
 
@@ -110,8 +121,13 @@ def stage_hf() -> None:
     tok = G.load_tok()
     seqs = golden_seqs()
     measured = {}
+    only = os.environ.get("ZOO_MOE_ONLY")
+    if only and MEASURED.exists():
+        measured = json.loads(MEASURED.read_text())
     for i, (name, (cls_name, cfg)) in enumerate(configs().items()):
-        torch.manual_seed(G.SEED + 40 + i)
+        if only and name not in only.split(","):
+            continue
+        torch.manual_seed(G.SEED + 40 + i + SEED_SHIFT.get(name, 0))
         model = getattr(transformers, cls_name)(cfg).float().eval()
         with torch.no_grad():
             for n, p in model.named_parameters():

@@ -13,6 +13,9 @@ use crate::checks::{Finding, Findings, Severity};
 use crate::format::gguf::LayoutProblem;
 use crate::format::gguf::{GgufFile, Header};
 
+/// Architectures whose llama.cpp loader needs a separate `output.weight` (see `check`).
+const OUTPUT_REQUIRED: &[&str] = &["qwen2moe"];
+
 /// The finding id of a layout problem the parser found.
 pub fn layout_id(p: &LayoutProblem) -> FindingId {
     match p {
@@ -98,6 +101,24 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Findings) {
     }
 
     experts(&file, h, &arch, meta.expert_count, meta.expert_used_count, out);
+    // llama.cpp's loaders that create `output.weight` without TENSOR_NOT_REQUIRED (no fallback to
+    // the tied `token_embd.weight`): src/models/qwen2moe.cpp. The converter writes no
+    // `output.weight` for a model with tied embeddings, so such a GGUF never loads in llama.cpp
+    // (measured: "check_tensor_dims: tensor 'output.weight' not found"), though ckptcheck runs it.
+    if OUTPUT_REQUIRED.contains(&arch.as_str()) && h.tensor("output.weight").is_none() {
+        out.push(
+            Finding::new(
+                ids::GGUF_OUTPUT_REQUIRED,
+                Severity::Error,
+                &file,
+                format!(
+                    "no `output.weight`: llama.cpp's `{arch}` loader requires it (it does not fall back to the tied `token_embd.weight`), so llama.cpp refuses this file; ckptcheck's own engine would still run it"
+                ),
+            )
+            .field("output.weight")
+            .hint("the source ties its embeddings (`tie_word_embeddings: true`): save an untied lm_head before converting"),
+        );
+    }
 
     let tok = h.tokenizer();
     let Some(tokens) = tok.tokens else {

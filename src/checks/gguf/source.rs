@@ -91,20 +91,42 @@ fn experts(file: &str, meta: &ArchMeta, arch: &str, ctx: &Context, out: &mut Fin
             .hint("the GGUF was converted from another model or its metadata was edited: re-convert from this checkpoint"),
         );
     }
-    // llama.cpp's qwen3moe graph renormalises the top-k weights unconditionally
-    // (`build_moe_ffn(…, norm_w = true, …)`, src/models/qwen3moe.cpp); the converter writes no key
-    // for `norm_topk_prob`.
-    if arch == "qwen3moe" && !moe.norm_topk {
+    if let Some(si) = moe.shared {
+        if let Some(g) = meta.expert_shared_feed_forward_length.filter(|&g| g != si as u64) {
+            out.push(
+                Finding::new(
+                    ids::GGUF_SHAPE_DIFFERS,
+                    Severity::Error,
+                    file,
+                    format!("{arch}.expert_shared_feed_forward_length is {g} but config.json shared_expert_intermediate_size is {si}"),
+                )
+                .field(format!("{arch}.expert_shared_feed_forward_length"))
+                .hint("the GGUF was converted from another model or its metadata was edited: re-convert from this checkpoint"),
+            );
+        }
+    }
+    // llama.cpp hard-codes the top-k normalisation per graph (`build_moe_ffn(…, norm_w, …)`):
+    // qwen3moe.cpp always renormalises, qwen2moe.cpp never does; the converter writes no key for
+    // `norm_topk_prob`.
+    let llama_cpp_norm = match arch {
+        "qwen3moe" => Some(true),
+        "qwen2moe" => Some(false),
+        _ => None,
+    };
+    if let Some(norm) = llama_cpp_norm.filter(|&n| n != moe.norm_topk) {
+        let (src, cpp) = if norm { ("false", "always renormalises them") } else { ("true", "never renormalises them") };
         out.push(
             Finding::new(
                 ids::GGUF_MOE_NORM_DIFFERS,
                 Severity::Warning,
                 file,
-                "config.json has `norm_topk_prob: false` (top-k router weights used as they are), but llama.cpp's qwen3moe graph \
-                 always renormalises them to sum to 1: the GGUF computes another function than the source",
+                format!(
+                    "config.json has `norm_topk_prob: {src}`, but llama.cpp's {arch} graph {cpp} to sum to 1: \
+                     the GGUF computes another function than the source"
+                ),
             )
             .field("norm_topk_prob")
-            .hint("expect compare to show the difference; llama.cpp has no metadata key to turn the renormalisation off"),
+            .hint("expect compare to show the difference; llama.cpp has no metadata key to change the normalisation"),
         );
     }
 }
