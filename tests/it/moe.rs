@@ -314,3 +314,66 @@ fn tied_qwen2moe_gguf_is_refused_by_llama_cpp_and_lint_says_so() {
     let g = common::zoo_path("gguf/qwen3-moe-f16.gguf");
     assert!(!lint_ids(&[g.to_str().unwrap()]).contains(&"gguf.output-required".to_string()));
 }
+
+/// Wraps a weight source so every linear op counts the rows it multiplies, per prefix.
+struct Counting<'a> {
+    inner: ckptcheck::model::weights::HfWeights<'a>,
+    rows: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, usize>>>,
+}
+
+struct CountingOp {
+    inner: Box<dyn ckptcheck::model::weights::LinearOp>,
+    name: String,
+    rows: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, usize>>>,
+}
+
+impl ckptcheck::model::weights::LinearOp for CountingOp {
+    fn forward(&self, x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+        *self.rows.lock().unwrap().entry(self.name.clone()).or_default() += x.dim(0)?;
+        self.inner.forward(x)
+    }
+}
+
+impl ckptcheck::model::weights::WeightSource for Counting<'_> {
+    fn tensor(&self, name: &str, dtype: DType, device: &Device) -> ckptcheck::error::Result<candle_core::Tensor> {
+        self.inner.tensor(name, dtype, device)
+    }
+    fn has(&self, name: &str) -> bool {
+        self.inner.has(name)
+    }
+    fn linear(
+        &self,
+        prefix: &str,
+        bias: bool,
+        dtype: DType,
+        device: &Device,
+    ) -> ckptcheck::error::Result<Box<dyn ckptcheck::model::weights::LinearOp>> {
+        let inner = self.inner.linear(prefix, bias, dtype, device)?;
+        Ok(Box::new(CountingOp { inner, name: prefix.to_string(), rows: self.rows.clone() }))
+    }
+}
+
+/// Each expert runs only on the rows routed to it: over a sequence of T tokens, the router of a
+/// sparse layer sees T rows and its experts T × top_k in all (not T × experts), while the logits
+/// stay the golden's.
+#[test]
+fn experts_run_only_on_their_rows() {
+    let dir = HfDir::open(&common::zoo_path("models/mixtral")).unwrap();
+    let rows = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let w = Counting { inner: ckptcheck::model::weights::HfWeights { dir: &dir }, rows: rows.clone() };
+    let m = model::load_with(&dir, &w, &Device::Cpu, DType::F32).unwrap();
+    let g = &engine::goldens("mixtral")[0];
+    let got: Vec<f32> = m.forward(&g.ids, false).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
+    let d = got.iter().zip(&g.logits).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(d <= 1e-4, "{d}");
+    let t = g.ids.len();
+    let seen = rows.lock().unwrap();
+    for layer in 0..2 {
+        assert_eq!(seen[&format!("model.layers.{layer}.block_sparse_moe.gate")], t, "layer {layer} router");
+        for w in ["w1", "w2", "w3"] {
+            let n: usize =
+                (0..4).map(|e| seen.get(&format!("model.layers.{layer}.block_sparse_moe.experts.{e}.{w}")).copied().unwrap_or(0)).sum();
+            assert_eq!(n, t * 2, "layer {layer} {w}: rows through the experts");
+        }
+    }
+}
