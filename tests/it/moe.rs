@@ -399,3 +399,18 @@ fn moe_gguf_quantized_matmul_and_dense_copies() {
         assert!(worst <= tol, "{what}: {worst}");
     }
 }
+
+/// `inspect` names the MoE layout (HF: as the engine reads the config; GGUF: its metadata).
+#[test]
+fn inspect_shows_the_experts() {
+    let r = ckptcheck(&["inspect", common::zoo_path("models/qwen3-moe-mixed").to_str().unwrap()]);
+    assert!(
+        r.stdout.contains("4 per sparse layer, top-2 per token (weights as routed), expert ffn 128, sparse layers 1 of 2"),
+        "{}",
+        r.stdout
+    );
+    let r = ckptcheck(&["inspect", "--json", common::zoo_path("models/qwen2-moe").to_str().unwrap()]);
+    assert_eq!(r.json()["experts"]["shared"], 64);
+    let r = ckptcheck(&["inspect", common::zoo_path("gguf/mixtral-top1.gguf").to_str().unwrap()]);
+    assert!(r.stdout.contains("4 experts (1 per token)"), "{}", r.stdout);
+}
