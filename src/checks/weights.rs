@@ -47,6 +47,10 @@ pub fn check(ctx: &Context, out: &mut Findings) {
             ShapeProblem::LayersMissing { .. } => {
                 (ids::WEIGHTS_LAYERS_MISSING, "num_hidden_layers must equal the layers saved: a truncated save or a wrong config")
             }
+            ShapeProblem::ExpertCount { .. } => (
+                ids::WEIGHTS_EXPERT_COUNT_MISMATCH,
+                "num_local_experts / num_experts must equal the experts saved (and the router's rows): fix the config or re-save",
+            ),
         };
         let file = dir.tensor(p.tensor()).map(|(f, _)| crate::format::hf::file_name(&f.path)).unwrap_or_else(|| CONFIG.to_string());
         out.push(Finding::new(id, Severity::Error, file, p.message()).field(p.tensor()).hint(hint));

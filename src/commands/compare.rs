@@ -118,9 +118,19 @@ pub fn render_text(r: &CompareResult) -> String {
     ));
     o.push_str(&format!("NaN/Inf logits: ref {}  cand {}\n", s.nonfinite_ref, s.nonfinite_cand));
     if let Some(layers) = &r.layers {
-        o.push_str("\nlayer            rel L2     cosine  NaN/Inf\n");
+        // MoE: the share of positions routed to the same top-k experts, per sparse layer.
+        let moe = layers.iter().any(|l| l.router_agreement.is_some());
+        o.push_str(if moe {
+            "\nlayer            rel L2     cosine  NaN/Inf  same experts\n"
+        } else {
+            "\nlayer            rel L2     cosine  NaN/Inf\n"
+        });
         for l in layers {
-            o.push_str(&format!("{:<14} {:>9.2e} {:>10.6} {:>8}\n", l.name, l.rel_l2, l.cosine, l.nonfinite));
+            o.push_str(&format!("{:<14} {:>9.2e} {:>10.6} {:>8}", l.name, l.rel_l2, l.cosine, l.nonfinite));
+            match l.router_agreement {
+                Some(a) => o.push_str(&format!(" {:>12.1}%\n", 100.0 * a)),
+                None => o.push('\n'),
+            }
         }
         o.push_str(&format!("first layer over the threshold: {}\n", r.first_bad_layer.as_deref().unwrap_or("none")));
     }

@@ -30,6 +30,9 @@ pub struct InspectReport {
     pub kind: &'static str,
     pub kind_evidence: Vec<String>,
     pub config: Option<crate::format::config::ModelConfig>,
+    /// Mixture of experts, as the engine reads config.json (absent for dense models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experts: Option<crate::format::arch::Moe>,
     /// Stored elements over all tensors (packed quantized tensors count their storage elements).
     pub parameters: u64,
     pub bytes: u64,
@@ -154,7 +157,9 @@ pub fn build(path: &std::path::Path, dir: &HfDir) -> InspectReport {
         }
     };
     let (stop, _) = stop_ids(&ctx.decls);
+    let experts = dir.config.as_ref().and_then(|c| crate::format::arch::ArchSpec::from_config(&c.value, None).ok()).and_then(|s| s.moe);
     InspectReport {
+        experts,
         schema_version: INSPECT_SCHEMA_VERSION,
         path: path.display().to_string(),
         format: if dir.is_adapter() { "peft-adapter" } else { "hf-safetensors" },
@@ -231,6 +236,21 @@ pub fn render_text(r: &InspectReport) -> String {
                 o(c.intermediate_size)
             ),
         );
+        if let Some(m) = &r.experts {
+            let sparse = m.sparse_layers.iter().filter(|&&s| s).count();
+            row(
+                "experts",
+                format!(
+                    "{} per sparse layer, top-{} per token ({}), expert ffn {}, sparse layers {sparse} of {}{}",
+                    m.experts,
+                    m.top_k,
+                    if m.norm_topk { "weights renormalised" } else { "weights as routed" },
+                    m.intermediate,
+                    m.sparse_layers.len(),
+                    m.shared.map(|s| format!(", shared expert ffn {s}")).unwrap_or_default()
+                ),
+            );
+        }
         row(
             "rope",
             format!(

@@ -118,7 +118,9 @@ pub fn render_text(r: &GgufInspectReport) -> String {
             o(a.head_count_kv),
             o(a.feed_forward_length),
             o(a.context_length),
-            a.expert_count.map(|e| format!(", {e} experts")).unwrap_or_default()
+            a.expert_count
+                .map(|e| format!(", {e} experts{}", a.expert_used_count.map(|k| format!(" ({k} per token)")).unwrap_or_default()))
+                .unwrap_or_default()
         ),
     );
     row(

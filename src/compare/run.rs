@@ -69,6 +69,10 @@ pub struct LayerResult {
     pub rel_l2: f64,
     pub cosine: f64,
     pub nonfinite: usize,
+    /// MoE layers: the share of positions whose top-k experts are the same set in both variants
+    /// (absent for dense layers and the embeddings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router_agreement: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -237,7 +241,7 @@ pub fn compare_all(
             res.cand_generated_tokens = gen.len();
         }
         let summary = summarize_all(&a, &tokenization[p.candidate]);
-        let layers = a.layers.as_ref().map(|l| layer_results(l, a.positions));
+        let layers = a.layers.as_ref().map(|l| layer_results(l, &a.routes, a.positions));
         let first_bad_layer = layers.as_ref().and_then(|ls| {
             ls.iter().find(|l| l.nonfinite > 0 || l.rel_l2.is_nan() || l.rel_l2 > p.thresholds.layer_rel_err).map(|l| l.name.clone())
         });
@@ -464,6 +468,18 @@ fn score(
                         acc[k].error = Some(e);
                     }
                 }
+                if layer > 0 {
+                    let top_k = |v: usize| variants[v].model.spec.moe.as_ref().map(|m| m.top_k);
+                    let routes = |v: usize| batches[v].as_ref().and_then(|b| b.routes());
+                    if let ((Some(kr), Some(kc)), Some(a), Some(b)) = ((top_k(pr), top_k(pc)), routes(pr), routes(pc)) {
+                        if kr == kc && a.len() == b.len() {
+                            let r = &mut acc[k].routes;
+                            r.resize(r.len().max(layer + 1), (0, 0));
+                            r[layer].0 += a.chunks(kr).zip(b.chunks(kc)).filter(|(x, y)| x == y).count();
+                            r[layer].1 += a.len() / kr;
+                        }
+                    }
+                }
             }
         }
         for k in 0..pairs.len() {
@@ -499,6 +515,9 @@ struct PairAcc {
     tokens: Vec<TokenScore>,
     nonfinite_ref: usize,
     layers: Option<LayerAcc>,
+    /// Per hidden-state index: (positions routed to the same experts, positions compared), for
+    /// layers where both variants are sparse with the same top-k.
+    routes: Vec<(usize, usize)>,
     positions: usize,
     /// Why this pair cannot be scored (its own reason; a variant's is in `failed`).
     error: Option<Error>,
@@ -645,7 +664,7 @@ fn summarize_all(scored: &PairAcc, tokenization: &Tokenization) -> CompareSummar
     }
 }
 
-fn layer_results(acc: &LayerAcc, positions: usize) -> Vec<LayerResult> {
+fn layer_results(acc: &LayerAcc, routes: &[(usize, usize)], positions: usize) -> Vec<LayerResult> {
     acc.iter()
         .enumerate()
         .map(|(i, (d2, r2, cos, nf))| LayerResult {
@@ -654,6 +673,7 @@ fn layer_results(acc: &LayerAcc, positions: usize) -> Vec<LayerResult> {
             rel_l2: (d2 / r2.max(f64::MIN_POSITIVE)).sqrt(),
             cosine: cos / positions.max(1) as f64,
             nonfinite: *nf,
+            router_agreement: routes.get(i).filter(|r| r.1 > 0).map(|&(same, n)| same as f64 / n as f64),
         })
         .collect()
 }

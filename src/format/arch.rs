@@ -17,6 +17,9 @@ pub enum Family {
     Gemma,
     Gemma2,
     Gemma3,
+    Mixtral,
+    Qwen2Moe,
+    Qwen3Moe,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -92,6 +95,122 @@ impl Topology {
     }
 }
 
+/// How a family names its router and experts (HF names; the GGUF reader maps them to llama.cpp's
+/// 3-D `ffn_*_exps` tensors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum ExpertNames {
+    /// `block_sparse_moe.gate`, `block_sparse_moe.experts.N.{w1,w3,w2}` (gate, up, down).
+    Mixtral,
+    /// `mlp.gate`, `mlp.experts.N.{gate_proj,up_proj,down_proj}` (Qwen2/3-MoE); Qwen2-MoE's
+    /// shared expert `mlp.shared_expert.{gate,up,down}_proj` and its gate `mlp.shared_expert_gate`.
+    Qwen,
+}
+
+/// One expert's projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpertProj {
+    Gate,
+    Up,
+    Down,
+}
+
+/// A sparse mixture-of-experts MLP: a linear router scores `experts` gated MLPs per token, the
+/// `top_k` best run on that token and their outputs are summed, weighted by the router's softmax
+/// probabilities (renormalised over the chosen `top_k` when `norm_topk`), as transformers'
+/// `MixtralSparseMoeBlock` / `Qwen3MoeSparseMoeBlock` do.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Moe {
+    pub experts: usize,
+    pub top_k: usize,
+    /// Each expert's intermediate size (Mixtral: `intermediate_size`; Qwen: `moe_intermediate_size`).
+    pub intermediate: usize,
+    /// Renormalise the top-k probabilities to sum to 1 (Mixtral always; Qwen: `norm_topk_prob`).
+    pub norm_topk: bool,
+    pub names: ExpertNames,
+    /// Per layer: sparse (true) or the dense MLP of `intermediate_size` (Qwen's `mlp_only_layers`,
+    /// `decoder_sparse_step`).
+    pub sparse_layers: Vec<bool>,
+    /// Qwen2-MoE: a shared expert of this intermediate size runs on every token, its output
+    /// scaled by `sigmoid(shared_expert_gate · x)` and added to the routed experts'.
+    pub shared: Option<usize>,
+}
+
+/// Experts a config may declare: far above any published model (DeepSeek-V3: 256), low enough
+/// that a hostile number costs nothing.
+pub const MAX_EXPERTS: usize = 1 << 12;
+
+impl Moe {
+    /// Whether layer `i` runs the experts.
+    pub fn sparse(&self, i: usize) -> bool {
+        self.sparse_layers.get(i).copied().unwrap_or(false)
+    }
+
+    /// The router's linear layer (prefix of `.weight`), `[experts, hidden]`.
+    pub fn router(&self, layer: usize) -> String {
+        match self.names {
+            ExpertNames::Mixtral => format!("model.layers.{layer}.block_sparse_moe.gate"),
+            ExpertNames::Qwen => format!("model.layers.{layer}.mlp.gate"),
+        }
+    }
+
+    /// Expert `e`'s projection `p` (prefix of `.weight`).
+    pub fn expert(&self, layer: usize, e: usize, p: ExpertProj) -> String {
+        match self.names {
+            ExpertNames::Mixtral => {
+                let w = match p {
+                    ExpertProj::Gate => "w1",
+                    ExpertProj::Up => "w3",
+                    ExpertProj::Down => "w2",
+                };
+                format!("model.layers.{layer}.block_sparse_moe.experts.{e}.{w}")
+            }
+            ExpertNames::Qwen => {
+                let w = match p {
+                    ExpertProj::Gate => "gate_proj",
+                    ExpertProj::Up => "up_proj",
+                    ExpertProj::Down => "down_proj",
+                };
+                format!("model.layers.{layer}.mlp.experts.{e}.{w}")
+            }
+        }
+    }
+
+    /// The shared expert's projection `p` (prefix of `.weight`; Qwen2-MoE).
+    pub fn shared_expert(&self, layer: usize, p: ExpertProj) -> String {
+        let w = match p {
+            ExpertProj::Gate => "gate_proj",
+            ExpertProj::Up => "up_proj",
+            ExpertProj::Down => "down_proj",
+        };
+        format!("model.layers.{layer}.mlp.shared_expert.{w}")
+    }
+
+    /// The shared expert's gate, `[1, hidden]` (prefix of `.weight`).
+    pub fn shared_gate(&self, layer: usize) -> String {
+        format!("model.layers.{layer}.mlp.shared_expert_gate")
+    }
+
+    /// The reverse of `router` / `expert`: (layer, `None` for the router or `Some((expert, proj))`)
+    /// of an HF name of either family.
+    pub fn parse_name(hf: &str) -> Option<(usize, Option<(usize, ExpertProj)>)> {
+        let rest = hf.strip_prefix("model.layers.")?.strip_suffix(".weight")?;
+        let (n, tail) = rest.split_once('.')?;
+        let layer = n.parse().ok()?;
+        let tail = tail.strip_prefix("block_sparse_moe.").or_else(|| tail.strip_prefix("mlp."))?;
+        if tail == "gate" {
+            return Some((layer, None));
+        }
+        let (e, w) = tail.strip_prefix("experts.")?.split_once('.')?;
+        let p = match w {
+            "w1" | "gate_proj" => ExpertProj::Gate,
+            "w3" | "up_proj" => ExpertProj::Up,
+            "w2" | "down_proj" => ExpertProj::Down,
+            _ => return None,
+        };
+        Some((layer, Some((e.parse().ok()?, p))))
+    }
+}
+
 /// Everything the decoder needs to know about a model.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ArchSpec {
@@ -131,6 +250,8 @@ pub struct ArchSpec {
     /// What `config.json` says (or the family's transformers default): are embeddings and head
     /// tied? A missing `lm_head` with this false is a random head in transformers, never a tie.
     pub declared_tie: bool,
+    /// Sparse mixture-of-experts MLPs (Mixtral, Qwen3-MoE); `None`: every MLP is dense.
+    pub moe: Option<Moe>,
 }
 
 fn field_err(field: &str, detail: impl Into<String>) -> Error {
@@ -157,10 +278,15 @@ impl ArchSpec {
             "gemma" => Family::Gemma,
             "gemma2" => Family::Gemma2,
             "gemma3" | "gemma3_text" => Family::Gemma3,
+            "mixtral" => Family::Mixtral,
+            "qwen2_moe" => Family::Qwen2Moe,
+            "qwen3_moe" => Family::Qwen3Moe,
             other => {
                 return Err(field_err(
                     "model_type",
-                    format!("`{other}` is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3)"),
+                    format!(
+                        "`{other}` is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, mixtral, qwen2_moe, qwen3_moe)"
+                    ),
                 ))
             }
         };
@@ -215,8 +341,10 @@ impl ArchSpec {
                         let p = get("sliding_window_pattern").and_then(Value::as_u64).unwrap_or(6) as usize;
                         (i + 1) % p.max(1) != 0
                     }
-                    Family::Mistral => sliding_window.is_some(),
-                    Family::Qwen2 | Family::Qwen3 => use_sliding == Some(true) && sliding_window.is_some(),
+                    Family::Mistral | Family::Mixtral => sliding_window.is_some(),
+                    Family::Qwen2 | Family::Qwen3 | Family::Qwen2Moe | Family::Qwen3Moe => {
+                        use_sliding == Some(true) && sliding_window.is_some()
+                    }
                     _ => false,
                 })
                 .collect(),
@@ -242,6 +370,7 @@ impl ArchSpec {
         };
         let vocab_size = req("vocab_size")?;
         let intermediate = req("intermediate_size")?;
+        let moe = parse_moe(cfg, family, layers, intermediate)?;
         Ok(ArchSpec {
             family,
             vocab_size,
@@ -255,9 +384,10 @@ impl ArchSpec {
             norm_eps: opt_f("rms_norm_eps").unwrap_or(1e-6),
             qkv_bias: match family {
                 Family::Qwen2 => true,
+                Family::Qwen2Moe => get("qkv_bias").and_then(Value::as_bool).unwrap_or(true),
                 _ => get("attention_bias").and_then(Value::as_bool).unwrap_or(false),
             },
-            qk_norm: matches!(family, Family::Qwen3 | Family::Gemma3),
+            qk_norm: matches!(family, Family::Qwen3 | Family::Qwen3Moe | Family::Gemma3),
             tied_embeddings,
             embed_scale: gemma.then(|| (hidden as f64).sqrt()),
             rope,
@@ -272,8 +402,64 @@ impl ArchSpec {
             max_positions: get("max_position_embeddings").and_then(Value::as_u64).map(|v| v as usize),
             topology: Topology::default(),
             declared_tie,
+            moe,
         })
     }
+}
+
+/// The MoE fields of a Mixtral / Qwen2-MoE / Qwen3-MoE config, with transformers' defaults where a
+/// key is absent (`MixtralConfig`: 8 experts, top 2; `Qwen3MoeConfig`: 128, top 8, expert width
+/// 768; `Qwen2MoeConfig`: 60, top 4, 1408, shared expert 5632; both Qwen: `norm_topk_prob` false,
+/// `decoder_sparse_step` 1). transformers 5 writes `num_local_experts` for Qwen3-MoE too
+/// (`num_experts` is its alias).
+fn parse_moe(cfg: &Value, family: Family, layers: usize, intermediate: usize) -> Result<Option<Moe>> {
+    let get = |k: &str| text_field(cfg, k);
+    let count = |keys: &[&str], default: usize| -> Result<usize> {
+        let Some((k, v)) = keys.iter().find_map(|k| get(k).filter(|v| !v.is_null()).map(|v| (*k, v))) else { return Ok(default) };
+        let n = v.as_u64().ok_or_else(|| field_err(k, format!("must be a non-negative integer, found {v}")))?;
+        usize::try_from(n).ok().filter(|&n| n <= MAX_EXPERTS).ok_or_else(|| field_err(k, format!("{n} is out of range")))
+    };
+    let (names, experts, top_k, expert_inter, norm_topk, sparse_layers) = match family {
+        Family::Mixtral => {
+            let experts = count(&["num_local_experts", "num_experts"], 8)?;
+            (ExpertNames::Mixtral, experts, count(&["num_experts_per_tok"], 2)?, intermediate, true, vec![true; layers])
+        }
+        Family::Qwen2Moe | Family::Qwen3Moe => {
+            let qwen2 = family == Family::Qwen2Moe;
+            let experts = count(&["num_local_experts", "num_experts"], if qwen2 { 60 } else { 128 })?;
+            let inter = count(&["moe_intermediate_size"], if qwen2 { 1408 } else { 768 })?;
+            let step = count(&["decoder_sparse_step"], 1)?;
+            let only: Vec<u64> = match get("mlp_only_layers") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|v| v.as_u64().ok_or_else(|| field_err("mlp_only_layers", format!("must list layer indices, found {v}"))))
+                    .collect::<Result<_>>()?,
+                Some(v) => return Err(field_err("mlp_only_layers", format!("must be a list of layer indices, found {v}"))),
+            };
+            if step == 0 {
+                return Err(field_err("decoder_sparse_step", "is 0; transformers divides by it"));
+            }
+            let norm = get("norm_topk_prob").and_then(Value::as_bool).unwrap_or(false);
+            // transformers' Qwen3MoeDecoderLayer: sparse unless listed in mlp_only_layers, when there
+            // are experts and (i + 1) is a multiple of decoder_sparse_step.
+            let sparse = (0..layers).map(|i| !only.contains(&(i as u64)) && experts > 0 && (i + 1) % step == 0).collect();
+            let top_k = count(&["num_experts_per_tok"], if qwen2 { 4 } else { 8 })?;
+            (ExpertNames::Qwen, experts, top_k, inter, norm, sparse)
+        }
+        _ => return Ok(None),
+    };
+    let shared = match family {
+        Family::Qwen2Moe => Some(count(&["shared_expert_intermediate_size"], 5632)?).filter(|&n| n > 0),
+        _ => None,
+    };
+    if experts == 0 || top_k == 0 || top_k > experts {
+        return Err(field_err("num_experts_per_tok", format!("{top_k} experts per token of {experts}: must be 1..={experts}")));
+    }
+    if expert_inter == 0 {
+        return Err(field_err("moe_intermediate_size", "is 0"));
+    }
+    Ok(Some(Moe { experts, top_k, intermediate: expert_inter, norm_topk, names, sparse_layers, shared }))
 }
 
 fn parse_scaling(v: Option<&Value>, max_pos: Option<u64>) -> Result<RopeScaling> {
@@ -341,6 +527,12 @@ pub enum ShapeProblem {
         declared: usize,
         present: usize,
     },
+    /// The first sparse layer stores another number of experts than the config declares.
+    ExpertCount {
+        layer: usize,
+        declared: usize,
+        stored: usize,
+    },
 }
 
 impl ShapeProblem {
@@ -349,6 +541,7 @@ impl ShapeProblem {
             ShapeProblem::Missing { name } | ShapeProblem::Shape { name, .. } | ShapeProblem::NotFloat { name, .. } => name,
             ShapeProblem::HeadMissing => "lm_head.weight",
             ShapeProblem::LayersMissing { .. } => "model.layers",
+            ShapeProblem::ExpertCount { .. } => "num_local_experts",
         }
     }
 
@@ -369,6 +562,10 @@ impl ShapeProblem {
             ShapeProblem::LayersMissing { declared, present } => {
                 format!("config.json declares {declared} layers but the weights hold {present}")
             }
+            ShapeProblem::ExpertCount { layer, declared, stored } => format!(
+                "config.json declares {declared} experts (`num_local_experts` / `num_experts`) but layer {layer} stores {stored}: \
+                 the router and the experts come from different configurations"
+            ),
         }
     }
 }
@@ -394,13 +591,29 @@ impl ArchSpec {
                 }
             }
             push(format!("{a}.o_proj.weight"), vec![Some(h), Some(self.heads * hd)], true);
-            if self.topology.fused_gate_up {
-                push(format!("{m}.gate_up_proj.weight"), vec![Some(2 * inter), Some(h)], true);
+            if let Some(moe) = self.moe.as_ref().filter(|m| m.sparse(i)) {
+                let ei = moe.intermediate;
+                push(format!("{}.weight", moe.router(i)), vec![Some(moe.experts), Some(h)], true);
+                for e in 0..moe.experts {
+                    push(format!("{}.weight", moe.expert(i, e, ExpertProj::Gate)), vec![Some(ei), Some(h)], true);
+                    push(format!("{}.weight", moe.expert(i, e, ExpertProj::Up)), vec![Some(ei), Some(h)], true);
+                    push(format!("{}.weight", moe.expert(i, e, ExpertProj::Down)), vec![Some(h), Some(ei)], true);
+                }
+                if let Some(si) = moe.shared {
+                    push(format!("{}.weight", moe.shared_expert(i, ExpertProj::Gate)), vec![Some(si), Some(h)], true);
+                    push(format!("{}.weight", moe.shared_expert(i, ExpertProj::Up)), vec![Some(si), Some(h)], true);
+                    push(format!("{}.weight", moe.shared_expert(i, ExpertProj::Down)), vec![Some(h), Some(si)], true);
+                    push(format!("{}.weight", moe.shared_gate(i)), vec![Some(1), Some(h)], true);
+                }
             } else {
-                push(format!("{m}.gate_proj.weight"), vec![Some(inter), Some(h)], true);
-                push(format!("{m}.up_proj.weight"), vec![Some(inter), Some(h)], true);
+                if self.topology.fused_gate_up {
+                    push(format!("{m}.gate_up_proj.weight"), vec![Some(2 * inter), Some(h)], true);
+                } else {
+                    push(format!("{m}.gate_proj.weight"), vec![Some(inter), Some(h)], true);
+                    push(format!("{m}.up_proj.weight"), vec![Some(inter), Some(h)], true);
+                }
+                push(format!("{m}.down_proj.weight"), vec![Some(h), Some(inter)], true);
             }
-            push(format!("{m}.down_proj.weight"), vec![Some(h), Some(inter)], true);
             let mut norms = vec!["input_layernorm", "post_attention_layernorm"];
             if self.sandwich_norms {
                 norms.extend(["pre_feedforward_layernorm", "post_feedforward_layernorm"]);
@@ -447,6 +660,8 @@ impl ArchSpec {
                 "mlp.down_proj.weight",
                 "self_attn.q_proj.weight",
                 "self_attn.qkv_proj.weight",
+                "mlp.gate.weight",
+                "block_sparse_moe.gate.weight",
             ]
             .iter()
             .any(|t| lookup(&format!("model.layers.{i}.{t}")).is_some())
@@ -461,6 +676,19 @@ impl ArchSpec {
                 .and_then(|n| n.parse::<usize>().ok())
                 .is_some_and(|n| n >= present)
         };
+        // Experts stored in the first sparse layer, counted up to one past the declared number
+        // (so a hostile count costs nothing more).
+        if let Some((layer, moe)) = self.moe.as_ref().and_then(|m| (0..present).find(|&i| m.sparse(i)).map(|i| (i, m))) {
+            let stored_expert = |e: usize| {
+                [ExpertProj::Gate, ExpertProj::Up, ExpertProj::Down]
+                    .iter()
+                    .any(|&p| lookup(&format!("{}.weight", moe.expert(layer, e, p))).is_some())
+            };
+            let stored = (0..=moe.experts).take_while(|&e| stored_expert(e)).count();
+            if stored != moe.experts && !quantized {
+                out.push(ShapeProblem::ExpertCount { layer, declared: moe.experts, stored });
+            }
+        }
         for e in self.expected_tensors() {
             if (quantized && e.linear) || beyond(&e.name) {
                 continue;
@@ -538,6 +766,67 @@ mod tests {
         let s = ArchSpec::from_config(&c, None).unwrap();
         assert_eq!(s.rope.theta, 500000.0);
         assert!(matches!(s.rope.scaling, RopeScaling::Llama3 { .. }));
+    }
+
+    fn mixtral() -> Value {
+        let mut c = base();
+        c["model_type"] = json!("mixtral");
+        c["num_local_experts"] = json!(4);
+        c["num_experts_per_tok"] = json!(2);
+        c
+    }
+
+    #[test]
+    fn moe_fields_and_names() {
+        let s = ArchSpec::from_config(&mixtral(), Some(true)).unwrap();
+        let m = s.moe.as_ref().unwrap();
+        assert_eq!((m.experts, m.top_k, m.intermediate, m.norm_topk, m.names), (4, 2, 128, true, ExpertNames::Mixtral));
+        assert_eq!(m.router(1), "model.layers.1.block_sparse_moe.gate");
+        assert_eq!(m.expert(0, 3, ExpertProj::Up), "model.layers.0.block_sparse_moe.experts.3.w3");
+        assert_eq!(Moe::parse_name("model.layers.1.block_sparse_moe.experts.3.w2.weight"), Some((1, Some((3, ExpertProj::Down)))));
+        assert_eq!(Moe::parse_name("model.layers.0.mlp.gate.weight"), Some((0, None)));
+        assert_eq!(Moe::parse_name("model.layers.0.mlp.gate_proj.weight"), None);
+        let mut q = base();
+        q["model_type"] = json!("qwen3_moe");
+        q["num_experts"] = json!(8);
+        q["num_experts_per_tok"] = json!(2);
+        q["moe_intermediate_size"] = json!(32);
+        q["mlp_only_layers"] = json!([1]);
+        let m = ArchSpec::from_config(&q, Some(true)).unwrap().moe.unwrap();
+        assert_eq!((m.experts, m.intermediate, m.norm_topk, m.sparse_layers), (8, 32, false, vec![true, false]));
+        q["mlp_only_layers"] = json!([]);
+        q["decoder_sparse_step"] = json!(2);
+        assert_eq!(ArchSpec::from_config(&q, Some(true)).unwrap().moe.unwrap().sparse_layers, vec![false, true]);
+        for (k, v) in [("num_experts_per_tok", json!(9)), ("num_experts_per_tok", json!(0)), ("decoder_sparse_step", json!(0))] {
+            let mut bad = q.clone();
+            bad[k] = v;
+            let e = ArchSpec::from_config(&bad, None).unwrap_err().to_string();
+            assert!(e.contains(k), "{k}: {e}");
+        }
+    }
+
+    /// The router is an expected tensor of every sparse layer: missing or of the wrong shape,
+    /// it is a shape problem (lint's weights.* findings, and the engine refuses to load).
+    #[test]
+    fn router_missing_or_misshapen_is_a_problem() {
+        let s = ArchSpec::from_config(&mixtral(), Some(true)).unwrap();
+        let all: Vec<ExpectedTensor> = s.expected_tensors();
+        let router = "model.layers.1.block_sparse_moe.gate.weight";
+        assert!(all.iter().any(|e| e.name == router && e.shape == vec![Some(4), Some(64)]));
+        let shapes = |skip: &'static str, wrong: Option<Vec<u64>>| {
+            let all = all.clone();
+            move |n: &str| {
+                let e = all.iter().find(|e| e.name == n)?;
+                if n == skip {
+                    return wrong.clone().map(|w| (w, true, "F32".to_string()));
+                }
+                Some((e.shape.iter().map(|d| d.unwrap_or(100) as u64).collect(), true, "F32".to_string()))
+            }
+        };
+        assert!(s.shape_problems(shapes("", None), false).is_empty());
+        assert_eq!(s.shape_problems(shapes(router, None), false), vec![ShapeProblem::Missing { name: router.into() }]);
+        let p = s.shape_problems(shapes(router, Some(vec![8, 64])), false);
+        assert!(matches!(&p[..], [ShapeProblem::Shape { name, .. }] if name == router), "{p:?}");
     }
 
     #[test]

@@ -195,6 +195,13 @@ impl MappedBytes {
         &self.map[self.start..self.start + self.len]
     }
 
+    /// `len` bytes from `offset` within these bytes (one expert of a GGUF's 3-D expert tensor);
+    /// `None` when that range is not inside.
+    pub fn slice(&self, offset: usize, len: usize) -> Option<MappedBytes> {
+        let end = offset.checked_add(len).filter(|&e| e <= self.len)?;
+        Some(MappedBytes { map: self.map.clone(), start: self.start + offset, len: end - offset })
+    }
+
     /// The whole of a file, mapped (unit tests of the engine's kernels).
     #[cfg(test)]
     pub fn test_map(path: &Path) -> MappedBytes {

@@ -20,7 +20,7 @@ use super::attention::{self, AttnShape};
 use super::rope;
 use super::weights::{native_engine, DenseLinear, LinearOp, NativeLinear, NativeMatrix, WeightSource};
 use crate::error::{Error, Result};
-use crate::format::arch::{Activation, ArchSpec, Norm, Topology};
+use crate::format::arch::{Activation, ArchSpec, ExpertProj, Norm, Topology};
 
 /// The attention input projections, as stored.
 enum Qkv {
@@ -43,11 +43,29 @@ enum GateUp {
     Fused(Box<dyn LinearOp>),
 }
 
+/// A gated MLP, `down(act(gate(x)) · up(x))`: a dense layer's, or one expert's.
+struct GatedMlp {
+    gate_up: GateUp,
+    down: Box<dyn LinearOp>,
+    intermediate: usize,
+}
+
+/// A layer's feed-forward block.
+enum Ffn {
+    Dense(GatedMlp),
+    /// A router `[experts, hidden]` and its experts (`ArchSpec::moe`); Qwen2-MoE's shared expert
+    /// with its `[1, hidden]` gate.
+    Moe {
+        router: Box<dyn LinearOp>,
+        experts: Vec<GatedMlp>,
+        shared: Option<(GatedMlp, Box<dyn LinearOp>)>,
+    },
+}
+
 struct Layer {
     qkv: Qkv,
     o: Box<dyn LinearOp>,
-    gate_up: GateUp,
-    down: Box<dyn LinearOp>,
+    ffn: Ffn,
     input_norm: Tensor,
     /// Llama: the pre-MLP norm. Gemma 2/3: the norm on the attention output.
     post_attn_norm: Tensor,
@@ -122,6 +140,9 @@ pub struct Batch {
     rope: RopeRows,
     /// The next layer to run.
     next: usize,
+    /// The experts the last layer run routed each row to (`top_k` per row, ascending), when it
+    /// was a sparse MoE layer.
+    routes: Option<Vec<u32>>,
 }
 
 impl Batch {
@@ -135,6 +156,11 @@ impl Batch {
     /// The current hidden state, `[rows, hidden]`, as f32.
     pub fn hidden(&self) -> Result<Tensor> {
         self.x.to_dtype(DType::F32).map_err(cerr("hidden state"))
+    }
+    /// The experts the last layer run chose for each row, `top_k` ids per row in ascending
+    /// order (row-major); `None` when that layer was dense (or none has run).
+    pub fn routes(&self) -> Option<&[u32]> {
+        self.routes.as_deref()
     }
 }
 
@@ -215,19 +241,43 @@ impl Model {
                     v: w.linear(&format!("{a}.v_proj"), spec.qkv_bias, dt, device)?,
                 }
             };
-            let gate_up = if spec.topology.fused_gate_up {
-                GateUp::Fused(w.linear(&format!("{m}.gate_up_proj"), false, dt, device)?)
-            } else {
-                GateUp::Separate {
-                    gate: w.linear(&format!("{m}.gate_proj"), false, dt, device)?,
-                    up: w.linear(&format!("{m}.up_proj"), false, dt, device)?,
+            let ffn = match spec.moe.as_ref().filter(|moe| moe.sparse(i)) {
+                Some(moe) => {
+                    let gated = |name: &dyn Fn(ExpertProj) -> String, intermediate: usize| -> Result<GatedMlp> {
+                        let lin = |p: ExpertProj| w.linear(&name(p), false, dt, device);
+                        Ok(GatedMlp {
+                            gate_up: GateUp::Separate { gate: lin(ExpertProj::Gate)?, up: lin(ExpertProj::Up)? },
+                            down: lin(ExpertProj::Down)?,
+                            intermediate,
+                        })
+                    };
+                    let shared = match moe.shared {
+                        Some(si) => Some((gated(&|p| moe.shared_expert(i, p), si)?, w.linear(&moe.shared_gate(i), false, dt, device)?)),
+                        None => None,
+                    };
+                    Ffn::Moe {
+                        router: w.linear(&moe.router(i), false, dt, device)?,
+                        experts: (0..moe.experts).map(|e| gated(&|p| moe.expert(i, e, p), moe.intermediate)).collect::<Result<_>>()?,
+                        shared,
+                    }
+                }
+                None => {
+                    let gate_up = if spec.topology.fused_gate_up {
+                        GateUp::Fused(w.linear(&format!("{m}.gate_up_proj"), false, dt, device)?)
+                    } else {
+                        GateUp::Separate {
+                            gate: w.linear(&format!("{m}.gate_proj"), false, dt, device)?,
+                            up: w.linear(&format!("{m}.up_proj"), false, dt, device)?,
+                        }
+                    };
+                    let down = w.linear(&format!("{m}.down_proj"), false, dt, device)?;
+                    Ffn::Dense(GatedMlp { gate_up, down, intermediate: spec.intermediate })
                 }
             };
             layers.push(Layer {
                 qkv,
                 o: w.linear(&format!("{a}.o_proj"), false, dt, device)?,
-                gate_up,
-                down: w.linear(&format!("{m}.down_proj"), false, dt, device)?,
+                ffn,
                 input_norm: norm(&format!("{p}.input_layernorm.weight"))?,
                 post_attn_norm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
                 pre_ff_norm: spec.sandwich_norms.then(|| norm(&format!("{p}.pre_feedforward_layernorm.weight"))).transpose()?,
@@ -321,7 +371,7 @@ impl Model {
             x = (x * (scale as f32) as f64)?;
         }
         let rope = self.rope_rows(&segments)?;
-        Ok(Batch { x, segments, rope, next: 0 })
+        Ok(Batch { x, segments, rope, next: 0, routes: None })
     }
 
     /// Each row's rope angles. Tables are built per sequence for its own length (dynamic NTK
@@ -357,7 +407,7 @@ impl Model {
     pub fn step(&self, b: &mut Batch, caches: Option<&mut [KvCache]>) -> Result<()> {
         let li = b.next;
         let Some(layer) = self.layers.get(li) else { return Ok(()) };
-        b.x = self.layer(layer, li, b, caches).map_err(|e| Error::Tensor {
+        (b.x, b.routes) = self.layer(layer, li, b, caches).map_err(|e| Error::Tensor {
             path: "<forward pass>".into(),
             tensor: format!("model.layers.{li}"),
             detail: e.to_string(),
@@ -396,7 +446,8 @@ impl Model {
         candle_nn::ops::rms_norm(x, w, self.spec.norm_eps as f32)
     }
 
-    fn layer(&self, l: &Layer, li: usize, b: &Batch, caches: Option<&mut [KvCache]>) -> candle_core::Result<Tensor> {
+    /// One layer: its output and, for a sparse layer, the experts each row was routed to.
+    fn layer(&self, l: &Layer, li: usize, b: &Batch, caches: Option<&mut [KvCache]>) -> candle_core::Result<(Tensor, Option<Vec<u32>>)> {
         let x = &b.x;
         let h = self.norm(x, &l.input_norm)?;
         let mut h = self.attention(l, li, &h, b, caches)?;
@@ -406,29 +457,104 @@ impl Model {
         let x = (x + h)?;
         let rows = x.dim(0)?;
         let mut outs = Vec::with_capacity(rows.div_ceil(MLP_ROWS));
+        let mut routes: Option<Vec<u32>> = None;
         for r0 in (0..rows).step_by(MLP_ROWS) {
             let x = x.narrow(0, r0, MLP_ROWS.min(rows - r0))?;
             let pre = l.pre_ff_norm.as_ref().unwrap_or(&l.post_attn_norm);
             let h = self.norm(&x, pre)?;
-            let mut h = self.mlp(l, &h)?;
+            let (mut h, r) = self.mlp(l, &h)?;
+            if let Some(r) = r {
+                routes.get_or_insert_with(Vec::new).extend(r);
+            }
             if let Some(post) = &l.post_ff_norm {
                 h = self.norm(&h, post)?;
             }
             outs.push((x + h)?);
         }
-        if outs.len() == 1 {
-            Ok(outs.pop().expect("one chunk"))
-        } else {
-            Tensor::cat(&outs, 0)
+        let out = if outs.len() == 1 { outs.pop().expect("one chunk") } else { Tensor::cat(&outs, 0)? };
+        Ok((out, routes))
+    }
+
+    /// The feed-forward block; for a sparse layer also the experts chosen per row (`moe`).
+    fn mlp(&self, l: &Layer, x: &Tensor) -> candle_core::Result<(Tensor, Option<Vec<u32>>)> {
+        match &l.ffn {
+            Ffn::Dense(m) => Ok((self.gated(m, x)?, None)),
+            Ffn::Moe { router, experts, shared } => {
+                let (y, r) = self.moe(router.as_ref(), experts, x)?;
+                let y = match shared {
+                    // transformers: routed output + sigmoid(shared_expert_gate(x)) · shared_expert(x).
+                    Some((mlp, gate)) => {
+                        let g = candle_nn::ops::sigmoid(&gate.forward(x)?)?;
+                        (y + self.gated(mlp, x)?.broadcast_mul(&g)?)?
+                    }
+                    None => y,
+                };
+                Ok((y, Some(r)))
+            }
         }
     }
 
-    fn mlp(&self, l: &Layer, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (g, u) = match &l.gate_up {
+    /// The sparse MoE block: route every row to its top-k experts, run each expert only on the
+    /// rows routed to it (gathered), and add its output, weighted, back into those rows — in
+    /// expert order, as transformers' `index_add_` loop does. Cost ≈ top_k / experts of running
+    /// every expert on every row. Also returns each row's chosen experts, ascending (`Batch::routes`).
+    fn moe(&self, router: &dyn LinearOp, experts: &[GatedMlp], x: &Tensor) -> candle_core::Result<(Tensor, Vec<u32>)> {
+        let Some(spec) = &self.spec.moe else { candle_core::bail!("an MoE layer without an MoE spec") };
+        let (rows, hidden) = x.dims2()?;
+        let logits = router.forward(x)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let picks = route(&logits, spec.top_k, spec.norm_topk);
+        let mut chosen = Vec::with_capacity(rows * spec.top_k);
+        for row in &picks {
+            let mut ids: Vec<u32> = row.iter().map(|&(e, _)| e as u32).collect();
+            ids.sort_unstable();
+            chosen.extend(ids);
+        }
+        // Per expert: the rows routed to it and their weights.
+        let mut per: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); experts.len()];
+        for (r, row) in picks.iter().enumerate() {
+            for &(e, w) in row {
+                let slot =
+                    per.get_mut(e).ok_or_else(|| candle_core::Error::Msg(format!("router chose expert {e} of {}", experts.len())))?;
+                slot.0.push(r as u32);
+                slot.1.push(w);
+            }
+        }
+        let on_host = x.device().is_cpu();
+        let mut host = if on_host { vec![0f32; rows * hidden] } else { Vec::new() };
+        let mut dev = if on_host { None } else { Some(x.zeros_like()?) };
+        for (expert, (idx, w)) in experts.iter().zip(&per) {
+            if idx.is_empty() {
+                continue;
+            }
+            let ids = Tensor::from_slice(idx, idx.len(), x.device())?;
+            let y = self.gated(expert, &x.index_select(&ids, 0)?)?;
+            // transformers weights the expert's output in its dtype (the top-k values cast to it).
+            let wt = Tensor::from_slice(w, (idx.len(), 1), x.device())?.to_dtype(y.dtype())?;
+            let y = y.broadcast_mul(&wt)?;
+            match &mut dev {
+                Some(out) => *out = out.index_add(&ids, &y, 0)?,
+                None => {
+                    let y = y.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                    for (&r, yr) in idx.iter().zip(y.chunks_exact(hidden)) {
+                        let o = &mut host[r as usize * hidden..(r as usize + 1) * hidden];
+                        o.iter_mut().zip(yr).for_each(|(o, v)| *o += v);
+                    }
+                }
+            }
+        }
+        let out = match dev {
+            Some(out) => out,
+            None => Tensor::from_vec(host, (rows, hidden), x.device())?.to_dtype(x.dtype())?,
+        };
+        Ok((out, chosen))
+    }
+
+    fn gated(&self, m: &GatedMlp, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (g, u) = match &m.gate_up {
             GateUp::Separate { gate, up } => (gate.forward(x)?, up.forward(x)?),
             GateUp::Fused(f) => {
                 let y = f.forward(x)?;
-                let i = self.spec.intermediate;
+                let i = m.intermediate;
                 (y.narrow(1, 0, i)?, y.narrow(1, i, i)?)
             }
         };
@@ -437,7 +563,7 @@ impl Model {
             Activation::GeluTanh => g.gelu()?,
             Activation::Gelu => g.gelu_erf()?,
         };
-        l.down.forward(&(g * u)?)
+        m.down.forward(&(g * u)?)
     }
 
     fn attention(&self, l: &Layer, li: usize, x: &Tensor, b: &Batch, caches: Option<&mut [KvCache]>) -> candle_core::Result<Tensor> {
@@ -649,6 +775,30 @@ impl Model {
     }
 }
 
+/// Top-k routing of each row's router logits, as transformers' `MixtralTopKRouter` /
+/// `Qwen3MoeTopKRouter`: softmax in f32, the `k` largest probabilities (ties to the lower expert
+/// index, as `torch.topk` on CPU), renormalised to sum to 1 when `norm`. Returns (expert, weight)
+/// per row, best first.
+pub fn route(logits: &[Vec<f32>], k: usize, norm: bool) -> Vec<Vec<(usize, f32)>> {
+    logits
+        .iter()
+        .map(|l| {
+            let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = l.iter().map(|v| (v - max).exp()).collect();
+            let sum: f32 = e.iter().sum();
+            let mut order: Vec<usize> = (0..l.len()).collect();
+            // NaN probabilities sort last and never panic (total_cmp).
+            order.sort_by(|&a, &b| (e[b] / sum).total_cmp(&(e[a] / sum)).then(a.cmp(&b)));
+            let mut top: Vec<(usize, f32)> = order.into_iter().take(k).map(|i| (i, e[i] / sum)).collect();
+            if norm {
+                let s: f32 = top.iter().map(|t| t.1).sum();
+                top.iter_mut().for_each(|t| t.1 /= s);
+            }
+            top
+        })
+        .collect()
+}
+
 /// Additive causal mask `[n, past + n]` for `n` new queries after `past` cached positions: 0 where
 /// key ≤ query (and within `window` when sliding), −∞ elsewhere. transformers' sliding overlay
 /// keeps keys with `query − key < window`.
@@ -701,6 +851,21 @@ mod tests {
             let ts = parts.iter().map(|s| self.0.tensor(&format!("{p}{s}.weight"), dtype, device)).collect::<Result<Vec<_>>>()?;
             Tensor::cat(&ts, 0).map_err(cerr(name))
         }
+    }
+
+    /// Top-k routing as transformers: softmax, the k best (ties to the lower index), weights
+    /// renormalised only when asked.
+    #[test]
+    fn route_picks_top_k_and_normalises_as_asked() {
+        let logits = vec![vec![0.0f32, 2.0, 1.0, 2.0], vec![f32::NAN, 0.0, 0.0, 0.0]];
+        let p = route(&logits, 2, false);
+        let z: f32 = [0.0f32, 2.0, 1.0, 2.0].iter().map(|v| (v - 2.0).exp()).sum();
+        assert_eq!(p[0].iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 3]);
+        assert!((p[0][0].1 - 1.0 / z).abs() < 1e-7 && (p[0][1].1 - 1.0 / z).abs() < 1e-7);
+        let n = route(&logits, 2, true);
+        assert!((n[0][0].1 - 0.5).abs() < 1e-7 && (n[0][1].1 - 0.5).abs() < 1e-7);
+        // A NaN router logit gives NaN weights, never a panic; the decoder's outputs then carry it.
+        assert!(n[1].iter().all(|t| t.1.is_nan()) && n[1].len() == 2);
     }
 
     /// A fused-projection layout computes the same function as the separate one: the decoder's

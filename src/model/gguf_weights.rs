@@ -18,6 +18,7 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use super::weights::{DenseLinear, LinearOp, NativeLinear, NativeMatrix, RowCodec, WeightSource};
 use crate::error::{Error, Result};
+use crate::format::arch::{ExpertProj, Moe};
 use crate::format::gguf::{GgmlType, GgufFile, Header, TensorInfo};
 
 pub use super::native::KVALUES_IQ4NL;
@@ -70,6 +71,45 @@ impl<'a> GgufWeights<'a> {
     pub fn with_quantized_matmul(mut self, on: bool) -> Self {
         self.quantized_matmul = on;
         self
+    }
+
+    /// The GGUF tensor behind an HF name, and for an expert's projection which slice of the
+    /// 3-D `blk.N.ffn_{gate,up,down}_exps.weight` (ggml dims `[cols, rows, experts]`) it is.
+    fn locate(&self, hf_name: &str) -> Result<(&'a TensorInfo, Option<usize>)> {
+        let Some((layer, Some((e, p)))) = Moe::parse_name(hf_name) else { return self.info(hf_name).map(|(t, _)| (t, None)) };
+        let kind = match p {
+            ExpertProj::Gate => "gate",
+            ExpertProj::Up => "up",
+            ExpertProj::Down => "down",
+        };
+        let g = format!("blk.{layer}.ffn_{kind}_exps.weight");
+        let t = self.file.header.tensor(&g).ok_or_else(|| self.err(hf_name, format!("`{g}` is not in the file")))?;
+        match t.dims.as_slice() {
+            [_, _, n] if (e as u64) < *n => Ok((t, Some(e))),
+            [_, _, n] => Err(self.err(hf_name, format!("`{g}` holds {n} experts, not expert {e}"))),
+            d => Err(self.err(hf_name, format!("`{g}` has {} dims where [cols, rows, experts] was expected", d.len()))),
+        }
+    }
+
+    /// A located tensor's bytes (one expert's slice of a 3-D expert tensor).
+    fn located_bytes(&self, hf_name: &str, t: &TensorInfo, expert: Option<usize>) -> Result<&'a [u8]> {
+        let bytes = self.file.checked_bytes(&t.name)?;
+        let Some(e) = expert else { return Ok(bytes) };
+        let n = t.dims.get(2).copied().unwrap_or(1).max(1) as usize;
+        let per = bytes.len() / n;
+        if per * n != bytes.len() {
+            return Err(self.err(hf_name, format!("{} bytes do not split into {n} experts", bytes.len())));
+        }
+        bytes.get(e * per..(e + 1) * per).ok_or_else(|| self.err(hf_name, format!("expert {e} lies outside the tensor")))
+    }
+
+    /// HF-order shape of a located tensor (an expert: its 2-D matrix).
+    fn located_shape(t: &TensorInfo, expert: Option<usize>) -> Vec<usize> {
+        let shape: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
+        match expert {
+            Some(_) => shape.get(1..).map(<[usize]>::to_vec).unwrap_or_default(),
+            None => shape,
+        }
     }
 
     fn info(&self, hf_name: &str) -> Result<(&'a TensorInfo, String)> {
@@ -125,8 +165,8 @@ impl<'a> GgufWeights<'a> {
 
     /// Raw blocks in an 8-byte-aligned buffer (candle reinterprets them as block structs), with
     /// Q/K rows put back in HF order when the converter permuted them.
-    fn blocks(&self, hf_name: &str, t: &TensorInfo) -> Result<Vec<u64>> {
-        let bytes = self.file.checked_bytes(&t.name)?;
+    fn blocks(&self, hf_name: &str, t: &TensorInfo, expert: Option<usize>) -> Result<Vec<u64>> {
+        let bytes = self.located_bytes(hf_name, t, expert)?;
         let mut buf = vec![0u64; bytes.len().div_ceil(8)];
         // SAFETY: u64 → u8 view of an owned buffer of at least `bytes.len()` bytes.
         let dst = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u8, bytes.len()) };
@@ -151,28 +191,46 @@ impl<'a> GgufWeights<'a> {
         Ok(buf)
     }
 
-    fn qtensor(&self, hf_name: &str, t: &TensorInfo, device: &Device) -> Result<Option<candle_core::quantized::QTensor>> {
+    fn qtensor(
+        &self,
+        hf_name: &str,
+        t: &TensorInfo,
+        expert: Option<usize>,
+        device: &Device,
+    ) -> Result<Option<candle_core::quantized::QTensor>> {
         let Some(dt) = candle_type(t.ggml_type) else { return Ok(None) };
-        let buf = self.blocks(hf_name, t)?;
+        let n_bytes = self.located_bytes(hf_name, t, expert)?.len();
+        let buf = self.blocks(hf_name, t, expert)?;
         // SAFETY: as above; exactly `n_bytes` bytes, the size candle computes for these dims.
-        let raw = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, t.n_bytes as usize) };
-        let dims: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
+        let raw = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, n_bytes) };
+        let dims = Self::located_shape(t, expert);
         qtensor_from_ggml(dt, raw, dims, device).map(Some).map_err(|e| self.err(hf_name, e.to_string()))
     }
 }
 
 impl WeightSource for GgufWeights<'_> {
     fn has(&self, name: &str) -> bool {
-        self.info(name).is_ok()
+        self.locate(name).is_ok()
     }
 
     /// A 2-D tensor's blocks where they lie, with llama.cpp's Q/K row permutation undone by a
     /// row map (rows are whole blocks, so permuting rows of blocks is exact).
     fn native(&self, name: &str) -> Result<Option<NativeMatrix>> {
-        let (t, _) = self.info(name)?;
-        let (Some(codec), [cols, rows]) = (RowCodec::of_ggml(t.ggml_type), t.dims.as_slice()) else { return Ok(None) };
-        let (rows, cols) = (*rows as usize, *cols as usize);
-        let m = NativeMatrix::new(self.file.shared_bytes(&t.name)?, rows, cols, codec, |d| self.err(name, d))?;
+        let (t, expert) = self.locate(name)?;
+        let dims = match (expert, t.dims.as_slice()) {
+            (None, [cols, rows]) | (Some(_), [cols, rows, _]) => (*rows as usize, *cols as usize),
+            _ => return Ok(None),
+        };
+        let Some(codec) = RowCodec::of_ggml(t.ggml_type) else { return Ok(None) };
+        let (rows, cols) = dims;
+        let mut data = self.file.shared_bytes(&t.name)?;
+        if expert.is_some() {
+            // One expert: its rows × cols slice of the mapped 3-D tensor, still in the file.
+            let part = self.located_bytes(name, t, expert)?;
+            let offset = part.as_ptr() as usize - data.bytes().as_ptr() as usize;
+            data = data.slice(offset, part.len()).ok_or_else(|| self.err(name, "expert slice outside the tensor".into()))?;
+        }
+        let m = NativeMatrix::new(data, rows, cols, codec, |d| self.err(name, d))?;
         match self.qk_row_map(name, rows)? {
             Some(map) => Ok(Some(m.with_row_map(map))),
             None => Ok(Some(m)),
@@ -180,19 +238,19 @@ impl WeightSource for GgufWeights<'_> {
     }
 
     fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
-        let (t, _) = self.info(name)?;
+        let (t, expert) = self.locate(name)?;
         let cerr = |e: candle_core::Error| self.err(name, e.to_string());
-        let dense = match self.qtensor(name, t, device)? {
+        let dense = match self.qtensor(name, t, expert, device)? {
             Some(q) => q.dequantize(device).map_err(cerr)?,
             None => {
-                let values = dequantize_own(t.ggml_type, &self.blocks(name, t)?, t.n_bytes as usize).ok_or_else(|| {
+                let n_bytes = self.located_bytes(name, t, expert)?.len();
+                let values = dequantize_own(t.ggml_type, &self.blocks(name, t, expert)?, n_bytes).ok_or_else(|| {
                     self.err(
                         name,
                         format!("ggml type {} is not one ckptcheck can run (it runs F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K…Q6_K IQ4_NL IQ4_XS)", t.ggml_type),
                     )
                 })?;
-                let dims: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
-                Tensor::from_vec(values, dims, device).map_err(cerr)?
+                Tensor::from_vec(values, Self::located_shape(t, expert), device).map_err(cerr)?
             }
         };
         // Gemma norms: undo the converter's `+ 1` (gguf-py `Gemma*Model.modify_tensors`), so the
@@ -203,12 +261,12 @@ impl WeightSource for GgufWeights<'_> {
 
     fn linear(&self, prefix: &str, bias: bool, dtype: DType, device: &Device) -> Result<Box<dyn LinearOp>> {
         let name = format!("{prefix}.weight");
-        let (t, _) = self.info(&name)?;
+        let (t, expert) = self.locate(&name)?;
         let bias = if bias { Some(self.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
         // Quantized blocks stay quantized (f32 activations); dense and own-dequantized types run
         // as the engine's dense linear in the requested dtype.
         if self.quantized_matmul && t.ggml_type.is_quantized() && dtype == DType::F32 {
-            if let Some(q) = self.qtensor(&name, t, device)? {
+            if let Some(q) = self.qtensor(&name, t, expert, device)? {
                 let w = QMatMul::from_qtensor(q).map_err(|e| self.err(&name, e.to_string()))?;
                 return Ok(Box::new(QLinear { w, bias }));
             }
@@ -277,6 +335,13 @@ pub fn gguf_name(hf: &str) -> Option<String> {
         "mlp.gate_proj" => "ffn_gate",
         "mlp.up_proj" => "ffn_up",
         "mlp.down_proj" => "ffn_down",
+        // The MoE router (Qwen-MoE, Mixtral); experts are slices of 3-D tensors (`locate`).
+        "mlp.gate" | "block_sparse_moe.gate" => "ffn_gate_inp",
+        // Qwen2-MoE's shared expert and its gate.
+        "mlp.shared_expert.gate_proj" => "ffn_gate_shexp",
+        "mlp.shared_expert.up_proj" => "ffn_up_shexp",
+        "mlp.shared_expert.down_proj" => "ffn_down_shexp",
+        "mlp.shared_expert_gate" => "ffn_gate_inp_shexp",
         _ => return None,
     };
     Some(format!("blk.{n}.{g}.{kind}"))

@@ -15,14 +15,14 @@ use ckptcheck::model;
 
 use crate::common;
 
-struct Golden {
-    ids: Vec<u32>,
-    logits: Vec<f32>,
-    vocab: usize,
+pub(crate) struct Golden {
+    pub ids: Vec<u32>,
+    pub logits: Vec<f32>,
+    pub vocab: usize,
     hidden: Option<(Vec<f32>, usize, usize)>, // values, layers+1, hidden
 }
 
-fn goldens(name: &str) -> Vec<Golden> {
+pub(crate) fn goldens(name: &str) -> Vec<Golden> {
     let p = common::zoo().join("goldens").join(format!("{name}.safetensors"));
     let f = SafetensorsFile::open(&p).unwrap();
     assert!(f.header.problems.is_empty());
@@ -42,7 +42,7 @@ fn goldens(name: &str) -> Vec<Golden> {
     out
 }
 
-fn check_variant(name: &str) {
+pub(crate) fn check_variant(name: &str) {
     let dir = HfDir::open(&common::zoo().join("models").join(name)).unwrap();
     let m = model::load_hf(&dir, &Device::Cpu).unwrap();
     check_model(name, &m);

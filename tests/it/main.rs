@@ -18,6 +18,7 @@ mod inspect;
 mod layers;
 mod lint;
 mod lora;
+mod moe;
 mod quant;
 mod quant_lora;
 mod snapshots_cli;

@@ -13,6 +13,9 @@ use crate::checks::{Finding, Findings, Severity};
 use crate::format::gguf::LayoutProblem;
 use crate::format::gguf::{GgufFile, Header};
 
+/// Architectures whose llama.cpp loader needs a separate `output.weight` (see `check`).
+const OUTPUT_REQUIRED: &[&str] = &["qwen2moe"];
+
 /// The finding id of a layout problem the parser found.
 pub fn layout_id(p: &LayoutProblem) -> FindingId {
     match p {
@@ -95,6 +98,26 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Findings) {
                 .hint("the metadata and the tensors come from different models, or layers were dropped: re-convert"),
             );
         }
+    }
+
+    experts(&file, h, &arch, meta.expert_count, meta.expert_used_count, out);
+    // llama.cpp's loaders that create `output.weight` without TENSOR_NOT_REQUIRED (no fallback to
+    // the tied `token_embd.weight`): src/models/qwen2moe.cpp. The converter writes no
+    // `output.weight` for a model with tied embeddings, so such a GGUF never loads in llama.cpp
+    // (measured: "check_tensor_dims: tensor 'output.weight' not found"), though ckptcheck runs it.
+    if OUTPUT_REQUIRED.contains(&arch.as_str()) && h.tensor("output.weight").is_none() {
+        out.push(
+            Finding::new(
+                ids::GGUF_OUTPUT_REQUIRED,
+                Severity::Error,
+                &file,
+                format!(
+                    "no `output.weight`: llama.cpp's `{arch}` loader requires it (it does not fall back to the tied `token_embd.weight`), so llama.cpp refuses this file; ckptcheck's own engine would still run it"
+                ),
+            )
+            .field("output.weight")
+            .hint("the source ties its embeddings (`tie_word_embeddings: true`): save an untied lm_head before converting"),
+        );
     }
 
     let tok = h.tokenizer();
@@ -238,6 +261,50 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Findings) {
                 .field("tokenizer.ggml.add_bos_token")
                 .hint("set tokenizer.ggml.add_bos_token = false, or drop bos_token from the template"),
             );
+        }
+    }
+}
+
+/// Mixture-of-experts metadata against the tensors: `{arch}.expert_count` is the router's output
+/// width (`blk.N.ffn_gate_inp`, ggml dims `[hidden, experts]`) and the third dim of every
+/// `blk.N.ffn_{gate,up,down}_exps`; `expert_used_count` (experts per token) is in 1..=expert_count.
+/// llama.cpp refuses or misroutes a file where these disagree.
+fn experts(file: &str, h: &Header, arch: &str, count: Option<u64>, used: Option<u64>, out: &mut Findings) {
+    let inconsistent = |field: String, msg: String| {
+        Finding::new(ids::GGUF_EXPERTS_INCONSISTENT, Severity::Error, file, msg)
+            .field(field)
+            .hint("the metadata was edited or the conversion is broken: re-convert from the source checkpoint")
+    };
+    let declared = count.filter(|&n| n > 0);
+    for t in &h.tensors {
+        let Some(rest) = t.name.strip_prefix("blk.") else { continue };
+        let Some((_, tail)) = rest.split_once('.') else { continue };
+        let width = match tail {
+            "ffn_gate_inp.weight" => t.dims.get(1).copied().filter(|_| t.dims.len() == 2),
+            "ffn_gate_exps.weight" | "ffn_up_exps.weight" | "ffn_down_exps.weight" => t.dims.get(2).copied().filter(|_| t.dims.len() == 3),
+            _ => continue,
+        };
+        let msg = match (declared, width) {
+            (None, _) => format!("`{}` is an expert tensor but `{arch}.expert_count` is missing or 0", t.name),
+            (Some(_), None) => {
+                format!("`{}` has {} dims, not the [hidden, experts] / [cols, rows, experts] llama.cpp reads", t.name, t.dims.len())
+            }
+            (Some(n), Some(w)) if w != n => format!("`{}` holds {w} experts but `{arch}.expert_count` is {n}", t.name),
+            _ => continue,
+        };
+        out.push(inconsistent(format!("{arch}.expert_count"), msg));
+    }
+    if let Some(n) = declared {
+        match used {
+            Some(k) if k >= 1 && k <= n => {}
+            Some(k) => out.push(inconsistent(
+                format!("{arch}.expert_used_count"),
+                format!("`{arch}.expert_used_count` is {k}: experts per token must be 1..={n} (`expert_count`)"),
+            )),
+            None => out.push(inconsistent(
+                format!("{arch}.expert_used_count"),
+                format!("`{arch}.expert_count` is {n} but `{arch}.expert_used_count` (experts per token) is missing"),
+            )),
         }
     }
 }

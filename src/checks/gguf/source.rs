@@ -48,6 +48,87 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Findings) {
     let arch = meta.architecture.clone().unwrap_or_else(|| "?".into());
     config_numbers(&file, &meta, &arch, &ctx.config, out);
     rope_scaling(&file, h, &meta, &arch, &ctx.config, out);
+    experts(&file, &meta, &arch, ctx, out);
+}
+
+/// Mixture of experts: expert count, experts per token and the expert MLP width against
+/// config.json (as the engine reads it: `ArchSpec::moe`), and the top-k normalisation llama.cpp
+/// will apply against the one transformers applies.
+fn experts(file: &str, meta: &ArchMeta, arch: &str, ctx: &Context, out: &mut Findings) {
+    let Some(cfg) = &ctx.dir.config else { return };
+    let moe = crate::format::arch::ArchSpec::from_config(&cfg.value, None).ok().and_then(|s| s.moe);
+    let differ = |key: &str, msg: String| {
+        Finding::new(ids::GGUF_EXPERTS_DIFFER, Severity::Error, file, msg)
+            .field(format!("{arch}.{key}"))
+            .hint("the GGUF routes tokens differently than the source: re-convert from this checkpoint")
+    };
+    let Some(moe) = moe else {
+        if let Some(n) = meta.expert_count.filter(|&n| n > 0) {
+            out.push(differ("expert_count", format!("{arch}.expert_count is {n} but config.json describes a dense model (no experts)")));
+        }
+        return;
+    };
+    let rows: [(&str, Option<u64>, usize, &str); 2] = [
+        ("expert_count", meta.expert_count, moe.experts, "num_local_experts"),
+        ("expert_used_count", meta.expert_used_count, moe.top_k, "num_experts_per_tok"),
+    ];
+    for (key, g, hf, hf_key) in rows {
+        match g {
+            Some(g) if g == hf as u64 => {}
+            Some(g) => out.push(differ(key, format!("{arch}.{key} is {g} but config.json {hf_key} is {hf}"))),
+            None => out.push(differ(key, format!("{arch}.{key} is missing; config.json {hf_key} is {hf}"))),
+        }
+    }
+    if let Some(g) = meta.expert_feed_forward_length.filter(|&g| g != moe.intermediate as u64) {
+        out.push(
+            Finding::new(
+                ids::GGUF_SHAPE_DIFFERS,
+                Severity::Error,
+                file,
+                format!("{arch}.expert_feed_forward_length is {g} but config.json moe_intermediate_size is {}", moe.intermediate),
+            )
+            .field(format!("{arch}.expert_feed_forward_length"))
+            .hint("the GGUF was converted from another model or its metadata was edited: re-convert from this checkpoint"),
+        );
+    }
+    if let Some(si) = moe.shared {
+        if let Some(g) = meta.expert_shared_feed_forward_length.filter(|&g| g != si as u64) {
+            out.push(
+                Finding::new(
+                    ids::GGUF_SHAPE_DIFFERS,
+                    Severity::Error,
+                    file,
+                    format!("{arch}.expert_shared_feed_forward_length is {g} but config.json shared_expert_intermediate_size is {si}"),
+                )
+                .field(format!("{arch}.expert_shared_feed_forward_length"))
+                .hint("the GGUF was converted from another model or its metadata was edited: re-convert from this checkpoint"),
+            );
+        }
+    }
+    // llama.cpp hard-codes the top-k normalisation per graph (`build_moe_ffn(…, norm_w, …)`):
+    // qwen3moe.cpp always renormalises, qwen2moe.cpp never does; the converter writes no key for
+    // `norm_topk_prob`.
+    let llama_cpp_norm = match arch {
+        "qwen3moe" => Some(true),
+        "qwen2moe" => Some(false),
+        _ => None,
+    };
+    if let Some(norm) = llama_cpp_norm.filter(|&n| n != moe.norm_topk) {
+        let (src, cpp) = if norm { ("false", "always renormalises them") } else { ("true", "never renormalises them") };
+        out.push(
+            Finding::new(
+                ids::GGUF_MOE_NORM_DIFFERS,
+                Severity::Warning,
+                file,
+                format!(
+                    "config.json has `norm_topk_prob: {src}`, but llama.cpp's {arch} graph {cpp} to sum to 1: \
+                     the GGUF computes another function than the source"
+                ),
+            )
+            .field("norm_topk_prob")
+            .hint("expect compare to show the difference; llama.cpp has no metadata key to change the normalisation"),
+        );
+    }
 }
 
 /// What each source file feeds, for the finding when it cannot be read.

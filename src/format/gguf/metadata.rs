@@ -34,7 +34,7 @@ pub struct NonFinite {
 impl Header {
     /// `general.architecture` values the engine runs (`model::gguf_weights` maps their tensor
     /// names and refuses the others by this list). Others are checked statically only.
-    pub const ENGINE_ARCHS: &'static [&'static str] = &["llama", "qwen2", "qwen3", "gemma3"];
+    pub const ENGINE_ARCHS: &'static [&'static str] = &["llama", "qwen2", "qwen2moe", "qwen3", "qwen3moe", "gemma3"];
 
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.by_key.get(key).map(|&i| &self.metadata[i].1)
@@ -93,6 +93,8 @@ impl Header {
             rms_norm_eps: f("attention.layer_norm_rms_epsilon"),
             expert_count: u("expert_count"),
             expert_used_count: u("expert_used_count"),
+            expert_feed_forward_length: u("expert_feed_forward_length"),
+            expert_shared_feed_forward_length: u("expert_shared_feed_forward_length"),
             vocab_size: u("vocab_size"),
             sliding_window: u("attention.sliding_window"),
         }
@@ -138,8 +140,19 @@ impl Header {
         let arch = m.architecture.clone().unwrap_or_default();
         // `shape()` is in HF (row-major) order: [vocab, hidden].
         let rows = self.tensor("token_embd.weight").map(|t| t.shape()).and_then(|s| s.first().copied());
+        // MoE: llama.cpp's `llama` arch with experts is Mixtral; `qwen3moe` is transformers'
+        // `qwen3_moe`, whose graph always renormalises the top-k weights (`build_moe_ffn(…, norm_w
+        // = true, …)` in llama.cpp's qwen3moe.cpp), whatever the source's `norm_topk_prob` said;
+        // `qwen2moe` never does (`norm_w = false`, qwen2moe.cpp).
+        let experts = m.expert_count.filter(|&n| n > 0);
+        let model_type = match (arch.as_str(), experts) {
+            ("llama", Some(_)) => "mixtral".to_string(),
+            ("qwen3moe", _) => "qwen3_moe".to_string(),
+            ("qwen2moe", _) => "qwen2_moe".to_string(),
+            (a, _) => a.to_string(),
+        };
         let mut v = serde_json::json!({
-            "model_type": arch,
+            "model_type": model_type,
             "hidden_size": m.embedding_length,
             "intermediate_size": m.feed_forward_length,
             "num_hidden_layers": m.block_count,
@@ -156,6 +169,17 @@ impl Header {
         }
         if let Some(w) = m.sliding_window {
             v["sliding_window"] = w.into();
+        }
+        if let Some(n) = experts {
+            v["num_local_experts"] = n.into();
+            v["num_experts_per_tok"] = m.expert_used_count.into();
+            if arch == "qwen3moe" || arch == "qwen2moe" {
+                v["moe_intermediate_size"] = m.expert_feed_forward_length.into();
+                v["norm_topk_prob"] = (arch == "qwen3moe").into();
+            }
+            if arch == "qwen2moe" {
+                v["shared_expert_intermediate_size"] = m.expert_shared_feed_forward_length.into();
+            }
         }
         if arch.starts_with("gemma") {
             // llama.cpp's Gemma graphs use the tanh GELU; Gemma 3 (non-27B) scales q by 1/sqrt(head_dim).
@@ -231,6 +255,8 @@ pub struct ArchMeta {
     pub rms_norm_eps: Option<f64>,
     pub expert_count: Option<u64>,
     pub expert_used_count: Option<u64>,
+    pub expert_feed_forward_length: Option<u64>,
+    pub expert_shared_feed_forward_length: Option<u64>,
     pub vocab_size: Option<u64>,
     pub sliding_window: Option<u64>,
 }
