@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::manifest::Manifest;
 use crate::checkpoint::Checkpoint;
+use crate::checks::fingerprint::Fingerprints;
 use crate::checks::ids::{self, FindingId};
 use crate::checks::merge::{self as merge_check, ModuleRow};
 use crate::checks::{self, Context, Finding, LintOptions, Severity};
@@ -98,7 +99,7 @@ pub trait Notes {
 
 /// A GGUF step is checked against the nearest earlier HF step (its source); any other step on
 /// its own (a base+adapter step by its adapter directory).
-fn lint_step(ckpts: &[Opened], i: usize) -> std::result::Result<Vec<Finding>, String> {
+fn lint_step(ckpts: &[Opened], i: usize) -> std::result::Result<(Vec<Finding>, Option<Fingerprints>), String> {
     let ckpt = ckpts[i].as_ref().map_err(String::clone)?;
     let source = match ckpt {
         Checkpoint::Gguf(_) => ckpts[..i].iter().rev().find_map(|c| match c {
@@ -107,7 +108,7 @@ fn lint_step(ckpts: &[Opened], i: usize) -> std::result::Result<Vec<Finding>, St
         }),
         _ => None,
     };
-    Ok(checks::lint(ckpt, source, &LintOptions::default()))
+    Ok(checks::lint_fingerprinted(ckpt, source, &LintOptions::default()))
 }
 
 /// A step's checkpoint, or why it could not be opened (reported on the step).
@@ -115,10 +116,12 @@ type Opened = std::result::Result<Checkpoint, String>;
 
 /// Tokenizer, template and EOS of a step against its parent's (GGUF steps are checked against
 /// their HF source by the GGUF checks instead).
-fn lineage_step(parent: &Checkpoint, step: &Checkpoint, parent_label: &str) -> Vec<Finding> {
+fn lineage_step(parent: &Checkpoint, step: &Checkpoint, parent_label: &str, prints: [Option<&Fingerprints>; 2]) -> Vec<Finding> {
     let mut out = Vec::new();
     if let (Some(pd), Some(sd)) = (parent.side_dir(), step.side_dir()) {
-        checks::lineage::check(&Context::new(pd), &Context::new(sd), parent_label, &mut out);
+        let (pc, sc) = (Context::new(pd), Context::new(sd));
+        checks::lineage::check(&pc, &sc, parent_label, &mut out);
+        checks::lineage_weights::check_steps(parent, &pc, prints[0], step, &sc, prints[1], parent_label, &mut out);
     }
     out
 }
@@ -160,18 +163,25 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
     // Every step opened once (files mapped, nothing loaded), then static checks: cheap, and they
     // explain most breakages.
     let ckpts: Vec<Opened> = m.steps.iter().map(|s| s.source.open().map_err(|e| e.to_string())).collect();
+    let mut prints: Vec<Option<Fingerprints>> = Vec::with_capacity(m.steps.len());
     for (i, s) in m.steps.iter().enumerate() {
         notes.note(&format!("lint {} ({})", s.label, s.source.describe()));
         match lint_step(&ckpts, i) {
-            Ok(f) => steps[i].findings = f,
-            Err(e) => steps[i].error = Some(e),
+            Ok((f, p)) => {
+                steps[i].findings = f;
+                prints.push(p);
+            }
+            Err(e) => {
+                steps[i].error = Some(e);
+                prints.push(None);
+            }
         }
         let (Some(Ok(parent)), Ok(cur)) = (i.checked_sub(1).map(|p| &ckpts[p]), &ckpts[i]) else { continue };
         match merge_step(parent, cur) {
             Ok(ms) => steps[i].merge = ms,
             Err(e) => steps[i].error = Some(e.to_string()),
         }
-        steps[i].findings.extend(lineage_step(parent, cur, &m.steps[i - 1].label));
+        steps[i].findings.extend(lineage_step(parent, cur, &m.steps[i - 1].label, [prints[i - 1].as_ref(), prints[i].as_ref()]));
     }
 
     // Numeric comparisons, in lineage order after the reference.
