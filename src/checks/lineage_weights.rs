@@ -198,8 +198,14 @@ pub fn check(parent: &Side, step: &Side, parent_label: &str, out: &mut Vec<Findi
                 votes.push(j);
             }
         }
-        if let Some(&j) = votes.first() {
-            if votes.iter().all(|&v| v == j) && votes.len() * 2 >= tensors.len() {
+        // The parent layer most of this layer's tensors come from (a strict majority of all its
+        // tensors: a layer copied without its norms still counts as copied).
+        let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+        for j in votes {
+            *counts.entry(j).or_default() += 1;
+        }
+        if let Some((&j, &n)) = counts.iter().max_by_key(|(_, &n)| n) {
+            if n * 2 > tensors.len() {
                 origin.insert(l, j);
             }
         }

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::causes::{self, Cause};
 use super::manifest::Manifest;
 use crate::checkpoint::Checkpoint;
 use crate::checks::fingerprint::Fingerprints;
@@ -24,7 +25,7 @@ use crate::compare::variant::Variant;
 use crate::error::Result;
 
 /// Version of the bisect/gate JSON report; documented in docs/report-schema.json.
-pub const REPORT_SCHEMA_VERSION: u32 = 1;
+pub const REPORT_SCHEMA_VERSION: u32 = 2;
 
 /// Static finding ids that explain a broken model, most decisive first.
 const CAUSE_RANK: &[FindingId] = &[
@@ -73,7 +74,10 @@ pub struct StepReport {
     pub vs_reference: Option<CompareResult>,
     pub vs_parent: Option<CompareResult>,
     pub status: Verdict,
+    /// The first of `causes`, in one line.
     pub cause: Option<String>,
+    /// Why the step failed, most likely first (empty unless it failed).
+    pub causes: Vec<Cause>,
     /// Set when the step could not be run at all.
     pub error: Option<String>,
 }
@@ -86,6 +90,8 @@ pub struct PipelineReport {
     pub steps: Vec<StepReport>,
     pub first_bad_step: Option<String>,
     pub cause: Option<String>,
+    /// The first bad step's causes, structured.
+    pub causes: Vec<Cause>,
     pub verdict: Verdict,
     /// Some step could not be run (exit code 2).
     pub incomplete: bool,
@@ -156,6 +162,7 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
             vs_parent: None,
             status: Verdict::Pass,
             cause: None,
+            causes: Vec::new(),
             error: None,
         })
         .collect();
@@ -253,8 +260,9 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
         prev = Some((i, cur));
     }
 
-    for s in &mut steps {
-        judge_step(s);
+    for i in 0..steps.len() {
+        let (before, rest) = steps.split_at_mut(i);
+        judge_step(&mut rest[0], before.last(), m.steps[i].thresholds.layer_rel_err);
     }
     // Only a judged failure breaks a lineage; a step that could not run is reported as such (the
     // run is incomplete, exit 2), never blamed for the break.
@@ -266,6 +274,7 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
         reference: m.steps[m.reference].label.clone(),
         first_bad_step: first_bad.map(|s| s.label.clone()),
         cause: first_bad.and_then(|s| s.cause.clone()),
+        causes: first_bad.map(|s| s.causes.clone()).unwrap_or_default(),
         incomplete: steps.iter().any(|s| s.error.is_some()),
         steps,
         verdict,
@@ -285,6 +294,12 @@ impl PipelineReport {
             merge: None,
             status: vs.as_ref().map(|v| v.verdict).unwrap_or(Verdict::Pass),
             cause: vs.as_ref().filter(|v| v.verdict == Verdict::Fail).map(evidence),
+            causes: vs
+                .as_ref()
+                .filter(|v| v.verdict == Verdict::Fail)
+                .map(|v| Cause::of_numbers(v, evidence_parts(v)))
+                .into_iter()
+                .collect(),
             vs_reference: vs,
             vs_parent: None,
             error: None,
@@ -297,6 +312,7 @@ impl PipelineReport {
             reference: c.reference.clone(),
             first_bad_step: bad.then(|| c.candidate.clone()),
             cause: steps[1].cause.clone(),
+            causes: steps[1].causes.clone(),
             verdict: c.verdict,
             incomplete: false,
             steps,
@@ -304,8 +320,8 @@ impl PipelineReport {
     }
 }
 
-/// Step status and cause from its static findings and numbers.
-fn judge_step(s: &mut StepReport) {
+/// Step status and causes from its static findings, its numbers and the cause rules.
+fn judge_step(s: &mut StepReport, parent: Option<&StepReport>, layer_rel_err: f64) {
     let mut statics: Vec<&Finding> = s.findings.iter().collect();
     if let Some(m) = &s.merge {
         statics.extend(m.findings.iter());
@@ -324,20 +340,25 @@ fn judge_step(s: &mut StepReport) {
     if s.status != Verdict::Fail {
         return;
     }
-    let evidence = numeric.map(evidence).filter(|e| !e.is_empty());
+    let numbers = numeric.map(evidence_parts).unwrap_or_default();
     // A static finding explains the numbers; when only warnings exist, one that names the same
     // symptom (EOS, template, tokenizer) is still the best explanation for a numeric failure.
     let explaining = static_error.copied().or_else(|| statics.iter().find(|f| rank(f) < CAUSE_RANK.len()).copied());
-    s.cause = match (explaining, evidence) {
-        (Some(f), Some(e)) => Some(format!("{}: {}; {e}", f.id, f.message)),
-        (Some(f), None) => Some(format!("{}: {}", f.id, f.message)),
-        (None, Some(e)) => Some(e),
-        (None, None) => None,
-    };
+    s.causes = causes::rank(
+        explaining.map(|f| Cause::of_finding(f, numbers.clone())),
+        causes::rules(s, parent, &numbers, layer_rel_err),
+        numeric.filter(|_| !numbers.is_empty()).map(|r| Cause::of_numbers(r, numbers.clone())),
+    );
+    s.cause = s.causes.first().map(Cause::line);
+}
+
+/// The failing numbers of a comparison, most telling first (`Metric` order), in one line.
+pub fn evidence(r: &CompareResult) -> String {
+    evidence_parts(r).join("; ")
 }
 
 /// The failing numbers of a comparison, most telling first (`Metric` order).
-pub fn evidence(r: &CompareResult) -> String {
+pub fn evidence_parts(r: &CompareResult) -> Vec<String> {
     let s = &r.summary;
     let mut failing: Vec<_> = r.judgements.iter().filter(|j| j.status != Verdict::Pass).collect();
     failing.sort_by_key(|j| j.metric);
@@ -362,5 +383,5 @@ pub fn evidence(r: &CompareResult) -> String {
     if let Some(l) = &r.first_bad_layer {
         parts.push(format!("first diverging layer: {l}"));
     }
-    parts.join("; ")
+    parts
 }
