@@ -1,4 +1,5 @@
-//! Benchmark: the lint value scan (NaN/Inf/zero/max over every float) against a baseline measured
+//! Benchmark: the lint value scan (NaN/Inf/zero/max over every float), alone and with the weight
+//! fingerprint digest lint computes in the same pass, against a baseline measured
 //! in the same run — `memcpy` of the same bytes on one core, i.e. how fast this machine streams
 //! memory. Prints throughputs and the ratio (1.0 = memory speed); no pass/fail.
 //!
@@ -7,7 +8,7 @@
 
 use std::time::Instant;
 
-use ckptcheck::checks::values::scan;
+use ckptcheck::checks::values::{scan, scan_digest};
 use ckptcheck::format::dtype::Dtype;
 
 fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (f64, T) {
@@ -37,5 +38,14 @@ fn main() {
     for dt in [Dtype::F32, Dtype::BF16, Dtype::F16] {
         let (t, s) = best_of(3, || scan(dt, std::hint::black_box(&bytes)).unwrap());
         println!("scan {:<5} {:.2} GB/s  = {:.2}× baseline  ({} values, {} NaN)", dt.name(), gbps(t), tb / t, s.count, s.nan);
+        // The same scan with the fingerprint digest (byte hash + moments) lint computes.
+        let (td, (sd, d)) = best_of(3, || scan_digest(dt, std::hint::black_box(&bytes)).unwrap());
+        assert_eq!(sd, s);
+        println!(
+            "  + fingerprint digest {:.2} GB/s: {:+.1} % scan time (hash {:016x})",
+            gbps(td),
+            100.0 * (td / t - 1.0),
+            d.hash
+        );
     }
 }

@@ -20,6 +20,11 @@ use crate::format::hf::HfDir;
 /// Layers named at most in one message; the count says how many more.
 const SHOWN_LAYERS: usize = 8;
 
+/// Most layers whose origins are matched across a step and its parent. Released decoders have at
+/// most ~130 layers (Llama 3.1 405B: 126); a header naming more is hostile or not a decoder, and
+/// matching every layer against every layer must stay bounded.
+const MAX_MATCHED_LAYERS: usize = 1024;
+
 /// One side of the comparison: its directory (for element reads and file names), its facts
 /// (head counts, tie flag) and its fingerprints.
 pub struct Side<'a> {
@@ -53,12 +58,13 @@ fn split_layer(name: &str) -> Option<(&str, u64, &str)> {
     Some((&name[..at], layer, &rest[dot + 1..]))
 }
 
+/// `layer 3` or `layers 0, 1, 2` (the first `SHOWN_LAYERS`, then the count).
 fn list(layers: &BTreeSet<u64>) -> String {
     let mut v: Vec<String> = layers.iter().take(SHOWN_LAYERS).map(u64::to_string).collect();
     if layers.len() > SHOWN_LAYERS {
         v.push(format!("… ({} layers)", layers.len()));
     }
-    v.join(", ")
+    format!("{} {}", if layers.len() == 1 { "layer" } else { "layers" }, v.join(", "))
 }
 
 /// How a tensor's rows may have been moved by a script, each checked on the sampled elements.
@@ -182,16 +188,28 @@ pub fn check(parent: &Side, step: &Side, parent_label: &str, out: &mut Vec<Findi
             step_layers.entry(l).or_default().push((name.as_str(), prefix, suffix));
         }
     }
-    let parent_layers: BTreeSet<u64> = parent.prints.tensors.keys().filter_map(|n| split_layer(n).map(|(_, l, _)| l)).collect();
+    // The parent's layer tensors by (prefix, suffix): a step tensor is compared with the same
+    // tensor of every parent layer, never with every tensor.
+    let mut parent_by_suffix: BTreeMap<(&str, &str), Vec<(u64, &Fingerprint)>> = BTreeMap::new();
+    for (name, fp) in &parent.prints.tensors {
+        if let Some((prefix, l, suffix)) = split_layer(name) {
+            parent_by_suffix.entry((prefix, suffix)).or_default().push((l, fp));
+        }
+    }
+    let layer_count = |m: &BTreeMap<(&str, &str), Vec<(u64, &Fingerprint)>>| m.values().map(Vec::len).max().unwrap_or(0);
     let mut origin: BTreeMap<u64, u64> = BTreeMap::new();
-    for (&l, tensors) in &step_layers {
+    // Bounded work on a hostile header: only as many layers as a real model has are matched.
+    let matchable = step_layers.len() <= MAX_MATCHED_LAYERS && layer_count(&parent_by_suffix) <= MAX_MATCHED_LAYERS;
+    for (&l, tensors) in step_layers.iter().filter(|_| matchable) {
         let mut votes = Vec::new();
         for &(name, prefix, suffix) in tensors {
             let sp = &step.prints.tensors[name];
-            let cands: Vec<u64> = parent_layers
-                .iter()
-                .copied()
-                .filter(|&j| parent.get(&format!("{prefix}{j}.{suffix}")).is_some_and(|pp| pp.same_values(sp)))
+            let cands: Vec<u64> = parent_by_suffix
+                .get(&(prefix, suffix))
+                .into_iter()
+                .flatten()
+                .filter(|(_, pp)| pp.same_values(sp))
+                .map(|&(j, _)| j)
                 .collect();
             // A tensor equal in several parent layers (untrained norms of ones) says nothing.
             if let [j] = cands[..] {
@@ -223,7 +241,7 @@ pub fn check(parent: &Side, step: &Side, parent_label: &str, out: &mut Vec<Findi
                 ids::LINEAGE_LAYER_DUPLICATED,
                 Severity::Error,
                 &file,
-                format!("layers {} all hold the parent step `{parent_label}`'s layer {j} weights: a layer was copied over another", list(ls)),
+                format!("{} all hold the parent step `{parent_label}`'s layer {j} weights: a layer was copied over another", list(ls)),
             )
             .field(format!("model.layers.{j}"))
             .hint("fix the layer map of the script that wrote this checkpoint (each layer index must come from its own source layer) and re-export"),
@@ -297,7 +315,7 @@ pub fn check(parent: &Side, step: &Side, parent_label: &str, out: &mut Vec<Findi
                 ids::LINEAGE_QK_PERMUTED,
                 Severity::Error,
                 step.file_of(&name),
-                format!("`{suffix}` of layers {} holds the parent step `{parent_label}`'s rows permuted per head, {what}: rotary embedding now rotates the wrong pairs", list(layers)),
+                format!("`{suffix}` of {} holds the parent step `{parent_label}`'s rows permuted per head, {what}: rotary embedding now rotates the wrong pairs", list(layers)),
             )
             .field(name)
             .hint("a GGUF ↔ HF conversion permuted Q/K rows without undoing it: convert again with a converter that (un)permutes Q/K for this architecture"),
@@ -337,9 +355,10 @@ pub fn check(parent: &Side, step: &Side, parent_label: &str, out: &mut Vec<Findi
                 Severity::Info,
                 &file,
                 format!(
-                    "only layers {} changed since the parent step `{parent_label}`; layers {} hold its weights unchanged{}",
+                    "only {} changed since the parent step `{parent_label}`; {} {} its weights unchanged{}",
                     list(&trained),
                     list(&frozen),
+                    if frozen.len() == 1 { "holds" } else { "hold" },
                     if others.is_empty() { String::new() } else { format!(" (and so do {})", others.join(", ")) }
                 ),
             )

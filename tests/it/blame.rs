@@ -96,7 +96,7 @@ fn a_frozen_layer_sft_is_a_note_naming_the_layers() {
     assert_eq!(f.len(), 1, "{:#?}", v["steps"][1]["findings"]);
     assert_eq!(f[0]["severity"], "info");
     let m = f[0]["message"].as_str().unwrap();
-    assert!(m.contains("only layers 1 changed") && m.contains("layers 0 hold its weights unchanged"), "{m}");
+    assert!(m.contains("only layer 1 changed") && m.contains("layer 0 holds its weights unchanged"), "{m}");
     assert!(m.contains("model.embed_tokens.weight") && m.contains("lm_head.weight"), "{m}");
     assert_eq!(weight_ids(&v, 1), ["lineage.frozen-layers"]);
 }
