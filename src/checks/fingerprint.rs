@@ -15,9 +15,6 @@
 use std::collections::BTreeMap;
 
 use crate::format::dtype::{f8_e4m3_to_f32, f8_e5m2_to_f32, Dtype};
-use crate::format::hf::HfDir;
-
-use super::values::{self, ValueStats};
 
 /// Values sampled per tensor. Two different trained tensors agree on none of them; 32 stratified
 /// positions make an accidental match of a changed tensor (every sample unchanged after rounding)
@@ -194,17 +191,17 @@ pub fn same_value(dtype: Dtype, a: f32, b: f32) -> bool {
 impl Fingerprint {
     /// Builds a fingerprint from the scan's statistics and digest and the tensor's bytes (for
     /// the samples).
-    pub fn new(dtype: Dtype, shape: &[u64], bytes: &[u8], stats: &ValueStats, digest: &Digest) -> Fingerprint {
+    pub fn new(dtype: Dtype, shape: &[u64], bytes: &[u8], count: u64, max_abs: f64, digest: &Digest) -> Fingerprint {
         let n = digest.finite.max(1) as f64;
-        let samples = sample_positions(stats.count).into_iter().map(|i| element(dtype, bytes, i).unwrap_or(f32::NAN)).collect();
+        let samples = sample_positions(count).into_iter().map(|i| element(dtype, bytes, i).unwrap_or(f32::NAN)).collect();
         Fingerprint {
             dtype,
             shape: shape.to_vec(),
-            count: stats.count,
+            count,
             mean: digest.sum / n,
             rms: (digest.sum_sq / n).sqrt(),
-            max_abs: stats.max_abs,
-            hash: fmix(digest.hash ^ stats.count.wrapping_mul(K3)),
+            max_abs,
+            hash: fmix(digest.hash ^ count.wrapping_mul(K3)),
             samples,
         }
     }
@@ -232,40 +229,9 @@ impl Fingerprint {
     }
 }
 
-/// Fingerprints of every scanned float tensor of an HF directory: the value scan run for them
-/// (bisect uses this for a step lint did not fingerprint, e.g. the base of a base+adapter step).
-pub fn of_dir(dir: &HfDir) -> Fingerprints {
-    let mut out = Fingerprints::default();
-    for (f, t) in dir.tensors() {
-        if !t.dtype.is_scanned_float() {
-            continue;
-        }
-        let Some(bytes) = f.bytes(t) else { continue };
-        if let Some((s, d)) = values::scan_digest(t.dtype, bytes) {
-            out.tensors.insert(t.name.clone(), Fingerprint::new(t.dtype, &t.shape, bytes, &s, &d));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fp(dtype: Dtype, v: &[f32]) -> Fingerprint {
-        let bytes: Vec<u8> = match dtype {
-            Dtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Dtype::BF16 => v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect(),
-            Dtype::F16 => v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
-            _ => unreachable!(),
-        };
-        let (s, d) = values::scan_digest(dtype, &bytes).unwrap();
-        Fingerprint::new(dtype, &[v.len() as u64], &bytes, &s, &d)
-    }
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        (0..n).map(|i| ((fmix(i as u64 ^ seed) >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1).collect()
-    }
 
     #[test]
     fn positions_are_stratified_in_range_and_stable() {
@@ -274,29 +240,6 @@ mod tests {
         assert!(p.windows(2).all(|w| w[0] < w[1]) && *p.last().unwrap() < 1_000_003);
         assert_eq!(p, sample_positions(1_000_003));
         assert_eq!(sample_positions(5), vec![0, 1, 2, 3, 4]);
-    }
-
-    #[test]
-    fn equal_tensors_match_and_changed_ones_do_not() {
-        // ≤ 16 Ki elements: digested in full, so any changed element changes the hash.
-        let v = values(16_000, 1);
-        assert!(fp(Dtype::F32, &v).same_values(&fp(Dtype::F32, &v)));
-        let mut w = v.clone();
-        w[12345] += 0.01;
-        let (a, b) = (fp(Dtype::F32, &v), fp(Dtype::F32, &w));
-        assert_ne!(a.hash, b.hash, "one changed element changes the hash");
-        assert!(!a.same_values(&b));
-    }
-
-    #[test]
-    fn a_cast_copy_matches_across_precisions_but_a_trained_one_does_not() {
-        let v = values(70_000, 2);
-        let f32_ = fp(Dtype::F32, &v);
-        assert!(f32_.same_values(&fp(Dtype::BF16, &v)) && fp(Dtype::BF16, &v).same_values(&f32_));
-        assert!(f32_.same_values(&fp(Dtype::F16, &v)));
-        // An update of 1e-3 (a small fine-tuning step) is visible through bf16 rounding.
-        let trained: Vec<f32> = v.iter().enumerate().map(|(i, x)| x + if i % 2 == 0 { 1e-3 } else { -1e-3 }).collect();
-        assert!(!f32_.same_values(&fp(Dtype::BF16, &trained)));
     }
 
     #[test]

@@ -11,7 +11,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::fingerprint::{coarser, element, of_dir, same_value, Fingerprint, Fingerprints};
+use super::fingerprint::{coarser, element, same_value, Fingerprint, Fingerprints};
+use super::values::fingerprints as of_dir;
 use super::{Context, Finding, Severity};
 use crate::checkpoint::Checkpoint;
 use crate::checks::ids;

@@ -220,6 +220,22 @@ fn stats_chunk(dtype: Dtype, chunk: &[u8]) -> ValueStats {
     }
 }
 
+/// Fingerprints of every scanned float tensor of an HF directory: the value scan run for them
+/// (bisect uses this for a step lint did not fingerprint, e.g. the base of a base+adapter step).
+pub fn fingerprints(dir: &crate::format::hf::HfDir) -> Fingerprints {
+    let mut out = Fingerprints::default();
+    for (f, t) in dir.tensors() {
+        if !t.dtype.is_scanned_float() {
+            continue;
+        }
+        let Some(bytes) = f.bytes(t) else { continue };
+        if let Some((s, d)) = scan_digest(t.dtype, bytes) {
+            out.tensors.insert(t.name.clone(), Fingerprint::new(t.dtype, &t.shape, bytes, s.count, s.max_abs, &d));
+        }
+    }
+    out
+}
+
 pub fn check(ctx: &Context, out: &mut Findings) {
     check_fingerprinted(ctx, out);
 }
@@ -235,7 +251,7 @@ pub fn check_fingerprinted(ctx: &Context, out: &mut Findings) -> Fingerprints {
         }
         let Some(bytes) = f.bytes(t) else { continue }; // out of bounds: integrity reports it
         if let Some((s, d)) = scan_digest(t.dtype, bytes) {
-            prints.tensors.insert(t.name.clone(), Fingerprint::new(t.dtype, &t.shape, bytes, &s, &d));
+            prints.tensors.insert(t.name.clone(), Fingerprint::new(t.dtype, &t.shape, bytes, s.count, s.max_abs, &d));
             scanned.push((ctx.dir.rel(&f.path), t, s));
         }
     }
@@ -371,5 +387,49 @@ mod tests {
         let mut want = reference(&u16s.iter().map(|&v| half::f16::from_bits(v).to_f64()).collect::<Vec<_>>());
         want.f16_saturated = u16s.iter().filter(|&&v| half::f16::from_bits(v).to_f64().abs() == F16_MAX).count() as u64;
         assert_eq!(scan(Dtype::F16, &b).unwrap(), want);
+    }
+
+    // --- fingerprints (checks::fingerprint) over this scan's digest ---
+
+    fn fingerprint_mix(x: u64) -> u64 {
+        x.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29) ^ x
+    }
+
+    fn fp(dtype: Dtype, v: &[f32]) -> Fingerprint {
+        let bytes: Vec<u8> = match dtype {
+            Dtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Dtype::BF16 => v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect(),
+            Dtype::F16 => v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+            _ => unreachable!(),
+        };
+        let (s, d) = scan_digest(dtype, &bytes).unwrap();
+        Fingerprint::new(dtype, &[v.len() as u64], &bytes, s.count, s.max_abs, &d)
+    }
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        (0..n).map(|i| ((fingerprint_mix(i as u64 ^ seed) >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1).collect()
+    }
+
+    #[test]
+    fn equal_tensors_match_and_changed_ones_do_not() {
+        // ≤ 16 Ki elements: digested in full, so any changed element changes the hash.
+        let v = values(16_000, 1);
+        assert!(fp(Dtype::F32, &v).same_values(&fp(Dtype::F32, &v)));
+        let mut w = v.clone();
+        w[12345] += 0.01;
+        let (a, b) = (fp(Dtype::F32, &v), fp(Dtype::F32, &w));
+        assert_ne!(a.hash, b.hash, "one changed element changes the hash");
+        assert!(!a.same_values(&b));
+    }
+
+    #[test]
+    fn a_cast_copy_matches_across_precisions_but_a_trained_one_does_not() {
+        let v = values(70_000, 2);
+        let f32_ = fp(Dtype::F32, &v);
+        assert!(f32_.same_values(&fp(Dtype::BF16, &v)) && fp(Dtype::BF16, &v).same_values(&f32_));
+        assert!(f32_.same_values(&fp(Dtype::F16, &v)));
+        // An update of 1e-3 (a small fine-tuning step) is visible through bf16 rounding.
+        let trained: Vec<f32> = v.iter().enumerate().map(|(i, x)| x + if i % 2 == 0 { 1e-3 } else { -1e-3 }).collect();
+        assert!(!f32_.same_values(&fp(Dtype::BF16, &trained)));
     }
 }

@@ -9,7 +9,6 @@
 
 use serde::Serialize;
 
-use super::run::StepReport;
 use crate::checks::{ids, Finding, Severity};
 use crate::compare::run::CompareResult;
 use crate::compare::thresholds::{Metric, Verdict};
@@ -101,25 +100,33 @@ impl Cause {
     }
 }
 
+/// What the rules read of a step: its label, findings and comparison with the reference.
+#[derive(Clone, Copy)]
+pub struct StepView<'a> {
+    pub label: &'a str,
+    pub findings: &'a [Finding],
+    pub vs_reference: Option<&'a CompareResult>,
+}
+
 /// The rule causes a failed step supports, most confident first. `parent` is the previous
 /// step's report (for what changed since); `layer_rel_err` the layer-trace threshold the step
 /// was compared with.
-pub fn rules(step: &StepReport, parent: Option<&StepReport>, numbers: &[String], layer_rel_err: f64) -> Vec<Cause> {
+pub fn rules(step: StepView, parent: Option<StepView>, numbers: &[String], layer_rel_err: f64) -> Vec<Cause> {
     let mut out = Vec::new();
-    let has = |s: &StepReport, id: ids::FindingId| s.findings.iter().find(|f| f.id == id.as_str()).cloned();
-    let Some(r) = step.vs_reference.as_ref() else { return out };
+    let has = |s: &StepView, id: ids::FindingId| s.findings.iter().find(|f| f.id == id.as_str()).cloned();
+    let Some(r) = step.vs_reference else { return out };
     let failed = |m: Metric| r.judgements.iter().any(|j| j.metric == m && j.status == Verdict::Fail);
 
     // 1. pad == eos and the end of turn collapsed.
     if failed(Metric::PEosRatio) {
-        if let Some(pad) = has(step, ids::SPECIAL_PAD_IS_EOS) {
-            let parent_pads_apart = parent.is_some_and(|p| has(p, ids::SPECIAL_PAD_IS_EOS).is_none());
+        if let Some(pad) = has(&step, ids::SPECIAL_PAD_IS_EOS) {
+            let parent_pads_apart = parent.as_ref().is_some_and(|p| has(p, ids::SPECIAL_PAD_IS_EOS).is_none());
             let mut evidence = vec![format!("P(EOS at turn end) {:.3} → {:.3}", r.summary.p_eos_ref_mean, r.summary.p_eos_cand_mean)];
             evidence.push(format!("{} ({}: `{}`)", pad.message, pad.file, pad.field.as_deref().unwrap_or("pad_token_id")));
             if parent_pads_apart {
                 evidence.push(format!(
                     "the parent step `{}` pads with another token: pad was set to EOS for this step",
-                    parent.map(|p| p.label.as_str()).unwrap_or("")
+                    parent.as_ref().map(|p| p.label).unwrap_or("")
                 ));
             }
             evidence.extend(numbers.iter().filter(|n| !n.starts_with("P(EOS")).cloned());
@@ -135,7 +142,7 @@ pub fn rules(step: &StepReport, parent: Option<&StepReport>, numbers: &[String],
 
     // 2. the template changed and the numbers broke.
     if r.verdict == Verdict::Fail {
-        if let Some(t) = has(step, ids::LINEAGE_TEMPLATE_CHANGED) {
+        if let Some(t) = has(&step, ids::LINEAGE_TEMPLATE_CHANGED) {
             let mut evidence = vec![format!("{} ({})", t.message, t.file)];
             evidence.extend(numbers.iter().cloned());
             out.push(Cause {
@@ -164,8 +171,9 @@ pub fn rules(step: &StepReport, parent: Option<&StepReport>, numbers: &[String],
                     cause_id: TOKENIZER_OR_EMBEDDING.into(),
                     summary: "every layer diverges from the embeddings on: the tokenizer (ids mapped to other rows) or the embedding matrix (re-initialised, resized, trained) is the suspect, not the layers".into(),
                     evidence,
-                    // Alone it is the best lead; beside a more specific cause it is a symptom.
-                    confidence: if out.is_empty() { Confidence::Medium } else { Confidence::Low },
+                    // Alone it is the best lead; beside a more specific cause, or when the end of
+                    // turn collapsed (a full fine-tune moves the embeddings too), it is a symptom.
+                    confidence: if out.is_empty() && !failed(Metric::PEosRatio) { Confidence::Medium } else { Confidence::Low },
                     fix: "check that this step ships the tokenizer its embeddings were trained with and that `embed_tokens` was not re-initialised or resized with moved rows".into(),
                 });
             }
@@ -177,14 +185,17 @@ pub fn rules(step: &StepReport, parent: Option<&StepReport>, numbers: &[String],
 
 /// Orders a failed step's causes: a static error first (it explains the numbers), then the rules,
 /// then a static warning that names the symptom, then the numbers.
+/// A rule of low confidence comes after the numbers: it is listed, never the headline over them.
 pub fn rank(static_cause: Option<Cause>, rules: Vec<Cause>, numeric: Option<Cause>) -> Vec<Cause> {
     let mut out = Vec::new();
     let (first, later): (Vec<Cause>, Vec<Cause>) = static_cause.into_iter().partition(|c| c.confidence == Confidence::High);
+    let (sure, weak): (Vec<Cause>, Vec<Cause>) = rules.into_iter().partition(|c| c.confidence > Confidence::Low);
     out.extend(first);
-    out.extend(rules);
+    out.extend(sure);
     out.extend(later);
     if out.is_empty() {
         out.extend(numeric);
     }
+    out.extend(weak);
     out
 }

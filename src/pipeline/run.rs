@@ -320,6 +320,10 @@ impl PipelineReport {
     }
 }
 
+fn view(s: &StepReport) -> causes::StepView<'_> {
+    causes::StepView { label: &s.label, findings: &s.findings, vs_reference: s.vs_reference.as_ref() }
+}
+
 /// Step status and causes from its static findings, its numbers and the cause rules.
 fn judge_step(s: &mut StepReport, parent: Option<&StepReport>, layer_rel_err: f64) {
     let mut statics: Vec<&Finding> = s.findings.iter().collect();
@@ -346,7 +350,7 @@ fn judge_step(s: &mut StepReport, parent: Option<&StepReport>, layer_rel_err: f6
     let explaining = static_error.copied().or_else(|| statics.iter().find(|f| rank(f) < CAUSE_RANK.len()).copied());
     s.causes = causes::rank(
         explaining.map(|f| Cause::of_finding(f, numbers.clone())),
-        causes::rules(s, parent, &numbers, layer_rel_err),
+        causes::rules(view(s), parent.map(view), &numbers, layer_rel_err),
         numeric.filter(|_| !numbers.is_empty()).map(|r| Cause::of_numbers(r, numbers.clone())),
     );
     s.cause = s.causes.first().map(Cause::line);

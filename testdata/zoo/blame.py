@@ -182,6 +182,7 @@ def stage_manifest() -> None:
             "parent": f"models/{parent}",
             "expected_fault": fault, "tensor_count": len(shapes),
             "embed_shape": shapes.get("model.embed_tokens.weight"), "lm_head_shape": shapes.get("lm_head.weight"),
+            "tokenizer_added_tokens": len(json.loads((d / "tokenizer.json").read_text())["added_tokens"]),
             "weights_sha256_16": g.sha(d / "model.safetensors"),
             "measured": measured.get(name),
         }
