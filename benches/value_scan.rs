@@ -1,4 +1,5 @@
-//! Benchmark: the lint value scan (NaN/Inf/zero/max over every float) against a baseline measured
+//! Benchmark: the lint value scan (NaN/Inf/zero/max over every float), alone and with the weight
+//! fingerprint digest lint computes in the same pass, against a baseline measured
 //! in the same run — `memcpy` of the same bytes on one core, i.e. how fast this machine streams
 //! memory. Prints throughputs and the ratio (1.0 = memory speed); no pass/fail.
 //!
@@ -7,7 +8,7 @@
 
 use std::time::Instant;
 
-use ckptcheck::checks::values::scan;
+use ckptcheck::checks::values::{scan, scan_digest};
 use ckptcheck::format::dtype::Dtype;
 
 fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (f64, T) {
@@ -37,5 +38,23 @@ fn main() {
     for dt in [Dtype::F32, Dtype::BF16, Dtype::F16] {
         let (t, s) = best_of(3, || scan(dt, std::hint::black_box(&bytes)).unwrap());
         println!("scan {:<5} {:.2} GB/s  = {:.2}× baseline  ({} values, {} NaN)", dt.name(), gbps(t), tb / t, s.count, s.nan);
+        // The same scan with the fingerprint digest lint computes, timed in alternation with the
+        // plain scan (the median of 11 pairs' ratios: robust to other load on a shared machine).
+        let mut ratios = Vec::new();
+        let mut last = None;
+        for _ in 0..11 {
+            let (t0, _) = best_of(1, || scan(dt, std::hint::black_box(&bytes)).unwrap());
+            let (t1, r) = best_of(1, || scan_digest(dt, std::hint::black_box(&bytes)).unwrap());
+            ratios.push(t1 / t0);
+            last = Some(r);
+        }
+        ratios.sort_by(f64::total_cmp);
+        let (sd, d) = last.unwrap();
+        assert_eq!(sd, s);
+        println!(
+            "  + fingerprint digest: {:+.1} % scan time (median of 11 alternating pairs; hash {:016x})",
+            100.0 * (ratios[5] - 1.0),
+            d.hash
+        );
     }
 }

@@ -6,10 +6,12 @@
 //! million bad entries yields a few findings in full and one count, never half a million.
 
 pub mod adapter;
+pub mod fingerprint;
 pub mod gguf;
 pub mod ids;
 pub mod integrity;
 pub mod lineage;
+pub mod lineage_weights;
 pub mod merge;
 pub mod quant;
 pub mod special;
@@ -24,6 +26,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, Facts};
 use crate::format::hf::HfDir;
+use fingerprint::Fingerprints;
 use ids::FindingId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -250,12 +253,16 @@ pub struct LintOptions {
 
 /// Runs every check, in a stable order; repeated findings grouped (`Findings`).
 pub fn run_all(ctx: &Context, opts: &LintOptions) -> Vec<Finding> {
+    run_all_fingerprinted(ctx, opts).0
+}
+
+/// `run_all`, also returning the weight fingerprints the value scan computed (none when the scan
+/// is skipped).
+pub fn run_all_fingerprinted(ctx: &Context, opts: &LintOptions) -> (Vec<Finding>, Option<Fingerprints>) {
     let mut out = Findings::new();
     integrity::check(ctx, &mut out);
     adapter::check(ctx, &mut out);
-    if !opts.no_values {
-        values::check(ctx, &mut out);
-    }
+    let prints = (!opts.no_values).then(|| values::check_fingerprinted(ctx, &mut out));
     // An adapter directory's tokenizer and template (if saved) belong to its base model; they are
     // checked there, not against the adapter's missing config.
     if !ctx.dir.is_adapter() {
@@ -265,17 +272,25 @@ pub fn run_all(ctx: &Context, opts: &LintOptions) -> Vec<Finding> {
         template::check(ctx, &mut out);
         quant::check(ctx, &mut out);
     }
-    out.into_vec()
+    (out.into_vec(), prints)
 }
 
 /// Lints any checkpoint: an HF or adapter directory with every check, a GGUF alone or against
 /// the HF checkpoint it came from (`source`), a base+adapter by its adapter directory (the base is
 /// a step of its own in a lineage).
 pub fn lint(ckpt: &Checkpoint, source: Option<&HfDir>, opts: &LintOptions) -> Vec<Finding> {
+    lint_fingerprinted(ckpt, source, opts).0
+}
+
+/// `lint`, also returning the fingerprints of an HF checkpoint's weights from the value scan (an
+/// adapter directory's tensors are not the model's; a GGUF is fingerprinted by the lineage
+/// checks themselves).
+pub fn lint_fingerprinted(ckpt: &Checkpoint, source: Option<&HfDir>, opts: &LintOptions) -> (Vec<Finding>, Option<Fingerprints>) {
     match ckpt {
-        Checkpoint::Gguf(g) => gguf::run(g, source.map(Context::new).as_ref()),
-        Checkpoint::Hf(d) | Checkpoint::Adapter(d) => run_all(&Context::new(d), opts),
-        Checkpoint::BaseWithAdapter { adapter, .. } => run_all(&Context::new(&adapter.dir), opts),
+        Checkpoint::Gguf(g) => (gguf::run(g, source.map(Context::new).as_ref()), None),
+        Checkpoint::Hf(d) => run_all_fingerprinted(&Context::new(d), opts),
+        Checkpoint::Adapter(d) => (run_all(&Context::new(d), opts), None),
+        Checkpoint::BaseWithAdapter { adapter, .. } => (run_all(&Context::new(&adapter.dir), opts), None),
     }
 }
 

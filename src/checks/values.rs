@@ -5,6 +5,7 @@
 
 use rayon::prelude::*;
 
+use super::fingerprint::{self, Digest, Fingerprint, Fingerprints};
 use super::{Context, Finding, Findings, Severity};
 use crate::checks::ids;
 use crate::format::dtype::{f8_e4m3_to_f32, f8_e5m2_to_f32, Dtype};
@@ -97,6 +98,68 @@ fn scan_bits<const EXP: u32, const ABS: u32, const SIGN: u32>(bits: impl Iterato
 
 /// Scans one tensor's bytes. `None` for dtypes that are not scanned (integers, packed quants).
 pub fn scan(dtype: Dtype, bytes: &[u8]) -> Option<ValueStats> {
+    scan_inner(dtype, bytes, false).map(|(s, _)| s)
+}
+
+/// `scan` plus the tensor's fingerprint digest (raw-byte hash, sum and sum of squares of the
+/// finite values) in the same pass over each chunk while it is in cache.
+pub fn scan_digest(dtype: Dtype, bytes: &[u8]) -> Option<(ValueStats, Digest)> {
+    scan_inner(dtype, bytes, true)
+}
+
+/// Sum and sum of squares of the finite values, four f64 lanes so it vectorises.
+#[inline]
+fn moments(vals: impl Iterator<Item = f32>) -> (f64, f64, u64) {
+    let (mut s, mut q, mut n) = ([0f64; 4], [0f64; 4], 0u64);
+    let mut lane = 0;
+    for v in vals {
+        let finite = v.is_finite();
+        let x = if finite { v as f64 } else { 0.0 };
+        s[lane] += x;
+        q[lane] += x * x;
+        n += finite as u64;
+        lane = (lane + 1) & 3;
+    }
+    (s.iter().sum(), q.iter().sum(), n)
+}
+
+/// Elements of a chunk digested in full; a larger chunk is digested `DIGEST_BLOCK` elements in
+/// every `DIGEST_STRIDE`. Counted in elements, not bytes, so an f32 tensor and its bf16 copy have
+/// their moments taken over the same elements. Digesting every byte cost 2–4× the scan itself
+/// (benches/value_scan.rs), one block in 64 still 15 % for f32; one in 128 keeps it under the
+/// 10 % budget of issue 16. The tensors covered in full (≤ 16 Ki elements: norms, biases) are
+/// the ones a stride would miss.
+const DIGEST_FULL: usize = 16 << 10;
+const DIGEST_BLOCK: usize = 8;
+const DIGEST_STRIDE: usize = 128 * DIGEST_BLOCK;
+
+fn digest_chunk(dtype: Dtype, chunk: &[u8], offset: u64) -> Digest {
+    let width = (dtype.bits() / 8) as usize;
+    if chunk.len() <= DIGEST_FULL * width {
+        return digest_bytes(dtype, chunk, offset);
+    }
+    chunk
+        .chunks(DIGEST_STRIDE * width)
+        .enumerate()
+        .map(|(i, c)| digest_bytes(dtype, &c[..c.len().min(DIGEST_BLOCK * width)], offset + (i * DIGEST_STRIDE * width) as u64))
+        .fold(Digest::default(), Digest::merge)
+}
+
+fn digest_bytes(dtype: Dtype, chunk: &[u8], offset: u64) -> Digest {
+    let hash = fingerprint::hash_bytes(chunk, offset);
+    let (sum, sum_sq, finite) = match dtype {
+        Dtype::F32 => moments(chunk.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        Dtype::BF16 => moments(chunk.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))),
+        Dtype::F16 => moments(chunk.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
+        Dtype::F64 => moments(chunk.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)),
+        Dtype::F8_E4M3 => moments(chunk.iter().map(|&b| f8_e4m3_to_f32(b))),
+        Dtype::F8_E5M2 => moments(chunk.iter().map(|&b| f8_e5m2_to_f32(b))),
+        _ => (0.0, 0.0, 0),
+    };
+    Digest { hash, sum, sum_sq, finite }
+}
+
+fn scan_inner(dtype: Dtype, bytes: &[u8], digest: bool) -> Option<(ValueStats, Digest)> {
     let width = match dtype {
         Dtype::F64 => 8,
         Dtype::F32 => 4,
@@ -104,56 +167,91 @@ pub fn scan(dtype: Dtype, bytes: &[u8]) -> Option<ValueStats> {
         Dtype::F8_E4M3 | Dtype::F8_E5M2 => 1,
         _ => return None,
     };
+    let chunk_bytes = CHUNK_ELEMS * width;
+    let (stats, dig) = bytes
+        .par_chunks(chunk_bytes)
+        .enumerate()
+        .map(|(ci, chunk)| {
+            // Stats first: the digest then reads the chunk from cache.
+            let st = stats_chunk(dtype, chunk);
+            let d = if digest { digest_chunk(dtype, chunk, (ci * chunk_bytes) as u64) } else { Digest::default() };
+            (st, d)
+        })
+        .reduce(|| (ValueStats::default(), Digest::default()), |a, b| (a.0.merge(b.0), a.1.merge(b.1)));
+    Some((stats, dig))
+}
+
+fn stats_chunk(dtype: Dtype, chunk: &[u8]) -> ValueStats {
     fn u16s(c: &[u8]) -> impl Iterator<Item = u32> + '_ {
         c.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]) as u32)
     }
-    let stats = bytes
-        .par_chunks(CHUNK_ELEMS * width)
-        .map(|chunk| match dtype {
-            Dtype::F64 => {
-                let mut s = ValueStats::default();
-                chunk.chunks_exact(8).for_each(|b| s.add(f64::from_le_bytes(b.try_into().unwrap())));
-                s
-            }
-            Dtype::F32 => {
-                let bits = chunk.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                let (mut s, m) = scan_bits::<0x7f80_0000, 0x7fff_ffff, 0x8000_0000>(bits);
-                s.max_abs = f32::from_bits(m) as f64;
-                s
-            }
-            // bf16 is the top half of an f32.
-            Dtype::BF16 => {
-                let (mut s, m) = scan_bits::<0x7f80, 0x7fff, 0x8000>(u16s(chunk));
-                s.max_abs = f32::from_bits(m << 16) as f64;
-                s
-            }
-            Dtype::F16 => {
-                let (mut s, m) = scan_bits::<0x7c00, 0x7fff, 0x8000>(u16s(chunk));
-                s.max_abs = half::f16::from_bits(m as u16).to_f64();
-                // ±65504 is 0x7bff / 0xfbff.
-                s.f16_saturated = u16s(chunk).map(|b| (b & 0x7fff == 0x7bff) as u64).sum();
-                s
-            }
-            Dtype::F8_E4M3 | Dtype::F8_E5M2 => {
-                let mut s = ValueStats::default();
-                let dec = if dtype == Dtype::F8_E4M3 { f8_e4m3_to_f32 } else { f8_e5m2_to_f32 };
-                chunk.iter().for_each(|&b| s.add(dec(b) as f64));
-                s
-            }
-            _ => unreachable!("filtered above"),
-        })
-        .reduce(ValueStats::default, ValueStats::merge);
-    Some(stats)
+    match dtype {
+        Dtype::F64 => {
+            let mut s = ValueStats::default();
+            chunk.chunks_exact(8).for_each(|b| s.add(f64::from_le_bytes(b.try_into().unwrap())));
+            s
+        }
+        Dtype::F32 => {
+            let bits = chunk.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            let (mut s, m) = scan_bits::<0x7f80_0000, 0x7fff_ffff, 0x8000_0000>(bits);
+            s.max_abs = f32::from_bits(m) as f64;
+            s
+        }
+        // bf16 is the top half of an f32.
+        Dtype::BF16 => {
+            let (mut s, m) = scan_bits::<0x7f80, 0x7fff, 0x8000>(u16s(chunk));
+            s.max_abs = f32::from_bits(m << 16) as f64;
+            s
+        }
+        Dtype::F16 => {
+            let (mut s, m) = scan_bits::<0x7c00, 0x7fff, 0x8000>(u16s(chunk));
+            s.max_abs = half::f16::from_bits(m as u16).to_f64();
+            // ±65504 is 0x7bff / 0xfbff.
+            s.f16_saturated = u16s(chunk).map(|b| (b & 0x7fff == 0x7bff) as u64).sum();
+            s
+        }
+        Dtype::F8_E4M3 | Dtype::F8_E5M2 => {
+            let mut s = ValueStats::default();
+            let dec = if dtype == Dtype::F8_E4M3 { f8_e4m3_to_f32 } else { f8_e5m2_to_f32 };
+            chunk.iter().for_each(|&b| s.add(dec(b) as f64));
+            s
+        }
+        _ => unreachable!("filtered above"),
+    }
+}
+
+/// Fingerprints of every scanned float tensor of an HF directory: the value scan run for them
+/// (bisect uses this for a step lint did not fingerprint, e.g. the base of a base+adapter step).
+pub fn fingerprints(dir: &crate::format::hf::HfDir) -> Fingerprints {
+    let mut out = Fingerprints::default();
+    for (f, t) in dir.tensors() {
+        if !t.dtype.is_scanned_float() {
+            continue;
+        }
+        let Some(bytes) = f.bytes(t) else { continue };
+        if let Some((s, d)) = scan_digest(t.dtype, bytes) {
+            out.tensors.insert(t.name.clone(), Fingerprint::new(t.dtype, &t.shape, bytes, s.count, s.max_abs, &d));
+        }
+    }
+    out
 }
 
 pub fn check(ctx: &Context, out: &mut Findings) {
+    check_fingerprinted(ctx, out);
+}
+
+/// `check`, keeping each scanned tensor's fingerprint (computed in the same pass) for the
+/// lineage checks.
+pub fn check_fingerprinted(ctx: &Context, out: &mut Findings) -> Fingerprints {
     let mut scanned: Vec<(String, &TensorInfo, ValueStats)> = Vec::new();
+    let mut prints = Fingerprints::default();
     for (f, t) in ctx.dir.tensors() {
         if !t.dtype.is_scanned_float() {
             continue;
         }
         let Some(bytes) = f.bytes(t) else { continue }; // out of bounds: integrity reports it
-        if let Some(s) = scan(t.dtype, bytes) {
+        if let Some((s, d)) = scan_digest(t.dtype, bytes) {
+            prints.tensors.insert(t.name.clone(), Fingerprint::new(t.dtype, &t.shape, bytes, s.count, s.max_abs, &d));
             scanned.push((ctx.dir.rel(&f.path), t, s));
         }
     }
@@ -221,6 +319,7 @@ pub fn check(ctx: &Context, out: &mut Findings) {
             );
         }
     }
+    prints
 }
 
 #[cfg(test)]
@@ -288,5 +387,49 @@ mod tests {
         let mut want = reference(&u16s.iter().map(|&v| half::f16::from_bits(v).to_f64()).collect::<Vec<_>>());
         want.f16_saturated = u16s.iter().filter(|&&v| half::f16::from_bits(v).to_f64().abs() == F16_MAX).count() as u64;
         assert_eq!(scan(Dtype::F16, &b).unwrap(), want);
+    }
+
+    // --- fingerprints (checks::fingerprint) over this scan's digest ---
+
+    fn fingerprint_mix(x: u64) -> u64 {
+        x.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29) ^ x
+    }
+
+    fn fp(dtype: Dtype, v: &[f32]) -> Fingerprint {
+        let bytes: Vec<u8> = match dtype {
+            Dtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Dtype::BF16 => v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect(),
+            Dtype::F16 => v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+            _ => unreachable!(),
+        };
+        let (s, d) = scan_digest(dtype, &bytes).unwrap();
+        Fingerprint::new(dtype, &[v.len() as u64], &bytes, s.count, s.max_abs, &d)
+    }
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        (0..n).map(|i| ((fingerprint_mix(i as u64 ^ seed) >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1).collect()
+    }
+
+    #[test]
+    fn equal_tensors_match_and_changed_ones_do_not() {
+        // ≤ 16 Ki elements: digested in full, so any changed element changes the hash.
+        let v = values(16_000, 1);
+        assert!(fp(Dtype::F32, &v).same_values(&fp(Dtype::F32, &v)));
+        let mut w = v.clone();
+        w[12345] += 0.01;
+        let (a, b) = (fp(Dtype::F32, &v), fp(Dtype::F32, &w));
+        assert_ne!(a.hash, b.hash, "one changed element changes the hash");
+        assert!(!a.same_values(&b));
+    }
+
+    #[test]
+    fn a_cast_copy_matches_across_precisions_but_a_trained_one_does_not() {
+        let v = values(70_000, 2);
+        let f32_ = fp(Dtype::F32, &v);
+        assert!(f32_.same_values(&fp(Dtype::BF16, &v)) && fp(Dtype::BF16, &v).same_values(&f32_));
+        assert!(f32_.same_values(&fp(Dtype::F16, &v)));
+        // An update of 1e-3 (a small fine-tuning step) is visible through bf16 rounding.
+        let trained: Vec<f32> = v.iter().enumerate().map(|(i, x)| x + if i % 2 == 0 { 1e-3 } else { -1e-3 }).collect();
+        assert!(!f32_.same_values(&fp(Dtype::BF16, &trained)));
     }
 }

@@ -74,6 +74,10 @@ pub struct Expect {
     pub cause: Option<String>,
     /// A finding id or metric name the cause must mention.
     pub cause_id: Option<String>,
+    /// Finding ids expected on steps, as `"step label: finding id"` (a note such as
+    /// `lineage.frozen-layers` on a lineage that passes).
+    #[serde(default)]
+    pub findings: Vec<String>,
 }
 
 /// Where a step's model comes from.

@@ -10,8 +10,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::causes::{self, Cause};
 use super::manifest::Manifest;
 use crate::checkpoint::Checkpoint;
+use crate::checks::fingerprint::Fingerprints;
 use crate::checks::ids::{self, FindingId};
 use crate::checks::merge::{self as merge_check, ModuleRow};
 use crate::checks::{self, Context, Finding, LintOptions, Severity};
@@ -23,7 +25,7 @@ use crate::compare::variant::Variant;
 use crate::error::Result;
 
 /// Version of the bisect/gate JSON report; documented in docs/report-schema.json.
-pub const REPORT_SCHEMA_VERSION: u32 = 1;
+pub const REPORT_SCHEMA_VERSION: u32 = 2;
 
 /// Static finding ids that explain a broken model, most decisive first.
 const CAUSE_RANK: &[FindingId] = &[
@@ -72,7 +74,10 @@ pub struct StepReport {
     pub vs_reference: Option<CompareResult>,
     pub vs_parent: Option<CompareResult>,
     pub status: Verdict,
+    /// The first of `causes`, in one line.
     pub cause: Option<String>,
+    /// Why the step failed, most likely first (empty unless it failed).
+    pub causes: Vec<Cause>,
     /// Set when the step could not be run at all.
     pub error: Option<String>,
 }
@@ -85,6 +90,8 @@ pub struct PipelineReport {
     pub steps: Vec<StepReport>,
     pub first_bad_step: Option<String>,
     pub cause: Option<String>,
+    /// The first bad step's causes, structured.
+    pub causes: Vec<Cause>,
     pub verdict: Verdict,
     /// Some step could not be run (exit code 2).
     pub incomplete: bool,
@@ -98,7 +105,7 @@ pub trait Notes {
 
 /// A GGUF step is checked against the nearest earlier HF step (its source); any other step on
 /// its own (a base+adapter step by its adapter directory).
-fn lint_step(ckpts: &[Opened], i: usize) -> std::result::Result<Vec<Finding>, String> {
+fn lint_step(ckpts: &[Opened], i: usize) -> std::result::Result<(Vec<Finding>, Option<Fingerprints>), String> {
     let ckpt = ckpts[i].as_ref().map_err(String::clone)?;
     let source = match ckpt {
         Checkpoint::Gguf(_) => ckpts[..i].iter().rev().find_map(|c| match c {
@@ -107,7 +114,7 @@ fn lint_step(ckpts: &[Opened], i: usize) -> std::result::Result<Vec<Finding>, St
         }),
         _ => None,
     };
-    Ok(checks::lint(ckpt, source, &LintOptions::default()))
+    Ok(checks::lint_fingerprinted(ckpt, source, &LintOptions::default()))
 }
 
 /// A step's checkpoint, or why it could not be opened (reported on the step).
@@ -115,10 +122,12 @@ type Opened = std::result::Result<Checkpoint, String>;
 
 /// Tokenizer, template and EOS of a step against its parent's (GGUF steps are checked against
 /// their HF source by the GGUF checks instead).
-fn lineage_step(parent: &Checkpoint, step: &Checkpoint, parent_label: &str) -> Vec<Finding> {
+fn lineage_step(parent: &Checkpoint, step: &Checkpoint, parent_label: &str, prints: [Option<&Fingerprints>; 2]) -> Vec<Finding> {
     let mut out = Vec::new();
     if let (Some(pd), Some(sd)) = (parent.side_dir(), step.side_dir()) {
-        checks::lineage::check(&Context::new(pd), &Context::new(sd), parent_label, &mut out);
+        let (pc, sc) = (Context::new(pd), Context::new(sd));
+        checks::lineage::check(&pc, &sc, parent_label, &mut out);
+        checks::lineage_weights::check_steps(parent, &pc, prints[0], step, &sc, prints[1], parent_label, &mut out);
     }
     out
 }
@@ -153,6 +162,7 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
             vs_parent: None,
             status: Verdict::Pass,
             cause: None,
+            causes: Vec::new(),
             error: None,
         })
         .collect();
@@ -160,18 +170,25 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
     // Every step opened once (files mapped, nothing loaded), then static checks: cheap, and they
     // explain most breakages.
     let ckpts: Vec<Opened> = m.steps.iter().map(|s| s.source.open().map_err(|e| e.to_string())).collect();
+    let mut prints: Vec<Option<Fingerprints>> = Vec::with_capacity(m.steps.len());
     for (i, s) in m.steps.iter().enumerate() {
         notes.note(&format!("lint {} ({})", s.label, s.source.describe()));
         match lint_step(&ckpts, i) {
-            Ok(f) => steps[i].findings = f,
-            Err(e) => steps[i].error = Some(e),
+            Ok((f, p)) => {
+                steps[i].findings = f;
+                prints.push(p);
+            }
+            Err(e) => {
+                steps[i].error = Some(e);
+                prints.push(None);
+            }
         }
         let (Some(Ok(parent)), Ok(cur)) = (i.checked_sub(1).map(|p| &ckpts[p]), &ckpts[i]) else { continue };
         match merge_step(parent, cur) {
             Ok(ms) => steps[i].merge = ms,
             Err(e) => steps[i].error = Some(e.to_string()),
         }
-        steps[i].findings.extend(lineage_step(parent, cur, &m.steps[i - 1].label));
+        steps[i].findings.extend(lineage_step(parent, cur, &m.steps[i - 1].label, [prints[i - 1].as_ref(), prints[i].as_ref()]));
     }
 
     // Numeric comparisons: every step that opened is loaded (weights stay in their files), the
@@ -255,8 +272,9 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
 
 /// Judges every step and names the first that breaks the lineage.
 fn finish(m: &Manifest, mut steps: Vec<StepReport>) -> PipelineReport {
-    for s in &mut steps {
-        judge_step(s);
+    for i in 0..steps.len() {
+        let (before, rest) = steps.split_at_mut(i);
+        judge_step(&mut rest[0], before.last(), m.steps[i].thresholds.layer_rel_err);
     }
     // Only a judged failure breaks a lineage; a step that could not run is reported as such (the
     // run is incomplete, exit 2), never blamed for the break.
@@ -268,6 +286,7 @@ fn finish(m: &Manifest, mut steps: Vec<StepReport>) -> PipelineReport {
         reference: m.steps[m.reference].label.clone(),
         first_bad_step: first_bad.map(|s| s.label.clone()),
         cause: first_bad.and_then(|s| s.cause.clone()),
+        causes: first_bad.map(|s| s.causes.clone()).unwrap_or_default(),
         incomplete: steps.iter().any(|s| s.error.is_some()),
         steps,
         verdict,
@@ -287,6 +306,12 @@ impl PipelineReport {
             merge: None,
             status: vs.as_ref().map(|v| v.verdict).unwrap_or(Verdict::Pass),
             cause: vs.as_ref().filter(|v| v.verdict == Verdict::Fail).map(evidence),
+            causes: vs
+                .as_ref()
+                .filter(|v| v.verdict == Verdict::Fail)
+                .map(|v| Cause::of_numbers(v, evidence_parts(v)))
+                .into_iter()
+                .collect(),
             vs_reference: vs,
             vs_parent: None,
             error: None,
@@ -299,6 +324,7 @@ impl PipelineReport {
             reference: c.reference.clone(),
             first_bad_step: bad.then(|| c.candidate.clone()),
             cause: steps[1].cause.clone(),
+            causes: steps[1].causes.clone(),
             verdict: c.verdict,
             incomplete: false,
             steps,
@@ -306,8 +332,12 @@ impl PipelineReport {
     }
 }
 
-/// Step status and cause from its static findings and numbers.
-fn judge_step(s: &mut StepReport) {
+fn view(s: &StepReport) -> causes::StepView<'_> {
+    causes::StepView { label: &s.label, findings: &s.findings, vs_reference: s.vs_reference.as_ref() }
+}
+
+/// Step status and causes from its static findings, its numbers and the cause rules.
+fn judge_step(s: &mut StepReport, parent: Option<&StepReport>, layer_rel_err: f64) {
     let mut statics: Vec<&Finding> = s.findings.iter().collect();
     if let Some(m) = &s.merge {
         statics.extend(m.findings.iter());
@@ -326,20 +356,25 @@ fn judge_step(s: &mut StepReport) {
     if s.status != Verdict::Fail {
         return;
     }
-    let evidence = numeric.map(evidence).filter(|e| !e.is_empty());
+    let numbers = numeric.map(evidence_parts).unwrap_or_default();
     // A static finding explains the numbers; when only warnings exist, one that names the same
     // symptom (EOS, template, tokenizer) is still the best explanation for a numeric failure.
     let explaining = static_error.copied().or_else(|| statics.iter().find(|f| rank(f) < CAUSE_RANK.len()).copied());
-    s.cause = match (explaining, evidence) {
-        (Some(f), Some(e)) => Some(format!("{}: {}; {e}", f.id, f.message)),
-        (Some(f), None) => Some(format!("{}: {}", f.id, f.message)),
-        (None, Some(e)) => Some(e),
-        (None, None) => None,
-    };
+    s.causes = causes::rank(
+        explaining.map(|f| Cause::of_finding(f, numbers.clone())),
+        causes::rules(view(s), parent.map(view), &numbers, layer_rel_err),
+        numeric.filter(|_| !numbers.is_empty()).map(|r| Cause::of_numbers(r, numbers.clone())),
+    );
+    s.cause = s.causes.first().map(Cause::line);
+}
+
+/// The failing numbers of a comparison, most telling first (`Metric` order), in one line.
+pub fn evidence(r: &CompareResult) -> String {
+    evidence_parts(r).join("; ")
 }
 
 /// The failing numbers of a comparison, most telling first (`Metric` order).
-pub fn evidence(r: &CompareResult) -> String {
+pub fn evidence_parts(r: &CompareResult) -> Vec<String> {
     let s = &r.summary;
     let mut failing: Vec<_> = r.judgements.iter().filter(|j| j.status != Verdict::Pass).collect();
     failing.sort_by_key(|j| j.metric);
@@ -364,5 +399,5 @@ pub fn evidence(r: &CompareResult) -> String {
     if let Some(l) = &r.first_bad_layer {
         parts.push(format!("first diverging layer: {l}"));
     }
-    parts.join("; ")
+    parts
 }

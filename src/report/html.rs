@@ -121,6 +121,14 @@ impl Html {
             status_class(r.verdict, r.incomplete),
             escape(&r.reference)
         ));
+        if let Some(c) = r.causes.first() {
+            body.push_str(&format!(
+                "<p id=\"fix\">cause <code>{}</code> ({} confidence). Fix: {}</p>",
+                escape(&c.cause_id),
+                c.confidence.name(),
+                escape(&c.fix)
+            ));
+        }
 
         body.push_str("<h2>Steps</h2><table id=\"steps\"><tr><th>#</th><th>step</th><th>source</th><th>status</th><th>lint errors</th><th>KL mean</th><th>KL p99</th><th>top-1</th><th>P(EOS) ref → cand</th><th>stops</th><th>cause</th></tr>");
         for s in &r.steps {

@@ -81,6 +81,9 @@ impl Text {
             (Some(step), Some(cause)) => {
                 let i = r.steps.iter().find(|s| &s.label == step).map(|s| s.index).unwrap_or(0);
                 o.push_str(&format!("step {i} `{step}` breaks it: {cause}\n"));
+                if let Some(c) = r.causes.first() {
+                    o.push_str(&format!("  cause {} ({} confidence); fix: {}\n", c.cause_id, c.confidence.name(), c.fix));
+                }
             }
             (Some(step), None) => o.push_str(&format!("step `{step}` breaks it\n")),
             (None, _) => o.push_str(&format!(

@@ -32,7 +32,7 @@ fn healthy_lineage_passes() {
     let r = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let v = r.json();
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
     assert!(v["first_bad_step"].is_null());
     assert_eq!(v["verdict"], "pass");
     assert_eq!(v["steps"][1]["vs_reference"]["summary"]["kl"]["max"], 0.0);
@@ -170,6 +170,22 @@ fn shipped_lineages_break_where_expected() {
                 assert!(v["first_bad_step"].is_null(), "{}: {}", p.display(), v["cause"]);
                 assert_eq!(r.code, 0);
             }
+        }
+        for want in expect.get("findings").and_then(|f| f.as_array()).into_iter().flatten() {
+            let (label, id) =
+                want.as_str().and_then(|w| w.split_once(": ")).unwrap_or_else(|| panic!("{}: findings entry {want}", p.display()));
+            let step = v["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["label"] == label)
+                .unwrap_or_else(|| panic!("{}: no step {label}", p.display()));
+            assert!(
+                step["findings"].as_array().unwrap().iter().any(|f| f["id"] == id),
+                "{}: step {label} lacks {id}: {:#}",
+                p.display(),
+                step["findings"]
+            );
         }
         n += 1;
     }

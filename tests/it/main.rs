@@ -4,6 +4,7 @@
 mod common;
 
 mod bisect;
+mod blame;
 mod checkpoint;
 mod compare;
 mod engine;
