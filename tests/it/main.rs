@@ -21,4 +21,5 @@ mod lora;
 mod quant;
 mod quant_lora;
 mod snapshots_cli;
+mod spm;
 mod zoo;
