@@ -665,7 +665,11 @@ fn zoo_gguf_files_parse_when_present() {
     }
     // Files broken in a way the GGUF shows by itself name that finding in zoo.json (`lint_alone`).
     let alone_fault = |p: &std::path::Path| {
-        manifest["variants"].as_object().unwrap().values().find(|v| v["path"].as_str().is_some_and(|r| common::zoo().join(r) == *p))
+        manifest["variants"]
+            .as_object()
+            .unwrap()
+            .values()
+            .find(|v| v["path"].as_str().is_some_and(|r| common::zoo().join(r) == *p))
             .and_then(|v| v["lint_alone"].as_str().map(str::to_string))
     };
     for p in &found {
