@@ -570,8 +570,9 @@ fn rebuilt_gguf_tokenizer_equals_the_source() {
     let mut t = g.header.tokenizer();
     t.pre = Some("default");
     assert!(t.to_hf().unwrap_err().contains("`default`"));
-    t.model = Some("llama");
-    assert!(t.to_hf().unwrap_err().contains("`llama`"));
+    // SentencePiece is rebuilt now (tests/it/spm.rs); other models are refused by name.
+    t.model = Some("bert");
+    assert!(t.to_hf().unwrap_err().contains("`bert`"));
 }
 
 #[test]
@@ -663,12 +664,24 @@ fn zoo_gguf_files_parse_when_present() {
     for rel in &listed {
         assert!(found.contains(&common::zoo_path(rel)), "{rel}: listed in zoo.json but not found under {}", zoo.display());
     }
+    // Files broken in a way the GGUF shows by itself name that finding in zoo.json (`lint_alone`).
+    let alone_fault = |p: &std::path::Path| {
+        manifest["variants"]
+            .as_object()
+            .unwrap()
+            .values()
+            .find(|v| v["path"].as_str().is_some_and(|r| common::zoo().join(r) == *p))
+            .and_then(|v| v["lint_alone"].as_str().map(str::to_string))
+    };
     for p in &found {
         let g = GgufFile::open(p).unwrap_or_else(|e| panic!("{e}"));
         assert!(g.header.problems.is_empty(), "{}: {:?}", p.display(), g.header.problems);
         assert!(!g.header.type_summary().is_empty());
         let f: Vec<Finding> = gchecks::run(&g, None).into_iter().filter(|f| f.severity == Severity::Error).collect();
-        assert!(f.is_empty(), "{}: {f:#?}", p.display());
+        match alone_fault(p) {
+            None => assert!(f.is_empty(), "{}: {f:#?}", p.display()),
+            Some(id) => assert!(f.iter().all(|f| f.id == id) && !f.is_empty(), "{}: expected only {id}: {f:#?}", p.display()),
+        }
     }
     eprintln!("{} zoo GGUF file(s) checked", found.len());
 }

@@ -23,4 +23,5 @@ mod moe;
 mod quant;
 mod quant_lora;
 mod snapshots_cli;
+mod spm;
 mod zoo;

@@ -5,7 +5,7 @@
 //!
 //! It does not compare with the HF checkpoint (`source`) or read tensor values (`values`).
 
-use super::tokenizer::{adds_bos, llama_cpp_eog, show_id, special_ids};
+use super::tokenizer::{adds_bos, llama_cpp_eog, show_id, special_ids, spm_alone};
 use crate::chat::{sample_conversation, turn_end, ChatTemplate};
 use crate::checks::ids::{self, FindingId};
 use crate::checks::template::ROLE_MARKERS;
@@ -187,6 +187,7 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Findings) {
             );
         }
     }
+    spm_alone(&file, &tok, out);
     if tok.model == Some("gpt2") && tok.pre.is_none() {
         out.push(
             Finding::new(

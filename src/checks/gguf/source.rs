@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value as Json;
 
-use super::tokenizer::{adds_bos, llama_cpp_eog, pre_tokenizer, round_trip, show_id};
+use super::tokenizer::{adds_bos, llama_cpp_eog, pre_tokenizer, round_trip, show_id, spm_source};
 use crate::checks::ids::{self, FindingId};
 use crate::checks::special::describe_ids;
 use crate::checks::{Context, Finding, Findings, Severity};
@@ -38,7 +38,7 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Findings) {
     tokens(&file, &tok, ctx, out);
     merges_and_pre_tokenizer(&file, &tok, ctx, out);
     if let (Some(hf), Ok(gt)) = (&ctx.tokenizer, tok.to_hf()) {
-        round_trip(&file, hf, &gt, out);
+        round_trip(&file, &tok, hf, &gt, out);
     }
     eos_and_stop(&file, &tok, ctx, out);
     bos(&file, &tok, ctx, out);
@@ -301,6 +301,9 @@ fn merges_and_pre_tokenizer(file: &str, tok: &GgufTokenizer, ctx: &Context, out:
     }
     if let (Some(tj), Some("gpt2")) = (&tj, tok.model) {
         pre_tokenizer(file, tok.pre, tj.value.get("pre_tokenizer"), out);
+    }
+    if let Some(tj) = &tj {
+        spm_source(file, tok, &tj.value, ctx.tokenizer.as_ref(), out);
     }
 }
 

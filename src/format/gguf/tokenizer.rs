@@ -1,11 +1,13 @@
 //! The GGUF's own tokenizer: the `tokenizer.ggml.*` keys and `tokenizer.chat_template` borrowed
 //! from the header (`Header::tokenizer`), llama.cpp's token types, the split regexes of the
-//! `tokenizer.ggml.pre` names ckptcheck knows, and `GgufTokenizer::to_hf`, which rebuilds a
-//! byte-level BPE vocabulary as an HF `tokenizers` tokenizer.
+//! `tokenizer.ggml.pre` names ckptcheck knows, and `GgufTokenizer::to_hf`, which rebuilds the
+//! vocabulary as an HF `tokenizers` tokenizer that encodes the way llama.cpp does: byte-level BPE
+//! (`gpt2`) with a known pre-tokenizer, and SentencePiece (`llama`: llama.cpp's `llm_tokenizer_spm`,
+//! rebuilt as transformers' legacy `LlamaConverter` builds it, see `to_hf_spm`).
 //!
-//! It does not compare anything with the HF source or judge the vocabulary (`checks::gguf`), and
-//! it rebuilds only byte-level BPE with a known pre-tokenizer: SentencePiece and other models are
-//! refused with the reason.
+//! It does not compare anything with the HF source or judge the vocabulary (`checks::gguf`).
+//! Other models (`bert`, `t5`, `rwkv`, an unknown or `default` BPE pre-tokenizer) are refused with
+//! the reason.
 
 use super::parse::Header;
 use super::types::Array;
@@ -34,6 +36,7 @@ impl Header {
             pad: self.get_u64("tokenizer.ggml.padding_token_id"),
             unk: self.get_u64("tokenizer.ggml.unknown_token_id"),
             add_bos: self.get_bool("tokenizer.ggml.add_bos_token"),
+            add_space_prefix: self.get_bool("tokenizer.ggml.add_space_prefix"),
             add_eos: self.get_bool("tokenizer.ggml.add_eos_token"),
             chat_template: self.get_str("tokenizer.chat_template"),
         }
@@ -70,6 +73,9 @@ pub struct GgufTokenizer<'a> {
     pub unk: Option<u64>,
     pub add_bos: Option<bool>,
     pub add_eos: Option<bool>,
+    /// `tokenizer.ggml.add_space_prefix`: SentencePiece's dummy prefix (llama.cpp defaults it to
+    /// true for `llama` vocabularies: `GgufTokenizer::space_prefix`).
+    pub add_space_prefix: Option<bool>,
     pub chat_template: Option<&'a str>,
 }
 
@@ -105,11 +111,18 @@ impl GgufTokenizer<'_> {
     /// llama.cpp's tokenizer for this vocabulary, rebuilt as an HF `tokenizers` tokenizer: byte-level
     /// BPE (`tokenizer.ggml.model = gpt2`) with the tokens, merges and the split regex of
     /// `tokenizer.ggml.pre`; CONTROL/USER_DEFINED tokens as added tokens. `Err` says why it cannot
-    /// be rebuilt (SentencePiece and other models, an unknown or `default` pre-tokenizer).
+    /// be rebuilt (other models, an unknown or `default` pre-tokenizer).
     pub fn to_hf(&self) -> std::result::Result<tokenizers::Tokenizer, String> {
         use serde_json::{json, Map, Value as J};
-        if self.model != Some("gpt2") {
-            return Err(format!("tokenizer model `{}` is not rebuilt (only byte-level BPE, `gpt2`)", self.model.unwrap_or("none")));
+        match self.model {
+            Some("gpt2") => {}
+            Some("llama") => return self.to_hf_spm(),
+            other => {
+                return Err(format!(
+                    "tokenizer model `{}` is not rebuilt (only byte-level BPE, `gpt2`, and SentencePiece, `llama`)",
+                    other.unwrap_or("none")
+                ))
+            }
         }
         let pre = self.pre.unwrap_or("default");
         let regex = match KNOWN_PRE.iter().find(|(n, _)| *n == pre) {
@@ -153,6 +166,117 @@ impl GgufTokenizer<'_> {
         });
         let bytes = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
         tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| format!("the rebuilt tokenizer does not load: {e}"))
+    }
+
+    /// Whether llama.cpp prepends a space to each text segment (`add_space_prefix`, default true
+    /// for SentencePiece vocabularies: llama.cpp `llama_vocab::impl::load`).
+    pub fn space_prefix(&self) -> bool {
+        self.add_space_prefix.unwrap_or(self.model == Some("llama"))
+    }
+
+    /// Ids of the byte-fallback tokens (`BYTE` type) by byte value: `<0x00>` … `<0xFF>`.
+    pub fn byte_tokens(&self) -> Vec<Option<u64>> {
+        let mut out = vec![None; 256];
+        let (Some(tokens), Some(types)) = (self.tokens, &self.token_type) else { return out };
+        for (i, (t, &ty)) in tokens.iter().zip(types).enumerate() {
+            if ty != token_type::BYTE {
+                continue;
+            }
+            if let Some(b) = t.strip_prefix("<0x").and_then(|r| r.strip_suffix('>')).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out[b as usize].get_or_insert(i as u64);
+            }
+        }
+        out
+    }
+
+    /// llama.cpp's SentencePiece tokenizer (`llm_tokenizer_spm`) as an HF tokenizer. llama.cpp
+    /// splits a text segment into UTF-8 characters and merges, again and again, the adjacent pair
+    /// whose concatenation is a token with the highest score (ties: leftmost); a symbol left that
+    /// is no token is emitted as its `<0xXX>` byte tokens. That is BPE whose merges are every
+    /// split `(l, r)` of every token `l + r`, ranked by the token's score — what transformers'
+    /// `LlamaConverter` derives from the same vocabulary (`SentencePieceExtractor` /
+    /// `generate_merges`) — with byte fallback. The space handling is transformers' *legacy*
+    /// Llama tokenizer, which is llama.cpp's: with `add_space_prefix` every text segment (the
+    /// start, and the text after each special or added token) gets `▁` prepended, then spaces
+    /// become `▁`; no pre-tokenizer splits the segment. CONTROL, USER_DEFINED and UNKNOWN tokens
+    /// are added tokens (llama.cpp's `cache_special_tokens`), CONTROL/UNKNOWN as special.
+    ///
+    /// Where it can differ from llama.cpp: two different tokens with the *same* score competing
+    /// in one segment (llama.cpp takes the leftmost pair, BPE the lower rank: the token with the
+    /// lower id); SentencePiece *Unigram* vocabularies, which llama.cpp also merges by score
+    /// (transformers and sentencepiece run Viterbi instead, so both llama.cpp and this rebuild
+    /// can tokenize such a vocabulary differently from the HF tokenizer — `gguf.tokenization-differs`
+    /// reports it). No SentencePiece normalizer (`precompiled_charsmap`) is applied: llama.cpp
+    /// applies none.
+    fn to_hf_spm(&self) -> std::result::Result<tokenizers::Tokenizer, String> {
+        use serde_json::{json, Map, Value as J};
+        use std::collections::HashMap;
+        let tokens = self.tokens.ok_or("no `tokenizer.ggml.tokens`")?;
+        let types = self.token_type.clone().unwrap_or_default();
+        let score = |i: usize| self.scores.and_then(|s| s.get(i)).copied().unwrap_or(0.0);
+        // llama.cpp's token_to_id keeps the last of duplicate texts; the HF vocab map the same.
+        let mut id_of: HashMap<&str, usize> = HashMap::with_capacity(tokens.len());
+        for (i, t) in tokens.iter().enumerate() {
+            id_of.insert(t.as_str(), i);
+        }
+        // Every split of every token into two tokens, ranked by the merged token's score
+        // (descending), then its id, then the left and right ids (transformers' order).
+        let mut merges: Vec<(f32, usize, usize, usize)> = Vec::new();
+        for (i, t) in tokens.iter().enumerate() {
+            if id_of.get(t.as_str()) != Some(&i) {
+                continue;
+            }
+            for (k, _) in t.char_indices().skip(1) {
+                let (l, r) = t.split_at(k);
+                if let (Some(&li), Some(&ri)) = (id_of.get(l), id_of.get(r)) {
+                    merges.push((score(i), i, li, ri));
+                }
+            }
+        }
+        merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)).then(a.3.cmp(&b.3)));
+        let merges: Vec<J> = merges.iter().map(|&(_, _, l, r)| json!([tokens[l], tokens[r]])).collect();
+        let mut vocab = Map::new();
+        for (t, &i) in &id_of {
+            vocab.insert(t.to_string(), J::from(i as u64));
+        }
+        let added: Vec<J> = tokens
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let ty = *types.get(i)?;
+                let special = ty == token_type::CONTROL || ty == token_type::UNKNOWN;
+                (special || ty == token_type::USER_DEFINED).then(|| {
+                    json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                           "normalized": false, "special": special})
+                })
+            })
+            .collect();
+        let unk = self.unk.and_then(|u| self.token(u)).map(str::to_string);
+        let byte_fallback = self.byte_tokens().iter().any(Option::is_some);
+        let replace = json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
+        let normalizer = if self.space_prefix() {
+            json!({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u{2581}"}, replace]})
+        } else {
+            replace
+        };
+        let mut decoders = vec![
+            json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
+            json!({"type": "ByteFallback"}),
+            json!({"type": "Fuse"}),
+        ];
+        if self.space_prefix() {
+            decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+        }
+        let doc = json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+            "normalizer": normalizer, "pre_tokenizer": null, "post_processor": null,
+            "decoder": {"type": "Sequence", "decoders": decoders},
+            "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+                      "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": byte_fallback, "ignore_merges": false,
+                      "vocab": vocab, "merges": merges},
+        });
+        let bytes = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
+        tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| format!("the rebuilt SentencePiece tokenizer does not load: {e}"))
     }
 
     pub fn token(&self, id: u64) -> Option<&str> {
