@@ -106,15 +106,27 @@ def n_params(h, i, l, nh, nkv, hd) -> int:
     return l * (attn + 3 * h * i + 2 * h) + 2 * VOCAB * h + h
 
 
+def llama_config(name: str, **extra):
+    """The LlamaConfig of a preset (both writers use it)."""
+    from transformers import LlamaConfig
+
+    h, i, l, nh, nkv, hd, theta, _ = PRESETS[name]
+    return LlamaConfig(
+        vocab_size=VOCAB, hidden_size=h, intermediate_size=i, num_hidden_layers=l,
+        num_attention_heads=nh, num_key_value_heads=nkv, head_dim=hd, max_position_embeddings=4096,
+        rms_norm_eps=1e-5, rope_theta=theta, tie_word_embeddings=False, hidden_act="silu",
+        bos_token_id=None, eos_token_id=2, pad_token_id=0, attention_bias=False, mlp_bias=False, **extra)
+
+
 def make_hf_streamed(name: str, seed: int, perturb: float | None, force: bool) -> tuple[Path, Path | None]:
     """The same checkpoint make_hf writes (config by transformers, transformers' init: normal(0,
     0.02) matrices, ones for norms; bf16; sharded safetensors + index like save_pretrained), one
     tensor at a time, so peak memory is one shard per output, not the model."""
     import torch
     from safetensors.torch import save_file
-    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig
+    from transformers import AutoTokenizer, GenerationConfig
 
-    h, i, l, nh, nkv, hd, theta, _ = PRESETS[name]
+    h, i, l, nh, nkv, hd, _, _ = PRESETS[name]
     ref = BENCH_MODELS / name
     cand = BENCH_MODELS / f"{name}-cand" if perturb else None
     outs = [d for d in (ref, cand) if d is not None]
@@ -122,12 +134,7 @@ def make_hf_streamed(name: str, seed: int, perturb: float | None, force: bool) -
         log(f"{name}: HF checkpoint(s) already there")
         return ref, cand
     tok = AutoTokenizer.from_pretrained(tokenizer_dir())
-    cfg = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=h, intermediate_size=i, num_hidden_layers=l,
-        num_attention_heads=nh, num_key_value_heads=nkv, head_dim=hd, max_position_embeddings=4096,
-        rms_norm_eps=1e-5, rope_theta=theta, tie_word_embeddings=False, hidden_act="silu",
-        bos_token_id=None, eos_token_id=2, pad_token_id=0, attention_bias=False, mlp_bias=False,
-        torch_dtype="bfloat16")
+    cfg = llama_config(name, torch_dtype="bfloat16")
     shapes = [("model.embed_tokens.weight", (VOCAB, h))]
     for n in range(l):
         p = f"model.layers.{n}."
@@ -180,9 +187,9 @@ def make_hf(name: str, seed: int, perturb: float | None, force: bool) -> tuple[P
     if name in STREAMED:
         return make_hf_streamed(name, seed, perturb, force)
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
-    h, i, l, nh, nkv, hd, theta, _ = PRESETS[name]
+    h, i, l, nh, nkv, hd, _, _ = PRESETS[name]
     ref = BENCH_MODELS / name
     cand = BENCH_MODELS / f"{name}-cand" if perturb else None
     done = (ref / "model.safetensors").exists() or (ref / "model.safetensors.index.json").exists()
@@ -191,11 +198,7 @@ def make_hf(name: str, seed: int, perturb: float | None, force: bool) -> tuple[P
         log(f"{name}: HF checkpoint(s) already there")
         return ref, cand
     tok = AutoTokenizer.from_pretrained(tokenizer_dir())
-    cfg = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=h, intermediate_size=i, num_hidden_layers=l,
-        num_attention_heads=nh, num_key_value_heads=nkv, head_dim=hd, max_position_embeddings=4096,
-        rms_norm_eps=1e-5, rope_theta=theta, tie_word_embeddings=False, hidden_act="silu",
-        bos_token_id=None, eos_token_id=2, pad_token_id=0, attention_bias=False, mlp_bias=False)
+    cfg = llama_config(name)
     log(f"{name}: init {n_params(h, i, l, nh, nkv, hd) / 1e6:.1f} M params (seed {seed})")
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg).to(torch.bfloat16)

@@ -413,9 +413,7 @@ fn score(
     let live = |failed: &[Option<Error>], acc: &[PairAcc], v: usize| {
         failed[v].is_none() && pairs.iter().zip(acc).any(|(p, a)| a.error.is_none() && (p.reference == v || p.candidate == v))
     };
-    let traced = |failed: &[Option<Error>], acc: &[PairAcc], k: usize| {
-        acc[k].error.is_none() && acc[k].layers.is_some() && failed[pairs[k].reference].is_none() && failed[pairs[k].candidate].is_none()
-    };
+    let traced = |failed: &[Option<Error>], acc: &[PairAcc], k: usize| acc[k].layers.is_some() && scoring(pairs, failed, acc, k);
     let mut first = 0;
     while first < seqs.len() {
         let mut end = first + 1;
@@ -508,6 +506,11 @@ fn score(
     }
 }
 
+/// Whether pair `k` is still being scored: no error of its own, both its variants running.
+fn scoring(pairs: &[Pair], failed: &[Option<Error>], acc: &[PairAcc], k: usize) -> bool {
+    acc[k].error.is_none() && failed[pairs[k].reference].is_none() && failed[pairs[k].candidate].is_none()
+}
+
 /// What one pair accumulates over all sequences.
 #[derive(Default)]
 struct PairAcc {
@@ -558,14 +561,11 @@ fn score_sequence(
         .iter()
         .map(|_| SeqScores { scores: Vec::new(), token_kl: Vec::new(), tokens: Vec::new(), p_eos: (f64::NAN, f64::NAN), nonfinite_ref: 0 })
         .collect();
-    let alive = |failed: &[Option<Error>], acc: &[PairAcc], k: usize| {
-        acc[k].error.is_none() && failed[pairs[k].reference].is_none() && failed[pairs[k].candidate].is_none()
-    };
     for a in (lo..hi).step_by(chunk) {
         let m = chunk.min(hi - a);
         let mut logits: Vec<Option<Vec<Vec<f32>>>> = (0..n).map(|_| None).collect();
         for k in 0..pairs.len() {
-            if !alive(failed, acc, k) {
+            if !scoring(pairs, failed, acc, k) {
                 continue;
             }
             for v in [pairs[k].reference, pairs[k].candidate] {
@@ -600,7 +600,7 @@ fn score_sequence(
         }
     }
     for (k, s) in per.into_iter().enumerate() {
-        if !alive(failed, acc, k) {
+        if !scoring(pairs, failed, acc, k) {
             continue;
         }
         let sum = summarize(&s.token_kl);

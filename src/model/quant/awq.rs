@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{four_bit_groups, nibble, Packed, QuantScheme, Tensors};
+use super::{four_bit_groups, nibble, word_at, Packed, QuantScheme, Tensors};
 use crate::error::Result;
 use crate::format::quant::QuantConfig;
 use crate::format::MappedBytes;
@@ -82,8 +82,7 @@ impl PackedRows for AwqRows {
         for i in 0..inp {
             let gi = i / self.group_size;
             for o in r0..r0 + n {
-                let at = (i * cols + o / 8) * 4;
-                let word = i32::from_le_bytes([q[at], q[at + 1], q[at + 2], q[at + 3]]) as i64;
+                let word = word_at(q, i * cols + o / 8);
                 let k = gi * out + o;
                 w[(o - r0) * inp + i] = (nibble(word, NIBBLE_OF[o % 8]) - self.zeros[k]) as f32 * self.scales[k];
             }

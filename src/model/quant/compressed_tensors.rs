@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{four_bit_groups, nibble, Packed, QuantScheme, Tensors};
+use super::{four_bit_groups, nibble, word_at, Packed, QuantScheme, Tensors};
 use crate::error::Result;
 use crate::format::quant::QuantConfig;
 use crate::format::MappedBytes;
@@ -75,8 +75,7 @@ impl PackedRows for CtRows {
             let o = r0 + r;
             for (i, v) in row.iter_mut().enumerate() {
                 let gi = i / self.group_size;
-                let at = (o * self.cols + i / 8) * 4;
-                let word = i32::from_le_bytes([q[at], q[at + 1], q[at + 2], q[at + 3]]) as i64;
+                let word = word_at(q, o * self.cols + i / 8);
                 let z = self.zeros.as_ref().map(|z| z.get(o * groups + gi).copied().unwrap_or(0)).unwrap_or(0);
                 *v = (nibble(word, i % 8) - 8 - z) as f32 * self.scales[o * groups + gi];
             }

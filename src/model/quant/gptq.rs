@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::{four_bit_groups, nibble, Packed, QuantScheme, Tensors};
+use super::{four_bit_groups, nibble, word_at, Packed, QuantScheme, Tensors};
 use crate::error::Result;
 use crate::format::quant::QuantConfig;
 use crate::format::MappedBytes;
@@ -76,8 +76,7 @@ impl PackedRows for GptqRows {
         let n = w.len() / inp;
         for p in 0..inp / 8 {
             for o in r0..r0 + n {
-                let at = (p * out + o) * 4;
-                let word = i32::from_le_bytes([q[at], q[at + 1], q[at + 2], q[at + 3]]) as i64;
+                let word = word_at(q, p * out + o);
                 for j in 0..8 {
                     let i = p * 8 + j;
                     let gi = self.g_idx[i] as usize;

@@ -92,6 +92,12 @@ pub fn four_bit_groups(cfg: &QuantConfig) -> Result<usize> {
     Ok(g.ok_or_else(|| cfg.field_error("group_size", "missing or not positive (per-channel is not supported)"))? as usize)
 }
 
+/// Packed little-endian I32 word `i` of `bytes`, widened like `Tensors::ints`.
+pub fn word_at(bytes: &[u8], i: usize) -> i64 {
+    let at = i * 4;
+    i32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as i64
+}
+
 /// Nibble `k` (0 = lowest) of a packed word.
 pub fn nibble(word: i64, k: usize) -> i64 {
     ((word as u64 >> (4 * k)) & 0xF) as i64
