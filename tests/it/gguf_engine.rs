@@ -145,7 +145,8 @@ fn types_candle_lacks_are_named() {
     assert!(e.contains("ggml type I16 is not one ckptcheck can run"), "{e}");
 }
 
-fn goldens(name: &str) -> Vec<(Vec<u32>, Vec<f32>, usize)> {
+/// (ids, logits, vocab) per golden sequence of `goldens/<name>.safetensors`.
+pub(crate) fn goldens(name: &str) -> Vec<(Vec<u32>, Vec<f32>, usize)> {
     let p = common::zoo_path(&format!("goldens/{name}.safetensors"));
     let f = SafetensorsFile::open(&p).unwrap();
     let mut out = Vec::new();

@@ -4,10 +4,8 @@
 //! and transformers, lint finds the SentencePiece faults, compare runs the GGUF.
 
 use candle_core::{DType, Device};
-use ckptcheck::format::dtype::decode_f32;
 use ckptcheck::format::gguf::GgufFile;
 use ckptcheck::format::hf::HfDir;
-use ckptcheck::format::safetensors::SafetensorsFile;
 use ckptcheck::format::tokens::TokenizerInfo;
 use ckptcheck::model;
 
@@ -17,18 +15,10 @@ fn s(p: &std::path::Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// (ids, logits, vocab) per golden sequence.
+/// (ids, logits, vocab) per golden sequence: all four golden prompts.
 fn goldens(name: &str) -> Vec<(Vec<u32>, Vec<f32>, usize)> {
-    let p = zoo_path(&format!("goldens/{name}.safetensors"));
-    let f = SafetensorsFile::open(&p).unwrap();
-    let mut out = Vec::new();
-    for i in 0.. {
-        let Some(ids_t) = f.get(&format!("input_ids.{i}")) else { break };
-        let ids: Vec<u32> = f.bytes(ids_t).unwrap().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32).collect();
-        let lt = f.get(&format!("logits.{i}")).unwrap();
-        out.push((ids, decode_f32(lt.dtype, f.bytes(lt).unwrap()).unwrap(), lt.shape[1] as usize));
-    }
-    assert_eq!(out.len(), 4, "{}", p.display());
+    let out = crate::gguf_engine::goldens(name);
+    assert_eq!(out.len(), 4, "{name}");
     out
 }
 
