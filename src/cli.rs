@@ -134,6 +134,14 @@ pub struct CompareArgs {
     /// Trace hidden states per layer and name the first layer that diverges.
     #[arg(long)]
     pub layers: bool,
+    /// Name the candidate's tensors that make the difference: swap groups of them into the
+    /// reference (each layer alone, then the guiltiest layer's modules) and score each hybrid.
+    /// Both must have the same shapes (any formats). See docs/bisect.md#splice-to-blame.
+    #[arg(long)]
+    pub blame: bool,
+    /// Most hybrid forward passes `--blame` runs (layers are grouped into blocks to fit).
+    #[arg(long, default_value_t = 48, value_parser = at_least_one, value_name = "N")]
+    pub blame_budget: usize,
     #[command(flatten)]
     pub engine: EngineArgs,
     /// TOML file overriding the default thresholds (see docs/metrics.md).

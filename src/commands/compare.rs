@@ -3,10 +3,12 @@
 
 use serde::Serialize;
 
+use crate::checkpoint::Checkpoint;
 use crate::cli::CompareArgs;
 use crate::commands::Outcome;
+use crate::compare::blame::{self, Blame, BlameInputs, Side};
 use crate::compare::prompts::{self, Prompt};
-use crate::compare::run::{compare, CompareOptions, CompareResult};
+use crate::compare::run::{compare_with, reference_answers, CompareOptions, CompareResult};
 use crate::compare::thresholds::{Thresholds, Verdict};
 use crate::compare::variant::Variant;
 use crate::model;
@@ -22,12 +24,19 @@ struct CompareReport {
     schema_version: u32,
     #[serde(flatten)]
     result: CompareResult,
+    /// `--blame`: the candidate's tensors that make the difference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blame: Option<Blame>,
 }
 
 impl Report for CompareReport {
     const KIND: &'static str = "compare";
     fn text(&self, _color: bool) -> String {
-        render_text(&self.result)
+        let mut o = render_text(&self.result);
+        if let Some(b) = &self.blame {
+            o.push_str(&report::blame::render(b));
+        }
+        o
     }
     /// The lineage page with two steps: the reference and the candidate.
     fn html(&self) -> Option<String> {
@@ -61,9 +70,11 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let settings = args.engine.settings();
     let device = model::device(settings.device)?;
     printer.note(&format!("loading {}", args.reference.display()));
-    let r = Variant::open(&args.reference, &device, &settings)?;
+    let r_ckpt = Checkpoint::open(&args.reference)?;
+    let r = Variant::load(&args.reference, &r_ckpt, &device, &settings)?;
     printer.note(&format!("loading {}", args.candidate.display()));
-    let c = Variant::open(&args.candidate, &device, &settings)?;
+    let c_ckpt = Checkpoint::open(&args.candidate)?;
+    let c = Variant::load(&args.candidate, &c_ckpt, &device, &settings)?;
     let bar = Bar::new(printer);
     let opts = CompareOptions {
         prompts_from: crate::compare::prompts::source_name(args.prompts.as_deref()),
@@ -71,9 +82,26 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         layers: args.layers,
         thresholds,
     };
-    let result = compare(&r, &c, &prompts, &opts, &bar)?;
+    let answers = reference_answers(&r, &prompts, &opts, &bar)?;
+    let result = compare_with(&r, &c, &prompts, &answers, &opts, &bar)?;
+    let blame = if args.blame {
+        let inputs = BlameInputs {
+            answered_by: &r,
+            answers: &answers,
+            parent: Side { checkpoint: &r_ckpt, variant: &r },
+            step: Side { checkpoint: &c_ckpt, variant: &c },
+            prompts: &prompts,
+            opts: &opts,
+            settings: &settings,
+            device: &device,
+            budget: args.blame_budget,
+        };
+        Some(blame::blame(&inputs, &bar)?)
+    } else {
+        None
+    };
     bar.0.finish_and_clear();
-    let report = CompareReport { schema_version: COMPARE_SCHEMA_VERSION, result };
+    let report = CompareReport { schema_version: COMPARE_SCHEMA_VERSION, result, blame };
     outputs.write(printer, &report)?;
     report::print(printer, &report, args.json)?;
     Ok(Outcome::of(report.result.verdict, args.strict))

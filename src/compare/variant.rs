@@ -61,6 +61,21 @@ impl Variant {
         })
     }
 
+    /// Another model run with this variant's facts (tokenizer, template, stop ids): a hybrid
+    /// of blame's.
+    pub fn with_model(&self, label: String, model: Model) -> Variant {
+        Variant {
+            path: self.path.clone(),
+            label,
+            model,
+            tokenizer: self.tokenizer.clone(),
+            template: self.template.clone(),
+            template_tokens: self.template_tokens.clone(),
+            stop_ids: self.stop_ids.clone(),
+            turn_end_id: self.turn_end_id,
+        }
+    }
+
     pub fn is_chat(&self) -> bool {
         self.template.is_some()
     }

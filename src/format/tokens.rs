@@ -11,6 +11,7 @@ use super::read_capped;
 use crate::error::{Error, Result};
 
 /// A loaded `tokenizer.json`.
+#[derive(Clone)]
 pub struct TokenizerInfo {
     pub path: PathBuf,
     pub tokenizer: tokenizers::Tokenizer,

@@ -7,6 +7,7 @@ pub mod gguf_weights;
 pub mod native;
 pub mod quant;
 pub mod rope;
+pub mod splice;
 pub mod weights;
 
 use candle_core::{DType, Device};
@@ -68,15 +69,30 @@ pub fn default_device() -> Device {
 /// Loads whatever a checkpoint is into the engine: dense or quantized HF weights, a GGUF, or a
 /// base with its adapter applied on the fly. A PEFT adapter alone cannot run.
 pub fn load(ckpt: &Checkpoint, device: &Device, dtype: ComputeDtype, gguf_matmul: GgufMatmul) -> Result<Model> {
+    with_weights(ckpt, device, dtype, gguf_matmul, |w, spec, dt| Model::load(spec, w, device, dt))
+}
+
+/// Runs `f` with the weight source a checkpoint needs (HF tensor names, whatever the format),
+/// its architecture, validated against the stored shapes, and the compute dtype `dtype`
+/// resolves to. `load` is `f` = `Model::load`; blame builds hybrids of two sources with it.
+pub fn with_weights<R>(
+    ckpt: &Checkpoint,
+    device: &Device,
+    dtype: ComputeDtype,
+    gguf_matmul: GgufMatmul,
+    f: impl FnOnce(&dyn weights::WeightSource, arch::ArchSpec, DType) -> Result<R>,
+) -> Result<R> {
     match ckpt {
-        Checkpoint::Hf(dir) => with_hf_weights(dir, |w| load_with(dir, w, device, resolve_dtype(dtype, dir))),
+        Checkpoint::Hf(dir) => with_hf_weights(dir, |w| f(w, hf_spec(dir, w)?, resolve_dtype(dtype, dir))),
         Checkpoint::Gguf(file) => {
             // A GGUF has no config dtype: `auto` computes in f32.
             let dt = match dtype {
                 ComputeDtype::Auto => DType::F32,
                 other => fixed_dtype(other),
             };
-            load_gguf_with(file, device, dt, gguf_matmul)
+            let quantized = resolve_gguf_matmul(gguf_matmul, file, dt, device) == GgufMatmul::Quantized;
+            let w = gguf_weights::GgufWeights::new(file)?.with_quantized_matmul(quantized);
+            f(&w, gguf_spec(file)?, dt)
         }
         Checkpoint::BaseWithAdapter { base, adapter } => {
             if adapter.config.fan_in_fan_out {
@@ -95,7 +111,8 @@ pub fn load(ckpt: &Checkpoint, device: &Device, dtype: ComputeDtype, gguf_matmul
                         detail: format!("adapts `{}`, which the base model `{}` does not have", m.base, base.root.display()),
                     });
                 }
-                load_with(base, &weights::LoraWeights { base: base_w, adapter }, device, resolve_dtype(dtype, base))
+                let w = weights::LoraWeights { base: base_w, adapter };
+                f(&w, hf_spec(base, &w)?, resolve_dtype(dtype, base))
             })
         }
         Checkpoint::Adapter(dir) => Err(Error::NotACheckpoint {
@@ -103,6 +120,48 @@ pub fn load(ckpt: &Checkpoint, device: &Device, dtype: ComputeDtype, gguf_matmul
             reason: "a PEFT adapter on its own cannot run: pass `BASE+ADAPTER` to apply it on the fly, or the merged model".into(),
         }),
     }
+}
+
+/// The tensors (HF names, sorted) the decoder loads from `ckpt`.
+pub fn loaded_tensors(ckpt: &Checkpoint, device: &Device, dtype: ComputeDtype, gguf_matmul: GgufMatmul) -> Result<Vec<String>> {
+    with_weights(ckpt, device, dtype, gguf_matmul, |w, spec, dt| {
+        let r = splice::Recorder::new(w);
+        Model::load(spec, &r, device, dt)?;
+        Ok(r.names())
+    })
+}
+
+/// A hybrid: `parent` with the tensors `take` names loaded from `step` instead, run with the
+/// parent's architecture. Refused when the two do not share the tensor shapes (dimensions,
+/// depth, experts), since a swapped tensor must fit where it goes. `paths` name the two in
+/// errors.
+pub fn load_spliced(
+    (parent, step): (&Checkpoint, &Checkpoint),
+    paths: (&std::path::Path, &std::path::Path),
+    take: &dyn Fn(&str) -> bool,
+    device: &Device,
+    dtype: ComputeDtype,
+    gguf_matmul: GgufMatmul,
+) -> Result<Model> {
+    with_weights(parent, device, dtype, gguf_matmul, |pw, spec, dt| {
+        with_weights(step, device, dtype, gguf_matmul, |sw, step_spec, _| {
+            let dims = |s: &arch::ArchSpec| {
+                (s.vocab_size, s.hidden, s.intermediate, s.layers, s.heads, s.kv_heads, s.head_dim, s.moe.as_ref().map(|m| m.experts))
+            };
+            if dims(&spec) != dims(&step_spec) {
+                return Err(Error::NotACheckpoint {
+                    path: paths.1.to_path_buf(),
+                    reason: format!(
+                        "its tensors cannot be swapped into `{}`: (vocab, hidden, intermediate, layers, heads, kv heads, head dim, experts) = {:?} vs {:?}",
+                        paths.0.display(),
+                        dims(&step_spec),
+                        dims(&spec)
+                    ),
+                });
+            }
+            Model::load(spec, &splice::SpliceWeights { parent: pw, step: sw, take }, device, dt)
+        })
+    })
 }
 
 /// Runs `f` with the weight source an HF directory needs: its quantization scheme's (GPTQ / AWQ /
@@ -122,6 +181,12 @@ pub fn load_hf(dir: &HfDir, device: &Device) -> Result<Model> {
 /// Loads with the architecture from `dir`'s config.json and the weights from `w` (e.g. a base
 /// with a LoRA adapter applied on the fly).
 pub fn load_with(dir: &HfDir, w: &dyn weights::WeightSource, device: &Device, dtype: DType) -> Result<Model> {
+    Model::load(hf_spec(dir, w)?, w, device, dtype)
+}
+
+/// The architecture of an HF directory (config.json, the topology its weights have), refused
+/// when a stored shape disagrees with it.
+fn hf_spec(dir: &HfDir, w: &dyn weights::WeightSource) -> Result<arch::ArchSpec> {
     let cfg = dir
         .config
         .as_ref()
@@ -150,7 +215,7 @@ pub fn load_with(dir: &HfDir, w: &dyn weights::WeightSource, device: &Device, dt
             detail: format!("{}; run `ckptcheck lint` for every problem", p.message()),
         });
     }
-    Model::load(spec, w, device, dtype)
+    Ok(spec)
 }
 
 /// `MemAvailable` from /proc/meminfo, in bytes (None off Linux).
@@ -187,20 +252,24 @@ pub fn load_gguf(file: &crate::format::gguf::GgufFile, device: &Device, dtype: D
 pub fn load_gguf_with(file: &crate::format::gguf::GgufFile, device: &Device, dtype: DType, mode: GgufMatmul) -> Result<Model> {
     let quantized = resolve_gguf_matmul(mode, file, dtype, device) == GgufMatmul::Quantized;
     let w = gguf_weights::GgufWeights::new(file)?.with_quantized_matmul(quantized);
+    Model::load(gguf_spec(file)?, &w, device, dtype)
+}
+
+/// The architecture a GGUF's metadata describes (with llama.cpp's rope divisors).
+fn gguf_spec(file: &crate::format::gguf::GgufFile) -> Result<arch::ArchSpec> {
     let freq_factors = rope_freq_factors(file)?;
     // A NaN/Inf float in the metadata is refused, never replaced by a default (lint reports it as
     // `gguf.metadata-not-finite`).
     let cfg = file.header.hf_config_checked().map_err(|(field, detail)| Error::Field { path: file.path.clone(), field, detail })?;
     let has_head = file.header.tensor("output.weight").is_some();
-    let spec = arch::ArchSpec::from_config(&cfg, Some(has_head)).map_err(|e| match e {
+    let mut spec = arch::ArchSpec::from_config(&cfg, Some(has_head)).map_err(|e| match e {
         Error::Field { field, detail, .. } => Error::Field { path: file.path.clone(), field: format!("GGUF metadata ({field})"), detail },
         other => other,
     })?;
-    let mut spec = spec;
     if let Some(f) = freq_factors {
         spec.rope.scaling = arch::RopeScaling::FreqFactors(f);
     }
-    Model::load(spec, &w, device, dtype)
+    Ok(spec)
 }
 
 /// llama.cpp keeps Llama-3.x rope scaling as a tensor of per-frequency divisors.

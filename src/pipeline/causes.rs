@@ -10,6 +10,7 @@
 use serde::Serialize;
 
 use crate::checks::{ids, Finding, Severity};
+use crate::compare::blame::Blame;
 use crate::compare::run::CompareResult;
 use crate::compare::thresholds::{Metric, Verdict};
 
@@ -23,8 +24,12 @@ pub const TRAINED_ON_OTHER_TEMPLATE: &str = "cause.trained-on-other-template";
 /// is the suspect, not the layers.
 pub const TOKENIZER_OR_EMBEDDING: &str = "cause.tokenizer-or-embedding";
 
+/// A conversion, quantization or merge failed on the numbers alone, and swapping a few of its
+/// tensors into the parent reproduces most of the KL (`compare::blame`): those tensors broke.
+pub const TENSORS_BLAMED: &str = "cause.tensors-blamed";
+
 /// Every rule's cause id (docs/bisect.md documents each; a test holds them equal).
-pub const RULE_IDS: &[&str] = &[EOS_MASKED_AS_PAD, TRAINED_ON_OTHER_TEMPLATE, TOKENIZER_OR_EMBEDDING];
+pub const RULE_IDS: &[&str] = &[EOS_MASKED_AS_PAD, TRAINED_ON_OTHER_TEMPLATE, TOKENIZER_OR_EMBEDDING, TENSORS_BLAMED];
 
 /// How sure the attribution is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -84,6 +89,40 @@ impl Cause {
             confidence: if f.severity == Severity::Error { Confidence::High } else { Confidence::Medium },
             fix: if f.hint.is_empty() { "see the finding's documentation in docs/lint.md".into() } else { f.hint.clone() },
         }
+    }
+
+    /// A blame search's culprit (None when no small set of tensors explains the KL). `gguf`: the
+    /// step is a GGUF, so the fix names llama.cpp's tensor names too.
+    pub fn of_blame(b: &Blame, parent_label: &str, gguf: bool) -> Option<Cause> {
+        let c = b.culprit.as_ref()?;
+        let share = c.share?;
+        let names: Vec<String> = c
+            .tensors
+            .iter()
+            .map(|t| match gguf.then(|| crate::model::gguf_weights::gguf_name(t)).flatten() {
+                Some(g) => format!("{t} (`{g}`)"),
+                None => t.clone(),
+            })
+            .collect();
+        // The summary says the culprit's share; the evidence is the search around it.
+        let mut evidence: Vec<String> = Vec::new();
+        evidence.extend(
+            b.groups
+                .iter()
+                .filter(|g| g.share.is_some_and(|s| s >= 0.1))
+                .map(|g| format!("{} alone: {:.0} % of the KL", g.group, 100.0 * g.share.unwrap_or(0.0))),
+        );
+        evidence.push(format!("{} hybrid forward passes of `{parent_label}` with some of this step's tensors", b.forward_passes));
+        Some(Cause {
+            cause_id: TENSORS_BLAMED.into(),
+            summary: b.headline(),
+            evidence,
+            confidence: if share >= 0.8 { Confidence::High } else { Confidence::Medium },
+            fix: format!(
+                "redo the conversion or quantization of {} (keep them at higher precision, e.g. `llama-quantize --tensor-type NAME=q8_0`), or check what the converter did to them",
+                names.join(", ")
+            ),
+        })
     }
 
     /// The numbers alone: the most telling failing metric names the cause.

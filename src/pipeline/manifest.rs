@@ -7,6 +7,7 @@
 //! max_new_tokens = 32
 //! dtype = "f32"                   # or bf16, f16, auto (each checkpoint's own)
 //! gguf_matmul = "auto"            # GGUF steps: dense, quantized, or auto (by available memory)
+//! blame_budget = 48               # forward passes to blame a conversion's tensors (0: off)
 //!
 //! [[step]]
 //! label = "base"
@@ -50,6 +51,7 @@ struct RawManifest {
     device: Option<DeviceChoice>,
     dtype: Option<ComputeDtype>,
     gguf_matmul: Option<GgufMatmul>,
+    blame_budget: Option<usize>,
     thresholds: Option<toml::Value>,
     #[serde(rename = "step")]
     steps: Vec<RawStep>,
@@ -122,9 +124,15 @@ pub struct Manifest {
     /// Device, compute dtype (f32 default; auto = each checkpoint's own) and how GGUF steps run
     /// their quantized layers (auto default), for every step.
     pub settings: RunSettings,
+    /// Most hybrid forward passes the blame search of the first failing step may run (0: none).
+    pub blame_budget: usize,
     pub steps: Vec<Step>,
     pub expect: Option<Expect>,
 }
+
+/// Blame passes when a manifest does not say (a 32-layer model: every layer, then the modules of
+/// the guiltiest).
+pub const DEFAULT_BLAME_BUDGET: usize = 48;
 
 /// `base` with a manifest's `thresholds` table applied and validated (`Thresholds::overlay`); an
 /// error names the manifest and the key (`step[1].thresholds.kl_mean_fail`).
@@ -205,6 +213,7 @@ impl Manifest {
                 dtype: raw.dtype.unwrap_or_default(),
                 gguf_matmul: raw.gguf_matmul.unwrap_or_default(),
             },
+            blame_budget: raw.blame_budget.unwrap_or(DEFAULT_BLAME_BUDGET),
             steps,
             expect: raw.expect,
         })
@@ -261,6 +270,7 @@ impl Manifest {
             prompts: None,
             max_new_tokens: 32,
             settings: RunSettings::default(),
+            blame_budget: DEFAULT_BLAME_BUDGET,
             steps,
             expect: None,
         })

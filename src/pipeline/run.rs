@@ -17,9 +17,10 @@ use crate::checks::fingerprint::Fingerprints;
 use crate::checks::ids::{self, FindingId};
 use crate::checks::merge::{self as merge_check, ModuleRow};
 use crate::checks::{self, Context, Finding, LintOptions, Severity};
+use crate::compare::blame::{self, Blame, BlameInputs, Side};
 use crate::compare::metrics::fmt_num;
 use crate::compare::prompts::{self, Prompt};
-use crate::compare::run::{compare_all, reference_answers, CompareOptions, CompareResult, Pair, Progress};
+use crate::compare::run::{compare_all, reference_answers, CompareOptions, CompareResult, Pair, Progress, ReferenceAnswers};
 use crate::compare::thresholds::{Metric, Verdict};
 use crate::compare::variant::Variant;
 use crate::error::Result;
@@ -80,6 +81,10 @@ pub struct StepReport {
     pub causes: Vec<Cause>,
     /// Set when the step could not be run at all.
     pub error: Option<String>,
+    /// The first failing step of a conversion, quantization or merge, when no static finding
+    /// explains it: which of its tensors make the difference (`compare::blame`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blame: Option<Blame>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -164,6 +169,7 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
             cause: None,
             causes: Vec::new(),
             error: None,
+            blame: None,
         })
         .collect();
 
@@ -266,8 +272,75 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
                 (Err(e), _) => steps[i].error = Some(e.to_string()),
             }
         }
+        let mut report = finish(m, steps);
+        let env =
+            BlameEnv { m, ckpts: &ckpts, loaded: &loaded, reference, answers: &answers, prompts: &prompts, opts: &opts, device: &device };
+        blame_first_bad(&mut report, &env, notes);
+        return Ok(report);
     }
     Ok(finish(m, steps))
+}
+
+/// What a blame search of a step needs from the run.
+struct BlameEnv<'a> {
+    m: &'a Manifest,
+    ckpts: &'a [Opened],
+    loaded: &'a [Option<Variant>],
+    reference: &'a Variant,
+    answers: &'a ReferenceAnswers,
+    prompts: &'a [Prompt],
+    opts: &'a CompareOptions,
+    device: &'a candle_core::Device,
+}
+
+/// Blames the first failing step's tensors when it is a conversion, quantization or merge of its
+/// parent (a GGUF, a quantized HF checkpoint, or the step after base+adapter) and no static
+/// finding or rule explains it: the search's culprit becomes the step's first cause. A search
+/// that cannot run (shapes differ, budget 0) leaves the report as it was, with a note.
+fn blame_first_bad(report: &mut PipelineReport, env: &BlameEnv, notes: &dyn Notes) {
+    let Some(i) = report.steps.iter().position(|s| !s.is_reference && s.status == Verdict::Fail && s.error.is_none()) else { return };
+    let numbers_only = report.steps[i].causes.first().is_some_and(|c| c.cause_id.starts_with("metric."));
+    let Some(p) = i.checked_sub(1) else { return };
+    let (Ok(step_ckpt), Ok(parent_ckpt), Some(step), Some(parent)) = (&env.ckpts[i], &env.ckpts[p], &env.loaded[i], &env.loaded[p]) else {
+        return;
+    };
+    let converted = match step_ckpt {
+        Checkpoint::Gguf(_) => true,
+        Checkpoint::Hf(d) => d.config.as_ref().is_some_and(|c| c.value.get("quantization_config").is_some()),
+        _ => false,
+    } || matches!(parent_ckpt, Checkpoint::BaseWithAdapter { .. });
+    if !numbers_only || !converted || env.m.blame_budget == 0 {
+        return;
+    }
+    notes.note(&format!(
+        "blame {} → {}: swapping its tensors into the parent, one group at a time",
+        env.m.steps[p].label, env.m.steps[i].label
+    ));
+    let inputs = BlameInputs {
+        answered_by: env.reference,
+        answers: env.answers,
+        parent: Side { checkpoint: parent_ckpt, variant: parent },
+        step: Side { checkpoint: step_ckpt, variant: step },
+        prompts: env.prompts,
+        opts: env.opts,
+        settings: &env.m.settings,
+        device: env.device,
+        budget: env.m.blame_budget,
+    };
+    match blame::blame(&inputs, notes.progress()) {
+        Ok(mut b) => {
+            (b.parent, b.step) = (env.m.steps[p].label.clone(), env.m.steps[i].label.clone());
+            let s = &mut report.steps[i];
+            if let Some(c) = Cause::of_blame(&b, &env.m.steps[p].label, matches!(step_ckpt, Checkpoint::Gguf(_))) {
+                s.causes.insert(0, c);
+                s.cause = s.causes.first().map(Cause::line);
+                report.cause = s.cause.clone();
+                report.causes = s.causes.clone();
+            }
+            s.blame = Some(b);
+        }
+        Err(e) => notes.note(&format!("blame of {} skipped: {e}", env.m.steps[i].label)),
+    }
 }
 
 /// Judges every step and names the first that breaks the lineage.
@@ -315,6 +388,7 @@ impl PipelineReport {
             vs_reference: vs,
             vs_parent: None,
             error: None,
+            blame: None,
         };
         let steps = vec![step(0, &c.reference, None), step(1, &c.candidate, Some(c.clone()))];
         let bad = steps[1].status == Verdict::Fail;

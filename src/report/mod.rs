@@ -9,6 +9,7 @@
 //! inside an input checkpoint directory, one that exists and is not a regular file, and two
 //! outputs naming the same file. Files are written atomically with mode 0644 less the umask.
 
+pub mod blame;
 pub mod html;
 pub mod junit;
 pub mod text;

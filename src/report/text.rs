@@ -84,6 +84,9 @@ impl Text {
                 if let Some(c) = r.causes.first() {
                     o.push_str(&format!("  cause {} ({} confidence); fix: {}\n", c.cause_id, c.confidence.name(), c.fix));
                 }
+                if let Some(b) = r.steps.iter().find(|s| &s.label == step).and_then(|s| s.blame.as_ref()) {
+                    o.push_str(&super::blame::render(b));
+                }
             }
             (Some(step), None) => o.push_str(&format!("step `{step}` breaks it\n")),
             (None, _) => o.push_str(&format!(

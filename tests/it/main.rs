@@ -23,5 +23,6 @@ mod moe;
 mod quant;
 mod quant_lora;
 mod snapshots_cli;
+mod splice;
 mod spm;
 mod zoo;
