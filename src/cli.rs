@@ -104,6 +104,12 @@ pub struct LintArgs {
     /// chat template, pre-tokenizer and config.json numbers against it.
     #[arg(long, value_name = "HF_DIR")]
     pub source: Option<PathBuf>,
+    /// The checkpoint PATH was made from (HF directory or `BASE+ADAPTER`): also checks tokenizer,
+    /// template and EOS changes against it, and matches weight fingerprints (layers swapped or
+    /// duplicated, Q/K permuted, transposed, tensors left unchanged, head tied/untied, frozen
+    /// layers), as bisect does between steps.
+    #[arg(long, value_name = "PARENT")]
+    pub parent: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

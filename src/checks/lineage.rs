@@ -2,7 +2,9 @@
 //! that lint on the step alone cannot call wrong (a model without a template may be a base model;
 //! a model whose parent had one lost it).
 
+use super::fingerprint::Fingerprints;
 use super::{Context, Finding, Severity};
+use crate::checkpoint::Checkpoint;
 use crate::checks::ids;
 use crate::format::tokens::stop_ids;
 
@@ -12,6 +14,20 @@ const SHOWN_DIFFS: usize = 3;
 /// Ids compared at most. The largest released vocabularies are ~260k (Gemma 3); a tokenizer.json
 /// claiming an id in the billions must not turn this into a billion-step loop.
 const MAX_COMPARED_IDS: u64 = 1 << 22;
+
+/// Everything a step is checked for against its parent (bisect's lineage checks, `lint
+/// --parent`): tokenizer, template and EOS changes (`check`) and the weight fingerprints
+/// (`lineage_weights`). GGUF steps are checked against their HF source by the GGUF checks
+/// instead. `prints`: fingerprints lint already computed for [parent, step] (else computed here).
+pub fn step_vs_parent(parent: &Checkpoint, step: &Checkpoint, parent_label: &str, prints: [Option<&Fingerprints>; 2]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let (Some(pd), Some(sd)) = (parent.side_dir(), step.side_dir()) {
+        let (pc, sc) = (Context::new(pd), Context::new(sd));
+        check(&pc, &sc, parent_label, &mut out);
+        super::lineage_weights::check_steps(parent, &pc, prints[0], step, &sc, prints[1], parent_label, &mut out);
+    }
+    out
+}
 
 pub fn check(parent: &Context, step: &Context, parent_label: &str, out: &mut Vec<Finding>) {
     match (&parent.template, &step.template) {

@@ -39,7 +39,11 @@ pub fn run(args: &LintArgs, printer: &Printer) -> anyhow::Result<Outcome> {
             anyhow::bail!("`--source` compares a GGUF with the HF checkpoint it came from; `{}` is not a GGUF file", args.path.display())
         }
     };
-    let findings = checks::lint(&ckpt, source.as_ref(), &LintOptions { no_values: args.no_values });
+    let parent = args.parent.as_deref().map(Checkpoint::open).transpose()?;
+    let (mut findings, prints) = checks::lint_fingerprinted(&ckpt, source.as_ref(), &LintOptions { no_values: args.no_values });
+    if let (Some(parent), Some(path)) = (&parent, &args.parent) {
+        findings.extend(checks::lineage::step_vs_parent(parent, &ckpt, &path.display().to_string(), [None, prints.as_ref()]));
+    }
     let fail_level = if args.strict { Severity::Warning } else { Severity::Error };
     let report = report(args.path.display().to_string(), findings, fail_level);
     report::print(printer, &report, args.json)?;

@@ -16,7 +16,7 @@ use crate::checkpoint::Checkpoint;
 use crate::checks::fingerprint::Fingerprints;
 use crate::checks::ids::{self, FindingId};
 use crate::checks::merge::{self as merge_check, ModuleRow};
-use crate::checks::{self, Context, Finding, LintOptions, Severity};
+use crate::checks::{self, Finding, LintOptions, Severity};
 use crate::compare::blame::{self, Blame, BlameInputs, Side};
 use crate::compare::metrics::fmt_num;
 use crate::compare::prompts::{self, Prompt};
@@ -125,18 +125,6 @@ fn lint_step(ckpts: &[Opened], i: usize) -> std::result::Result<(Vec<Finding>, O
 /// A step's checkpoint, or why it could not be opened (reported on the step).
 type Opened = std::result::Result<Checkpoint, String>;
 
-/// Tokenizer, template and EOS of a step against its parent's (GGUF steps are checked against
-/// their HF source by the GGUF checks instead).
-fn lineage_step(parent: &Checkpoint, step: &Checkpoint, parent_label: &str, prints: [Option<&Fingerprints>; 2]) -> Vec<Finding> {
-    let mut out = Vec::new();
-    if let (Some(pd), Some(sd)) = (parent.side_dir(), step.side_dir()) {
-        let (pc, sc) = (Context::new(pd), Context::new(sd));
-        checks::lineage::check(&pc, &sc, parent_label, &mut out);
-        checks::lineage_weights::check_steps(parent, &pc, prints[0], step, &sc, prints[1], parent_label, &mut out);
-    }
-    out
-}
-
 /// A merged step after a base+adapter step: the merge algebra.
 fn merge_step(parent: &Checkpoint, step: &Checkpoint) -> Result<Option<MergeSummary>> {
     let (Checkpoint::BaseWithAdapter { base, adapter }, Checkpoint::Hf(merged)) = (parent, step) else {
@@ -194,7 +182,12 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
             Ok(ms) => steps[i].merge = ms,
             Err(e) => steps[i].error = Some(e.to_string()),
         }
-        steps[i].findings.extend(lineage_step(parent, cur, &m.steps[i - 1].label, [prints[i - 1].as_ref(), prints[i].as_ref()]));
+        steps[i].findings.extend(checks::lineage::step_vs_parent(
+            parent,
+            cur,
+            &m.steps[i - 1].label,
+            [prints[i - 1].as_ref(), prints[i].as_ref()],
+        ));
     }
 
     // Numeric comparisons: every step that opened is loaded (weights stay in their files), the

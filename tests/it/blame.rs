@@ -283,3 +283,23 @@ fn cause_ids_are_documented() {
     let rules: std::collections::BTreeSet<&str> = ckptcheck::pipeline::causes::RULE_IDS.iter().copied().collect();
     assert_eq!(documented, rules);
 }
+
+/// `lint --parent` runs the same step-vs-parent checks as bisect on two checkpoints: the swapped
+/// layers and the Q/K permutation are errors there too, the frozen layers a note; without
+/// `--parent` lint cannot see any of them.
+#[test]
+fn lint_against_a_parent_names_the_structural_mistake() {
+    let model = |n: &str| zoo_path(&format!("models/{n}")).to_string_lossy().into_owned();
+    for (step, id, code) in [
+        ("mistral-layers-swapped", "lineage.layers-swapped", 1),
+        ("mistral-qk-permuted", "lineage.qk-permuted", 1),
+        ("mistral-sft-frozen", "lineage.frozen-layers", 0),
+    ] {
+        let with = ckptcheck(&["lint", "--json", &model(step), "--parent", &model("mistral")]);
+        assert_eq!(with.code, code, "{step}: {}", with.stdout);
+        let ids: Vec<String> = with.json()["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect();
+        assert!(ids.iter().any(|i| i == id), "{step}: {ids:?}");
+        let alone = ckptcheck(&["lint", "--json", &model(step)]);
+        assert!(!alone.stdout.contains(id), "{step} without --parent: {}", alone.stdout);
+    }
+}
