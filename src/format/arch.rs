@@ -20,6 +20,9 @@ pub enum Family {
     Mixtral,
     Qwen2Moe,
     Qwen3Moe,
+    /// Phi-3 / Phi-4-mini: fused `qkv_proj` and `gate_up_proj` (the `Topology`), rope on the first
+    /// `partial_rotary_factor` of each head (Phi-4-mini: 0.75).
+    Phi3,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -222,6 +225,9 @@ pub struct ArchSpec {
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
+    /// Dimensions of each head rope rotates (the first ones; `partial_rotary_factor` · head_dim,
+    /// else all of them).
+    pub rotary_dim: usize,
     pub norm: Norm,
     pub norm_eps: f64,
     pub qkv_bias: bool,
@@ -281,11 +287,12 @@ impl ArchSpec {
             "mixtral" => Family::Mixtral,
             "qwen2_moe" => Family::Qwen2Moe,
             "qwen3_moe" => Family::Qwen3Moe,
+            "phi3" => Family::Phi3,
             other => {
                 return Err(field_err(
                     "model_type",
                     format!(
-                        "`{other}` is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, mixtral, qwen2_moe, qwen3_moe)"
+                        "`{other}` is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, mixtral, qwen2_moe, qwen3_moe, phi3)"
                     ),
                 ))
             }
@@ -324,6 +331,21 @@ impl ArchSpec {
             opt_f("rope_theta").or_else(|| full_rope.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64)).unwrap_or(10000.0);
         let scaling_v = get("rope_scaling").or(full_rope);
         let rope = Rope { theta: rope_theta, scaling: parse_scaling(scaling_v, get("max_position_embeddings").and_then(Value::as_u64))? };
+        // transformers: `int(head_dim * partial_rotary_factor)` (top level or in rope_parameters).
+        let partial =
+            opt_f("partial_rotary_factor").or_else(|| full_rope.and_then(|r| r.get("partial_rotary_factor")).and_then(Value::as_f64));
+        let rotary_dim = match partial {
+            None => head_dim,
+            Some(f) if f > 0.0 && f <= 1.0 && ((head_dim as f64 * f) as usize) % 2 == 0 && (head_dim as f64 * f) as usize > 0 => {
+                (head_dim as f64 * f) as usize
+            }
+            Some(f) => {
+                return Err(field_err(
+                    "partial_rotary_factor",
+                    format!("{f} × head_dim {head_dim} must give an even number of dimensions in 2..={head_dim}"),
+                ))
+            }
+        };
 
         let sliding_window = get("sliding_window").and_then(Value::as_u64).map(|w| w as usize);
         let use_sliding = get("use_sliding_window").and_then(Value::as_bool);
@@ -380,6 +402,7 @@ impl ArchSpec {
             heads,
             kv_heads,
             head_dim,
+            rotary_dim,
             norm: if gemma { Norm::RmsPlusOne } else { Norm::Rms },
             norm_eps: opt_f("rms_norm_eps").unwrap_or(1e-6),
             qkv_bias: match family {

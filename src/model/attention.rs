@@ -241,14 +241,15 @@ mod vexp {
     }
 }
 
-/// Rotate-half rope in place on `x` `[n, heads · head_dim]`, row `i` with the angles of table
-/// row `i` (`cos`, `sin`: `[n, head_dim / 2]`).
-pub fn rope_in_place(x: &mut [f32], heads: usize, head_dim: usize, cos: &[f32], sin: &[f32]) {
-    let half = head_dim / 2;
+/// Rotate-half rope in place on the first `rotary_dim` of each head of `x` `[n, heads ·
+/// head_dim]` (the rest passes through: partial rotary), row `i` with the angles of table row `i`
+/// (`cos`, `sin`: `[n, rotary_dim / 2]`).
+pub fn rope_in_place(x: &mut [f32], heads: usize, head_dim: usize, rotary_dim: usize, cos: &[f32], sin: &[f32]) {
+    let half = rotary_dim / 2;
     x.par_chunks_mut(heads * head_dim).enumerate().for_each(|(i, row)| {
         let (c, s) = (&cos[i * half..(i + 1) * half], &sin[i * half..(i + 1) * half]);
         for head in row.chunks_exact_mut(head_dim) {
-            let (a, b) = head.split_at_mut(half);
+            let (a, b) = head[..rotary_dim].split_at_mut(half);
             for j in 0..half {
                 let (x1, x2) = (a[j], b[j]);
                 a[j] = x1 * c[j] - x2 * s[j];

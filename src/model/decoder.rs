@@ -382,7 +382,7 @@ impl Model {
             let mut cs = Vec::with_capacity(segments.len());
             let mut ss = Vec::with_capacity(segments.len());
             for g in segments {
-                let (c, sn) = rope::tables_for(r, s.head_dim, g.past + g.len, g.past..g.past + g.len, &self.device)?;
+                let (c, sn) = rope::tables_for(r, s.rotary_dim, g.past + g.len, g.past..g.past + g.len, &self.device)?;
                 cs.push(c);
                 ss.push(sn);
             }
@@ -618,8 +618,8 @@ impl Model {
             (true, Some(t)) => t,
             _ => global,
         };
-        attention::rope_in_place(&mut qv, s.heads, s.head_dim, cos, sin);
-        attention::rope_in_place(&mut kv, s.kv_heads, s.head_dim, cos, sin);
+        attention::rope_in_place(&mut qv, s.heads, s.head_dim, s.rotary_dim, cos, sin);
+        attention::rope_in_place(&mut kv, s.kv_heads, s.head_dim, s.rotary_dim, cos, sin);
         let shape = AttnShape {
             heads: s.heads,
             kv_heads: s.kv_heads,
@@ -673,8 +673,16 @@ impl Model {
             let n = g.len;
             let heads = |y: &Tensor, h: usize| y.narrow(0, g.start, n)?.reshape((n, h, s.head_dim))?.transpose(0, 1)?.contiguous();
             let (c, sn) = (cos.narrow(0, g.start, n)?.contiguous()?, sin.narrow(0, g.start, n)?.contiguous()?);
-            let q = candle_nn::rotary_emb::rope(&heads(q, s.heads)?.unsqueeze(0)?, &c, &sn)?.squeeze(0)?;
-            let k = candle_nn::rotary_emb::rope(&heads(k, s.kv_heads)?.unsqueeze(0)?, &c, &sn)?.squeeze(0)?;
+            // Rope on the first `rotary_dim` of each head; the rest passes through.
+            let rope = |x: Tensor| -> candle_core::Result<Tensor> {
+                if s.rotary_dim == s.head_dim {
+                    return candle_nn::rotary_emb::rope(&x.unsqueeze(0)?, &c, &sn)?.squeeze(0);
+                }
+                let rot = candle_nn::rotary_emb::rope(&x.narrow(2, 0, s.rotary_dim)?.contiguous()?.unsqueeze(0)?, &c, &sn)?.squeeze(0)?;
+                Tensor::cat(&[&rot, &x.narrow(2, s.rotary_dim, s.head_dim - s.rotary_dim)?], 2)?.contiguous()
+            };
+            let q = rope(heads(q, s.heads)?)?;
+            let k = rope(heads(k, s.kv_heads)?)?;
             let v = heads(v, s.kv_heads)?;
             // With a cache: keys/values of earlier positions (already roped) come first.
             let (k, v) = match caches.as_deref_mut().and_then(|c| c.get_mut(si)) {

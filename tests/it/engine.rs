@@ -123,6 +123,17 @@ fn gemma3_matches_transformers() {
     check_variant("gemma3");
 }
 
+/// Phi-3 / Phi-4-mini: fused `qkv_proj` and `gate_up_proj` as transformers' Phi3 stores them,
+/// rope on the first 12 of 16 dimensions of each head (`partial_rotary_factor` 0.75).
+#[test]
+fn phi3_partial_rotary_matches_transformers() {
+    let dir = HfDir::open(&common::zoo().join("models/phi3-partial")).unwrap();
+    let m = model::load_hf(&dir, &Device::Cpu).unwrap();
+    assert_eq!((m.spec.family, m.spec.head_dim, m.spec.rotary_dim), (ckptcheck::format::arch::Family::Phi3, 16, 12));
+    assert!(m.spec.topology.fused_qkv && m.spec.topology.fused_gate_up);
+    check_variant("phi3-partial");
+}
+
 /// `base` with `adapter` applied in the forward pass, as `compare BASE+ADAPTER` runs it.
 fn premerge(base: &HfDir, adapter: &ckptcheck::format::lora::Adapter) -> model::Model {
     let base_w = ckptcheck::model::weights::HfWeights { dir: base };
@@ -223,7 +234,7 @@ fn worst(a: &[f32], b: &[f32]) -> f32 {
 /// q/k norms), in a batch of sequences of different lengths, and generate the same tokens.
 #[test]
 fn native_and_candle_attention_agree() {
-    for name in ["llama-instruct", "mistral", "gemma2", "gemma3", "qwen3", "qwen2-instruct"] {
+    for name in ["llama-instruct", "mistral", "gemma2", "gemma3", "qwen3", "qwen2-instruct", "phi3-partial"] {
         let dir = HfDir::open(&common::zoo().join("models").join(name)).unwrap();
         let native = model::load_hf(&dir, &Device::Cpu).unwrap();
         let candle = model::load_hf(&dir, &Device::Cpu).unwrap().with_candle_attention();

@@ -1,0 +1,56 @@
+"""Phi-3 / Phi-4-mini (issue 14): fused `qkv_proj` and `gate_up_proj`, rope on part of each head.
+
+    <main venv python> phi.py      # ~10 s: models/phi3-partial + goldens/phi3-partial.safetensors
+
+`models/phi3-partial`: `Phi3ForCausalLM(Phi3Config(hidden 64, intermediate 128, 2 layers, 4 heads,
+2 kv heads, head_dim 16, partial_rotary_factor 0.75))` — Phi-4-mini's layout in miniature (its
+factor is 0.75: rope turns 12 of 16 dimensions, the other 4 pass through). Random init (parity
+only, no training), seed `SEED + 60`, stored bf16 by `save_pretrained` with the zoo tokenizer.
+Goldens as every other golden: transformers f32 on the bf16 weights, logits + hidden states on the
+shared golden ids (moe.py's `golden_seqs`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import moe as M  # noqa: E402  (golden_seqs; imports generate as G with the peft stub)
+
+G = M.G
+NAME = "phi3-partial"
+
+
+@torch.no_grad()
+def main() -> None:
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    cfg = Phi3Config(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, max_position_embeddings=256, original_max_position_embeddings=256,
+                     rms_norm_eps=1e-5, bos_token_id=None, eos_token_id=G.IM_END, pad_token_id=G.PAD,
+                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.75},
+                     tie_word_embeddings=False)
+    torch.manual_seed(G.SEED + 60)
+    model = Phi3ForCausalLM(cfg).float().eval()
+    out = G.MODELS / NAME
+    G.save_hf(model.to(torch.bfloat16), G.load_tok(), out)
+    m = G.load_model(out)
+    assert m.model.layers[0].self_attn.qkv_proj.weight.shape[0] == 64 + 2 * 32
+    tensors, meta = {}, {"variant": NAME, **{f"v_{k}": v for k, v in G.versions().items()}}
+    for j, (plen, ids) in enumerate(M.golden_seqs()):
+        o = m(input_ids=ids[None], output_hidden_states=True)
+        tensors[f"input_ids.{j}"] = ids.clone()
+        tensors[f"logits.{j}"] = o.logits[0].float().contiguous()
+        tensors[f"hidden.{j}"] = torch.stack([h[0] for h in o.hidden_states]).float().contiguous()
+        meta[f"prompt_len.{j}"] = str(plen)
+    save_file(tensors, str(G.GOLD / f"{NAME}.safetensors"), metadata=meta)
+    size = sum(f.stat().st_size for f in out.iterdir())
+    G.log(f"{NAME}: {size} bytes on disk; golden {(G.GOLD / f'{NAME}.safetensors').stat().st_size} bytes")
+
+
+if __name__ == "__main__":
+    main()
