@@ -37,6 +37,8 @@ pub struct GgufWeights<'a> {
     n_head_kv: usize,
     /// Gemma: the converter stores norm weights as `1 + w`; the decoder adds the 1 itself.
     gemma: bool,
+    /// Phi-3: fused `attn_qkv` and `ffn_up` (= HF's `gate_up_proj`, gate rows first).
+    phi3: bool,
 }
 
 impl<'a> GgufWeights<'a> {
@@ -64,6 +66,7 @@ impl<'a> GgufWeights<'a> {
             n_head,
             n_head_kv,
             gemma: arch.starts_with("gemma"),
+            phi3: arch == "phi3",
         })
     }
 
@@ -114,6 +117,7 @@ impl<'a> GgufWeights<'a> {
 
     fn info(&self, hf_name: &str) -> Result<(&'a TensorInfo, String)> {
         let g = if self.gemma { gemma_name(hf_name) } else { None }
+            .or_else(|| if self.phi3 { phi3_name(hf_name) } else { None })
             .or_else(|| gguf_name(hf_name))
             .ok_or_else(|| self.err(hf_name, "no GGUF name is known for it".into()))?;
         let h = &self.file.header;
@@ -306,6 +310,19 @@ fn gemma_name(hf: &str) -> Option<String> {
         "post_attention_layernorm.weight" => "post_attention_norm.weight",
         "pre_feedforward_layernorm.weight" => "ffn_norm.weight",
         "post_feedforward_layernorm.weight" => "post_ffw_norm.weight",
+        _ => return None,
+    };
+    Some(format!("blk.{n}.{g}"))
+}
+
+/// Phi-3's fused projections (`conversion/phi.py` keeps them fused): `qkv_proj` → `attn_qkv`,
+/// `gate_up_proj` → `ffn_up` (which in other architectures is the up projection alone).
+fn phi3_name(hf: &str) -> Option<String> {
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (n, tail) = rest.split_once('.')?;
+    let g = match tail {
+        "self_attn.qkv_proj.weight" => "attn_qkv.weight",
+        "mlp.gate_up_proj.weight" => "ffn_up.weight",
         _ => return None,
     };
     Some(format!("blk.{n}.{g}"))

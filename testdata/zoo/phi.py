@@ -1,6 +1,6 @@
 """Phi-3 / Phi-4-mini (issue 14): fused `qkv_proj` and `gate_up_proj`, rope on part of each head.
 
-    <main venv python> phi.py      # ~10 s: models/phi3-partial + goldens/phi3-partial.safetensors
+    <main venv python> phi.py hf gguf   # ~15 s: models/phi3-partial + goldens, its F16 GGUF + llama.cpp golden
 
 `models/phi3-partial`: `Phi3ForCausalLM(Phi3Config(hidden 64, intermediate 128, 2 layers, 4 heads,
 2 kv heads, head_dim 16, partial_rotary_factor 0.75))` — Phi-4-mini's layout in miniature (its
@@ -8,6 +8,14 @@ factor is 0.75: rope turns 12 of 16 dimensions, the other 4 pass through). Rando
 only, no training), seed `SEED + 60`, stored bf16 by `save_pretrained` with the zoo tokenizer.
 Goldens as every other golden: transformers f32 on the bf16 weights, logits + hidden states on the
 shared golden ids (moe.py's `golden_seqs`).
+
+`gguf/phi3-partial-f16.gguf`: llama.cpp's own converter (`conversion/phi.py`, Phi3MiniModel: it
+keeps `attn_qkv` and a fused `ffn_up`, writes `phi3.rope.dimension_count` 12) on a copy whose
+tokenizer_config.json says `"tokenizer_class": "GPT2Tokenizer"` — the converter's test for a
+Phi-4-style BPE tokenizer (otherwise it wants a SentencePiece tokenizer.model), with gguf_stage's
+unknown-pre-tokenizer workaround, converted from a directory not named phi3 (see stage_gguf).
+llama.cpp golden `goldens/gguf-phi3-partial-f16.safetensors` via
+moe.py's `llama_logits.c`.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ NAME = "phi3-partial"
 
 
 @torch.no_grad()
-def main() -> None:
+def stage_hf() -> None:
     from transformers import Phi3Config, Phi3ForCausalLM
 
     cfg = Phi3Config(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -52,5 +60,38 @@ def main() -> None:
     G.log(f"{NAME}: {size} bytes on disk; golden {(G.GOLD / f'{NAME}.safetensors').stat().st_size} bytes")
 
 
+def stage_gguf() -> None:
+    import json
+    import shutil
+    import tempfile
+
+    import gguf_stage as S
+
+    S.LLAMACPP = M.LLAMACPP
+    with tempfile.TemporaryDirectory() as tmp:
+        # Not named phi3: llama.cpp's vocab loader gives any model whose general.name contains
+        # "phi3" or "phi-3" Phi-3's token attributes, looking up `</s>`, `<unk>` and `<s>` with
+        # `.at()` — which throws (`unordered_map::at`) on the zoo tokenizer, which has none of them.
+        src = Path(tmp) / "partial-rotary-mini"
+        shutil.copytree(G.MODELS / NAME, src)
+        tc = json.loads((src / "tokenizer_config.json").read_text())
+        tc["tokenizer_class"] = "GPT2Tokenizer"
+        (src / "tokenizer_config.json").write_text(json.dumps(tc, indent=2))
+        out = S.GGUF_DIR / f"{NAME}-f16.gguf"
+        S.run_converter(src, out, "f16")
+    exe = M.llama_logits_tool()
+    seqs = M.golden_seqs()
+    logits = M.llama_cpp_logits(exe, out, seqs)
+    tensors, meta = {}, {"variant": f"gguf-{NAME}-f16", "producer": "llama_logits.c (libllama, /work/llama.cpp build)",
+                         "gguf_file": f"gguf/{out.name}"}
+    for i, ((plen, ids), lg) in enumerate(zip(seqs, logits)):
+        tensors[f"input_ids.{i}"] = ids.clone()
+        tensors[f"logits.{i}"] = lg.contiguous()
+        meta[f"prompt_len.{i}"] = str(plen)
+    save_file(tensors, str(G.GOLD / f"gguf-{NAME}-f16.safetensors"), metadata=meta)
+    G.log(f"{out.name}: {out.stat().st_size} bytes")
+
+
 if __name__ == "__main__":
-    main()
+    for stage in sys.argv[1:] or ["hf", "gguf"]:
+        {"hf": stage_hf, "gguf": stage_gguf}[stage]()

@@ -34,7 +34,7 @@ pub struct NonFinite {
 impl Header {
     /// `general.architecture` values the engine runs (`model::gguf_weights` maps their tensor
     /// names and refuses the others by this list). Others are checked statically only.
-    pub const ENGINE_ARCHS: &'static [&'static str] = &["llama", "qwen2", "qwen2moe", "qwen3", "qwen3moe", "gemma3"];
+    pub const ENGINE_ARCHS: &'static [&'static str] = &["llama", "qwen2", "qwen2moe", "qwen3", "qwen3moe", "gemma3", "phi3"];
 
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.by_key.get(key).map(|&i| &self.metadata[i].1)
@@ -166,6 +166,14 @@ impl Header {
         // llama.cpp writes key_length only when head_dim ≠ hidden / heads.
         if let Some(k) = m.key_length {
             v["head_dim"] = k.into();
+        }
+        // Partial rotary (Phi-3 / Phi-4-mini): rope turns the first `rope.dimension_count` of
+        // each head.
+        let head_dim = m.key_length.or_else(|| Some(m.embedding_length? / m.head_count.filter(|&h| h > 0)?));
+        if let (Some(rot), Some(hd)) = (m.rope_dimension_count, head_dim) {
+            if rot < hd && rot > 0 {
+                v["partial_rotary_factor"] = (rot as f64 / hd as f64).into();
+            }
         }
         if let Some(w) = m.sliding_window {
             v["sliding_window"] = w.into();
