@@ -7,6 +7,8 @@ use std::io::Write;
 pub struct Printer {
     /// Suppress notes on stderr (`--json` keeps stderr for errors only).
     pub quiet: bool,
+    /// `--verbose`: text reports list every grouped finding and row.
+    pub verbose: bool,
 }
 
 impl Printer {

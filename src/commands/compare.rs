@@ -22,6 +22,9 @@ struct CompareReport {
     schema_version: u32,
     #[serde(flatten)]
     result: CompareResult,
+    /// What judged it (shown on the HTML page; the JSON has each judgement's bounds).
+    #[serde(skip)]
+    thresholds: Thresholds,
 }
 
 impl Report for CompareReport {
@@ -31,7 +34,7 @@ impl Report for CompareReport {
     }
     /// The lineage page with two steps: the reference and the candidate.
     fn html(&self) -> Option<String> {
-        PipelineReport::of_compare(&self.result).html()
+        PipelineReport::of_compare(&self.result, &self.thresholds).html()
     }
 }
 
@@ -73,7 +76,7 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     };
     let result = compare(&r, &c, &prompts, &opts, &bar)?;
     bar.0.finish_and_clear();
-    let report = CompareReport { schema_version: COMPARE_SCHEMA_VERSION, result };
+    let report = CompareReport { schema_version: COMPARE_SCHEMA_VERSION, result, thresholds: opts.thresholds };
     outputs.write(printer, &report)?;
     report::print(printer, &report, args.json)?;
     Ok(Outcome::of(report.result.verdict, args.strict))

@@ -56,6 +56,9 @@ pub struct PromptResult {
     pub p_eos_cand: f64,
     pub cand_stopped: bool,
     pub cand_generated_tokens: usize,
+    /// The candidate's own greedy generation, decoded by its tokenizer (its stop token kept), to
+    /// read beside the reference's `answer`.
+    pub cand_answer: String,
     /// Per-answer-token KL (for heat strips).
     pub token_kl: Vec<f64>,
     pub tokens: Vec<String>,
@@ -239,6 +242,7 @@ pub fn compare_all(
         for (res, (gen, stopped)) in a.results.iter_mut().zip(generated[p.candidate].iter().flatten()) {
             res.cand_stopped = *stopped;
             res.cand_generated_tokens = gen.len();
+            res.cand_answer = variants[p.candidate].tokenizer.tokenizer.decode(gen, false).unwrap_or_default();
         }
         let summary = summarize_all(&a, &tokenization[p.candidate]);
         let layers = a.layers.as_ref().map(|l| layer_results(l, &a.routes, a.positions));
@@ -617,6 +621,7 @@ fn score_sequence(
             p_eos_cand: s.p_eos.1,
             cand_stopped: false,
             cand_generated_tokens: 0,
+            cand_answer: String::new(),
             token_kl: s.token_kl,
             tokens: s.tokens,
         });

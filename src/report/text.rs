@@ -1,12 +1,23 @@
-//! The terminal table for `bisect` / `gate`: one row per step, then the verdict in words.
+//! The terminal table for `bisect` / `gate`: one row per step (its numbers against the
+//! reference, and why it warns or fails), a `vs <parent>` row under each step compared with its
+//! parent, then the verdict in words. A NaN is printed as NaN, never as the mean of the finite
+//! rest.
 
+use crate::compare::metrics::fmt_num;
+use crate::compare::run::CompareResult;
 use crate::pipeline::run::PipelineReport;
 use crate::verdict::Verdict;
 
 pub struct Text {
     /// ANSI colours (only when stdout is a terminal).
     pub color: bool,
+    /// Every reason of a row (else the first `REASONS_SHOWN` and a count).
+    pub verbose: bool,
 }
+
+/// Reasons a row lists before it counts the rest: the most telling come first (`Metric` order,
+/// then findings), and three keep a failing row on one or two lines.
+const REASONS_SHOWN: usize = 3;
 
 impl Text {
     fn status(&self, s: Verdict, error: bool) -> String {
@@ -24,12 +35,58 @@ impl Text {
     }
 }
 
+/// A KL statistic, or `NaN` when some positions had NaN KL (the statistic over the finite rest
+/// would read as a healthy 0.000).
+fn kl_stat(c: &CompareResult, v: f64) -> String {
+    if c.summary.kl.nan > 0 || v.is_nan() {
+        "NaN".into()
+    } else {
+        fmt_num(v)
+    }
+}
+
+
+/// A ratio (`×1.175`), `NaN` as such.
+fn ratio(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.3}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// One comparison in the columns the table uses: KL mean, KL p99, top-1, PPL ratio, P(EOS), stops.
+fn columns(c: &CompareResult) -> [String; 6] {
+    let s = &c.summary;
+    [
+        kl_stat(c, s.kl.mean),
+        kl_stat(c, s.kl.p99),
+        format!("{:.0}%", 100.0 * s.top1),
+        ratio(s.ppl_ratio),
+        format!("{:.3}→{:.3}", s.p_eos_ref_mean, s.p_eos_cand_mean),
+        format!("{:.0}%", 100.0 * s.cand_stop_rate),
+    ]
+}
+
 impl Text {
+    /// The reasons at the worst level among them (a failing step's warnings are noise in the
+    /// table; the JSON keeps every reason), the first `REASONS_SHOWN` unless verbose, joined.
+    fn worst_reasons<'a>(&self, reasons: impl Iterator<Item = (Verdict, &'a str)> + Clone) -> String {
+        let worst = reasons.clone().map(|(v, _)| v).max().unwrap_or(Verdict::Pass);
+        let at_worst: Vec<&str> = reasons.filter(|(v, _)| *v == worst).map(|(_, t)| t).collect();
+        let shown = if self.verbose { at_worst.len() } else { at_worst.len().min(REASONS_SHOWN) };
+        let mut o = at_worst[..shown].join("; ");
+        if at_worst.len() > shown {
+            o.push_str(&format!("; +{} more (--verbose)", at_worst.len() - shown));
+        }
+        o
+    }
+
     pub fn render(&self, r: &PipelineReport) -> String {
         let mut o = format!("lineage {} (reference: {})\n", r.name, r.reference);
         o.push_str(&format!(
-            "{:<3} {:<20} {:<5} {:>6} {:>6} {:>8} {:>7} {:>6} {:>15}  {}\n",
-            "#", "step", "", "lint E", "lint W", "KL mean", "KL p99", "top1", "P(EOS) ref→cand", "stops"
+            "{:<3} {:<20} {:<5} {:>6} {:>6} {:>8} {:>7} {:>5} {:>6} {:>15} {:>5}  {}\n",
+            "#", "step", "", "lint E", "lint W", "KL mean", "KL p99", "top1", "PPL ×", "P(EOS) ref→cand", "stops", "reason"
         ));
         for s in &r.steps {
             // A summary finding stands for `more` findings (`Finding::weight`).
@@ -42,18 +99,16 @@ impl Text {
                     .sum::<u64>()
             };
             let (errs, warns) = (count(crate::checks::Severity::Error), count(crate::checks::Severity::Warning));
-            let (kl, p99, top1, eos, stops) = match &s.vs_reference {
-                Some(c) => (
-                    crate::compare::metrics::fmt_num(c.summary.kl.mean),
-                    format!("{:.3}", c.summary.kl.p99),
-                    format!("{:.0}%", 100.0 * c.summary.top1),
-                    format!("{:.3}→{:.3}", c.summary.p_eos_ref_mean, c.summary.p_eos_cand_mean),
-                    format!("{:.0}%", 100.0 * c.summary.cand_stop_rate),
-                ),
-                None => ("-".into(), "-".into(), "-".into(), if s.is_reference { "(reference)".into() } else { "-".into() }, "-".into()),
+            let [kl, p99, top1, ppl, eos, stops] = match &s.vs_reference {
+                Some(c) => columns(c),
+                None => {
+                    let eos = if s.is_reference { "(reference)" } else { "-" };
+                    ["-", "-", "-", "-", eos, "-"].map(String::from)
+                }
             };
-            o.push_str(&format!(
-                "{:<3} {:<20} {} {:>6} {:>6} {:>8} {:>7} {:>6} {:>15}  {}\n",
+            let reason = self.worst_reasons(s.reasons.iter().map(|r| (r.status, r.text.as_str())));
+            let line = format!(
+                "{:<3} {:<20} {} {:>6} {:>6} {:>8} {:>7} {:>5} {:>6} {:>15} {:>5}  {reason}",
                 s.index,
                 s.label.chars().take(20).collect::<String>(),
                 self.status(s.status, s.error.is_some()),
@@ -62,9 +117,34 @@ impl Text {
                 kl,
                 p99,
                 top1,
+                ppl,
                 eos,
                 stops
-            ));
+            );
+            o.push_str(line.trim_end());
+            o.push('\n');
+            // Against the parent: the proof an exact step (a merge of base + adapter) is exact.
+            if let (Some(c), Some(parent)) = (&s.vs_parent, s.index.checked_sub(1).and_then(|p| r.steps.get(p))) {
+                let [kl, p99, top1, ppl, eos, stops] = columns(c);
+                let reasons = crate::pipeline::run::threshold_reasons(c);
+                let reason = self.worst_reasons(reasons.iter().map(|r| (r.status, r.text.as_str())));
+                let line = format!(
+                    "{:<3} {:<20} {:<5} {:>6} {:>6} {:>8} {:>7} {:>5} {:>6} {:>15} {:>5}  {reason}",
+                    "",
+                    format!("  vs {}", parent.label).chars().take(20).collect::<String>(),
+                    "",
+                    "",
+                    "",
+                    kl,
+                    p99,
+                    top1,
+                    ppl,
+                    eos,
+                    stops
+                );
+                o.push_str(line.trim_end());
+                o.push('\n');
+            }
             if let Some(e) = &s.error {
                 o.push_str(&format!("    could not run: {e}\n"));
             }
