@@ -114,10 +114,12 @@ pub struct CompareResult {
     pub verdict: Verdict,
 }
 
-/// Reports progress; `tick` is called once per prompt and stage.
+/// Reports progress; `tick` is called once per prompt and stage, `tokens` with the token
+/// positions each batch ran (for a tokens/s rate).
 pub trait Progress {
     fn stage(&self, _name: &str, _total: usize) {}
     fn tick(&self) {}
+    fn tokens(&self, _n: usize) {}
 }
 pub struct NoProgress;
 impl Progress for NoProgress {}
@@ -226,7 +228,10 @@ pub fn compare_all(
             continue;
         }
         match variants[v].model.generate_batch(&own_prompts, opts.max_new_tokens, &variants[v].stop_ids) {
-            Ok(g) => generated[v] = Some(g),
+            Ok(g) => {
+                progress.tokens(g.iter().map(|(t, _)| t.len()).sum());
+                generated[v] = Some(g)
+            }
             Err(e) => failed[v] = Some(e),
         }
     }
@@ -311,7 +316,9 @@ pub fn reference_answers(r: &Variant, prompts: &[Prompt], opts: &CompareOptions,
     let mut stop = r.stop_ids.clone();
     stop.extend(r.turn_end_id);
     let to_generate: Vec<&[u32]> = prompts.iter().zip(&encoded).filter(|(p, _)| p.answer().is_none()).map(|(_, e)| e.as_slice()).collect();
-    let mut generated = r.model.generate_batch(&to_generate, opts.max_new_tokens, &stop)?.into_iter();
+    let generated = r.model.generate_batch(&to_generate, opts.max_new_tokens, &stop)?;
+    progress.tokens(generated.iter().map(|(t, _)| t.len()).sum());
+    let mut generated = generated.into_iter();
     let mut out = Vec::with_capacity(prompts.len());
     for (p, prompt_ids) in prompts.iter().zip(encoded) {
         let (answer, stopped) = match p.answer() {
@@ -502,6 +509,7 @@ fn score(
                 }
             }
         }
+        progress.tokens(rows_in);
         for ((p, seq), g) in prompts[first..end].iter().zip(group).zip(&segments) {
             score_sequence(variants, answered_by, pairs, p, seq, g.start, &finals, failed, acc);
             progress.tick();

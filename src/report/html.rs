@@ -451,10 +451,10 @@ impl Html {
         if let Some((s, c)) = worst_step(r) {
             let worst = worst_prompts(c);
             body.push_str(&format!(
-                "<h2>Generated text, worst prompts of step {}</h2><table id=\"generations\"><tr><th>prompt</th><th>KL mean</th><th>reference ({})</th><th>candidate ({})</th></tr>",
+                "<h2>Generated text, worst prompts of step {}</h2><table id=\"generations\"><tr><th>prompt</th><th>KL mean</th><th>reference: {}</th><th>candidate: {}</th></tr>",
                 escape(&s.label),
-                escape(&c.reference),
-                escape(&c.candidate)
+                escape(&r.reference),
+                escape(&s.label)
             ));
             for p in worst.iter().take(WORST_PROMPTS) {
                 body.push_str(&format!(
@@ -475,7 +475,7 @@ impl Html {
                     "<details{}><summary>step {} vs {}</summary><table class=\"prompts\" id=\"prompts-{}\"><tr><th>prompt</th><th>prompt tokens</th><th>answer tokens</th><th>KL mean</th><th>KL max</th><th>top-1</th><th>P(EOS) ref → cand</th><th>reference</th><th>candidate</th></tr>",
                     if t.index == s.index { " open" } else { "" },
                     escape(&t.label),
-                    escape(&c2.reference),
+                    escape(&r.reference),
                     t.index
                 ));
                 for p in &c2.prompts {
@@ -604,7 +604,7 @@ fn thresholds_table(r: &PipelineReport) -> String {
 }
 
 const CSS: &str = "body{font-family:system-ui,sans-serif;margin:16px 24px;color:#222;max-width:none}h1{font-size:22px;margin:4px 0}h2{font-size:17px;margin:22px 0 8px}\
-table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left;vertical-align:top}th{background:#f4f4f4}\
+table{border-collapse:collapse;width:100%}table#thresholds{width:auto;min-width:320px}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left;vertical-align:top}th{background:#f4f4f4}\
 tr.fail td{background:#fde2e2}tr.warn td{background:#fff4d6}tr.error td{background:#eadcf5}tr.vs-parent td{background:#fafafa;color:#444;font-size:12px}\
 .src{font-family:monospace;font-size:11px;word-break:break-all}.reason{font-size:12px}.muted{color:#777;font-size:11px}.meta{color:#555;font-size:13px}\
 .verdict{font-size:17px;padding:8px;border-radius:4px}.verdict.fail{background:#fde2e2}.verdict.pass{background:#dff5df}.verdict.warn{background:#fff4d6}.verdict.error{background:#eadcf5}\

@@ -240,3 +240,14 @@ fn gate_healthy_with_junit_and_report() {
 fn gate_lora_merge_wrong_scale() {
     snapshot!(cli(&["gate", "[ROOT]/testdata/pipelines/lora-merge-wrong-scale.toml"]));
 }
+
+/// Issue 13: `compare --help` did not say a variant may be a GGUF file.
+#[test]
+fn compare_help_names_gguf() {
+    let r = ckptcheck(&["compare", "--help"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("`.gguf`"), "{}", r.stdout);
+    assert!(r.stdout.contains("GGUF"), "{}", r.stdout);
+    let top = ckptcheck(&["--help"]);
+    assert!(top.stdout.contains("--verbose"), "{}", top.stdout);
+}
