@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::checkpoint::Facts;
 use crate::checks;
-use crate::commands::inspect::{head_dim, summarize_template, template_text, TemplateSummary};
 use crate::format::gguf::{ArchMeta, GgufFile, TypeBytes};
+use crate::report::inspect::{head_dim, summarize_template, template_text, TemplateSummary};
 use crate::report::{bytes, count, Report};
 
 /// Version of the GGUF `inspect --json` layout.

@@ -100,12 +100,8 @@ pub fn render_text(r: &LintReport, verbose: bool) -> String {
             }
         }
         if hidden > 0 {
-            let f = group[0];
-            s.push_str(&format!(
-                "{:<8} {:<32} … and {hidden} more like these (--verbose lists them)\n",
-                f.severity.name(),
-                f.id
-            ));
+            let (sev, id) = (group[0].severity.name(), group[0].id);
+            s.push_str(&format!("{sev:<8} {id:<32} … and {} more like these (--verbose lists them)\n", checks::grouped(hidden)));
         }
     }
     s.push_str(&format!(

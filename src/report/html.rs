@@ -252,7 +252,8 @@ fn layer_plot(r: &PipelineReport) -> Option<String> {
     let points = series.iter().map(|(_, v)| v.len()).max()?;
     let axis = Axis::Log(LAYER_DECADES.0, LAYER_DECADES.1);
     let right = W_LAYERS - RIGHT_PAD - LEGEND_W;
-    let mut o = frame("plot-layers", "hidden-state relative L2 error per layer, vs reference", "relative L2 (log scale)", axis, W_LAYERS, right);
+    let mut o =
+        frame("plot-layers", "hidden-state relative L2 error per layer, vs reference", "relative L2 (log scale)", axis, W_LAYERS, right);
     let xs = |i: usize| LEFT + (i as f64 + 0.5) * (right - LEFT) / points as f64;
     // At most ~16 x labels, so 32+ layers stay readable.
     let every = points.div_ceil(16).max(1);
@@ -260,7 +261,11 @@ fn layer_plot(r: &PipelineReport) -> Option<String> {
         let l = if i == 0 { "emb".to_string() } else { format!("L{}", i - 1) };
         o.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" class=\"l\">{l}</text>", xs(i), BOTTOM + 16.0));
     }
-    o.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" class=\"l\">layer output (emb = embeddings)</text>", (LEFT + right) / 2.0, BOTTOM + 36.0));
+    o.push_str(&format!(
+        "<text x=\"{:.1}\" y=\"{:.1}\" class=\"l\">layer output (emb = embeddings)</text>",
+        (LEFT + right) / 2.0,
+        BOTTOM + 36.0
+    ));
     let t = r.thresholds.layer_rel_err;
     o.push_str(&threshold_line(axis, t, &format!("layer_rel_err {}", fmt_num(t)), "fail", right));
     o.push_str(&format!("<g class=\"legend\" data-x=\"{:.1}\">", right + 16.0));
@@ -309,9 +314,10 @@ fn heat_legend() -> String {
 
 /// The UTC time the report is made at (`SOURCE_DATE_EPOCH` when set, as reproducible builds do).
 fn made_at() -> String {
-    let secs = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse::<i64>().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-    });
+    let secs = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0));
     utc(secs)
 }
 
@@ -406,7 +412,12 @@ impl Html {
         body.push_str("<h2>Steps</h2><table id=\"steps\"><tr><th>#</th><th>step</th><th>source</th><th>status</th><th>lint E</th><th>lint W</th><th>KL mean</th><th>KL p99</th><th>top-1</th><th>PPL ratio</th><th>P(EOS) ref → cand</th><th>stops</th><th>reason</th></tr>");
         for s in &r.steps {
             let count = |sev| {
-                s.findings.iter().chain(s.merge.iter().flat_map(|m| m.findings.iter())).filter(|f| f.severity == sev).map(|f| f.weight()).sum::<u64>()
+                s.findings
+                    .iter()
+                    .chain(s.merge.iter().flat_map(|m| m.findings.iter()))
+                    .filter(|f| f.severity == sev)
+                    .map(|f| f.weight())
+                    .sum::<u64>()
             };
             let numbers = match &s.vs_reference {
                 Some(c) => number_cells(c),

@@ -121,7 +121,10 @@ fn class_part(name: &str) -> String {
 mod tests {
     #[test]
     fn class_names_have_no_spaces_arrows_or_dots() {
-        assert_eq!(super::class_part("LoRA merged by peft: instruct → instruct+lora → merged"), "LoRA_merged_by_peft_instruct_instruct_lora_merged");
+        assert_eq!(
+            super::class_part("LoRA merged by peft: instruct → instruct+lora → merged"),
+            "LoRA_merged_by_peft_instruct_instruct_lora_merged"
+        );
         assert_eq!(super::class_part("gguf-q4_k_m"), "gguf-q4_k_m");
         assert_eq!(super::class_part("v1.2"), "v1_2");
         assert_eq!(super::class_part("→"), "step");

@@ -10,6 +10,7 @@
 //! outputs naming the same file. Files are written atomically with mode 0644 less the umask.
 
 pub mod html;
+pub mod inspect;
 pub mod junit;
 pub mod text;
 

@@ -45,7 +45,6 @@ fn kl_stat(c: &CompareResult, v: f64) -> String {
     }
 }
 
-
 /// A ratio (`×1.175`), `NaN` as such.
 fn ratio(v: f64) -> String {
     if v.is_finite() {
@@ -68,6 +67,19 @@ fn columns(c: &CompareResult) -> [String; 6] {
     ]
 }
 
+/// One table row, a step's or its `vs <parent>` line's: `status` comes padded to 5 columns (its
+/// ANSI colour codes would throw `{:<5}` off), trailing blanks trimmed.
+fn row(index: &str, label: &str, status: &str, lint: &[String; 2], cols: &[String; 6], reason: &str) -> String {
+    let [kl, p99, top1, ppl, eos, stops] = cols;
+    let line = format!(
+        "{index:<3} {:<20} {status} {:>6} {:>6} {kl:>8} {p99:>7} {top1:>5} {ppl:>6} {eos:>15} {stops:>5}  {reason}",
+        label.chars().take(20).collect::<String>(),
+        lint[0],
+        lint[1],
+    );
+    format!("{}\n", line.trim_end())
+}
+
 impl Text {
     /// The reasons at the worst level among them (a failing step's warnings are noise in the
     /// table; the JSON keeps every reason), the first `REASONS_SHOWN` unless verbose, joined.
@@ -84,10 +96,8 @@ impl Text {
 
     pub fn render(&self, r: &PipelineReport) -> String {
         let mut o = format!("lineage {} (reference: {})\n", r.name, r.reference);
-        o.push_str(&format!(
-            "{:<3} {:<20} {:<5} {:>6} {:>6} {:>8} {:>7} {:>5} {:>6} {:>15} {:>5}  {}\n",
-            "#", "step", "", "lint E", "lint W", "KL mean", "KL p99", "top1", "PPL ×", "P(EOS) ref→cand", "stops", "reason"
-        ));
+        let head = ["KL mean", "KL p99", "top1", "PPL ×", "P(EOS) ref→cand", "stops"].map(String::from);
+        o.push_str(&row("#", "step", &format!("{:<5}", ""), &["lint E".into(), "lint W".into()], &head, "reason"));
         for s in &r.steps {
             // A summary finding stands for `more` findings (`Finding::weight`).
             let count = |severity| {
@@ -99,7 +109,7 @@ impl Text {
                     .sum::<u64>()
             };
             let (errs, warns) = (count(crate::checks::Severity::Error), count(crate::checks::Severity::Warning));
-            let [kl, p99, top1, ppl, eos, stops] = match &s.vs_reference {
+            let cols = match &s.vs_reference {
                 Some(c) => columns(c),
                 None => {
                     let eos = if s.is_reference { "(reference)" } else { "-" };
@@ -107,43 +117,14 @@ impl Text {
                 }
             };
             let reason = self.worst_reasons(s.reasons.iter().map(|r| (r.status, r.text.as_str())));
-            let line = format!(
-                "{:<3} {:<20} {} {:>6} {:>6} {:>8} {:>7} {:>5} {:>6} {:>15} {:>5}  {reason}",
-                s.index,
-                s.label.chars().take(20).collect::<String>(),
-                self.status(s.status, s.error.is_some()),
-                errs,
-                warns,
-                kl,
-                p99,
-                top1,
-                ppl,
-                eos,
-                stops
-            );
-            o.push_str(line.trim_end());
-            o.push('\n');
+            let lint = [errs.to_string(), warns.to_string()];
+            o.push_str(&row(&s.index.to_string(), &s.label, &self.status(s.status, s.error.is_some()), &lint, &cols, &reason));
             // Against the parent: the proof an exact step (a merge of base + adapter) is exact.
             if let (Some(c), Some(parent)) = (&s.vs_parent, s.index.checked_sub(1).and_then(|p| r.steps.get(p))) {
-                let [kl, p99, top1, ppl, eos, stops] = columns(c);
                 let reasons = crate::pipeline::run::threshold_reasons(c);
                 let reason = self.worst_reasons(reasons.iter().map(|r| (r.status, r.text.as_str())));
-                let line = format!(
-                    "{:<3} {:<20} {:<5} {:>6} {:>6} {:>8} {:>7} {:>5} {:>6} {:>15} {:>5}  {reason}",
-                    "",
-                    format!("  vs {}", parent.label).chars().take(20).collect::<String>(),
-                    "",
-                    "",
-                    "",
-                    kl,
-                    p99,
-                    top1,
-                    ppl,
-                    eos,
-                    stops
-                );
-                o.push_str(line.trim_end());
-                o.push('\n');
+                let label = format!("  vs {}", parent.label);
+                o.push_str(&row("", &label, &format!("{:<5}", ""), &[String::new(), String::new()], &columns(c), &reason));
             }
             if let Some(e) = &s.error {
                 o.push_str(&format!("    could not run: {e}\n"));

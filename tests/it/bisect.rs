@@ -242,12 +242,20 @@ fn json_cause_id_reasons_and_metric_names_match_threshold_keys() {
         }
     }
     let reasons = |i: usize| -> Vec<(String, String)> {
-        v["steps"][i]["reasons"].as_array().unwrap().iter().map(|r| (r["id"].as_str().unwrap().into(), r["status"].as_str().unwrap().into())).collect()
+        v["steps"][i]["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["id"].as_str().unwrap().into(), r["status"].as_str().unwrap().into()))
+            .collect()
     };
     assert_eq!(reasons(0), vec![]);
     assert_eq!(reasons(1), vec![("ppl_ratio".to_string(), "warn".to_string())], "the warning lora-healthy left unexplained");
     let merged = reasons(2);
-    assert!(merged.contains(&("kl_mean".into(), "fail".into())) && merged.contains(&("merge.wrong-scale".into(), "fail".into())), "{merged:?}");
+    assert!(
+        merged.contains(&("kl_mean".into(), "fail".into())) && merged.contains(&("merge.wrong-scale".into(), "fail".into())),
+        "{merged:?}"
+    );
     assert_eq!(v["steps"][2]["reasons"].as_array().unwrap().last().unwrap()["text"], "merge.wrong-scale ×21 (error)");
 }
 
@@ -261,7 +269,18 @@ fn junit_has_times_and_plain_class_names() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     let x = std::fs::read_to_string(&junit).unwrap();
     let attr = |tag: &str, name: &str| -> Vec<String> {
-        x.split(&format!("<{tag} ")).skip(1).map(|t| t.split(&format!("{name}=\"")).nth(1).unwrap_or_else(|| panic!("<{tag}> without {name}: {t}")).split('"').next().unwrap().to_string()).collect()
+        x.split(&format!("<{tag} "))
+            .skip(1)
+            .map(|t| {
+                t.split(&format!("{name}=\""))
+                    .nth(1)
+                    .unwrap_or_else(|| panic!("<{tag}> without {name}: {t}"))
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
     };
     let classes = attr("testcase", "classname");
     assert_eq!(classes.len(), 7, "lint per step, merge-check, two comparisons of `merged`, one of `lora`: {x}");

@@ -12,6 +12,16 @@ fn chromium() -> Option<&'static str> {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"].into_iter().find(|p| Path::new(p).exists())
 }
 
+/// The browser, or `None` (the test is skipped) on a machine without one; in CI a failure.
+fn chromium_or_skip() -> Option<&'static str> {
+    let b = chromium();
+    if b.is_none() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install Debian's chromium (see .ci/run)");
+        eprintln!("skipped: no chromium on this machine");
+    }
+    b
+}
+
 /// The rendered `<svg id=ID …>…</svg>` element.
 fn svg<'a>(dom: &'a str, id: &str) -> &'a str {
     let at = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("{id} not in the rendered DOM"));
@@ -37,11 +47,7 @@ fn render(browser: &str, html: &Path, profile: &Path) -> (String, String) {
 /// version, time, every threshold, clean paths.
 #[test]
 fn html_report_explains_itself_in_chromium() {
-    let Some(browser) = chromium() else {
-        assert!(std::env::var_os("CI").is_none(), "CI must install Debian's chromium (see .ci/run)");
-        eprintln!("skipped: no chromium on this machine");
-        return;
-    };
+    let Some(browser) = chromium_or_skip() else { return };
     let d = tmp();
     let html = d.path().join("report.html");
     let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pipelines/sft-collapse.toml");
@@ -107,11 +113,7 @@ fn chromium_args(profile: &Path) -> Vec<String> {
 
 #[test]
 fn html_report_renders_in_chromium_with_plots_and_no_console_error() {
-    let Some(browser) = chromium() else {
-        assert!(std::env::var_os("CI").is_none(), "CI must install Debian's chromium (see .ci/run)");
-        eprintln!("skipped: no chromium on this machine");
-        return;
-    };
+    let Some(browser) = chromium_or_skip() else { return };
     let d = tmp();
     let prompts = d.path().join("prompts.jsonl");
     std::fs::write(&prompts, "{\"messages\": [{\"role\": \"user\", \"content\": \"What is 6 times 7 ?\"}]}\n").unwrap();

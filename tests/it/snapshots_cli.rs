@@ -120,7 +120,8 @@ fn lint_truncated_gguf_verbose_lists_all() {
     std::fs::write(d.path().join("truncated.gguf"), &whole[..300_000]).unwrap();
     let grouped = ckptcheck(&["lint", d.path().join("truncated.gguf").to_str().unwrap()]);
     let all = ckptcheck(&["lint", "--verbose", d.path().join("truncated.gguf").to_str().unwrap()]);
-    let listed = |t: &str| t.lines().filter(|l| l.starts_with("error    gguf.tensor-out-of-bounds") && !l.contains("more like these")).count();
+    let listed =
+        |t: &str| t.lines().filter(|l| l.starts_with("error    gguf.tensor-out-of-bounds") && !l.contains("more like these")).count();
     assert_eq!(listed(&grouped.stdout), 3, "{}", grouped.stdout);
     assert_eq!(listed(&all.stdout), 6, "five listed by the collector and its summary: {}", all.stdout);
     assert!(grouped.stdout.contains("… and 27 more like these (--verbose lists them)"), "{}", grouped.stdout);
@@ -191,7 +192,11 @@ fn merge_check_wrong_scale_verbose_lists_every_row() {
         let base = format!("{ROOT}/testdata/zoo/models/llama-instruct");
         let adapter = format!("{ROOT}/testdata/zoo/models/llama-lora-adapter");
         let merged = format!("{ROOT}/testdata/zoo/models/llama-merge-wrong-scale");
-        let owned = [a.iter().map(|s| s.to_string()).collect::<Vec<_>>(), vec!["--base".into(), base, "--adapter".into(), adapter, "--merged".into(), merged]].concat();
+        let owned = [
+            a.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            vec!["--base".into(), base, "--adapter".into(), adapter, "--merged".into(), merged],
+        ]
+        .concat();
         ckptcheck(&owned.iter().map(String::as_str).collect::<Vec<_>>())
     };
     let (grouped, all) = (args(false), args(true));
