@@ -172,3 +172,23 @@ fn html_report_renders_in_chromium_with_plots_and_no_console_error() {
             .output();
     }
 }
+
+/// The screenshots docs/bisect.md shows are the ones docs/img/screenshots.sh makes: one per
+/// lineage it names, each a shipped lineage, a PNG under 300 KB, referenced from the docs.
+#[test]
+fn report_screenshots_are_remade_by_the_script_and_referenced() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = std::fs::read_to_string(root.join("docs/img/screenshots.sh")).unwrap();
+    let line = script.lines().find(|l| l.starts_with("for lineage in ")).expect("the script's lineage list");
+    let lineages: Vec<&str> = line["for lineage in ".len()..].trim_end_matches("; do").split_whitespace().collect();
+    assert_eq!(lineages.len(), 3, "{line}");
+    let docs = std::fs::read_to_string(root.join("docs/bisect.md")).unwrap();
+    for l in lineages {
+        assert!(root.join(format!("testdata/pipelines/{l}.toml")).is_file(), "{l} is a shipped lineage");
+        let png = root.join(format!("docs/img/report-{l}.png"));
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{} is a PNG", png.display());
+        assert!(bytes.len() < 300 * 1024, "{} is {} bytes", png.display(), bytes.len());
+        assert!(docs.contains(&format!("img/report-{l}.png")), "docs/bisect.md shows report-{l}.png");
+    }
+}
