@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::cli::CompareArgs;
 use crate::commands::Outcome;
 use crate::compare::prompts::{self, Prompt};
-use crate::compare::run::{compare, CompareOptions, CompareResult};
+use crate::compare::run::{compare, CompareOptions, CompareResult, Progress};
 use crate::compare::thresholds::{Thresholds, Verdict};
 use crate::compare::variant::Variant;
 use crate::model;
@@ -63,11 +63,14 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     };
     let settings = args.engine.settings();
     let device = model::device(settings.device)?;
-    printer.note(&format!("loading {}", args.reference.display()));
-    let r = Variant::open(&args.reference, &device, &settings)?;
-    printer.note(&format!("loading {}", args.candidate.display()));
-    let c = Variant::open(&args.candidate, &device, &settings)?;
     let bar = Bar::new(printer);
+    bar.stage("loading weights", 2);
+    bar.note(printer, &format!("loading {}", args.reference.display()));
+    let r = Variant::open(&args.reference, &device, &settings)?;
+    bar.tick();
+    bar.note(printer, &format!("loading {}", args.candidate.display()));
+    let c = Variant::open(&args.candidate, &device, &settings)?;
+    bar.tick();
     let opts = CompareOptions {
         prompts_from: crate::compare::prompts::source_name(args.prompts.as_deref()),
         max_new_tokens: args.max_new_tokens,
