@@ -411,14 +411,6 @@ impl Html {
 
         body.push_str("<h2>Steps</h2><table id=\"steps\"><tr><th>#</th><th>step</th><th>source</th><th>status</th><th>lint E</th><th>lint W</th><th>KL mean</th><th>KL p99</th><th>top-1</th><th>PPL ratio</th><th>P(EOS) ref → cand</th><th>stops</th><th>reason</th></tr>");
         for s in &r.steps {
-            let count = |sev| {
-                s.findings
-                    .iter()
-                    .chain(s.merge.iter().flat_map(|m| m.findings.iter()))
-                    .filter(|f| f.severity == sev)
-                    .map(|f| f.weight())
-                    .sum::<u64>()
-            };
             let numbers = match &s.vs_reference {
                 Some(c) => number_cells(c),
                 None if s.is_reference => "<td colspan=\"6\" class=\"muted\">(reference)</td>".into(),
@@ -435,8 +427,8 @@ impl Html {
                 escape(&s.label),
                 escape(&s.source),
                 if s.error.is_some() { "error".to_string() } else { s.status.name().to_string() },
-                count(crate::checks::Severity::Error),
-                count(crate::checks::Severity::Warning),
+                super::step_findings(s, crate::checks::Severity::Error),
+                super::step_findings(s, crate::checks::Severity::Warning),
                 escape(&reason)
             ));
             if let (Some(c), Some(p)) = (&s.vs_parent, s.index.checked_sub(1).and_then(|p| r.steps.get(p))) {

@@ -263,6 +263,12 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
     Ok(())
 }
 
+/// How many findings of `severity` a step has, its merge-check's included, a collector's summary
+/// counted as the findings it stands for (`Finding::weight`): the bisect table's lint columns.
+pub fn step_findings(s: &crate::pipeline::run::StepReport, severity: crate::checks::Severity) -> u64 {
+    s.findings.iter().chain(s.merge.iter().flat_map(|m| m.findings.iter())).filter(|f| f.severity == severity).map(|f| f.weight()).sum()
+}
+
 /// A count for people: `2295552` → `2.30 M` (k, M, B: how parameter counts are spoken); exact
 /// below 10 000. JSON keeps the exact number.
 pub fn count(n: u64) -> String {

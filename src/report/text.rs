@@ -3,6 +3,7 @@
 //! parent, then the verdict in words. A NaN is printed as NaN, never as the mean of the finite
 //! rest.
 
+use crate::checks::Severity;
 use crate::compare::metrics::fmt_num;
 use crate::compare::run::CompareResult;
 use crate::pipeline::run::PipelineReport;
@@ -99,16 +100,7 @@ impl Text {
         let head = ["KL mean", "KL p99", "top1", "PPL ×", "P(EOS) ref→cand", "stops"].map(String::from);
         o.push_str(&row("#", "step", &format!("{:<5}", ""), &["lint E".into(), "lint W".into()], &head, "reason"));
         for s in &r.steps {
-            // A summary finding stands for `more` findings (`Finding::weight`).
-            let count = |severity| {
-                s.findings
-                    .iter()
-                    .chain(s.merge.iter().flat_map(|m| m.findings.iter()))
-                    .filter(|f| f.severity == severity)
-                    .map(|f| f.weight())
-                    .sum::<u64>()
-            };
-            let (errs, warns) = (count(crate::checks::Severity::Error), count(crate::checks::Severity::Warning));
+            let (errs, warns) = (super::step_findings(s, Severity::Error), super::step_findings(s, Severity::Warning));
             let cols = match &s.vs_reference {
                 Some(c) => columns(c),
                 None => {
