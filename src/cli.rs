@@ -21,6 +21,10 @@ pub struct Cli {
     /// Threads for the forward pass (default: every core).
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
+    /// List every finding and merge-check row (text output groups repeats: the first few and a
+    /// count).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,7 +35,8 @@ pub enum Command {
     /// Static checks with no forward pass: integrity, NaN/Inf, tokenizer ↔ weights, special
     /// tokens, chat template. Exit 0 clean, 1 findings at or above the fail level, 2 could not run.
     Lint(LintArgs),
-    /// Run reference prompts through two variants, teacher-forced on the reference's own greedy
+    /// Run reference prompts through two variants (HF directories, GGUF files, base+adapter),
+    /// teacher-forced on the reference's own greedy
     /// answers; report KL, top-1 agreement, Δp, perplexity, NaN/Inf, P(EOS) at turn end, whether
     /// greedy generation still stops, and (`--layers`) the first layer that diverges.
     Compare(CompareArgs),
@@ -123,10 +128,11 @@ pub struct LintArgs {
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// The reference variant: an HF model directory, or `BASE+ADAPTER` for a base model with a
-    /// PEFT adapter applied on the fly.
+    /// The reference variant: an HF model directory (or a `.safetensors` file in one), a `.gguf`
+    /// file, or `BASE+ADAPTER` for a base model with a PEFT adapter applied on the fly.
     pub reference: PathBuf,
-    /// The candidate variant (same forms as the reference).
+    /// The candidate variant (same forms as the reference: a GGUF runs with its own metadata
+    /// and tokenizer).
     pub candidate: PathBuf,
     /// Prompts as JSONL (`{"messages": [...]}` or `{"text": ...}` per line); default: built-in set.
     #[arg(long)]

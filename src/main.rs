@@ -18,19 +18,20 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(EXIT_COULD_NOT_RUN) } else { ExitCode::SUCCESS };
         }
     };
-    let printer = Printer { quiet: false };
+    let printer = Printer { quiet: false, verbose: cli.verbose };
+    let quiet = |json: bool| Printer { quiet: json, ..printer };
     if let Err(e) = ckptcheck::model::set_threads(cli.threads) {
         printer.error(&format!("error: {e:#}"));
         return ExitCode::from(EXIT_COULD_NOT_RUN);
     }
     let result = match &cli.command {
-        Command::Bisect(a) => return finish(commands::bisect::bisect(a, &Printer { quiet: a.json }), &printer),
-        Command::Gate(a) => return finish(commands::bisect::gate(a, &Printer { quiet: a.json }), &printer),
-        Command::Inspect(a) => commands::inspect::run(a, &Printer { quiet: a.json }),
-        Command::Lint(a) => commands::lint::run(a, &Printer { quiet: a.json }),
-        Command::Compare(a) => commands::compare::run(a, &Printer { quiet: a.json }),
-        Command::MergeCheck(a) => commands::merge_check::run(a, &Printer { quiet: a.json }),
-        Command::BenchForward(a) => commands::bench::run(a, &Printer { quiet: a.json }),
+        Command::Bisect(a) => return finish(commands::bisect::bisect(a, &quiet(a.json)), &printer),
+        Command::Gate(a) => return finish(commands::bisect::gate(a, &quiet(a.json)), &printer),
+        Command::Inspect(a) => commands::inspect::run(a, &quiet(a.json)),
+        Command::Lint(a) => commands::lint::run(a, &quiet(a.json)),
+        Command::Compare(a) => commands::compare::run(a, &quiet(a.json)),
+        Command::MergeCheck(a) => commands::merge_check::run(a, &quiet(a.json)),
+        Command::BenchForward(a) => commands::bench::run(a, &quiet(a.json)),
     };
     match result {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),

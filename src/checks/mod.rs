@@ -88,6 +88,34 @@ impl Finding {
 /// count says how far it goes.
 pub const LISTED_PER_ID: usize = 5;
 
+/// Findings a report shows per id and severity before it folds the rest into a count (`--verbose`
+/// shows all it has): three show the pattern (which tensors, which fields) and keep a truncated
+/// file's or a wrong-scale merge's report on one screen.
+pub const SHOWN_PER_ID: usize = 3;
+
+/// Findings worst first in runs of one id and severity (first-seen order within a severity), for
+/// reports that show the first `SHOWN_PER_ID` of each run (`split_run`).
+pub fn runs_by_id<'a>(findings: impl IntoIterator<Item = &'a Finding>) -> Vec<Vec<&'a Finding>> {
+    let mut sorted: Vec<&Finding> = findings.into_iter().collect();
+    sorted.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    let mut runs: Vec<Vec<&Finding>> = Vec::new();
+    for f in sorted {
+        match runs.iter_mut().find(|g| g[0].id == f.id && g[0].severity == f.severity) {
+            Some(g) => g.push(f),
+            None => runs.push(vec![f]),
+        }
+    }
+    runs
+}
+
+/// The first `shown` findings of a run (never a collector's summary: summaries follow the
+/// findings they count), and how many more the run stands for, summaries counted as their `more`.
+pub fn split_run<'r, 'a>(run: &'r [&'a Finding], shown: usize) -> (&'r [&'a Finding], u64) {
+    let shown = run.iter().take_while(|f| f.more.is_none()).count().min(shown);
+    let total: u64 = run.iter().map(|f| f.weight()).sum();
+    (&run[..shown], total - shown as u64)
+}
+
 /// Collects findings, keeping the first `LISTED_PER_ID` of each id and severity and counting the
 /// rest, so memory stays bounded however many a hostile file produces; `into_vec` adds one
 /// summary per group that was cut ("… and 499 995 more `integrity.bad-entry` findings").

@@ -8,7 +8,7 @@ use crate::cli::CompareArgs;
 use crate::commands::Outcome;
 use crate::compare::blame::{self, Blame, BlameInputs, Side};
 use crate::compare::prompts::{self, Prompt};
-use crate::compare::run::{compare_with, reference_answers, CompareOptions, CompareResult};
+use crate::compare::run::{compare_with, reference_answers, CompareOptions, CompareResult, Progress};
 use crate::compare::thresholds::{Thresholds, Verdict};
 use crate::compare::variant::Variant;
 use crate::model;
@@ -27,6 +27,9 @@ struct CompareReport {
     /// `--blame`: the candidate's tensors that make the difference.
     #[serde(skip_serializing_if = "Option::is_none")]
     blame: Option<Blame>,
+    /// What judged it (shown on the HTML page; the JSON has each judgement's bounds).
+    #[serde(skip)]
+    thresholds: Thresholds,
 }
 
 impl Report for CompareReport {
@@ -40,7 +43,7 @@ impl Report for CompareReport {
     }
     /// The lineage page with two steps: the reference and the candidate.
     fn html(&self) -> Option<String> {
-        PipelineReport::of_compare(&self.result).html()
+        PipelineReport::of_compare(&self.result, &self.thresholds).html()
     }
 }
 
@@ -69,13 +72,16 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     };
     let settings = args.engine.settings();
     let device = model::device(settings.device)?;
-    printer.note(&format!("loading {}", args.reference.display()));
+    let bar = Bar::new(printer);
+    bar.stage("loading weights", 2);
+    bar.note(printer, &format!("loading {}", args.reference.display()));
     let r_ckpt = Checkpoint::open(&args.reference)?;
     let r = Variant::load(&args.reference, &r_ckpt, &device, &settings)?;
-    printer.note(&format!("loading {}", args.candidate.display()));
+    bar.tick();
+    bar.note(printer, &format!("loading {}", args.candidate.display()));
     let c_ckpt = Checkpoint::open(&args.candidate)?;
     let c = Variant::load(&args.candidate, &c_ckpt, &device, &settings)?;
-    let bar = Bar::new(printer);
+    bar.tick();
     let opts = CompareOptions {
         prompts_from: crate::compare::prompts::source_name(args.prompts.as_deref()),
         max_new_tokens: args.max_new_tokens,
@@ -101,7 +107,7 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         None
     };
     bar.0.finish_and_clear();
-    let report = CompareReport { schema_version: COMPARE_SCHEMA_VERSION, result, blame };
+    let report = CompareReport { schema_version: COMPARE_SCHEMA_VERSION, result, blame, thresholds: opts.thresholds };
     outputs.write(printer, &report)?;
     report::print(printer, &report, args.json)?;
     Ok(Outcome::of(report.result.verdict, args.strict))

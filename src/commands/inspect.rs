@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::chat::{sample_conversation, turn_end, ChatTemplate, Message};
 use crate::checkpoint::Checkpoint;
 use crate::checks::template::ROLE_MARKERS;
 use crate::checks::Context;
@@ -14,7 +13,8 @@ use crate::commands::{inspect_gguf, Outcome};
 use crate::format::hf::HfDir;
 use crate::format::tokens::{stop_ids, SpecialDecl};
 use crate::output::Printer;
-use crate::report::{self, Report};
+use crate::report::inspect::{head_dim, summarize_template, template_text, TemplateSummary};
+use crate::report::{self, bytes, count, Report};
 
 /// Version of the `inspect --json` layout.
 pub const INSPECT_SCHEMA_VERSION: u32 = 1;
@@ -47,7 +47,24 @@ pub struct InspectReport {
     pub chat_template: Option<TemplateSummary>,
     pub quantization: Option<Quantization>,
     pub adapter: Option<Value>,
+    /// The adapter's LoRA settings as PEFT applies them (absent for a model, or when
+    /// adapter_config.json does not parse: `lint` says why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSummary>,
     pub pickles_ignored: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoraSummary {
+    pub r: u64,
+    pub alpha: f64,
+    /// The scale PEFT multiplies B·A by: alpha / r (alpha / sqrt(r) with rsLoRA).
+    pub scale: f64,
+    pub use_rslora: bool,
+    pub use_dora: bool,
+    /// Module-name suffixes, or the regex PEFT matches whole names against.
+    pub targets: String,
+    pub base_model: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,14 +83,6 @@ pub struct VocabSummary {
     pub config_vocab_size: Option<u64>,
     pub embedding_rows: Option<u64>,
     pub lm_head_rows: Option<u64>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TemplateSummary {
-    pub source: String,
-    pub rendered_sample: Result<String, String>,
-    pub generation_prompt: Result<String, String>,
-    pub turn_end_token: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,7 +143,13 @@ pub fn build(path: &std::path::Path, dir: &HfDir) -> InspectReport {
         lm_head_rows: head.map(|h| h.1),
     };
 
-    let chat_template = ctx.template.as_ref().map(|t| summarize_template(&ctx, t));
+    let chat_template = ctx.template.as_ref().map(|t| {
+        let source = match &t.field {
+            Some(f) => format!("{}:{f}", ctx.dir.rel(&t.source)),
+            None => ctx.dir.rel(&t.source),
+        };
+        summarize_template(&ctx, t, source)
+    });
     let role_markers: Vec<String> = ctx
         .tokenizer
         .as_ref()
@@ -180,21 +195,22 @@ pub fn build(path: &std::path::Path, dir: &HfDir) -> InspectReport {
         chat_template,
         quantization: quantization(dir),
         adapter: dir.adapter_config.as_ref().map(|a| a.value.clone()),
+        lora: dir.adapter_config.as_ref().and_then(|a| crate::format::lora::LoraConfig::from_json(&a.value, &a.path).ok()).map(|c| {
+            LoraSummary {
+                r: c.r,
+                alpha: c.alpha,
+                scale: c.scale(c.r, c.alpha),
+                use_rslora: c.use_rslora,
+                use_dora: c.use_dora,
+                targets: match &c.target_modules {
+                    crate::format::lora::Targets::Names(n) => n.join(", "),
+                    crate::format::lora::Targets::Regex(r) => format!("regex {r}"),
+                },
+                base_model: c.base_model.clone(),
+            }
+        }),
         pickles_ignored: dir.pickles.iter().map(|p| dir.rel(p)).collect(),
     }
-}
-
-fn summarize_template(ctx: &Context, t: &ChatTemplate) -> TemplateSummary {
-    let tokens = &ctx.template_tokens;
-    let rendered_sample = t.render(&sample_conversation(), false, tokens).map_err(|e| e.to_string());
-    let generation_prompt = t.render(&[Message::new("user", "What is 6 times 7?")], true, tokens).map_err(|e| e.to_string());
-    let specials: Vec<String> = ctx.tokenizer.as_ref().map(|tk| tk.special_strings()).unwrap_or_default();
-    let turn_end_token = rendered_sample.as_ref().ok().and_then(|r| turn_end(r, &specials)).and_then(|e| e.token);
-    let source = match &t.field {
-        Some(f) => format!("{}:{f}", ctx.dir.rel(&t.source)),
-        None => ctx.dir.rel(&t.source),
-    };
-    TemplateSummary { source, rendered_sample, generation_prompt, turn_end_token }
 }
 
 /// From `config.json:quantization_config`, `quantize_config.json`, or the tensor names.
@@ -232,7 +248,7 @@ pub fn render_text(r: &InspectReport) -> String {
                 o(c.hidden_size),
                 o(c.num_attention_heads),
                 o(c.num_key_value_heads),
-                o(c.head_dim),
+                head_dim(c.head_dim, c.hidden_size, c.num_attention_heads),
                 o(c.intermediate_size)
             ),
         );
@@ -260,11 +276,26 @@ pub fn render_text(r: &InspectReport) -> String {
             ),
         );
     }
-    row("parameters", format!("{} ({} tensors, {} bytes)", r.parameters, r.tensor_count, r.bytes));
-    row("dtypes", r.dtypes.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "));
+    if let Some(l) = &r.lora {
+        row(
+            "lora",
+            format!(
+                "r {}, alpha {} (scale {} = alpha / {}){}",
+                l.r,
+                l.alpha,
+                l.scale,
+                if l.use_rslora { "sqrt(r), rsLoRA" } else { "r" },
+                if l.use_dora { ", DoRA" } else { "" }
+            ),
+        );
+        row("lora targets", l.targets.clone());
+        row("lora base", l.base_model.clone().unwrap_or_else(|| "? (base_model_name_or_path not set)".into()));
+    }
+    row("parameters", format!("{} ({} tensors, {})", count(r.parameters), r.tensor_count, bytes(r.bytes)));
+    row("dtypes", r.dtypes.iter().map(|(k, v)| format!("{k}: {}", count(*v))).collect::<Vec<_>>().join(", "));
     for sh in &r.shards {
         match &sh.error {
-            None => row("shard", format!("{} ({} tensors, {} bytes)", sh.name, sh.tensors, sh.bytes)),
+            None => row("shard", format!("{} ({} tensors, {})", sh.name, sh.tensors, bytes(sh.bytes))),
             Some(e) => row("shard", format!("{} UNREADABLE: {e}", sh.name)),
         }
     }
@@ -290,22 +321,7 @@ pub fn render_text(r: &InspectReport) -> String {
         );
     }
     row("stops on", r.stop_token_ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
-    match &r.chat_template {
-        None => row("chat template", "none".into()),
-        Some(t) => {
-            row("chat template", t.source.clone());
-            row("turn ends with", t.turn_end_token.clone().unwrap_or_else(|| "(no special token)".into()));
-            match &t.rendered_sample {
-                Ok(text) => {
-                    s.push_str("sample render:\n");
-                    for line in text.lines() {
-                        s.push_str(&format!("  | {line}\n"));
-                    }
-                }
-                Err(e) => s.push_str(&format!("sample render failed: {e}\n")),
-            }
-        }
-    }
+    template_text(&mut s, r.chat_template.as_ref());
     let mut row = |k: &str, v: String| s.push_str(&format!("{k:<18} {v}\n"));
     row("quantization", r.quantization.as_ref().map(|q| format!("{} ({})", q.method, q.source)).unwrap_or_else(|| "none".into()));
     if !r.pickles_ignored.is_empty() {

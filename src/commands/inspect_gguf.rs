@@ -6,9 +6,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::checkpoint::Facts;
 use crate::checks;
 use crate::format::gguf::{ArchMeta, GgufFile, TypeBytes};
-use crate::report::Report;
+use crate::report::inspect::{head_dim, summarize_template, template_text, TemplateSummary};
+use crate::report::{bytes, count, Report};
 
 /// Version of the GGUF `inspect --json` layout.
 pub const GGUF_INSPECT_SCHEMA_VERSION: u32 = 1;
@@ -32,6 +34,9 @@ pub struct GgufInspectReport {
     /// ggml type → tensors, elements, bytes.
     pub types: BTreeMap<String, TypeBytes>,
     pub tokenizer: TokenizerSummary,
+    /// `tokenizer.chat_template` rendered on the sample conversation as transformers renders an
+    /// HF one (with the GGUF's own special tokens).
+    pub chat_template: Option<TemplateSummary>,
     /// Every metadata key with a short rendering of its value (arrays as `[type; n]`).
     pub metadata: BTreeMap<String, String>,
     pub layout_problems: Vec<String>,
@@ -87,6 +92,10 @@ pub fn build(path: &Path, g: &GgufFile) -> GgufInspectReport {
             add_bos: tok.add_bos,
             chat_template_chars: tok.chat_template.map(|t| t.chars().count()),
         },
+        chat_template: {
+            let facts = Facts::of_gguf(g);
+            facts.template.as_ref().map(|t| summarize_template(&facts, t, "tokenizer.chat_template".into()))
+        },
         metadata: h.metadata.iter().map(|(k, v)| (k.clone(), v.summary())).collect(),
         layout_problems: h.problems.iter().map(|p| p.message()).collect(),
     }
@@ -105,17 +114,18 @@ pub fn render_text(r: &GgufInspectReport) -> String {
     let o = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
     let a = &r.arch;
     row("path", r.path.clone());
-    row("format", format!("gguf v{} ({} bytes, alignment {})", r.gguf_version, r.file_bytes, r.alignment));
+    row("format", format!("gguf v{} ({}, alignment {})", r.gguf_version, bytes(r.file_bytes), r.alignment));
     row("architecture", a.architecture.clone().unwrap_or_else(|| "?".into()));
     row("kind", r.kind.to_string());
     row(
         "shape",
         format!(
-            "{} layers, hidden {}, heads {}/{} kv, ffn {}, context {}{}",
+            "{} layers, hidden {}, heads {}/{} kv, head_dim {}, ffn {}, context {}{}",
             o(a.block_count),
             o(a.embedding_length),
             o(a.head_count),
             o(a.head_count_kv),
+            head_dim(a.key_length, a.embedding_length, a.head_count),
             o(a.feed_forward_length),
             o(a.context_length),
             a.expert_count
@@ -132,10 +142,10 @@ pub fn render_text(r: &GgufInspectReport) -> String {
             a.rms_norm_eps.map(|t| (t as f32).to_string()).unwrap_or_else(|| "?".into())
         ),
     );
-    row("parameters", format!("{} ({} tensors, {} bytes)", r.parameters, r.tensor_count, r.bytes));
+    row("parameters", format!("{} ({} tensors, {})", count(r.parameters), r.tensor_count, bytes(r.bytes)));
     for (t, b) in &r.types {
         let pct = if r.bytes > 0 { 100.0 * b.bytes as f64 / r.bytes as f64 } else { 0.0 };
-        row("type", format!("{t:<8} {:>4} tensors {:>14} bytes ({pct:.1}%)", b.tensors, b.bytes));
+        row("type", format!("{t:<8} {:>4} tensors {:>10} ({pct:.1}%)", b.tensors, bytes(b.bytes)));
     }
     let t = &r.tokenizer;
     let os = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
@@ -160,7 +170,8 @@ pub fn render_text(r: &GgufInspectReport) -> String {
             os(&t.pad)
         ),
     );
-    row("chat template", t.chat_template_chars.map(|c| format!("{c} characters")).unwrap_or_else(|| "none".into()));
+    template_text(&mut s, r.chat_template.as_ref());
+    let mut row = |k: &str, v: String| s.push_str(&format!("{k:<18} {v}\n"));
     for p in &r.layout_problems {
         row("LAYOUT PROBLEM", p.clone());
     }

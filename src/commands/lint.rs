@@ -34,7 +34,17 @@ pub fn run(args: &LintArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let ckpt = Checkpoint::open(&args.path)?;
     let source = match (&args.source, &ckpt) {
         (None, _) => None,
-        (Some(src), Checkpoint::Gguf(_)) => Some(Checkpoint::open_hf(src)?),
+        (Some(src), Checkpoint::Gguf(_)) => match Checkpoint::open(src)? {
+            Checkpoint::Hf(d) => Some(d),
+            other => anyhow::bail!(
+                "`--source {}` is {}, and `--source` takes the HF model directory the GGUF was converted from \
+                 (config.json, tokenizer files); to measure one GGUF against another, run `ckptcheck compare {} {}`",
+                src.display(),
+                other.kind(),
+                src.display(),
+                args.path.display()
+            ),
+        },
         (Some(_), _) => {
             anyhow::bail!("`--source` compares a GGUF with the HF checkpoint it came from; `{}` is not a GGUF file", args.path.display())
         }
@@ -53,7 +63,10 @@ pub fn run(args: &LintArgs, printer: &Printer) -> anyhow::Result<Outcome> {
 impl Report for LintReport {
     const KIND: &'static str = "lint";
     fn text(&self, _color: bool) -> String {
-        render_text(self)
+        render_text(self, false)
+    }
+    fn text_verbose(&self, _color: bool) -> String {
+        render_text(self, true)
     }
 }
 
@@ -72,20 +85,27 @@ pub fn report(path: String, findings: Vec<Finding>, fail_level: Severity) -> Lin
     }
 }
 
-pub fn render_text(r: &LintReport) -> String {
+/// The lint text: findings worst first, each id's first `checks::SHOWN_PER_ID` in full and one line
+/// counting the rest (every collected finding under `verbose`), then the totals.
+pub fn render_text(r: &LintReport, verbose: bool) -> String {
     let mut s = String::new();
-    let mut sorted: Vec<&Finding> = r.findings.iter().collect();
-    sorted.sort_by_key(|f| std::cmp::Reverse(f.severity));
-    for f in sorted {
-        let place = match &f.field {
-            Some(field) => format!("{} [{}]", f.file, field),
-            None => f.file.clone(),
-        };
-        s.push_str(&format!("{:<8} {:<32} {place}\n", f.severity.name(), f.id));
-        s.push_str(&format!("         {}\n", f.message));
-        // A summary's findings share the hint of the ones listed above it.
-        if !f.hint.is_empty() && f.more.is_none() {
-            s.push_str(&format!("         fix: {}\n", f.hint));
+    for group in checks::runs_by_id(&r.findings) {
+        let (listed, hidden) = if verbose { (&group[..], 0) } else { checks::split_run(&group, checks::SHOWN_PER_ID) };
+        for f in listed {
+            let place = match &f.field {
+                Some(field) => format!("{} [{}]", f.file, field),
+                None => f.file.clone(),
+            };
+            s.push_str(&format!("{:<8} {:<32} {place}\n", f.severity.name(), f.id));
+            s.push_str(&format!("         {}\n", f.message));
+            // A summary's findings share the hint of the ones listed above it.
+            if !f.hint.is_empty() && f.more.is_none() {
+                s.push_str(&format!("         fix: {}\n", f.hint));
+            }
+        }
+        if hidden > 0 {
+            let (sev, id) = (group[0].severity.name(), group[0].id);
+            s.push_str(&format!("{sev:<8} {id:<32} … and {} more like these (--verbose lists them)\n", checks::grouped(hidden)));
         }
     }
     s.push_str(&format!(

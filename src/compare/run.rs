@@ -56,6 +56,9 @@ pub struct PromptResult {
     pub p_eos_cand: f64,
     pub cand_stopped: bool,
     pub cand_generated_tokens: usize,
+    /// The candidate's own greedy generation, decoded by its tokenizer (its stop token kept), to
+    /// read beside the reference's `answer`.
+    pub cand_answer: String,
     /// Per-answer-token KL (for heat strips).
     pub token_kl: Vec<f64>,
     pub tokens: Vec<String>,
@@ -111,10 +114,12 @@ pub struct CompareResult {
     pub verdict: Verdict,
 }
 
-/// Reports progress; `tick` is called once per prompt and stage.
+/// Reports progress; `tick` is called once per prompt and stage, `tokens` with the token
+/// positions each batch ran (for a tokens/s rate).
 pub trait Progress {
     fn stage(&self, _name: &str, _total: usize) {}
     fn tick(&self) {}
+    fn tokens(&self, _n: usize) {}
 }
 pub struct NoProgress;
 impl Progress for NoProgress {}
@@ -223,7 +228,10 @@ pub fn compare_all(
             continue;
         }
         match variants[v].model.generate_batch(&own_prompts, opts.max_new_tokens, &variants[v].stop_ids) {
-            Ok(g) => generated[v] = Some(g),
+            Ok(g) => {
+                progress.tokens(g.iter().map(|(t, _)| t.len()).sum());
+                generated[v] = Some(g)
+            }
             Err(e) => failed[v] = Some(e),
         }
     }
@@ -239,6 +247,7 @@ pub fn compare_all(
         for (res, (gen, stopped)) in a.results.iter_mut().zip(generated[p.candidate].iter().flatten()) {
             res.cand_stopped = *stopped;
             res.cand_generated_tokens = gen.len();
+            res.cand_answer = variants[p.candidate].tokenizer.tokenizer.decode(gen, false).unwrap_or_default();
         }
         let summary = summarize_all(&a, &tokenization[p.candidate]);
         let layers = a.layers.as_ref().map(|l| layer_results(l, &a.routes, a.positions));
@@ -307,7 +316,9 @@ pub fn reference_answers(r: &Variant, prompts: &[Prompt], opts: &CompareOptions,
     let mut stop = r.stop_ids.clone();
     stop.extend(r.turn_end_id);
     let to_generate: Vec<&[u32]> = prompts.iter().zip(&encoded).filter(|(p, _)| p.answer().is_none()).map(|(_, e)| e.as_slice()).collect();
-    let mut generated = r.model.generate_batch(&to_generate, opts.max_new_tokens, &stop)?.into_iter();
+    let generated = r.model.generate_batch(&to_generate, opts.max_new_tokens, &stop)?;
+    progress.tokens(generated.iter().map(|(t, _)| t.len()).sum());
+    let mut generated = generated.into_iter();
     let mut out = Vec::with_capacity(prompts.len());
     for (p, prompt_ids) in prompts.iter().zip(encoded) {
         let (answer, stopped) = match p.answer() {
@@ -498,6 +509,7 @@ fn score(
                 }
             }
         }
+        progress.tokens(rows_in);
         for ((p, seq), g) in prompts[first..end].iter().zip(group).zip(&segments) {
             score_sequence(variants, answered_by, pairs, p, seq, g.start, &finals, failed, acc);
             progress.tick();
@@ -617,6 +629,7 @@ fn score_sequence(
             p_eos_cand: s.p_eos.1,
             cand_stopped: false,
             cand_generated_tokens: 0,
+            cand_answer: String::new(),
             token_kl: s.token_kl,
             tokens: s.tokens,
         });

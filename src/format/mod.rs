@@ -273,3 +273,44 @@ mod tests {
         assert!(e.ends_with("it is a directory, not a regular file"), "{e}");
     }
 }
+
+/// `path` with `.` dropped and each `dir/..` pair removed, lexically (no file system access), for
+/// showing paths: `testdata/pipelines/../zoo/m` → `testdata/zoo/m`. A leading `..` stays. Never
+/// used to open a file: through a symlinked `dir`, `dir/..` is another directory.
+pub fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            Component::ParentDir if matches!(out.last(), Some(Component::RootDir | Component::Prefix(_))) => {}
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        return PathBuf::from(".");
+    }
+    out.iter().collect()
+}
+
+#[cfg(test)]
+mod lexical_tests {
+    use std::path::Path;
+
+    #[test]
+    fn lexical_paths_drop_dot_and_dir_dotdot_pairs() {
+        for (given, want) in [
+            ("testdata/pipelines/../zoo/models/m", "testdata/zoo/models/m"),
+            ("/r/testdata/pipelines/../zoo/./m", "/r/testdata/zoo/m"),
+            ("../zoo/m", "../zoo/m"),
+            ("a/..", "."),
+            ("/..", "/"),
+            ("a/../../b", "../b"),
+        ] {
+            assert_eq!(super::lexical(Path::new(given)), Path::new(want), "{given}");
+        }
+    }
+}

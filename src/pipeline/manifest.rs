@@ -99,10 +99,13 @@ impl Source {
         }
     }
 
+    /// The step's path(s) for people: `pipelines/../zoo/m` shown as `zoo/m` (display only: the
+    /// files are opened by the paths as given).
     pub fn describe(&self) -> String {
+        let show = |p: &Path| crate::format::lexical(p).display().to_string();
         match self {
-            Source::Path { path } => path.display().to_string(),
-            Source::Adapter { base, adapter } => format!("{}+{}", base.display(), adapter.display()),
+            Source::Path { path } => show(path),
+            Source::Adapter { base, adapter } => format!("{}+{}", show(base), show(adapter)),
         }
     }
 }

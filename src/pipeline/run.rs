@@ -7,6 +7,7 @@
 //! answers (`compare_all`); both comparisons of a step come from those passes.
 
 use std::path::Path;
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -21,7 +22,7 @@ use crate::compare::blame::{self, Blame, BlameInputs, Side};
 use crate::compare::metrics::fmt_num;
 use crate::compare::prompts::{self, Prompt};
 use crate::compare::run::{compare_all, reference_answers, CompareOptions, CompareResult, Pair, Progress, ReferenceAnswers};
-use crate::compare::thresholds::{Metric, Verdict};
+use crate::compare::thresholds::{Metric, Thresholds, Verdict};
 use crate::compare::variant::Variant;
 use crate::error::Result;
 
@@ -75,8 +76,13 @@ pub struct StepReport {
     pub vs_reference: Option<CompareResult>,
     pub vs_parent: Option<CompareResult>,
     pub status: Verdict,
+    /// Why the step is not `pass`: every judged metric past a threshold, then every static
+    /// finding id at warning or error (empty for a passing step).
+    pub reasons: Vec<Reason>,
     /// The first of `causes`, in one line.
     pub cause: Option<String>,
+    /// `causes[0].cause_id`: the stable id a manifest's `[expect] cause_id` names.
+    pub cause_id: Option<String>,
     /// Why the step failed, most likely first (empty unless it failed).
     pub causes: Vec<Cause>,
     /// Set when the step could not be run at all.
@@ -85,6 +91,20 @@ pub struct StepReport {
     /// explains it: which of its tensors make the difference (`compare::blame`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blame: Option<Blame>,
+    /// Wall time of this step's own work.
+    pub seconds: StepSeconds,
+}
+
+/// Wall time, in seconds, of the work one step does alone (its comparisons run in lockstep with
+/// every other step's: `PipelineReport::compare_seconds`).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StepSeconds {
+    /// Static checks: lint and the lineage checks against its parent.
+    pub lint: f64,
+    /// The merge algebra (a merged step after base + adapter).
+    pub merge: f64,
+    /// Opening and loading the weights for the forward pass.
+    pub load: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -95,11 +115,29 @@ pub struct PipelineReport {
     pub steps: Vec<StepReport>,
     pub first_bad_step: Option<String>,
     pub cause: Option<String>,
+    /// The first bad step's `cause_id` (what a manifest's `[expect] cause_id` is held to).
+    pub cause_id: Option<String>,
     /// The first bad step's causes, structured.
     pub causes: Vec<Cause>,
     pub verdict: Verdict,
     /// Some step could not be run (exit code 2).
     pub incomplete: bool,
+    /// The lineage's thresholds (defaults with the manifest's `[thresholds]`); a step's own
+    /// overrides are in its judgements' bounds.
+    pub thresholds: Thresholds,
+    /// Wall time of the numeric comparisons: the reference's answers and the one lockstep pass
+    /// in which every step is scored.
+    pub compare_seconds: f64,
+}
+
+/// One reason a step warns or fails: a threshold its numbers crossed (`id` is the metric, named
+/// as its threshold keys are) or a static finding (`id` is the finding id).
+#[derive(Debug, Clone, Serialize)]
+pub struct Reason {
+    pub id: String,
+    pub status: Verdict,
+    /// In words: `ppl_ratio 1.175 > ppl_ratio_warn 1.1`, `merge.wrong-scale ×21 (error)`.
+    pub text: String,
 }
 
 /// Notes progress to the user (stderr); the pipeline never prints.
@@ -154,10 +192,13 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
             vs_reference: None,
             vs_parent: None,
             status: Verdict::Pass,
+            reasons: Vec::new(),
             cause: None,
+            cause_id: None,
             causes: Vec::new(),
             error: None,
             blame: None,
+            seconds: StepSeconds::default(),
         })
         .collect();
 
@@ -166,7 +207,8 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
     let ckpts: Vec<Opened> = m.steps.iter().map(|s| s.source.open().map_err(|e| e.to_string())).collect();
     let mut prints: Vec<Option<Fingerprints>> = Vec::with_capacity(m.steps.len());
     for (i, s) in m.steps.iter().enumerate() {
-        notes.note(&format!("lint {} ({})", s.label, s.source.describe()));
+        notes.note(&format!("step {}/{}: lint {} ({})", i + 1, m.steps.len(), s.label, s.source.describe()));
+        let clock = Instant::now();
         match lint_step(&ckpts, i) {
             Ok((f, p)) => {
                 steps[i].findings = f;
@@ -177,17 +219,22 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
                 prints.push(None);
             }
         }
+        steps[i].seconds.lint = clock.elapsed().as_secs_f64();
         let (Some(Ok(parent)), Ok(cur)) = (i.checked_sub(1).map(|p| &ckpts[p]), &ckpts[i]) else { continue };
+        let clock = Instant::now();
         match merge_step(parent, cur) {
             Ok(ms) => steps[i].merge = ms,
             Err(e) => steps[i].error = Some(e.to_string()),
         }
+        steps[i].seconds.merge = clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
         steps[i].findings.extend(checks::lineage::step_vs_parent(
             parent,
             cur,
             &m.steps[i - 1].label,
             [prints[i - 1].as_ref(), prints[i].as_ref()],
         ));
+        steps[i].seconds.lint += clock.elapsed().as_secs_f64();
     }
 
     // Numeric comparisons: every step that opened is loaded (weights stay in their files), the
@@ -203,11 +250,14 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
     let mut order: Vec<usize> = (0..m.steps.len()).filter(|&i| i != m.reference).collect();
     order.insert(0, m.reference);
     let mut loaded: Vec<Option<Variant>> = (0..m.steps.len()).map(|_| None).collect();
-    for &i in &order {
+    notes.progress().stage("loading weights", order.len());
+    for (k, &i) in order.iter().enumerate() {
+        notes.progress().tick();
         if steps[i].error.is_some() {
             continue;
         }
-        notes.note(&format!("load {}", m.steps[i].label));
+        notes.note(&format!("step {}/{}: load {}", k + 1, order.len(), m.steps[i].label));
+        let clock = Instant::now();
         let ckpt = match &ckpts[i] {
             Ok(c) => c,
             Err(e) => {
@@ -219,7 +269,9 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
             Ok(v) => loaded[i] = Some(v),
             Err(e) => steps[i].error = Some(e.to_string()),
         }
+        steps[i].seconds.load = clock.elapsed().as_secs_f64();
     }
+    let clock = Instant::now();
     let Some(reference) = loaded[m.reference].as_ref() else {
         let why = steps[m.reference].error.clone().unwrap_or_default();
         for (i, s) in steps.iter_mut().enumerate() {
@@ -227,7 +279,7 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
                 s.error = Some(format!("reference: {why}"));
             }
         }
-        return Ok(finish(m, steps));
+        return Ok(finish(m, steps, 0.0));
     };
     // (step, against, is the parent) for every comparison to make.
     let mut wanted: Vec<(usize, usize, bool)> = Vec::new();
@@ -244,7 +296,7 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
                 for &(i, _, _) in &wanted {
                     steps[i].error = Some(format!("reference: {e}"));
                 }
-                return Ok(finish(m, steps));
+                return Ok(finish(m, steps, clock.elapsed().as_secs_f64()));
             }
         };
         let index: Vec<usize> = (0..m.steps.len()).filter(|&i| loaded[i].is_some()).collect();
@@ -265,13 +317,13 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
                 (Err(e), _) => steps[i].error = Some(e.to_string()),
             }
         }
-        let mut report = finish(m, steps);
+        let mut report = finish(m, steps, clock.elapsed().as_secs_f64());
         let env =
             BlameEnv { m, ckpts: &ckpts, loaded: &loaded, reference, answers: &answers, prompts: &prompts, opts: &opts, device: &device };
         blame_first_bad(&mut report, &env, notes);
         return Ok(report);
     }
-    Ok(finish(m, steps))
+    Ok(finish(m, steps, clock.elapsed().as_secs_f64()))
 }
 
 /// What a blame search of a step needs from the run.
@@ -327,7 +379,9 @@ fn blame_first_bad(report: &mut PipelineReport, env: &BlameEnv, notes: &dyn Note
             if let Some(c) = Cause::of_blame(&b, &env.m.steps[p].label, matches!(step_ckpt, Checkpoint::Gguf(_))) {
                 s.causes.insert(0, c);
                 s.cause = s.causes.first().map(Cause::line);
+                s.cause_id = s.causes.first().map(|c| c.cause_id.clone());
                 report.cause = s.cause.clone();
+                report.cause_id = s.cause_id.clone();
                 report.causes = s.causes.clone();
             }
             s.blame = Some(b);
@@ -337,7 +391,7 @@ fn blame_first_bad(report: &mut PipelineReport, env: &BlameEnv, notes: &dyn Note
 }
 
 /// Judges every step and names the first that breaks the lineage.
-fn finish(m: &Manifest, mut steps: Vec<StepReport>) -> PipelineReport {
+fn finish(m: &Manifest, mut steps: Vec<StepReport>, compare_seconds: f64) -> PipelineReport {
     for i in 0..steps.len() {
         let (before, rest) = steps.split_at_mut(i);
         judge_step(&mut rest[0], before.last(), m.steps[i].thresholds.layer_rel_err);
@@ -352,17 +406,20 @@ fn finish(m: &Manifest, mut steps: Vec<StepReport>) -> PipelineReport {
         reference: m.steps[m.reference].label.clone(),
         first_bad_step: first_bad.map(|s| s.label.clone()),
         cause: first_bad.and_then(|s| s.cause.clone()),
+        cause_id: first_bad.and_then(|s| s.cause_id.clone()),
         causes: first_bad.map(|s| s.causes.clone()).unwrap_or_default(),
         incomplete: steps.iter().any(|s| s.error.is_some()),
         steps,
         verdict,
+        thresholds: m.steps[m.reference].thresholds.clone(),
+        compare_seconds,
     }
 }
 
 impl PipelineReport {
     /// A comparison as a two-step lineage (reference, candidate), so every lineage writer (the
     /// HTML page above all) renders `compare` too.
-    pub fn of_compare(c: &CompareResult) -> PipelineReport {
+    pub fn of_compare(c: &CompareResult, thresholds: &Thresholds) -> PipelineReport {
         let step = |index: usize, label: &str, vs: Option<CompareResult>| StepReport {
             index,
             label: label.to_string(),
@@ -371,6 +428,7 @@ impl PipelineReport {
             findings: Vec::new(),
             merge: None,
             status: vs.as_ref().map(|v| v.verdict).unwrap_or(Verdict::Pass),
+            reasons: vs.as_ref().map(threshold_reasons).unwrap_or_default(),
             cause: vs.as_ref().filter(|v| v.verdict == Verdict::Fail).map(evidence),
             causes: vs
                 .as_ref()
@@ -378,12 +436,15 @@ impl PipelineReport {
                 .map(|v| Cause::of_numbers(v, evidence_parts(v)))
                 .into_iter()
                 .collect(),
+            cause_id: None,
             vs_reference: vs,
             vs_parent: None,
             error: None,
             blame: None,
+            seconds: StepSeconds::default(),
         };
-        let steps = vec![step(0, &c.reference, None), step(1, &c.candidate, Some(c.clone()))];
+        let mut steps = vec![step(0, &c.reference, None), step(1, &c.candidate, Some(c.clone()))];
+        steps[1].cause_id = steps[1].causes.first().map(|c| c.cause_id.clone());
         let bad = steps[1].status == Verdict::Fail;
         PipelineReport {
             schema_version: REPORT_SCHEMA_VERSION,
@@ -391,10 +452,13 @@ impl PipelineReport {
             reference: c.reference.clone(),
             first_bad_step: bad.then(|| c.candidate.clone()),
             cause: steps[1].cause.clone(),
+            cause_id: steps[1].cause_id.clone(),
             causes: steps[1].causes.clone(),
             verdict: c.verdict,
             incomplete: false,
             steps,
+            thresholds: thresholds.clone(),
+            compare_seconds: 0.0,
         }
     }
 }
@@ -420,6 +484,8 @@ fn judge_step(s: &mut StepReport, parent: Option<&StepReport>, layer_rel_err: f6
         _ => Verdict::Pass,
     };
     s.status = static_status.max(numeric_status);
+    s.reasons = numeric.map(threshold_reasons).unwrap_or_default();
+    s.reasons.extend(finding_reasons(&statics));
     if s.status != Verdict::Fail {
         return;
     }
@@ -433,6 +499,50 @@ fn judge_step(s: &mut StepReport, parent: Option<&StepReport>, layer_rel_err: f6
         numeric.filter(|_| !numbers.is_empty()).map(|r| Cause::of_numbers(r, numbers.clone())),
     );
     s.cause = s.causes.first().map(Cause::line);
+    s.cause_id = s.causes.first().map(|c| c.cause_id.clone());
+}
+
+/// Every judgement of a comparison past a threshold, worst first, in words that name the
+/// threshold key it crossed.
+pub fn threshold_reasons(r: &CompareResult) -> Vec<Reason> {
+    let mut crossed: Vec<_> = r.judgements.iter().filter(|j| j.status != Verdict::Pass).collect();
+    crossed.sort_by_key(|j| (std::cmp::Reverse(j.status), j.metric));
+    crossed
+        .into_iter()
+        .map(|j| {
+            let m = j.metric.name();
+            let text = match j.metric {
+                Metric::NonfiniteLogits | Metric::PromptTokenization => format!("{m} {} (any fails)", j.value),
+                _ if j.value.is_nan() => format!("{m} NaN (a NaN fails)"),
+                _ => {
+                    let (level, bound) = if j.status == Verdict::Fail { ("fail", j.fail) } else { ("warn", j.warn) };
+                    let op = if j.metric.smaller_is_worse() { "<" } else { ">" };
+                    format!("{m} {} {op} {m}_{level} {bound}", fmt_num(j.value))
+                }
+            };
+            Reason { id: m.to_string(), status: j.status, text }
+        })
+        .collect()
+}
+
+/// Static findings at warning or error as reasons, one per id and severity with its count
+/// (`statics` is sorted worst first).
+fn finding_reasons(statics: &[&Finding]) -> Vec<Reason> {
+    let mut out: Vec<(Reason, u64)> = Vec::new();
+    for f in statics.iter().filter(|f| f.severity >= Severity::Warning) {
+        let status = if f.severity == Severity::Error { Verdict::Fail } else { Verdict::Warn };
+        match out.iter_mut().find(|(r, _)| r.id == f.id && r.status == status) {
+            Some((_, n)) => *n += f.weight(),
+            None => out.push((Reason { id: f.id.to_string(), status, text: String::new() }, f.weight())),
+        }
+    }
+    out.into_iter()
+        .map(|(mut r, n)| {
+            let sev = if r.status == Verdict::Fail { "error" } else { "warning" };
+            r.text = if n > 1 { format!("{} ×{n} ({sev})", r.id) } else { format!("{} ({sev})", r.id) };
+            r
+        })
+        .collect()
 }
 
 /// The failing numbers of a comparison, most telling first (`Metric` order), in one line.

@@ -1,5 +1,10 @@
 //! JUnit XML for CI: one test case per step × check (lint, merge-check, compare vs reference,
 //! compare vs parent); a failing check is a `<failure>` with the cause in its message.
+//!
+//! Class names are `<lineage>.<step>` with every character outside `[A-Za-z0-9_-]` written `_`
+//! (CI viewers split class names at dots and choke on spaces and arrows). Every case has a
+//! `time`: lint and merge-check their own step's; the comparisons run in one lockstep pass, so
+//! each comparison case gets an equal share of that pass.
 
 use super::escape;
 use crate::checks::{Finding, Severity};
@@ -16,6 +21,7 @@ fn error_count(findings: &[Finding]) -> u64 {
 struct Case {
     class: String,
     name: &'static str,
+    seconds: f64,
     failure: Option<(String, String)>,
     error: Option<String>,
 }
@@ -23,8 +29,10 @@ struct Case {
 impl Junit {
     pub fn render(&self, r: &PipelineReport) -> String {
         let mut cases = Vec::new();
+        let comparisons = r.steps.iter().map(|s| s.vs_reference.iter().count() + s.vs_parent.iter().count()).sum::<usize>();
+        let compare_share = r.compare_seconds / comparisons.max(1) as f64;
         for s in &r.steps {
-            let class = format!("{}.{}", r.name, s.label);
+            let class = format!("{}.{}", class_part(&r.name), class_part(&s.label));
             let errors: Vec<String> = s
                 .findings
                 .iter()
@@ -34,6 +42,7 @@ impl Junit {
             cases.push(Case {
                 class: class.clone(),
                 name: "lint",
+                seconds: s.seconds.lint,
                 failure: (!errors.is_empty()).then(|| (format!("{} lint error(s)", error_count(&s.findings)), errors.join("\n"))),
                 error: None,
             });
@@ -43,6 +52,7 @@ impl Junit {
                 cases.push(Case {
                     class: class.clone(),
                     name: "merge-check",
+                    seconds: s.seconds.merge,
                     failure: (!errors.is_empty()).then(|| (format!("{} merge error(s)", error_count(&m.findings)), errors.join("\n"))),
                     error: None,
                 });
@@ -52,6 +62,7 @@ impl Junit {
                     cases.push(Case {
                         class: class.clone(),
                         name,
+                        seconds: compare_share,
                         failure: (c.verdict == Verdict::Fail)
                             .then(|| (evidence(c), format!("KL mean {:.4}, top-1 {:.1}%", c.summary.kl.mean, 100.0 * c.summary.top1))),
                         error: None,
@@ -59,20 +70,21 @@ impl Junit {
                 }
             }
             if let Some(e) = &s.error {
-                cases.push(Case { class, name: "run", failure: None, error: Some(e.clone()) });
+                cases.push(Case { class, name: "run", seconds: s.seconds.load, failure: None, error: Some(e.clone()) });
             }
         }
         let failures = cases.iter().filter(|c| c.failure.is_some()).count();
         let errors = cases.iter().filter(|c| c.error.is_some()).count();
+        let total: f64 = r.compare_seconds + r.steps.iter().map(|s| s.seconds.lint + s.seconds.merge + s.seconds.load).sum::<f64>();
         let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         o.push_str(&format!(
-            "<testsuites name=\"ckptcheck\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\">\n  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\">\n",
+            "<testsuites name=\"ckptcheck\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{total:.3}\">\n  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{total:.3}\">\n",
             cases.len(),
             escape(&r.name),
             cases.len()
         ));
         for c in &cases {
-            o.push_str(&format!("    <testcase classname=\"{}\" name=\"{}\"", escape(&c.class), c.name));
+            o.push_str(&format!("    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"", escape(&c.class), c.name, c.seconds));
             match (&c.failure, &c.error) {
                 (Some((msg, body)), _) => {
                     o.push_str(&format!(">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n", escape(msg), escape(body)))
@@ -83,5 +95,38 @@ impl Junit {
         }
         o.push_str("  </testsuite>\n</testsuites>\n");
         o
+    }
+}
+
+/// A lineage or step name as one class-name part: `[A-Za-z0-9_-]` kept, every run of anything
+/// else one `_` (`LoRA merged: a → b` → `LoRA_merged_a_b`).
+fn class_part(name: &str) -> String {
+    let mut o = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            o.push(c);
+        } else if !o.ends_with('_') {
+            o.push('_');
+        }
+    }
+    let o = o.trim_matches('_');
+    if o.is_empty() {
+        "step".into()
+    } else {
+        o.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn class_names_have_no_spaces_arrows_or_dots() {
+        assert_eq!(
+            super::class_part("LoRA merged by peft: instruct → instruct+lora → merged"),
+            "LoRA_merged_by_peft_instruct_instruct_lora_merged"
+        );
+        assert_eq!(super::class_part("gguf-q4_k_m"), "gguf-q4_k_m");
+        assert_eq!(super::class_part("v1.2"), "v1_2");
+        assert_eq!(super::class_part("→"), "step");
     }
 }

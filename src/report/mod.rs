@@ -11,6 +11,7 @@
 
 pub mod blame;
 pub mod html;
+pub mod inspect;
 pub mod junit;
 pub mod text;
 
@@ -29,6 +30,11 @@ pub trait Report: Serialize {
     const KIND: &'static str;
     /// The terminal rendering; `color` adds ANSI colours.
     fn text(&self, color: bool) -> String;
+    /// The terminal rendering with every grouped finding and row listed (`--verbose`); a report
+    /// that groups nothing prints its `text`.
+    fn text_verbose(&self, color: bool) -> String {
+        self.text(color)
+    }
     /// A self-contained HTML page, where the report has one.
     fn html(&self) -> Option<String> {
         None
@@ -51,10 +57,16 @@ pub fn json<R: Report>(r: &R) -> Result<String> {
     serde_json::to_string_pretty(r).map_err(|e| Error::Serialize { what: R::KIND, detail: e.to_string() })
 }
 
-/// Prints the report on stdout: JSON under `--json`, else text (coloured on a terminal).
+/// Prints the report on stdout: JSON under `--json`, else text (coloured on a terminal; every
+/// grouped line listed under `--verbose`).
 pub fn print<R: Report>(printer: &Printer, r: &R, as_json: bool) -> Result<()> {
     use std::io::IsTerminal;
-    let out = if as_json { json(r)? } else { r.text(std::io::stdout().is_terminal()) };
+    let color = std::io::stdout().is_terminal();
+    let out = match (as_json, printer.verbose) {
+        (true, _) => json(r)?,
+        (false, true) => r.text_verbose(color),
+        (false, false) => r.text(color),
+    };
     printer.data(&out);
     Ok(())
 }
@@ -212,7 +224,10 @@ fn resolve_output(path: &Path) -> std::result::Result<PathBuf, String> {
 impl Report for PipelineReport {
     const KIND: &'static str = "lineage";
     fn text(&self, color: bool) -> String {
-        text::Text { color }.render(self)
+        text::Text { color, verbose: false }.render(self)
+    }
+    fn text_verbose(&self, color: bool) -> String {
+        text::Text { color, verbose: true }.render(self)
     }
     fn html(&self) -> Option<String> {
         Some(html::Html.render(self))
@@ -249,6 +264,46 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
     Ok(())
 }
 
+/// How many findings of `severity` a step has, its merge-check's included, a collector's summary
+/// counted as the findings it stands for (`Finding::weight`): the bisect table's lint columns.
+pub fn step_findings(s: &crate::pipeline::run::StepReport, severity: crate::checks::Severity) -> u64 {
+    s.findings.iter().chain(s.merge.iter().flat_map(|m| m.findings.iter())).filter(|f| f.severity == severity).map(|f| f.weight()).sum()
+}
+
+/// A count for people: `2295552` → `2.30 M` (k, M, B: how parameter counts are spoken); exact
+/// below 10 000. JSON keeps the exact number.
+pub fn count(n: u64) -> String {
+    human(n as f64, 1000.0, &["", " k", " M", " B", " T"])
+}
+
+/// A size for people: `9182208` → `8.76 MiB` (powers of 1024, as file managers and `ls -h`).
+pub fn bytes(n: u64) -> String {
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    human(n as f64, 1024.0, &[" B", " KiB", " MiB", " GiB", " TiB"])
+}
+
+/// Three significant digits in the largest unit that keeps the number ≥ 1.
+fn human(mut v: f64, base: f64, units: &[&str]) -> String {
+    if v < 10_000.0 && units[0].is_empty() {
+        return format!("{v}");
+    }
+    let mut u = 0;
+    while v >= base && u + 1 < units.len() {
+        v /= base;
+        u += 1;
+    }
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{v:.digits$}{}", units[u])
+}
+
 /// Escapes text for XML and HTML.
 pub fn escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -283,6 +338,18 @@ mod tests {
         }
         let e = super::json(&Bad([((1, 2), 3)].into_iter().collect())).unwrap_err().to_string();
         assert!(e.starts_with("cannot write the test report:"), "{e}");
+    }
+
+    #[test]
+    fn counts_and_sizes_read_like_people_write_them() {
+        assert_eq!(super::count(42), "42");
+        assert_eq!(super::count(9_999), "9999");
+        assert_eq!(super::count(2_295_552), "2.30 M");
+        assert_eq!(super::count(98_304), "98.3 k");
+        assert_eq!(super::count(7_615_616_512), "7.62 B");
+        assert_eq!(super::bytes(512), "512 B");
+        assert_eq!(super::bytes(9_182_208), "8.76 MiB");
+        assert_eq!(super::bytes(1 << 30), "1.00 GiB");
     }
 
     #[test]

@@ -1,12 +1,24 @@
-//! The terminal table for `bisect` / `gate`: one row per step, then the verdict in words.
+//! The terminal table for `bisect` / `gate`: one row per step (its numbers against the
+//! reference, and why it warns or fails), a `vs <parent>` row under each step compared with its
+//! parent, then the verdict in words. A NaN is printed as NaN, never as the mean of the finite
+//! rest.
 
+use crate::checks::Severity;
+use crate::compare::metrics::fmt_num;
+use crate::compare::run::CompareResult;
 use crate::pipeline::run::PipelineReport;
 use crate::verdict::Verdict;
 
 pub struct Text {
     /// ANSI colours (only when stdout is a terminal).
     pub color: bool,
+    /// Every reason of a row (else the first `REASONS_SHOWN` and a count).
+    pub verbose: bool,
 }
+
+/// Reasons a row lists before it counts the rest: the most telling come first (`Metric` order,
+/// then findings), and three keep a failing row on one or two lines.
+const REASONS_SHOWN: usize = 3;
 
 impl Text {
     fn status(&self, s: Verdict, error: bool) -> String {
@@ -24,47 +36,88 @@ impl Text {
     }
 }
 
+/// A KL statistic, or `NaN` when some positions had NaN KL (the statistic over the finite rest
+/// would read as a healthy 0.000).
+fn kl_stat(c: &CompareResult, v: f64) -> String {
+    if c.summary.kl.nan > 0 || v.is_nan() {
+        "NaN".into()
+    } else {
+        fmt_num(v)
+    }
+}
+
+/// A ratio (`×1.175`), `NaN` as such.
+fn ratio(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.3}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// One comparison in the columns the table uses: KL mean, KL p99, top-1, PPL ratio, P(EOS), stops.
+fn columns(c: &CompareResult) -> [String; 6] {
+    let s = &c.summary;
+    [
+        kl_stat(c, s.kl.mean),
+        kl_stat(c, s.kl.p99),
+        format!("{:.0}%", 100.0 * s.top1),
+        ratio(s.ppl_ratio),
+        format!("{:.3}→{:.3}", s.p_eos_ref_mean, s.p_eos_cand_mean),
+        format!("{:.0}%", 100.0 * s.cand_stop_rate),
+    ]
+}
+
+/// One table row, a step's or its `vs <parent>` line's: `status` comes padded to 5 columns (its
+/// ANSI colour codes would throw `{:<5}` off), trailing blanks trimmed.
+fn row(index: &str, label: &str, status: &str, lint: &[String; 2], cols: &[String; 6], reason: &str) -> String {
+    let [kl, p99, top1, ppl, eos, stops] = cols;
+    let line = format!(
+        "{index:<3} {:<20} {status} {:>6} {:>6} {kl:>8} {p99:>7} {top1:>5} {ppl:>6} {eos:>15} {stops:>5}  {reason}",
+        label.chars().take(20).collect::<String>(),
+        lint[0],
+        lint[1],
+    );
+    format!("{}\n", line.trim_end())
+}
+
 impl Text {
+    /// The reasons at the worst level among them (a failing step's warnings are noise in the
+    /// table; the JSON keeps every reason), the first `REASONS_SHOWN` unless verbose, joined.
+    fn worst_reasons<'a>(&self, reasons: impl Iterator<Item = (Verdict, &'a str)> + Clone) -> String {
+        let worst = reasons.clone().map(|(v, _)| v).max().unwrap_or(Verdict::Pass);
+        let at_worst: Vec<&str> = reasons.filter(|(v, _)| *v == worst).map(|(_, t)| t).collect();
+        let shown = if self.verbose { at_worst.len() } else { at_worst.len().min(REASONS_SHOWN) };
+        let mut o = at_worst[..shown].join("; ");
+        if at_worst.len() > shown {
+            o.push_str(&format!("; +{} more (--verbose)", at_worst.len() - shown));
+        }
+        o
+    }
+
     pub fn render(&self, r: &PipelineReport) -> String {
         let mut o = format!("lineage {} (reference: {})\n", r.name, r.reference);
-        o.push_str(&format!(
-            "{:<3} {:<20} {:<5} {:>6} {:>6} {:>8} {:>7} {:>6} {:>15}  {}\n",
-            "#", "step", "", "lint E", "lint W", "KL mean", "KL p99", "top1", "P(EOS) ref→cand", "stops"
-        ));
+        let head = ["KL mean", "KL p99", "top1", "PPL ×", "P(EOS) ref→cand", "stops"].map(String::from);
+        o.push_str(&row("#", "step", &format!("{:<5}", ""), &["lint E".into(), "lint W".into()], &head, "reason"));
         for s in &r.steps {
-            // A summary finding stands for `more` findings (`Finding::weight`).
-            let count = |severity| {
-                s.findings
-                    .iter()
-                    .chain(s.merge.iter().flat_map(|m| m.findings.iter()))
-                    .filter(|f| f.severity == severity)
-                    .map(|f| f.weight())
-                    .sum::<u64>()
+            let (errs, warns) = (super::step_findings(s, Severity::Error), super::step_findings(s, Severity::Warning));
+            let cols = match &s.vs_reference {
+                Some(c) => columns(c),
+                None => {
+                    let eos = if s.is_reference { "(reference)" } else { "-" };
+                    ["-", "-", "-", "-", eos, "-"].map(String::from)
+                }
             };
-            let (errs, warns) = (count(crate::checks::Severity::Error), count(crate::checks::Severity::Warning));
-            let (kl, p99, top1, eos, stops) = match &s.vs_reference {
-                Some(c) => (
-                    crate::compare::metrics::fmt_num(c.summary.kl.mean),
-                    format!("{:.3}", c.summary.kl.p99),
-                    format!("{:.0}%", 100.0 * c.summary.top1),
-                    format!("{:.3}→{:.3}", c.summary.p_eos_ref_mean, c.summary.p_eos_cand_mean),
-                    format!("{:.0}%", 100.0 * c.summary.cand_stop_rate),
-                ),
-                None => ("-".into(), "-".into(), "-".into(), if s.is_reference { "(reference)".into() } else { "-".into() }, "-".into()),
-            };
-            o.push_str(&format!(
-                "{:<3} {:<20} {} {:>6} {:>6} {:>8} {:>7} {:>6} {:>15}  {}\n",
-                s.index,
-                s.label.chars().take(20).collect::<String>(),
-                self.status(s.status, s.error.is_some()),
-                errs,
-                warns,
-                kl,
-                p99,
-                top1,
-                eos,
-                stops
-            ));
+            let reason = self.worst_reasons(s.reasons.iter().map(|r| (r.status, r.text.as_str())));
+            let lint = [errs.to_string(), warns.to_string()];
+            o.push_str(&row(&s.index.to_string(), &s.label, &self.status(s.status, s.error.is_some()), &lint, &cols, &reason));
+            // Against the parent: the proof an exact step (a merge of base + adapter) is exact.
+            if let (Some(c), Some(parent)) = (&s.vs_parent, s.index.checked_sub(1).and_then(|p| r.steps.get(p))) {
+                let reasons = crate::pipeline::run::threshold_reasons(c);
+                let reason = self.worst_reasons(reasons.iter().map(|r| (r.status, r.text.as_str())));
+                let label = format!("  vs {}", parent.label);
+                o.push_str(&row("", &label, &format!("{:<5}", ""), &[String::new(), String::new()], &columns(c), &reason));
+            }
             if let Some(e) = &s.error {
                 o.push_str(&format!("    could not run: {e}\n"));
             }

@@ -218,6 +218,85 @@ fn json_report_matches_the_documented_schema() {
     assert!(!validator.is_valid(&v));
 }
 
+/// Issue 13: the JSON names its cause with the stable `cause_id` a manifest expects, each step
+/// says why it warns or fails, and every judged metric is named as its threshold keys are.
+#[test]
+fn json_cause_id_reasons_and_metric_names_match_threshold_keys() {
+    let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pipelines/lora-merge-wrong-scale.toml");
+    let v = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]).json();
+    assert_eq!(v["cause_id"], "merge.wrong-scale");
+    assert_eq!(v["cause_id"], v["causes"][0]["cause_id"]);
+    assert_eq!(v["steps"][2]["cause_id"], "merge.wrong-scale");
+    assert_eq!(v["steps"][1]["cause_id"], serde_json::Value::Null, "a warning step has no cause");
+    let thresholds = v["thresholds"].as_object().unwrap();
+    for step in v["steps"].as_array().unwrap() {
+        for side in ["vs_reference", "vs_parent"] {
+            for j in step[side]["judgements"].as_array().into_iter().flatten() {
+                let metric = j["metric"].as_str().unwrap();
+                if metric == "nonfinite_logits" || metric == "prompt_tokenization" {
+                    continue;
+                }
+                assert_eq!(thresholds[&format!("{metric}_warn")], j["warn"], "{metric}: the key its warning is read from");
+                assert_eq!(thresholds[&format!("{metric}_fail")], j["fail"], "{metric}");
+            }
+        }
+    }
+    let reasons = |i: usize| -> Vec<(String, String)> {
+        v["steps"][i]["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["id"].as_str().unwrap().into(), r["status"].as_str().unwrap().into()))
+            .collect()
+    };
+    assert_eq!(reasons(0), vec![]);
+    assert_eq!(reasons(1), vec![("ppl_ratio".to_string(), "warn".to_string())], "the warning lora-healthy left unexplained");
+    let merged = reasons(2);
+    assert!(
+        merged.contains(&("kl_mean".into(), "fail".into())) && merged.contains(&("merge.wrong-scale".into(), "fail".into())),
+        "{merged:?}"
+    );
+    assert_eq!(v["steps"][2]["reasons"].as_array().unwrap().last().unwrap()["text"], "merge.wrong-scale ×21 (error)");
+}
+
+/// Issue 13: JUnit class names had spaces and arrows, and no case had a `time`.
+#[test]
+fn junit_has_times_and_plain_class_names() {
+    let d = tmp();
+    let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pipelines/lora-merge-wrong-scale.toml");
+    let junit = d.path().join("j.xml");
+    let r = ckptcheck(&["gate", m.to_str().unwrap(), "--junit", junit.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let x = std::fs::read_to_string(&junit).unwrap();
+    let attr = |tag: &str, name: &str| -> Vec<String> {
+        x.split(&format!("<{tag} "))
+            .skip(1)
+            .map(|t| {
+                t.split(&format!("{name}=\""))
+                    .nth(1)
+                    .unwrap_or_else(|| panic!("<{tag}> without {name}: {t}"))
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let classes = attr("testcase", "classname");
+    assert_eq!(classes.len(), 7, "lint per step, merge-check, two comparisons of `merged`, one of `lora`: {x}");
+    for c in &classes {
+        assert!(c.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch)), "class name `{c}`");
+        assert_eq!(c.matches('.').count(), 1, "`lineage.step`: {c}");
+    }
+    assert!(classes.contains(&"LoRA_merged_with_the_wrong_scale_instruct_instruct_lora_merged.merged".to_string()), "{classes:?}");
+    for t in attr("testcase", "time").iter().chain(&attr("testsuite", "time")) {
+        let secs: f64 = t.parse().unwrap_or_else(|_| panic!("time `{t}`"));
+        assert!(secs >= 0.0 && secs.is_finite(), "{t}");
+    }
+    let suite: f64 = attr("testsuite", "time")[0].parse().unwrap();
+    assert!(suite > 0.0, "the run took time: {suite}");
+}
+
 #[test]
 fn lineage_checks_catch_what_lint_alone_cannot() {
     // A step without a chat template lints with a warning only (it could be a base model), but

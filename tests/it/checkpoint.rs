@@ -28,7 +28,8 @@ fn a_gguf_where_an_hf_directory_is_needed_is_named_as_such() {
     assert!(!r.stderr.contains("does not read yet"), "{}", r.stderr);
     let r = ckptcheck(&["lint", "--source", s(&gguf), s(&zoo_path("gguf/llama-instruct-q8_0.gguf"))]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("llama-instruct-f16.gguf") && r.stderr.contains("this is a GGUF file"), "{}", r.stderr);
+    assert!(r.stderr.contains("llama-instruct-f16.gguf` is a GGUF file"), "{}", r.stderr);
+    assert!(r.stderr.contains("takes the HF model directory") && r.stderr.contains("run `ckptcheck compare "), "{}", r.stderr);
 }
 
 #[test]

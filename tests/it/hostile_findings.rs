@@ -135,7 +135,10 @@ fn two_million_eos_ids_are_bounded() {
     let t = measured(&["lint", dir.to_str().unwrap()]);
     assert_eq!(t.code, 1);
     assert!(t.stdout.len() < MAX_STDOUT && t.peak_rss_kb < MAX_RSS_KB, "{} bytes, {} kB", t.stdout.len(), t.peak_rss_kb);
-    assert!(t.stdout.contains("… and 251 more `vocab.special-id-out-of-range` findings"), "{}", t.stdout);
+    // The text shows three of the five kept and counts the rest (`--verbose`: the five and the summary).
+    assert!(t.stdout.contains("vocab.special-id-out-of-range    … and 253 more like these"), "{}", t.stdout);
+    let all = measured(&["lint", "--verbose", dir.to_str().unwrap()]);
+    assert!(all.stdout.contains("… and 251 more `vocab.special-id-out-of-range` findings"), "{}", all.stdout);
 }
 
 /// A model.safetensors whose header holds the fixture's tensors and `n` entries with an unknown
@@ -187,8 +190,11 @@ fn half_a_million_bad_entries_are_grouped() {
     let t = measured(&["lint", dir.to_str().unwrap()]);
     assert_eq!(t.code, 1);
     assert!(t.stdout.len() < 16 * 1024 && t.peak_rss_kb < MAX_RSS_KB, "{} bytes, {} kB", t.stdout.len(), t.peak_rss_kb);
-    assert_eq!(t.stdout.matches("integrity.bad-entry").count(), 6 + 1, "5 listed, the summary's id and its message:\n{}", t.stdout);
-    assert!(t.stdout.contains("… and 499 995 more `integrity.bad-entry` findings"));
+    assert_eq!(t.stdout.matches("integrity.bad-entry").count(), 3 + 1, "3 shown and the line counting the rest:\n{}", t.stdout);
+    assert!(t.stdout.contains("… and 499 997 more like these (--verbose lists them)"), "{}", t.stdout);
+    let all = measured(&["lint", "--verbose", dir.to_str().unwrap()]);
+    assert_eq!(all.stdout.matches("integrity.bad-entry").count(), 6 + 1, "5 kept, the summary's id and its message:\n{}", all.stdout);
+    assert!(all.stdout.contains("… and 499 995 more `integrity.bad-entry` findings"));
     assert!(t.stdout.contains("500000 error(s)"), "{}", t.stdout);
 
     let f = ckptcheck::format::safetensors::SafetensorsFile::open(&dir.join("model.safetensors")).unwrap();

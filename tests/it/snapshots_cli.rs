@@ -69,6 +69,12 @@ fn inspect_lora_adapter() {
     snapshot!(cli(&["inspect", "[ROOT]/testdata/zoo/models/llama-lora-adapter"]));
 }
 
+/// Issue 13: Qwen2's config has no `head_dim`; it is derived (hidden / heads), not `?`.
+#[test]
+fn inspect_qwen2_derives_head_dim() {
+    snapshot!(cli(&["inspect", "[ROOT]/testdata/zoo/models/qwen2-instruct"]));
+}
+
 #[test]
 fn inspect_gptq_checkpoint() {
     snapshot!(cli(&["inspect", "[ROOT]/testdata/zoo/models/llama-gptq-w4g128"]));
@@ -94,6 +100,42 @@ fn lint_gguf_against_its_source() {
         "--source",
         "[ROOT]/testdata/zoo/models/llama-instruct",
         "[ROOT]/testdata/zoo/gguf/llama-instruct-wrong-eos.gguf"
+    ]));
+}
+
+/// Issue 13: a truncated GGUF listed 25 identical errors; the text shows three and a count.
+#[test]
+fn lint_truncated_gguf_groups_repeated_findings() {
+    let d = tmp();
+    let whole = std::fs::read(Path::new(ROOT).join("testdata/zoo/gguf/llama-instruct-q8_0.gguf")).unwrap();
+    std::fs::write(d.path().join("truncated.gguf"), &whole[..300_000]).unwrap();
+    snapshot!(cli_in(Some(d.path()), &["lint", "[TMP]/truncated.gguf"]));
+}
+
+/// `--verbose` lists every finding the collector kept (and its own count of the rest).
+#[test]
+fn lint_truncated_gguf_verbose_lists_all() {
+    let d = tmp();
+    let whole = std::fs::read(Path::new(ROOT).join("testdata/zoo/gguf/llama-instruct-q8_0.gguf")).unwrap();
+    std::fs::write(d.path().join("truncated.gguf"), &whole[..300_000]).unwrap();
+    let grouped = ckptcheck(&["lint", d.path().join("truncated.gguf").to_str().unwrap()]);
+    let all = ckptcheck(&["lint", "--verbose", d.path().join("truncated.gguf").to_str().unwrap()]);
+    let listed =
+        |t: &str| t.lines().filter(|l| l.starts_with("error    gguf.tensor-out-of-bounds") && !l.contains("more like these")).count();
+    assert_eq!(listed(&grouped.stdout), 3, "{}", grouped.stdout);
+    assert_eq!(listed(&all.stdout), 6, "five listed by the collector and its summary: {}", all.stdout);
+    assert!(grouped.stdout.contains("… and 27 more like these (--verbose lists them)"), "{}", grouped.stdout);
+    assert_eq!(grouped.code, all.code);
+}
+
+/// Issue 13: `lint --source` given a GGUF said the format could not be read.
+#[test]
+fn lint_source_that_is_a_gguf() {
+    snapshot!(cli(&[
+        "lint",
+        "--source",
+        "[ROOT]/testdata/zoo/gguf/llama-instruct-f16.gguf",
+        "[ROOT]/testdata/zoo/gguf/llama-instruct-q8_0.gguf"
     ]));
 }
 
@@ -139,11 +181,49 @@ fn merge_check_wrong_scale() {
     ]));
 }
 
+/// `--verbose` lists all 21 rows and all 21 findings the default text groups.
+#[test]
+fn merge_check_wrong_scale_verbose_lists_every_row() {
+    let args = |v: bool| {
+        let mut a = vec!["merge-check"];
+        if v {
+            a.push("--verbose");
+        }
+        let base = format!("{ROOT}/testdata/zoo/models/llama-instruct");
+        let adapter = format!("{ROOT}/testdata/zoo/models/llama-lora-adapter");
+        let merged = format!("{ROOT}/testdata/zoo/models/llama-merge-wrong-scale");
+        let owned = [
+            a.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            vec!["--base".into(), base, "--adapter".into(), adapter, "--merged".into(), merged],
+        ]
+        .concat();
+        ckptcheck(&owned.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (grouped, all) = (args(false), args(true));
+    let rows = |t: &str| t.lines().filter(|l| l.starts_with("model.layers.") && l.ends_with("wrong scale")).count();
+    let findings = |t: &str| t.lines().filter(|l| l.starts_with("error    merge.wrong-scale") && !l.contains("more like these")).count();
+    assert_eq!((rows(&grouped.stdout), findings(&grouped.stdout)), (3, 3), "{}", grouped.stdout);
+    assert_eq!((rows(&all.stdout), findings(&all.stdout)), (21, 21), "{}", all.stdout);
+}
+
 // --- bisect and gate --------------------------------------------------------------------------
 
 #[test]
 fn bisect_sft_collapse() {
     snapshot!(cli(&["bisect", "[ROOT]/testdata/pipelines/sft-collapse.toml"]));
+}
+
+/// Issue 13: "warn" with nothing explaining it; now the reason column names the threshold, and the
+/// merged step's row against its parent (base + adapter) shows the KL ~1e-13 of an exact merge.
+#[test]
+fn bisect_lora_healthy_reason_and_vs_parent() {
+    snapshot!(cli(&["bisect", "[ROOT]/testdata/pipelines/lora-healthy.toml"]));
+}
+
+/// Issue 13: NaN logits printed `KL mean 0.000`; NaN is shown as NaN.
+#[test]
+fn bisect_nan_weights_shows_nan() {
+    snapshot!(cli(&["bisect", "[ROOT]/testdata/pipelines/nan-weights.toml"]));
 }
 
 #[test]
@@ -164,4 +244,15 @@ fn gate_healthy_with_junit_and_report() {
 #[test]
 fn gate_lora_merge_wrong_scale() {
     snapshot!(cli(&["gate", "[ROOT]/testdata/pipelines/lora-merge-wrong-scale.toml"]));
+}
+
+/// Issue 13: `compare --help` did not say a variant may be a GGUF file.
+#[test]
+fn compare_help_names_gguf() {
+    let r = ckptcheck(&["compare", "--help"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("`.gguf`"), "{}", r.stdout);
+    assert!(r.stdout.contains("GGUF"), "{}", r.stdout);
+    let top = ckptcheck(&["--help"]);
+    assert!(top.stdout.contains("--verbose"), "{}", top.stdout);
 }
