@@ -291,6 +291,40 @@ fn layer_plot(r: &PipelineReport) -> Option<String> {
     Some(o)
 }
 
+/// A blamed step: each group's share of the step's KL (0..1, fixed), one plot for the layers and
+/// one inside the guiltiest group, with the culprit set's 80 % line; then the headline.
+fn blame_section(s: &StepReport, b: &crate::compare::blame::Blame) -> String {
+    let plot = |id: &str, title: &str, rows: &[crate::compare::blame::BlameRow], short: &dyn Fn(&str) -> String| {
+        let axis = Axis::Unit;
+        let width = W_STEP.max(LEFT + RIGHT_PAD + 76.0 * rows.len() as f64);
+        let right = width - RIGHT_PAD;
+        let mut o = frame(id, title, "share of the step's KL", axis, width, right);
+        let labels: Vec<String> = rows.iter().map(|r| short(&r.group)).collect();
+        let values: Vec<Option<f64>> = rows.iter().map(|r| Some(r.share.unwrap_or(f64::NAN))).collect();
+        o.push_str(&bars(axis, &labels, &values, right));
+        o.push_str(&threshold_line(axis, 0.8, "culprit set: 80 % of the KL", "warn", right));
+        o.push_str("</svg>");
+        o
+    };
+    let mut o = format!(
+        "<h2>Blame: which tensors of step {}</h2><p class=\"meta\">each group of the step's tensors swapped alone into its parent <b>{}</b> and scored against it; share = that hybrid's KL / the step's KL ({} over {} tokens, {} forward passes). For a quantized step this is the quantization sensitivity per layer.</p><div class=\"plots\">",
+        escape(&s.label),
+        escape(&b.parent),
+        fmt_num(b.kl_mean),
+        b.scored_tokens,
+        b.forward_passes
+    );
+    o.push_str(&plot(&format!("plot-blame-{}", s.index), "each layer alone", &b.groups, &|g| g.to_string()));
+    if let Some(g) = &b.refined {
+        // `model.layers.1.self_attn.k_proj` → `k_proj`, `…post_attention_layernorm` →
+        // `post_attention_ln`, under a plot titled by its layer (the table has the full names).
+        let prefix = |m: &str| m.rsplit('.').next().unwrap_or(m).replace("_layernorm", "_ln");
+        o.push_str(&plot(&format!("plot-blame-modules-{}", s.index), &format!("inside {g}"), &b.modules, &prefix));
+    }
+    o.push_str(&format!("</div><p id=\"blame-headline-{}\"><b>{}</b></p>", s.index, escape(&b.headline())));
+    o
+}
+
 /// Background colour for a token's KL: white at 0, red at `HEAT_MAX` nats and above; NaN purple.
 fn heat(kl: f64) -> String {
     if !kl.is_finite() {
@@ -449,6 +483,11 @@ impl Html {
         body.push_str("</div>");
         if let Some(p) = layer_plot(r) {
             body.push_str(&p);
+        }
+        for s in &r.steps {
+            if let Some(b) = &s.blame {
+                body.push_str(&blame_section(s, b));
+            }
         }
 
         if let Some((s, c)) = worst_step(r) {

@@ -192,3 +192,27 @@ fn report_screenshots_are_remade_by_the_script_and_referenced() {
         assert!(docs.contains(&format!("img/report-{l}.png")), "docs/bisect.md shows report-{l}.png");
     }
 }
+
+/// Issue 16 in the browser: a blamed step (quant-mixed-layer.toml: layer 1 in Q2_K) shows each
+/// layer's share of the KL on a fixed 0..1 axis with the culprit line, the modules of the guilty
+/// layer in a second plot, and the culprit in words.
+#[test]
+fn html_report_shows_the_blame_plots_in_chromium() {
+    let Some(browser) = chromium_or_skip() else { return };
+    let d = tmp();
+    let html = d.path().join("report.html");
+    let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pipelines/quant-mixed-layer.toml");
+    let r = ckptcheck(&["bisect", m.to_str().unwrap(), "--report", html.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let (dom, _) = render(browser, &html, &d.path().join("profile"));
+    let layers = svg(&dom, "plot-blame-2");
+    assert!(layers.contains("data-axis=\"linear\" data-min=\"0e0\" data-max=\"1e0\""), "{layers}");
+    assert!(layers.contains("data-value=\"0.8\""), "culprit line: {layers}");
+    for label in [">layer 0<", ">layer 1<", ">layer 2<", ">embeddings<", ">head<"] {
+        assert!(layers.contains(label), "{label} in {layers}");
+    }
+    assert!(layers.matches("class=\"bar\"").count() >= 6, "{layers}");
+    let modules = svg(&dom, "plot-blame-modules-2");
+    assert!(modules.contains(">k_proj<") && modules.contains(">q_proj<") && modules.contains(">inside layer 1<"), "{modules}");
+    assert!(dom.contains("id=\"blame-headline-2\"") && dom.contains("model.layers.1.self_attn.k_proj"), "headline");
+}
