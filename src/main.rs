@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::Lint(a) => commands::lint::run(a, &Printer { quiet: a.json }),
         Command::Compare(a) => commands::compare::run(a, &Printer { quiet: a.json }),
         Command::MergeCheck(a) => commands::merge_check::run(a, &Printer { quiet: a.json }),
+        Command::Completions(a) => commands::completions::run(a, &printer),
         Command::BenchForward(a) => commands::bench::run(a, &Printer { quiet: a.json }),
     };
     match result {
