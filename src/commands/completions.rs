@@ -37,20 +37,32 @@ pub fn run(args: &CompletionsArgs, printer: &Printer) -> Result<Outcome> {
 /// The completion script for one shell.
 pub fn completion_script(shell: Shell) -> Result<String> {
     let mut buf = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), BIN, &mut buf);
+    clap_complete::generate(shell, &mut visible_command(), BIN, &mut buf);
     String::from_utf8(buf).context("clap_complete wrote a completion script that is not UTF-8")
+}
+
+/// The top-level command without its hidden subcommands, which clap_complete would otherwise
+/// complete: the same arguments, about, version and subcommands, less `bench-forward`.
+fn visible_command() -> clap::Command {
+    let full = Cli::command();
+    let mut cmd = clap::Command::new(BIN).version(env!("CKPTCHECK_VERSION")).subcommand_required(full.is_subcommand_required_set());
+    if let Some(a) = full.get_about() {
+        cmd = cmd.about(a.clone());
+    }
+    cmd = cmd.args(full.get_arguments().cloned());
+    cmd.subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned())
 }
 
 /// `ckptcheck.1`, or `ckptcheck-SUB.1` for a visible subcommand `SUB`.
 pub fn man_page(page: Option<&str>) -> Result<String> {
     // Built, so each subcommand carries its display name (`ckptcheck-bisect`) and the global
     // `--threads`; no `help` subcommand in the SUBCOMMANDS section.
-    let mut root = Cli::command().disable_help_subcommand(true);
+    let mut root = visible_command().disable_help_subcommand(true);
     root.build();
     let cmd = match page {
         None => root,
         Some(name) => {
-            let visible: Vec<&clap::Command> = root.get_subcommands().filter(|c| !c.is_hide_set()).collect();
+            let visible: Vec<&clap::Command> = root.get_subcommands().collect();
             match visible.iter().find(|c| c.get_name() == name) {
                 Some(c) => (*c).clone(),
                 None => {
