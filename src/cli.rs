@@ -4,14 +4,14 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::settings::{ComputeDtype, DeviceChoice, GgufMatmul, RunSettings};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "ckptcheck",
-    version,
+    version = env!("CKPTCHECK_VERSION"),
     about = "Tells whether a saved, merged or quantized LLM checkpoint still behaves like the model it came from",
     long_about = None
 )]
@@ -48,6 +48,8 @@ pub enum Command {
     Bisect(BisectArgs),
     /// `bisect` for release CI: exit 0/1/2, `--json`, `--junit FILE`, `--report report.html`.
     Gate(GateArgs),
+    /// Print a shell completion script or a man page, generated from these arguments.
+    Completions(CompletionsArgs),
     /// Forward-pass throughput of one checkpoint (for `bench/run.py`).
     #[command(hide = true)]
     BenchForward(BenchArgs),
@@ -224,6 +226,26 @@ pub struct GateArgs {
     /// Fail on warnings too.
     #[arg(long)]
     pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// What to print: a completion script for bash, zsh, fish, powershell or elvish, or `man` (roff).
+    pub shell: Generated,
+    /// With `man`: the page of this subcommand (`ckptcheck-bisect.1`) instead of `ckptcheck.1`.
+    #[arg(value_name = "SUBCOMMAND")]
+    pub page: Option<String>,
+}
+
+/// What `completions` generates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generated {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+    Elvish,
+    Man,
 }
 
 /// A count that must be at least 1 (`--max-prompts 0` would score nothing and judge it).

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Lint(a) => commands::lint::run(a, &quiet(a.json)),
         Command::Compare(a) => commands::compare::run(a, &quiet(a.json)),
         Command::MergeCheck(a) => commands::merge_check::run(a, &quiet(a.json)),
+        Command::Completions(a) => commands::completions::run(a, &printer),
         Command::BenchForward(a) => commands::bench::run(a, &quiet(a.json)),
     };
     match result {

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bisect;
 pub mod compare;
+pub mod completions;
 pub mod inspect;
 pub mod inspect_gguf;
 pub mod lint;
