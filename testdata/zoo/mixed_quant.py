@@ -19,8 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from safetensors.torch import save_file
-
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 import moe as M  # noqa: E402  (llama_logits_tool, llama_cpp_logits, golden_seqs, LLAMACPP)
@@ -33,16 +31,7 @@ GOLDEN = ROOT / "goldens/gguf-q8_0-blk1-q2_k.safetensors"
 def main() -> None:
     subprocess.run([str(M.LLAMACPP / "build/bin/llama-quantize"), "--tensor-type", r"blk\.1\.=q2_k", str(SRC), str(OUT), "Q8_0"],
                    check=True, stdout=subprocess.DEVNULL)
-    exe = M.llama_logits_tool()
-    seqs = M.golden_seqs()
-    logits = M.llama_cpp_logits(exe, OUT, seqs)
-    tensors, meta = {}, {"variant": "gguf-q8_0-blk1-q2_k", "producer": "llama_logits.c (libllama, /work/llama.cpp build)",
-                         "gguf_file": "gguf/llama-instruct-q8_0-blk1-q2_k.gguf"}
-    for i, ((plen, ids), lg) in enumerate(zip(seqs, logits)):
-        tensors[f"input_ids.{i}"] = ids.clone()
-        tensors[f"logits.{i}"] = lg.contiguous()
-        meta[f"prompt_len.{i}"] = str(plen)
-    save_file(tensors, str(GOLDEN), metadata=meta)
+    M.save_llama_cpp_golden(OUT, GOLDEN.stem)
     print(f"{OUT.name}: {OUT.stat().st_size} bytes; golden {GOLDEN.name}: {GOLDEN.stat().st_size} bytes")
 
 

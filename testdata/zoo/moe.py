@@ -203,6 +203,21 @@ def llama_cpp_logits(exe: Path, gguf: Path, seqs) -> list:
     return res
 
 
+def save_llama_cpp_golden(gguf: Path, variant: str) -> list:
+    """llama.cpp's logits for `gguf` on the shared golden ids, saved as goldens/`variant`.safetensors
+    (the golden layout); returns them. Used by phi.py and mixed_quant.py."""
+    seqs = golden_seqs()
+    logits = llama_cpp_logits(llama_logits_tool(), gguf, seqs)
+    tensors, meta = {}, {"variant": variant, "producer": "llama_logits.c (libllama, /work/llama.cpp build)",
+                         "gguf_file": f"gguf/{gguf.name}"}
+    for i, ((plen, ids), lg) in enumerate(zip(seqs, logits)):
+        tensors[f"input_ids.{i}"] = ids.clone()
+        tensors[f"logits.{i}"] = lg.contiguous()
+        meta[f"prompt_len.{i}"] = str(plen)
+    save_file(tensors, str(G.GOLD / f"{variant}.safetensors"), metadata=meta)
+    return logits
+
+
 def stage_gguf_goldens() -> None:
     """llama.cpp logits on the shared golden ids, through llama_logits.c. The tool is first checked
     against a golden llama-cpp-python made (gguf-qwen2-instruct-f16)."""

@@ -79,16 +79,7 @@ def stage_gguf() -> None:
         (src / "tokenizer_config.json").write_text(json.dumps(tc, indent=2))
         out = S.GGUF_DIR / f"{NAME}-f16.gguf"
         S.run_converter(src, out, "f16")
-    exe = M.llama_logits_tool()
-    seqs = M.golden_seqs()
-    logits = M.llama_cpp_logits(exe, out, seqs)
-    tensors, meta = {}, {"variant": f"gguf-{NAME}-f16", "producer": "llama_logits.c (libllama, /work/llama.cpp build)",
-                         "gguf_file": f"gguf/{out.name}"}
-    for i, ((plen, ids), lg) in enumerate(zip(seqs, logits)):
-        tensors[f"input_ids.{i}"] = ids.clone()
-        tensors[f"logits.{i}"] = lg.contiguous()
-        meta[f"prompt_len.{i}"] = str(plen)
-    save_file(tensors, str(G.GOLD / f"gguf-{NAME}-f16.safetensors"), metadata=meta)
+    M.save_llama_cpp_golden(out, f"gguf-{NAME}-f16")
     G.log(f"{out.name}: {out.stat().st_size} bytes")
 
 
