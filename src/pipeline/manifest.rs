@@ -30,6 +30,7 @@ use serde::Deserialize;
 use crate::checkpoint::Checkpoint;
 use crate::compare::thresholds::Thresholds;
 use crate::error::{Error, Result};
+use crate::format::hub::HubId;
 use crate::format::read_capped_text;
 use crate::settings::{ComputeDtype, DeviceChoice, GgufMatmul, RunSettings};
 
@@ -150,6 +151,15 @@ impl Manifest {
         })?;
         let root = path.parent().unwrap_or(Path::new("."));
         let rel = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
+        // A checkpoint path relative to the manifest, or a Hub id when no such path exists.
+        let ckpt = |p: &Path| {
+            let joined = rel(p);
+            if !joined.exists() && p.to_str().and_then(HubId::parse).is_some() {
+                p.to_path_buf()
+            } else {
+                joined
+            }
+        };
         let global = merge_thresholds(&Thresholds::default(), raw.thresholds.as_ref(), path, "thresholds")?;
         if raw.steps.len() < 2 || raw.steps.len() > MAX_STEPS {
             return Err(Error::Field {
@@ -162,8 +172,8 @@ impl Manifest {
         for (i, s) in raw.steps.iter().enumerate() {
             let field = format!("step[{i}]");
             let source = match (&s.path, &s.base, &s.adapter) {
-                (Some(p), None, None) => Source::Path { path: rel(p) },
-                (None, Some(b), Some(a)) => Source::Adapter { base: rel(b), adapter: rel(a) },
+                (Some(p), None, None) => Source::Path { path: ckpt(p) },
+                (None, Some(b), Some(a)) => Source::Adapter { base: ckpt(b), adapter: ckpt(a) },
                 _ => {
                     return Err(Error::Field {
                         path: path.to_path_buf(),
