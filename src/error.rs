@@ -34,6 +34,10 @@ pub enum Error {
     #[error("`{path}` is not a checkpoint ckptcheck can read: {reason}")]
     NotACheckpoint { path: PathBuf, reason: String },
 
+    /// Two variants that `compare` cannot score against each other, found before loading either.
+    #[error("cannot compare `{candidate}` with `{reference}`: {reason}")]
+    NotComparable { reference: PathBuf, candidate: PathBuf, reason: String },
+
     #[error("`{path}`: safetensors header: {detail}")]
     SafetensorsHeader { path: PathBuf, detail: String },
 

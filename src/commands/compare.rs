@@ -3,8 +3,10 @@
 
 use serde::Serialize;
 
+use crate::checkpoint::Checkpoint;
 use crate::cli::CompareArgs;
 use crate::commands::Outcome;
+use crate::compare::compat;
 use crate::compare::prompts::{self, Prompt};
 use crate::compare::run::{compare, CompareOptions, CompareResult};
 use crate::compare::thresholds::{Thresholds, Verdict};
@@ -59,11 +61,16 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         None => prompts,
     };
     let settings = args.engine.settings();
+    // Both opened (files mapped, nothing loaded) and checked against each other before either is
+    // loaded: a wrong second path or an incomparable pair is refused before any work.
+    let (rc, cc) = (Checkpoint::open(&args.reference)?, Checkpoint::open(&args.candidate)?);
+    let (rf, cf) = (rc.facts(), cc.facts());
+    compat::check((&args.reference, &rf), (&args.candidate, &cf), args.layers)?;
     let device = model::device(settings.device)?;
     printer.note(&format!("loading {}", args.reference.display()));
-    let r = Variant::open(&args.reference, &device, &settings)?;
+    let r = Variant::load_with(&args.reference, &rc, rf, &device, &settings)?;
     printer.note(&format!("loading {}", args.candidate.display()));
-    let c = Variant::open(&args.candidate, &device, &settings)?;
+    let c = Variant::load_with(&args.candidate, &cc, cf, &device, &settings)?;
     let bar = Bar::new(printer);
     let opts = CompareOptions {
         prompts_from: crate::compare::prompts::source_name(args.prompts.as_deref()),

@@ -1,6 +1,7 @@
 //! Comparing two variants on the same tokens: metrics as pure functions (`metrics`), the
 //! procedure (`run`), prompts, variants and thresholds.
 
+pub mod compat;
 pub mod metrics;
 pub mod prompts;
 pub mod run;

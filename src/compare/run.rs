@@ -199,13 +199,12 @@ pub fn compare_all(
     let mut acc: Vec<PairAcc> = pairs
         .iter()
         .map(|p| {
-            let depth = (variants[p.reference].model.spec.layers, variants[p.candidate].model.spec.layers);
-            let error = (opts.layers && depth.0 != depth.1).then(|| Error::Tensor {
-                path: "<layer trace>".into(),
-                tensor: "hidden states".into(),
-                detail: format!("the variants have {} and {} layers; --layers needs the same depth", depth.0, depth.1),
-            });
-            PairAcc { layers: opts.layers.then(|| vec![(0.0, 0.0, 0.0, 0); depth.0 + 1]), error, ..PairAcc::default() }
+            // Layers pair up only at the same depth and width (`compare --layers` refuses other
+            // pairs up front, `compat::check`); a lineage step of another shape is compared
+            // without its trace.
+            let (a, b) = (&variants[p.reference].model.spec, &variants[p.candidate].model.spec);
+            let traced = opts.layers && a.layers == b.layers && a.hidden == b.hidden;
+            PairAcc { layers: traced.then(|| vec![(0.0, 0.0, 0.0, 0); a.layers + 1]), ..PairAcc::default() }
         })
         .collect();
 

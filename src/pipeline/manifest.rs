@@ -204,7 +204,7 @@ impl Manifest {
                 detail: format!("no step is labelled `{l}`"),
             })?,
         };
-        Ok(Manifest {
+        let m = Manifest {
             name: raw.name.unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
             path: Some(path.to_path_buf()),
             reference,
@@ -217,7 +217,51 @@ impl Manifest {
             },
             steps,
             expect: raw.expect,
-        })
+        };
+        m.check_paths()?;
+        Ok(m)
+    }
+
+    /// Every path the run will read exists (a Hub id: is in the local cache), checked before
+    /// anything is opened or loaded: a wrong step path is the manifest's error, named by its
+    /// field, never a step that "breaks" the lineage after the others ran.
+    pub fn check_paths(&self) -> Result<()> {
+        let field_of = |i: usize, key: &str| match &self.path {
+            Some(_) => format!("step[{i}].{key}"),
+            None => format!("step {i} ({})", self.steps[i].label),
+        };
+        let problem = |p: &Path| -> Option<String> {
+            match crate::format::hub::locate(p) {
+                Ok(l) if l.exists() => None,
+                Ok(_) => Some(format!(
+                    "`{}` does not exist{}",
+                    p.display(),
+                    if self.path.is_some() { " (paths are relative to the manifest)" } else { "" }
+                )),
+                Err(e) => Some(e.to_string()),
+            }
+        };
+        let err = |field: String, detail: String, p: &Path| match &self.path {
+            Some(m) => Error::Field { path: m.clone(), field, detail },
+            None => Error::NotACheckpoint { path: p.to_path_buf(), reason: format!("{field}: {detail}") },
+        };
+        for (i, s) in self.steps.iter().enumerate() {
+            let parts: Vec<(&str, &Path)> = match &s.source {
+                Source::Path { path } => vec![("path", path)],
+                Source::Adapter { base, adapter } => vec![("base", base), ("adapter", adapter)],
+            };
+            for (key, p) in parts {
+                if let Some(detail) = problem(p) {
+                    return Err(err(field_of(i, key), detail, p));
+                }
+            }
+        }
+        if let Some(p) = &self.prompts {
+            if !p.is_file() {
+                return Err(err("prompts".into(), format!("`{}` is not a file (paths are relative to the manifest)", p.display()), p));
+            }
+        }
+        Ok(())
     }
 
     /// The files the run reads besides checkpoints, by role: the manifest itself and the prompts
@@ -264,7 +308,7 @@ impl Manifest {
                 Step { label: format!("{i}:{label}"), source, thresholds: Thresholds::default() }
             })
             .collect();
-        Ok(Manifest {
+        let m = Manifest {
             name: "command line".into(),
             path: None,
             reference: 0,
@@ -273,6 +317,8 @@ impl Manifest {
             settings: RunSettings::default(),
             steps,
             expect: None,
-        })
+        };
+        m.check_paths()?;
+        Ok(m)
     }
 }

@@ -127,17 +127,41 @@ fn manifest_errors_name_the_field() {
     assert!(r.stderr.contains("no step is labelled `x`"), "{}", r.stderr);
 }
 
+/// Regression (issue 13): a wrong step path was found only after step 0 had been linted and
+/// loaded. Every path is checked first: the manifest's field is named, nothing runs.
 #[test]
-fn missing_step_makes_the_run_incomplete() {
+fn a_missing_step_path_is_refused_before_anything_runs() {
     let d = tmp();
     write_prompts(d.path());
     Fixture::healthy().write(&d.path().join("a"));
     let m = manifest(d.path(), &[("base", "a"), ("gone", "nowhere")], "");
     let r = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]);
     assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert!(r.stderr.contains("lineage.toml`: field `step[1].path`: `") && r.stderr.contains("nowhere` does not exist"), "{}", r.stderr);
+    assert!(!r.stderr.contains("lint base") && !r.stderr.contains("load base"), "nothing runs first: {}", r.stderr);
+    // The same for a step on the command line, and for an adapter step's base.
+    let r = ckptcheck(&["bisect", d.path().join("a").to_str().unwrap(), d.path().join("nowhere").to_str().unwrap()]);
+    assert!(r.code == 2 && r.stderr.contains("step 1 (1:nowhere)") && r.stderr.contains("does not exist"), "{}", r.stderr);
+    std::fs::write(&m, "[[step]]\npath = \"a\"\n[[step]]\nbase = \"missing-base\"\nadapter = \"a\"\n").unwrap();
+    let r = ckptcheck(&["bisect", m.to_str().unwrap()]);
+    assert!(r.stderr.contains("field `step[1].base`: `") && r.stderr.contains("missing-base` does not exist"), "{}", r.stderr);
+}
+
+/// A step whose path exists but cannot be run still leaves an incomplete run (exit 2), reported
+/// on the step.
+#[test]
+fn a_step_that_cannot_run_makes_the_run_incomplete() {
+    let d = tmp();
+    write_prompts(d.path());
+    Fixture::healthy().write(&d.path().join("a"));
+    std::fs::create_dir(d.path().join("empty")).unwrap();
+    let m = manifest(d.path(), &[("base", "a"), ("empty", "empty")], "");
+    let r = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
     let v = r.json();
     assert_eq!(v["incomplete"], true);
-    assert!(v["steps"][1]["error"].as_str().unwrap().contains("nowhere"));
+    assert!(v["steps"][1]["error"].as_str().unwrap().contains("empty"));
 }
 
 // --- the shipped lineages ---------------------------------------------------------------------
@@ -206,7 +230,8 @@ fn json_report_matches_the_documented_schema() {
     f.generation_config = Some(json!({"eos_token_id": 0}));
     f.tensor_mut("model.layers.0.mlp.up_proj.weight").data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
     f.write(&d.path().join("b"));
-    for steps in [vec![("base", "a"), ("copy", "a")], vec![("base", "a"), ("broken", "b"), ("gone", "nowhere")]] {
+    std::fs::create_dir(d.path().join("empty")).unwrap();
+    for steps in [vec![("base", "a"), ("copy", "a")], vec![("base", "a"), ("broken", "b"), ("empty", "empty")]] {
         let m = manifest(d.path(), &steps, "");
         let v = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]).json();
         let errors: Vec<String> = validator.iter_errors(&v).map(|e| format!("{} at {}", e, e.instance_path())).collect();

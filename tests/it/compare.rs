@@ -236,3 +236,29 @@ fn device_option_names_cuda_requirement() {
         assert!(r.stderr.contains("--features cuda"), "{}", r.stderr);
     }
 }
+
+/// Issue 13: an incomparable pair is refused before either variant loads, naming both paths.
+#[test]
+fn incomparable_variants_are_refused_before_loading() {
+    let (llama, spm, qwen2) = (zoo_path("models/llama-instruct"), zoo_path("models/spm-llama"), zoo_path("models/qwen2-instruct"));
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    // Another tokenizer (SentencePiece vs byte-level BPE: no id means the same token).
+    let r = ckptcheck(&["compare", &s(&llama), &s(&spm)]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(r.stderr.contains("cannot compare `") && r.stderr.contains("spm-llama` with `"), "{}", r.stderr);
+    assert!(r.stderr.contains("tokenizers are different id spaces: only 0 of the 1000 ids"), "{}", r.stderr);
+    assert!(!r.stderr.contains("loading"), "refused before loading: {}", r.stderr);
+    // The same tokenizer but another family: comparable, but not layer by layer.
+    let r = ckptcheck(&["compare", "--layers", &s(&llama), &s(&qwen2)]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("--layers pairs hidden states layer by layer, and the architectures differ (llama vs qwen2)"),
+        "{}",
+        r.stderr
+    );
+    let r = ckptcheck(&["compare", "--max-prompts", "1", "--max-new-tokens", "4", &s(&llama), &s(&qwen2)]);
+    assert_ne!(r.code, 2, "{}", r.stderr);
+    // A missing candidate is found before the reference loads.
+    let r = ckptcheck(&["compare", &s(&llama), "/nonexistent/cand"]);
+    assert!(r.code == 2 && r.stderr.contains("/nonexistent/cand") && !r.stderr.contains("loading"), "{}", r.stderr);
+}
