@@ -4,6 +4,7 @@
 //! name = "sft then merge"
 //! reference = "base"              # label of the reference step (default: the first)
 //! prompts = "prompts.jsonl"       # optional; paths are relative to the manifest
+//! max_prompts = 8                 # optional; only the first N prompts
 //! max_new_tokens = 32
 //! dtype = "f32"                   # or bf16, f16, auto (each checkpoint's own)
 //! gguf_matmul = "auto"            # GGUF steps: dense, quantized, or auto (by available memory)
@@ -47,6 +48,7 @@ struct RawManifest {
     name: Option<String>,
     reference: Option<String>,
     prompts: Option<PathBuf>,
+    max_prompts: Option<usize>,
     max_new_tokens: Option<usize>,
     device: Option<DeviceChoice>,
     dtype: Option<ComputeDtype>,
@@ -79,6 +81,18 @@ pub struct Expect {
     /// `lineage.frozen-layers` on a lineage that passes).
     #[serde(default)]
     pub findings: Vec<String>,
+}
+
+/// Run options given on the command line, each over the manifest's value when given.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub prompts: Option<PathBuf>,
+    pub max_prompts: Option<usize>,
+    pub max_new_tokens: Option<usize>,
+    pub thresholds: Option<PathBuf>,
+    pub dtype: Option<ComputeDtype>,
+    pub device: Option<DeviceChoice>,
+    pub gguf_matmul: Option<GgufMatmul>,
 }
 
 /// Where a step's model comes from.
@@ -119,7 +133,11 @@ pub struct Manifest {
     pub path: Option<PathBuf>,
     pub reference: usize,
     pub prompts: Option<PathBuf>,
+    /// Only the first N prompts (`max_prompts`, `--max-prompts`).
+    pub max_prompts: Option<usize>,
     pub max_new_tokens: usize,
+    /// A thresholds file given on the command line (applied over every step's thresholds).
+    pub thresholds_file: Option<PathBuf>,
     /// Device, compute dtype (f32 default; auto = each checkpoint's own) and how GGUF steps run
     /// their quantized layers (auto default), for every step.
     pub settings: RunSettings,
@@ -209,7 +227,14 @@ impl Manifest {
             path: Some(path.to_path_buf()),
             reference,
             prompts: raw.prompts.map(|p| rel(&p)),
+            max_prompts: match raw.max_prompts {
+                Some(0) => {
+                    return Err(Error::Field { path: path.to_path_buf(), field: "max_prompts".into(), detail: "must be at least 1".into() })
+                }
+                n => n,
+            },
             max_new_tokens: raw.max_new_tokens.unwrap_or(32),
+            thresholds_file: None,
             settings: RunSettings {
                 device: raw.device.unwrap_or_default(),
                 dtype: raw.dtype.unwrap_or_default(),
@@ -274,7 +299,34 @@ impl Manifest {
         if let Some(p) = &self.prompts {
             v.push(("the prompts file", p.as_path()));
         }
+        if let Some(p) = &self.thresholds_file {
+            v.push(("the thresholds file", p.as_path()));
+        }
         v
+    }
+
+    /// Command-line values over the manifest's (`bisect`/`gate` take compare's run options):
+    /// each one given replaces the manifest's; a thresholds file applies over every step's
+    /// thresholds, per-step overrides included.
+    pub fn apply(&mut self, o: &Overrides) -> Result<()> {
+        if let Some(p) = &o.prompts {
+            if !p.is_file() {
+                return Err(Error::Field { path: p.clone(), field: "--prompts".into(), detail: "is not a file".into() });
+            }
+            self.prompts = Some(p.clone());
+        }
+        self.max_prompts = o.max_prompts.or(self.max_prompts);
+        self.max_new_tokens = o.max_new_tokens.unwrap_or(self.max_new_tokens);
+        self.settings.dtype = o.dtype.unwrap_or(self.settings.dtype);
+        self.settings.device = o.device.unwrap_or(self.settings.device);
+        self.settings.gguf_matmul = o.gguf_matmul.unwrap_or(self.settings.gguf_matmul);
+        if let Some(p) = &o.thresholds {
+            for s in &mut self.steps {
+                s.thresholds = s.thresholds.load_over(p)?;
+            }
+            self.thresholds_file = Some(p.clone());
+        }
+        Ok(())
     }
 
     /// Every checkpoint path the steps open (an adapter step's base and adapter both).
@@ -313,7 +365,9 @@ impl Manifest {
             path: None,
             reference: 0,
             prompts: None,
+            max_prompts: None,
             max_new_tokens: 32,
+            thresholds_file: None,
             settings: RunSettings::default(),
             steps,
             expect: None,

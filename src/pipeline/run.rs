@@ -143,10 +143,11 @@ fn merge_step(parent: &Checkpoint, step: &Checkpoint) -> Result<Option<MergeSumm
 
 pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
     let device = crate::model::device(m.settings.device)?;
-    let prompts: Vec<Prompt> = match &m.prompts {
+    let mut prompts: Vec<Prompt> = match &m.prompts {
         Some(p) => prompts::load_jsonl(p)?,
         None => prompts::builtin(),
     };
+    prompts.truncate(m.max_prompts.unwrap_or(usize::MAX));
     let mut steps: Vec<StepReport> = m
         .steps
         .iter()

@@ -316,3 +316,44 @@ fn lockstep_bisect_matches_pairwise_compare() {
     assert_ne!(parent["summary"]["kl"], b["steps"][2]["vs_reference"]["summary"]["kl"], "scored against another model");
     assert!(b["steps"][1]["vs_parent"].is_null());
 }
+
+/// Issue 13: bisect and gate take compare's run options; the manifest's values are defaults and
+/// the command line wins.
+#[test]
+fn bisect_and_gate_take_compare_run_options_over_the_manifest() {
+    let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pipelines/healthy.toml");
+    let m = m.to_str().unwrap();
+    let d = tmp();
+    let loose = d.path().join("loose.toml");
+    std::fs::write(
+        &loose,
+        "top1_warn = 0.1\ntop1_fail = 0.05\nkl_mean_warn = 5.0\nkl_mean_fail = 9.0\nppl_ratio_warn = 9.0\nppl_ratio_fail = 10.0\n",
+    )
+    .unwrap();
+    let run = |cmd: &str, extra: &[&str]| {
+        let mut args = vec![cmd, "--json", m, "--max-prompts", "2", "--max-new-tokens", "3", "--threads", "1"];
+        args.extend_from_slice(extra);
+        let r = ckptcheck(&args);
+        assert_ne!(r.code, 2, "{}", r.stderr);
+        r.json()
+    };
+    for cmd in ["bisect", "gate"] {
+        let v = run(cmd, &[]);
+        let c = &v["steps"][1]["vs_reference"];
+        let prompts = c["prompts"].as_array().unwrap();
+        assert_eq!(prompts.len(), 2, "--max-prompts over the manifest's 4 prompts");
+        assert!(prompts.iter().all(|p| p["answer_tokens"] == 3), "--max-new-tokens 3 over the manifest's 24: {prompts:?}");
+        assert_eq!(v["verdict"], "warn", "{cmd}");
+        // A thresholds file over the manifest's (and every step's) thresholds changes the verdict.
+        let v = run(cmd, &["--thresholds", loose.to_str().unwrap()]);
+        assert_eq!(v["verdict"], "pass", "{cmd}: {}", v["steps"][1]["vs_reference"]["judgements"]);
+    }
+    let r = ckptcheck(&["bisect", m, "--dtype", "f8"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--dtype"), "{}", r.stderr);
+    let r = ckptcheck(&["gate", m, "--prompts", "/nonexistent/p.jsonl"]);
+    assert!(r.code == 2 && r.stderr.contains("/nonexistent/p.jsonl"), "{}", r.stderr);
+    // The thresholds file is an input: no report may replace it.
+    let r = ckptcheck(&["gate", m, "--thresholds", loose.to_str().unwrap(), "--report", loose.to_str().unwrap()]);
+    assert!(r.code == 2 && r.stderr.contains("thresholds file"), "{}", r.stderr);
+}
