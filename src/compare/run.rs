@@ -111,6 +111,18 @@ pub struct CompareResult {
     pub verdict: Verdict,
 }
 
+impl CompareResult {
+    /// Judged on behaviour only (a training step): drift judgements (KL, top-1, PPL) are kept
+    /// with their numbers but pass, their note saying why, and the verdict follows the rest.
+    pub fn judge_behaviour_only(&mut self) {
+        for j in self.judgements.iter_mut().filter(|j| j.metric.is_drift() && j.status != Verdict::Pass) {
+            j.note.push_str(&format!(" (would be {}; not judged: a finetune step is meant to move)", j.status.name()));
+            j.status = Verdict::Pass;
+        }
+        self.verdict = self.judgements.iter().map(|j| j.status).max().unwrap_or(Verdict::Pass);
+    }
+}
+
 /// Reports progress; `tick` is called once per prompt and stage.
 pub trait Progress {
     fn stage(&self, _name: &str, _total: usize) {}

@@ -264,6 +264,12 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// Drift of the distribution (KL, top-1, PPL), as opposed to behaviour (EOS at turn end,
+    /// greedy stops, NaN/Inf, tokenization): what a training step is meant to change.
+    pub fn is_drift(self) -> bool {
+        matches!(self, Metric::KlMean | Metric::KlP99 | Metric::Top1 | Metric::PplRatio)
+    }
+
     pub const ALL: [Metric; 8] = [
         Metric::NonfiniteLogits,
         Metric::PromptTokenization,

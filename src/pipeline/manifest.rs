@@ -19,6 +19,11 @@
 //! adapter = "adapters/lora"
 //!
 //! [[step]]
+//! label = "sft"
+//! kind = "finetune"               # a training step: judged on behaviour only (EOS, stops, NaN,
+//! path = "models/sft"             # tokenizer, template); later steps are judged against it
+//!
+//! [[step]]
 //! label = "merged"
 //! path = "models/merged"
 //! thresholds = { kl_mean_fail = 0.2 }   # per-step overrides
@@ -66,7 +71,22 @@ struct RawStep {
     path: Option<PathBuf>,
     base: Option<PathBuf>,
     adapter: Option<PathBuf>,
+    kind: Option<StepKind>,
     thresholds: Option<toml::Value>,
+}
+
+/// What a step is to the lineage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// A conversion, merge, quantization or export: it should behave like what it came from, so
+    /// drift (KL, top-1, PPL) counts against it.
+    #[default]
+    Derived,
+    /// A training step (SFT, RL, a LoRA run): its numbers are meant to move, so it is judged only
+    /// on behaviour (EOS at turn end, greedy stops, NaN/Inf, tokenization, the static checks),
+    /// and every later step is judged against it instead of the reference.
+    Finetune,
 }
 
 /// What the manifest's author expects (used by tests of the shipped lineages).
@@ -124,6 +144,7 @@ impl Source {
 pub struct Step {
     pub label: String,
     pub source: Source,
+    pub kind: StepKind,
     pub thresholds: Thresholds,
 }
 
@@ -211,6 +232,7 @@ impl Manifest {
             steps.push(Step {
                 label,
                 source,
+                kind: s.kind.unwrap_or_default(),
                 thresholds: merge_thresholds(&global, s.thresholds.as_ref(), path, &format!("{field}.thresholds"))?,
             });
         }
@@ -357,7 +379,7 @@ impl Manifest {
                     None => Source::Path { path: p.clone() },
                 };
                 let label = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| format!("step{i}"));
-                Step { label: format!("{i}:{label}"), source, thresholds: Thresholds::default() }
+                Step { label: format!("{i}:{label}"), source, kind: StepKind::Derived, thresholds: Thresholds::default() }
             })
             .collect();
         let m = Manifest {

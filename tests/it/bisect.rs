@@ -357,3 +357,59 @@ fn bisect_and_gate_take_compare_run_options_over_the_manifest() {
     let r = ckptcheck(&["gate", m, "--thresholds", loose.to_str().unwrap(), "--report", loose.to_str().unwrap()]);
     assert!(r.code == 2 && r.stderr.contains("thresholds file"), "{}", r.stderr);
 }
+
+/// Issue 13 (intended change vs damage): a step marked `kind = "finetune"` is judged on
+/// behaviour only, and the steps after it against it. lora-healthy.toml warns on its intended
+/// fine-tune; the same lineage with the LoRA step marked passes, and its merge is judged against
+/// the LoRA step (KL ~1e-13, not the fine-tune's drift again). A broken step after a finetune
+/// step still breaks the lineage.
+#[test]
+fn finetune_steps_are_judged_on_behaviour_and_anchor_later_steps() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pipelines");
+    let bisect = |name: &str| ckptcheck(&["bisect", "--json", dir.join(name).to_str().unwrap()]).json();
+    let plain = bisect("lora-healthy.toml");
+    assert_eq!(plain["verdict"], "warn");
+    let marked = bisect("lora-finetune.toml");
+    assert_eq!(marked["verdict"], "pass", "{:#}", marked["steps"][1]["vs_reference"]["judgements"]);
+    let lora = &marked["steps"][1];
+    assert_eq!(lora["kind"], "finetune");
+    // The drift is still measured and shown, only not judged.
+    assert_eq!(lora["vs_reference"]["summary"]["kl"]["mean"], plain["steps"][1]["vs_reference"]["summary"]["kl"]["mean"]);
+    let warned: Vec<&serde_json::Value> =
+        plain["steps"][1]["vs_reference"]["judgements"].as_array().unwrap().iter().filter(|j| j["status"] == "warn").collect();
+    assert!(!warned.is_empty());
+    for w in warned {
+        let j = lora["vs_reference"]["judgements"].as_array().unwrap().iter().find(|j| j["metric"] == w["metric"]).unwrap();
+        assert!(j["status"] == "pass" && j["note"].as_str().unwrap().contains("would be warn; not judged"), "{j}");
+    }
+    let merged = &marked["steps"][2];
+    assert_eq!(merged["kind"], "derived");
+    assert_eq!(merged["vs_reference"]["reference"], lora["source"], "the merge is judged against the fine-tune");
+    assert!(merged["vs_reference"]["summary"]["kl"]["mean"].as_f64().unwrap() < 1e-9, "{}", merged["vs_reference"]["summary"]["kl"]);
+    assert!(merged["vs_parent"].is_null(), "the parent is the anchor: one comparison");
+
+    let v = bisect("sft-collapse-finetune.toml");
+    assert_eq!(v["first_bad_step"], "sft-raw-text");
+    assert_eq!(v["steps"][1]["status"], "pass");
+    assert!(
+        v["steps"][2]["vs_reference"]["reference"].as_str().unwrap().ends_with("llama-sft-good"),
+        "{}",
+        v["steps"][2]["vs_reference"]["reference"]
+    );
+    // Behaviour still fails a finetune step: the collapsed SFT marked as one fails on P(EOS).
+    let d = tmp();
+    let m = d.path().join("m.toml");
+    std::fs::write(
+        &m,
+        format!(
+            "prompts = \"{}\"\nmax_new_tokens = 24\n[[step]]\npath = \"{}\"\n[[step]]\nkind = \"finetune\"\npath = \"{}\"\n",
+            zoo_path("prompts.jsonl").display(),
+            zoo_path("models/llama-instruct").display(),
+            zoo_path("models/llama-sft-collapsed").display()
+        ),
+    )
+    .unwrap();
+    let r = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(r.json()["cause"].as_str().unwrap().contains("P(EOS at turn end)"), "{}", r.stdout);
+}
