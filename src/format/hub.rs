@@ -85,7 +85,11 @@ pub struct CacheEnv {
 
 impl CacheEnv {
     pub fn from_env() -> CacheEnv {
-        let get = |k: &str| std::env::var(k).ok();
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// From any lookup of the variables (the process environment, or a test's).
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> CacheEnv {
         CacheEnv {
             hf_hub_cache: get("HF_HUB_CACHE"),
             huggingface_hub_cache: get("HUGGINGFACE_HUB_CACHE"),
@@ -264,14 +268,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> CacheEnv {
-        let get = |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
-        CacheEnv {
-            hf_hub_cache: get("HF_HUB_CACHE"),
-            huggingface_hub_cache: get("HUGGINGFACE_HUB_CACHE"),
-            hf_home: get("HF_HOME"),
-            xdg_cache_home: get("XDG_CACHE_HOME"),
-            home: get("HOME"),
-        }
+        CacheEnv::from_vars(|k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
     }
 
     #[test]

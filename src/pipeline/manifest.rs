@@ -303,10 +303,9 @@ impl Manifest {
                 }
             }
         }
-        if let Some(p) = &self.prompts {
-            if !p.is_file() {
-                return Err(err("prompts".into(), format!("`{}` is not a file (paths are relative to the manifest)", p.display()), p));
-            }
+        // A prompts path that exists is read (and its kind refused) by `format::read_capped`.
+        if let Some(p) = self.prompts.as_deref().filter(|p| !p.exists()) {
+            return Err(err("prompts".into(), format!("`{}` does not exist (paths are relative to the manifest)", p.display()), p));
         }
         Ok(())
     }
@@ -332,8 +331,8 @@ impl Manifest {
     /// thresholds, per-step overrides included.
     pub fn apply(&mut self, o: &Overrides) -> Result<()> {
         if let Some(p) = &o.prompts {
-            if !p.is_file() {
-                return Err(Error::Field { path: p.clone(), field: "--prompts".into(), detail: "is not a file".into() });
+            if !p.exists() {
+                return Err(Error::Field { path: p.clone(), field: "--prompts".into(), detail: "does not exist".into() });
             }
             self.prompts = Some(p.clone());
         }
