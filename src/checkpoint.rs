@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::format::config::ModelConfig;
 use crate::format::gguf::{GgufFile, GgufTokenizer};
 use crate::format::hf::HfDir;
+use crate::format::hub;
 use crate::format::lora::Adapter;
 use crate::format::tokens::{special_decls, stop_ids, token_string, Role, SpecialDecl, TokenizerInfo};
 use crate::format::{self, Opened};
@@ -58,7 +59,7 @@ impl Checkpoint {
         if let Some((base, adapter)) = split_base_adapter(path) {
             return Self::with_adapter(&base, &adapter);
         }
-        Ok(match format::open_path(path)? {
+        Ok(match format::open_path(&hub::locate(path)?)? {
             Opened::Dir(d) if d.is_adapter() => Checkpoint::Adapter(d),
             Opened::Dir(d) => Checkpoint::Hf(d),
             Opened::Gguf(g) => Checkpoint::Gguf(g),
@@ -68,7 +69,7 @@ impl Checkpoint {
     /// A base model (an HF directory) with a PEFT adapter applied on the fly.
     pub fn with_adapter(base: &Path, adapter: &Path) -> Result<Checkpoint> {
         let base = Self::open_hf(base)?;
-        let adapter = Box::new(Adapter::open(adapter)?);
+        let adapter = Box::new(Adapter::open(&hub::locate(adapter)?)?);
         Ok(Checkpoint::BaseWithAdapter { base, adapter })
     }
 
@@ -199,14 +200,16 @@ pub fn gguf_template_tokens(tok: &GgufTokenizer) -> TemplateTokens {
     TemplateTokens { bos_token: text(tok.bos), eos_token: text(tok.eos), pad_token: text(tok.pad), unk_token: text(tok.unk) }
 }
 
-/// `BASE+ADAPTER` when `path` itself does not exist and both halves are directories.
+/// `BASE+ADAPTER` when `path` itself does not exist and both halves are directories (local, or
+/// Hub ids in the local cache: `Qwen/Qwen2.5-0.5B+./lora`). The halves are returned as written.
 pub fn split_base_adapter(path: &Path) -> Option<(PathBuf, PathBuf)> {
     if path.exists() {
         return None;
     }
     let s = path.to_str()?;
+    let is_dir = |p: &Path| hub::locate(p).is_ok_and(|d| d.is_dir());
     s.match_indices('+').find_map(|(i, _)| {
         let (b, a) = (Path::new(&s[..i]), Path::new(&s[i + 1..]));
-        (b.is_dir() && a.is_dir()).then(|| (b.to_path_buf(), a.to_path_buf()))
+        (is_dir(b) && is_dir(a)).then(|| (b.to_path_buf(), a.to_path_buf()))
     })
 }

@@ -191,11 +191,58 @@ pub struct MergeCheckArgs {
     pub strict: bool,
 }
 
+/// `compare`'s run options for `bisect` and `gate`: each one given replaces the manifest's value.
+#[derive(Debug, Args)]
+pub struct LineageRunArgs {
+    /// Prompts as JSONL (over the manifest's `prompts`).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Use only the first N prompts (N ≥ 1).
+    #[arg(long, value_parser = at_least_one)]
+    pub max_prompts: Option<usize>,
+    /// Longest greedy answer, in tokens (over the manifest's `max_new_tokens`; default 32).
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// TOML thresholds file applied over every step's thresholds (see docs/metrics.md).
+    #[arg(long)]
+    pub thresholds: Option<PathBuf>,
+    /// Compute dtype: f32, bf16, f16 or auto (over the manifest's `dtype`; default f32).
+    #[arg(long)]
+    pub dtype: Option<ComputeDtype>,
+    /// Compute device: auto, cpu, cuda or cuda:N (over the manifest's `device`).
+    #[arg(long)]
+    pub device: Option<DeviceChoice>,
+    /// How GGUF steps run their quantized layers: dense, quantized or auto (over the manifest's).
+    #[arg(long)]
+    pub gguf_matmul: Option<GgufMatmul>,
+    /// Most hybrid forward passes the blame of the first failing conversion may run; 0 turns it
+    /// off (over the manifest's `blame_budget`; default 48). See docs/bisect.md#splice-to-blame.
+    #[arg(long, value_name = "N")]
+    pub blame_budget: Option<usize>,
+}
+
+impl LineageRunArgs {
+    pub fn overrides(&self) -> crate::pipeline::manifest::Overrides {
+        crate::pipeline::manifest::Overrides {
+            prompts: self.prompts.clone(),
+            max_prompts: self.max_prompts,
+            max_new_tokens: self.max_new_tokens,
+            thresholds: self.thresholds.clone(),
+            dtype: self.dtype,
+            device: self.device,
+            gguf_matmul: self.gguf_matmul,
+            blame_budget: self.blame_budget,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct BisectArgs {
     /// A lineage manifest (TOML), or two or more steps in order (`BASE+ADAPTER` allowed).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub run: LineageRunArgs,
     /// Print the full report as JSON (docs/report-schema.json).
     #[arg(long)]
     pub json: bool,
@@ -214,6 +261,8 @@ pub struct BisectArgs {
 pub struct GateArgs {
     /// The lineage manifest (TOML).
     pub manifest: PathBuf,
+    #[command(flatten)]
+    pub run: LineageRunArgs,
     /// Print the full report as JSON on stdout.
     #[arg(long)]
     pub json: bool,

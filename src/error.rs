@@ -24,8 +24,19 @@ pub enum Error {
     )]
     Pickle { path: PathBuf, what: &'static str },
 
+    /// A Hub id (`org/name[@revision]`) that is neither a local path nor in the local cache.
+    #[error(
+        "`{id}` is not a local path and not in the Hugging Face cache at `{cache}` ({what}); download it with \
+         `{command}` (or set HF_HUB_CACHE / HF_HOME to the cache that has it), or give a local directory"
+    )]
+    NotCached { id: String, cache: PathBuf, what: String, command: String },
+
     #[error("`{path}` is not a checkpoint ckptcheck can read: {reason}")]
     NotACheckpoint { path: PathBuf, reason: String },
+
+    /// Two variants that `compare` cannot score against each other, found before loading either.
+    #[error("cannot compare `{candidate}` with `{reference}`: {reason}")]
+    NotComparable { reference: PathBuf, candidate: PathBuf, reason: String },
 
     #[error("`{path}`: safetensors header: {detail}")]
     SafetensorsHeader { path: PathBuf, detail: String },

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     let printer = Printer { quiet: false, verbose: cli.verbose };
     let quiet = |json: bool| Printer { quiet: json, ..printer };
     if let Err(e) = ckptcheck::model::set_threads(cli.threads) {
-        printer.error(&format!("error: {e:#}"));
+        printer.error(&format!("error: {}", commands::error_text(&anyhow::Error::from(e))));
         return ExitCode::from(EXIT_COULD_NOT_RUN);
     }
     let result = match &cli.command {
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     match result {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(e) => {
-            printer.error(&format!("error: {e:#}"));
+            printer.error(&format!("error: {}", commands::error_text(&e)));
             ExitCode::from(EXIT_COULD_NOT_RUN)
         }
     }
@@ -47,7 +47,7 @@ fn finish(r: anyhow::Result<u8>, printer: &Printer) -> ExitCode {
     match r {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            printer.error(&format!("error: {e:#}"));
+            printer.error(&format!("error: {}", commands::error_text(&e)));
             ExitCode::from(EXIT_COULD_NOT_RUN)
         }
     }

@@ -71,7 +71,8 @@ fn finish(r: &PipelineReport, printer: &Printer, outputs: &Outputs, json: bool) 
 }
 
 pub fn bisect(args: &BisectArgs, printer: &Printer) -> anyhow::Result<u8> {
-    let m = manifest(&args.inputs)?;
+    let mut m = manifest(&args.inputs)?;
+    m.apply(&args.run.overrides())?;
     let o = outputs(&m, args.junit.as_deref(), args.report.as_deref())?;
     let r = execute(&m, printer)?;
     finish(&r, printer, &o, args.json)?;
@@ -79,7 +80,8 @@ pub fn bisect(args: &BisectArgs, printer: &Printer) -> anyhow::Result<u8> {
 }
 
 pub fn gate(args: &GateArgs, printer: &Printer) -> anyhow::Result<u8> {
-    let m = Manifest::load(&args.manifest)?;
+    let mut m = Manifest::load(&args.manifest)?;
+    m.apply(&args.run.overrides())?;
     let o = outputs(&m, args.junit.as_deref(), args.report.as_deref())?;
     let r = execute(&m, printer)?;
     finish(&r, printer, &o, args.json)?;

@@ -7,6 +7,7 @@ use crate::checkpoint::Checkpoint;
 use crate::cli::CompareArgs;
 use crate::commands::Outcome;
 use crate::compare::blame::{self, Blame, BlameInputs, Side};
+use crate::compare::compat;
 use crate::compare::prompts::{self, Prompt};
 use crate::compare::run::{compare_with, reference_answers, CompareOptions, CompareResult, Progress};
 use crate::compare::thresholds::{Thresholds, Verdict};
@@ -71,16 +72,19 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         None => prompts,
     };
     let settings = args.engine.settings();
+    // Both opened (files mapped, nothing loaded) and checked against each other before either is
+    // loaded: a wrong second path or an incomparable pair is refused before any work.
+    let (rc, cc) = (Checkpoint::open(&args.reference)?, Checkpoint::open(&args.candidate)?);
+    let (rf, cf) = (rc.facts(), cc.facts());
+    compat::check((&args.reference, &rf), (&args.candidate, &cf), args.layers)?;
     let device = model::device(settings.device)?;
     let bar = Bar::new(printer);
     bar.stage("loading weights", 2);
     bar.note(printer, &format!("loading {}", args.reference.display()));
-    let r_ckpt = Checkpoint::open(&args.reference)?;
-    let r = Variant::load(&args.reference, &r_ckpt, &device, &settings)?;
+    let r = Variant::load_with(&args.reference, &rc, rf, &device, &settings)?;
     bar.tick();
     bar.note(printer, &format!("loading {}", args.candidate.display()));
-    let c_ckpt = Checkpoint::open(&args.candidate)?;
-    let c = Variant::load(&args.candidate, &c_ckpt, &device, &settings)?;
+    let c = Variant::load_with(&args.candidate, &cc, cf, &device, &settings)?;
     bar.tick();
     let opts = CompareOptions {
         prompts_from: crate::compare::prompts::source_name(args.prompts.as_deref()),
@@ -94,8 +98,8 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         let inputs = BlameInputs {
             answered_by: &r,
             answers: &answers,
-            parent: Side { checkpoint: &r_ckpt, variant: &r },
-            step: Side { checkpoint: &c_ckpt, variant: &c },
+            parent: Side { checkpoint: &rc, variant: &r },
+            step: Side { checkpoint: &cc, variant: &c },
             prompts: &prompts,
             opts: &opts,
             settings: &settings,
@@ -151,6 +155,7 @@ pub fn render_text(r: &CompareResult) -> String {
         100.0 * s.cand_stop_rate
     ));
     o.push_str(&format!("NaN/Inf logits: ref {}  cand {}\n", s.nonfinite_ref, s.nonfinite_cand));
+    o.push_str(&render_numbers(r));
     if let Some(layers) = &r.layers {
         // MoE: the share of positions routed to the same top-k experts, per sparse layer.
         let moe = layers.iter().any(|l| l.router_agreement.is_some());
@@ -193,5 +198,49 @@ pub fn render_text(r: &CompareResult) -> String {
             Verdict::Fail => "FAIL",
         }
     ));
+    o
+}
+
+/// `x ± se` (`± n/a` where there is no standard error: 10 tokens or fewer).
+fn pm(value: f64, se: Option<f64>, scale: f64, digits: usize) -> String {
+    match se {
+        Some(se) => format!("{:.digits$} ± {:.digits$}", scale * value, scale * se),
+        None => format!("{:.digits$} ± n/a", scale * value),
+    }
+}
+
+/// The numbers with their standard errors, as llama.cpp's `--kl-divergence` summary prints them
+/// (same names, same formulas), then the greedy-answer flips and what the sample cannot resolve.
+pub fn render_numbers(r: &CompareResult) -> String {
+    let s = &r.summary;
+    let e = &s.estimates;
+    let mut o = format!("\n====== llama.cpp-style summary over {} tokens ======\n", e.top1.n);
+    o.push_str(&format!("Mean PPL(Q)/PPL(base)     : {}\n", pm(e.ppl_ratio.value, e.ppl_ratio.se, 1.0, 6)));
+    o.push_str(&format!("Mean ln(PPL(Q)/PPL(base)) : {}\n", pm(e.ln_ppl_ratio.value, e.ln_ppl_ratio.se, 1.0, 6)));
+    o.push_str(&format!("Mean    KLD: {}\n", pm(e.kl_mean.value, e.kl_mean.se, 1.0, 6)));
+    o.push_str(&format!(
+        "Median  KLD: {:.6}\n90.0%   KLD: {:.6}\n99.0%   KLD: {:.6}\n99.9%   KLD: {:.6}\nMaximum KLD: {:.6}\n",
+        s.kl.median, s.kl.p90, s.kl.p99, s.kl.p999, s.kl.max
+    ));
+    o.push_str(&format!("Mean    Δp: {} %\n", pm(e.delta_p_mean.value, e.delta_p_mean.se, 100.0, 3)));
+    o.push_str(&format!("RMS Δp    : {} %\n", pm(e.delta_p_rms.value, e.delta_p_rms.se, 100.0, 3)));
+    o.push_str(&format!("Same top p: {} %\n", pm(e.top1.value, e.top1.se, 100.0, 3)));
+    let f = &s.flips;
+    if f.prompts > 0 {
+        o.push_str(&format!("greedy answer changed: {} of {} prompts ({:.0}%)", f.changed, f.prompts, 100.0 * f.rate));
+        match r.prompts.iter().find_map(|p| p.flip.as_ref().map(|fl| (p, fl))) {
+            Some((p, fl)) => o.push_str(&format!(
+                "; first: {:?} at answer token {}: {:?} → {:?}\n",
+                p.label.chars().take(32).collect::<String>(),
+                fl.at,
+                fl.reference,
+                fl.candidate
+            )),
+            None => o.push('\n'),
+        }
+    }
+    for n in &s.sample_notes {
+        o.push_str(&format!("note: {n}\n"));
+    }
     o
 }

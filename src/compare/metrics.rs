@@ -152,6 +152,108 @@ pub fn summarize(values: &[f64]) -> Summary {
     }
 }
 
+/// A mean with its standard error and the count it is over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Estimate {
+    pub value: f64,
+    /// `None` where llama.cpp prints 0: 10 values or fewer, or no spread.
+    pub se: Option<f64>,
+    pub n: usize,
+}
+
+/// Mean and standard error of the mean from Σx, Σx² over `n` values, as llama.cpp's
+/// `mean_and_uncertainty` (tools/perplexity/perplexity.cpp): √((Σx²/n − mean²)/(n − 1)), only
+/// for n > 10 and a positive variance.
+pub fn mean_and_se(sum: f64, sum2: f64, n: usize) -> (f64, Option<f64>) {
+    if n < 1 {
+        return (f64::NAN, None);
+    }
+    let mean = sum / n as f64;
+    let var = sum2 / n as f64 - mean * mean;
+    (mean, (var > 0.0 && n > 10).then(|| (var / (n - 1) as f64).sqrt()))
+}
+
+/// llama.cpp's `covariance` of two per-token series (0 for fewer than 10 values).
+fn covariance(sa: f64, sb: f64, sab: f64, n: usize) -> f64 {
+    if n < 10 {
+        return 0.0;
+    }
+    (sab / n as f64 - (sa / n as f64) * (sb / n as f64)) / (n - 1) as f64
+}
+
+/// Every token-level rate and mean with its standard error, by llama.cpp's `--kl-divergence`
+/// formulas, so the two tools' numbers can be set side by side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Estimates {
+    /// `Mean KLD ± SE` (positions with a NaN KL excluded; they fail the verdict on their own).
+    pub kl_mean: Estimate,
+    /// `Same top p ± SE`: √(p(1 − p)/(n − 1)).
+    pub top1: Estimate,
+    /// `Mean ln(PPL(Q)/PPL(base)) ± SE`: √(se_q² + se_b² − 2 cov).
+    pub ln_ppl_ratio: Estimate,
+    /// `Mean PPL(Q)/PPL(base) ± SE`: ratio · se(ln ratio).
+    pub ppl_ratio: Estimate,
+    /// `Mean Δp ± SE` (as a fraction, not %).
+    pub delta_p_mean: Estimate,
+    /// `RMS Δp ± SE`: √mean(Δp²), SE 0.5/rms · se(Δp²).
+    pub delta_p_rms: Estimate,
+}
+
+/// The estimates over every scored token.
+pub fn estimates(scores: &[TokenScore]) -> Estimates {
+    let n = scores.len();
+    let (mut kl, mut kl2, mut nk) = (0.0, 0.0, 0usize);
+    let (mut a, mut a2, mut b, mut b2, mut ab) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut dp, mut dp2, mut dp4, mut nd) = (0.0, 0.0, 0.0, 0usize);
+    for s in scores {
+        if !s.kl.is_nan() {
+            kl += s.kl;
+            kl2 += s.kl * s.kl;
+            nk += 1;
+        }
+        a += s.nll_cand;
+        a2 += s.nll_cand * s.nll_cand;
+        b += s.nll_ref;
+        b2 += s.nll_ref * s.nll_ref;
+        ab += s.nll_cand * s.nll_ref;
+        if !s.delta_p.is_nan() {
+            dp += s.delta_p;
+            dp2 += s.delta_p * s.delta_p;
+            dp4 += s.delta_p.powi(4);
+            nd += 1;
+        }
+    }
+    let est = |(value, se): (f64, Option<f64>), n: usize| Estimate { value, se, n };
+    let kl_mean = est(mean_and_se(kl, kl2, nk), nk);
+    let same = scores.iter().filter(|s| s.top1_agree).count() as f64;
+    let p = if n > 0 { same / n as f64 } else { f64::NAN };
+    let top1 = Estimate { value: p, se: (n > 1).then(|| (p * (1.0 - p) / (n - 1) as f64).sqrt()), n };
+    let (lq, sq) = mean_and_se(a, a2, n);
+    let (lb, sb) = mean_and_se(b, b2, n);
+    let ln_se = match (sq, sb) {
+        (Some(x), Some(y)) => Some((x * x + y * y - 2.0 * covariance(a, b, ab, n)).max(0.0).sqrt()),
+        _ => None,
+    };
+    let ln_ppl_ratio = Estimate { value: lq - lb, se: ln_se, n };
+    let ratio = (lq - lb).exp();
+    let ppl_ratio = Estimate { value: ratio, se: ln_se.map(|s| ratio * s), n };
+    let delta_p_mean = est(mean_and_se(dp, dp2, nd), nd);
+    let (mse, mse_se) = mean_and_se(dp2, dp4, nd);
+    let rms = mse.sqrt();
+    let delta_p_rms = Estimate { value: rms, se: mse_se.filter(|_| rms > 0.0).map(|s| 0.5 / rms * s), n: nd };
+    Estimates { kl_mean, top1, ln_ppl_ratio, ppl_ratio, delta_p_mean, delta_p_rms }
+}
+
+/// The percentiles a summary shows that `n` values cannot resolve: a percentile f needs at least
+/// one value above it, n·(1 − f) ≥ 1 (p99.9 over 24 tokens is the maximum again, interpolated).
+pub fn unresolved_percentiles(n: usize) -> Vec<String> {
+    [("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)]
+        .iter()
+        .filter(|(_, f)| (n as f64) * (1.0 - f) < 1.0 - 1e-9)
+        .map(|(name, f)| format!("{name} over {n} tokens is not resolved (it needs at least {:.0})", (1.0 / (1.0 - f)).round()))
+        .collect()
+}
+
 /// 3 significant decimals, or scientific notation for small values.
 pub fn fmt_num(v: f64) -> String {
     if v != 0.0 && v.abs() < 1e-3 {
@@ -222,6 +324,47 @@ mod tests {
         let s = score_token(&r, &c, 0);
         // top5(r) = {1,6,4,2,3}; top5(c) = {0,6,4,2,3}: 4 of 5 shared.
         assert!((s.top5_overlap - 0.8).abs() < 1e-12);
+    }
+
+    /// Standard errors by llama.cpp's formulas, values computed in Python float64: for
+    /// kl = [0.1·(i+1) for i in range(12)], statistics.stdev(kl)/sqrt(12) = 0.10408329997330665,
+    /// which is llama.cpp's √(var_pop/(n − 1)) (stdev² = var_pop·n/(n − 1)).
+    #[test]
+    fn standard_errors_follow_llama_cpp() {
+        let kl: Vec<f64> = (0..12).map(|i| 0.1 * (i + 1) as f64).collect();
+        let (m, se) = mean_and_se(kl.iter().sum(), kl.iter().map(|x| x * x).sum(), kl.len());
+        assert!((m - 0.65).abs() < 1e-12);
+        assert!((se.unwrap() - 0.104_083_299_973_306_64).abs() < 1e-12, "{se:?}");
+        // Ten values or fewer: llama.cpp prints 0; here there is no SE.
+        assert_eq!(mean_and_se(1.0, 1.0, 10).1, None);
+        let t = |kl: f64, agree: bool, nll_ref: f64, nll_cand: f64, dp: f64| TokenScore {
+            kl,
+            top1_agree: agree,
+            top5_overlap: 1.0,
+            delta_p: dp,
+            nll_ref,
+            nll_cand,
+            cand_nonfinite: 0,
+        };
+        let scores: Vec<TokenScore> =
+            (0..20).map(|i| t(0.01 * i as f64, i % 4 != 0, 1.0 + 0.1 * i as f64, 1.2 + 0.1 * i as f64, 0.0)).collect();
+        let e = estimates(&scores);
+        // Same top p = 0.75 over 20: √(0.75·0.25/19) = 0.09933992677987828.
+        assert!((e.top1.value - 0.75).abs() < 1e-12 && (e.top1.se.unwrap() - 0.099_339_926_779_878_28).abs() < 1e-12);
+        // nll_cand − nll_ref is 0.2 everywhere: the ratio is e^0.2 with no uncertainty (the two
+        // series are perfectly correlated, so their covariance cancels their variances).
+        assert!((e.ln_ppl_ratio.value - 0.2).abs() < 1e-12 && (e.ppl_ratio.value - 0.2f64.exp()).abs() < 1e-12);
+        assert!(e.ln_ppl_ratio.se.unwrap() < 1e-6, "{:?}", e.ln_ppl_ratio);
+        assert_eq!(e.delta_p_rms.value, 0.0);
+        assert_eq!((e.kl_mean.n, e.top1.n), (20, 20));
+        assert_eq!(
+            unresolved_percentiles(24),
+            vec![
+                "p99 over 24 tokens is not resolved (it needs at least 100)",
+                "p99.9 over 24 tokens is not resolved (it needs at least 1000)"
+            ]
+        );
+        assert!(unresolved_percentiles(1000).is_empty());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! procedure (`run`), prompts, variants and thresholds.
 
 pub mod blame;
+pub mod compat;
 pub mod metrics;
 pub mod prompts;
 pub mod run;

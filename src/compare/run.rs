@@ -62,6 +62,29 @@ pub struct PromptResult {
     /// Per-answer-token KL (for heat strips).
     pub token_kl: Vec<f64>,
     pub tokens: Vec<String>,
+    /// Where the candidate's own greedy answer first differs from the reference's (absent when
+    /// they agree, and for prompts whose answer the prompts file gives).
+    pub flip: Option<Flip>,
+}
+
+/// The first token at which two greedy answers differ.
+#[derive(Debug, Clone, Serialize)]
+pub struct Flip {
+    /// Index into the answer (0 = the first generated token).
+    pub at: usize,
+    /// The reference's token there, or `<end>` when its answer ended first.
+    pub reference: String,
+    pub candidate: String,
+}
+
+/// How many greedy answers changed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Flips {
+    /// Prompts whose reference answer was generated (answers from the prompts file are not).
+    pub prompts: usize,
+    pub changed: usize,
+    /// changed / prompts (NaN for no prompts).
+    pub rate: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +123,12 @@ pub struct CompareSummary {
     pub prompt_token_mismatches: usize,
     /// The first such difference, in words.
     pub first_token_mismatch: Option<String>,
+    /// Every token-level mean and rate with its standard error (llama.cpp's formulas).
+    pub estimates: metrics::Estimates,
+    /// Share of prompts whose greedy answer the candidate changes.
+    pub flips: Flips,
+    /// Percentiles shown that the token count cannot resolve (p99.9 over 24 tokens).
+    pub sample_notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -112,6 +141,18 @@ pub struct CompareResult {
     pub first_bad_layer: Option<String>,
     pub judgements: Vec<Judgement>,
     pub verdict: Verdict,
+}
+
+impl CompareResult {
+    /// Judged on behaviour only (a training step): drift judgements (KL, top-1, PPL) are kept
+    /// with their numbers but pass, their note saying why, and the verdict follows the rest.
+    pub fn judge_behaviour_only(&mut self) {
+        for j in self.judgements.iter_mut().filter(|j| j.metric.is_drift() && j.status != Verdict::Pass) {
+            j.note.push_str(&format!(" (would be {}; not judged: a finetune step is meant to move)", j.status.name()));
+            j.status = Verdict::Pass;
+        }
+        self.verdict = self.judgements.iter().map(|j| j.status).max().unwrap_or(Verdict::Pass);
+    }
 }
 
 /// Reports progress; `tick` is called once per prompt and stage, `tokens` with the token
@@ -204,13 +245,12 @@ pub fn compare_all(
     let mut acc: Vec<PairAcc> = pairs
         .iter()
         .map(|p| {
-            let depth = (variants[p.reference].model.spec.layers, variants[p.candidate].model.spec.layers);
-            let error = (opts.layers && depth.0 != depth.1).then(|| Error::Tensor {
-                path: "<layer trace>".into(),
-                tensor: "hidden states".into(),
-                detail: format!("the variants have {} and {} layers; --layers needs the same depth", depth.0, depth.1),
-            });
-            PairAcc { layers: opts.layers.then(|| vec![(0.0, 0.0, 0.0, 0); depth.0 + 1]), error, ..PairAcc::default() }
+            // Layers pair up only at the same depth and width (`compare --layers` refuses other
+            // pairs up front, `compat::check`); a lineage step of another shape is compared
+            // without its trace.
+            let (a, b) = (&variants[p.reference].model.spec, &variants[p.candidate].model.spec);
+            let traced = opts.layers && a.layers == b.layers && a.hidden == b.hidden;
+            PairAcc { layers: traced.then(|| vec![(0.0, 0.0, 0.0, 0); a.layers + 1]), ..PairAcc::default() }
         })
         .collect();
 
@@ -244,12 +284,29 @@ pub fn compare_all(
             out.push(Err(e));
             continue;
         }
-        for (res, (gen, stopped)) in a.results.iter_mut().zip(generated[p.candidate].iter().flatten()) {
+        let r = variants[p.reference];
+        let c = variants[p.candidate];
+        for (((res, (gen, stopped)), seq), prompt) in
+            a.results.iter_mut().zip(generated[p.candidate].iter().flatten()).zip(&seqs).zip(prompts)
+        {
             res.cand_stopped = *stopped;
             res.cand_generated_tokens = gen.len();
             res.cand_answer = variants[p.candidate].tokenizer.tokenizer.decode(gen, false).unwrap_or_default();
+            if prompt.answer().is_none() {
+                // The stop token ends the candidate's answer; the reference's was popped.
+                let own = if *stopped { &gen[..gen.len().saturating_sub(1)] } else { &gen[..] };
+                res.flip = first_difference(&seq.answer, own).map(|at| Flip {
+                    at,
+                    reference: seq.answer.get(at).map(|&t| r.tokenizer.token(t).unwrap_or_default()).unwrap_or_else(|| "<end>".into()),
+                    candidate: own.get(at).map(|&t| c.tokenizer.token(t).unwrap_or_default()).unwrap_or_else(|| "<end>".into()),
+                });
+            }
         }
-        let summary = summarize_all(&a, &tokenization[p.candidate]);
+        let judged = prompts.iter().filter(|p| p.answer().is_none()).count();
+        let changed = a.results.iter().filter(|r| r.flip.is_some()).count();
+        let flips = Flips { prompts: judged, changed, rate: if judged > 0 { changed as f64 / judged as f64 } else { f64::NAN } };
+        let mut summary = summarize_all(&a, &tokenization[p.candidate]);
+        summary.flips = flips;
         let layers = a.layers.as_ref().map(|l| layer_results(l, &a.routes, a.positions));
         let first_bad_layer = layers.as_ref().and_then(|ls| {
             ls.iter().find(|l| l.nonfinite > 0 || l.rel_l2.is_nan() || l.rel_l2 > p.thresholds.layer_rel_err).map(|l| l.name.clone())
@@ -632,6 +689,7 @@ fn score_sequence(
             cand_answer: String::new(),
             token_kl: s.token_kl,
             tokens: s.tokens,
+            flip: None,
         });
         acc[k].nonfinite_ref += s.nonfinite_ref;
         acc[k].tokens.extend(s.scores);
@@ -674,6 +732,17 @@ fn summarize_all(scored: &PairAcc, tokenization: &Tokenization) -> CompareSummar
         scored_tokens: all.len(),
         prompt_token_mismatches: tokenization.mismatches,
         first_token_mismatch: tokenization.first.clone(),
+        estimates: metrics::estimates(all),
+        flips: Flips::default(),
+        sample_notes: metrics::unresolved_percentiles(all.len()),
+    }
+}
+
+/// The first index where two token sequences differ (a length difference counts), if any.
+fn first_difference(a: &[u32], b: &[u32]) -> Option<usize> {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => Some(i),
+        None => (a.len() != b.len()).then(|| a.len().min(b.len())),
     }
 }
 

@@ -107,13 +107,19 @@ impl Thresholds {
     /// Reads a `--thresholds` TOML file over the defaults (a regular file of at most
     /// `MAX_THRESHOLDS_BYTES`, through `format::read_capped`); an error names the file and the key.
     pub fn load(path: &Path) -> Result<Thresholds> {
+        Thresholds::default().load_over(path)
+    }
+
+    /// These thresholds with a thresholds file's keys applied (`bisect --thresholds` over a
+    /// manifest's); errors name the file and the key.
+    pub fn load_over(&self, path: &Path) -> Result<Thresholds> {
         let text = read_capped_text(path, MAX_THRESHOLDS_BYTES, "a thresholds file")?;
         let table: toml::Table = toml::from_str(&text).map_err(|e| Error::Field {
             path: path.to_path_buf(),
             field: "thresholds".into(),
             detail: e.to_string(),
         })?;
-        Thresholds::default().overlay(&table).map_err(|(field, detail)| Error::Field { path: path.to_path_buf(), field, detail })
+        self.overlay(&table).map_err(|(field, detail)| Error::Field { path: path.to_path_buf(), field, detail })
     }
 
     /// These thresholds with the keys of `set` applied (old spellings accepted), then validated.
@@ -258,6 +264,12 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// Drift of the distribution (KL, top-1, PPL), as opposed to behaviour (EOS at turn end,
+    /// greedy stops, NaN/Inf, tokenization): what a training step is meant to change.
+    pub fn is_drift(self) -> bool {
+        matches!(self, Metric::KlMean | Metric::KlP99 | Metric::Top1 | Metric::PplRatio)
+    }
+
     pub const ALL: [Metric; 8] = [
         Metric::NonfiniteLogits,
         Metric::PromptTokenization,

@@ -37,8 +37,13 @@ impl Variant {
     /// own metadata, tokenizer, chat template and stop ids, as llama.cpp would: a conversion
     /// that broke any of them shows up in the comparison.
     pub fn load(label: &Path, ckpt: &Checkpoint, device: &Device, settings: &RunSettings) -> Result<Variant> {
+        Self::load_with(label, ckpt, ckpt.facts(), device, settings)
+    }
+
+    /// `load` with the checkpoint's facts already derived (`compare` checks them first).
+    pub fn load_with(label: &Path, ckpt: &Checkpoint, facts: Facts, device: &Device, settings: &RunSettings) -> Result<Variant> {
         let model = model::load(ckpt, device, settings.dtype, settings.gguf_matmul)?;
-        let Facts { tokenizer, tokenizer_error, template, template_tokens, stop_ids, turn_end_id, .. } = ckpt.facts();
+        let Facts { tokenizer, tokenizer_error, template, template_tokens, stop_ids, turn_end_id, .. } = facts;
         let tokenizer = match (tokenizer, tokenizer_error) {
             (Some(t), _) => t,
             (None, Some(e)) => return Err(e),

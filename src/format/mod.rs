@@ -15,6 +15,7 @@ pub mod config;
 pub mod dtype;
 pub mod gguf;
 pub mod hf;
+pub mod hub;
 pub mod lora;
 pub mod quant;
 pub mod safetensors;

@@ -4,6 +4,7 @@
 //! name = "sft then merge"
 //! reference = "base"              # label of the reference step (default: the first)
 //! prompts = "prompts.jsonl"       # optional; paths are relative to the manifest
+//! max_prompts = 8                 # optional; only the first N prompts
 //! max_new_tokens = 32
 //! dtype = "f32"                   # or bf16, f16, auto (each checkpoint's own)
 //! gguf_matmul = "auto"            # GGUF steps: dense, quantized, or auto (by available memory)
@@ -19,6 +20,11 @@
 //! adapter = "adapters/lora"
 //!
 //! [[step]]
+//! label = "sft"
+//! kind = "finetune"               # a training step: judged on behaviour only (EOS, stops, NaN,
+//! path = "models/sft"             # tokenizer, template); later steps are judged against it
+//!
+//! [[step]]
 //! label = "merged"
 //! path = "models/merged"
 //! thresholds = { kl_mean_fail = 0.2 }   # per-step overrides
@@ -31,6 +37,7 @@ use serde::Deserialize;
 use crate::checkpoint::Checkpoint;
 use crate::compare::thresholds::Thresholds;
 use crate::error::{Error, Result};
+use crate::format::hub::HubId;
 use crate::format::read_capped_text;
 use crate::settings::{ComputeDtype, DeviceChoice, GgufMatmul, RunSettings};
 
@@ -47,6 +54,7 @@ struct RawManifest {
     name: Option<String>,
     reference: Option<String>,
     prompts: Option<PathBuf>,
+    max_prompts: Option<usize>,
     max_new_tokens: Option<usize>,
     device: Option<DeviceChoice>,
     dtype: Option<ComputeDtype>,
@@ -65,7 +73,22 @@ struct RawStep {
     path: Option<PathBuf>,
     base: Option<PathBuf>,
     adapter: Option<PathBuf>,
+    kind: Option<StepKind>,
     thresholds: Option<toml::Value>,
+}
+
+/// What a step is to the lineage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// A conversion, merge, quantization or export: it should behave like what it came from, so
+    /// drift (KL, top-1, PPL) counts against it.
+    #[default]
+    Derived,
+    /// A training step (SFT, RL, a LoRA run): its numbers are meant to move, so it is judged only
+    /// on behaviour (EOS at turn end, greedy stops, NaN/Inf, tokenization, the static checks),
+    /// and every later step is judged against it instead of the reference.
+    Finetune,
 }
 
 /// What the manifest's author expects (used by tests of the shipped lineages).
@@ -80,6 +103,19 @@ pub struct Expect {
     /// `lineage.frozen-layers` on a lineage that passes).
     #[serde(default)]
     pub findings: Vec<String>,
+}
+
+/// Run options given on the command line, each over the manifest's value when given.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub prompts: Option<PathBuf>,
+    pub max_prompts: Option<usize>,
+    pub max_new_tokens: Option<usize>,
+    pub thresholds: Option<PathBuf>,
+    pub dtype: Option<ComputeDtype>,
+    pub device: Option<DeviceChoice>,
+    pub gguf_matmul: Option<GgufMatmul>,
+    pub blame_budget: Option<usize>,
 }
 
 /// Where a step's model comes from.
@@ -114,6 +150,7 @@ impl Source {
 pub struct Step {
     pub label: String,
     pub source: Source,
+    pub kind: StepKind,
     pub thresholds: Thresholds,
 }
 
@@ -123,7 +160,11 @@ pub struct Manifest {
     pub path: Option<PathBuf>,
     pub reference: usize,
     pub prompts: Option<PathBuf>,
+    /// Only the first N prompts (`max_prompts`, `--max-prompts`).
+    pub max_prompts: Option<usize>,
     pub max_new_tokens: usize,
+    /// A thresholds file given on the command line (applied over every step's thresholds).
+    pub thresholds_file: Option<PathBuf>,
     /// Device, compute dtype (f32 default; auto = each checkpoint's own) and how GGUF steps run
     /// their quantized layers (auto default), for every step.
     pub settings: RunSettings,
@@ -161,6 +202,15 @@ impl Manifest {
         })?;
         let root = path.parent().unwrap_or(Path::new("."));
         let rel = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
+        // A checkpoint path relative to the manifest, or a Hub id when no such path exists.
+        let ckpt = |p: &Path| {
+            let joined = rel(p);
+            if !joined.exists() && p.to_str().and_then(HubId::parse).is_some() {
+                p.to_path_buf()
+            } else {
+                joined
+            }
+        };
         let global = merge_thresholds(&Thresholds::default(), raw.thresholds.as_ref(), path, "thresholds")?;
         if raw.steps.len() < 2 || raw.steps.len() > MAX_STEPS {
             return Err(Error::Field {
@@ -173,8 +223,8 @@ impl Manifest {
         for (i, s) in raw.steps.iter().enumerate() {
             let field = format!("step[{i}]");
             let source = match (&s.path, &s.base, &s.adapter) {
-                (Some(p), None, None) => Source::Path { path: rel(p) },
-                (None, Some(b), Some(a)) => Source::Adapter { base: rel(b), adapter: rel(a) },
+                (Some(p), None, None) => Source::Path { path: ckpt(p) },
+                (None, Some(b), Some(a)) => Source::Adapter { base: ckpt(b), adapter: ckpt(a) },
                 _ => {
                     return Err(Error::Field {
                         path: path.to_path_buf(),
@@ -194,6 +244,7 @@ impl Manifest {
             steps.push(Step {
                 label,
                 source,
+                kind: s.kind.unwrap_or_default(),
                 thresholds: merge_thresholds(&global, s.thresholds.as_ref(), path, &format!("{field}.thresholds"))?,
             });
         }
@@ -205,12 +256,19 @@ impl Manifest {
                 detail: format!("no step is labelled `{l}`"),
             })?,
         };
-        Ok(Manifest {
+        let m = Manifest {
             name: raw.name.unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
             path: Some(path.to_path_buf()),
             reference,
             prompts: raw.prompts.map(|p| rel(&p)),
+            max_prompts: match raw.max_prompts {
+                Some(0) => {
+                    return Err(Error::Field { path: path.to_path_buf(), field: "max_prompts".into(), detail: "must be at least 1".into() })
+                }
+                n => n,
+            },
             max_new_tokens: raw.max_new_tokens.unwrap_or(32),
+            thresholds_file: None,
             settings: RunSettings {
                 device: raw.device.unwrap_or_default(),
                 dtype: raw.dtype.unwrap_or_default(),
@@ -219,7 +277,50 @@ impl Manifest {
             blame_budget: raw.blame_budget.unwrap_or(DEFAULT_BLAME_BUDGET),
             steps,
             expect: raw.expect,
-        })
+        };
+        m.check_paths()?;
+        Ok(m)
+    }
+
+    /// Every path the run will read exists (a Hub id: is in the local cache), checked before
+    /// anything is opened or loaded: a wrong step path is the manifest's error, named by its
+    /// field, never a step that "breaks" the lineage after the others ran.
+    pub fn check_paths(&self) -> Result<()> {
+        let field_of = |i: usize, key: &str| match &self.path {
+            Some(_) => format!("step[{i}].{key}"),
+            None => format!("step {i} ({})", self.steps[i].label),
+        };
+        let problem = |p: &Path| -> Option<String> {
+            match crate::format::hub::locate(p) {
+                Ok(l) if l.exists() => None,
+                Ok(_) => Some(format!(
+                    "`{}` does not exist{}",
+                    p.display(),
+                    if self.path.is_some() { " (paths are relative to the manifest)" } else { "" }
+                )),
+                Err(e) => Some(e.to_string()),
+            }
+        };
+        let err = |field: String, detail: String, p: &Path| match &self.path {
+            Some(m) => Error::Field { path: m.clone(), field, detail },
+            None => Error::NotACheckpoint { path: p.to_path_buf(), reason: format!("{field}: {detail}") },
+        };
+        for (i, s) in self.steps.iter().enumerate() {
+            let parts: Vec<(&str, &Path)> = match &s.source {
+                Source::Path { path } => vec![("path", path)],
+                Source::Adapter { base, adapter } => vec![("base", base), ("adapter", adapter)],
+            };
+            for (key, p) in parts {
+                if let Some(detail) = problem(p) {
+                    return Err(err(field_of(i, key), detail, p));
+                }
+            }
+        }
+        // A prompts path that exists is read (and its kind refused) by `format::read_capped`.
+        if let Some(p) = self.prompts.as_deref().filter(|p| !p.exists()) {
+            return Err(err("prompts".into(), format!("`{}` does not exist (paths are relative to the manifest)", p.display()), p));
+        }
+        Ok(())
     }
 
     /// The files the run reads besides checkpoints, by role: the manifest itself and the prompts
@@ -232,7 +333,35 @@ impl Manifest {
         if let Some(p) = &self.prompts {
             v.push(("the prompts file", p.as_path()));
         }
+        if let Some(p) = &self.thresholds_file {
+            v.push(("the thresholds file", p.as_path()));
+        }
         v
+    }
+
+    /// Command-line values over the manifest's (`bisect`/`gate` take compare's run options):
+    /// each one given replaces the manifest's; a thresholds file applies over every step's
+    /// thresholds, per-step overrides included.
+    pub fn apply(&mut self, o: &Overrides) -> Result<()> {
+        if let Some(p) = &o.prompts {
+            if !p.exists() {
+                return Err(Error::Field { path: p.clone(), field: "--prompts".into(), detail: "does not exist".into() });
+            }
+            self.prompts = Some(p.clone());
+        }
+        self.max_prompts = o.max_prompts.or(self.max_prompts);
+        self.max_new_tokens = o.max_new_tokens.unwrap_or(self.max_new_tokens);
+        self.settings.dtype = o.dtype.unwrap_or(self.settings.dtype);
+        self.settings.device = o.device.unwrap_or(self.settings.device);
+        self.settings.gguf_matmul = o.gguf_matmul.unwrap_or(self.settings.gguf_matmul);
+        self.blame_budget = o.blame_budget.unwrap_or(self.blame_budget);
+        if let Some(p) = &o.thresholds {
+            for s in &mut self.steps {
+                s.thresholds = s.thresholds.load_over(p)?;
+            }
+            self.thresholds_file = Some(p.clone());
+        }
+        Ok(())
     }
 
     /// Every checkpoint path the steps open (an adapter step's base and adapter both).
@@ -263,19 +392,23 @@ impl Manifest {
                     None => Source::Path { path: p.clone() },
                 };
                 let label = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| format!("step{i}"));
-                Step { label: format!("{i}:{label}"), source, thresholds: Thresholds::default() }
+                Step { label: format!("{i}:{label}"), source, kind: StepKind::Derived, thresholds: Thresholds::default() }
             })
             .collect();
-        Ok(Manifest {
+        let m = Manifest {
             name: "command line".into(),
             path: None,
             reference: 0,
             prompts: None,
+            max_prompts: None,
             max_new_tokens: 32,
+            thresholds_file: None,
             settings: RunSettings::default(),
             blame_budget: DEFAULT_BLAME_BUDGET,
             steps,
             expect: None,
-        })
+        };
+        m.check_paths()?;
+        Ok(m)
     }
 }

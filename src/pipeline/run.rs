@@ -12,7 +12,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::causes::{self, Cause};
-use super::manifest::Manifest;
+use super::manifest::{Manifest, StepKind};
 use crate::checkpoint::Checkpoint;
 use crate::checks::fingerprint::Fingerprints;
 use crate::checks::ids::{self, FindingId};
@@ -70,6 +70,9 @@ pub struct StepReport {
     pub index: usize,
     pub label: String,
     pub source: String,
+    /// `derived` (judged on drift and behaviour) or `finetune` (behaviour only; later steps are
+    /// judged against it).
+    pub kind: StepKind,
     pub is_reference: bool,
     pub findings: Vec<Finding>,
     pub merge: Option<MergeSummary>,
@@ -174,10 +177,11 @@ fn merge_step(parent: &Checkpoint, step: &Checkpoint) -> Result<Option<MergeSumm
 
 pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
     let device = crate::model::device(m.settings.device)?;
-    let prompts: Vec<Prompt> = match &m.prompts {
+    let mut prompts: Vec<Prompt> = match &m.prompts {
         Some(p) => prompts::load_jsonl(p)?,
         None => prompts::builtin(),
     };
+    prompts.truncate(m.max_prompts.unwrap_or(usize::MAX));
     let mut steps: Vec<StepReport> = m
         .steps
         .iter()
@@ -186,6 +190,7 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
             index: i,
             label: s.label.clone(),
             source: s.source.describe(),
+            kind: s.kind,
             is_reference: i == m.reference,
             findings: Vec::new(),
             merge: None,
@@ -281,13 +286,17 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
         }
         return Ok(finish(m, steps, 0.0));
     };
-    // (step, against, is the parent) for every comparison to make.
+    // (step, against, is the parent) for every comparison to make. A step is judged against its
+    // anchor: the latest finetune step between the reference and it that runs, else the reference.
+    let runs = |j: usize| loaded[j].is_some() && steps[j].error.is_none();
+    let anchor = |i: usize| (m.reference + 1..i).rev().find(|&j| m.steps[j].kind == StepKind::Finetune && runs(j)).unwrap_or(m.reference);
     let mut wanted: Vec<(usize, usize, bool)> = Vec::new();
     for i in (0..m.steps.len()).filter(|&i| i != m.reference && loaded[i].is_some()) {
-        if let Some(p) = i.checked_sub(1).filter(|&p| p != m.reference && loaded[p].is_some() && steps[p].error.is_none()) {
+        let a = anchor(i);
+        if let Some(p) = i.checked_sub(1).filter(|&p| p != m.reference && p != a && runs(p)) {
             wanted.push((i, p, true));
         }
-        wanted.push((i, m.reference, false));
+        wanted.push((i, a, false));
     }
     if !wanted.is_empty() {
         let answers = match reference_answers(reference, &prompts, &opts, notes.progress()) {
@@ -311,6 +320,12 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
         }
         let results = compare_all(&variants, at(m.reference), &pairs, &prompts, &answers, &opts, notes.progress())?;
         for (&(i, _, parent), r) in wanted.iter().zip(results) {
+            let r = r.map(|mut r| {
+                if m.steps[i].kind == StepKind::Finetune {
+                    r.judge_behaviour_only();
+                }
+                r
+            });
             match (r, parent) {
                 (Ok(r), true) => steps[i].vs_parent = Some(r),
                 (Ok(r), false) => steps[i].vs_reference = Some(r),
@@ -424,6 +439,7 @@ impl PipelineReport {
             index,
             label: label.to_string(),
             source: label.to_string(),
+            kind: StepKind::Derived,
             is_reference: index == 0,
             findings: Vec::new(),
             merge: None,

@@ -118,7 +118,9 @@ impl Outputs {
     /// is an input, and nothing is written inside it), a `.gguf` file, a `.safetensors` file (its
     /// directory is what is read), or `BASE+ADAPTER`.
     pub fn checkpoint(&mut self, path: &Path) {
-        let Ok(resolved) = std::fs::canonicalize(path) else {
+        // A Hub id is protected as the cache snapshot it names.
+        let located = crate::format::hub::locate(path).unwrap_or_else(|_| path.to_path_buf());
+        let Ok(resolved) = std::fs::canonicalize(&located) else {
             if let Some((base, adapter)) = crate::checkpoint::split_base_adapter(path) {
                 self.checkpoint(&base);
                 self.checkpoint(&adapter);

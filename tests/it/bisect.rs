@@ -127,17 +127,41 @@ fn manifest_errors_name_the_field() {
     assert!(r.stderr.contains("no step is labelled `x`"), "{}", r.stderr);
 }
 
+/// Regression (issue 13): a wrong step path was found only after step 0 had been linted and
+/// loaded. Every path is checked first: the manifest's field is named, nothing runs.
 #[test]
-fn missing_step_makes_the_run_incomplete() {
+fn a_missing_step_path_is_refused_before_anything_runs() {
     let d = tmp();
     write_prompts(d.path());
     Fixture::healthy().write(&d.path().join("a"));
     let m = manifest(d.path(), &[("base", "a"), ("gone", "nowhere")], "");
     let r = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]);
     assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert!(r.stderr.contains("lineage.toml`: field `step[1].path`: `") && r.stderr.contains("nowhere` does not exist"), "{}", r.stderr);
+    assert!(!r.stderr.contains("lint base") && !r.stderr.contains("load base"), "nothing runs first: {}", r.stderr);
+    // The same for a step on the command line, and for an adapter step's base.
+    let r = ckptcheck(&["bisect", d.path().join("a").to_str().unwrap(), d.path().join("nowhere").to_str().unwrap()]);
+    assert!(r.code == 2 && r.stderr.contains("step 1 (1:nowhere)") && r.stderr.contains("does not exist"), "{}", r.stderr);
+    std::fs::write(&m, "[[step]]\npath = \"a\"\n[[step]]\nbase = \"missing-base\"\nadapter = \"a\"\n").unwrap();
+    let r = ckptcheck(&["bisect", m.to_str().unwrap()]);
+    assert!(r.stderr.contains("field `step[1].base`: `") && r.stderr.contains("missing-base` does not exist"), "{}", r.stderr);
+}
+
+/// A step whose path exists but cannot be run still leaves an incomplete run (exit 2), reported
+/// on the step.
+#[test]
+fn a_step_that_cannot_run_makes_the_run_incomplete() {
+    let d = tmp();
+    write_prompts(d.path());
+    Fixture::healthy().write(&d.path().join("a"));
+    std::fs::create_dir(d.path().join("empty")).unwrap();
+    let m = manifest(d.path(), &[("base", "a"), ("empty", "empty")], "");
+    let r = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
     let v = r.json();
     assert_eq!(v["incomplete"], true);
-    assert!(v["steps"][1]["error"].as_str().unwrap().contains("nowhere"));
+    assert!(v["steps"][1]["error"].as_str().unwrap().contains("empty"));
 }
 
 // --- the shipped lineages ---------------------------------------------------------------------
@@ -206,7 +230,8 @@ fn json_report_matches_the_documented_schema() {
     f.generation_config = Some(json!({"eos_token_id": 0}));
     f.tensor_mut("model.layers.0.mlp.up_proj.weight").data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
     f.write(&d.path().join("b"));
-    for steps in [vec![("base", "a"), ("copy", "a")], vec![("base", "a"), ("broken", "b"), ("gone", "nowhere")]] {
+    std::fs::create_dir(d.path().join("empty")).unwrap();
+    for steps in [vec![("base", "a"), ("copy", "a")], vec![("base", "a"), ("broken", "b"), ("empty", "empty")]] {
         let m = manifest(d.path(), &steps, "");
         let v = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]).json();
         let errors: Vec<String> = validator.iter_errors(&v).map(|e| format!("{} at {}", e, e.instance_path())).collect();
@@ -369,4 +394,101 @@ fn lockstep_bisect_matches_pairwise_compare() {
     assert_eq!(parent["summary"]["cand_stop_rate"], b["steps"][2]["vs_reference"]["summary"]["cand_stop_rate"]);
     assert_ne!(parent["summary"]["kl"], b["steps"][2]["vs_reference"]["summary"]["kl"], "scored against another model");
     assert!(b["steps"][1]["vs_parent"].is_null());
+}
+
+/// Issue 13: bisect and gate take compare's run options; the manifest's values are defaults and
+/// the command line wins.
+#[test]
+fn bisect_and_gate_take_compare_run_options_over_the_manifest() {
+    let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pipelines/healthy.toml");
+    let m = m.to_str().unwrap();
+    let d = tmp();
+    let loose = d.path().join("loose.toml");
+    std::fs::write(
+        &loose,
+        "top1_warn = 0.1\ntop1_fail = 0.05\nkl_mean_warn = 5.0\nkl_mean_fail = 9.0\nppl_ratio_warn = 9.0\nppl_ratio_fail = 10.0\n",
+    )
+    .unwrap();
+    let run = |cmd: &str, extra: &[&str]| {
+        let mut args = vec![cmd, "--json", m, "--max-prompts", "2", "--max-new-tokens", "3", "--threads", "1"];
+        args.extend_from_slice(extra);
+        let r = ckptcheck(&args);
+        assert_ne!(r.code, 2, "{}", r.stderr);
+        r.json()
+    };
+    for cmd in ["bisect", "gate"] {
+        let v = run(cmd, &[]);
+        let c = &v["steps"][1]["vs_reference"];
+        let prompts = c["prompts"].as_array().unwrap();
+        assert_eq!(prompts.len(), 2, "--max-prompts over the manifest's 4 prompts");
+        assert!(prompts.iter().all(|p| p["answer_tokens"] == 3), "--max-new-tokens 3 over the manifest's 24: {prompts:?}");
+        assert_eq!(v["verdict"], "warn", "{cmd}");
+        // A thresholds file over the manifest's (and every step's) thresholds changes the verdict.
+        let v = run(cmd, &["--thresholds", loose.to_str().unwrap()]);
+        assert_eq!(v["verdict"], "pass", "{cmd}: {}", v["steps"][1]["vs_reference"]["judgements"]);
+    }
+    let r = ckptcheck(&["bisect", m, "--dtype", "f8"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--dtype"), "{}", r.stderr);
+    let r = ckptcheck(&["gate", m, "--prompts", "/nonexistent/p.jsonl"]);
+    assert!(r.code == 2 && r.stderr.contains("/nonexistent/p.jsonl"), "{}", r.stderr);
+    // The thresholds file is an input: no report may replace it.
+    let r = ckptcheck(&["gate", m, "--thresholds", loose.to_str().unwrap(), "--report", loose.to_str().unwrap()]);
+    assert!(r.code == 2 && r.stderr.contains("thresholds file"), "{}", r.stderr);
+}
+
+/// Issue 13 (intended change vs damage): a step marked `kind = "finetune"` is judged on
+/// behaviour only, and the steps after it against it. lora-healthy.toml warns on its intended
+/// fine-tune; the same lineage with the LoRA step marked passes, and its merge is judged against
+/// the LoRA step (KL ~1e-13, not the fine-tune's drift again). A broken step after a finetune
+/// step still breaks the lineage.
+#[test]
+fn finetune_steps_are_judged_on_behaviour_and_anchor_later_steps() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pipelines");
+    let bisect = |name: &str| ckptcheck(&["bisect", "--json", dir.join(name).to_str().unwrap()]).json();
+    let plain = bisect("lora-healthy.toml");
+    assert_eq!(plain["verdict"], "warn");
+    let marked = bisect("lora-finetune.toml");
+    assert_eq!(marked["verdict"], "pass", "{:#}", marked["steps"][1]["vs_reference"]["judgements"]);
+    let lora = &marked["steps"][1];
+    assert_eq!(lora["kind"], "finetune");
+    // The drift is still measured and shown, only not judged.
+    assert_eq!(lora["vs_reference"]["summary"]["kl"]["mean"], plain["steps"][1]["vs_reference"]["summary"]["kl"]["mean"]);
+    let warned: Vec<&serde_json::Value> =
+        plain["steps"][1]["vs_reference"]["judgements"].as_array().unwrap().iter().filter(|j| j["status"] == "warn").collect();
+    assert!(!warned.is_empty());
+    for w in warned {
+        let j = lora["vs_reference"]["judgements"].as_array().unwrap().iter().find(|j| j["metric"] == w["metric"]).unwrap();
+        assert!(j["status"] == "pass" && j["note"].as_str().unwrap().contains("would be warn; not judged"), "{j}");
+    }
+    let merged = &marked["steps"][2];
+    assert_eq!(merged["kind"], "derived");
+    assert_eq!(merged["vs_reference"]["reference"], lora["source"], "the merge is judged against the fine-tune");
+    assert!(merged["vs_reference"]["summary"]["kl"]["mean"].as_f64().unwrap() < 1e-9, "{}", merged["vs_reference"]["summary"]["kl"]);
+    assert!(merged["vs_parent"].is_null(), "the parent is the anchor: one comparison");
+
+    let v = bisect("sft-collapse-finetune.toml");
+    assert_eq!(v["first_bad_step"], "sft-raw-text");
+    assert_eq!(v["steps"][1]["status"], "pass");
+    assert!(
+        v["steps"][2]["vs_reference"]["reference"].as_str().unwrap().ends_with("llama-sft-good"),
+        "{}",
+        v["steps"][2]["vs_reference"]["reference"]
+    );
+    // Behaviour still fails a finetune step: the collapsed SFT marked as one fails on P(EOS).
+    let d = tmp();
+    let m = d.path().join("m.toml");
+    std::fs::write(
+        &m,
+        format!(
+            "prompts = \"{}\"\nmax_new_tokens = 24\n[[step]]\npath = \"{}\"\n[[step]]\nkind = \"finetune\"\npath = \"{}\"\n",
+            zoo_path("prompts.jsonl").display(),
+            zoo_path("models/llama-instruct").display(),
+            zoo_path("models/llama-sft-collapsed").display()
+        ),
+    )
+    .unwrap();
+    let r = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(r.json()["cause"].as_str().unwrap().contains("P(EOS at turn end)"), "{}", r.stdout);
 }

@@ -236,3 +236,91 @@ fn device_option_names_cuda_requirement() {
         assert!(r.stderr.contains("--features cuda"), "{}", r.stderr);
     }
 }
+
+/// Issue 13: an incomparable pair is refused before either variant loads, naming both paths.
+#[test]
+fn incomparable_variants_are_refused_before_loading() {
+    let (llama, spm, qwen2) = (zoo_path("models/llama-instruct"), zoo_path("models/spm-llama"), zoo_path("models/qwen2-instruct"));
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    // Another tokenizer (SentencePiece vs byte-level BPE: no id means the same token).
+    let r = ckptcheck(&["compare", &s(&llama), &s(&spm)]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(r.stderr.contains("cannot compare `") && r.stderr.contains("spm-llama` with `"), "{}", r.stderr);
+    assert!(r.stderr.contains("tokenizers are different id spaces: only 0 of the 1000 ids"), "{}", r.stderr);
+    assert!(!r.stderr.contains("loading"), "refused before loading: {}", r.stderr);
+    // The same tokenizer but another family: comparable, but not layer by layer.
+    let r = ckptcheck(&["compare", "--layers", &s(&llama), &s(&qwen2)]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("--layers pairs hidden states layer by layer, and the architectures differ (llama vs qwen2)"),
+        "{}",
+        r.stderr
+    );
+    let r = ckptcheck(&["compare", "--max-prompts", "1", "--max-new-tokens", "4", &s(&llama), &s(&qwen2)]);
+    assert_ne!(r.code, 2, "{}", r.stderr);
+    // A missing candidate is found before the reference loads.
+    let r = ckptcheck(&["compare", &s(&llama), "/nonexistent/cand"]);
+    assert!(r.code == 2 && r.stderr.contains("/nonexistent/cand") && !r.stderr.contains("loading"), "{}", r.stderr);
+}
+
+/// Issue 13 (numbers a reader can trust): every mean and rate with its standard error and count
+/// (llama.cpp's formulas, recomputed here from the per-token KL the report carries), a note for
+/// percentiles the sample cannot resolve, the llama.cpp-style block, and greedy-answer flips.
+#[test]
+fn numbers_carry_standard_errors_flips_and_sample_notes() {
+    let (r, c) = (zoo_path("models/llama-instruct"), zoo_path("models/llama-sft-collapsed"));
+    let prompts = zoo_path("prompts.jsonl");
+    let run = |extra: &[&str]| {
+        let mut a =
+            vec!["compare", "--max-new-tokens", "24", "--prompts", prompts.to_str().unwrap(), r.to_str().unwrap(), c.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        ckptcheck(&a)
+    };
+    let v = run(&["--json"]).json();
+    let s = &v["summary"];
+    let kl: Vec<f64> = v["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["token_kl"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+        .collect();
+    let n = kl.len() as f64;
+    let mean = kl.iter().sum::<f64>() / n;
+    let stdev = (kl.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    let e = &s["estimates"];
+    assert_eq!(e["kl_mean"]["n"], kl.len());
+    assert!((e["kl_mean"]["value"].as_f64().unwrap() - mean).abs() < 1e-9);
+    assert!((e["kl_mean"]["se"].as_f64().unwrap() - stdev / n.sqrt()).abs() < 1e-9, "{} vs {}", e["kl_mean"], stdev / n.sqrt());
+    let p = s["top1"].as_f64().unwrap();
+    assert!((e["top1"]["se"].as_f64().unwrap() - (p * (1.0 - p) / (n - 1.0)).sqrt()).abs() < 1e-12);
+    assert!((e["ppl_ratio"]["value"].as_f64().unwrap() - s["ppl_ratio"].as_f64().unwrap()).abs() < 1e-6 * s["ppl_ratio"].as_f64().unwrap());
+    assert!(e["ln_ppl_ratio"]["se"].as_f64().unwrap() > 0.0 && e["delta_p_rms"]["se"].as_f64().unwrap() > 0.0);
+    // The collapsed SFT changes every greedy answer; the first differing token is named.
+    assert_eq!(s["flips"]["prompts"], 4);
+    assert_eq!(s["flips"]["changed"], 4);
+    let flip = &v["prompts"][0]["flip"];
+    assert!(flip["at"].is_u64() && flip["reference"].is_string() && flip["reference"] != flip["candidate"], "{flip}");
+    let notes: Vec<&str> = s["sample_notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    assert!(
+        kl.len() < 1000 && notes.iter().any(|n| n.starts_with(&format!("p99.9 over {} tokens is not resolved", kl.len()))),
+        "{notes:?}"
+    );
+    let t = run(&[]);
+    for line in [
+        "====== llama.cpp-style summary over",
+        "Mean PPL(Q)/PPL(base)     : ",
+        "Mean    KLD: ",
+        "RMS Δp    : ",
+        "Same top p: ",
+        "greedy answer changed: 4 of 4 prompts (100%); first: ",
+        "note: p99.9 over",
+    ] {
+        assert!(t.stdout.contains(line), "{line:?} missing:\n{}", t.stdout);
+    }
+    assert!(t.stdout.contains(&format!("Mean    KLD: {:.6} ± {:.6}", mean, stdev / n.sqrt())), "{}", t.stdout);
+    // The same model twice: nothing flips.
+    let v =
+        ckptcheck(&["compare", "--json", "--max-prompts", "2", "--max-new-tokens", "6", r.to_str().unwrap(), r.to_str().unwrap()]).json();
+    assert_eq!((v["summary"]["flips"]["changed"].as_u64(), v["summary"]["flips"]["prompts"].as_u64()), (Some(0), Some(2)));
+    assert!(v["prompts"][0]["flip"].is_null());
+}

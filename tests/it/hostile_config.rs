@@ -398,6 +398,8 @@ fn a_step_that_could_not_run_is_not_blamed() {
         ),
     )
     .unwrap();
+    // It exists (a missing path is refused before the run), but holds no weights.
+    std::fs::create_dir(d.path().join("nowhere")).unwrap();
     let r = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]);
     assert_eq!(r.code, 2);
     assert!(r.json()["first_bad_step"].is_null(), "{}", r.stdout);

@@ -17,6 +17,7 @@ mod hostile_config;
 mod hostile_findings;
 mod hostile_io;
 mod html_report;
+mod hub;
 mod inspect;
 mod layers;
 mod lint;

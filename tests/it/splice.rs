@@ -95,3 +95,23 @@ fn blame_of_an_unchanged_step_is_empty() {
     assert!(b["culprit"].is_null());
     assert_eq!(b["forward_passes"], 1);
 }
+
+/// bisect blames the first failing conversion by itself (quant-mixed-layer.toml), and
+/// `--blame-budget 0` turns it off: the numbers are the cause again.
+#[test]
+fn bisect_blames_the_mixed_quant_and_the_budget_turns_it_off() {
+    let m = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pipelines/quant-mixed-layer.toml");
+    let on = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]);
+    let v = on.json();
+    assert_eq!((on.code, v["cause_id"].as_str()), (1, Some("cause.tensors-blamed")), "{}", v["cause"]);
+    assert!(v["steps"][2]["blame"]["culprit"]["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t.as_str().unwrap().starts_with("model.layers.1.")));
+    assert!(v["causes"][0]["fix"].as_str().unwrap().contains("blk.1.attn_k.weight"), "{}", v["causes"][0]["fix"]);
+    let off = ckptcheck(&["bisect", "--json", "--blame-budget", "0", m.to_str().unwrap()]);
+    let w = off.json();
+    assert_eq!((off.code, w["cause_id"].as_str()), (1, Some("metric.kl_mean")));
+    assert!(w["steps"][2].get("blame").is_none());
+}
