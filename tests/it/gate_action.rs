@@ -294,6 +294,14 @@ fn docs_example_manifest_is_a_valid_lineage() {
     let path: PathBuf = tmp.path().join("release/lineage.toml");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, &blocks[0]).unwrap();
+    // A manifest's paths are checked before anything runs: lay out the files the example names
+    // (the workflow's build/ directory and the prompts beside the manifest).
+    let build = tmp.path().join("build");
+    std::fs::create_dir_all(build.join("sft")).unwrap();
+    for f in ["sft-f16.gguf", "sft-q4_k_m.gguf"] {
+        std::fs::write(build.join(f), b"").unwrap();
+    }
+    std::fs::write(tmp.path().join("release/prompts.jsonl"), b"").unwrap();
     let m = ckptcheck::pipeline::manifest::Manifest::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let labels: Vec<&str> = m.steps.iter().map(|s| s.label.as_str()).collect();
     assert_eq!(labels, ["sft", "gguf-f16", "q4_k_m"]);
