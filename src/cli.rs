@@ -219,6 +219,10 @@ pub struct LineageRunArgs {
     /// off (over the manifest's `blame_budget`; default 48). See docs/bisect.md#splice-to-blame.
     #[arg(long, value_name = "N")]
     pub blame_budget: Option<usize>,
+    /// A training run: most checkpoints to evaluate; with more, the first failing one is
+    /// binary-searched (over the manifest's `[run] checkpoint_budget`; default 8).
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub checkpoint_budget: Option<usize>,
 }
 
 impl LineageRunArgs {
@@ -232,15 +236,20 @@ impl LineageRunArgs {
             device: self.device,
             gguf_matmul: self.gguf_matmul,
             blame_budget: self.blame_budget,
+            checkpoint_budget: self.checkpoint_budget,
         }
     }
 }
 
 #[derive(Debug, Args)]
 pub struct BisectArgs {
-    /// A lineage manifest (TOML), or two or more steps in order (`BASE+ADAPTER` allowed).
+    /// A lineage manifest (TOML), two or more steps in order (`BASE+ADAPTER` allowed), or a
+    /// training run's output directory (its `checkpoint-N/` folders) followed by its exports.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
+    /// The model a training run started from (default: its adapters' base_model_name_or_path).
+    #[arg(long, value_name = "MODEL")]
+    pub base: Option<PathBuf>,
     #[command(flatten)]
     pub run: LineageRunArgs,
     /// Print the full report as JSON (docs/report-schema.json).

@@ -7,6 +7,7 @@ use crate::compare::run::Progress;
 use crate::output::{Bar, Printer};
 use crate::pipeline::manifest::Manifest;
 use crate::pipeline::run::{self, Notes, PipelineReport};
+use crate::pipeline::training::RunDir;
 use crate::report::{self, FileFormat, Outputs};
 use std::path::{Path, PathBuf};
 
@@ -24,17 +25,28 @@ impl Notes for CliNotes<'_> {
     }
 }
 
-fn manifest(inputs: &[PathBuf]) -> anyhow::Result<Manifest> {
-    Ok(match inputs {
+fn manifest(inputs: &[PathBuf], base: Option<&Path>) -> anyhow::Result<Manifest> {
+    let m = match inputs {
         [one] if one.is_file() => Manifest::load(one)?,
+        [run, exports @ ..] if RunDir::looks_like_run(run) => Manifest::from_run(run, base, exports)?,
         many => Manifest::from_paths(many)?,
-    })
+    };
+    if base.is_some() && m.run.is_none() {
+        anyhow::bail!("--base names a training run's base model, and {} is not a training run directory", inputs[0].display());
+    }
+    if base.is_some() && m.path.is_some() {
+        anyhow::bail!("--base: give the base in the manifest's [run] table (`base = \"…\"`)");
+    }
+    Ok(m)
 }
 
 fn execute(m: &Manifest, printer: &Printer) -> anyhow::Result<PipelineReport> {
     let bar = Bar::new(printer);
     let notes = CliNotes { printer, bar };
-    let r = run::run(m, &notes)?;
+    let r = match &m.run {
+        Some(_) => crate::pipeline::training::run(m, &notes)?,
+        None => run::run(m, &notes)?,
+    };
     notes.bar.0.finish_and_clear();
     Ok(r)
 }
@@ -71,7 +83,7 @@ fn finish(r: &PipelineReport, printer: &Printer, outputs: &Outputs, json: bool) 
 }
 
 pub fn bisect(args: &BisectArgs, printer: &Printer) -> anyhow::Result<u8> {
-    let mut m = manifest(&args.inputs)?;
+    let mut m = manifest(&args.inputs, args.base.as_deref())?;
     m.apply(&args.run.overrides())?;
     let o = outputs(&m, args.junit.as_deref(), args.report.as_deref())?;
     let r = execute(&m, printer)?;

@@ -29,6 +29,21 @@
 //! path = "models/merged"
 //! thresholds = { kl_mean_fail = 0.2 }   # per-step overrides
 //! ```
+//!
+//! A training run is a lineage too: a `[run]` table names the Trainer's `output_dir`, and its
+//! `checkpoint-N/` folders and final save become the steps after the base, kind `checkpoint`
+//! (`training`); `[[step]]` tables then list exports after the final save.
+//!
+//! ```toml
+//! [run]
+//! dir = "runs/sft"                # checkpoint-N/ folders, trainer_state.json, the final save
+//! base = "models/instruct"        # default: the adapters' base_model_name_or_path
+//! checkpoint_budget = 8           # checkpoints evaluated; more are binary-searched
+//!
+//! [[step]]
+//! label = "q4_k_m"
+//! path = "exports/model-q4_k_m.gguf"
+//! ```
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +54,7 @@ use crate::compare::thresholds::Thresholds;
 use crate::error::{Error, Result};
 use crate::format::hub::HubId;
 use crate::format::read_capped_text;
+use crate::pipeline::training::{RunDir, TrainerLog};
 use crate::settings::{ComputeDtype, DeviceChoice, GgufMatmul, RunSettings};
 
 /// Steps beyond this are refused: a lineage is a handful of steps, not a sweep.
@@ -61,9 +77,18 @@ struct RawManifest {
     gguf_matmul: Option<GgufMatmul>,
     blame_budget: Option<usize>,
     thresholds: Option<toml::Value>,
-    #[serde(rename = "step")]
+    run: Option<RawRun>,
+    #[serde(rename = "step", default)]
     steps: Vec<RawStep>,
     expect: Option<Expect>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRun {
+    dir: PathBuf,
+    base: Option<PathBuf>,
+    checkpoint_budget: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +114,37 @@ pub enum StepKind {
     /// on behaviour (EOS at turn end, greedy stops, NaN/Inf, tokenization, the static checks),
     /// and every later step is judged against it instead of the reference.
     Finetune,
+    /// A checkpoint saved during a training run (`[run]`): judged on behaviour only, always
+    /// against the reference (the run's base), never an anchor for the steps after it.
+    Checkpoint,
+}
+
+impl StepKind {
+    /// Judged on behaviour only (its numbers are meant to move).
+    pub fn is_training(self) -> bool {
+        matches!(self, StepKind::Finetune | StepKind::Checkpoint)
+    }
+}
+
+/// Checkpoints a run evaluates when neither the manifest nor the command line says; beyond it
+/// the first failing checkpoint is binary-searched.
+pub const DEFAULT_CHECKPOINT_BUDGET: usize = 8;
+
+/// A training run behind a lineage: where it is, its log, and each step's training step.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunPlan {
+    pub dir: PathBuf,
+    /// The run's `trainer_state.json` (None when it has none or it could not be read: `log_error`).
+    #[serde(skip)]
+    pub log: Option<TrainerLog>,
+    pub log_error: Option<String>,
+    /// Per manifest step: its training step (checkpoint-N → N; the final save: the log's
+    /// global_step); None for the base and the exports.
+    pub train_step: Vec<Option<u64>>,
+    /// Per manifest step: it is one of the run's `checkpoint-N` folders.
+    pub is_checkpoint: Vec<bool>,
+    /// Checkpoints evaluated at most (the rest binary-searched).
+    pub checkpoint_budget: usize,
 }
 
 /// What the manifest's author expects (used by tests of the shipped lineages).
@@ -116,6 +172,7 @@ pub struct Overrides {
     pub device: Option<DeviceChoice>,
     pub gguf_matmul: Option<GgufMatmul>,
     pub blame_budget: Option<usize>,
+    pub checkpoint_budget: Option<usize>,
 }
 
 /// Where a step's model comes from.
@@ -172,6 +229,8 @@ pub struct Manifest {
     pub blame_budget: usize,
     pub steps: Vec<Step>,
     pub expect: Option<Expect>,
+    /// The training run the steps come from (`[run]`, `bisect RUN_DIR`).
+    pub run: Option<RunPlan>,
 }
 
 /// Blame passes when a manifest does not say (a 32-layer model: every layer, then the modules of
@@ -212,14 +271,22 @@ impl Manifest {
             }
         };
         let global = merge_thresholds(&Thresholds::default(), raw.thresholds.as_ref(), path, "thresholds")?;
-        if raw.steps.len() < 2 || raw.steps.len() > MAX_STEPS {
+        let least = if raw.run.is_some() { 0 } else { 2 };
+        if raw.steps.len() < least || raw.steps.len() > MAX_STEPS {
             return Err(Error::Field {
                 path: path.to_path_buf(),
                 field: "step".into(),
-                detail: format!("{} steps; a lineage needs 2 to {MAX_STEPS} `[[step]]` tables", raw.steps.len()),
+                detail: format!("{} steps; a lineage needs 2 to {MAX_STEPS} `[[step]]` tables (or a `[run]` table)", raw.steps.len()),
             });
         }
-        let mut steps = Vec::new();
+        let (mut steps, mut run) = match &raw.run {
+            Some(r) => {
+                let (steps, plan) = expand_run(&rel(&r.dir), r.base.as_deref().map(ckpt), r.checkpoint_budget, &global)
+                    .map_err(|e| Error::Field { path: path.to_path_buf(), field: "run".into(), detail: e.to_string() })?;
+                (steps, Some(plan))
+            }
+            None => (Vec::new(), None),
+        };
         for (i, s) in raw.steps.iter().enumerate() {
             let field = format!("step[{i}]");
             let source = match (&s.path, &s.base, &s.adapter) {
@@ -247,6 +314,10 @@ impl Manifest {
                 kind: s.kind.unwrap_or_default(),
                 thresholds: merge_thresholds(&global, s.thresholds.as_ref(), path, &format!("{field}.thresholds"))?,
             });
+            if let Some(r) = &mut run {
+                r.train_step.push(None);
+                r.is_checkpoint.push(false);
+            }
         }
         let reference = match &raw.reference {
             None => 0,
@@ -277,9 +348,57 @@ impl Manifest {
             blame_budget: raw.blame_budget.unwrap_or(DEFAULT_BLAME_BUDGET),
             steps,
             expect: raw.expect,
+            run,
         };
         m.check_paths()?;
         Ok(m)
+    }
+
+    /// `bisect RUN_DIR [EXPORT…]`: a training run's output directory as a lineage (base,
+    /// checkpoints, final save), then the exports given after it.
+    pub fn from_run(dir: &Path, base: Option<&Path>, exports: &[PathBuf]) -> Result<Manifest> {
+        let global = Thresholds::default();
+        let (mut steps, mut plan) = expand_run(dir, base.map(Path::to_path_buf), None, &global)?;
+        for (i, p) in exports.iter().enumerate() {
+            let source = match crate::checkpoint::split_base_adapter(p) {
+                Some((base, adapter)) => Source::Adapter { base, adapter },
+                None => Source::Path { path: p.clone() },
+            };
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| format!("export{i}"));
+            let label = if steps.iter().any(|s| s.label == name) { format!("export{i}:{name}") } else { name };
+            steps.push(Step { label, source, kind: StepKind::Derived, thresholds: global.clone() });
+            plan.train_step.push(None);
+            plan.is_checkpoint.push(false);
+        }
+        let m = Manifest {
+            name: format!("training run {}", crate::format::lexical(dir).display()),
+            path: None,
+            reference: 0,
+            prompts: None,
+            max_prompts: None,
+            max_new_tokens: 32,
+            thresholds_file: None,
+            settings: RunSettings::default(),
+            blame_budget: DEFAULT_BLAME_BUDGET,
+            steps,
+            expect: None,
+            run: Some(plan),
+        };
+        m.check_paths()?;
+        Ok(m)
+    }
+
+    /// The same lineage with only the steps `keep` says yes to (a binary search's probes).
+    pub fn subset(&self, keep: impl Fn(usize) -> bool) -> Manifest {
+        let idx: Vec<usize> = (0..self.steps.len()).filter(|&i| i == self.reference || keep(i)).collect();
+        let mut m = self.clone();
+        m.steps = idx.iter().map(|&i| self.steps[i].clone()).collect();
+        m.reference = idx.iter().position(|&i| i == self.reference).expect("kept");
+        if let (Some(r), Some(orig)) = (&mut m.run, &self.run) {
+            r.train_step = idx.iter().map(|&i| orig.train_step[i]).collect();
+            r.is_checkpoint = idx.iter().map(|&i| orig.is_checkpoint[i]).collect();
+        }
+        m
     }
 
     /// Every path the run will read exists (a Hub id: is in the local cache), checked before
@@ -355,6 +474,18 @@ impl Manifest {
         self.settings.device = o.device.unwrap_or(self.settings.device);
         self.settings.gguf_matmul = o.gguf_matmul.unwrap_or(self.settings.gguf_matmul);
         self.blame_budget = o.blame_budget.unwrap_or(self.blame_budget);
+        if let Some(b) = o.checkpoint_budget {
+            match &mut self.run {
+                Some(r) => r.checkpoint_budget = b.max(1),
+                None => {
+                    return Err(Error::Field {
+                        path: self.path.clone().unwrap_or_default(),
+                        field: "--checkpoint-budget".into(),
+                        detail: "applies to a training run (a `[run]` table or `bisect RUN_DIR`), and this lineage is not one".into(),
+                    })
+                }
+            }
+        }
         if let Some(p) = &o.thresholds {
             for s in &mut self.steps {
                 s.thresholds = s.thresholds.load_over(p)?;
@@ -407,8 +538,90 @@ impl Manifest {
             blame_budget: DEFAULT_BLAME_BUDGET,
             steps,
             expect: None,
+            run: None,
         };
         m.check_paths()?;
         Ok(m)
     }
+}
+
+/// The base a run trained from: `given`, else what its adapters record
+/// (`base_model_name_or_path`: a path, or a Hub id in the local cache).
+fn run_base(run: &RunDir, given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(b) = given {
+        return Ok(b);
+    }
+    let first = run.checkpoints.first().map(|(_, p)| p.clone()).unwrap_or_else(|| run.root.clone());
+    let need = |why: String| Error::NotACheckpoint {
+        path: first.clone(),
+        reason: format!("{why}: give the model the run started from with --base (or `base =` in the manifest's [run] table)"),
+    };
+    let cfg = first.join("adapter_config.json");
+    if !cfg.is_file() {
+        return Err(need("a full-model checkpoint does not name the model it was trained from".into()));
+    }
+    let text = read_capped_text(&cfg, 1 << 20, "adapter_config.json")?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Field {
+        path: cfg.clone(),
+        field: "adapter_config".into(),
+        detail: format!("not JSON: {e}"),
+    })?;
+    let Some(name) = v.get("base_model_name_or_path").and_then(|b| b.as_str()).filter(|b| !b.is_empty()) else {
+        return Err(need("its adapter_config.json has no base_model_name_or_path".into()));
+    };
+    let p = PathBuf::from(name);
+    if p.exists() || HubId::parse(name).is_some() {
+        return Ok(p);
+    }
+    Err(need(format!("its adapter_config.json names `{name}` as the base, which is neither a directory here nor a Hub id")))
+}
+
+/// A run's steps: the base (the reference), every checkpoint in step order (kind `checkpoint`),
+/// and the final save (kind `finetune`: the exports after it are judged against it).
+fn expand_run(dir: &Path, base: Option<PathBuf>, budget: Option<usize>, thresholds: &Thresholds) -> Result<(Vec<Step>, RunPlan)> {
+    let run = RunDir::discover(dir)?;
+    let base = run_base(&run, base)?;
+    let (log, log_error) = match run.state.as_deref().map(TrainerLog::load) {
+        Some(Ok(l)) => (Some(l), None),
+        Some(Err(e)) => (None, Some(e.to_string())),
+        None => (None, Some(format!("no trainer_state.json in {} or its checkpoints", dir.display()))),
+    };
+    let is_adapter = |p: &Path| p.join("adapter_config.json").is_file();
+    let source = |p: &Path| {
+        if is_adapter(p) {
+            Source::Adapter { base: base.clone(), adapter: p.to_path_buf() }
+        } else {
+            Source::Path { path: p.to_path_buf() }
+        }
+    };
+    let step = |label: String, source: Source, kind: StepKind| Step { label, source, kind, thresholds: thresholds.clone() };
+    let mut steps = vec![step("base".into(), Source::Path { path: base.clone() }, StepKind::Derived)];
+    let mut train_step = vec![None];
+    for (n, p) in &run.checkpoints {
+        steps.push(step(format!("checkpoint-{n}"), source(p), StepKind::Checkpoint));
+        train_step.push(Some(*n));
+    }
+    if run.final_save {
+        let last = run.checkpoints.last().map(|c| c.0);
+        let at = log.as_ref().and_then(|l| l.global_step).or(last);
+        steps.push(step("final".into(), source(&run.root), StepKind::Finetune));
+        train_step.push(at);
+    } else if let Some(last) = steps.last_mut().filter(|_| !run.checkpoints.is_empty()) {
+        // No final save: the last checkpoint is what the exports come from.
+        last.kind = StepKind::Finetune;
+    }
+    let mut is_checkpoint = vec![true; train_step.len()];
+    is_checkpoint[0] = false;
+    if run.final_save {
+        *is_checkpoint.last_mut().expect("final") = false;
+    }
+    let plan = RunPlan {
+        dir: dir.to_path_buf(),
+        log,
+        log_error,
+        train_step,
+        is_checkpoint,
+        checkpoint_budget: budget.unwrap_or(DEFAULT_CHECKPOINT_BUDGET).max(1),
+    };
+    Ok((steps, plan))
 }

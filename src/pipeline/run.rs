@@ -131,6 +131,9 @@ pub struct PipelineReport {
     /// Wall time of the numeric comparisons: the reference's answers and the one lockstep pass
     /// in which every step is scored.
     pub compare_seconds: f64,
+    /// A training run's log beside its checkpoints' behaviour (`bisect RUN_DIR`, `[run]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub training: Option<super::training::TrainingReport>,
 }
 
 /// One reason a step warns or fails: a threshold its numbers crossed (`id` is the metric, named
@@ -321,7 +324,7 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
         let results = compare_all(&variants, at(m.reference), &pairs, &prompts, &answers, &opts, notes.progress())?;
         for (&(i, _, parent), r) in wanted.iter().zip(results) {
             let r = r.map(|mut r| {
-                if m.steps[i].kind == StepKind::Finetune {
+                if m.steps[i].kind.is_training() {
                     r.judge_behaviour_only();
                 }
                 r
@@ -428,6 +431,7 @@ fn finish(m: &Manifest, mut steps: Vec<StepReport>, compare_seconds: f64) -> Pip
         verdict,
         thresholds: m.steps[m.reference].thresholds.clone(),
         compare_seconds,
+        training: None,
     }
 }
 
@@ -475,6 +479,7 @@ impl PipelineReport {
             steps,
             thresholds: thresholds.clone(),
             compare_seconds: 0.0,
+            training: None,
         }
     }
 }

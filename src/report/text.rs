@@ -123,6 +123,9 @@ impl Text {
             }
         }
         o.push('\n');
+        if let Some(t) = &r.training {
+            o.push_str(&training(t));
+        }
         let unrun: Vec<String> = r.steps.iter().filter(|s| s.error.is_some()).map(|s| format!("{} `{}`", s.index, s.label)).collect();
         if !unrun.is_empty() {
             o.push_str(&format!(
@@ -150,4 +153,49 @@ impl Text {
         }
         o
     }
+}
+
+/// `-` for a value the log or the comparison does not have.
+fn or_dash(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "-".into())
+}
+
+/// A training run's table: each training step's log beside its behaviour against the base, then
+/// how the checkpoints were chosen and what the run shows.
+fn training(t: &crate::pipeline::training::TrainingReport) -> String {
+    use crate::pipeline::training::short;
+    let log = match (&t.log_file, &t.log_error) {
+        (Some(f), _) => format!("{f}: {} log entries", t.curve.len()),
+        (None, Some(e)) => format!("no training log: {e}"),
+        (None, None) => "no training log".into(),
+    };
+    let mut o = format!("training run {} ({log}; {} of {} checkpoints evaluated)\n", t.dir, t.checkpoints_evaluated, t.checkpoints_found);
+    o.push_str(&format!(
+        "{:>8}  {:<20} {:<6} {:>8} {:>7} {:>9} {:>9} {:>7} {:>5} {:>8}\n",
+        "step", "label", "status", "lr", "loss", "eval_loss", "grad_norm", "P(EOS)", "stops", "KL mean"
+    ));
+    for row in t.rows.iter().filter(|r| r.step.is_some()) {
+        let l = row.log.as_ref();
+        let line = format!(
+            "{:>8}  {:<20} {:<6} {:>8} {:>7} {:>9} {:>9} {:>7} {:>5} {:>8}",
+            row.step.map(|s| s.to_string()).unwrap_or_default(),
+            row.label.chars().take(20).collect::<String>(),
+            row.status.name(),
+            or_dash(l.and_then(|l| l.learning_rate), short),
+            or_dash(l.and_then(|l| l.loss), short),
+            or_dash(l.and_then(|l| l.eval_loss), short),
+            or_dash(l.and_then(|l| l.grad_norm), short),
+            or_dash(row.p_eos, |v| format!("{v:.3}")),
+            or_dash(row.stop_rate, |v| format!("{:.0}%", 100.0 * v)),
+            or_dash(row.kl_mean, fmt_num),
+        );
+        o.push_str(line.trim_end());
+        o.push('\n');
+    }
+    if let Some(s) = &t.search {
+        let probes: Vec<String> = s.probes.iter().map(|(l, fail)| format!("{l} {}", if *fail { "fails" } else { "passes" })).collect();
+        o.push_str(&format!("  binary search over the checkpoints: {}\n", probes.join(", ")));
+    }
+    o.push_str(&format!("  {}\n\n", t.summary));
+    o
 }

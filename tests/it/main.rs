@@ -28,4 +28,5 @@ mod quant_lora;
 mod snapshots_cli;
 mod splice;
 mod spm;
+mod training;
 mod zoo;
