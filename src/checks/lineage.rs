@@ -6,6 +6,7 @@ use super::fingerprint::Fingerprints;
 use super::{Context, Finding, Severity};
 use crate::checkpoint::Checkpoint;
 use crate::checks::ids;
+use crate::format::hf::HfDir;
 use crate::format::tokens::stop_ids;
 
 /// Token ids listed when tokenizers differ.
@@ -25,6 +26,22 @@ pub fn step_vs_parent(parent: &Checkpoint, step: &Checkpoint, parent_label: &str
         let (pc, sc) = (Context::new(pd), Context::new(sd));
         check(&pc, &sc, parent_label, &mut out);
         super::lineage_weights::check_steps(parent, &pc, prints[0], step, &sc, prints[1], parent_label, &mut out);
+    }
+    out
+}
+
+/// A base + adapter: when the adapter directory saved a tokenizer of its own (a Trainer given
+/// the tokenizer saves it in every checkpoint; it is what the run is served with), it must be the
+/// base's: template, tokens and (with a generation_config.json of its own) stop ids.
+pub fn adapter_vs_base(base: &HfDir, adapter: &HfDir) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let saved = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"].iter().any(|f| adapter.root.join(f).is_file());
+    if !saved {
+        return out;
+    }
+    check(&Context::new(base), &Context::new(adapter), "base", &mut out);
+    if !adapter.root.join("generation_config.json").is_file() {
+        out.retain(|f| f.id != ids::LINEAGE_EOS_CHANGED.as_str());
     }
     out
 }

@@ -318,7 +318,11 @@ pub fn lint_fingerprinted(ckpt: &Checkpoint, source: Option<&HfDir>, opts: &Lint
         Checkpoint::Gguf(g) => (gguf::run(g, source.map(Context::new).as_ref()), None),
         Checkpoint::Hf(d) => run_all_fingerprinted(&Context::new(d), opts),
         Checkpoint::Adapter(d) => (run_all(&Context::new(d), opts), None),
-        Checkpoint::BaseWithAdapter { adapter, .. } => (run_all(&Context::new(&adapter.dir), opts), None),
+        Checkpoint::BaseWithAdapter { base, adapter } => {
+            let mut f = run_all(&Context::new(&adapter.dir), opts);
+            f.extend(lineage::adapter_vs_base(base, &adapter.dir));
+            (f, None)
+        }
     }
 }
 

@@ -164,3 +164,32 @@ fn a_run_without_a_nameable_base_or_with_misused_flags_is_refused_with_what_to_d
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("output_dir"), "{}", r.stderr);
 }
+
+#[test]
+fn adapter_checkpoints_find_their_base_and_a_tokenizer_saved_unlike_it() {
+    let d = tmp();
+    let run = d.path().join("run");
+    let base = zoo_path("models/llama-instruct");
+    for (n, template) in [(10, None), (20, Some("{{ messages[0]['content'] }}"))] {
+        let c = run.join(format!("checkpoint-{n}"));
+        std::fs::create_dir_all(&c).unwrap();
+        for e in std::fs::read_dir(zoo_path("models/llama-lora-adapter")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), c.join(e.file_name())).unwrap();
+        }
+        // What peft records when the base was loaded from this checkout.
+        let cfg = c.join("adapter_config.json");
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+        v["base_model_name_or_path"] = base.to_str().unwrap().into();
+        std::fs::write(&cfg, v.to_string()).unwrap();
+        if let Some(t) = template {
+            std::fs::write(c.join("chat_template.jinja"), t).unwrap();
+        }
+    }
+    let (_, v) = bisect(&[run.to_str().unwrap()]);
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["source"].as_str().unwrap(), base.to_str().unwrap(), "the base comes from adapter_config.json");
+    let ids = |s: &Value| s["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert!(!ids(&steps[1]).iter().any(|i| i.starts_with("lineage.")), "{:?}", ids(&steps[1]));
+    assert!(ids(&steps[2]).contains(&"lineage.template-changed".to_string()), "{:?}", ids(&steps[2]));
+}
