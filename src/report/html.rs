@@ -489,6 +489,9 @@ impl Html {
                 body.push_str(&blame_section(s, b));
             }
         }
+        if let Some(t) = &r.training {
+            body.push_str(&training_section(t));
+        }
 
         if let Some((s, c)) = worst_step(r) {
             let worst = worst_prompts(c);
@@ -581,6 +584,185 @@ impl Html {
     }
 }
 
+/// Fixed axes of the training plots: loss (cross-entropy, nats), learning rate, gradient norm.
+const LOSS_DECADES: (i32, i32) = (-2, 1);
+const LR_DECADES: (i32, i32) = (-7, -1);
+const GRAD_DECADES: (i32, i32) = (-2, 3);
+
+/// A training run: the log's curves (loss and eval loss, learning rate, grad norm) and each
+/// training step's P(end-of-turn) and stop rate, one plot each on one step axis, with every
+/// evaluated checkpoint a vertical line coloured by its status and the collapse window shaded;
+/// then the table of the log at each checkpoint beside its behaviour.
+fn training_section(t: &crate::pipeline::training::TrainingReport) -> String {
+    use crate::pipeline::training::{short, LogEntry};
+    let right = W_LAYERS - RIGHT_PAD;
+    let rows: Vec<_> = t.rows.iter().filter(|r| r.step.is_some()).collect();
+    // Many checkpoints: the axis labels are their steps, not their names.
+    let many = rows.len() > 8;
+    let max_step = t.curve.iter().map(|e| e.step).chain(rows.iter().filter_map(|r| r.step)).max().unwrap_or(1).max(1) as f64;
+    // 4 % of room right of the last step, for its label.
+    let x = |step: u64| LEFT + step as f64 / (1.04 * max_step) * (right - LEFT);
+    // The collapse window: after the last passing training step before the first failing one.
+    let first_bad = rows.iter().position(|r| r.status == Verdict::Fail);
+    let window = first_bad.map(|b| (b.checked_sub(1).and_then(|g| rows[g].step).unwrap_or(0), rows[b].step.unwrap_or(0)));
+    let marks = || {
+        let mut o = String::new();
+        if let Some((g, b)) = window {
+            o.push_str(&format!(
+                "<rect class=\"collapse\" x=\"{:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{:.1}\"/>",
+                x(g),
+                (x(b) - x(g)).max(2.0),
+                BOTTOM - TOP
+            ));
+        }
+        for r in &rows {
+            let cx = x(r.step.unwrap_or(0));
+            o.push_str(&format!(
+                "<g class=\"ckpt {}\" data-step=\"{}\"><line x1=\"{cx:.1}\" y1=\"{TOP}\" x2=\"{cx:.1}\" y2=\"{BOTTOM}\"/><text x=\"{cx:.1}\" y=\"{:.1}\" class=\"l\">{}</text></g>",
+                status_class(r.status, false),
+                r.step.unwrap_or(0),
+                BOTTOM + 16.0,
+                if many { r.step.unwrap_or(0).to_string() } else { escape(&r.label) }
+            ));
+        }
+        o
+    };
+    // One polyline per series; a NaN or infinite value is a mark at the top edge.
+    let series = |axis: Axis, name: &str, color: &str, field: &dyn Fn(&LogEntry) -> Option<f64>| {
+        let mut pts = Vec::new();
+        let mut bad = String::new();
+        for e in &t.curve {
+            let Some(v) = field(e) else { continue };
+            match axis.y(v).filter(|_| v.is_finite()) {
+                Some(y) => {
+                    pts.push(format!("{:.1},{y:.1}", x(e.step)));
+                    // A sparse series (eval loss) shows its points, a lone one included.
+                    if t.curve.len() <= 60 {
+                        bad.push_str(&format!("<circle cx=\"{:.1}\" cy=\"{y:.1}\" r=\"2.5\" fill=\"{color}\"/>", x(e.step)));
+                    }
+                }
+                None => bad.push_str(&format!(
+                    "<text x=\"{:.1}\" y=\"{:.1}\" class=\"nonfinite\">{}</text>",
+                    x(e.step),
+                    TOP - 2.0,
+                    if v.is_nan() { "NaN" } else { "inf" }
+                )),
+            }
+        }
+        format!(
+            "<polyline class=\"series\" data-series=\"{name}\" points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\"/>{bad}",
+            pts.join(" ")
+        )
+    };
+    let legend = |items: &[(&str, &str)]| {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, (name, color))| {
+                format!(
+                    "<text x=\"{:.1}\" y=\"20\" class=\"legend\" fill=\"{color}\">── {}</text>",
+                    right - 150.0 + 75.0 * i as f64,
+                    escape(name)
+                )
+            })
+            .collect::<String>()
+    };
+    let mut o = format!(
+        "<h2 id=\"training\">Training run {}</h2><p class=\"meta\">{} · {} of {} checkpoints evaluated{}</p><p>{}</p>",
+        escape(&t.dir),
+        escape(t.log_file.as_deref().unwrap_or(t.log_error.as_deref().unwrap_or("no training log"))),
+        t.checkpoints_evaluated,
+        t.checkpoints_found,
+        t.search.as_ref().map(|s| format!(" (binary search, {} probes)", s.probes.len())).unwrap_or_default(),
+        escape(&t.summary)
+    );
+    let plots: [(&str, &str, &str, Axis, Vec<(&str, &str, &dyn Fn(&LogEntry) -> Option<f64>)>); 3] = [
+        (
+            "plot-train-loss",
+            "training loss and eval loss",
+            "nats (log scale)",
+            Axis::Log(LOSS_DECADES.0, LOSS_DECADES.1),
+            vec![("loss", PALETTE[0], &|e: &LogEntry| e.loss), ("eval_loss", PALETTE[4], &|e: &LogEntry| e.eval_loss)],
+        ),
+        (
+            "plot-train-lr",
+            "learning rate",
+            "log scale",
+            Axis::Log(LR_DECADES.0, LR_DECADES.1),
+            vec![("learning_rate", PALETTE[3], &|e: &LogEntry| e.learning_rate)],
+        ),
+        (
+            "plot-train-grad",
+            "gradient norm",
+            "log scale",
+            Axis::Log(GRAD_DECADES.0, GRAD_DECADES.1),
+            vec![("grad_norm", PALETTE[1], &|e: &LogEntry| e.grad_norm)],
+        ),
+    ];
+    for (id, title, ylabel, axis, lines) in plots {
+        o.push_str(&frame(id, title, ylabel, axis, W_LAYERS, right));
+        o.push_str(&marks());
+        for (name, color, f) in &lines {
+            o.push_str(&series(axis, name, color, *f));
+        }
+        o.push_str(&legend(&lines.iter().map(|(n, c, _)| (*n, *c)).collect::<Vec<_>>()));
+        o.push_str("</svg>");
+    }
+    // Behaviour at each training step, on the same step axis.
+    let axis = Axis::Unit;
+    o.push_str(&frame(
+        "plot-train-eos",
+        "P(end-of-turn) at turn end and greedy stop rate, per training step",
+        "probability",
+        axis,
+        W_LAYERS,
+        right,
+    ));
+    o.push_str(&marks());
+    for r in &rows {
+        let cx = x(r.step.unwrap_or(0));
+        if let Some(y) = r.p_eos.and_then(|p| axis.y(p)) {
+            o.push_str(&format!(
+                "<circle class=\"p-eos {}\" cx=\"{cx:.1}\" cy=\"{y:.1}\" r=\"5\"><title>P(EOS) {:.3}</title></circle>",
+                status_class(r.status, false),
+                r.p_eos.unwrap_or(0.0)
+            ));
+        }
+        if let Some(y) = r.stop_rate.and_then(|p| axis.y(p)) {
+            o.push_str(&format!(
+                "<rect class=\"stops\" x=\"{:.1}\" y=\"{:.1}\" width=\"8\" height=\"8\"><title>stops {:.0}%</title></rect>",
+                cx - 4.0,
+                y - 4.0,
+                100.0 * r.stop_rate.unwrap_or(0.0)
+            ));
+        }
+    }
+    o.push_str(&legend(&[("P(EOS)", "#222"), ("stops", "#777")]));
+    o.push_str("</svg>");
+
+    o.push_str("<table id=\"training-rows\"><tr><th>step</th><th>label</th><th>status</th><th>learning rate</th><th>loss</th><th>eval loss</th><th>grad norm</th><th>P(EOS)</th><th>stops</th><th>KL mean vs base</th></tr>");
+    let cell = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "–".into());
+    for r in &rows {
+        let l = r.log.as_ref();
+        o.push_str(&format!(
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            status_class(r.status, false),
+            r.step.unwrap_or(0),
+            escape(&r.label),
+            r.status.name(),
+            cell(l.and_then(|l| l.learning_rate), &short),
+            cell(l.and_then(|l| l.loss), &short),
+            cell(l.and_then(|l| l.eval_loss), &short),
+            cell(l.and_then(|l| l.grad_norm), &short),
+            cell(r.p_eos, &|v| format!("{v:.3}")),
+            cell(r.stop_rate, &|v| format!("{:.0}%", 100.0 * v)),
+            cell(r.kl_mean, &fmt_num),
+        ));
+    }
+    o.push_str("</table>");
+    o
+}
+
 /// Findings worst first, grouped by id and severity: the first `checks::SHOWN_PER_ID` of each
 /// group listed, the rest folded under one line that opens to list them.
 fn findings_list(all: &[&crate::checks::Finding]) -> String {
@@ -654,7 +836,7 @@ tr.fail td{background:#fde2e2}tr.warn td{background:#fff4d6}tr.error td{backgrou
 .t{font-size:14px;font-weight:bold}.l,.v{font-size:11px;text-anchor:middle}.v.muted{fill:#888}.tick{font-size:11px;text-anchor:end;fill:#444}.ylabel{font-size:11px;text-anchor:middle;fill:#444}\
 .grid{stroke:#eee}.axis{stroke:#888}.bar{fill:#4c78a8}.bar.nan{fill:#7b2cbf;opacity:.35}\
 .threshold line{stroke-dasharray:6 4;stroke-width:1.5}.threshold text{font-size:11px;text-anchor:start}.threshold.warn line{stroke:#d08700}.threshold.warn text{fill:#a06800}\
-.threshold.fail line{stroke:#c62828}.threshold.fail text{fill:#c62828}.reference-line line{stroke:#222;stroke-width:1.5}.reference-line text{font-size:11px;fill:#222;text-anchor:end}\
+.collapse{fill:#c62828;opacity:.12}.ckpt line{stroke:#999;stroke-dasharray:2 3}.ckpt.fail line{stroke:#c62828}.ckpt.pass line{stroke:#2e7d32}.nonfinite{fill:#c62828;font-size:10px;text-anchor:middle}.p-eos{fill:#222}.p-eos.fail{fill:#c62828}.stops{fill:none;stroke:#777;stroke-width:1.5}.legend{font-size:11px}.threshold.fail line{stroke:#c62828}.threshold.fail text{fill:#c62828}.reference-line line{stroke:#222;stroke-width:1.5}.reference-line text{font-size:11px;fill:#222;text-anchor:end}\
 .note{font-size:11px;text-anchor:end;fill:#777}.legend-label{font-size:12px}\
 pre.gen{white-space:pre-wrap;margin:0;font-size:12px;max-height:14em;overflow:auto}details{margin:6px 0}summary{cursor:pointer;font-size:14px}\
 .heat-legend{display:flex;align-items:center;gap:6px;font-size:12px;margin:6px 0}.heat-legend .ramp{display:inline-block;width:180px;height:12px;border:1px solid #ccc}\

@@ -97,6 +97,36 @@ fn a_run_directory_names_the_first_collapsed_checkpoint_and_the_learning_rate() 
     let text = ckptcheck(&["bisect", "--prompts", &p, "--max-new-tokens", "24", run.to_str().unwrap(), "--base", base.to_str().unwrap()]);
     assert!(text.stdout.contains("step 3 `checkpoint-30` breaks it: training.learning-rate"), "{}", text.stdout);
     assert!(text.stdout.contains("3 of 3 checkpoints evaluated"), "{}", text.stdout);
+    // The HTML: the training curves on one step axis beside the behaviour, the collapse shaded.
+    let html = d.path().join("report.html");
+    let r = ckptcheck(&[
+        "bisect",
+        "--prompts",
+        &p,
+        "--max-new-tokens",
+        "24",
+        run.to_str().unwrap(),
+        "--base",
+        base.to_str().unwrap(),
+        "--report",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let page = std::fs::read_to_string(&html).unwrap();
+    for want in [
+        "id=\"plot-train-loss\"",
+        "id=\"plot-train-lr\"",
+        "id=\"plot-train-grad\"",
+        "id=\"plot-train-eos\"",
+        "data-series=\"eval_loss\"",
+        "<rect class=\"collapse\"",
+        "class=\"ckpt fail\" data-step=\"30\"",
+        "class=\"nonfinite\">NaN</text>",
+        "class=\"nonfinite\">inf</text>",
+        "id=\"training-rows\"",
+    ] {
+        assert!(page.contains(want), "the HTML lacks {want}");
+    }
     let schema: Value =
         serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report-schema.json")).unwrap())
             .unwrap();
