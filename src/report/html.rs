@@ -584,6 +584,10 @@ impl Html {
     }
 }
 
+/// One training plot: id, title, y label, axis, and its series (name, colour, the value read).
+type TrainPlot<'a> =
+    (&'a str, &'a str, &'a str, Axis, Vec<(&'a str, &'a str, &'a dyn Fn(&crate::pipeline::training::LogEntry) -> Option<f64>)>);
+
 /// Fixed axes of the training plots: loss (cross-entropy, nats), learning rate, gradient norm.
 const LOSS_DECADES: (i32, i32) = (-2, 1);
 const LR_DECADES: (i32, i32) = (-7, -1);
@@ -676,7 +680,7 @@ fn training_section(t: &crate::pipeline::training::TrainingReport) -> String {
         t.search.as_ref().map(|s| format!(" (binary search, {} probes)", s.probes.len())).unwrap_or_default(),
         escape(&t.summary)
     );
-    let plots: [(&str, &str, &str, Axis, Vec<(&str, &str, &dyn Fn(&LogEntry) -> Option<f64>)>); 3] = [
+    let plots: [TrainPlot; 3] = [
         (
             "plot-train-loss",
             "training loss and eval loss",
