@@ -223,3 +223,13 @@ fn adapter_checkpoints_find_their_base_and_a_tokenizer_saved_unlike_it() {
     assert!(!ids(&steps[1]).iter().any(|i| i.starts_with("lineage.")), "{:?}", ids(&steps[1]));
     assert!(ids(&steps[2]).contains(&"lineage.template-changed".to_string()), "{:?}", ids(&steps[2]));
 }
+
+/// Every training cause id is documented in docs/bisect.md, and every `training.*` id there is one.
+#[test]
+fn training_cause_ids_are_documented() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/bisect.md")).unwrap();
+    let documented: std::collections::BTreeSet<&str> =
+        doc.split('`').filter(|s| s.starts_with("training.") && s.len() > 9 && !s.contains(' ')).collect();
+    let ids: std::collections::BTreeSet<&str> = ckptcheck::pipeline::training::CAUSE_IDS.iter().copied().collect();
+    assert_eq!(documented, ids);
+}
