@@ -7,7 +7,7 @@ use crate::compare::run::Progress;
 use crate::output::{Bar, Printer};
 use crate::pipeline::manifest::Manifest;
 use crate::pipeline::run::{self, Notes, PipelineReport};
-use crate::pipeline::training::RunDir;
+use crate::pipeline::train_log::RunDir;
 use crate::report::{self, FileFormat, Outputs};
 use std::path::{Path, PathBuf};
 

@@ -54,7 +54,7 @@ use crate::compare::thresholds::Thresholds;
 use crate::error::{Error, Result};
 use crate::format::hub::HubId;
 use crate::format::read_capped_text;
-use crate::pipeline::training::{RunDir, TrainerLog};
+use crate::pipeline::train_log::{RunDir, TrainerLog};
 use crate::settings::{ComputeDtype, DeviceChoice, GgufMatmul, RunSettings};
 
 /// Steps beyond this are refused: a lineage is a handful of steps, not a sweep.

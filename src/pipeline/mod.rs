@@ -4,4 +4,5 @@
 pub mod causes;
 pub mod manifest;
 pub mod run;
+pub mod train_log;
 pub mod training;

@@ -133,7 +133,7 @@ pub struct PipelineReport {
     pub compare_seconds: f64,
     /// A training run's log beside its checkpoints' behaviour (`bisect RUN_DIR`, `[run]`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub training: Option<super::training::TrainingReport>,
+    pub training: Option<super::train_log::TrainingReport>,
 }
 
 /// One reason a step warns or fails: a threshold its numbers crossed (`id` is the metric, named

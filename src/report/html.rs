@@ -586,7 +586,7 @@ impl Html {
 
 /// One training plot: id, title, y label, axis, and its series (name, colour, the value read).
 type TrainPlot<'a> =
-    (&'a str, &'a str, &'a str, Axis, Vec<(&'a str, &'a str, &'a dyn Fn(&crate::pipeline::training::LogEntry) -> Option<f64>)>);
+    (&'a str, &'a str, &'a str, Axis, Vec<(&'a str, &'a str, &'a dyn Fn(&crate::pipeline::train_log::LogEntry) -> Option<f64>)>);
 
 /// Fixed axes of the training plots: loss (cross-entropy, nats), learning rate, gradient norm.
 const LOSS_DECADES: (i32, i32) = (-2, 1);
@@ -597,8 +597,8 @@ const GRAD_DECADES: (i32, i32) = (-2, 3);
 /// training step's P(end-of-turn) and stop rate, one plot each on one step axis, with every
 /// evaluated checkpoint a vertical line coloured by its status and the collapse window shaded;
 /// then the table of the log at each checkpoint beside its behaviour.
-fn training_section(t: &crate::pipeline::training::TrainingReport) -> String {
-    use crate::pipeline::training::{short, LogEntry};
+fn training_section(t: &crate::pipeline::train_log::TrainingReport) -> String {
+    use crate::pipeline::train_log::{short, LogEntry};
     let right = W_LAYERS - RIGHT_PAD;
     let rows: Vec<_> = t.rows.iter().filter(|r| r.step.is_some()).collect();
     // Many checkpoints: the axis labels are their steps, not their names.

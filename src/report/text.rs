@@ -162,8 +162,8 @@ fn or_dash(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 
 /// A training run's table: each training step's log beside its behaviour against the base, then
 /// how the checkpoints were chosen and what the run shows.
-fn training(t: &crate::pipeline::training::TrainingReport) -> String {
-    use crate::pipeline::training::short;
+fn training(t: &crate::pipeline::train_log::TrainingReport) -> String {
+    use crate::pipeline::train_log::short;
     let log = match (&t.log_file, &t.log_error) {
         (Some(f), _) => format!("{f}: {} log entries", t.curve.len()),
         (None, Some(e)) => format!("no training log: {e}"),
