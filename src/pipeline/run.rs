@@ -372,7 +372,8 @@ fn blame_first_bad(report: &mut PipelineReport, env: &BlameEnv, notes: &dyn Note
         Checkpoint::Hf(d) => d.config.as_ref().is_some_and(|c| c.value.get("quantization_config").is_some()),
         _ => false,
     } || matches!(parent_ckpt, Checkpoint::BaseWithAdapter { .. });
-    if !numbers_only || !converted || env.m.blame_budget == 0 {
+    // A training step is meant to move: which tensors moved is the training, not a mistake.
+    if !numbers_only || !converted || env.m.blame_budget == 0 || env.m.steps[i].kind.is_training() {
         return;
     }
     notes.note(&format!(

@@ -323,8 +323,21 @@ pub fn cause(log: &TrainerLog, good: u64, bad: u64, bad_label: &str) -> Option<C
         ));
     }
 
-    let before: Vec<f64> = log.entries.iter().filter(|e| e.step <= good).filter_map(|e| e.grad_norm).collect();
-    let baseline = median(if before.len() >= 3 { before } else { log.entries.iter().filter_map(|e| e.grad_norm).collect() });
+    // The healthy phase: up to the best loss logged before the window. A run can start to
+    // diverge before its last passing checkpoint (the loss already rising); its baseline is what
+    // the run looked like before that.
+    let best = log
+        .entries
+        .iter()
+        .filter(|e| e.step <= good)
+        .filter_map(|e| e.loss.filter(|l| l.is_finite()).map(|l| (l, e.step)))
+        .min_by(|a, b| a.0.total_cmp(&b.0));
+    let healthy_until = best.map(|b| b.1).unwrap_or(good);
+    let norms = |until: u64| log.entries.iter().filter(|e| e.step <= until).filter_map(|e| e.grad_norm).collect::<Vec<_>>();
+    let baseline = [norms(healthy_until), norms(good), log.entries.iter().filter_map(|e| e.grad_norm).collect()]
+        .into_iter()
+        .find(|v| v.iter().filter(|g| g.is_finite()).count() >= 3)
+        .and_then(median);
     let gn = peak(&window, |e| e.grad_norm);
     let spike = match (gn, baseline) {
         (Some((g, _)), _) if !g.is_finite() => true,
@@ -340,29 +353,35 @@ pub fn cause(log: &TrainerLog, good: u64, bad: u64, bad_label: &str) -> Option<C
         evidence.push(format!("grad_norm {} at step {at}{}", short(g), times(g).unwrap_or_default()));
     }
 
-    let loss_before = log.latest(good, |e| e.loss).or_else(|| window.iter().find_map(|e| e.loss));
+    let loss_before = best.or_else(|| window.iter().find_map(|e| e.loss.map(|l| (l, e.step))));
     let loss_after = window.iter().rev().find_map(|e| e.loss);
     let loss_max = peak(&window, |e| e.loss);
     let nonfinite_loss = window.iter().any(|e| e.loss.is_some_and(|l| !l.is_finite()));
     let rose = match (loss_before, loss_max) {
-        (Some(b), Some((m, _))) => !m.is_finite() || m > 1.5 * b.max(1e-9),
+        (Some((b, _)), Some((m, _))) => !m.is_finite() || m > 1.5 * b.max(1e-9),
         _ => false,
     };
-    if let (Some(b), Some(a)) = (loss_before, loss_after) {
+    if let (Some((b, at_b)), Some(a)) = (loss_before, loss_after) {
         let how = if nonfinite_loss {
             "the loss became NaN/inf".to_string()
         } else if rose {
             let (m, at) = loss_max.expect("rose");
-            format!("loss rose from {} to {} at step {at}", short(b), short(m))
+            format!("loss rose from {} (step {at_b}) to {} at step {at}", short(b), short(m))
         } else if a < b {
             format!("loss still falling ({} → {})", short(b), short(a))
         } else {
-            format!("loss flat ({} → {})", short(b), short(a))
+            format!("loss about level ({} → {})", short(b), short(a))
         };
         evidence.push(how);
     }
-    if let (Some(b), Some(a)) = (log.latest(good, |e| e.eval_loss), window.iter().rev().find_map(|e| e.eval_loss)) {
-        evidence.push(format!("eval_loss {} → {}", short(b), short(a)));
+    let best_eval = log
+        .entries
+        .iter()
+        .filter(|e| e.step <= good)
+        .filter_map(|e| e.eval_loss.filter(|l| l.is_finite()).map(|l| (l, e.step)))
+        .min_by(|a, b| a.0.total_cmp(&b.0));
+    if let (Some((b, at)), Some(a)) = (best_eval, window.iter().rev().find_map(|e| e.eval_loss)) {
+        evidence.push(format!("eval_loss {} (step {at}) → {}", short(b), short(a)));
     }
 
     let blew_up = spike || rose || nonfinite_loss;
@@ -504,6 +523,12 @@ mod tests {
         let c = cause(&smooth, 10, 30, "checkpoint-30").unwrap();
         assert_eq!(c.cause_id, LEARNED_IT);
         assert!(c.evidence.iter().any(|e| e == "loss still falling (2 → 1.2)"), "{:?}", c.evidence);
+        // The loss already rising at the last good checkpoint: measured from its best.
+        let early = log(&[(10, 1e-3, 0.7, 0.1), (20, 5e-3, 0.8, 0.1), (30, 1e-2, 3.4, 0.2), (40, 2e-2, 4.7, 0.1), (50, 2e-2, 4.5, 13.0)]);
+        let c = cause(&early, 30, 50, "checkpoint-50").unwrap();
+        assert_eq!(c.cause_id, LEARNING_RATE, "{c:?}");
+        assert!(c.evidence.iter().any(|e| e == "loss rose from 0.7 (step 10) to 4.7 at step 40"), "{:?}", c.evidence);
+        assert!(c.evidence.iter().any(|e| e == "grad_norm 13 at step 50, 130× its median 0.1"), "{:?}", c.evidence);
         let spike = log(&[(10, 1e-2, 2.0, 1.0), (20, 1e-3, 1.5, 1.0), (30, 1e-3, 1.4, 1.0), (40, 1e-3, f64::NAN, f64::INFINITY)]);
         let c = cause(&spike, 30, 40, "checkpoint-40").unwrap();
         assert_eq!(c.cause_id, DIVERGED, "{c:?}");

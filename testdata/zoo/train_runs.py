@@ -1,7 +1,7 @@
 """Training runs for issue 19: real transformers `Trainer` output directories of a peft LoRA over
 llama-instruct, one whose learning rate is far too high (it collapses at the peak) and a healthy one.
 
-    cd testdata/zoo && /work/venvs/main/bin/python train_runs.py     # after generate.py's llama stage
+    cd testdata/zoo && /work/venvs/main/bin/python train_runs.py [RUN…]   # after generate.py's llama stage
 
 Writes runs/lora-lr-too-high/ and runs/lora-healthy/ exactly as the Trainer saves them
 (checkpoint-N/ with adapter_model.safetensors, adapter_config.json, trainer_state.json,
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import sys
 import time
 
 import torch
@@ -32,7 +33,7 @@ TARGETS = ["q_proj", "v_proj", "down_proj"]
 
 # name → (peak learning rate, warmup steps, max steps, save every)
 RECIPES = {
-    "lora-lr-too-high": (3e-2, 30, 60, 10),
+    "lora-lr-too-high": (1e-1, 30, 60, 10),
     "lora-healthy": (1e-3, 5, 30, 10),
 }
 
@@ -119,8 +120,10 @@ def main() -> None:
     t0 = time.time()
     tok = load_tok()
     seqs = reference_sequences(load_model(BASE), tok)
-    measured = {"versions": versions()}
-    for name in RECIPES:
+    names = sys.argv[1:] or list(RECIPES)
+    measured = json.loads(MEASURED.read_text()) if MEASURED.exists() else {}
+    measured["versions"] = versions()
+    for name in names:
         train_run(name, tok)
         measured[name] = measure_run(name, tok, seqs)
     MEASURED.write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")

@@ -233,3 +233,30 @@ fn training_cause_ids_are_documented() {
     let ids: std::collections::BTreeSet<&str> = ckptcheck::pipeline::training::CAUSE_IDS.iter().copied().collect();
     assert_eq!(documented, ids);
 }
+
+/// The zoo's real runs (transformers Trainer + peft, testdata/zoo/train_runs.py): every
+/// checkpoint's P(EOS at turn end) and greedy stop rate as ckptcheck measures them against what
+/// transformers + peft measured (measured_runs.json), and the first bad checkpoint named with the
+/// learning-rate evidence of its log.
+#[test]
+fn the_zoo_runs_match_transformers_and_name_the_learning_rate() {
+    let measured: Value = serde_json::from_str(&std::fs::read_to_string(zoo_path("measured_runs.json")).unwrap()).unwrap();
+    for (lineage, run) in [("run-lr-too-high", "lora-lr-too-high"), ("run-healthy", "lora-healthy")] {
+        let m = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("testdata/pipelines/{lineage}.toml"));
+        let r = ckptcheck(&["bisect", "--json", "--checkpoint-budget", "8", m.to_str().unwrap()]);
+        assert_ne!(r.code, 2, "{}", r.stderr);
+        let v = r.json();
+        let rows = v["training"]["rows"].as_array().unwrap();
+        let mut checked = 0;
+        for row in rows.iter().filter(|r| r["step"].is_u64()) {
+            let label = row["label"].as_str().unwrap();
+            let want = &measured[run][label];
+            let (p, stops) = (want["p_eos_turn_end_mean"].as_f64().unwrap(), want["greedy_stop_rate"].as_f64().unwrap());
+            let got = row["p_eos"].as_f64().unwrap();
+            assert!((got - p).abs() < 2e-3, "{run} {label}: P(EOS) {got} vs transformers {p}");
+            assert_eq!(row["stop_rate"].as_f64().unwrap(), stops, "{run} {label}: stop rate");
+            checked += 1;
+        }
+        assert_eq!(checked, measured[run].as_object().unwrap().len(), "{run}: every measured checkpoint is a row");
+    }
+}
