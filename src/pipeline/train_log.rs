@@ -48,20 +48,16 @@ fn checkpoint_step(name: &str) -> Option<u64> {
 }
 
 impl RunDir {
-    /// A directory is a run when it has `checkpoint-N` folders or a `trainer_state.json`.
+    /// A directory is a run when it has `checkpoint-N` folders (a checkpoint folder itself, with
+    /// its trainer_state.json, is one model, not a run).
     pub fn looks_like_run(dir: &Path) -> bool {
-        if !dir.is_dir() {
-            return false;
-        }
-        if dir.join("trainer_state.json").is_file() {
-            return true;
-        }
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .take(MAX_DIR_ENTRIES)
-            .flatten()
-            .any(|e| e.file_name().to_str().and_then(checkpoint_step).is_some() && e.path().is_dir() && holds_model(&e.path()))
+        dir.is_dir()
+            && std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .take(MAX_DIR_ENTRIES)
+                .flatten()
+                .any(|e| e.file_name().to_str().and_then(checkpoint_step).is_some() && e.path().is_dir())
     }
 
     pub fn discover(root: &Path) -> Result<RunDir> {
