@@ -619,7 +619,11 @@ fn training_section(t: &crate::pipeline::train_log::TrainingReport) -> String {
                 BOTTOM - TOP
             ));
         }
-        for r in &rows {
+        for (k, r) in rows.iter().enumerate() {
+            // The final save at the last checkpoint's step: one line, the checkpoint's label.
+            if k > 0 && rows[k - 1].step == r.step {
+                continue;
+            }
             let cx = x(r.step.unwrap_or(0));
             o.push_str(&format!(
                 "<g class=\"ckpt {}\" data-step=\"{}\"><line x1=\"{cx:.1}\" y1=\"{TOP}\" x2=\"{cx:.1}\" y2=\"{BOTTOM}\"/><text x=\"{cx:.1}\" y=\"{:.1}\" class=\"l\">{}</text></g>",
