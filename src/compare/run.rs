@@ -95,6 +95,10 @@ pub struct LayerResult {
     pub rel_l2: f64,
     pub cosine: f64,
     pub nonfinite: usize,
+    /// Largest finite |value| of the hidden state, reference and candidate: against 65504 (f16's
+    /// largest), the headroom an f16 export or f16 inference has at this layer.
+    pub max_abs_ref: f64,
+    pub max_abs_cand: f64,
     /// MoE layers: the share of positions whose top-k experts are the same set in both variants
     /// (absent for dense layers and the embeddings).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -187,7 +191,8 @@ struct Tokenization {
 }
 
 /// Per-layer sums over all positions: (Σ‖Δ‖², Σ‖r‖², Σcos, nonfinite).
-type LayerAcc = Vec<(f64, f64, f64, usize)>;
+/// Per hidden state: (Σ‖b−a‖², Σ‖a‖², Σ cosine, non-finite count in b, max |a|, max |b| over finite values).
+type LayerAcc = Vec<(f64, f64, f64, usize, f32, f32)>;
 
 pub fn compare(r: &Variant, c: &Variant, prompts: &[Prompt], opts: &CompareOptions, progress: &dyn Progress) -> Result<CompareResult> {
     let answers = reference_answers(r, prompts, opts, progress)?;
@@ -250,7 +255,7 @@ pub fn compare_all(
             // without its trace.
             let (a, b) = (&variants[p.reference].model.spec, &variants[p.candidate].model.spec);
             let traced = opts.layers && a.layers == b.layers && a.hidden == b.hidden;
-            PairAcc { layers: traced.then(|| vec![(0.0, 0.0, 0.0, 0); a.layers + 1]), ..PairAcc::default() }
+            PairAcc { layers: traced.then(|| vec![(0.0, 0.0, 0.0, 0, 0.0, 0.0); a.layers + 1]), ..PairAcc::default() }
         })
         .collect();
 
@@ -749,7 +754,9 @@ fn first_difference(a: &[u32], b: &[u32]) -> Option<usize> {
 fn layer_results(acc: &LayerAcc, routes: &[(usize, usize)], positions: usize) -> Vec<LayerResult> {
     acc.iter()
         .enumerate()
-        .map(|(i, (d2, r2, cos, nf))| LayerResult {
+        .map(|(i, (d2, r2, cos, nf, max_ref, max_cand))| LayerResult {
+            max_abs_ref: *max_ref as f64,
+            max_abs_cand: *max_cand as f64,
             index: i,
             name: if i == 0 { "embeddings".into() } else { format!("layer {}", i - 1) },
             rel_l2: (d2 / r2.max(f64::MIN_POSITIVE)).sqrt(),
@@ -774,6 +781,11 @@ fn layer_trace(i: usize, ra: &[Vec<f32>], rb: &[Vec<f32>], acc: &mut LayerAcc) -
         for (&u, &v) in x.iter().zip(y) {
             if !v.is_finite() {
                 acc[i].3 += 1;
+            } else {
+                acc[i].5 = acc[i].5.max(v.abs());
+            }
+            if u.is_finite() {
+                acc[i].4 = acc[i].4.max(u.abs());
             }
             let (u, v) = (u as f64, v as f64);
             d2 += (v - u) * (v - u);

@@ -324,3 +324,35 @@ fn numbers_carry_standard_errors_flips_and_sample_notes() {
     assert_eq!((v["summary"]["flips"]["changed"].as_u64(), v["summary"]["flips"]["prompts"].as_u64()), (Some(0), Some(2)));
     assert!(v["prompts"][0]["flip"].is_null());
 }
+
+/// Issue 19's fp16 headroom: the layer trace records each hidden state's largest |value| in both
+/// models; a layer past f16's 65504 is named (an f16 export of that model overflows there).
+#[test]
+fn fp16_headroom_names_the_layer_past_f16_range() {
+    let d = tmp();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    Fixture::healthy().write(&a);
+    let mut f = Fixture::healthy();
+    // Layer 1's MLP writes values ~3e5 into the residual stream (exact in f32, inf in f16).
+    let t = f.tensor_mut("model.layers.1.mlp.down_proj.weight");
+    for c in t.data.chunks_mut(4) {
+        let x = f32::from_le_bytes(c.try_into().unwrap()) * 1e8;
+        c.copy_from_slice(&x.to_le_bytes());
+    }
+    f.write(&b);
+    let p = prompts_file(d.path());
+    let v = compare_json(&a, &b, &p, &["--layers"]).json();
+    let layers = v["layers"].as_array().unwrap();
+    let max = |i: usize, k: &str| layers[i][k].as_f64().unwrap();
+    assert!(max(1, "max_abs_cand") < 100.0 && max(1, "max_abs_cand") == max(1, "max_abs_ref"), "{layers:?}");
+    assert!(max(2, "max_abs_cand") > 65504.0 && max(2, "max_abs_ref") < 100.0, "{layers:?}");
+    let text = ckptcheck(&["compare", a.to_str().unwrap(), b.to_str().unwrap(), "--prompts", &p, "--layers"]);
+    assert!(
+        text.stdout.contains("fp16 headroom: the candidate's hidden state reaches")
+            && text.stdout.contains("at layer 1, past f16's largest value 65504"),
+        "{}",
+        text.stdout
+    );
+    let healthy = ckptcheck(&["compare", a.to_str().unwrap(), a.to_str().unwrap(), "--prompts", &p, "--layers"]);
+    assert!(!healthy.stdout.contains("fp16 headroom"), "{}", healthy.stdout);
+}
