@@ -172,8 +172,9 @@ pub fn render_text(r: &CompareResult) -> String {
             }
         }
         o.push_str(&format!("first layer over the threshold: {}\n", r.first_bad_layer.as_deref().unwrap_or("none")));
-        if let Some(line) = fp16_headroom(layers) {
+        if let Some(line) = crate::compare::run::fp16_headroom(layers) {
             o.push_str(&line);
+            o.push('\n');
         }
     }
     o.push('\n');
@@ -246,24 +247,4 @@ pub fn render_numbers(r: &CompareResult) -> String {
         o.push_str(&format!("note: {n}\n"));
     }
     o
-}
-
-/// f16's largest finite value.
-const F16_MAX: f64 = 65504.0;
-
-/// A line when some layer's hidden state comes within 4× of f16's range (or past it) in either
-/// model: an f16 export or an f16 forward overflows there (the Gemma-style NaN of an fp16 run).
-fn fp16_headroom(layers: &[crate::compare::run::LayerResult]) -> Option<String> {
-    let (l, who, m) = layers
-        .iter()
-        .flat_map(|l| [(l, "reference", l.max_abs_ref), (l, "candidate", l.max_abs_cand)])
-        .max_by(|a, b| a.2.total_cmp(&b.2))?;
-    (m * 4.0 > F16_MAX).then(|| {
-        let verdict = if m > F16_MAX {
-            "past f16's largest value 65504: an f16 export or f16 run overflows to inf/NaN there"
-        } else {
-            "within 4× of f16's largest value 65504"
-        };
-        format!("fp16 headroom: the {who}'s hidden state reaches |{m:.4e}| at {}, {verdict}\n", l.name)
-    })
 }

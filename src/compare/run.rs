@@ -846,3 +846,23 @@ pub fn judge(s: &CompareSummary, t: &Thresholds) -> Vec<Judgement> {
     ));
     j
 }
+
+/// f16's largest finite value.
+const F16_MAX: f64 = 65504.0;
+
+/// A line when some layer's hidden state comes within 4× of f16's range (or past it) in either
+/// model: an f16 export or an f16 forward overflows there (the Gemma-style NaN of an fp16 run).
+pub fn fp16_headroom(layers: &[LayerResult]) -> Option<String> {
+    let (l, who, m) = layers
+        .iter()
+        .flat_map(|l| [(l, "reference", l.max_abs_ref), (l, "candidate", l.max_abs_cand)])
+        .max_by(|a, b| a.2.total_cmp(&b.2))?;
+    (m * 4.0 > F16_MAX).then(|| {
+        let verdict = if m > F16_MAX {
+            "past f16's largest value 65504: an f16 export or f16 run overflows to inf/NaN there"
+        } else {
+            "within 4× of f16's largest value 65504"
+        };
+        format!("fp16 headroom: the {who}'s hidden state reaches |{m:.4e}| at {}, {verdict}", l.name)
+    })
+}

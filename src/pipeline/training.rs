@@ -156,6 +156,16 @@ fn attach(r: &mut PipelineReport, m: &Manifest, found: usize, search: Option<Sea
         r.cause_id = s.cause_id.clone();
         r.causes = s.causes.clone();
     }
+    // f16 headroom of every training step (its layer trace against the base): an f16 export of
+    // a bf16-trained step that overflows is named before anyone exports it.
+    let mut summary = summary;
+    for (s, i) in r.steps.iter().zip(0..) {
+        let layers = s.vs_reference.as_ref().and_then(|c| c.layers.as_deref());
+        if let Some(line) = layers.filter(|_| training(i)).and_then(crate::compare::run::fp16_headroom) {
+            summary.push_str(&format!("; `{}`: {}", s.label, line.replace("the candidate's", "its")));
+            break;
+        }
+    }
     r.training = Some(TrainingReport {
         dir: crate::format::lexical(&plan.dir).display().to_string(),
         log_file: log.map(|l| crate::format::lexical(&l.path).display().to_string()),

@@ -260,3 +260,36 @@ fn the_zoo_runs_match_transformers_and_name_the_learning_rate() {
         assert_eq!(checked, measured[run].as_object().unwrap().len(), "{run}: every measured checkpoint is a row");
     }
 }
+
+/// A training step whose hidden states leave f16's range is named in the run's summary.
+#[test]
+fn a_checkpoint_past_f16_range_is_named_in_the_run_summary() {
+    let d = tmp();
+    let base = d.path().join("base");
+    Fixture::healthy().write(&base);
+    let run = d.path().join("run");
+    Fixture::healthy().write(&run.join("checkpoint-10"));
+    let mut f = Fixture::healthy();
+    for c in f.tensor_mut("model.layers.1.mlp.down_proj.weight").data.chunks_mut(4) {
+        let x = f32::from_le_bytes(c.try_into().unwrap()) * 1e8;
+        c.copy_from_slice(&x.to_le_bytes());
+    }
+    f.write(&run.join("checkpoint-20"));
+    let prompts = d.path().join("prompts.jsonl");
+    std::fs::write(&prompts, "{\"messages\": [{\"role\": \"user\", \"content\": \"What is 6 times 7 ?\"}]}\n").unwrap();
+    let r = ckptcheck(&[
+        "bisect",
+        "--json",
+        "--max-new-tokens",
+        "4",
+        "--prompts",
+        prompts.to_str().unwrap(),
+        run.to_str().unwrap(),
+        "--base",
+        base.to_str().unwrap(),
+    ]);
+    assert_ne!(r.code, 2, "{}", r.stderr);
+    let summary = r.json()["training"]["summary"].as_str().unwrap().to_string();
+    assert!(summary.contains("`checkpoint-20`: fp16 headroom: its hidden state reaches"), "{summary}");
+    assert!(summary.contains("at layer 1, past f16's largest value 65504"), "{summary}");
+}
