@@ -1,0 +1,59 @@
+"""Keeps one copy of byte-identical weight files under models/ on disk.
+
+Several zoo models are another model's weights with only a config or tokenizer changed
+(llama-instruct's under four rope scalings, a wrong generation_config, a missing template, ...).
+Git stores such files once anyway; a checkout does not. This replaces each duplicate
+`*.safetensors` by a relative symlink to the copy in the directory with the shortest name
+(llama-instruct, spm-llama), which saves ~70 MB of testdata/.
+
+    python dedupe.py          # after regenerating: link duplicates
+    python dedupe.py --undo   # before regenerating: turn links back into copies, so that a
+                              # save_pretrained into a linked directory cannot write through the link
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+MODELS = Path(__file__).resolve().parent / "models"
+
+
+def digest(p: Path) -> str:
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def link() -> None:
+    groups: dict[tuple[str, str], list[Path]] = {}
+    for p in sorted(MODELS.glob("*/*.safetensors")):
+        if not p.is_symlink():
+            groups.setdefault((p.name, digest(p)), []).append(p)
+    for files in groups.values():
+        keep = min(files, key=lambda p: (len(p.parent.name), p.parent.name))
+        for p in files:
+            if p != keep:
+                p.unlink()
+                p.symlink_to(os.path.relpath(keep, p.parent))
+                print(f"{p.relative_to(MODELS)} -> {keep.relative_to(MODELS)}")
+
+
+def undo() -> None:
+    for p in sorted(MODELS.glob("*/*.safetensors")):
+        if p.is_symlink():
+            target = p.resolve()
+            p.unlink()
+            shutil.copyfile(target, p)
+            print(f"{p.relative_to(MODELS)}: copy of {target.relative_to(MODELS)}")
+
+
+if __name__ == "__main__":
+    undo() if sys.argv[1:] == ["--undo"] else link()
