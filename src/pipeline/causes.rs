@@ -147,6 +147,10 @@ pub struct StepView<'a> {
     pub vs_reference: Option<&'a CompareResult>,
 }
 
+/// At or above this cosine between the two models' embedding outputs, the rows are the same rows
+/// with noise (quantization, precision), not moved or re-initialised ones (cosine ~0).
+pub const EMBEDDING_SAME_ROWS_COSINE: f64 = 0.9;
+
 /// The rule causes a failed step supports, most confident first. `parent` is the previous
 /// step's report (for what changed since); `layer_rel_err` the layer-trace threshold the step
 /// was compared with.
@@ -194,16 +198,20 @@ pub fn rules(step: StepView, parent: Option<StepView>, numbers: &[String], layer
         }
     }
 
-    // 3. the divergence starts at the embeddings and never recovers.
+    // 3. the divergence starts at the embeddings and never recovers, and the embedding rows are
+    // other rows, not the same rows with noise: quantizing `token_embd` (Q2_K: cosine 0.956,
+    // relative error 0.31) trips the relative threshold but keeps the direction of every row.
     if let Some(layers) = r.layers.as_ref().filter(|l| l.len() >= 2) {
         let thr = layer_rel_err;
         let over = |l: &crate::compare::run::LayerResult| l.nonfinite > 0 || l.rel_l2.is_nan() || l.rel_l2 > thr;
+        // A NaN cosine (non-finite embeddings) counts as other rows.
+        let other_rows = layers[0].cosine.is_nan() || layers[0].cosine < EMBEDDING_SAME_ROWS_COSINE;
         {
-            if layers.iter().all(over) {
+            if other_rows && layers.iter().all(over) {
                 let last = layers.last().expect("len >= 2");
                 let mut evidence = vec![format!(
-                    "hidden states differ from the embedding output on: relative error {:.3} at the embeddings, {:.3} after {} (threshold {thr})",
-                    layers[0].rel_l2, last.rel_l2, last.name
+                    "hidden states differ from the embedding output on: relative error {:.3} (cosine {:.3}) at the embeddings, {:.3} after {} (threshold {thr})",
+                    layers[0].rel_l2, layers[0].cosine, last.rel_l2, last.name
                 )];
                 evidence.extend(numbers.iter().cloned());
                 out.push(Cause {

@@ -417,8 +417,8 @@ pub fn export_cause(label: &str, healthy: usize) -> Cause {
     Cause {
         cause_id: EXPORT_BROKE_IT.into(),
         summary: format!(
-            "all {healthy} training checkpoints and the final save behave; `{label}` is the first step to break: the save, merge \
-             or conversion broke it, not the training"
+            "every training step evaluated ({healthy}: checkpoints and the final save) behaves; `{label}` is the first step to \
+             break: the save, merge or conversion broke it, not the training"
         ),
         evidence: Vec::new(),
         confidence: Confidence::High,

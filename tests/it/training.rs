@@ -293,3 +293,27 @@ fn a_checkpoint_past_f16_range_is_named_in_the_run_summary() {
     assert!(summary.contains("`checkpoint-20`: fp16 headroom: its hidden state reaches"), "{summary}");
     assert!(summary.contains("at layer 1, past f16's largest value 65504"), "{summary}");
 }
+
+/// The real healthy run with two exports of its merged adapter (run_exports.py): the converter's
+/// Q8_0 passes, the whole-model Q2_K fails, the training is cleared, and blame names the Q2_K
+/// embedding table, not the tokenizer (its rows keep their direction: cosine 0.96).
+#[test]
+fn the_zoo_healthy_run_with_a_q2_k_export_blames_the_export_and_its_embedding_table() {
+    let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pipelines/run-healthy-export-q2k.toml");
+    let r = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["first_bad_step"], "merged-q2_k", "{}", v["cause"]);
+    let steps = v["steps"].as_array().unwrap();
+    let status = |label: &str| steps.iter().find(|s| s["label"] == label).unwrap()["status"].as_str().unwrap().to_string();
+    for label in ["checkpoint-10", "checkpoint-30", "final", "merged-q8_0"] {
+        assert_eq!(status(label), "pass", "{label}");
+    }
+    let ids: Vec<&str> = v["causes"].as_array().unwrap().iter().map(|c| c["cause_id"].as_str().unwrap()).collect();
+    assert_eq!(ids[0], "cause.tensors-blamed", "{ids:?}");
+    assert!(ids.contains(&"training.export-broke-it"), "{ids:?}");
+    assert!(!ids.contains(&"cause.tokenizer-or-embedding"), "quantization noise is not a moved tokenizer: {ids:?}");
+    assert!(v["causes"][0]["fix"].as_str().unwrap().contains("token_embd.weight"), "{}", v["causes"][0]);
+    let summary = v["training"]["summary"].as_str().unwrap();
+    assert!(summary.contains("`merged-q2_k` is the first step to fail") && summary.contains("not the training"), "{summary}");
+}
