@@ -145,6 +145,16 @@ pub struct CompareArgs {
     /// Longest greedy answer, in tokens.
     #[arg(long, default_value_t = 32)]
     pub max_new_tokens: usize,
+    /// Score a plain-text file instead of prompts, as `llama-perplexity -f FILE` does: chunks of
+    /// `-c` tokens, the second half of each scored (KL, top-1, PPL ratio; nothing generated).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["prompts", "max_prompts"])]
+    pub text: Option<PathBuf>,
+    /// With --text: tokens per chunk (llama-perplexity's `-c`).
+    #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 512, requires = "text")]
+    pub ctx_size: usize,
+    /// With --text: score only the first N chunks (llama-perplexity's `--chunks`).
+    #[arg(long, value_name = "N", value_parser = at_least_one, requires = "text")]
+    pub chunks: Option<usize>,
     /// Trace hidden states per layer and name the first layer that diverges.
     #[arg(long)]
     pub layers: bool,

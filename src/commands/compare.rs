@@ -8,6 +8,7 @@ use crate::cli::CompareArgs;
 use crate::commands::Outcome;
 use crate::compare::blame::{self, Blame, BlameInputs, Side};
 use crate::compare::compat;
+use crate::compare::corpus;
 use crate::compare::prompts::{self, Prompt};
 use crate::compare::run::{compare_with, reference_answers, CompareOptions, CompareResult, Progress};
 use crate::compare::thresholds::{Thresholds, Verdict};
@@ -55,6 +56,9 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     if let Some(p) = &args.prompts {
         outputs.read("the prompts file", p);
     }
+    if let Some(p) = &args.text {
+        outputs.read("the --text corpus", p);
+    }
     if let Some(p) = &args.thresholds {
         outputs.read("the thresholds file", p);
     }
@@ -87,12 +91,18 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let c = Variant::load_with(&args.candidate, &cc, cf, &device, &settings)?;
     bar.tick();
     let opts = CompareOptions {
-        prompts_from: crate::compare::prompts::source_name(args.prompts.as_deref()),
+        prompts_from: crate::compare::prompts::source_name(args.prompts.as_deref().or(args.text.as_deref())),
         max_new_tokens: args.max_new_tokens,
         layers: args.layers,
         thresholds,
     };
-    let answers = reference_answers(&r, &prompts, &opts, &bar)?;
+    let (prompts, answers) = match &args.text {
+        Some(text) => corpus::load(text, &r, args.ctx_size, args.chunks)?,
+        None => {
+            let answers = reference_answers(&r, &prompts, &opts, &bar)?;
+            (prompts, answers)
+        }
+    };
     let result = compare_with(&r, &c, &prompts, &answers, &opts, &bar)?;
     let blame = if args.blame {
         let inputs = BlameInputs {
@@ -120,9 +130,29 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
 pub fn render_text(r: &CompareResult) -> String {
     let s = &r.summary;
     let mut o = String::new();
-    o.push_str(&format!("reference  {}\ncandidate  {}\n\n", r.reference, r.candidate));
-    o.push_str(&format!("{:<32} {:>8} {:>8} {:>6} {:>6} {:>6} {:>5}\n", "prompt", "KL mean", "KL max", "top1", "P(EOS)", "ref", "stops"));
-    for p in &r.prompts {
+    o.push_str(&format!("reference  {}\ncandidate  {}\n", r.reference, r.candidate));
+    if let Some(c) = &r.corpus {
+        o.push_str(&format!(
+            "corpus     {}: {} tokens, {} chunks of {} (the second half of each scored, as llama-perplexity -c {}){}\n\n",
+            c.source.display(),
+            c.text_tokens,
+            c.chunks,
+            c.ctx,
+            c.ctx,
+            if c.bos.is_some() { "; BOS first" } else { "" }
+        ));
+        o.push_str(&format!("{:<32} {:>8} {:>8} {:>6}\n", "chunk", "KL mean", "KL max", "top1"));
+        for p in &r.prompts {
+            o.push_str(&format!("{:<32} {:>8.4} {:>8.3} {:>5.0}%\n", p.label, p.kl_mean, p.kl_max, 100.0 * p.top1));
+        }
+    } else {
+        o.push('\n');
+        o.push_str(&format!(
+            "{:<32} {:>8} {:>8} {:>6} {:>6} {:>6} {:>5}\n",
+            "prompt", "KL mean", "KL max", "top1", "P(EOS)", "ref", "stops"
+        ));
+    }
+    for p in r.prompts.iter().filter(|_| r.corpus.is_none()) {
         o.push_str(&format!(
             "{:<32} {:>8.4} {:>8.3} {:>5.0}% {:>6.3} {:>6.3} {:>5}\n",
             p.label.chars().take(32).collect::<String>(),
@@ -147,13 +177,15 @@ pub fn render_text(r: &CompareResult) -> String {
         s.delta_p_worst
     ));
     o.push_str(&format!("PPL ref {:.3}  cand {:.3}  ratio {:.3}\n", s.ppl_ref, s.ppl_cand, s.ppl_ratio));
-    o.push_str(&format!(
-        "P(end-of-turn) at turn end: ref {:.3} → cand {:.3};  greedy stops: ref {:.0}% → cand {:.0}%\n",
-        s.p_eos_ref_mean,
-        s.p_eos_cand_mean,
-        100.0 * s.ref_stop_rate,
-        100.0 * s.cand_stop_rate
-    ));
+    if r.corpus.is_none() {
+        o.push_str(&format!(
+            "P(end-of-turn) at turn end: ref {:.3} → cand {:.3};  greedy stops: ref {:.0}% → cand {:.0}%\n",
+            s.p_eos_ref_mean,
+            s.p_eos_cand_mean,
+            100.0 * s.ref_stop_rate,
+            100.0 * s.cand_stop_rate
+        ));
+    }
     o.push_str(&format!("NaN/Inf logits: ref {}  cand {}\n", s.nonfinite_ref, s.nonfinite_cand));
     o.push_str(&render_numbers(r));
     if let Some(layers) = &r.layers {

@@ -133,12 +133,37 @@ pub struct CompareSummary {
     pub flips: Flips,
     /// Percentiles shown that the token count cannot resolve (p99.9 over 24 tokens).
     pub sample_notes: Vec<String>,
+    /// Scored on a corpus (`compare --text`): no turn ends, nothing generated.
+    #[serde(skip)]
+    pub corpus: bool,
+}
+
+/// What a corpus comparison (`compare --text`) scored: the text cut into chunks of `ctx` tokens,
+/// the second half of each scored, as `llama-perplexity -f FILE -c CTX` does.
+#[derive(Debug, Clone, Serialize)]
+pub struct CorpusInfo {
+    pub source: PathBuf,
+    /// Tokens per chunk (`-c`).
+    pub ctx: usize,
+    pub chunks: usize,
+    /// Tokens the whole text encodes to with the reference's tokenizer.
+    pub text_tokens: usize,
+    /// The BOS id that replaces each chunk's first token (the reference's tokenizer adds one).
+    pub bos: Option<u32>,
+    /// The text's ids (BOS first when added), for the candidate's own-tokenizer check.
+    #[serde(skip)]
+    pub ids: Vec<u32>,
+    #[serde(skip)]
+    pub text: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CompareResult {
     pub reference: String,
     pub candidate: String,
+    /// `compare --text`: the corpus the chunks (`prompts`) come from; absent for prompts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<CorpusInfo>,
     pub prompts: Vec<PromptResult>,
     pub summary: CompareSummary,
     pub layers: Option<Vec<LayerResult>>,
@@ -244,8 +269,13 @@ pub fn compare_all(
         used[p.candidate] = true;
     }
     let mut failed: Vec<Option<Error>> = (0..n).map(|v| if used[v] { fits_vocabulary(variants[v], &seqs).err() } else { None }).collect();
+    let corpus = answers.corpus.as_ref();
     let tokenization: Vec<Tokenization> = (0..n)
-        .map(|v| if pairs.iter().any(|p| p.candidate == v) { tokenize(r, variants[v], prompts, &seqs) } else { Tokenization::default() })
+        .map(|v| match (pairs.iter().any(|p| p.candidate == v), corpus) {
+            (false, _) => Tokenization::default(),
+            (true, None) => tokenize(r, variants[v], prompts, &seqs),
+            (true, Some(info)) => tokenize_corpus(r, variants[v], info),
+        })
         .collect();
     let mut acc: Vec<PairAcc> = pairs
         .iter()
@@ -269,7 +299,7 @@ pub fn compare_all(
     let mut generated: Vec<Option<Generated>> = (0..n).map(|_| None).collect();
     for v in 0..n {
         let wanted = pairs.iter().zip(&acc).any(|(p, a)| p.candidate == v && a.error.is_none() && failed[p.reference].is_none());
-        if !wanted || failed[v].is_some() {
+        if !wanted || failed[v].is_some() || corpus.is_some() {
             continue;
         }
         match variants[v].model.generate_batch(&own_prompts, opts.max_new_tokens, &variants[v].stop_ids) {
@@ -307,11 +337,17 @@ pub fn compare_all(
                 });
             }
         }
-        let judged = prompts.iter().filter(|p| p.answer().is_none()).count();
+        let judged = if corpus.is_some() { 0 } else { prompts.iter().filter(|p| p.answer().is_none()).count() };
         let changed = a.results.iter().filter(|r| r.flip.is_some()).count();
         let flips = Flips { prompts: judged, changed, rate: if judged > 0 { changed as f64 / judged as f64 } else { f64::NAN } };
         let mut summary = summarize_all(&a, &tokenization[p.candidate]);
         summary.flips = flips;
+        if corpus.is_some() {
+            // Nothing generated: no stop rates to judge.
+            summary.corpus = true;
+            summary.ref_stop_rate = f64::NAN;
+            summary.cand_stop_rate = f64::NAN;
+        }
         let layers = a.layers.as_ref().map(|l| layer_results(l, &a.routes, a.positions));
         let first_bad_layer = layers.as_ref().and_then(|ls| {
             ls.iter().find(|l| l.nonfinite > 0 || l.rel_l2.is_nan() || l.rel_l2 > p.thresholds.layer_rel_err).map(|l| l.name.clone())
@@ -321,6 +357,7 @@ pub fn compare_all(
         out.push(Ok(CompareResult {
             reference: variants[p.reference].label.clone(),
             candidate: variants[p.candidate].label.clone(),
+            corpus: corpus.cloned(),
             prompts: a.results,
             summary,
             layers,
@@ -347,6 +384,21 @@ pub struct ReferenceAnswers {
     /// The reference this was computed for (its label), checked on use.
     reference: String,
     prompts: Vec<(Vec<u32>, Vec<u32>, bool)>,
+    /// Chunks of a corpus (`compare::corpus`) rather than prompts: no end of turn is appended,
+    /// nothing is generated.
+    corpus: Option<CorpusInfo>,
+}
+
+impl ReferenceAnswers {
+    /// Chunks of a text as sequences to score: each is (context, scored continuation).
+    pub fn corpus(r: &Variant, chunks: Vec<(Vec<u32>, Vec<u32>)>, info: CorpusInfo) -> ReferenceAnswers {
+        let prompts = chunks.into_iter().map(|(context, rest)| (context, rest, false)).collect();
+        ReferenceAnswers { reference: r.label.clone(), prompts, corpus: Some(info) }
+    }
+
+    pub fn corpus_info(&self) -> Option<&CorpusInfo> {
+        self.corpus.as_ref()
+    }
 }
 
 pub fn reference_answers(r: &Variant, prompts: &[Prompt], opts: &CompareOptions, progress: &dyn Progress) -> Result<ReferenceAnswers> {
@@ -396,7 +448,7 @@ pub fn reference_answers(r: &Variant, prompts: &[Prompt], opts: &CompareOptions,
         out.push((prompt_ids, answer, stopped));
         progress.tick();
     }
-    Ok(ReferenceAnswers { reference: r.label.clone(), prompts: out })
+    Ok(ReferenceAnswers { reference: r.label.clone(), prompts: out, corpus: None })
 }
 
 /// The teacher-forcing sequences from the reference's answers: prompt ids, answer, end of turn.
@@ -404,7 +456,7 @@ fn sequences(r: &Variant, prompts: &[Prompt], answers: &ReferenceAnswers) -> Res
     if answers.reference != r.label || answers.prompts.len() != prompts.len() {
         return Err(Error::Device { detail: format!("internal: answers of {} reused for {}", answers.reference, r.label) });
     }
-    let eot = r.turn_end_id.or_else(|| r.stop_ids.first().copied());
+    let eot = if answers.corpus.is_some() { None } else { r.turn_end_id.or_else(|| r.stop_ids.first().copied()) };
     Ok(answers
         .prompts
         .iter()
@@ -445,6 +497,30 @@ fn tokenize(r: &Variant, c: &Variant, prompts: &[Prompt], seqs: &[Sequence]) -> 
         }
     }
     t
+}
+
+/// How the candidate's own tokenizer encodes a corpus against the reference's ids: the chunks
+/// (of the reference's length) that differ, and the first difference in words.
+fn tokenize_corpus(r: &Variant, c: &Variant, info: &CorpusInfo) -> Tokenization {
+    let own = match c.encode_text_stream(&info.text) {
+        Ok((ids, _)) => ids,
+        Err(e) => return Tokenization { mismatches: info.chunks, first: Some(format!("the candidate cannot encode the text: {e}")) },
+    };
+    let chunk = |ids: &[u32], i: usize| ids.get(i * info.ctx..((i + 1) * info.ctx).min(ids.len())).map(<[u32]>::to_vec).unwrap_or_default();
+    let mismatches = (0..info.chunks).filter(|&i| chunk(&own, i) != chunk(&info.ids, i)).count();
+    let first = first_difference(&info.ids, &own).map(|at| {
+        let show = |v: &[u32], t: &crate::format::tokens::TokenizerInfo| {
+            v.get(at).map(|&i| format!("{i} {:?}", t.token(i).unwrap_or_default())).unwrap_or_else(|| "end".into())
+        };
+        format!(
+            "the text is {} tokens with the reference's tokenizer and {} with the candidate's, first difference at token {at}: {} (reference) vs {} (candidate)",
+            info.ids.len(),
+            own.len(),
+            show(&info.ids, &r.tokenizer),
+            show(&own, &c.tokenizer)
+        )
+    });
+    Tokenization { mismatches, first: first.filter(|_| mismatches > 0) }
 }
 
 /// The first difference between the reference's and the candidate's encoding of a prompt, in words.
@@ -740,6 +816,7 @@ fn summarize_all(scored: &PairAcc, tokenization: &Tokenization) -> CompareSummar
         estimates: metrics::estimates(all),
         flips: Flips::default(),
         sample_notes: metrics::unresolved_percentiles(all.len()),
+        corpus: false,
     }
 }
 
@@ -812,12 +889,17 @@ pub fn judge(s: &CompareSummary, t: &Thresholds) -> Vec<Judgement> {
         nonfinite.note.push_str(&format!("; {} positions with NaN KL", s.kl.nan));
         nonfinite.value += s.kl.nan as f64;
     }
+    let (tokens, positions, on, items) = if s.corpus {
+        ("scored text token", "scored text", "the text", "chunks")
+    } else {
+        ("answer token", "answer", "the reference answers", "prompts")
+    };
     let mut j = vec![
         nonfinite,
-        t.judge(Metric::KlMean, s.kl.mean, "mean KL(ref‖cand) per answer token, nats"),
+        t.judge(Metric::KlMean, s.kl.mean, format!("mean KL(ref‖cand) per {tokens}, nats")),
         t.judge(Metric::KlP99, s.kl.p99, "99th percentile of per-token KL"),
-        t.judge(Metric::Top1, s.top1, "share of answer positions with the same top token"),
-        t.judge(Metric::PplRatio, s.ppl_ratio, "PPL(cand) / PPL(ref) on the reference answers"),
+        t.judge(Metric::Top1, s.top1, format!("share of {positions} positions with the same top token")),
+        t.judge(Metric::PplRatio, s.ppl_ratio, format!("PPL(cand) / PPL(ref) on {on}")),
     ];
     if s.p_eos_ref_mean >= t.p_eos_ref_min {
         let ratio = s.p_eos_cand_mean / s.p_eos_ref_mean;
@@ -831,10 +913,13 @@ pub fn judge(s: &CompareSummary, t: &Thresholds) -> Vec<Judgement> {
         Metric::PromptTokenization,
         s.prompt_token_mismatches as f64,
         match &s.first_token_mismatch {
-            Some(m) => format!("{} prompts encode differently with the candidate's own tokenizer/template; {m}", s.prompt_token_mismatches),
-            None => "every prompt encodes to the same ids with the candidate's own tokenizer and template".into(),
+            Some(m) => format!("{} {items} encode differently with the candidate's own tokenizer/template; {m}", s.prompt_token_mismatches),
+            None => format!("every one of the {items} encodes to the same ids with the candidate's own tokenizer and template"),
         },
     ));
+    if s.corpus {
+        return j; // nothing generated
+    }
     j.push(t.judge(
         Metric::StopRateDrop,
         s.ref_stop_rate - s.cand_stop_rate,

@@ -85,6 +85,24 @@ impl Variant {
         self.template.is_some()
     }
 
+    /// A plain text as llama.cpp tokenizes it with its specials (`llama-perplexity -f`): the
+    /// tokenizer's BOS first when it adds one (an HF post-processor; a GGUF's
+    /// `tokenizer.ggml.add_bos_token`), no EOS, special-token text not parsed apart from the
+    /// tokenizer's added tokens. Returns the ids and that BOS.
+    pub fn encode_text_stream(&self, text: &str) -> Result<(Vec<u32>, Option<u32>)> {
+        let tok = &self.tokenizer;
+        let err = |e: tokenizers::Error| Error::Tokenizer { path: tok.path.clone(), detail: format!("encoding failed: {e}") };
+        let with = tok.tokenizer.encode("a", true).map_err(err)?;
+        let without = tok.tokenizer.encode("a", false).map_err(err)?;
+        let (with, without) = (with.get_ids(), without.get_ids());
+        let bos = (with.len() > without.len() && with[1..].starts_with(without)).then(|| with[0]);
+        let mut ids = tok.encode_raw(text)?;
+        if let Some(b) = bos {
+            ids.insert(0, b);
+        }
+        Ok((ids, bos))
+    }
+
     /// Token ids of a prompt as this variant would see it: through its chat template with the
     /// generation prompt (no automatic specials: the template has them), or as raw text with the
     /// tokenizer's own specials for a base model.

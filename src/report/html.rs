@@ -399,15 +399,18 @@ fn stopped(yes: bool, tokens: usize) -> String {
 fn number_cells(c: &CompareResult) -> String {
     let s = &c.summary;
     let nan = |v: f64| if s.kl.nan > 0 { "NaN".to_string() } else { fmt_num(v) };
+    // A corpus (`compare --text`) has no turn ends and generates nothing.
+    let (p_eos, stops) = if s.corpus {
+        ("–".to_string(), "–".to_string())
+    } else {
+        (format!("{:.3} → {:.3}", s.p_eos_ref_mean, s.p_eos_cand_mean), format!("{:.0}%", 100.0 * s.cand_stop_rate))
+    };
     format!(
-        "<td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{:.3} → {:.3}</td><td>{:.0}%</td>",
+        "<td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{p_eos}</td><td>{stops}</td>",
         nan(s.kl.mean),
         nan(s.kl.p99),
         100.0 * s.top1,
         if s.ppl_ratio.is_finite() { format!("{:.3}", s.ppl_ratio) } else { "NaN".into() },
-        s.p_eos_ref_mean,
-        s.p_eos_cand_mean,
-        100.0 * s.cand_stop_rate
     )
 }
 
@@ -436,8 +439,18 @@ impl Html {
         }
         let (prompts, tokens) =
             r.steps.iter().find_map(|s| s.vs_reference.as_ref()).map(|c| (c.prompts.len(), c.summary.scored_tokens)).unwrap_or((0, 0));
+        let corpus = r.steps.iter().find_map(|s| s.vs_reference.as_ref()?.corpus.as_ref());
+        let scored = match corpus {
+            Some(c) => format!(
+                "{} chunks of {} tokens from <b>{}</b>, {tokens} text tokens scored per step (the second half of each chunk, as llama-perplexity)",
+                c.chunks,
+                c.ctx,
+                escape(&c.source.display().to_string())
+            ),
+            None => format!("{prompts} prompts, {tokens} answer tokens scored per step"),
+        };
         body.push_str(&format!(
-            "<p id=\"meta\" class=\"meta\">reference <b>{}</b> · {prompts} prompts, {tokens} answer tokens scored per step · made by <span id=\"tool\">ckptcheck {}</span> at <span id=\"made-at\">{}</span></p>",
+            "<p id=\"meta\" class=\"meta\">reference <b>{}</b> · {scored} · made by <span id=\"tool\">ckptcheck {}</span> at <span id=\"made-at\">{}</span></p>",
             escape(&r.reference),
             env!("CARGO_PKG_VERSION"),
             made_at()
@@ -479,7 +492,9 @@ impl Html {
 
         body.push_str("<h2>Plots</h2><div class=\"plots\">");
         body.push_str(&kl_plot(r, &labels));
-        body.push_str(&eos_plot(r, &labels));
+        if corpus.is_none() {
+            body.push_str(&eos_plot(r, &labels));
+        }
         body.push_str("</div>");
         if let Some(p) = layer_plot(r) {
             body.push_str(&p);
@@ -495,13 +510,15 @@ impl Html {
 
         if let Some((s, c)) = worst_step(r) {
             let worst = worst_prompts(c);
-            body.push_str(&format!(
+            // Nothing is generated on a corpus.
+            let generated = corpus.is_none();
+            body.push_str(&if generated { format!(
                 "<h2>Generated text, worst prompts of step {}</h2><table id=\"generations\"><tr><th>prompt</th><th>KL mean</th><th>reference: {}</th><th>candidate: {}</th></tr>",
                 escape(&s.label),
                 escape(&r.reference),
                 escape(&s.label)
-            ));
-            for p in worst.iter().take(WORST_PROMPTS) {
+            ) } else { String::new() });
+            for p in worst.iter().take(WORST_PROMPTS).filter(|_| generated) {
                 body.push_str(&format!(
                     "<tr><td>{}</td><td>{}</td><td><pre class=\"gen ref\">{}</pre><div class=\"muted\">{}</div></td><td><pre class=\"gen cand\">{}</pre><div class=\"muted\">{}</div></td></tr>",
                     escape(&p.label),
@@ -512,18 +529,36 @@ impl Html {
                     stopped(p.cand_stopped, p.cand_generated_tokens)
                 ));
             }
-            body.push_str("</table>");
+            if generated {
+                body.push_str("</table>");
+            }
 
-            body.push_str("<h2>Per prompt</h2>");
+            body.push_str(if generated { "<h2>Per prompt</h2>" } else { "<h2>Per chunk</h2>" });
             for (t, c2) in r.steps.iter().filter_map(|t| Some((t, t.vs_reference.as_ref()?))) {
                 body.push_str(&format!(
-                    "<details{}><summary>step {} vs {}</summary><table class=\"prompts\" id=\"prompts-{}\"><tr><th>prompt</th><th>prompt tokens</th><th>answer tokens</th><th>KL mean</th><th>KL max</th><th>top-1</th><th>P(EOS) ref → cand</th><th>reference</th><th>candidate</th></tr>",
+                    "<details{}><summary>step {} vs {}</summary><table class=\"prompts\" id=\"prompts-{}\"><tr>{}</tr>",
                     if t.index == s.index { " open" } else { "" },
                     escape(&t.label),
                     escape(&r.reference),
-                    t.index
+                    t.index,
+                    if generated {
+                        "<th>prompt</th><th>prompt tokens</th><th>answer tokens</th><th>KL mean</th><th>KL max</th><th>top-1</th><th>P(EOS) ref → cand</th><th>reference</th><th>candidate</th>"
+                    } else {
+                        "<th>chunk</th><th>context tokens</th><th>scored tokens</th><th>KL mean</th><th>KL max</th><th>top-1</th>"
+                    }
                 ));
-                for p in &c2.prompts {
+                for p in c2.prompts.iter().filter(|_| !generated) {
+                    body.push_str(&format!(
+                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}%</td></tr>",
+                        escape(&p.label),
+                        p.prompt_tokens,
+                        p.answer_tokens,
+                        if p.kl_mean.is_nan() { "NaN".into() } else { fmt_num(p.kl_mean) },
+                        if p.kl_max.is_nan() { "NaN".into() } else { fmt_num(p.kl_max) },
+                        100.0 * p.top1,
+                    ));
+                }
+                for p in c2.prompts.iter().filter(|_| generated) {
                     body.push_str(&format!(
                         "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}%</td><td>{:.3} → {:.3}</td><td>{}</td><td>{}</td></tr>",
                         escape(&p.label),
@@ -541,7 +576,11 @@ impl Html {
                 body.push_str("</table></details>");
             }
 
-            body.push_str(&format!("<h2>Per-token KL, worst prompts of step {}</h2>", escape(&s.label)));
+            body.push_str(&format!(
+                "<h2>Per-token KL, worst {} of step {}</h2>",
+                if generated { "prompts" } else { "chunks" },
+                escape(&s.label)
+            ));
             body.push_str(&heat_legend());
             body.push_str("<div id=\"heat\">");
             for p in worst.iter().take(WORST_PROMPTS) {
@@ -840,7 +879,7 @@ table{border-collapse:collapse;width:100%}table#thresholds{width:auto;min-width:
 tr.fail td{background:#fde2e2}tr.warn td{background:#fff4d6}tr.error td{background:#eadcf5}tr.vs-parent td{background:#fafafa;color:#444;font-size:12px}\
 .src{font-family:monospace;font-size:11px;word-break:break-all}.reason{font-size:12px}.muted{color:#777;font-size:11px}.meta{color:#555;font-size:13px}\
 .verdict{font-size:17px;padding:8px;border-radius:4px}.verdict.fail{background:#fde2e2}.verdict.pass{background:#dff5df}.verdict.warn{background:#fff4d6}.verdict.error{background:#eadcf5}\
-.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:12px}.plot{display:block;width:100%;height:auto;margin:8px 0;border:1px solid #eee;background:#fff}\
+.plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:12px}.plot{display:block;width:100%;height:auto;margin:8px 0;border:1px solid #eee;background:#fff}\
 .t{font-size:14px;font-weight:bold}.l,.v{font-size:11px;text-anchor:middle}.v.muted{fill:#888}.tick{font-size:11px;text-anchor:end;fill:#444}.ylabel{font-size:11px;text-anchor:middle;fill:#444}\
 .grid{stroke:#eee}.axis{stroke:#888}.bar{fill:#4c78a8}.bar.nan{fill:#7b2cbf;opacity:.35}\
 .threshold line{stroke-dasharray:6 4;stroke-width:1.5}.threshold text{font-size:11px;text-anchor:start}.threshold.warn line{stroke:#d08700}.threshold.warn text{fill:#a06800}\

@@ -8,6 +8,7 @@ mod blame;
 mod checkpoint;
 mod compare;
 mod completions;
+mod corpus;
 mod engine;
 mod gate_action;
 mod gguf;

@@ -5,7 +5,7 @@
 //!
 //! It does not compare with the HF checkpoint (`source`) or read tensor values (`values`).
 
-use super::tokenizer::{adds_bos, llama_cpp_eog, show_id, special_ids, spm_alone};
+use super::tokenizer::{llama_cpp_eog, show_id, special_ids, spm_alone};
 use crate::chat::{sample_conversation, turn_end, ChatTemplate};
 use crate::checks::ids::{self, FindingId};
 use crate::checks::template::ROLE_MARKERS;
@@ -251,7 +251,7 @@ pub fn check(g: &GgufFile, with_source: bool, out: &mut Findings) {
     }
     let bos_text = tok.bos.and_then(|b| tok.token(b));
     if let Some(bos) = bos_text.filter(|b| !b.is_empty() && rendered.starts_with(*b)) {
-        if adds_bos(&tok) {
+        if tok.adds_bos() {
             out.push(
                 Finding::new(
                     ids::GGUF_DOUBLE_BOS,

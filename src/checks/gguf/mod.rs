@@ -22,9 +22,7 @@ mod values;
 
 pub use alone::{check, layout_id};
 pub use source::{check_source, F32_REL_TOL};
-pub use tokenizer::{
-    adds_bos, llama_cpp_eog, split_regexes, GPT2_REGEX, KNOWN_PRE, LLAMA3_REGEX, LLAMA_CPP_EOG_TEXTS, PROBES, QWEN2_REGEX,
-};
+pub use tokenizer::{llama_cpp_eog, split_regexes, GPT2_REGEX, KNOWN_PRE, LLAMA3_REGEX, LLAMA_CPP_EOG_TEXTS, PROBES, QWEN2_REGEX};
 pub use values::values;
 
 /// Runs every GGUF check: against itself, and against `source` when given; repeated findings

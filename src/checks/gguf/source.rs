@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value as Json;
 
-use super::tokenizer::{adds_bos, llama_cpp_eog, pre_tokenizer, round_trip, show_id, spm_source};
+use super::tokenizer::{llama_cpp_eog, pre_tokenizer, round_trip, show_id, spm_source};
 use crate::checks::ids::{self, FindingId};
 use crate::checks::special::describe_ids;
 use crate::checks::{Context, Finding, Findings, Severity};
@@ -357,7 +357,7 @@ fn eos_and_stop(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findin
 /// The BOS the GGUF adds vs the source's BOS, both ways.
 fn bos(file: &str, tok: &GgufTokenizer, ctx: &Context, out: &mut Findings) {
     let hf_bos = hf_ids(ctx, Role::Bos);
-    let gguf_bos_used = tok.bos.filter(|_| adds_bos(tok));
+    let gguf_bos_used = tok.bos.filter(|_| tok.adds_bos());
     match (gguf_bos_used, hf_bos.is_empty()) {
         (Some(b), true) => out.push(
             Finding::new(

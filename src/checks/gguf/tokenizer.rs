@@ -1,5 +1,5 @@
 //! The GGUF's vocabulary as llama.cpp will use it: the token texts it ends generation on
-//! (`llama_cpp_eog`), whether it adds BOS (`adds_bos`), its special ids and template tokens, the
+//! (`llama_cpp_eog`), its special ids and template tokens, the
 //! tokenizer comparisons with the source (`pre_tokenizer` by split regex, `round_trip` by
 //! encoding `PROBES` with both), and the SentencePiece (`llama`) vocabulary checks: byte-fallback
 //! tokens and scores alone (`spm_alone`), space prefix, byte fallback, scores and added tokens
@@ -522,12 +522,6 @@ pub fn llama_cpp_eog(tok: &GgufTokenizer) -> BTreeSet<u64> {
         }
     }
     s
-}
-
-/// Whether llama.cpp adds BOS: `add_bos_token`, defaulting to true for SentencePiece (`llama`)
-/// vocabularies and false otherwise (llama.cpp `llama_vocab::impl::load`).
-pub fn adds_bos(tok: &GgufTokenizer) -> bool {
-    tok.add_bos.unwrap_or(matches!(tok.model, Some("llama") | Some("t5") | Some("bert")))
 }
 
 pub(super) fn special_ids<'a>(tok: &GgufTokenizer<'a>) -> [(&'static str, Option<u64>); 6] {

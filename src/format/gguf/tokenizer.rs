@@ -158,7 +158,7 @@ impl GgufTokenizer<'_> {
         };
         let doc = json!({
             "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-            "normalizer": null, "pre_tokenizer": pre_tokenizer, "post_processor": null,
+            "normalizer": null, "pre_tokenizer": pre_tokenizer, "post_processor": self.bos_processor(),
             "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
             "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
                       "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
@@ -166,6 +166,34 @@ impl GgufTokenizer<'_> {
         });
         let bytes = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
         tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| format!("the rebuilt tokenizer does not load: {e}"))
+    }
+
+    /// Whether llama.cpp adds BOS to a text it tokenizes with its specials (`llama_tokenize(…,
+    /// add_special = true)`, as `llama-cli` and `llama-perplexity` do): `add_bos_token`, defaulting
+    /// to true for SentencePiece (`llama`), `t5` and `bert` vocabularies and false otherwise
+    /// (llama.cpp `llama_vocab::impl::load`).
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos.unwrap_or(matches!(self.model, Some("llama") | Some("t5") | Some("bert")))
+    }
+
+    /// The rebuilt tokenizer's post-processor: BOS first when llama.cpp adds it, so that
+    /// `encode(text, true)` gives llama.cpp's ids (chat prompts encode without specials: their
+    /// template writes any BOS itself).
+    fn bos_processor(&self) -> serde_json::Value {
+        let bos = self.bos.filter(|_| self.adds_bos()).and_then(|b| Some((b, self.token(b)?)));
+        match bos {
+            Some((id, text)) => serde_json::json!({
+                "type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": text, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [{"SpecialToken": {"id": text, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                         {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": serde_json::Map::from_iter([(
+                    text.to_string(),
+                    serde_json::json!({"id": text, "ids": [id], "tokens": [text]}),
+                )]),
+            }),
+            None => serde_json::Value::Null,
+        }
     }
 
     /// Whether llama.cpp prepends a space to each text segment (`add_space_prefix`, default true
@@ -269,7 +297,7 @@ impl GgufTokenizer<'_> {
         }
         let doc = json!({
             "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-            "normalizer": normalizer, "pre_tokenizer": null, "post_processor": null,
+            "normalizer": normalizer, "pre_tokenizer": null, "post_processor": self.bos_processor(),
             "decoder": {"type": "Sequence", "decoders": decoders},
             "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
                       "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": byte_fallback, "ignore_merges": false,
