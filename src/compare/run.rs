@@ -321,23 +321,35 @@ pub fn compare_all(
         }
         let r = variants[p.reference];
         let c = variants[p.candidate];
-        for (((res, (gen, stopped)), seq), prompt) in
-            a.results.iter_mut().zip(generated[p.candidate].iter().flatten()).zip(&seqs).zip(prompts)
+        // Flips are against the pair's reference's own greedy answer: the answers scored (the
+        // `answered_by` variant's) when it is the pair's reference, else what it generated.
+        let own_answer =
+            |gen: &[u32], stopped: bool| -> Vec<u32> { gen[..if stopped { gen.len().saturating_sub(1) } else { gen.len() }].to_vec() };
+        let mut judged = 0;
+        for (i, (((res, (gen, stopped)), seq), prompt)) in
+            a.results.iter_mut().zip(generated[p.candidate].iter().flatten()).zip(&seqs).zip(prompts).enumerate()
         {
             res.cand_stopped = *stopped;
             res.cand_generated_tokens = gen.len();
             res.cand_answer = variants[p.candidate].tokenizer.tokenizer.decode(gen, false).unwrap_or_default();
-            if prompt.answer().is_none() {
-                // The stop token ends the candidate's answer; the reference's was popped.
-                let own = if *stopped { &gen[..gen.len().saturating_sub(1)] } else { &gen[..] };
-                res.flip = first_difference(&seq.answer, own).map(|at| Flip {
-                    at,
-                    reference: seq.answer.get(at).map(|&t| r.tokenizer.token(t).unwrap_or_default()).unwrap_or_else(|| "<end>".into()),
-                    candidate: own.get(at).map(|&t| c.tokenizer.token(t).unwrap_or_default()).unwrap_or_else(|| "<end>".into()),
-                });
+            if prompt.answer().is_some() || corpus.is_some() {
+                continue;
             }
+            let reference = if p.reference == answered_by {
+                Some(seq.answer.clone())
+            } else {
+                generated[p.reference].as_ref().and_then(|g| g.get(i)).map(|(g, st)| own_answer(g, *st))
+            };
+            let Some(reference) = reference else { continue };
+            judged += 1;
+            // The stop token ends the candidate's answer; the reference's was popped.
+            let own = own_answer(gen, *stopped);
+            res.flip = first_difference(&reference, &own).map(|at| Flip {
+                at,
+                reference: reference.get(at).map(|&t| r.tokenizer.token(t).unwrap_or_default()).unwrap_or_else(|| "<end>".into()),
+                candidate: own.get(at).map(|&t| c.tokenizer.token(t).unwrap_or_default()).unwrap_or_else(|| "<end>".into()),
+            });
         }
-        let judged = if corpus.is_some() { 0 } else { prompts.iter().filter(|p| p.answer().is_none()).count() };
         let changed = a.results.iter().filter(|r| r.flip.is_some()).count();
         let flips = Flips { prompts: judged, changed, rate: if judged > 0 { changed as f64 / judged as f64 } else { f64::NAN } };
         let mut summary = summarize_all(&a, &tokenization[p.candidate]);

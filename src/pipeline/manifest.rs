@@ -120,6 +120,15 @@ pub enum StepKind {
 }
 
 impl StepKind {
+    /// The name manifests and the JSON use.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepKind::Derived => "derived",
+            StepKind::Finetune => "finetune",
+            StepKind::Checkpoint => "checkpoint",
+        }
+    }
+
     /// Judged on behaviour only (its numbers are meant to move).
     pub fn is_training(self) -> bool {
         matches!(self, StepKind::Finetune | StepKind::Checkpoint)

@@ -405,9 +405,13 @@ fn number_cells(c: &CompareResult) -> String {
     } else {
         (format!("{:.3} → {:.3}", s.p_eos_ref_mean, s.p_eos_cand_mean), format!("{:.0}%", 100.0 * s.cand_stop_rate))
     };
+    let flips = if s.flips.prompts > 0 { format!("{}/{}", s.flips.changed, s.flips.prompts) } else { "–".into() };
+    let kl = match s.estimates.kl_mean.se.filter(|se| se.is_finite() && s.kl.nan == 0) {
+        Some(se) => format!("{} ± {}", fmt_num(s.kl.mean), fmt_num(se)),
+        None => nan(s.kl.mean),
+    };
     format!(
-        "<td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{p_eos}</td><td>{stops}</td>",
-        nan(s.kl.mean),
+        "<td>{kl}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{p_eos}</td><td>{stops}</td><td title=\"greedy answers that changed / prompts\">{flips}</td>",
         nan(s.kl.p99),
         100.0 * s.top1,
         if s.ppl_ratio.is_finite() { format!("{:.3}", s.ppl_ratio) } else { "NaN".into() },
@@ -456,23 +460,24 @@ impl Html {
             made_at()
         ));
 
-        body.push_str("<h2>Steps</h2><table id=\"steps\"><tr><th>#</th><th>step</th><th>source</th><th>status</th><th>lint E</th><th>lint W</th><th>KL mean</th><th>KL p99</th><th>top-1</th><th>PPL ratio</th><th>P(EOS) ref → cand</th><th>stops</th><th>reason</th></tr>");
+        body.push_str("<h2>Steps</h2><table id=\"steps\"><tr><th>#</th><th>step</th><th>source</th><th>kind</th><th>status</th><th>lint E</th><th>lint W</th><th>KL mean ± SE</th><th>KL p99</th><th>top-1</th><th>PPL ratio</th><th>P(EOS) ref → cand</th><th>stops</th><th>flips</th><th>reason</th></tr>");
         for s in &r.steps {
             let numbers = match &s.vs_reference {
                 Some(c) => number_cells(c),
-                None if s.is_reference => "<td colspan=\"6\" class=\"muted\">(reference)</td>".into(),
-                None => "<td colspan=\"6\">–</td>".into(),
+                None if s.is_reference => "<td colspan=\"7\" class=\"muted\">(reference)</td>".into(),
+                None => "<td colspan=\"7\">–</td>".into(),
             };
             let reason = match &s.error {
                 Some(e) => format!("could not run: {e}"),
                 None => s.reasons.iter().map(|r| r.text.as_str()).collect::<Vec<_>>().join("; "),
             };
             body.push_str(&format!(
-                "<tr class=\"{}\"><td>{}</td><td>{}</td><td class=\"src\">{}</td><td>{}</td><td>{}</td><td>{}</td>{numbers}<td class=\"reason\">{}</td></tr>",
+                "<tr class=\"{}\"><td>{}</td><td>{}</td><td class=\"src\">{}</td><td class=\"kind\">{}</td><td>{}</td><td>{}</td><td>{}</td>{numbers}<td class=\"reason\">{}</td></tr>",
                 status_class(s.status, s.error.is_some()),
                 s.index,
                 escape(&s.label),
                 escape(&s.source),
+                if s.is_reference { "reference" } else { s.kind.name() },
                 if s.error.is_some() { "error".to_string() } else { s.status.name().to_string() },
                 super::step_findings(s, crate::checks::Severity::Error),
                 super::step_findings(s, crate::checks::Severity::Warning),
@@ -481,7 +486,7 @@ impl Html {
             if let (Some(c), Some(p)) = (&s.vs_parent, s.index.checked_sub(1).and_then(|p| r.steps.get(p))) {
                 let why: Vec<String> = crate::pipeline::run::threshold_reasons(c).into_iter().map(|r| r.text).collect();
                 body.push_str(&format!(
-                    "<tr class=\"vs-parent\"><td></td><td colspan=\"5\">↳ vs its parent <b>{}</b></td>{}<td class=\"reason\">{}</td></tr>",
+                    "<tr class=\"vs-parent\"><td></td><td colspan=\"6\">↳ vs its parent <b>{}</b></td>{}<td class=\"reason\">{}</td></tr>",
                     escape(&p.label),
                     number_cells(c),
                     escape(&why.join("; "))

@@ -55,25 +55,34 @@ fn ratio(v: f64) -> String {
     }
 }
 
-/// One comparison in the columns the table uses: KL mean, KL p99, top-1, PPL ratio, P(EOS), stops.
-fn columns(c: &CompareResult) -> [String; 6] {
+/// The KL mean with its standard error (`0.108±0.008`; no `±` at 10 tokens or fewer).
+fn kl_mean(c: &CompareResult) -> String {
+    let mean = kl_stat(c, c.summary.kl.mean);
+    match c.summary.estimates.kl_mean.se.filter(|se| se.is_finite() && c.summary.kl.nan == 0) {
+        Some(se) => format!("{mean}±{}", fmt_num(se)),
+        None => mean,
+    }
+}
+
+/// One comparison in the columns the table uses: KL mean ± SE, KL p99, top-1, PPL ratio,
+/// P(EOS), stops, flips (greedy answers changed / prompts).
+fn columns(c: &CompareResult) -> [String; 7] {
     let s = &c.summary;
-    [
-        kl_stat(c, s.kl.mean),
-        kl_stat(c, s.kl.p99),
-        format!("{:.0}%", 100.0 * s.top1),
-        ratio(s.ppl_ratio),
-        format!("{:.3}→{:.3}", s.p_eos_ref_mean, s.p_eos_cand_mean),
-        format!("{:.0}%", 100.0 * s.cand_stop_rate),
-    ]
+    let flips = if s.flips.prompts > 0 { format!("{}/{}", s.flips.changed, s.flips.prompts) } else { "-".into() };
+    let (eos, stops) = if s.corpus {
+        ("-".to_string(), "-".to_string())
+    } else {
+        (format!("{:.3}→{:.3}", s.p_eos_ref_mean, s.p_eos_cand_mean), format!("{:.0}%", 100.0 * s.cand_stop_rate))
+    };
+    [kl_mean(c), kl_stat(c, s.kl.p99), format!("{:.0}%", 100.0 * s.top1), ratio(s.ppl_ratio), eos, stops, flips]
 }
 
 /// One table row, a step's or its `vs <parent>` line's: `status` comes padded to 5 columns (its
 /// ANSI colour codes would throw `{:<5}` off), trailing blanks trimmed.
-fn row(index: &str, label: &str, status: &str, lint: &[String; 2], cols: &[String; 6], reason: &str) -> String {
-    let [kl, p99, top1, ppl, eos, stops] = cols;
+fn row(index: &str, label: &str, status: &str, kind: &str, lint: &[String; 2], cols: &[String; 7], reason: &str) -> String {
+    let [kl, p99, top1, ppl, eos, stops, flips] = cols;
     let line = format!(
-        "{index:<3} {:<20} {status} {:>6} {:>6} {kl:>8} {p99:>7} {top1:>5} {ppl:>6} {eos:>15} {stops:>5}  {reason}",
+        "{index:<3} {:<20} {status} {kind:<10} {:>6} {:>6} {kl:>17} {p99:>8} {top1:>5} {ppl:>6} {eos:>15} {stops:>5} {flips:>5}  {reason}",
         label.chars().take(20).collect::<String>(),
         lint[0],
         lint[1],
@@ -97,26 +106,27 @@ impl Text {
 
     pub fn render(&self, r: &PipelineReport) -> String {
         let mut o = format!("lineage {} (reference: {})\n", r.name, r.reference);
-        let head = ["KL mean", "KL p99", "top1", "PPL ×", "P(EOS) ref→cand", "stops"].map(String::from);
-        o.push_str(&row("#", "step", &format!("{:<5}", ""), &["lint E".into(), "lint W".into()], &head, "reason"));
+        let head = ["KL mean ± SE", "KL p99", "top1", "PPL ×", "P(EOS) ref→cand", "stops", "flips"].map(String::from);
+        o.push_str(&row("#", "step", &format!("{:<5}", ""), "kind", &["lint E".into(), "lint W".into()], &head, "reason"));
         for s in &r.steps {
             let (errs, warns) = (super::step_findings(s, Severity::Error), super::step_findings(s, Severity::Warning));
             let cols = match &s.vs_reference {
                 Some(c) => columns(c),
                 None => {
                     let eos = if s.is_reference { "(reference)" } else { "-" };
-                    ["-", "-", "-", "-", eos, "-"].map(String::from)
+                    ["-", "-", "-", "-", eos, "-", "-"].map(String::from)
                 }
             };
             let reason = self.worst_reasons(s.reasons.iter().map(|r| (r.status, r.text.as_str())));
             let lint = [errs.to_string(), warns.to_string()];
-            o.push_str(&row(&s.index.to_string(), &s.label, &self.status(s.status, s.error.is_some()), &lint, &cols, &reason));
+            let kind = if s.is_reference { "reference" } else { s.kind.name() };
+            o.push_str(&row(&s.index.to_string(), &s.label, &self.status(s.status, s.error.is_some()), kind, &lint, &cols, &reason));
             // Against the parent: the proof an exact step (a merge of base + adapter) is exact.
             if let (Some(c), Some(parent)) = (&s.vs_parent, s.index.checked_sub(1).and_then(|p| r.steps.get(p))) {
                 let reasons = crate::pipeline::run::threshold_reasons(c);
                 let reason = self.worst_reasons(reasons.iter().map(|r| (r.status, r.text.as_str())));
                 let label = format!("  vs {}", parent.label);
-                o.push_str(&row("", &label, &format!("{:<5}", ""), &[String::new(), String::new()], &columns(c), &reason));
+                o.push_str(&row("", &label, &format!("{:<5}", ""), "", &[String::new(), String::new()], &columns(c), &reason));
             }
             if let Some(e) = &s.error {
                 o.push_str(&format!("    could not run: {e}\n"));

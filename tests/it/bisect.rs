@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn write_prompts(dir: &Path) -> String {
     let p = dir.join("prompts.jsonl");
@@ -491,4 +491,30 @@ fn finetune_steps_are_judged_on_behaviour_and_anchor_later_steps() {
     let r = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]);
     assert_eq!(r.code, 1);
     assert!(r.json()["cause"].as_str().unwrap().contains("P(EOS at turn end)"), "{}", r.stdout);
+}
+
+/// A step's flips against its parent count answers that differ from the parent's own greedy
+/// answers (an exact merge changes none), not from the reference's; the table and the page show
+/// each step's kind and its flips, and the KL mean with its standard error.
+#[test]
+fn flips_against_the_parent_are_against_the_parents_own_answers() {
+    let d = tmp();
+    let page = d.path().join("r.html");
+    let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pipelines/lora-healthy.toml");
+    let r = ckptcheck(&["bisect", "--json", m.to_str().unwrap()]);
+    assert_ne!(r.code, 2, "{}", r.stderr);
+    let v = r.json();
+    let steps = v["steps"].as_array().unwrap();
+    let merged =
+        steps.iter().find(|s| s["vs_parent"].is_object() && s["merge"].is_object()).expect("a merged step with a parent comparison");
+    let flips = |c: &Value| (c["summary"]["flips"]["changed"].as_u64().unwrap(), c["summary"]["flips"]["prompts"].as_u64().unwrap());
+    let (vs_parent, vs_ref) = (flips(&merged["vs_parent"]), flips(&merged["vs_reference"]));
+    assert_eq!(vs_parent.0, 0, "an exact merge answers as its parent does: {vs_parent:?}");
+    assert!(vs_parent.1 > 0 && vs_ref.1 == vs_parent.1, "{vs_parent:?} {vs_ref:?}");
+    let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pipelines/lora-finetune.toml");
+    let r = ckptcheck(&["bisect", m.to_str().unwrap(), "--report", page.to_str().unwrap()]);
+    assert_ne!(r.code, 2, "{}", r.stderr);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<td class=\"kind\">finetune</td>") && html.contains("<th>flips</th>") && html.contains("<th>KL mean ± SE</th>"));
+    assert!(r.stdout.contains("kind") && r.stdout.contains("finetune") && r.stdout.contains("flips"), "{}", r.stdout);
 }
