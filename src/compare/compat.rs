@@ -46,10 +46,12 @@ pub fn token_agreement(a: &TokenizerInfo, b: &TokenizerInfo) -> Agreement {
 pub const MIN_TOKEN_AGREEMENT: f64 = 0.5;
 
 /// The architecture family as far as the layer trace cares: llama.cpp runs Mistral as `llama`,
-/// so a Mistral checkpoint and its GGUF are one family.
+/// so a Mistral checkpoint and its GGUF are one family; transformers' text-only Gemma 3
+/// (`gemma3_text`) converts to the GGUF architecture `gemma3`.
 fn family(c: &ModelConfig) -> Option<&str> {
     match c.model_type.as_deref() {
         Some("mistral") => Some("llama"),
+        Some("gemma3_text") => Some("gemma3"),
         other => other,
     }
 }

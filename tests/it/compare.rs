@@ -258,6 +258,11 @@ fn incomparable_variants_are_refused_before_loading() {
     );
     let r = ckptcheck(&["compare", "--max-prompts", "1", "--max-new-tokens", "4", &s(&llama), &s(&qwen2)]);
     assert_ne!(r.code, 2, "{}", r.stderr);
+    // One family under two names: transformers' `gemma3_text` and the GGUF's `gemma3`.
+    let (g, gg) = (zoo_path("models/gemma3"), zoo_path("gguf/gemma3-f16.gguf"));
+    let r = ckptcheck(&["compare", "--layers", "--json", "--max-prompts", "2", "--max-new-tokens", "4", &s(&g), &s(&gg)]);
+    assert_ne!(r.code, 2, "{}", r.stderr);
+    assert!(r.json()["layers"].as_array().is_some_and(|l| !l.is_empty()), "traced layer by layer");
     // A missing candidate is found before the reference loads.
     let r = ckptcheck(&["compare", &s(&llama), "/nonexistent/cand"]);
     assert!(r.code == 2 && r.stderr.contains("/nonexistent/cand") && !r.stderr.contains("loading"), "{}", r.stderr);
