@@ -213,6 +213,16 @@ pub struct LineageRunArgs {
     /// Longest greedy answer, in tokens (over the manifest's `max_new_tokens`; default 32).
     #[arg(long)]
     pub max_new_tokens: Option<usize>,
+    /// Score a plain-text file instead of prompts, as `llama-perplexity -f FILE` does (over the
+    /// manifest's `text`; replaces its prompts).
+    #[arg(long, value_name = "FILE", conflicts_with = "prompts")]
+    pub text: Option<PathBuf>,
+    /// With a text corpus: tokens per chunk (over the manifest's `ctx`; default 512).
+    #[arg(short = 'c', long = "ctx-size", value_name = "N")]
+    pub ctx_size: Option<usize>,
+    /// With a text corpus: score only the first N chunks (over the manifest's `chunks`).
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub chunks: Option<usize>,
     /// TOML thresholds file applied over every step's thresholds (see docs/metrics.md).
     #[arg(long)]
     pub thresholds: Option<PathBuf>,
@@ -241,6 +251,9 @@ impl LineageRunArgs {
             prompts: self.prompts.clone(),
             max_prompts: self.max_prompts,
             max_new_tokens: self.max_new_tokens,
+            text: self.text.clone(),
+            ctx: self.ctx_size,
+            chunks: self.chunks,
             thresholds: self.thresholds.clone(),
             dtype: self.dtype,
             device: self.device,

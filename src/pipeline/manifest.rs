@@ -6,6 +6,7 @@
 //! prompts = "prompts.jsonl"       # optional; paths are relative to the manifest
 //! max_prompts = 8                 # optional; only the first N prompts
 //! max_new_tokens = 32
+//! # text = "wiki.test.raw"        # or a text corpus instead of prompts; ctx = 512, chunks = K
 //! dtype = "f32"                   # or bf16, f16, auto (each checkpoint's own)
 //! gguf_matmul = "auto"            # GGUF steps: dense, quantized, or auto (by available memory)
 //! blame_budget = 48               # forward passes to blame a conversion's tensors (0: off)
@@ -72,6 +73,9 @@ struct RawManifest {
     prompts: Option<PathBuf>,
     max_prompts: Option<usize>,
     max_new_tokens: Option<usize>,
+    text: Option<PathBuf>,
+    ctx: Option<usize>,
+    chunks: Option<usize>,
     device: Option<DeviceChoice>,
     dtype: Option<ComputeDtype>,
     gguf_matmul: Option<GgufMatmul>,
@@ -176,6 +180,9 @@ pub struct Overrides {
     pub prompts: Option<PathBuf>,
     pub max_prompts: Option<usize>,
     pub max_new_tokens: Option<usize>,
+    pub text: Option<PathBuf>,
+    pub ctx: Option<usize>,
+    pub chunks: Option<usize>,
     pub thresholds: Option<PathBuf>,
     pub dtype: Option<ComputeDtype>,
     pub device: Option<DeviceChoice>,
@@ -220,6 +227,18 @@ pub struct Step {
     pub thresholds: Thresholds,
 }
 
+/// A text corpus scored instead of prompts (`text`, `--text`): chunks of `ctx` tokens as
+/// llama-perplexity cuts them (`compare::corpus`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CorpusPlan {
+    pub path: PathBuf,
+    pub ctx: usize,
+    pub chunks: Option<usize>,
+}
+
+/// Tokens per chunk when a corpus is given without `ctx` (llama-perplexity's default too).
+pub const DEFAULT_CTX: usize = 512;
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Manifest {
     pub name: String,
@@ -229,6 +248,8 @@ pub struct Manifest {
     /// Only the first N prompts (`max_prompts`, `--max-prompts`).
     pub max_prompts: Option<usize>,
     pub max_new_tokens: usize,
+    /// A text corpus scored instead of the prompts (`text`, `ctx`, `chunks`).
+    pub text: Option<CorpusPlan>,
     /// A thresholds file given on the command line (applied over every step's thresholds).
     pub thresholds_file: Option<PathBuf>,
     /// Device, compute dtype (f32 default; auto = each checkpoint's own) and how GGUF steps run
@@ -340,7 +361,7 @@ impl Manifest {
             name: raw.name.unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
             path: Some(path.to_path_buf()),
             reference,
-            prompts: raw.prompts.map(|p| rel(&p)),
+            prompts: raw.prompts.as_ref().map(|p| rel(p)),
             max_prompts: match raw.max_prompts {
                 Some(0) => {
                     return Err(Error::Field { path: path.to_path_buf(), field: "max_prompts".into(), detail: "must be at least 1".into() })
@@ -348,6 +369,26 @@ impl Manifest {
                 n => n,
             },
             max_new_tokens: raw.max_new_tokens.unwrap_or(32),
+            text: match (raw.text, raw.ctx, raw.chunks) {
+                (Some(t), ctx, chunks) => {
+                    if raw.prompts.is_some() {
+                        return Err(Error::Field {
+                            path: path.to_path_buf(),
+                            field: "text".into(),
+                            detail: "a lineage scores either `prompts` or a `text` corpus, not both: drop one".into(),
+                        });
+                    }
+                    Some(CorpusPlan { path: rel(&t), ctx: ctx.unwrap_or(DEFAULT_CTX), chunks })
+                }
+                (None, Some(_), _) | (None, _, Some(_)) => {
+                    return Err(Error::Field {
+                        path: path.to_path_buf(),
+                        field: if raw.ctx.is_some() { "ctx" } else { "chunks" }.into(),
+                        detail: "only means something with `text = \"FILE\"` (a corpus scored as llama-perplexity does)".into(),
+                    })
+                }
+                (None, None, None) => None,
+            },
             thresholds_file: None,
             settings: RunSettings {
                 device: raw.device.unwrap_or_default(),
@@ -386,6 +427,7 @@ impl Manifest {
             prompts: None,
             max_prompts: None,
             max_new_tokens: 32,
+            text: None,
             thresholds_file: None,
             settings: RunSettings::default(),
             blame_budget: DEFAULT_BLAME_BUDGET,
@@ -448,6 +490,9 @@ impl Manifest {
         if let Some(p) = self.prompts.as_deref().filter(|p| !p.exists()) {
             return Err(err("prompts".into(), format!("`{}` does not exist (paths are relative to the manifest)", p.display()), p));
         }
+        if let Some(p) = self.text.as_ref().map(|t| t.path.as_path()).filter(|p| !p.exists()) {
+            return Err(err("text".into(), format!("`{}` does not exist (paths are relative to the manifest)", p.display()), p));
+        }
         Ok(())
     }
 
@@ -460,6 +505,9 @@ impl Manifest {
         }
         if let Some(p) = &self.prompts {
             v.push(("the prompts file", p.as_path()));
+        }
+        if let Some(t) = &self.text {
+            v.push(("the --text corpus", t.path.as_path()));
         }
         if let Some(p) = &self.thresholds_file {
             v.push(("the thresholds file", p.as_path()));
@@ -476,6 +524,30 @@ impl Manifest {
                 return Err(Error::Field { path: p.clone(), field: "--prompts".into(), detail: "does not exist".into() });
             }
             self.prompts = Some(p.clone());
+            self.text = None;
+        }
+        if let Some(p) = &o.text {
+            if !p.exists() {
+                return Err(Error::Field { path: p.clone(), field: "--text".into(), detail: "does not exist".into() });
+            }
+            let ctx = self.text.as_ref().map_or(DEFAULT_CTX, |t| t.ctx);
+            self.text = Some(CorpusPlan { path: p.clone(), ctx, chunks: self.text.as_ref().and_then(|t| t.chunks) });
+            self.prompts = None;
+        }
+        if o.ctx.is_some() || o.chunks.is_some() {
+            match &mut self.text {
+                Some(t) => {
+                    t.ctx = o.ctx.unwrap_or(t.ctx);
+                    t.chunks = o.chunks.or(t.chunks);
+                }
+                None => {
+                    return Err(Error::Field {
+                        path: self.path.clone().unwrap_or_default(),
+                        field: if o.ctx.is_some() { "-c" } else { "--chunks" }.into(),
+                        detail: "only means something with a text corpus: give --text FILE (or `text` in the manifest)".into(),
+                    })
+                }
+            }
         }
         self.max_prompts = o.max_prompts.or(self.max_prompts);
         self.max_new_tokens = o.max_new_tokens.unwrap_or(self.max_new_tokens);
@@ -542,6 +614,7 @@ impl Manifest {
             prompts: None,
             max_prompts: None,
             max_new_tokens: 32,
+            text: None,
             thresholds_file: None,
             settings: RunSettings::default(),
             blame_budget: DEFAULT_BLAME_BUDGET,

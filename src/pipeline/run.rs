@@ -302,7 +302,14 @@ pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {
         wanted.push((i, a, false));
     }
     if !wanted.is_empty() {
-        let answers = match reference_answers(reference, &prompts, &opts, notes.progress()) {
+        let answered = match &m.text {
+            Some(t) => crate::compare::corpus::load(&t.path, reference, t.ctx, t.chunks).map(|(p, a)| {
+                prompts = p;
+                a
+            }),
+            None => reference_answers(reference, &prompts, &opts, notes.progress()),
+        };
+        let answers = match answered {
             Ok(a) => a,
             Err(e) => {
                 for &(i, _, _) in &wanted {

@@ -552,30 +552,27 @@ impl Html {
                         "<th>chunk</th><th>context tokens</th><th>scored tokens</th><th>KL mean</th><th>KL max</th><th>top-1</th>"
                     }
                 ));
-                for p in c2.prompts.iter().filter(|_| !generated) {
+                for p in &c2.prompts {
+                    // A chunk of a corpus has no turn end and generated nothing: its row stops at top-1.
+                    let turn = if generated {
+                        format!(
+                            "<td>{:.3} → {:.3}</td><td>{}</td><td>{}</td>",
+                            p.p_eos_ref,
+                            p.p_eos_cand,
+                            if p.ref_stopped { "stops" } else { "no stop" },
+                            stopped(p.cand_stopped, p.cand_generated_tokens)
+                        )
+                    } else {
+                        String::new()
+                    };
                     body.push_str(&format!(
-                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}%</td></tr>",
+                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}%</td>{turn}</tr>",
                         escape(&p.label),
                         p.prompt_tokens,
                         p.answer_tokens,
                         if p.kl_mean.is_nan() { "NaN".into() } else { fmt_num(p.kl_mean) },
                         if p.kl_max.is_nan() { "NaN".into() } else { fmt_num(p.kl_max) },
                         100.0 * p.top1,
-                    ));
-                }
-                for p in c2.prompts.iter().filter(|_| generated) {
-                    body.push_str(&format!(
-                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}%</td><td>{:.3} → {:.3}</td><td>{}</td><td>{}</td></tr>",
-                        escape(&p.label),
-                        p.prompt_tokens,
-                        p.answer_tokens,
-                        if p.kl_mean.is_nan() { "NaN".into() } else { fmt_num(p.kl_mean) },
-                        if p.kl_max.is_nan() { "NaN".into() } else { fmt_num(p.kl_max) },
-                        100.0 * p.top1,
-                        p.p_eos_ref,
-                        p.p_eos_cand,
-                        if p.ref_stopped { "stops" } else { "no stop" },
-                        stopped(p.cand_stopped, p.cand_generated_tokens)
                     ));
                 }
                 body.push_str("</table></details>");

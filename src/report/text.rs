@@ -106,6 +106,15 @@ impl Text {
 
     pub fn render(&self, r: &PipelineReport) -> String {
         let mut o = format!("lineage {} (reference: {})\n", r.name, r.reference);
+        if let Some(c) = r.steps.iter().find_map(|s| s.vs_reference.as_ref()?.corpus.as_ref()) {
+            o.push_str(&format!(
+                "scored on {}: {} chunks of {} tokens, the second half of each (as llama-perplexity -c {})\n",
+                c.source.display(),
+                c.chunks,
+                c.ctx,
+                c.ctx
+            ));
+        }
         let head = ["KL mean ± SE", "KL p99", "top1", "PPL ×", "P(EOS) ref→cand", "stops", "flips"].map(String::from);
         o.push_str(&row("#", "step", &format!("{:<5}", ""), "kind", &["lint E".into(), "lint W".into()], &head, "reason"));
         for s in &r.steps {

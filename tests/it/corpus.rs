@@ -144,3 +144,51 @@ fn corpus_mode_refuses_what_it_cannot_score() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("missing.txt"), "{}", r.stderr);
 }
+
+/// bisect and gate score a corpus too: `text`/`ctx`/`chunks` in the manifest, `--text`/`-c`/
+/// `--chunks` over it; a corpus and prompts together, or `ctx` without a corpus, are refused.
+#[test]
+fn a_lineage_scores_a_corpus_from_the_manifest_or_the_command_line() {
+    let d = tmp();
+    let (instruct, q4) = (zoo_path("models/llama-instruct"), zoo_path("gguf/llama-instruct-q4_0.gguf"));
+    let manifest = |extra: &str| {
+        let p = d.path().join("m.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "{extra}\n[[step]]\nlabel = \"instruct\"\npath = {:?}\n\n[[step]]\nlabel = \"q4_0\"\npath = {:?}\n",
+                instruct.to_str().unwrap(),
+                q4.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let m = manifest(&format!("text = {:?}\nctx = 128\nchunks = 3", corpus()));
+    let r = ckptcheck(&["bisect", "--json", &m]);
+    assert_ne!(r.code, 2, "{}", r.stderr);
+    let step = &r.json()["steps"][1]["vs_reference"];
+    assert_eq!(step["corpus"]["chunks"], 3);
+    assert_eq!(step["summary"]["scored_tokens"], 3 * 63);
+    let r = ckptcheck(&["gate", &m, "--chunks", "2", "-c", "64"]);
+    assert_ne!(r.code, 2, "{}", r.stderr);
+    assert!(r.stdout.contains("2 chunks of 64 tokens"), "{}", r.stdout);
+    // Prompts from the manifest, a corpus from the command line: the corpus is scored.
+    let m2 = manifest(&format!("prompts = {:?}", zoo_path("prompts.jsonl").to_str().unwrap()));
+    let r = ckptcheck(&["bisect", "--json", &m2, "--text", &corpus(), "-c", "128", "--chunks", "1"]);
+    assert_ne!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.json()["steps"][1]["vs_reference"]["corpus"]["chunks"], 1);
+    for (extra, args, want) in [
+        (format!("text = {:?}\nprompts = {:?}", corpus(), corpus()), vec![], "either `prompts` or a `text` corpus"),
+        ("ctx = 128".to_string(), vec![], "only means something with `text"),
+        (String::new(), vec!["-c", "128"], "only means something with a text corpus"),
+        ("text = \"missing.txt\"".to_string(), vec![], "missing.txt"),
+    ] {
+        let m = manifest(&extra);
+        let mut a = vec!["bisect", m.as_str()];
+        a.extend(args);
+        let r = ckptcheck(&a);
+        assert_eq!(r.code, 2, "{extra}: {}", r.stdout);
+        assert!(r.stderr.contains(want), "{extra}: {}", r.stderr);
+    }
+}
