@@ -65,6 +65,6 @@ pub fn load(path: &Path, r: &Variant, ctx: usize, max_chunks: Option<usize>) -> 
         prompts.push(Prompt::Text { text: format!("chunk {} (tokens {}–{})", i + 1, i * ctx, (i + 1) * ctx - 1), answer: None });
         seqs.push((chunk, rest));
     }
-    let info = CorpusInfo { source: path.to_path_buf(), ctx, chunks, text_tokens: ids.len(), bos, ids, text };
+    let info = CorpusInfo { source: path.to_path_buf(), ctx, chunks, text_tokens: ids.len(), bos, ids: ids.into(), text: text.into() };
     Ok((prompts, ReferenceAnswers::corpus(r, seqs, info)))
 }

@@ -150,11 +150,12 @@ pub struct CorpusInfo {
     pub text_tokens: usize,
     /// The BOS id that replaces each chunk's first token (the reference's tokenizer adds one).
     pub bos: Option<u32>,
-    /// The text's ids (BOS first when added), for the candidate's own-tokenizer check.
+    /// The text's ids (BOS first when added), for the candidate's own-tokenizer check. Shared:
+    /// every comparison's result holds this info, and the text may be 64 MiB.
     #[serde(skip)]
-    pub ids: Vec<u32>,
+    pub ids: std::sync::Arc<[u32]>,
     #[serde(skip)]
-    pub text: String,
+    pub text: std::sync::Arc<str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
