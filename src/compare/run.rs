@@ -408,10 +408,6 @@ impl ReferenceAnswers {
         let prompts = chunks.into_iter().map(|(context, rest)| (context, rest, false)).collect();
         ReferenceAnswers { reference: r.label.clone(), prompts, corpus: Some(info) }
     }
-
-    pub fn corpus_info(&self) -> Option<&CorpusInfo> {
-        self.corpus.as_ref()
-    }
 }
 
 pub fn reference_answers(r: &Variant, prompts: &[Prompt], opts: &CompareOptions, progress: &dyn Progress) -> Result<ReferenceAnswers> {
