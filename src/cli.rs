@@ -158,6 +158,12 @@ pub struct CompareArgs {
     /// Trace hidden states per layer and name the first layer that diverges.
     #[arg(long)]
     pub layers: bool,
+    /// The candidate has another id space (a trimmed, reordered or rebuilt vocabulary): read the
+    /// reference's ids through a map, `auto` (equal token strings) or a JSON file
+    /// (`{"<reference id>": <candidate id>}`), and score both on the shared vocabulary.
+    /// See docs/compare.md#token-maps.
+    #[arg(long, value_name = "auto|FILE", conflicts_with = "blame")]
+    pub token_map: Option<PathBuf>,
     /// Name the candidate's tensors that make the difference: swap groups of them into the
     /// reference (each layer alone, then the guiltiest layer's modules) and score each hybrid.
     /// Both must have the same shapes (any formats). See docs/bisect.md#splice-to-blame.

@@ -3,7 +3,9 @@
 
 use serde::Serialize;
 
-use crate::checkpoint::Checkpoint;
+use std::path::Path;
+
+use crate::checkpoint::{Checkpoint, Facts};
 use crate::cli::CompareArgs;
 use crate::commands::Outcome;
 use crate::compare::blame::{self, Blame, BlameInputs, Side};
@@ -12,7 +14,9 @@ use crate::compare::corpus;
 use crate::compare::prompts::{self, Prompt};
 use crate::compare::run::{compare_with, reference_answers, CompareOptions, CompareResult, Progress};
 use crate::compare::thresholds::{Thresholds, Verdict};
+use crate::compare::token_map::TokenMap;
 use crate::compare::variant::Variant;
+use crate::error::Error;
 use crate::model;
 use crate::output::{Bar, Printer};
 use crate::pipeline::run::PipelineReport;
@@ -80,7 +84,11 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     // loaded: a wrong second path or an incomparable pair is refused before any work.
     let (rc, cc) = (Checkpoint::open(&args.reference)?, Checkpoint::open(&args.candidate)?);
     let (rf, cf) = (rc.facts(), cc.facts());
-    compat::check((&args.reference, &rf), (&args.candidate, &cf), args.layers)?;
+    let token_map = match &args.token_map {
+        Some(m) => Some(token_map(m, (&args.reference, &rf), (&args.candidate, &cf))?),
+        None => None,
+    };
+    compat::check((&args.reference, &rf), (&args.candidate, &cf), args.layers, token_map.is_some())?;
     let device = model::device(settings.device)?;
     let bar = Bar::new(printer);
     bar.stage("loading weights", 2);
@@ -88,7 +96,8 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let r = Variant::load_with(&args.reference, &rc, rf, &device, &settings)?;
     bar.tick();
     bar.note(printer, &format!("loading {}", args.candidate.display()));
-    let c = Variant::load_with(&args.candidate, &cc, cf, &device, &settings)?;
+    let mut c = Variant::load_with(&args.candidate, &cc, cf, &device, &settings)?;
+    c.token_map = token_map.map(std::sync::Arc::new);
     bar.tick();
     let opts = CompareOptions {
         prompts_from: crate::compare::prompts::source_name(args.prompts.as_deref().or(args.text.as_deref())),
@@ -125,6 +134,22 @@ pub fn run(args: &CompareArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     outputs.write(printer, &report)?;
     report::print(printer, &report, args.json)?;
     Ok(Outcome::of(report.result.verdict, args.strict))
+}
+
+/// `--token-map auto|FILE` between the two tokenizers.
+fn token_map(arg: &Path, reference: (&Path, &Facts), candidate: (&Path, &Facts)) -> crate::error::Result<TokenMap> {
+    let missing = |path: &Path| Error::NotComparable {
+        reference: reference.0.to_path_buf(),
+        candidate: candidate.0.to_path_buf(),
+        reason: format!("--token-map needs both tokenizers, and {} has none it can read", path.display()),
+    };
+    let r = reference.1.tokenizer.as_ref().ok_or_else(|| missing(reference.0))?;
+    let c = candidate.1.tokenizer.as_ref().ok_or_else(|| missing(candidate.0))?;
+    if arg == Path::new("auto") {
+        Ok(TokenMap::by_token_text(r, c))
+    } else {
+        TokenMap::from_file(arg, r, c)
+    }
 }
 
 pub fn render_text(r: &CompareResult) -> String {
@@ -187,6 +212,18 @@ pub fn render_text(r: &CompareResult) -> String {
         ));
     }
     o.push_str(&format!("NaN/Inf logits: ref {}  cand {}\n", s.nonfinite_ref, s.nonfinite_cand));
+    if let Some(m) = &s.token_map {
+        o.push_str(&format!(
+            "token map {}: {} shared ids (reference {}, candidate {}); every score above is on the shared vocabulary, \
+             where the reference had {:.3}% of its probability outside it (max {:.3}%)\n",
+            m.source,
+            m.shared,
+            m.reference_ids,
+            m.candidate_ids,
+            100.0 * m.ref_mass_outside_mean,
+            100.0 * m.ref_mass_outside_max
+        ));
+    }
     o.push_str(&render_numbers(r));
     if let Some(layers) = &r.layers {
         // MoE: the share of positions routed to the same top-k experts, per sparse layer.

@@ -81,11 +81,12 @@ pub fn trace_mismatch(a: &ModelConfig, b: &ModelConfig) -> Option<String> {
 }
 
 /// `compare`'s up-front check: refuses, naming both paths, a pair whose tokenizers are different
-/// id spaces, or (with `layers`) whose layers do not pair up.
-pub fn check(reference: (&Path, &Facts), candidate: (&Path, &Facts), layers: bool) -> Result<()> {
+/// id spaces (unless a `token_map` declares how they correspond), or (with `layers`) whose
+/// layers do not pair up.
+pub fn check(reference: (&Path, &Facts), candidate: (&Path, &Facts), layers: bool, token_map: bool) -> Result<()> {
     let refuse =
         |reason: String| Error::NotComparable { reference: reference.0.to_path_buf(), candidate: candidate.0.to_path_buf(), reason };
-    if let (Some(a), Some(b)) = (&reference.1.tokenizer, &candidate.1.tokenizer) {
+    if let (Some(a), Some(b), false) = (&reference.1.tokenizer, &candidate.1.tokenizer, token_map) {
         let g = token_agreement(a, b);
         if g.shared > 0 && (g.same as f64) < MIN_TOKEN_AGREEMENT * g.shared as f64 {
             let example = g
@@ -95,7 +96,9 @@ pub fn check(reference: (&Path, &Facts), candidate: (&Path, &Facts), layers: boo
             return Err(refuse(format!(
                 "their tokenizers are different id spaces: only {} of the {} ids both have mean the same token{example}. \
                  Both are scored on the reference's ids, so the candidate would read other tokens; compare checkpoints \
-                 that share a tokenizer (`ckptcheck lint --source HF_DIR x.gguf` explains a conversion's tokenizer)",
+                 that share a tokenizer (`ckptcheck lint --source HF_DIR x.gguf` explains a conversion's tokenizer), or, \
+                 for a trimmed or re-indexed vocabulary, declare how the ids correspond: `--token-map auto` (equal token \
+                 strings) or `--token-map FILE`",
                 g.same, g.shared
             )));
         }

@@ -8,4 +8,5 @@ pub mod metrics;
 pub mod prompts;
 pub mod run;
 pub mod thresholds;
+pub mod token_map;
 pub mod variant;

@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::metrics::{self, summarize, Summary, TokenScore};
 use super::prompts::Prompt;
 use super::thresholds::{Judgement, Metric, Thresholds, Verdict};
+use super::token_map::TokenMapInfo;
 use super::variant::Variant;
 use crate::error::{Error, Result};
 use crate::model::decoder::Batch;
@@ -136,6 +137,10 @@ pub struct CompareSummary {
     /// Scored on a corpus (`compare --text`): no turn ends, nothing generated.
     #[serde(skip)]
     pub corpus: bool,
+    /// Compared through a token map (`compare --token-map`): every score above is on the
+    /// shared vocabulary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_map: Option<TokenMapInfo>,
 }
 
 /// What a corpus comparison (`compare --text`) scored: the text cut into chunks of `ctx` tokens,
@@ -269,7 +274,8 @@ pub fn compare_all(
         used[p.reference] = true;
         used[p.candidate] = true;
     }
-    let mut failed: Vec<Option<Error>> = (0..n).map(|v| if used[v] { fits_vocabulary(variants[v], &seqs).err() } else { None }).collect();
+    let mut failed: Vec<Option<Error>> =
+        (0..n).map(|v| if used[v] { fits_vocabulary(variants[v], r, prompts, &seqs).err() } else { None }).collect();
     let corpus = answers.corpus.as_ref();
     let tokenization: Vec<Tokenization> = (0..n)
         .map(|v| match (pairs.iter().any(|p| p.candidate == v), corpus) {
@@ -286,7 +292,13 @@ pub fn compare_all(
             // without its trace.
             let (a, b) = (&variants[p.reference].model.spec, &variants[p.candidate].model.spec);
             let traced = opts.layers && a.layers == b.layers && a.hidden == b.hidden;
-            PairAcc { layers: traced.then(|| vec![(0.0, 0.0, 0.0, 0, 0.0, 0.0); a.layers + 1]), ..PairAcc::default() }
+            // A token map translates the answering variant's ids; a pair's reference is read as it is.
+            let error = (variants[p.reference].token_map.is_some()).then(|| Error::NotComparable {
+                reference: variants[p.reference].path.clone(),
+                candidate: variants[p.candidate].path.clone(),
+                reason: "a variant read through a token map can only be a candidate".into(),
+            });
+            PairAcc { layers: traced.then(|| vec![(0.0, 0.0, 0.0, 0, 0.0, 0.0); a.layers + 1]), error, ..PairAcc::default() }
         })
         .collect();
 
@@ -294,7 +306,7 @@ pub fn compare_all(
     score(variants, answered_by, pairs, prompts, &seqs, &mut failed, &mut acc, progress);
 
     progress.stage("candidate generation", prompts.len());
-    let own_prompts: Vec<&[u32]> = seqs.iter().map(|s| &s.full[..s.prompt_len]).collect();
+    let ref_prompts: Vec<&[u32]> = seqs.iter().map(|s| &s.full[..s.prompt_len]).collect();
     // Per variant: each prompt's greedy tokens and whether it stopped.
     type Generated = Vec<(Vec<u32>, bool)>;
     let mut generated: Vec<Option<Generated>> = (0..n).map(|_| None).collect();
@@ -303,6 +315,8 @@ pub fn compare_all(
         if !wanted || failed[v].is_some() || corpus.is_some() {
             continue;
         }
+        let own: Vec<std::borrow::Cow<[u32]>> = ref_prompts.iter().map(|s| variants[v].own_ids(s).unwrap_or_default()).collect();
+        let own_prompts: Vec<&[u32]> = own.iter().map(|s| s.as_ref()).collect();
         match variants[v].model.generate_batch(&own_prompts, opts.max_new_tokens, &variants[v].stop_ids) {
             Ok(g) => {
                 progress.tokens(g.iter().map(|(t, _)| t.len()).sum());
@@ -336,18 +350,23 @@ pub fn compare_all(
             if prompt.answer().is_some() || corpus.is_some() {
                 continue;
             }
+            // Both answers in the answering variant's id space (a mapped one through its map),
+            // their tokens shown in their own vocabularies.
             let reference = if p.reference == answered_by {
-                Some(seq.answer.clone())
+                Some((seq.answer.clone(), seq.answer.clone()))
             } else {
-                generated[p.reference].as_ref().and_then(|g| g.get(i)).map(|(g, st)| own_answer(g, *st))
+                generated[p.reference].as_ref().and_then(|g| g.get(i)).map(|(g, st)| {
+                    let own = own_answer(g, *st);
+                    (r.reference_ids(&own), own)
+                })
             };
-            let Some(reference) = reference else { continue };
+            let Some((reference, reference_own)) = reference else { continue };
             judged += 1;
             // The stop token ends the candidate's answer; the reference's was popped.
             let own = own_answer(gen, *stopped);
-            res.flip = first_difference(&reference, &own).map(|at| Flip {
+            res.flip = first_difference(&reference, &c.reference_ids(&own)).map(|at| Flip {
                 at,
-                reference: reference.get(at).map(|&t| r.tokenizer.token(t).unwrap_or_default()).unwrap_or_else(|| "<end>".into()),
+                reference: reference_own.get(at).map(|&t| r.tokenizer.token(t).unwrap_or_default()).unwrap_or_else(|| "<end>".into()),
                 candidate: own.get(at).map(|&t| c.tokenizer.token(t).unwrap_or_default()).unwrap_or_else(|| "<end>".into()),
             });
         }
@@ -355,6 +374,14 @@ pub fn compare_all(
         let flips = Flips { prompts: judged, changed, rate: if judged > 0 { changed as f64 / judged as f64 } else { f64::NAN } };
         let mut summary = summarize_all(&a, &tokenization[p.candidate]);
         summary.flips = flips;
+        summary.token_map = c.token_map.as_ref().map(|m| {
+            let mut info = m.info();
+            if !a.mass_outside.is_empty() {
+                info.ref_mass_outside_mean = a.mass_outside.iter().sum::<f64>() / a.mass_outside.len() as f64;
+                info.ref_mass_outside_max = a.mass_outside.iter().copied().fold(0.0, f64::max);
+            }
+            info
+        });
         if corpus.is_some() {
             // Nothing generated: no stop rates to judge.
             summary.corpus = true;
@@ -478,10 +505,34 @@ fn sequences(r: &Variant, prompts: &[Prompt], answers: &ReferenceAnswers) -> Res
         .collect())
 }
 
-/// Every id of the sequences is a row of `v`'s embedding.
-fn fits_vocabulary(v: &Variant, seqs: &[Sequence]) -> Result<()> {
+/// Every id of the sequences is a row of `v`'s embedding (through its token map, which must
+/// have a counterpart for each).
+fn fits_vocabulary(v: &Variant, r: &Variant, prompts: &[Prompt], seqs: &[Sequence]) -> Result<()> {
     let rows = v.model.spec.vocab_size;
-    match seqs.iter().flat_map(|s| &s.full).find(|&&i| i as usize >= rows) {
+    if let Some(m) = &v.token_map {
+        for (p, s) in prompts.iter().zip(seqs) {
+            if let Err(i) = v.own_ids(&s.full) {
+                let id = s.full[i];
+                let part = if i < s.prompt_len { "prompt" } else { "reference's answer" };
+                return Err(Error::NotComparable {
+                    reference: r.path.clone(),
+                    candidate: v.path.clone(),
+                    reason: format!(
+                        "{:?} uses the reference's token {id} {:?} (in the {part}), which the token map ({}) gives no counterpart \
+                         in the candidate's vocabulary ({} of the reference's {} ids are shared); use prompts the candidate's vocabulary covers, \
+                         or a map that covers this token",
+                        p.label(),
+                        r.tokenizer.token(id).unwrap_or_default(),
+                        m.info().source,
+                        m.pairs.len(),
+                        m.reference_ids
+                    ),
+                });
+            }
+        }
+    }
+    let mapped: Vec<u32> = seqs.iter().flat_map(|s| v.own_ids(&s.full).map(|c| c.into_owned()).unwrap_or_default()).collect();
+    match mapped.iter().find(|&&i| i as usize >= rows) {
         Some(&bad) => Err(Error::Tensor {
             path: v.path.clone(),
             tensor: "model.embed_tokens.weight".into(),
@@ -498,7 +549,7 @@ fn tokenize(r: &Variant, c: &Variant, prompts: &[Prompt], seqs: &[Sequence]) -> 
     for (p, s) in prompts.iter().zip(seqs) {
         let prompt_ids = &s.full[..s.prompt_len];
         let own = c.encode_prompt(p).map_err(|e| e.to_string());
-        if own.as_deref().ok() != Some(prompt_ids) {
+        if own.as_ref().ok().map(|ids| c.reference_ids(ids)).as_deref() != Some(prompt_ids) {
             t.mismatches += 1;
             if t.first.is_none() {
                 t.first = Some(describe_mismatch(p, prompt_ids, &own, r, c));
@@ -516,8 +567,9 @@ fn tokenize_corpus(r: &Variant, c: &Variant, info: &CorpusInfo) -> Tokenization 
         Err(e) => return Tokenization { mismatches: info.chunks, first: Some(format!("the candidate cannot encode the text: {e}")) },
     };
     let chunk = |ids: &[u32], i: usize| ids.get(i * info.ctx..((i + 1) * info.ctx).min(ids.len())).map(<[u32]>::to_vec).unwrap_or_default();
-    let mismatches = (0..info.chunks).filter(|&i| chunk(&own, i) != chunk(&info.ids, i)).count();
-    let first = first_difference(&info.ids, &own).map(|at| {
+    let own_in_ref = c.reference_ids(&own);
+    let mismatches = (0..info.chunks).filter(|&i| chunk(&own_in_ref, i) != chunk(&info.ids, i)).count();
+    let first = first_difference(&info.ids, &own_in_ref).map(|at| {
         let show = |v: &[u32], t: &crate::format::tokens::TokenizerInfo| {
             v.get(at).map(|&i| format!("{i} {:?}", t.token(i).unwrap_or_default())).unwrap_or_else(|| "end".into())
         };
@@ -537,7 +589,7 @@ fn describe_mismatch(p: &Prompt, prompt_ids: &[u32], own: &std::result::Result<V
     match own {
         Err(e) => format!("prompt {:?}: the candidate cannot encode it: {e}", p.label()),
         Ok(ids) => {
-            let at = ids.iter().zip(prompt_ids).position(|(a, b)| a != b).unwrap_or(ids.len().min(prompt_ids.len()));
+            let at = c.reference_ids(ids).iter().zip(prompt_ids).position(|(a, b)| a != b).unwrap_or(ids.len().min(prompt_ids.len()));
             let show = |v: &[u32], t: &crate::format::tokens::TokenizerInfo| {
                 v.get(at).map(|&i| format!("{i} {:?}", t.token(i).unwrap_or_default())).unwrap_or_else(|| "end".into())
             };
@@ -585,7 +637,11 @@ fn score(
         let mut batches: Vec<Option<Batch>> = (0..n).map(|_| None).collect();
         for v in 0..n {
             if live(failed, acc, v) {
-                match variants[v].model.begin(&ids, None) {
+                // A mapped variant reads the reference's ids through its map (every one has a
+                // counterpart: `fits_vocabulary`).
+                let own: Vec<std::borrow::Cow<[u32]>> = ids.iter().map(|s| variants[v].own_ids(s).unwrap_or_default()).collect();
+                let own: Vec<&[u32]> = own.iter().map(|s| s.as_ref()).collect();
+                match variants[v].model.begin(&own, None) {
                     Ok(b) => batches[v] = Some(b),
                     Err(e) => failed[v] = Some(e),
                 }
@@ -681,6 +737,9 @@ struct PairAcc {
     /// layers where both variants are sparse with the same top-k.
     routes: Vec<(usize, usize)>,
     positions: usize,
+    /// Through a token map: the reference's probability outside the shared vocabulary, per
+    /// scored position.
+    mass_outside: Vec<f64>,
     /// Why this pair cannot be scored (its own reason; a variant's is in `failed`).
     error: Option<Error>,
 }
@@ -688,6 +747,8 @@ struct PairAcc {
 /// One pair's scores on one sequence so far.
 struct SeqScores {
     scores: Vec<TokenScore>,
+    /// Through a token map: the reference's probability outside the shared vocabulary, per position.
+    mass_outside: Vec<f64>,
     token_kl: Vec<f64>,
     tokens: Vec<String>,
     p_eos: (f64, f64),
@@ -718,7 +779,14 @@ fn score_sequence(
     let chunk = (2 * LOGIT_ROWS / heads).clamp(16, LOGIT_ROWS);
     let mut per: Vec<SeqScores> = pairs
         .iter()
-        .map(|_| SeqScores { scores: Vec::new(), token_kl: Vec::new(), tokens: Vec::new(), p_eos: (f64::NAN, f64::NAN), nonfinite_ref: 0 })
+        .map(|_| SeqScores {
+            scores: Vec::new(),
+            mass_outside: Vec::new(),
+            token_kl: Vec::new(),
+            tokens: Vec::new(),
+            p_eos: (f64::NAN, f64::NAN),
+            nonfinite_ref: 0,
+        })
         .collect();
     for a in (lo..hi).step_by(chunk) {
         let m = chunk.min(hi - a);
@@ -745,14 +813,32 @@ fn score_sequence(
             let (Some(lr), Some(lc)) = (&logits[pairs[k].reference], &logits[pairs[k].candidate]) else { continue };
             let s = &mut per[k];
             s.nonfinite_ref += lr.iter().flatten().filter(|x| !x.is_finite()).count();
+            let map = variants[pairs[k].candidate].token_map.as_deref();
             for (j, (rr, cr)) in lr.iter().zip(lc).enumerate() {
                 let pos = a + j + 1;
-                let t = metrics::score_token(rr, cr, full[pos] as usize);
+                let t = match map {
+                    None => metrics::score_token(rr, cr, full[pos] as usize),
+                    // Another id space: both rows cut to the shared vocabulary (each
+                    // renormalized there), the reference's mass outside it kept aside.
+                    Some(m) => {
+                        let (rs, cs) = m.restrict(rr, cr);
+                        let mut t = metrics::score_token(&rs, &cs, m.slot(full[pos]).unwrap_or(usize::MAX));
+                        t.cand_nonfinite = cr.iter().filter(|x| !x.is_finite()).count();
+                        let lp = metrics::log_softmax(rr);
+                        let inside: f64 = m.pairs.iter().map(|&(id, _)| lp[id as usize].exp()).sum();
+                        s.mass_outside.push((1.0 - inside).max(0.0));
+                        if let (Some(e), true) = (seq.eot, pos == full.len() - 1) {
+                            let slot = m.slot(e).unwrap_or(usize::MAX);
+                            s.p_eos = (metrics::prob(&rs, slot), metrics::prob(&cs, slot));
+                        }
+                        t
+                    }
+                };
                 s.token_kl.push(t.kl);
                 s.tokens.push(r.tokenizer.token(full[pos]).unwrap_or_default());
                 s.scores.push(t);
                 // The end-of-turn token is the last of `full`, predicted at the row before it.
-                if let (Some(e), true) = (seq.eot, pos == full.len() - 1) {
+                if let (Some(e), true, None) = (seq.eot, pos == full.len() - 1, map) {
                     s.p_eos = (metrics::prob(rr, e as usize), metrics::prob(cr, e as usize));
                 }
             }
@@ -783,6 +869,7 @@ fn score_sequence(
         });
         acc[k].nonfinite_ref += s.nonfinite_ref;
         acc[k].tokens.extend(s.scores);
+        acc[k].mass_outside.extend(s.mass_outside);
     }
 }
 
@@ -825,6 +912,7 @@ fn summarize_all(scored: &PairAcc, tokenization: &Tokenization) -> CompareSummar
         estimates: metrics::estimates(all),
         flips: Flips::default(),
         sample_notes: metrics::unresolved_percentiles(all.len()),
+        token_map: None,
         corpus: false,
     }
 }

@@ -2,6 +2,7 @@
 //! template and stop tokens), both derived from one `Checkpoint`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::Device;
 
@@ -13,6 +14,7 @@ use crate::model::{self, Model};
 use crate::settings::RunSettings;
 
 use super::prompts::Prompt;
+use super::token_map::TokenMap;
 
 pub struct Variant {
     pub label: String,
@@ -25,6 +27,9 @@ pub struct Variant {
     pub stop_ids: Vec<u32>,
     /// The token its chat template ends an assistant turn with (else its first stop id).
     pub turn_end_id: Option<u32>,
+    /// A candidate with another id space: how the reference's ids map onto its own
+    /// (`compare --token-map`); `None` when it reads the reference's ids as they are.
+    pub token_map: Option<Arc<TokenMap>>,
 }
 
 impl Variant {
@@ -63,6 +68,7 @@ impl Variant {
             template_tokens,
             stop_ids,
             turn_end_id,
+            token_map: None,
         })
     }
 
@@ -78,6 +84,25 @@ impl Variant {
             template_tokens: self.template_tokens.clone(),
             stop_ids: self.stop_ids.clone(),
             turn_end_id: self.turn_end_id,
+            token_map: self.token_map.clone(),
+        }
+    }
+
+    /// The reference's ids `ids` as this variant reads them (through its token map), or the
+    /// position of the first id it has no counterpart for.
+    pub fn own_ids<'a>(&self, ids: &'a [u32]) -> std::result::Result<std::borrow::Cow<'a, [u32]>, usize> {
+        match &self.token_map {
+            None => Ok(std::borrow::Cow::Borrowed(ids)),
+            Some(m) => m.to_candidate(ids).map(std::borrow::Cow::Owned),
+        }
+    }
+
+    /// This variant's own ids in the reference's id space (`u32::MAX` for one the reference
+    /// does not have).
+    pub fn reference_ids(&self, ids: &[u32]) -> Vec<u32> {
+        match &self.token_map {
+            None => ids.to_vec(),
+            Some(m) => ids.iter().map(|&c| m.reference(c).unwrap_or(u32::MAX)).collect(),
         }
     }
 

@@ -453,6 +453,17 @@ impl Html {
             ),
             None => format!("{prompts} prompts, {tokens} answer tokens scored per step"),
         };
+        let mapped = r.steps.iter().filter_map(|s| s.vs_reference.as_ref()?.summary.token_map.as_ref()).next();
+        let scored = match mapped {
+            Some(m) => format!(
+                "{scored} · <span id=\"token-map\">through token map {}: {} shared ids, scores on the shared vocabulary, the reference's mass outside it {:.3}% (max {:.3}%)</span>",
+                escape(&m.source),
+                m.shared,
+                100.0 * m.ref_mass_outside_mean,
+                100.0 * m.ref_mass_outside_max
+            ),
+            None => scored,
+        };
         body.push_str(&format!(
             "<p id=\"meta\" class=\"meta\">reference <b>{}</b> · {scored} · made by <span id=\"tool\">ckptcheck {}</span> at <span id=\"made-at\">{}</span></p>",
             escape(&r.reference),

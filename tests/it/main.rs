@@ -29,5 +29,6 @@ mod quant_lora;
 mod snapshots_cli;
 mod splice;
 mod spm;
+mod token_map;
 mod training;
 mod zoo;
