@@ -1,5 +1,5 @@
-//! GPTQ (gptqmodel), AWQ GEMM (gptqmodel) and compressed-tensors pack-quantized (llmcompressor)
-//! checkpoints from the zoo: the project's dequantization equals the upstream dequantized weights
+//! GPTQ (gptqmodel), AWQ GEMM (gptqmodel), compressed-tensors pack-quantized (llmcompressor) and
+//! bitsandbytes nf4 / fp4 / int8 (transformers + bitsandbytes) checkpoints from the zoo: the project's dequantization equals the upstream dequantized weights
 //! (`dequant.*` in the goldens, written by gptqmodel / compressed-tensors), and the engine on them
 //! matches the upstream forward's logits.
 
@@ -29,10 +29,20 @@ fn dequantization_equals_upstream_and_logits_match() {
     // torch backend dequantizes and multiplies in the checkpoint's bf16/f16, so its weights carry
     // up to two bf16 roundings (measured Δw 3.4e-3 GPTQ, 3.9e-4 AWQ of max |w|) and its logits
     // drift accordingly (measured 9.5e-3 GPTQ, 1.9e-3 AWQ of scale); tolerances ~1.5–2× those.
+    // bitsandbytes (0.50.2, transformers on CPU): 4-bit weights dequantized by bnb's own
+    // `dequantize_4bit` are equal to ours bit for bit, and its forward multiplies them in f32
+    // (measured Δlogit 3.6e-6 of scale). Its LLM.int8 forward quantizes the activations too
+    // (per row to int8, outliers above 6.0 kept in float) where the engine keeps them in f32:
+    // the weights are equal (Δw 0), the logits differ by that activation rounding (measured
+    // 1.8e-2 of scale; bnb's own int8 forward is 0.31 logits from the f32 model).
+    // Tolerances: 3× and 1.7×.
     for (dir, name, w_tol, tol) in [
         ("llama-gptq-w4g128", "gptq-w4g128", 5e-3f32, 2e-2f32),
         ("llama-awq-w4g128", "awq-w4g128", 1e-3, 4e-3),
         ("llama-ct-w4a16", "ct-w4a16", 1e-7, 1e-4),
+        ("llama-bnb-nf4", "bnb-nf4", 1e-7, 1e-5),
+        ("llama-bnb-fp4", "bnb-fp4", 1e-7, 1e-5),
+        ("llama-bnb-int8", "bnb-int8", 1e-7, 3e-2),
     ] {
         let hf = HfDir::open(&common::zoo().join("models").join(dir)).unwrap();
         let q = QuantWeights::from_config(&hf).unwrap().unwrap_or_else(|| panic!("{dir}: not recognised as quantized"));
@@ -70,7 +80,7 @@ fn dequantization_equals_upstream_and_logits_match() {
 #[test]
 fn compare_against_quantized_checkpoints() {
     let zoo = common::zoo();
-    for dir in ["llama-gptq-w4g128", "llama-awq-w4g128", "llama-ct-w4a16"] {
+    for dir in ["llama-gptq-w4g128", "llama-awq-w4g128", "llama-ct-w4a16", "llama-bnb-nf4", "llama-bnb-fp4", "llama-bnb-int8"] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ckptcheck"))
             .args(["compare", "--json", "--prompts"])
             .arg(zoo.join("prompts.jsonl"))

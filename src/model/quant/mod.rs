@@ -6,7 +6,8 @@
 //! tensors of the same directory.
 //!
 //! A scheme is a unit in one file, holding its own unpacking: `gptq.rs` (v1 and v2 zero points),
-//! `awq.rs` (GEMM), `compressed_tensors.rs` (`pack-quantized`), all 4-bit; the layouts are
+//! `awq.rs` (GEMM), `compressed_tensors.rs` (`pack-quantized`), all 4-bit, and `bnb.rs`
+//! (bitsandbytes nf4 / fp4 with or without double quantization, LLM.int8); the layouts are
 //! written at the top of each file and checked against the upstream dequantized tensors in
 //! testdata/zoo/goldens (tests/quant.rs). The scheme is picked by `quant_method` from the
 //! `QuantConfig` that `format::quant` parsed.
@@ -16,9 +17,10 @@
 //! cannot run, and one line in `SCHEMES`. Nothing else (decoder, LoRA, compare) changes.
 //!
 //! Not here: integer kernels on the packed values (every scheme decodes to f32), and 2/3/8-bit
-//! packings.
+//! GPTQ/AWQ packings.
 
 pub mod awq;
+pub mod bnb;
 pub mod compressed_tensors;
 pub mod gptq;
 
@@ -46,6 +48,7 @@ const SCHEMES: &[(&str, MakeScheme)] = &[
     ("gptq", gptq::from_config),
     ("awq", awq::from_config),
     ("compressed-tensors", compressed_tensors::from_config),
+    ("bitsandbytes", bnb::from_config),
 ];
 
 /// A dequantized `[out, in]` weight: (row-major values, out, in).
@@ -146,19 +149,30 @@ impl Tensors<'_> {
 
     /// A packed I32 tensor left in its file: its bytes (little-endian words) and its shape.
     pub fn words(&self, name: &str) -> Result<(MappedBytes, Vec<u64>)> {
+        self.mapped(name, Dtype::I32, "packed I32")
+    }
+
+    /// A tensor of dtype `want` left in its file: its bytes and its shape (`what` names the
+    /// expected kind in the error).
+    pub fn mapped(&self, name: &str, want: Dtype, what: &str) -> Result<(MappedBytes, Vec<u64>)> {
         let (f, t) = self.dir.tensor(name).ok_or_else(|| Error::Tensor {
             path: self.dir.root.clone(),
             tensor: name.to_string(),
             detail: "missing from the quantized checkpoint".into(),
         })?;
-        if t.dtype != Dtype::I32 {
+        if t.dtype != want {
             return Err(Error::Tensor {
                 path: f.path.clone(),
                 tensor: name.to_string(),
-                detail: format!("dtype {}, expected packed I32", t.dtype),
+                detail: format!("dtype {}, expected {what}", t.dtype),
             });
         }
         Ok((f.shared_bytes(name)?, t.shape.clone()))
+    }
+
+    /// Whether the checkpoint has tensor `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.dir.tensor(name).is_some()
     }
 
     /// `[rows, cols]` of a tensor that must be a matrix.
@@ -282,7 +296,13 @@ mod tests {
         assert_eq!(scheme(g).unwrap().unwrap().name(), "gptq");
         let a = json!({"quant_method": "awq", "w_bit": 4, "q_group_size": 128});
         assert_eq!(scheme(a).unwrap().unwrap().name(), "awq");
-        assert!(scheme(json!({"quant_method": "bitsandbytes", "load_in_4bit": true})).unwrap().is_none());
+        assert_eq!(scheme(json!({"quant_method": "bitsandbytes", "load_in_4bit": true})).unwrap().unwrap().name(), "bitsandbytes");
+        assert!(scheme(json!({"quant_method": "hqq"})).unwrap().is_none());
+        assert_eq!(
+            refused(json!({"quant_method": "bitsandbytes", "load_in_4bit": true, "bnb_4bit_quant_storage": "bfloat16"})),
+            "`m/config.json`: field `quantization_config.bnb_4bit_quant_storage`: `bfloat16`: only uint8 storage (the default) is read; re-save the model with bnb_4bit_quant_storage=torch.uint8"
+        );
+        assert!(refused(json!({"quant_method": "bitsandbytes"})).contains("neither load_in_4bit nor load_in_8bit"));
 
         assert_eq!(
             refused(json!({"quant_method": "awq", "bits": 4, "group_size": 128, "version": "gemv"})),
@@ -307,15 +327,24 @@ mod tests {
     #[test]
     fn each_scheme_owns_its_tensors_in_the_zoo() {
         let zoo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo/models");
-        for (dir, name) in [("llama-gptq-w4g128", "gptq"), ("llama-awq-w4g128", "awq"), ("llama-ct-w4a16", "compressed-tensors")] {
+        for (dir, name) in [
+            ("llama-gptq-w4g128", "gptq"),
+            ("llama-awq-w4g128", "awq"),
+            ("llama-ct-w4a16", "compressed-tensors"),
+            ("llama-bnb-nf4", "bitsandbytes"),
+            ("llama-bnb-fp4", "bitsandbytes"),
+            ("llama-bnb-int8", "bitsandbytes"),
+        ] {
             let hf = HfDir::open(&zoo.join(dir)).unwrap();
             let q = QuantWeights::from_config(&hf).unwrap().unwrap();
             assert_eq!(q.scheme.name(), name);
             let mut quantized = 0;
             for (_, t) in hf.tensors() {
-                match q.scheme.suffixes().iter().find_map(|s| t.name.strip_suffix(&format!(".{s}"))) {
+                // A suffix can be `weight` itself (bitsandbytes): owned only where the linear is quantized.
+                let owner = q.scheme.suffixes().iter().filter_map(|s| t.name.strip_suffix(&format!(".{s}"))).find(|p| q.is_quantized(p));
+                match owner {
                     Some(prefix) => {
-                        assert!(q.is_quantized(prefix) && q.has_linear(prefix), "{dir}: {}", t.name);
+                        assert!(q.has_linear(prefix), "{dir}: {}", t.name);
                         quantized += 1;
                     }
                     None => assert!(t.name.ends_with(".weight"), "{dir}: {} is neither dense nor owned by {name}", t.name),
@@ -330,7 +359,7 @@ mod tests {
     #[test]
     fn packed_rows_equal_the_dequantized_weight() {
         let zoo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo/models");
-        for dir in ["llama-gptq-w4g128", "llama-awq-w4g128", "llama-ct-w4a16"] {
+        for dir in ["llama-gptq-w4g128", "llama-awq-w4g128", "llama-ct-w4a16", "llama-bnb-nf4", "llama-bnb-fp4", "llama-bnb-int8"] {
             let hf = HfDir::open(&zoo.join(dir)).unwrap();
             let q = QuantWeights::from_config(&hf).unwrap().unwrap();
             for prefix in ["model.layers.0.self_attn.k_proj", "model.layers.1.mlp.down_proj"] {
