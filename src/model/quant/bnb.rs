@@ -203,8 +203,8 @@ impl PackedRows for Bnb4Rows {
 /// bitsandbytes LLM.int8 (8-bit rows with a per-row absmax).
 pub struct Bnb8;
 
-/// bitsandbytes' 1/127 (`int8_vectorwise_dequant`), as an f32 factor.
-const INV_127: f32 = 7.874015718698502e-3;
+/// bitsandbytes' 1/127 (`int8_vectorwise_dequant` multiplies by 7.874015718698502e-3, this f32).
+const INV_127: f32 = 1.0 / 127.0;
 
 impl QuantScheme for Bnb8 {
     fn name(&self) -> &'static str {
