@@ -10,6 +10,7 @@
 //! Generation is batched over prompts (`Model::generate_batch`). `compare_all` does the same for
 //! any number of variants and comparisons among them (bisect): each variant runs once.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use candle_core::Tensor;
@@ -315,7 +316,7 @@ pub fn compare_all(
         if !wanted || failed[v].is_some() || corpus.is_some() {
             continue;
         }
-        let own: Vec<std::borrow::Cow<[u32]>> = ref_prompts.iter().map(|s| variants[v].own_ids(s).unwrap_or_default()).collect();
+        let own: Vec<Cow<[u32]>> = ref_prompts.iter().map(|s| variants[v].own_ids(s).unwrap_or_default()).collect();
         let own_prompts: Vec<&[u32]> = own.iter().map(|s| s.as_ref()).collect();
         match variants[v].model.generate_batch(&own_prompts, opts.max_new_tokens, &variants[v].stop_ids) {
             Ok(g) => {
@@ -509,9 +510,11 @@ fn sequences(r: &Variant, prompts: &[Prompt], answers: &ReferenceAnswers) -> Res
 /// have a counterpart for each).
 fn fits_vocabulary(v: &Variant, r: &Variant, prompts: &[Prompt], seqs: &[Sequence]) -> Result<()> {
     let rows = v.model.spec.vocab_size;
-    if let Some(m) = &v.token_map {
-        for (p, s) in prompts.iter().zip(seqs) {
-            if let Err(i) = v.own_ids(&s.full) {
+    for (p, s) in prompts.iter().zip(seqs) {
+        let own = match v.own_ids(&s.full) {
+            Ok(own) => own,
+            Err(i) => {
+                let m = v.token_map.as_ref().expect("only a token map leaves an id without counterpart");
                 let id = s.full[i];
                 let part = if i < s.prompt_len { "prompt" } else { "reference's answer" };
                 return Err(Error::NotComparable {
@@ -529,17 +532,16 @@ fn fits_vocabulary(v: &Variant, r: &Variant, prompts: &[Prompt], seqs: &[Sequenc
                     ),
                 });
             }
+        };
+        if let Some(&bad) = own.iter().find(|&&i| i as usize >= rows) {
+            return Err(Error::Tensor {
+                path: v.path.clone(),
+                tensor: "model.embed_tokens.weight".into(),
+                detail: format!("the reference's token id {bad} is beyond the candidate's vocabulary ({rows}); the two use different tokenizers — run `ckptcheck lint` on both"),
+            });
         }
     }
-    let mapped: Vec<u32> = seqs.iter().flat_map(|s| v.own_ids(&s.full).map(|c| c.into_owned()).unwrap_or_default()).collect();
-    match mapped.iter().find(|&&i| i as usize >= rows) {
-        Some(&bad) => Err(Error::Tensor {
-            path: v.path.clone(),
-            tensor: "model.embed_tokens.weight".into(),
-            detail: format!("the reference's token id {bad} is beyond the candidate's vocabulary ({rows}); the two use different tokenizers — run `ckptcheck lint` on both"),
-        }),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// How the candidate's own tokenizer and template encode the prompts, against the reference's
@@ -639,7 +641,7 @@ fn score(
             if live(failed, acc, v) {
                 // A mapped variant reads the reference's ids through its map (every one has a
                 // counterpart: `fits_vocabulary`).
-                let own: Vec<std::borrow::Cow<[u32]>> = ids.iter().map(|s| variants[v].own_ids(s).unwrap_or_default()).collect();
+                let own: Vec<Cow<[u32]>> = ids.iter().map(|s| variants[v].own_ids(s).unwrap_or_default()).collect();
                 let own: Vec<&[u32]> = own.iter().map(|s| s.as_ref()).collect();
                 match variants[v].model.begin(&own, None) {
                     Ok(b) => batches[v] = Some(b),
@@ -814,32 +816,35 @@ fn score_sequence(
             let s = &mut per[k];
             s.nonfinite_ref += lr.iter().flatten().filter(|x| !x.is_finite()).count();
             let map = variants[pairs[k].candidate].token_map.as_deref();
+            // Another id space: both rows cut to the shared vocabulary (each renormalized
+            // there), the reference's mass outside it kept aside; ids are then slots of it.
+            let slot = |id: u32| match map {
+                None => id as usize,
+                Some(m) => m.slot(id).unwrap_or(usize::MAX),
+            };
             for (j, (rr, cr)) in lr.iter().zip(lc).enumerate() {
                 let pos = a + j + 1;
-                let t = match map {
-                    None => metrics::score_token(rr, cr, full[pos] as usize),
-                    // Another id space: both rows cut to the shared vocabulary (each
-                    // renormalized there), the reference's mass outside it kept aside.
+                let (rs, cs): (Cow<[f32]>, Cow<[f32]>) = match map {
+                    None => (Cow::Borrowed(rr), Cow::Borrowed(cr)),
                     Some(m) => {
-                        let (rs, cs) = m.restrict(rr, cr);
-                        let mut t = metrics::score_token(&rs, &cs, m.slot(full[pos]).unwrap_or(usize::MAX));
-                        t.cand_nonfinite = cr.iter().filter(|x| !x.is_finite()).count();
                         let lp = metrics::log_softmax(rr);
                         let inside: f64 = m.pairs.iter().map(|&(id, _)| lp[id as usize].exp()).sum();
                         s.mass_outside.push((1.0 - inside).max(0.0));
-                        if let (Some(e), true) = (seq.eot, pos == full.len() - 1) {
-                            let slot = m.slot(e).unwrap_or(usize::MAX);
-                            s.p_eos = (metrics::prob(&rs, slot), metrics::prob(&cs, slot));
-                        }
-                        t
+                        let (rs, cs) = m.restrict(rr, cr);
+                        (Cow::Owned(rs), Cow::Owned(cs))
                     }
                 };
+                let mut t = metrics::score_token(&rs, &cs, slot(full[pos]));
+                if map.is_some() {
+                    // Non-finite logits anywhere in the candidate's row, not only the shared part.
+                    t.cand_nonfinite = cr.iter().filter(|x| !x.is_finite()).count();
+                }
                 s.token_kl.push(t.kl);
                 s.tokens.push(r.tokenizer.token(full[pos]).unwrap_or_default());
                 s.scores.push(t);
                 // The end-of-turn token is the last of `full`, predicted at the row before it.
-                if let (Some(e), true, None) = (seq.eot, pos == full.len() - 1, map) {
-                    s.p_eos = (metrics::prob(rr, e as usize), metrics::prob(cr, e as usize));
+                if let (Some(e), true) = (seq.eot, pos == full.len() - 1) {
+                    s.p_eos = (metrics::prob(&rs, slot(e)), metrics::prob(&cs, slot(e)));
                 }
             }
         }
