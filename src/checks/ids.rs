@@ -125,6 +125,7 @@ ids! {
     MERGE_NEW_TENSOR => "merge.new-tensor",
     MERGE_NOT_MERGED => "merge.not-merged",
     MERGE_OVERFLOW => "merge.overflow",
+    MERGE_QUANTIZED_BASE_ORIGINAL => "merge.quantized-base-original",
     MERGE_RESIZED_EMBEDDINGS => "merge.resized-embeddings",
     MERGE_SHAPE_CHANGED => "merge.shape-changed",
     MERGE_SHAPE_MISMATCH => "merge.shape-mismatch",

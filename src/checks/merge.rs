@@ -18,6 +18,26 @@ use crate::format::lora::{Adapter, LoraModule};
 /// the zoo agree to ~1e-6, so 1e-3 leaves room and still catches a 0.1 % wrong scale.
 pub const MIN_REL_TOL: f64 = 1e-3;
 
+/// Largest ‖W_merged − c·B·A − W_deq‖ / ‖W_deq‖ still read as the rounding of a quantized base
+/// (a merge into the unquantized original): a 4-bit absmax grid rounds by ~5-10 % of ‖W‖ (nf4 on
+/// the zoo: 8 %), an 8-bit one by < 1 %; a merged weight farther than this from the base is not
+/// that base plus a delta.
+pub const QUANT_NOISE_MAX: f64 = 0.25;
+
+/// A dense `[out, in]` weight: (row-major values, out, in).
+pub type DenseWeight = (Vec<f32>, usize, usize);
+
+/// A quantized base model: its linear layers dequantized by their scheme. The caller builds it
+/// (the engine owns the schemes); merge-check then compares against the dequantized weights.
+pub struct QuantBase<'a> {
+    /// `quant_method`, for messages.
+    pub scheme: &'a str,
+    /// The dense `[out, in]` weight of linear `prefix`, `None` when that linear is not quantized.
+    pub dequantize: &'a dyn Fn(&str) -> Result<Option<DenseWeight>>,
+    /// The quantized linear whose storage (packed weight, scales…) a tensor name is part of.
+    pub owner: &'a dyn Fn(&str) -> Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ModuleRow {
     pub module: String,
@@ -55,6 +75,17 @@ fn load(dir: &HfDir, name: &str) -> Result<Option<Mat>> {
     Ok(Some(Mat { v, shape: t.shape.clone(), dtype: t.dtype }))
 }
 
+/// A base weight: dequantized when `quant` stores that linear quantized (`true` then), else as
+/// stored.
+fn load_base(base: &HfDir, quant: Option<&QuantBase>, name: &str) -> Result<Option<(Mat, bool)>> {
+    if let (Some(q), Some(prefix)) = (quant, name.strip_suffix(".weight")) {
+        if let Some((v, o, i)) = (q.dequantize)(prefix)? {
+            return Ok(Some((Mat { v, shape: vec![o as u64, i as u64], dtype: Dtype::F32 }, true)));
+        }
+    }
+    Ok(load(base, name)?.map(|m| (m, false)))
+}
+
 /// Unit roundoff of a storage dtype: the largest relative error of one rounding.
 fn unit_roundoff(d: Dtype) -> f64 {
     match d {
@@ -87,7 +118,10 @@ fn product(b: &Mat, a: &Mat) -> Result<Vec<f64>> {
     Ok(p.into_iter().map(|x| x as f64).collect())
 }
 
-pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeReport> {
+/// `quant`: the base is quantized (QLoRA); its linears are compared dequantized, and a merge into
+/// the unquantized original (the base's rounding noise on top of the right delta) is accepted
+/// with a note.
+pub fn check(base: &HfDir, quant: Option<&QuantBase>, adapter: &Adapter, merged: &HfDir) -> Result<MergeReport> {
     // One finding per module at most, listed in full beside the module rows (which list every
     // module anyway); findings about the other tensors are grouped (`untargeted`).
     let mut findings = Vec::new();
@@ -111,6 +145,8 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
 
     // Deltas by module, computed once (wrong-layer diagnosis compares against the others).
     let mut deltas: Vec<(usize, Vec<f64>, Vec<u64>)> = Vec::new();
+    // Modules merged into a quantized base's unquantized original: (weight, relative noise).
+    let mut quant_original: Vec<(String, f64)> = Vec::new();
     for (mi, m) in adapter.modules.iter().enumerate() {
         let (a, b) = match (load(&adapter.dir, &m.a)?, load(&adapter.dir, &m.b)?) {
             (Some(a), Some(b)) => (a, b),
@@ -151,7 +187,7 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
     for (mi, ba, shape) in &deltas {
         let m = &adapter.modules[*mi];
         let wname = format!("{}.weight", m.base);
-        let Some(wb) = load(base, &wname)? else {
+        let Some((wb, dequantized)) = load_base(base, quant, &wname)? else {
             findings.push(
                 Finding::new(
                     ids::MERGE_MODULE_NOT_IN_BASE,
@@ -215,7 +251,33 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
         } else if residual <= tolerance {
             "ok"
         } else {
-            let (id, msg, hint, status) = diagnose(adapter, m, &wname, &diff, ba, fitted, d_norm, tolerance, &deltas, *mi);
+            // Over a dequantized base the fit carries the base's rounding noise: the scale is
+            // known to its standard error, and a right scale with noise no larger than the
+            // base's grid is a merge into the unquantized original.
+            let noise = dequantized.then(|| {
+                let e: Vec<f64> = diff.iter().zip(ba).map(|(d, x)| d - fitted * x).collect();
+                let se = norm(&e) / ((e.len().max(2) - 1) as f64).sqrt() / norm(ba).max(f64::MIN_POSITIVE);
+                let wb_norm = norm(&wb.v.iter().map(|&x| x as f64).collect::<Vec<_>>()).max(f64::MIN_POSITIVE);
+                (se, norm(&e) / wb_norm)
+            });
+            let original =
+                noise.is_some_and(|(se, rel)| (fitted - m.scale).abs() <= (4.0 * se).max(1e-2 * m.scale.abs()) && rel <= QUANT_NOISE_MAX);
+            if original {
+                quant_original.push((wname.clone(), noise.map_or(0.0, |n| n.1)));
+                rows.push(ModuleRow {
+                    module: m.base.clone(),
+                    rank: m.rank,
+                    scale: m.scale,
+                    delta_norm: d_norm,
+                    residual,
+                    tolerance,
+                    fitted_scale: fitted,
+                    status: "ok (original base)",
+                });
+                continue;
+            }
+            let (id, msg, hint, status) =
+                diagnose(adapter, m, &wname, &diff, ba, fitted, d_norm, tolerance, noise.map(|n| n.0), &deltas, *mi);
             findings.push(Finding::new(id, Severity::Error, &file, msg).field(wname.clone()).hint(hint));
             status
         };
@@ -231,8 +293,29 @@ pub fn check(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<MergeRep
         });
     }
 
+    if let (Some(q), Some((first, _))) = (quant, quant_original.first()) {
+        let worst = quant_original.iter().map(|(_, r)| *r).fold(0.0, f64::max);
+        findings.push(
+            Finding::new(
+                ids::MERGE_QUANTIZED_BASE_ORIGINAL,
+                Severity::Info,
+                merged_file(first),
+                format!(
+                    "{} of {} modules were merged into the unquantized original of this {} base, not into its dequantized \
+                     weights: the right delta (scale within its standard error) plus the base's rounding noise (at most \
+                     {:.1} % of ‖W‖)",
+                    quant_original.len(),
+                    rows.len(),
+                    q.scheme,
+                    100.0 * worst
+                ),
+            )
+            .field(first.clone())
+            .hint("expected for a QLoRA merge into the bf16 original; the adapter was trained against the dequantized weights, so `compare` the merge against base+adapter to see what the rounding costs"),
+        );
+    }
     let mut others = Findings::new();
-    untargeted(base, adapter, merged, &mut others)?;
+    untargeted(base, quant, adapter, merged, &mut others)?;
     findings.extend(others.into_vec());
     Ok(MergeReport { modules: rows, findings })
 }
@@ -261,12 +344,19 @@ fn diagnose(
     fitted: f64,
     d_norm: f64,
     tol: f64,
+    scale_se: Option<f64>,
     deltas: &[(usize, Vec<f64>, Vec<u64>)],
     me: usize,
 ) -> (FindingId, String, String, &'static str) {
     let cfg = &adapter.config;
     let diff_norm = norm(diff);
-    if diff_norm / d_norm <= tol {
+    // Over a dequantized base (`scale_se`: the fitted scale's standard error) the diff holds the
+    // base's rounding noise: "not merged" and the scale are read from the fit, not the residual.
+    let unmerged = match scale_se {
+        Some(se) => fitted.abs() <= 4.0 * se,
+        None => diff_norm / d_norm <= tol,
+    };
+    if unmerged {
         return (
             ids::MERGE_NOT_MERGED,
             format!("`{wname}` equals the base weight: the LoRA delta (‖s·B·A‖ = {d_norm:.3e}) was never added"),
@@ -276,11 +366,11 @@ fn diagnose(
     }
     let fit_resid: Vec<f64> = diff.iter().zip(ba).map(|(d, x)| d - fitted * x).collect();
     let ba_norm = norm(ba);
-    let fit_ok = norm(&fit_resid) / (fitted.abs() * ba_norm).max(f64::MIN_POSITIVE) <= tol * 10.0;
+    let fit_ok = scale_se.is_some() || norm(&fit_resid) / (fitted.abs() * ba_norm).max(f64::MIN_POSITIVE) <= tol * 10.0;
     if fit_ok {
         let r = m.rank as f64;
         let alpha = m.alpha;
-        let near = |x: f64| (fitted - x).abs() <= 1e-2 * x.abs();
+        let near = |x: f64| (fitted - x).abs() <= (1e-2 * x.abs()).max(4.0 * scale_se.unwrap_or(0.0));
         let what = if near(-m.scale) {
             "the delta was subtracted (sign flipped)".to_string()
         } else if near(alpha) && !near(m.scale) {
@@ -352,7 +442,7 @@ fn diagnose(
 }
 
 /// Tensors that changed without being targeted, modules_to_save, resized embeddings.
-fn untargeted(base: &HfDir, adapter: &Adapter, merged: &HfDir, out: &mut Findings) -> Result<()> {
+fn untargeted(base: &HfDir, quant: Option<&QuantBase>, adapter: &Adapter, merged: &HfDir, out: &mut Findings) -> Result<()> {
     let targeted: std::collections::BTreeSet<String> = adapter.modules.iter().map(|m| format!("{}.weight", m.base)).collect();
     let saved: std::collections::BTreeMap<&str, &str> = adapter.saved.iter().map(|(a, b)| (b.as_str(), a.as_str())).collect();
     for (f, t) in merged.tensors() {
@@ -361,6 +451,30 @@ fn untargeted(base: &HfDir, adapter: &Adapter, merged: &HfDir, out: &mut Finding
             continue;
         }
         let file = merged.rel(&f.path);
+        // An untargeted linear of a quantized base: the merged copy is its dequantization (or
+        // the unquantized original, within the base's rounding).
+        let dequantized = match (quant, name.strip_suffix(".weight")) {
+            (Some(q), Some(prefix)) => (q.dequantize)(prefix)?,
+            _ => None,
+        };
+        if let Some((v, o, i)) = dequantized {
+            let wb = Mat { v, shape: vec![o as u64, i as u64], dtype: Dtype::F32 };
+            let Some(wm) = load(merged, name)? else { continue };
+            let rd = if wm.shape == wb.shape { rel_diff(&wm.v, &wb.v) } else { f64::INFINITY };
+            if rd > QUANT_NOISE_MAX {
+                out.push(
+                    Finding::new(
+                        ids::MERGE_UNTARGETED_CHANGE,
+                        Severity::Warning,
+                        &file,
+                        format!("`{name}` is not adapted by the adapter but differs by {rd:.2e} (relative) from the dequantized base"),
+                    )
+                    .field(name.to_string())
+                    .hint("the merged model was trained further or merged from another base; check this is intended"),
+                );
+            }
+            continue;
+        }
         let Some((_, bt)) = base.tensor(name) else {
             out.push(
                 Finding::new(ids::MERGE_NEW_TENSOR, Severity::Warning, &file, format!("`{name}` is not in the base model"))
@@ -425,6 +539,12 @@ fn untargeted(base: &HfDir, adapter: &Adapter, merged: &HfDir, out: &mut Finding
         }
     }
     for (f, t) in base.tensors() {
+        // A quantized linear's storage is dropped by design when the merge holds it dense.
+        if let Some(prefix) = quant.and_then(|q| (q.owner)(&t.name)) {
+            if merged.tensor(&format!("{prefix}.weight")).is_some() {
+                continue;
+            }
+        }
         if merged.tensor(&t.name).is_none() {
             out.push(
                 Finding::new(

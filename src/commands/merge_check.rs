@@ -32,7 +32,7 @@ pub fn run(args: &MergeCheckArgs, printer: &Printer) -> anyhow::Result<Outcome> 
     let base = Checkpoint::open_hf(&args.base)?;
     let adapter = Checkpoint::open_adapter(&args.adapter)?;
     let merged = Checkpoint::open_hf(&args.merged)?;
-    let MergeReport { modules, findings } = merge::check(&base, &adapter, &merged)?;
+    let MergeReport { modules, findings } = crate::pipeline::run::merge_algebra(&base, &adapter, &merged)?;
     let fail_level = if args.strict { Severity::Warning } else { Severity::Error };
     let lint = lint::report(args.merged.display().to_string(), findings, fail_level);
     let c = &adapter.config;
@@ -73,7 +73,7 @@ impl MergeCheckReport<'_> {
                 statuses.push(m.status);
             }
         }
-        statuses.sort_by_key(|st| *st == "ok");
+        statuses.sort_by_key(|st| st.starts_with("ok"));
         for st in statuses {
             let rows: Vec<&merge::ModuleRow> = self.modules.iter().filter(|m| m.status == st).collect();
             let shown = if verbose { rows.len() } else { rows.len().min(SHOWN_PER_STATUS) };
@@ -96,7 +96,7 @@ impl MergeCheckReport<'_> {
                 s.push_str(&format!("… and {} more `{st}` modules{range} (--verbose lists them)\n", rows.len() - shown));
             }
         }
-        let ok = self.modules.iter().filter(|m| m.status == "ok").count();
+        let ok = self.modules.iter().filter(|m| m.status.starts_with("ok")).count();
         s.push_str(&format!("{ok} of {} adapted modules merged correctly\n\n", self.modules.len()));
         s.push_str(&lint::render_text(self.lint, verbose));
         s

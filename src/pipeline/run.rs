@@ -25,6 +25,9 @@ use crate::compare::run::{compare_all, reference_answers, CompareOptions, Compar
 use crate::compare::thresholds::{Metric, Thresholds, Verdict};
 use crate::compare::variant::Variant;
 use crate::error::Result;
+use crate::format::hf::HfDir;
+use crate::format::lora::Adapter;
+use crate::model::quant::QuantWeights;
 
 /// Version of the bisect/gate JSON report; documented in docs/report-schema.json.
 pub const REPORT_SCHEMA_VERSION: u32 = 2;
@@ -174,8 +177,18 @@ fn merge_step(parent: &Checkpoint, step: &Checkpoint) -> Result<Option<MergeSumm
     let (Checkpoint::BaseWithAdapter { base, adapter }, Checkpoint::Hf(merged)) = (parent, step) else {
         return Ok(None);
     };
-    let r = merge_check::check(base, adapter, merged)?;
+    let r = merge_algebra(base, adapter, merged)?;
     Ok(Some(MergeSummary { modules: r.modules, findings: r.findings }))
+}
+
+/// The merge algebra of `merged` against `base` + `adapter`, with a quantized base (QLoRA)
+/// dequantized by its scheme: what `merge-check` and a bisect's merged step both run.
+pub fn merge_algebra(base: &HfDir, adapter: &Adapter, merged: &HfDir) -> Result<merge_check::MergeReport> {
+    let Some(q) = QuantWeights::from_config(base)? else { return merge_check::check(base, None, adapter, merged) };
+    let dequantize = |prefix: &str| q.dequantize(prefix);
+    let owner = |name: &str| q.owner(name);
+    let quant = merge_check::QuantBase { scheme: q.scheme.name(), dequantize: &dequantize, owner: &owner };
+    merge_check::check(base, Some(&quant), adapter, merged)
 }
 
 pub fn run(m: &Manifest, notes: &dyn Notes) -> Result<PipelineReport> {

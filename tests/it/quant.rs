@@ -120,3 +120,60 @@ fn gptq_v1_zero_point_overflow_is_an_error() {
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert_eq!(r.finding("quant.gptq-zero-overflow")["field"], "model.layers.1.mlp.up_proj.qzeros");
 }
+
+/// QLoRA (quant_bnb.py, peft over the zoo's nf4 base): merge-check dequantizes the nf4 base with
+/// the engine's bitsandbytes scheme. A merge into that dequantized base equals W_deq + s·B·A to
+/// bf16 rounding; a merge into the bf16 original (the usual QLoRA merge) is the right delta plus
+/// the base's 4-bit rounding, accepted with an info; a merge with lora_alpha 4× fails as a wrong
+/// scale with c ≈ 8 — the noise of the base does not hide it.
+#[test]
+fn qlora_merges_into_a_quantized_base() {
+    let m = |rel: &str| common::zoo_path(&format!("models/{rel}")).to_str().unwrap().to_string();
+    let (base, adapter) = (m("llama-bnb-nf4"), m("llama-qlora-adapter"));
+    let check = |merged: &str| {
+        let r = common::ckptcheck(&["merge-check", "--json", "--base", &base, "--adapter", &adapter, "--merged", &m(merged)]);
+        let v = r.json();
+        let statuses: Vec<String> = v["modules"].as_array().unwrap().iter().map(|m| m["status"].as_str().unwrap().to_string()).collect();
+        assert_eq!(statuses.len(), 21, "{merged}: {}", r.stdout);
+        let fits: Vec<f64> = v["modules"].as_array().unwrap().iter().map(|m| m["fitted_scale"].as_f64().unwrap()).collect();
+        (r, statuses, fits)
+    };
+
+    let (r, statuses, fits) = check("llama-qlora-merged-dequant");
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(statuses.iter().all(|s| s == "ok"), "{statuses:?}");
+    assert!(fits.iter().all(|c| (c - 2.0).abs() < 1e-3), "{fits:?}");
+    assert!(r.finding_ids().is_empty(), "{}", r.stdout);
+
+    let (r, statuses, fits) = check("llama-qlora-merged");
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(statuses.iter().all(|s| s == "ok (original base)"), "{statuses:?}");
+    assert!(fits.iter().all(|c| (c - 2.0).abs() < 0.05), "{fits:?}");
+    assert_eq!(r.finding_ids(), vec!["merge.quantized-base-original"], "{}", r.stdout);
+    assert!(r.finding("merge.quantized-base-original")["message"].as_str().unwrap().contains("21 of 21"));
+
+    let (r, statuses, fits) = check("llama-qlora-merged-wrong-scale");
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(statuses.iter().all(|s| s == "wrong scale"), "{statuses:?}");
+    assert!(fits.iter().all(|c| (c - 8.0).abs() < 0.05), "{fits:?}");
+    assert!(r.finding_ids().iter().all(|id| id == "merge.wrong-scale"), "{}", r.stdout);
+}
+
+/// `compare nf4+adapter merged`: the adapter runs over the engine's nf4 weights as peft runs it;
+/// the merge into the dequantized base matches it to bf16 rounding, the wrong scale does not.
+#[test]
+fn qlora_adapter_over_nf4_compares_with_its_merges() {
+    let m = |rel: &str| common::zoo_path(&format!("models/{rel}")).to_str().unwrap().to_string();
+    let pair = format!("{}+{}", m("llama-bnb-nf4"), m("llama-qlora-adapter"));
+    let kl = |merged: &str| {
+        let r = common::ckptcheck(&["compare", "--json", &pair, &m(merged)]);
+        let v = r.json();
+        (r.code, v["summary"]["kl"]["mean"].as_f64().unwrap())
+    };
+    let (code, good) = kl("llama-qlora-merged-dequant");
+    assert_eq!(code, 0);
+    assert!(good < 1e-3, "KL {good}");
+    let (code, bad) = kl("llama-qlora-merged-wrong-scale");
+    assert_eq!(code, 1);
+    assert!(bad > 0.05, "KL {bad}");
+}

@@ -212,6 +212,15 @@ impl<'a> QuantWeights<'a> {
         self.scheme.suffixes().first().is_some_and(|packed| self.dense.has(&format!("{prefix}.{packed}")))
     }
 
+    /// The quantized linear whose storage tensor `name` is (`prefix.<suffix>` for one of the
+    /// scheme's suffixes, with the packed weight present), or `None`.
+    pub fn owner(&self, name: &str) -> Option<String> {
+        self.scheme.suffixes().iter().find_map(|suffix| {
+            let prefix = name.strip_suffix(suffix)?.strip_suffix('.')?;
+            self.is_quantized(prefix).then(|| prefix.to_string())
+        })
+    }
+
     /// The dequantized `[out, in]` weight of a quantized linear layer, or `None` if it is dense.
     pub fn dequantize(&self, prefix: &str) -> Result<Option<Dequantized>> {
         if !self.is_quantized(prefix) {
