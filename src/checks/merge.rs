@@ -75,13 +75,17 @@ fn load(dir: &HfDir, name: &str) -> Result<Option<Mat>> {
     Ok(Some(Mat { v, shape: t.shape.clone(), dtype: t.dtype }))
 }
 
+/// The weight `name` of a linear that `quant` stores quantized, dequantized; `None` otherwise.
+fn dequantized(quant: Option<&QuantBase>, name: &str) -> Result<Option<Mat>> {
+    let (Some(q), Some(prefix)) = (quant, name.strip_suffix(".weight")) else { return Ok(None) };
+    Ok((q.dequantize)(prefix)?.map(|(v, o, i)| Mat { v, shape: vec![o as u64, i as u64], dtype: Dtype::F32 }))
+}
+
 /// A base weight: dequantized when `quant` stores that linear quantized (`true` then), else as
 /// stored.
 fn load_base(base: &HfDir, quant: Option<&QuantBase>, name: &str) -> Result<Option<(Mat, bool)>> {
-    if let (Some(q), Some(prefix)) = (quant, name.strip_suffix(".weight")) {
-        if let Some((v, o, i)) = (q.dequantize)(prefix)? {
-            return Ok(Some((Mat { v, shape: vec![o as u64, i as u64], dtype: Dtype::F32 }, true)));
-        }
+    if let Some(w) = dequantized(quant, name)? {
+        return Ok(Some((w, true)));
     }
     Ok(load(base, name)?.map(|m| (m, false)))
 }
@@ -264,22 +268,13 @@ pub fn check(base: &HfDir, quant: Option<&QuantBase>, adapter: &Adapter, merged:
                 noise.is_some_and(|(se, rel)| (fitted - m.scale).abs() <= (4.0 * se).max(1e-2 * m.scale.abs()) && rel <= QUANT_NOISE_MAX);
             if original {
                 quant_original.push((wname.clone(), noise.map_or(0.0, |n| n.1)));
-                rows.push(ModuleRow {
-                    module: m.base.clone(),
-                    rank: m.rank,
-                    scale: m.scale,
-                    delta_norm: d_norm,
-                    residual,
-                    tolerance,
-                    fitted_scale: fitted,
-                    status: "ok (original base)",
-                });
-                continue;
+                "ok (original base)"
+            } else {
+                let (id, msg, hint, status) =
+                    diagnose(adapter, m, &wname, &diff, ba, fitted, d_norm, tolerance, noise.map(|n| n.0), &deltas, *mi);
+                findings.push(Finding::new(id, Severity::Error, &file, msg).field(wname.clone()).hint(hint));
+                status
             }
-            let (id, msg, hint, status) =
-                diagnose(adapter, m, &wname, &diff, ba, fitted, d_norm, tolerance, noise.map(|n| n.0), &deltas, *mi);
-            findings.push(Finding::new(id, Severity::Error, &file, msg).field(wname.clone()).hint(hint));
-            status
         };
         rows.push(ModuleRow {
             module: m.base.clone(),
@@ -453,12 +448,7 @@ fn untargeted(base: &HfDir, quant: Option<&QuantBase>, adapter: &Adapter, merged
         let file = merged.rel(&f.path);
         // An untargeted linear of a quantized base: the merged copy is its dequantization (or
         // the unquantized original, within the base's rounding).
-        let dequantized = match (quant, name.strip_suffix(".weight")) {
-            (Some(q), Some(prefix)) => (q.dequantize)(prefix)?,
-            _ => None,
-        };
-        if let Some((v, o, i)) = dequantized {
-            let wb = Mat { v, shape: vec![o as u64, i as u64], dtype: Dtype::F32 };
+        if let Some(wb) = dequantized(quant, name)? {
             let Some(wm) = load(merged, name)? else { continue };
             let rd = if wm.shape == wb.shape { rel_diff(&wm.v, &wb.v) } else { f64::INFINITY };
             if rd > QUANT_NOISE_MAX {
