@@ -135,6 +135,7 @@ ids! {
     MERGE_UNTARGETED_CHANGE => "merge.untargeted-change",
     MERGE_WRONG_MODULE => "merge.wrong-module",
     MERGE_WRONG_SCALE => "merge.wrong-scale",
+    QUANT_FP8_UNSCALED => "quant.fp8-unscaled",
     QUANT_GPTQ_ZERO_OVERFLOW => "quant.gptq-zero-overflow",
     SPECIAL_BOS_MISMATCH => "special.bos-mismatch",
     SPECIAL_EOS_MISMATCH => "special.eos-mismatch",

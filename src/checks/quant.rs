@@ -1,11 +1,13 @@
-//! Quantized HF checkpoints (GPTQ, AWQ, compressed-tensors): layout facts a loader would trip on,
-//! no forward pass. Scales are float tensors and get the ordinary value scan.
+//! Quantized HF checkpoints (GPTQ, AWQ, compressed-tensors, FP8): layout facts a loader would trip
+//! on, no forward pass. Scales are float tensors and get the ordinary value scan.
 
 use super::{Context, Finding, Findings, Severity};
 use crate::checks::ids;
-use crate::format::quant::QuantConfig;
+use crate::format::dtype::Dtype;
+use crate::format::quant::{QuantConfig, FP8_SCALE_SUFFIXES};
 
 pub fn check(ctx: &Context, out: &mut Findings) {
+    fp8_scales(ctx, out);
     let Some(q) = QuantConfig::from_config_json(ctx.dir) else { return };
     // 4-bit GPTQ in the v1 format (`checkpoint_format` absent or `gptq`).
     if q.method != "gptq" || q.format.as_deref().unwrap_or("gptq") != "gptq" || q.bits != Some(4) {
@@ -41,5 +43,28 @@ pub fn check(ctx: &Context, out: &mut Findings) {
                 .hint("re-save in gptqmodel's v2 format (checkpoint_format: gptq_v2) or quantize symmetrically"),
             );
         }
+    }
+}
+
+/// FP8 weights are stored divided by a scale; one with no scale beside it (dropped by a re-save
+/// or a conversion that did not know the format) is off by that factor in every element.
+fn fp8_scales(ctx: &Context, out: &mut Findings) {
+    for (f, t) in ctx.dir.tensors() {
+        let Some(prefix) = t.name.strip_suffix(".weight") else { continue };
+        if !matches!(t.dtype, Dtype::F8_E4M3 | Dtype::F8_E5M2)
+            || FP8_SCALE_SUFFIXES.iter().any(|s| ctx.dir.tensor(&format!("{prefix}.{s}")).is_some())
+        {
+            continue;
+        }
+        out.push(
+            Finding::new(
+                ids::QUANT_FP8_UNSCALED,
+                Severity::Error,
+                ctx.dir.rel(&f.path),
+                format!("`{}` is {} with no `{prefix}.weight_scale` beside it: the stored values are the weight divided by a scale that is gone", t.name, t.dtype),
+            )
+            .field(t.name.clone())
+            .hint("the scales were dropped on a re-save or conversion: export again from the quantized original (with its weight_scale tensors and quantization_config), or dequantize there and save bf16"),
+        );
     }
 }

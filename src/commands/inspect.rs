@@ -89,6 +89,8 @@ pub struct VocabSummary {
 pub struct Quantization {
     pub method: String,
     pub source: String,
+    /// The scheme's settings in one line (`QuantConfig::summary`); empty when unknown.
+    pub scheme: String,
     pub details: Value,
 }
 
@@ -216,7 +218,8 @@ pub fn build(path: &std::path::Path, dir: &HfDir) -> InspectReport {
 /// From `config.json:quantization_config`, `quantize_config.json`, or the tensor names.
 fn quantization(dir: &HfDir) -> Option<Quantization> {
     if let Some(q) = crate::format::quant::QuantConfig::find(dir) {
-        return Some(Quantization { method: q.method, source: q.source.name().into(), details: q.raw });
+        let scheme = q.summary();
+        return Some(Quantization { method: q.method, source: q.source.name().into(), scheme, details: q.raw });
     }
     let suffix = |s: &str| dir.tensors().any(|(_, t)| t.name.ends_with(s));
     let method = if suffix(".qweight") {
@@ -228,7 +231,8 @@ fn quantization(dir: &HfDir) -> Option<Quantization> {
     } else {
         return None;
     };
-    Some(Quantization { method: method.into(), source: "tensor names (no quantization_config)".into(), details: Value::Null })
+    let source = "tensor names (no quantization_config)".into();
+    Some(Quantization { method: method.into(), source, scheme: String::new(), details: Value::Null })
 }
 
 pub fn render_text(r: &InspectReport) -> String {
@@ -323,7 +327,11 @@ pub fn render_text(r: &InspectReport) -> String {
     row("stops on", r.stop_token_ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
     template_text(&mut s, r.chat_template.as_ref());
     let mut row = |k: &str, v: String| s.push_str(&format!("{k:<18} {v}\n"));
-    row("quantization", r.quantization.as_ref().map(|q| format!("{} ({})", q.method, q.source)).unwrap_or_else(|| "none".into()));
+    let quant = |q: &Quantization| match q.scheme.as_str() {
+        "" => format!("{} ({})", q.method, q.source),
+        s => format!("{}: {s} ({})", q.method, q.source),
+    };
+    row("quantization", r.quantization.as_ref().map(quant).unwrap_or_else(|| "none".into()));
     if !r.pickles_ignored.is_empty() {
         row("ignored pickles", r.pickles_ignored.join(", "));
     }

@@ -24,6 +24,11 @@ use crate::error::Error;
 /// `quantization_config` in config.json.
 pub const QUANTIZE_CONFIG: &str = "quantize_config.json";
 
+/// The scale tensors an FP8 weight `prefix.weight` is stored with: compressed-tensors'
+/// `weight_scale`, transformers' / DeepSeek's block-wise `weight_scale_inv` (a multiplier despite
+/// its name).
+pub const FP8_SCALE_SUFFIXES: [&str; 2] = ["weight_scale", "weight_scale_inv"];
+
 /// Where a `QuantConfig` was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantSource {
@@ -116,6 +121,71 @@ impl QuantConfig {
         QuantConfig { method, bits, group_size, format, symmetric, desc_act: b(q("desc_act")), raw, source, path }
     }
 
+    /// The scheme's settings in one line, as `inspect` shows them (`4-bit, group 128, act-order`;
+    /// `float-quantized: weights 8-bit float per 128×128 block; inputs 8-bit float dynamic per
+    /// group of 128`); empty when the config says nothing this reads.
+    pub fn summary(&self) -> String {
+        let raw = &self.raw;
+        let flag = |k: &str| raw.get(k).and_then(Value::as_bool).unwrap_or(false);
+        let mut parts: Vec<String> = Vec::new();
+        let group = |g: Option<u64>| g.map(|g| format!("group {g}")).unwrap_or_else(|| "per channel".into());
+        match self.method.as_str() {
+            "bitsandbytes" if flag("load_in_4bit") => {
+                let t = raw.get("bnb_4bit_quant_type").and_then(Value::as_str).unwrap_or("fp4");
+                parts.push(format!("4-bit {t}"));
+                if flag("bnb_4bit_use_double_quant") {
+                    parts.push("double quantization".into());
+                }
+            }
+            "bitsandbytes" if flag("load_in_8bit") => parts.push("8-bit LLM.int8".into()),
+            "compressed-tensors" => {
+                let g = raw.get("config_groups").and_then(Value::as_object).and_then(|g| g.values().next());
+                let args = |k: &str| {
+                    let a = g.and_then(|g| g.get(k)).filter(|a| !a.is_null())?;
+                    let bits = a.get("num_bits").and_then(Value::as_u64).map(|b| format!("{b}-bit")).unwrap_or_default();
+                    let ty = a.get("type").and_then(Value::as_str).unwrap_or("?");
+                    let unit = match a.get("strategy").and_then(Value::as_str) {
+                        Some("block") => match a.get("block_structure").and_then(Value::as_array) {
+                            Some(b) => format!("per {} block", b.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("×")),
+                            None => "per block".into(),
+                        },
+                        Some("group") | Some("tensor_group") => {
+                            format!("per group of {}", a.get("group_size").and_then(Value::as_u64).unwrap_or(0))
+                        }
+                        Some(s) => format!("per {s}"),
+                        None => String::new(),
+                    };
+                    let dynamic = match a.get("dynamic") {
+                        Some(Value::Bool(true)) => " dynamic",
+                        Some(Value::String(_)) => " dynamic (local)",
+                        _ if k == "input_activations" => " static",
+                        _ => "",
+                    };
+                    let sym = if a.get("symmetric").and_then(Value::as_bool) == Some(false) { ", asymmetric" } else { "" };
+                    Some(format!("{bits} {ty}{dynamic} {unit}{sym}"))
+                };
+                let fmt = g.and_then(|g| g.get("format")).and_then(Value::as_str).or(self.format.as_deref()).unwrap_or("?");
+                parts.push(fmt.to_string());
+                parts.extend(args("weights").map(|w| format!("weights {w}")));
+                parts.extend(args("input_activations").map(|a| format!("inputs {a}")));
+            }
+            _ => {
+                parts.extend(self.bits.map(|b| format!("{b}-bit")));
+                if self.bits.is_some() || self.group_size.is_some() {
+                    parts.push(group(self.group_size));
+                }
+                parts.extend(self.format.as_ref().map(|f| format!("format {f}")));
+                if self.symmetric == Some(false) {
+                    parts.push("asymmetric".into());
+                }
+                if self.desc_act == Some(true) {
+                    parts.push("act-order".into());
+                }
+            }
+        }
+        parts.join(", ")
+    }
+
     /// An error about one of its fields (`field` as inside the object, e.g. `bits`), naming the
     /// file and the field's full path there (`quantization_config.bits` in config.json).
     pub fn field_error(&self, field: &str, detail: impl Into<String>) -> Error {
@@ -152,6 +222,22 @@ mod tests {
         assert_eq!(parse(json!({"bits": 8})).method, "unknown");
         let side = QuantConfig::parse(json!({"bits": 4}), QuantSource::QuantizeConfigJson, PathBuf::from("m/quantize_config.json"));
         assert_eq!(side.method, "gptq");
+    }
+
+    #[test]
+    fn summary_names_the_scheme_settings() {
+        assert_eq!(
+            parse(json!({"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": true, "sym": false})).summary(),
+            "4-bit, group 128, asymmetric, act-order"
+        );
+        assert_eq!(parse(json!({"quant_method": "bitsandbytes", "load_in_4bit": true, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": true})).summary(), "4-bit nf4, double quantization");
+        let fp8 = json!({"quant_method": "compressed-tensors", "format": "float-quantized", "config_groups": {"group_0": {
+            "weights": {"num_bits": 8, "type": "float", "strategy": "block", "block_structure": [128, 128], "dynamic": false, "symmetric": true},
+            "input_activations": {"num_bits": 8, "type": "float", "strategy": "group", "group_size": 128, "dynamic": true, "symmetric": true}}}});
+        assert_eq!(
+            parse(fp8).summary(),
+            "float-quantized, weights 8-bit float per 128×128 block, inputs 8-bit float dynamic per group of 128"
+        );
     }
 
     #[test]

@@ -125,6 +125,7 @@ impl WeightSource for HfWeights<'_> {
             tensor: name.to_string(),
             detail: "not found in any weights file; the checkpoint does not match its config.json".into(),
         })?;
+        fp8_unapplied_scale(self.dir, name, info.dtype)?;
         let bytes = file.checked_bytes(name)?;
         let shape: Vec<usize> = info.shape.iter().map(|&d| d as usize).collect();
         let values = decode_f32(info.dtype, bytes).ok_or_else(|| Error::Tensor {
@@ -139,6 +140,30 @@ impl WeightSource for HfWeights<'_> {
         })?;
         t.to_dtype(dtype).map_err(|e| Error::Tensor { path: file.path.clone(), tensor: name.to_string(), detail: e.to_string() })
     }
+}
+
+/// Refuses an FP8 `prefix.weight` stored with scales (`FP8_SCALE_SUFFIXES`) that no scheme of the
+/// engine applies (`quant_method: fp8`, DeepSeek / Qwen block FP8, or a config that lost its
+/// `quantization_config`): run dense, it would be off by its scale in every element.
+fn fp8_unapplied_scale(dir: &HfDir, name: &str, dtype: crate::format::dtype::Dtype) -> Result<()> {
+    use crate::format::dtype::Dtype;
+    use crate::format::quant::{QuantConfig, FP8_SCALE_SUFFIXES};
+    let Some(prefix) = name.strip_suffix(".weight").filter(|_| matches!(dtype, Dtype::F8_E4M3 | Dtype::F8_E5M2)) else { return Ok(()) };
+    let Some(scale) = FP8_SCALE_SUFFIXES.iter().map(|s| format!("{prefix}.{s}")).find(|s| dir.tensor(s).is_some()) else { return Ok(()) };
+    let how = match QuantConfig::from_config_json(dir) {
+        Some(q) => format!(
+            "quantization_config.quant_method `{}` is not a scheme the engine runs for it (compressed-tensors float-quantized is)",
+            q.method
+        ),
+        None => "config.json has no quantization_config saying how to apply it".into(),
+    };
+    Err(Error::Tensor {
+        path: dir.root.clone(),
+        tensor: name.to_string(),
+        detail: format!(
+            "{dtype} weight scaled by `{scale}`, and {how}: dequantize it to bf16 first (transformers: FineGrainedFP8Config(dequantize=True), then save_pretrained)"
+        ),
+    })
 }
 
 /// `y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ (+ b)`, the LoRA update applied in the forward pass exactly as PEFT

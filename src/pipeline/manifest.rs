@@ -169,7 +169,7 @@ pub struct Expect {
     /// A finding id or metric name the cause must mention.
     pub cause_id: Option<String>,
     /// Finding ids expected on steps, as `"step label: finding id"` (a note such as
-    /// `lineage.frozen-layers` on a lineage that passes).
+    /// `lineage.frozen-layers` on a lineage that passes), among its lint or merge-check findings.
     #[serde(default)]
     pub findings: Vec<String>,
 }

@@ -225,6 +225,7 @@ def main() -> None:
             continue
         cfg = json.loads((d / "config.json").read_text())
         mq = json.loads((ROOT / mfile).read_text()) if (ROOT / mfile).exists() else None
+        mq = mq.get(name, mq) if isinstance(mq, dict) else mq  # measured_ct.json holds one entry per variant
         with safe_open(d / "model.safetensors", "pt") as st:
             keys = sorted(st.keys())
             info = {k: {"dtype": str(st.get_slice(k).get_dtype()), "shape": list(st.get_slice(k).get_shape())}

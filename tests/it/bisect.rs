@@ -204,11 +204,14 @@ fn shipped_lineages_break_where_expected() {
                 .iter()
                 .find(|s| s["label"] == label)
                 .unwrap_or_else(|| panic!("{}: no step {label}", p.display()));
+            // A merged step's merge-check findings sit beside its lint findings.
+            let merge = step["merge"]["findings"].as_array().into_iter().flatten();
             assert!(
-                step["findings"].as_array().unwrap().iter().any(|f| f["id"] == id),
-                "{}: step {label} lacks {id}: {:#}",
+                step["findings"].as_array().unwrap().iter().chain(merge).any(|f| f["id"] == id),
+                "{}: step {label} lacks {id}: {:#} {:#}",
                 p.display(),
-                step["findings"]
+                step["findings"],
+                step["merge"]
             );
         }
         n += 1;

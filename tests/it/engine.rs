@@ -153,6 +153,17 @@ fn lora_premerge_matches_peft() {
     check_model("llama-lora-premerge", &m);
 }
 
+/// QLoRA: the adapter applied on the fly over the nf4 base, which the engine runs packed through
+/// its bitsandbytes scheme (the path `compare NF4_BASE+ADAPTER` takes), against peft's unmerged
+/// PeftModel over bitsandbytes' own Linear4bit (f32 compute, testdata/zoo/quant_bnb.py).
+#[test]
+fn qlora_premerge_matches_peft() {
+    let zoo = common::zoo().join("models");
+    let ckpt = ckptcheck::checkpoint::Checkpoint::with_adapter(&zoo.join("llama-bnb-nf4"), &zoo.join("llama-qlora-adapter")).unwrap();
+    let m = model::load(&ckpt, &Device::Cpu, ckptcheck::settings::ComputeDtype::F32, model::GgufMatmul::Dense).unwrap();
+    check_model("qlora-premerge", &m);
+}
+
 #[test]
 fn lora_merged_matches_transformers() {
     check_variant("llama-lora-merged");

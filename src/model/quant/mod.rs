@@ -6,7 +6,8 @@
 //! tensors of the same directory.
 //!
 //! A scheme is a unit in one file, holding its own unpacking: `gptq.rs` (v1 and v2 zero points),
-//! `awq.rs` (GEMM), `compressed_tensors.rs` (`pack-quantized`), all 4-bit, and `bnb.rs`
+//! `awq.rs` (GEMM), `compressed_tensors.rs` (`pack-quantized` int4, `float-quantized` FP8,
+//! `int-quantized` W8A8, with their run-time input rounding, `ActQuant`), and `bnb.rs`
 //! (bitsandbytes nf4 / fp4 with or without double quantization, LLM.int8); the layouts are
 //! written at the top of each file and checked against the upstream dequantized tensors in
 //! testdata/zoo/goldens (tests/quant.rs). The scheme is picked by `quant_method` from the
@@ -16,8 +17,8 @@
 //! `fn from_config(&QuantConfig) -> Result<Box<dyn QuantScheme>>` that refuses the settings it
 //! cannot run, and one line in `SCHEMES`. Nothing else (decoder, LoRA, compare) changes.
 //!
-//! Not here: integer kernels on the packed values (every scheme decodes to f32), and 2/3/8-bit
-//! GPTQ/AWQ packings.
+//! Not here: integer kernels on the packed values (every scheme decodes to f32), 2/3/8-bit
+//! GPTQ/AWQ packings, and transformers' own `quant_method: fp8` (refused in `HfWeights`).
 
 pub mod awq;
 pub mod bnb;
@@ -29,6 +30,8 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 
 use std::sync::Arc;
+
+pub use compressed_tensors::ActQuant;
 
 use super::native::{NativeMatrix, PackedRows};
 use super::weights::{native_engine, DenseLinear, HfWeights, LinearOp, NativeLinear, WeightSource};
@@ -69,6 +72,11 @@ pub trait QuantScheme: Send + Sync {
     /// small side tensors, scales, zero points, `g_idx`, decoded once); the one formula of the
     /// scheme.
     fn packed(&self, t: &Tensors<'_>, prefix: &str) -> Result<Packed>;
+    /// How the scheme quantizes the input of the quantized linear `prefix` at run time (W8A8,
+    /// FP8), which the engine applies before the matmul; `None` for weight-only schemes.
+    fn input_quant(&self, _t: &Tensors<'_>, _prefix: &str) -> Result<Option<ActQuant>> {
+        Ok(None)
+    }
     /// The dense `[out, in]` f32 weight of the quantized linear `prefix`: every row of `packed`.
     fn dequantize(&self, t: &Tensors<'_>, prefix: &str) -> Result<Dequantized> {
         let (p, out, inp) = self.packed(t, prefix)?;
@@ -261,12 +269,17 @@ impl WeightSource for QuantWeights<'_> {
             return self.dense.linear(prefix, bias, dtype, device);
         }
         let bias = if bias { Some(self.dense.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
-        if native_engine(dtype, device) {
+        let op: Box<dyn LinearOp> = if native_engine(dtype, device) {
             let (p, out, inp) = self.scheme.packed(&self.tensors(), prefix)?;
-            return Ok(Box::new(NativeLinear { weight: NativeMatrix::packed(out, inp, p), bias }));
-        }
-        let weight = self.dequantized_tensor(prefix, dtype, device)?.expect("quantized");
-        Ok(Box::new(DenseLinear { weight, bias }))
+            Box::new(NativeLinear { weight: NativeMatrix::packed(out, inp, p), bias })
+        } else {
+            let weight = self.dequantized_tensor(prefix, dtype, device)?.expect("quantized");
+            Box::new(DenseLinear { weight, bias })
+        };
+        Ok(match self.scheme.input_quant(&self.tensors(), prefix)? {
+            Some(quant) => Box::new(InputQuantLinear { inner: op, quant }),
+            None => op,
+        })
     }
 
     fn dense_weight(&self, prefix: &str, dtype: DType, device: &Device) -> Result<Tensor> {
@@ -278,6 +291,25 @@ impl WeightSource for QuantWeights<'_> {
 
     fn has_linear(&self, prefix: &str) -> bool {
         self.is_quantized(prefix) || self.dense.has_linear(prefix)
+    }
+}
+
+/// A quantized linear whose input is rounded first, as the scheme's own forward does.
+struct InputQuantLinear {
+    inner: Box<dyn LinearOp>,
+    quant: ActQuant,
+}
+
+impl LinearOp for InputQuantLinear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (t, k) = x.dims2()?;
+        let mut v = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        self.quant.apply(&mut v, k);
+        self.inner.forward(&Tensor::from_vec(v, (t, k), x.device())?.to_dtype(x.dtype())?)
+    }
+
+    fn weight(&self) -> Option<&Tensor> {
+        self.inner.weight()
     }
 }
 
@@ -318,8 +350,24 @@ mod tests {
             "`m/config.json`: field `quantization_config.version`: AWQ `gemv` packing is not supported (gemm is)"
         );
         assert_eq!(
-            refused(json!({"quant_method": "compressed-tensors", "format": "float-quantized"})),
-            "`m/config.json`: field `quantization_config.format`: compressed-tensors `float-quantized` is not supported (pack-quantized is)"
+            refused(json!({"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized"})),
+            "`m/config.json`: field `quantization_config.format`: compressed-tensors `nvfp4-pack-quantized` is not supported (pack-quantized, float-quantized and int-quantized are)"
+        );
+        let fp8 = |weights: serde_json::Value, input: serde_json::Value| {
+            json!({"quant_method": "compressed-tensors", "format": "float-quantized",
+                   "config_groups": {"group_0": {"weights": weights, "input_activations": input, "targets": ["Linear"]}}})
+        };
+        let w = json!({"num_bits": 8, "type": "float", "strategy": "channel", "symmetric": true});
+        let tok = json!({"num_bits": 8, "type": "float", "strategy": "token", "dynamic": true, "symmetric": true});
+        assert_eq!(scheme(fp8(w.clone(), tok.clone())).unwrap().unwrap().name(), "compressed-tensors");
+        assert!(refused(fp8(json!({"num_bits": 8, "type": "float", "strategy": "block"}), tok.clone()))
+            .contains("field `quantization_config.config_groups.*.weights.block_structure`: expected two positive block sides"));
+        assert!(refused(fp8(w.clone(), json!({"num_bits": 8, "type": "float", "strategy": "token", "dynamic": true, "symmetric": false})))
+            .contains("asymmetric activation quantization is not supported"));
+        assert!(refused(fp8(w.clone(), json!({"num_bits": 4, "type": "float", "strategy": "tensor_group", "dynamic": "local"})))
+            .contains("input_activations.type`: Some(\"float\") Some(4)-bit activations are not supported"));
+        assert!(
+            refused(fp8(json!({"num_bits": 8, "type": "float", "strategy": "token"}), tok)).contains("Some(\"token\") is not supported")
         );
         assert_eq!(
             refused(json!({"quant_method": "gptq", "bits": 8, "group_size": 128})),
@@ -340,6 +388,9 @@ mod tests {
             ("llama-gptq-w4g128", "gptq"),
             ("llama-awq-w4g128", "awq"),
             ("llama-ct-w4a16", "compressed-tensors"),
+            ("llama-ct-fp8-dynamic", "compressed-tensors"),
+            ("llama-ct-fp8-block", "compressed-tensors"),
+            ("llama-ct-w8a8", "compressed-tensors"),
             ("llama-bnb-nf4", "bitsandbytes"),
             ("llama-bnb-fp4", "bitsandbytes"),
             ("llama-bnb-int8", "bitsandbytes"),
@@ -368,7 +419,17 @@ mod tests {
     #[test]
     fn packed_rows_equal_the_dequantized_weight() {
         let zoo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/zoo/models");
-        for dir in ["llama-gptq-w4g128", "llama-awq-w4g128", "llama-ct-w4a16", "llama-bnb-nf4", "llama-bnb-fp4", "llama-bnb-int8"] {
+        for dir in [
+            "llama-gptq-w4g128",
+            "llama-awq-w4g128",
+            "llama-ct-w4a16",
+            "llama-ct-fp8-dynamic",
+            "llama-ct-fp8-block",
+            "llama-ct-w8a8",
+            "llama-bnb-nf4",
+            "llama-bnb-fp4",
+            "llama-bnb-int8",
+        ] {
             let hf = HfDir::open(&zoo.join(dir)).unwrap();
             let q = QuantWeights::from_config(&hf).unwrap().unwrap();
             for prefix in ["model.layers.0.self_attn.k_proj", "model.layers.1.mlp.down_proj"] {
