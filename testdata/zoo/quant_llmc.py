@@ -56,11 +56,13 @@ def recipe(variant: str):
 
     if variant == "llama-ct-w4a16":
         return GPTQModifier(targets="Linear", scheme="W4A16", ignore=["lm_head"]), True
-    scheme = {"llama-ct-fp8-dynamic": "FP8_DYNAMIC", "llama-ct-fp8-block": "FP8_BLOCK", "llama-ct-w8a8": "W8A8"}[variant]
+    scheme = {"llama-ct-fp8-dynamic": "FP8_DYNAMIC", "llama-ct-fp8-block": "FP8_BLOCK", "llama-ct-w8a8": "W8A8",
+              "llama-ct-nvfp4a16": "NVFP4A16", "llama-ct-mxfp4a16": "MXFP4A16"}[variant]
     return QuantizationModifier(targets="Linear", scheme=scheme, ignore=["lm_head"]), False
 
 
-VARIANTS = ["llama-ct-w4a16", "llama-ct-fp8-dynamic", "llama-ct-fp8-block", "llama-ct-w8a8"]
+VARIANTS = ["llama-ct-w4a16", "llama-ct-fp8-dynamic", "llama-ct-fp8-block", "llama-ct-w8a8", "llama-ct-nvfp4a16",
+            "llama-ct-mxfp4a16"]
 
 
 def make(variant: str) -> dict:
@@ -98,6 +100,8 @@ def make(variant: str) -> dict:
 
     m = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32, attn_implementation="eager",
                                              quantization_config=CompressedTensorsConfig(run_compressed=False)).eval()
+    # NVFP4 / MXFP4 decompress to bf16 weights inside the f32 model: upcast them (a no-op for the others).
+    m = m.float()
     ref = GOLD / "llama-instruct.safetensors"
     H = load_file(ref)
     with safe_open(ref, "pt") as st:
@@ -130,7 +134,7 @@ def make(variant: str) -> dict:
                     break
         # compressed-tensors' own input quantization on the real inputs of three layers (act.<module>.input /
         # .quantized), captured before the hooks are turned off.
-        if variant != "llama-ct-w4a16":
+        if variant in ("llama-ct-fp8-dynamic", "llama-ct-fp8-block", "llama-ct-w8a8"):
             from compressed_tensors.quantization.lifecycle.forward import forward_quantize
 
             cap = {}

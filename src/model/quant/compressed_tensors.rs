@@ -10,6 +10,14 @@
 //!   `[bo, bi]`, DeepSeek-V3 style); `weight_zero_point` of the same shape when asymmetric (int
 //!   only). `W[o, i] = (q − z) · s[unit of (o, i)]`, in f32 (compressed-tensors' `dequantize`).
 //!
+//! - `nvfp4-pack-quantized` / `mxfp4-pack-quantized` (weights only: `NVFP4A16`, `MXFP4A16`):
+//!   `weight_packed` U8 `[out, in/2]`, element `2k` of a row in the low nibble, `2k + 1` in the
+//!   high one, each an FP4 E2M1 code (bit 3 the sign, bits 0-2 an index into 0, 0.5, 1, 1.5, 2,
+//!   3, 4, 6). NVFP4: `weight_scale` F8_E4M3 `[out, in/16]` and `weight_global_scale` F32 `[1]`,
+//!   `W = bf16(q · (s / g))` (the division and product in f32, then rounded to bf16, as
+//!   compressed-tensors decompresses it). MXFP4: `weight_scale` U8 `[out, in/32]`, E8M0
+//!   exponents, `W = q · 2^(e − 127)` (exact; 255 is NaN).
+//!
 //! `input_activations` (W8A8, FP8): compressed-tensors' forward quantizes each linear's input
 //! too, and the engine does the same (`ActQuant`), since that rounding is what the quantized
 //! model runs with (measured on the zoo: int8 activations are 98 % of W8A8's KL to the original).
@@ -18,10 +26,10 @@
 //! (FP8: round to nearest E4M3, ties to even; int: to the nearest integer, ties to even). Static
 //! (`dynamic: false`, strategy `tensor`): `s` is the layer's `input_scale`.
 //!
-//! Refused at load, naming the field: other formats (`naive-quantized`, `nvfp4-pack-quantized`,
-//! `mxfp4-pack-quantized`, …), weights other than 4-bit packed or 8-bit float/int, asymmetric
-//! or `local` activation quantization, output activations, and `config_groups` whose settings
-//! differ.
+//! Refused at load, naming the field: other formats (`naive-quantized`, `marlin-24`, …), weights
+//! other than 4-bit packed int or FP4 or 8-bit float/int, FP4 activations (NVFP4 / MXFP4 W4A4),
+//! asymmetric or `local` activation quantization, output activations, and `config_groups` whose
+//! settings differ.
 
 use std::sync::Arc;
 
@@ -56,6 +64,38 @@ enum Layout {
     Packed { symmetric: bool, group_size: usize },
     /// `float-quantized` / `int-quantized`: one 8-bit value per element.
     Unpacked { values: Values, strategy: Strategy, symmetric: bool },
+    /// `nvfp4-pack-quantized` / `mxfp4-pack-quantized`: two FP4 E2M1 codes a byte.
+    Fp4(Fp4Scales),
+}
+
+/// How FP4 groups are scaled.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fp4Scales {
+    /// NVFP4: an FP8 E4M3 scale per 16 inputs over one F32 global scale.
+    Nv,
+    /// MXFP4: an E8M0 power of two per 32 inputs.
+    Mx,
+}
+
+impl Fp4Scales {
+    fn group(self) -> usize {
+        match self {
+            Fp4Scales::Nv => 16,
+            Fp4Scales::Mx => 32,
+        }
+    }
+}
+
+/// FP4 E2M1 magnitudes by code (bits 0-2).
+const E2M1: [f32; 8] = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0];
+
+fn e2m1(code: u8) -> f32 {
+    let v = E2M1[(code & 7) as usize];
+    if code & 8 != 0 {
+        -v
+    } else {
+        v
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -177,10 +217,22 @@ pub fn from_config(cfg: &QuantConfig) -> Result<Box<dyn QuantScheme>> {
     let layout = match format {
         "pack-quantized" => Layout::Packed { symmetric: cfg.symmetric.unwrap_or(true), group_size: four_bit_groups(cfg)? },
         "float-quantized" | "int-quantized" => unpacked(cfg, &group, format)?,
+        "nvfp4-pack-quantized" | "mxfp4-pack-quantized" => {
+            let scales = if format == "nvfp4-pack-quantized" { Fp4Scales::Nv } else { Fp4Scales::Mx };
+            let w = group.get("weights").unwrap_or(&Value::Null);
+            let fits = w.get("type").and_then(Value::as_str) == Some("float") && cfg.bits == Some(4);
+            if !fits || cfg.group_size != Some(scales.group() as u64) {
+                return Err(cfg.field_error(
+                    "config_groups.*.weights",
+                    format!("{format} expects 4-bit float weights in groups of {}", scales.group()),
+                ));
+            }
+            Layout::Fp4(scales)
+        }
         other => {
             return Err(cfg.field_error(
                 "format",
-                format!("compressed-tensors `{other}` is not supported (pack-quantized, float-quantized and int-quantized are)"),
+                format!("compressed-tensors `{other}` is not supported (pack-quantized, float-quantized, int-quantized, nvfp4-pack-quantized and mxfp4-pack-quantized are)"),
             ))
         }
     };
@@ -268,6 +320,7 @@ impl QuantScheme for CompressedTensors {
         match self.layout {
             Layout::Packed { .. } => &["weight_packed", "weight_scale", "weight_shape", "weight_zero_point", "input_scale"],
             Layout::Unpacked { .. } => &["weight_scale", "weight", "weight_zero_point", "input_scale"],
+            Layout::Fp4(_) => &["weight_packed", "weight_scale", "weight_global_scale"],
         }
     }
 
@@ -275,6 +328,7 @@ impl QuantScheme for CompressedTensors {
         match self.layout {
             Layout::Packed { symmetric, group_size } => packed4(t, prefix, symmetric, group_size),
             Layout::Unpacked { values, strategy, symmetric } => unpacked_rows(t, prefix, values, strategy, symmetric),
+            Layout::Fp4(scales) => fp4_rows(t, prefix, scales),
         }
     }
 
@@ -404,6 +458,66 @@ impl PackedRows for UnpackedRows {
                     Values::Int8 => b as i8 as f32,
                 };
                 *v = (x - z) * self.scales[unit];
+            }
+        }
+    }
+}
+
+fn fp4_rows(t: &Tensors<'_>, prefix: &str, kind: Fp4Scales) -> Result<Packed> {
+    let pn = format!("{prefix}.weight_packed");
+    let sn = format!("{prefix}.weight_scale");
+    let (packed, ps) = t.mapped(&pn, Dtype::U8, "U8 (two FP4 codes a byte)")?;
+    let (out, half) = t.dims2(&pn, &ps)?;
+    let (inp, g) = (half * 2, kind.group());
+    let want = [out as u64, inp.div_ceil(g) as u64];
+    let scales: Vec<f32> = match kind {
+        Fp4Scales::Nv => {
+            let (s, ss) = t.floats(&sn)?;
+            if ss != want {
+                return Err(t.bad(&sn, format!("shape {ss:?}, expected {want:?} for weight_packed {ps:?} (one per {g} inputs)")));
+            }
+            let gn = format!("{prefix}.weight_global_scale");
+            let global = match t.floats(&gn)? {
+                (v, _) if v.len() == 1 && v[0].is_finite() && v[0] != 0.0 => v[0],
+                (v, shape) => return Err(t.bad(&gn, format!("shape {shape:?} = {v:?}, expected one finite non-zero scale"))),
+            };
+            s.into_iter().map(|s| s / global).collect()
+        }
+        Fp4Scales::Mx => {
+            let (e, es) = t.mapped(&sn, Dtype::U8, "U8 (E8M0 exponents)")?;
+            if es != want {
+                return Err(t.bad(&sn, format!("shape {es:?}, expected {want:?} for weight_packed {ps:?} (one per {g} inputs)")));
+            }
+            e.bytes().iter().map(|&e| if e == 255 { f32::NAN } else { 2f32.powi(e as i32 - 127) }).collect()
+        }
+    };
+    Ok((Arc::new(Fp4Rows { packed, scales, kind, groups: want[1] as usize, inp }), out, inp))
+}
+
+/// An NVFP4 / MXFP4 weight: the codes still mapped, each group's scale decoded (NVFP4's already
+/// divided by the global scale).
+struct Fp4Rows {
+    packed: MappedBytes,
+    scales: Vec<f32>,
+    kind: Fp4Scales,
+    groups: usize,
+    inp: usize,
+}
+
+impl PackedRows for Fp4Rows {
+    fn decode_rows(&self, r0: usize, w: &mut [f32]) {
+        let (inp, g) = (self.inp, self.kind.group());
+        let q = self.packed.bytes();
+        for (r, row) in w.chunks_exact_mut(inp).enumerate() {
+            let o = r0 + r;
+            let bytes = &q[o * inp / 2..(o + 1) * inp / 2];
+            for (i, v) in row.iter_mut().enumerate() {
+                let code = bytes[i / 2] >> (4 * (i % 2)) & 0xF;
+                let x = e2m1(code) * self.scales[o * self.groups + i / g];
+                *v = match self.kind {
+                    Fp4Scales::Nv => half::bf16::from_f32(x).to_f32(),
+                    Fp4Scales::Mx => x,
+                };
             }
         }
     }

@@ -7,7 +7,8 @@
 //!
 //! A scheme is a unit in one file, holding its own unpacking: `gptq.rs` (v1 and v2 zero points),
 //! `awq.rs` (GEMM), `compressed_tensors.rs` (`pack-quantized` int4, `float-quantized` FP8,
-//! `int-quantized` W8A8, with their run-time input rounding, `ActQuant`), and `bnb.rs`
+//! `int-quantized` W8A8, with their run-time input rounding, `ActQuant`; NVFP4 / MXFP4 weights),
+//! and `bnb.rs`
 //! (bitsandbytes nf4 / fp4 with or without double quantization, LLM.int8); the layouts are
 //! written at the top of each file and checked against the upstream dequantized tensors in
 //! testdata/zoo/goldens (tests/quant.rs). The scheme is picked by `quant_method` from the
@@ -350,8 +351,8 @@ mod tests {
             "`m/config.json`: field `quantization_config.version`: AWQ `gemv` packing is not supported (gemm is)"
         );
         assert_eq!(
-            refused(json!({"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized"})),
-            "`m/config.json`: field `quantization_config.format`: compressed-tensors `nvfp4-pack-quantized` is not supported (pack-quantized, float-quantized and int-quantized are)"
+            refused(json!({"quant_method": "compressed-tensors", "format": "marlin-24"})),
+            "`m/config.json`: field `quantization_config.format`: compressed-tensors `marlin-24` is not supported (pack-quantized, float-quantized, int-quantized, nvfp4-pack-quantized and mxfp4-pack-quantized are)"
         );
         let fp8 = |weights: serde_json::Value, input: serde_json::Value| {
             json!({"quant_method": "compressed-tensors", "format": "float-quantized",
@@ -391,6 +392,8 @@ mod tests {
             ("llama-ct-fp8-dynamic", "compressed-tensors"),
             ("llama-ct-fp8-block", "compressed-tensors"),
             ("llama-ct-w8a8", "compressed-tensors"),
+            ("llama-ct-nvfp4a16", "compressed-tensors"),
+            ("llama-ct-mxfp4a16", "compressed-tensors"),
             ("llama-bnb-nf4", "bitsandbytes"),
             ("llama-bnb-fp4", "bitsandbytes"),
             ("llama-bnb-int8", "bitsandbytes"),
@@ -426,6 +429,8 @@ mod tests {
             "llama-ct-fp8-dynamic",
             "llama-ct-fp8-block",
             "llama-ct-w8a8",
+            "llama-ct-nvfp4a16",
+            "llama-ct-mxfp4a16",
             "llama-bnb-nf4",
             "llama-bnb-fp4",
             "llama-bnb-int8",
