@@ -8,7 +8,12 @@ use crate::format::quant::{QuantConfig, FP8_SCALE_SUFFIXES};
 
 pub fn check(ctx: &Context, out: &mut Findings) {
     fp8_scales(ctx, out);
+    fp8_saturation(ctx, out);
     let Some(q) = QuantConfig::from_config_json(ctx.dir) else { return };
+    head_and_embedding(ctx, &q, out);
+    if q.method == "gptq" {
+        gptq_g_idx(ctx, &q, out);
+    }
     // 4-bit GPTQ in the v1 format (`checkpoint_format` absent or `gptq`).
     if q.method != "gptq" || q.format.as_deref().unwrap_or("gptq") != "gptq" || q.bits != Some(4) {
         return;
@@ -66,5 +71,122 @@ fn fp8_scales(ctx: &Context, out: &mut Findings) {
             .field(t.name.clone())
             .hint("the scales were dropped on a re-save or conversion: export again from the quantized original (with its weight_scale tensors and quantization_config), or dequantize there and save bf16"),
         );
+    }
+}
+
+/// FP8 E4M3 codes of ±448, the format's maximum (`0x7e`, `0xfe`).
+const FP8_MAX_CODES: [u8; 2] = [0x7e, 0xfe];
+
+/// A quantizer puts each scale unit's own max |w| at ±448 (one value, a few more that round up to
+/// it); many more there means values were clipped — a static or edited scale too small for them.
+fn fp8_saturation(ctx: &Context, out: &mut Findings) {
+    for (f, t) in ctx.dir.tensors() {
+        let Some(prefix) = t.name.strip_suffix(".weight").filter(|_| t.dtype == Dtype::F8_E4M3) else { continue };
+        let Some((_, scale)) = ctx.dir.tensor(&format!("{prefix}.weight_scale")) else { continue };
+        let Some(bytes) = f.bytes(t) else { continue };
+        let units: u64 = scale.shape.iter().product::<u64>().max(1);
+        let at_max = bytes.iter().filter(|b| FP8_MAX_CODES.contains(b)).count() as u64;
+        // Large blocks (128 × 128) round a few values next to their max up to it too: 0.1 % of
+        // the values is still not clipping (a scale half too small clips ~8 % of Gaussian weights).
+        if at_max > (2 * units).max(bytes.len() as u64 / 1000) {
+            out.push(
+                Finding::new(
+                    ids::QUANT_FP8_SATURATED,
+                    Severity::Warning,
+                    ctx.dir.rel(&f.path),
+                    format!(
+                        "`{}`: {at_max} of {} FP8 values sit at ±448, the format's maximum, for {units} scale(s) (a scale puts one there): values were clipped",
+                        t.name,
+                        bytes.len()
+                    ),
+                )
+                .field(t.name.clone())
+                .hint("the weight scale is too small for the weights (a static, calibrated or edited scale): re-quantize with min-max weight scales"),
+            );
+        }
+    }
+}
+
+/// Whether the linear `prefix` is stored quantized, by the tensors beside its weight.
+fn stored_quantized(ctx: &Context, prefix: &str) -> bool {
+    ["qweight", "weight_packed", "weight_scale", "weight.absmax", "SCB"].iter().any(|s| ctx.dir.tensor(&format!("{prefix}.{s}")).is_some())
+}
+
+/// The head (and the embedding) against what the config says of them: a serving stack loads
+/// each layer by the config, so a quantized head the config calls dense, or the reverse, fails
+/// to load or runs the wrong kernel.
+fn head_and_embedding(ctx: &Context, q: &QuantConfig, out: &mut Findings) {
+    let file = ctx.dir.config.as_ref().map(|c| ctx.dir.rel(&c.path)).unwrap_or_default();
+    let says_quantized: Option<(bool, &str)> = match q.method.as_str() {
+        "gptq" => Some((q.raw.get("lm_head").and_then(serde_json::Value::as_bool).unwrap_or(false), "lm_head")),
+        "compressed-tensors" => {
+            let ignored = q.raw.get("ignore").and_then(serde_json::Value::as_array).is_some_and(|a| a.iter().any(|v| v == "lm_head"));
+            Some((!ignored, "ignore"))
+        }
+        _ => None,
+    };
+    let mut mismatch = |field: &str, message: String| {
+        out.push(
+            Finding::new(ids::QUANT_CONFIG_MISMATCH, Severity::Warning, &file, message)
+                .field(format!("quantization_config.{field}"))
+                .hint("make quantization_config say what the tensors are (serving stacks such as vLLM load each layer by the config), or re-export from the quantizer"),
+        )
+    };
+    if let Some((config_says, field)) =
+        says_quantized.filter(|_| ctx.dir.tensor("lm_head.weight").is_some() || stored_quantized(ctx, "lm_head"))
+    {
+        let stored = stored_quantized(ctx, "lm_head");
+        if stored != config_says {
+            let (is, says) = if stored { ("quantized", "dense") } else { ("dense", "quantized") };
+            mismatch(field, format!("`lm_head` is stored {is}, but quantization_config.{field} says it is {says}"));
+        }
+    }
+    if stored_quantized(ctx, "model.embed_tokens") {
+        mismatch(
+            "",
+            "`model.embed_tokens` is stored quantized: no quantizer here quantizes the embedding, and no loader expects it".into(),
+        );
+    }
+}
+
+/// GPTQ's `g_idx` (each input's group): out of range breaks every reader; not sequential while
+/// `desc_act` is false breaks the kernels that ignore `g_idx` then (exllama, marlin), which
+/// dequantize with `i / group_size` instead.
+fn gptq_g_idx(ctx: &Context, q: &QuantConfig, out: &mut Findings) {
+    for (f, t) in ctx.dir.tensors() {
+        let Some(prefix) = t.name.strip_suffix(".g_idx") else { continue };
+        let (Some(bytes), Dtype::I32) = (f.bytes(t), t.dtype) else { continue };
+        let Some((_, scales)) = ctx.dir.tensor(&format!("{prefix}.scales")) else { continue };
+        let groups = scales.shape.first().copied().unwrap_or(0) as i64;
+        let g_idx: Vec<i64> = bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect();
+        let bad = g_idx.iter().filter(|&&g| g < 0 || g >= groups).count();
+        let file = ctx.dir.rel(&f.path);
+        if bad > 0 {
+            out.push(
+                Finding::new(
+                    ids::QUANT_GIDX_OUT_OF_RANGE,
+                    Severity::Error,
+                    &file,
+                    format!("`{}`: {bad} of {} entries are outside the {groups} groups `{prefix}.scales` has", t.name, g_idx.len()),
+                )
+                .field(t.name.clone())
+                .hint("the checkpoint's g_idx and scales do not belong together: re-export it from the quantizer"),
+            );
+            continue;
+        }
+        let g = q.group_size.filter(|&g| g > 0).unwrap_or(g_idx.len().max(1) as u64) as i64;
+        let sequential = g_idx.iter().enumerate().all(|(i, &x)| x == i as i64 / g);
+        if !sequential && q.desc_act != Some(true) {
+            out.push(
+                Finding::new(
+                    ids::QUANT_GIDX_UNORDERED,
+                    Severity::Warning,
+                    &file,
+                    format!("`{}` is not i / group_size ({g}) but desc_act is not true: kernels that skip g_idx without act-order dequantize it with the wrong groups", t.name),
+                )
+                .field(t.name.clone())
+                .hint("set desc_act: true in quantization_config (the quantizer used act-order), or re-export without act-order"),
+            );
+        }
     }
 }

@@ -209,6 +209,111 @@ fn gptq_v1_zero_point_overflow_is_an_error() {
     assert_eq!(r.finding("quant.gptq-zero-overflow")["field"], "model.layers.1.mlp.up_proj.qzeros");
 }
 
+/// A copy of zoo model `model` whose config.json is passed through `config`.
+fn zoo_copy(model: &str, config: &dyn Fn(&mut serde_json::Value)) -> tempfile::TempDir {
+    let src = common::zoo().join("models").join(model);
+    let d = common::tmp();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, d.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let cp = d.path().join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cp).unwrap()).unwrap();
+    config(&mut v);
+    std::fs::write(&cp, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    d
+}
+
+/// Rewrites the bytes of tensor `name` in the copy `dir`, in place.
+fn edit_tensor(dir: &std::path::Path, name: &str, edit: &dyn Fn(&mut [u8])) {
+    let hf = HfDir::open(dir).unwrap();
+    let (f, t) = hf.tensor(name).unwrap();
+    let (path, at, len) = (f.path.clone(), (f.header.data_start + t.start) as usize, (t.end - t.start) as usize);
+    drop(hf);
+    let mut bytes = std::fs::read(&path).unwrap();
+    edit(&mut bytes[at..at + len]);
+    std::fs::write(&path, bytes).unwrap();
+}
+
+/// The static checks of a quantized checkpoint's own failure modes, each on a copy of a zoo
+/// checkpoint edited the way the failure leaves it; the zoo's quantized checkpoints as their
+/// quantizers wrote them lint clean.
+#[test]
+fn quantized_layouts_that_lint_catches() {
+    for m in [
+        "llama-gptq-w4g128",
+        "llama-awq-w4g128",
+        "llama-ct-w4a16",
+        "llama-ct-fp8-dynamic",
+        "llama-ct-fp8-block",
+        "llama-ct-w8a8",
+        "llama-ct-nvfp4a16",
+        "llama-ct-mxfp4a16",
+        "llama-bnb-nf4",
+        "llama-bnb-int8",
+    ] {
+        let r = common::lint_json(&common::zoo().join("models").join(m));
+        assert_eq!((r.code, r.finding_ids()), (0, vec![]), "{m}: {}", r.stdout);
+    }
+    // FP8 values clipped at ±448 (what a scale half too small stores): every code at or above
+    // half the maximum set to the maximum in one projection.
+    let d = zoo_copy("llama-ct-fp8-dynamic", &|_| {});
+    edit_tensor(d.path(), "model.layers.1.mlp.up_proj.weight", &|b| {
+        for x in b.iter_mut() {
+            if *x & 0x7f >= 0x76 && *x & 0x7f < 0x7f {
+                *x = (*x & 0x80) | 0x7e; // |v| >= 224 → ±448
+            }
+        }
+    });
+    let r = common::lint_json(d.path());
+    assert_eq!(r.finding("quant.fp8-saturated")["field"], "model.layers.1.mlp.up_proj.weight", "{}", r.stdout);
+    assert_eq!(r.finding_ids().iter().filter(|i| *i == "quant.fp8-saturated").count(), 1, "{}", r.stdout);
+
+    // The config calls lm_head quantized (compressed-tensors: not ignored; GPTQ: lm_head true)
+    // while the checkpoint stores it dense.
+    let ct = zoo_copy("llama-ct-w4a16", &|c| c["quantization_config"]["ignore"] = serde_json::json!([]));
+    let r = common::lint_json(ct.path());
+    let f = r.finding("quant.config-mismatch");
+    assert_eq!(f["field"], "quantization_config.ignore", "{f:#}");
+    assert!(
+        f["message"].as_str().unwrap().contains("`lm_head` is stored dense, but quantization_config.ignore says it is quantized"),
+        "{f:#}"
+    );
+    let gq = zoo_copy("llama-gptq-w4g128", &|c| c["quantization_config"]["lm_head"] = serde_json::json!(true));
+    assert_eq!(common::lint_json(gq.path()).finding("quant.config-mismatch")["field"], "quantization_config.lm_head");
+
+    // g_idx: an entry past the groups (an error, and the engine refuses the layer), and two
+    // inputs swapped between groups while desc_act is false (a warning).
+    let g_idx = "model.layers.0.mlp.down_proj.g_idx";
+    let bad = zoo_copy("llama-gptq-w4g128", &|_| {});
+    edit_tensor(bad.path(), g_idx, &|b| b[..4].copy_from_slice(&99i32.to_le_bytes()));
+    let r = common::lint_json(bad.path());
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(r.finding("quant.gidx-out-of-range")["field"], g_idx);
+    let zoo = common::zoo();
+    let run = common::ckptcheck(&["compare", zoo.join("models/llama-instruct").to_str().unwrap(), bad.path().to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.stderr.contains("model.layers.0.mlp.down_proj.qweight") && run.stderr.contains("do not fit together"), "{}", run.stderr);
+    let swapped = zoo_copy("llama-gptq-w4g128", &|_| {});
+    edit_tensor(swapped.path(), g_idx, &|b| {
+        let (first, last) = (b[..4].to_vec(), b[b.len() - 4..].to_vec());
+        assert_ne!(first, last, "down_proj has several groups");
+        b[..4].copy_from_slice(&last);
+        let n = b.len();
+        b[n - 4..].copy_from_slice(&first);
+    });
+    let r = common::lint_json(swapped.path());
+    assert_eq!(r.finding("quant.gidx-unordered")["field"], g_idx, "{}", r.stdout);
+    let act_order = zoo_copy("llama-gptq-w4g128", &|c| c["quantization_config"]["desc_act"] = serde_json::json!(true));
+    edit_tensor(act_order.path(), g_idx, &|b| {
+        let n = b.len();
+        let (first, last) = (b[..4].to_vec(), b[n - 4..].to_vec());
+        b[..4].copy_from_slice(&last);
+        b[n - 4..].copy_from_slice(&first);
+    });
+    assert!(!common::lint_json(act_order.path()).finding_ids().iter().any(|i| i.starts_with("quant.gidx")), "act-order may reorder g_idx");
+}
+
 /// A copy of the zoo's FP8 checkpoint, each shard rewritten without the tensors `drop` names (the
 /// index too), and config.json passed through `config`.
 fn fp8_copy(drop: &dyn Fn(&str) -> bool, config: &dyn Fn(&mut serde_json::Value)) -> tempfile::TempDir {
