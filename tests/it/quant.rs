@@ -12,6 +12,21 @@ use ckptcheck::model::quant::QuantWeights;
 
 use crate::common;
 
+/// Every quantized HF checkpoint of the zoo, as its quantizer wrote it.
+const QUANTIZED: [&str; 11] = [
+    "llama-gptq-w4g128",
+    "llama-awq-w4g128",
+    "llama-ct-w4a16",
+    "llama-ct-fp8-dynamic",
+    "llama-ct-fp8-block",
+    "llama-ct-w8a8",
+    "llama-ct-nvfp4a16",
+    "llama-ct-mxfp4a16",
+    "llama-bnb-nf4",
+    "llama-bnb-fp4",
+    "llama-bnb-int8",
+];
+
 fn golden(name: &str) -> SafetensorsFile {
     SafetensorsFile::open(&common::zoo().join("goldens").join(format!("{name}.safetensors"))).unwrap()
 }
@@ -156,19 +171,7 @@ fn activation_quantized_checkpoints_match_compressed_tensors() {
 #[test]
 fn compare_against_quantized_checkpoints() {
     let zoo = common::zoo();
-    for dir in [
-        "llama-gptq-w4g128",
-        "llama-awq-w4g128",
-        "llama-ct-w4a16",
-        "llama-ct-fp8-dynamic",
-        "llama-ct-fp8-block",
-        "llama-ct-w8a8",
-        "llama-ct-nvfp4a16",
-        "llama-ct-mxfp4a16",
-        "llama-bnb-nf4",
-        "llama-bnb-fp4",
-        "llama-bnb-int8",
-    ] {
+    for dir in QUANTIZED {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ckptcheck"))
             .args(["compare", "--json", "--prompts"])
             .arg(zoo.join("prompts.jsonl"))
@@ -240,18 +243,7 @@ fn edit_tensor(dir: &std::path::Path, name: &str, edit: &dyn Fn(&mut [u8])) {
 /// quantizers wrote them lint clean.
 #[test]
 fn quantized_layouts_that_lint_catches() {
-    for m in [
-        "llama-gptq-w4g128",
-        "llama-awq-w4g128",
-        "llama-ct-w4a16",
-        "llama-ct-fp8-dynamic",
-        "llama-ct-fp8-block",
-        "llama-ct-w8a8",
-        "llama-ct-nvfp4a16",
-        "llama-ct-mxfp4a16",
-        "llama-bnb-nf4",
-        "llama-bnb-int8",
-    ] {
+    for m in QUANTIZED {
         let r = common::lint_json(&common::zoo().join("models").join(m));
         assert_eq!((r.code, r.finding_ids()), (0, vec![]), "{m}: {}", r.stdout);
     }
