@@ -4,7 +4,7 @@
 use super::{Context, Finding, Findings, Severity};
 use crate::checks::ids;
 use crate::format::dtype::Dtype;
-use crate::format::quant::{QuantConfig, FP8_SCALE_SUFFIXES};
+use crate::format::quant::{packed_code, QuantConfig, FP8_SCALE_SUFFIXES};
 
 pub fn check(ctx: &Context, out: &mut Findings) {
     fp8_scales(ctx, out);
@@ -14,24 +14,29 @@ pub fn check(ctx: &Context, out: &mut Findings) {
     if q.method == "gptq" {
         gptq_g_idx(ctx, &q, out);
     }
-    // 4-bit GPTQ in the v1 format (`checkpoint_format` absent or `gptq`).
-    if q.method != "gptq" || q.format.as_deref().unwrap_or("gptq") != "gptq" || q.bits != Some(4) {
+    // GPTQ in the v1 format (`checkpoint_format` absent or `gptq`), 2/3/4/8-bit.
+    let bits = match q.bits {
+        Some(b @ (2 | 3 | 4 | 8)) => b as u32,
+        _ => return,
+    };
+    if q.method != "gptq" || q.format.as_deref().unwrap_or("gptq") != "gptq" {
         return;
     }
     // GPTQ v1 stores zero points minus one: a zero point of 0 (asymmetric quantization) is stored
-    // as −1 and masked to 0xF, which readers turn back into 16 — the v1 overflow gptqmodel's v2
-    // format exists to fix (failure catalogue #18).
+    // as −1 and masked to all ones (0xF at 4 bits), which readers turn back into 2^bits — the v1
+    // overflow gptqmodel's v2 format exists to fix (failure catalogue #18).
+    let all_ones = (1u32 << bits) - 1;
     for (f, t) in ctx.dir.tensors() {
         if !t.name.ends_with(".qzeros") {
             continue;
         }
-        let Some(bytes) = f.bytes(t) else { continue };
-        let overflowed: usize = bytes
-            .chunks_exact(4)
-            .map(|c| {
-                let w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                (0..8).filter(|k| (w >> (4 * k)) & 0xF == 0xF).count()
-            })
+        let (Some(bytes), [_, cols]) = (f.bytes(t), t.shape.as_slice()) else { continue };
+        let cols = *cols as usize;
+        let words: Vec<u32> = bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let per_row = cols * 32 / bits as usize;
+        let overflowed: usize = words
+            .chunks(cols.max(1))
+            .map(|row| (0..per_row).filter(|&k| packed_code(|n| row.get(n).copied().unwrap_or(0), k, bits) == all_ones).count())
             .sum();
         if overflowed > 0 {
             out.push(
@@ -40,8 +45,9 @@ pub fn check(ctx: &Context, out: &mut Findings) {
                     Severity::Error,
                     ctx.dir.rel(&f.path),
                     format!(
-                        "`{}` has {overflowed} zero points stored as 0xF: in the v1 format that is a zero point of 0 wrapped to 16",
-                        t.name
+                        "`{}` has {overflowed} zero points stored as {all_ones:#x}: in the v1 format that is a zero point of 0 wrapped to {}",
+                        t.name,
+                        all_ones + 1
                     ),
                 )
                 .field(t.name.clone())

@@ -24,6 +24,19 @@ use crate::error::Error;
 /// `quantization_config` in config.json.
 pub const QUANTIZE_CONFIG: &str = "quantize_config.json";
 
+/// Code `k` of a bit stream of `bits`-bit codes (1..=32) over little-endian 32-bit words laid end
+/// to end, `word(n)` giving word `n`: GPTQ's `qweight` columns and `qzeros` rows at 2, 3, 4 and
+/// 8 bits (a 3-bit code may straddle two words).
+pub fn packed_code(word: impl Fn(usize) -> u32, k: usize, bits: u32) -> u32 {
+    let bit = k * bits as usize;
+    let (n, shift) = (bit / 32, (bit % 32) as u32);
+    let mut v = (word(n) >> shift) as u64;
+    if shift + bits > 32 {
+        v |= (word(n + 1) as u64) << (32 - shift);
+    }
+    (v & ((1u64 << bits) - 1)) as u32
+}
+
 /// The scale tensors an FP8 weight `prefix.weight` is stored with: compressed-tensors'
 /// `weight_scale`, transformers' / DeepSeek's block-wise `weight_scale_inv` (a multiplier despite
 /// its name).

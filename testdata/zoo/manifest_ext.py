@@ -200,6 +200,7 @@ def main() -> None:
     if (gq / "config.json").exists():
         cfg = json.loads((gq / "config.json").read_text())
         mq = json.loads((ROOT / "measured_gptq.json").read_text()) if (ROOT / "measured_gptq.json").exists() else None
+        mq = mq.get("llama-gptq-w4g128", mq) if isinstance(mq, dict) else mq  # one entry per variant
         with safe_open(gq / "model.safetensors", "pt") as st:
             keys = sorted(st.keys())
             info = {k: {"dtype": str(st.get_slice(k).get_dtype()), "shape": list(st.get_slice(k).get_shape())}

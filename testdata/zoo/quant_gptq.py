@@ -1,12 +1,14 @@
-"""GPTQ variant of llama-instruct made by gptqmodel (its own venv: torch 2.15.0, transformers 5.24.0,
+"""GPTQ variants of llama-instruct made by gptqmodel (its own venv: torch 2.15.0, transformers 5.24.0,
 gptqmodel 7.7.0, optimum 2.3.0; see requirements-gptqmodel.txt).
 
-    GPTQMODEL_CPU_WORKERS=2 /work/venvs/gptqmodel/bin/python quant_gptq.py
+    GPTQMODEL_CPU_WORKERS=2 /work/venvs/gptqmodel/bin/python quant_gptq.py [VARIANT ...]   # default: all
 
-Writes models/llama-gptq-w4g128 (gptqmodel save: qweight/qzeros/scales/g_idx, quantize_config in
-config.json) and goldens/gptq-w4g128.safetensors: input_ids.{i}, logits.{i} (the quantized model's
-forward through gptqmodel's torch kernel, float32 activations) and dequant.<module> F32 [out, in]:
-weights dequantized by gptqmodel's own TorchQuantLinear.dequantize_weight() for a few modules.
+Variants (QuantizeConfig): llama-gptq-w4g128 (bits 4, group 128, sym, no act-order), llama-gptq-w8g128-asym
+(bits 8, group 128, asymmetric), llama-gptq-w3g128-act (bits 3, group 128, sym, desc_act=True: act-order, so
+g_idx is a permutation of the groups). Each writes models/<variant> (gptqmodel save: qweight/qzeros/scales/g_idx,
+quantize_config in config.json) and goldens/gptq-<variant minus llama-gptq->.safetensors: input_ids.{i},
+logits.{i} (the quantized model's forward through gptqmodel's torch kernel, float32 activations) and
+dequant.<module> F32 [out, in]: weights dequantized by gptqmodel's own TorchQuantLinear.dequantize_weight().
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parent
 MODELS, GOLD = ROOT / "models", ROOT / "goldens"
-OUT = MODELS / "llama-gptq-w4g128"
+VARIANTS = {
+    "llama-gptq-w4g128": dict(bits=4, group_size=128, sym=True, desc_act=False),
+    "llama-gptq-w8g128-asym": dict(bits=8, group_size=128, sym=False, desc_act=False),
+    "llama-gptq-w3g128-act": dict(bits=3, group_size=128, sym=True, desc_act=True),
+}
 SRC = MODELS / "llama-instruct"
 torch.manual_seed(0)
 torch.set_num_threads(2)
@@ -47,6 +53,17 @@ def task(rng):
 
 
 def main() -> None:
+    measured = ROOT / "measured_gptq.json"
+    res = json.loads(measured.read_text()) if measured.exists() else {}
+    if "seconds" in res:  # the file's first layout: one variant, llama-gptq-w4g128, at the top level
+        res = {"llama-gptq-w4g128": res}
+    for variant in sys.argv[1:] or list(VARIANTS):
+        res[variant] = make(variant)
+        print(variant, res[variant], flush=True)
+        measured.write_text(json.dumps(res, indent=1) + "\n")
+
+
+def make(variant: str) -> dict:
     import os
 
     scratch = Path(os.environ.get("ZOO_SCRATCH", "/work/scratch/zoo"))
@@ -63,7 +80,8 @@ def main() -> None:
     for _ in range(128):
         q, a = task(rng)
         calib.append(tok.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": a}], tokenize=False))
-    qcfg = QuantizeConfig(bits=4, group_size=128, sym=True, desc_act=False)
+    OUT = MODELS / variant
+    qcfg = QuantizeConfig(**VARIANTS[variant])
     model = GPTQModel.load(str(SRC), qcfg)
     model.quantize(calib, batch_size=8, tokenizer=tok)
     if OUT.exists():
@@ -80,7 +98,7 @@ def main() -> None:
         meta_ref = st.metadata()
         n = len([k for k in st.keys() if k.startswith("input_ids.")])
         ids = [st.get_tensor(f"input_ids.{i}") for i in range(n)]
-    tensors, meta = {}, {"variant": "llama-gptq-w4g128", "producer": f"gptqmodel {gptqmodel.__version__} BACKEND.TORCH forward",
+    tensors, meta = {}, {"variant": variant, "producer": f"gptqmodel {gptqmodel.__version__} BACKEND.TORCH forward",
                          "v_torch": torch.__version__, "v_gptqmodel": gptqmodel.__version__}
     with torch.no_grad():
         for i, x in enumerate(ids):
@@ -93,7 +111,7 @@ def main() -> None:
             assert list(w.shape) == [mod.in_features, mod.out_features], w.shape
             w = w.t()
             tensors[f"dequant.{name}.weight"] = w.contiguous()
-    save_file(tensors, GOLD / "gptq-w4g128.safetensors", metadata=meta)
+    save_file(tensors, GOLD / f"gptq-{variant.removeprefix('llama-gptq-')}.safetensors", metadata=meta)
     # measurements vs the HF f32 golden: max |dlogit|, KL mean, same top-1, P(EOS at turn end), greedy stop
     from safetensors.torch import load_file
 
@@ -118,9 +136,8 @@ def main() -> None:
            "max_abs_dlogit_vs_hf_f32": dmax, "kl_mean_vs_hf_f32": sum(kls) / len(kls),
            "same_top1_vs_hf_f32": sum(same) / len(same), "p_eos_turn_end": p_eos,
            "p_eos_turn_end_mean": sum(p_eos) / len(p_eos), "greedy_stop_rate": stops / len(ids)}
-    (ROOT / "measured_gptq.json").write_text(json.dumps(res, indent=1) + "\n")
-    print(res)
     print(f"done in {time.time() - t0:.0f}s")
+    return res
 
 
 if __name__ == "__main__":

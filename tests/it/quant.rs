@@ -13,8 +13,10 @@ use ckptcheck::model::quant::QuantWeights;
 use crate::common;
 
 /// Every quantized HF checkpoint of the zoo, as its quantizer wrote it.
-const QUANTIZED: [&str; 11] = [
+const QUANTIZED: [&str; 13] = [
     "llama-gptq-w4g128",
+    "llama-gptq-w8g128-asym",
+    "llama-gptq-w3g128-act",
     "llama-awq-w4g128",
     "llama-ct-w4a16",
     "llama-ct-fp8-dynamic",
@@ -53,6 +55,8 @@ fn dequantization_equals_upstream_and_logits_match() {
     // Tolerances: 3× and 1.7×.
     for (dir, name, w_tol, tol) in [
         ("llama-gptq-w4g128", "gptq-w4g128", 5e-3f32, 2e-2f32),
+        ("llama-gptq-w8g128-asym", "gptq-w8g128-asym", 5e-3, 2e-2),
+        ("llama-gptq-w3g128-act", "gptq-w3g128-act", 5e-3, 2e-2),
         ("llama-awq-w4g128", "awq-w4g128", 1e-3, 4e-3),
         ("llama-ct-w4a16", "ct-w4a16", 1e-7, 1e-4),
         ("llama-ct-nvfp4a16", "ct-nvfp4a16", 1e-7, 1e-4),
@@ -210,6 +214,16 @@ fn gptq_v1_zero_point_overflow_is_an_error() {
     let r = common::lint_json(d.path());
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert_eq!(r.finding("quant.gptq-zero-overflow")["field"], "model.layers.1.mlp.up_proj.qzeros");
+    // 8-bit: a whole byte of ones; 3-bit: seven, straddling words.
+    for (model, byte) in [("llama-gptq-w8g128-asym", 0xFFu8), ("llama-gptq-w3g128-act", 0x07)] {
+        let d = zoo_copy(model, &|_| {});
+        let clean = common::lint_json(d.path());
+        assert!(!clean.finding_ids().contains(&"quant.gptq-zero-overflow".to_string()), "{model} as gptqmodel wrote it: {}", clean.stdout);
+        edit_tensor(d.path(), "model.layers.1.mlp.up_proj.qzeros", &|b| b[0] = byte);
+        let r = common::lint_json(d.path());
+        let f = r.finding("quant.gptq-zero-overflow");
+        assert!(f["message"].as_str().unwrap().contains(&format!("wrapped to {}", if byte == 0xFF { 256 } else { 8 })), "{model}: {f:#}");
+    }
 }
 
 /// A copy of zoo model `model` whose config.json is passed through `config`.

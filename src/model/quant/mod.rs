@@ -18,8 +18,8 @@
 //! `fn from_config(&QuantConfig) -> Result<Box<dyn QuantScheme>>` that refuses the settings it
 //! cannot run, and one line in `SCHEMES`. Nothing else (decoder, LoRA, compare) changes.
 //!
-//! Not here: integer kernels on the packed values (every scheme decodes to f32), 2/3/8-bit
-//! GPTQ/AWQ packings, and transformers' own `quant_method: fp8` (refused in `HfWeights`).
+//! Not here: integer kernels on the packed values (every scheme decodes to f32), AWQ other than
+//! 4-bit GEMM, and transformers' own `quant_method: fp8` (refused in `HfWeights`).
 
 pub mod awq;
 pub mod bnb;
@@ -95,7 +95,8 @@ pub fn scheme_for(cfg: &QuantConfig) -> Result<Option<Box<dyn QuantScheme>>> {
     SCHEMES.iter().find(|(method, _)| *method == cfg.method).map(|(_, make)| make(cfg)).transpose()
 }
 
-/// The settings every scheme here shares: 4 bits, and a positive group size, which it returns.
+/// The settings AWQ and compressed-tensors' int4 packing share: 4 bits, and a positive group
+/// size, which it returns.
 pub fn four_bit_groups(cfg: &QuantConfig) -> Result<usize> {
     if cfg.bits != Some(4) {
         return Err(cfg.field_error("bits", format!("{:?}: only 4-bit {} checkpoints are run", cfg.bits, cfg.method)));
@@ -371,11 +372,16 @@ mod tests {
             refused(fp8(json!({"num_bits": 8, "type": "float", "strategy": "token"}), tok)).contains("Some(\"token\") is not supported")
         );
         assert_eq!(
-            refused(json!({"quant_method": "gptq", "bits": 8, "group_size": 128})),
-            "`m/config.json`: field `quantization_config.bits`: Some(8): only 4-bit gptq checkpoints are run"
+            refused(json!({"quant_method": "gptq", "bits": 5, "group_size": 128})),
+            "`m/config.json`: field `quantization_config.bits`: Some(5): GPTQ checkpoints of 2, 3, 4 or 8 bits are run"
+        );
+        assert_eq!(scheme(json!({"quant_method": "gptq", "bits": 8, "group_size": -1})).unwrap().unwrap().name(), "gptq");
+        assert_eq!(
+            refused(json!({"quant_method": "gptq", "bits": 4})),
+            "`m/config.json`: field `quantization_config.group_size`: missing or 0 (a positive size, or -1 for per channel)"
         );
         assert_eq!(
-            refused(json!({"quant_method": "gptq", "bits": 4, "group_size": -1})),
+            refused(json!({"quant_method": "awq", "bits": 4, "group_size": -1})),
             "`m/config.json`: field `quantization_config.group_size`: missing or not positive (per-channel is not supported)"
         );
     }
