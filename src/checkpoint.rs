@@ -30,6 +30,9 @@ pub enum Checkpoint {
     Adapter(HfDir),
     /// `BASE+ADAPTER`: a base model with a PEFT adapter applied on the fly.
     BaseWithAdapter { base: HfDir, adapter: Box<Adapter> },
+    /// `BASE.gguf+ADAPTER.gguf`: a GGUF base with a GGUF LoRA adapter (`convert_lora_to_gguf.py`)
+    /// applied on the fly, as `llama-cli --lora` does.
+    GgufWithAdapter { base: GgufFile, adapter: GgufFile },
 }
 
 /// Everything about a checkpoint that is not its weights, derived once.
@@ -54,7 +57,7 @@ pub struct Facts {
 impl Checkpoint {
     /// Opens what `path` names: an HF directory, a PEFT adapter directory, a `.safetensors` file
     /// inside either, a `.gguf` file, or `BASE+ADAPTER` when `path` itself does not exist and both
-    /// halves are directories.
+    /// halves are directories, or both `.gguf` files.
     pub fn open(path: &Path) -> Result<Checkpoint> {
         if let Some((base, adapter)) = split_base_adapter(path) {
             return Self::with_adapter(&base, &adapter);
@@ -66,8 +69,26 @@ impl Checkpoint {
         })
     }
 
-    /// A base model (an HF directory) with a PEFT adapter applied on the fly.
+    /// A base model (an HF directory) with a PEFT adapter applied on the fly; or a GGUF base with
+    /// a GGUF LoRA adapter.
     pub fn with_adapter(base: &Path, adapter: &Path) -> Result<Checkpoint> {
+        let gguf = |p: &Path| p.extension().is_some_and(|e| e == "gguf");
+        if gguf(base) || gguf(adapter) {
+            let (Checkpoint::Gguf(b), Checkpoint::Gguf(a)) = (Self::open(base)?, Self::open(adapter)?) else {
+                return Err(Error::NotACheckpoint {
+                    path: if gguf(base) { adapter.to_path_buf() } else { base.to_path_buf() },
+                    reason: "a GGUF and an HF half do not combine: apply a GGUF LoRA adapter (convert_lora_to_gguf.py) to a GGUF base, or a PEFT adapter directory to an HF base".into(),
+                });
+            };
+            for (g, want, what) in [(&b, false, "the base"), (&a, true, "the adapter")] {
+                if g.header.is_lora_adapter() != want {
+                    let is =
+                        if want { "a model, not a LoRA adapter (general.type is not `adapter`)" } else { "a LoRA adapter, not a model" };
+                    return Err(Error::NotACheckpoint { path: g.path.clone(), reason: format!("{what} of BASE+ADAPTER is {is}") });
+                }
+            }
+            return Ok(Checkpoint::GgufWithAdapter { base: b, adapter: a });
+        }
         let base = Self::open_hf(base)?;
         let adapter = Box::new(Adapter::open(&hub::locate(adapter)?)?);
         Ok(Checkpoint::BaseWithAdapter { base, adapter })
@@ -102,6 +123,7 @@ impl Checkpoint {
             Checkpoint::Gguf(_) => "a GGUF file",
             Checkpoint::Adapter(_) => "a PEFT adapter directory",
             Checkpoint::BaseWithAdapter { .. } => "a base model with an adapter",
+            Checkpoint::GgufWithAdapter { .. } => "a GGUF base with a GGUF LoRA adapter",
         }
     }
 
@@ -111,13 +133,14 @@ impl Checkpoint {
         match self {
             Checkpoint::Hf(d) | Checkpoint::Adapter(d) => Some(d),
             Checkpoint::BaseWithAdapter { base, .. } => Some(base),
-            Checkpoint::Gguf(_) => None,
+            Checkpoint::Gguf(_) | Checkpoint::GgufWithAdapter { .. } => None,
         }
     }
 
+    /// The GGUF it runs as (a GGUF base with an adapter: the base's metadata and tokenizer).
     pub fn gguf(&self) -> Option<&GgufFile> {
         match self {
-            Checkpoint::Gguf(g) => Some(g),
+            Checkpoint::Gguf(g) | Checkpoint::GgufWithAdapter { base: g, .. } => Some(g),
             _ => None,
         }
     }
@@ -125,7 +148,7 @@ impl Checkpoint {
     /// The facts (tokenizer, template, stop ids, config) of the checkpoint.
     pub fn facts(&self) -> Facts {
         match self {
-            Checkpoint::Gguf(g) => Facts::of_gguf(g),
+            Checkpoint::Gguf(g) | Checkpoint::GgufWithAdapter { base: g, .. } => Facts::of_gguf(g),
             other => Facts::of_hf(other.side_dir().expect("every non-GGUF checkpoint has a side directory")),
         }
     }
@@ -201,15 +224,19 @@ pub fn gguf_template_tokens(tok: &GgufTokenizer) -> TemplateTokens {
 }
 
 /// `BASE+ADAPTER` when `path` itself does not exist and both halves are directories (local, or
-/// Hub ids in the local cache: `Qwen/Qwen2.5-0.5B+./lora`). The halves are returned as written.
+/// Hub ids in the local cache: `Qwen/Qwen2.5-0.5B+./lora`) or `.gguf` files. The halves are
+/// returned as written.
 pub fn split_base_adapter(path: &Path) -> Option<(PathBuf, PathBuf)> {
     if path.exists() {
         return None;
     }
     let s = path.to_str()?;
     let is_dir = |p: &Path| hub::locate(p).is_ok_and(|d| d.is_dir());
+    let is_gguf = |p: &Path| p.is_file() && p.extension().is_some_and(|e| e == "gguf");
     s.match_indices('+').find_map(|(i, _)| {
         let (b, a) = (Path::new(&s[..i]), Path::new(&s[i + 1..]));
-        (is_dir(b) && is_dir(a)).then(|| (b.to_path_buf(), a.to_path_buf()))
+        // Mixed halves split too, so that `with_adapter` can say why they do not combine.
+        let half = |p: &Path| is_dir(p) || is_gguf(p);
+        (half(b) && half(a)).then(|| (b.to_path_buf(), a.to_path_buf()))
     })
 }

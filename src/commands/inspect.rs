@@ -100,6 +100,7 @@ pub fn run(args: &InspectArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         Checkpoint::Hf(d) | Checkpoint::Adapter(d) => report::print(printer, &build(&args.path, &d), args.json)?,
         // A base with an adapter: the adapter directory says what was applied to which base.
         Checkpoint::BaseWithAdapter { adapter, .. } => report::print(printer, &build(&args.path, &adapter.dir), args.json)?,
+        Checkpoint::GgufWithAdapter { adapter, .. } => report::print(printer, &inspect_gguf::build(&args.path, &adapter), args.json)?,
     }
     Ok(Outcome::Clean)
 }

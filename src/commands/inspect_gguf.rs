@@ -24,8 +24,11 @@ pub struct GgufInspectReport {
     pub file_bytes: u64,
     pub alignment: u64,
     pub arch: ArchMeta,
-    /// "instruct" (chat template or role tokens) or "base".
+    /// "instruct" (chat template or role tokens), "base", or "LoRA adapter".
     pub kind: &'static str,
+    /// A GGUF LoRA adapter's settings (`general.type = adapter`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSummary>,
     pub tensor_count: usize,
     /// Elements over all tensors.
     pub parameters: u64,
@@ -40,6 +43,17 @@ pub struct GgufInspectReport {
     /// Every metadata key with a short rendering of its value (arrays as `[type; n]`).
     pub metadata: BTreeMap<String, String>,
     pub layout_problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoraSummary {
+    pub alpha: Option<f64>,
+    /// The ranks of its lora_a tensors (one, normally).
+    pub ranks: Vec<u64>,
+    /// Adapted weights (lora_a / lora_b pairs).
+    pub modules: usize,
+    /// `general.base_model.0.name`, as the converter recorded it.
+    pub base_model: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -75,7 +89,25 @@ pub fn build(path: &Path, g: &GgufFile) -> GgufInspectReport {
         file_bytes: g.file_len(),
         alignment: h.alignment,
         arch: h.arch_meta(),
-        kind: if tok.chat_template.is_some() || has_markers { "instruct" } else { "base" },
+        kind: if h.is_lora_adapter() {
+            "LoRA adapter"
+        } else if tok.chat_template.is_some() || has_markers {
+            "instruct"
+        } else {
+            "base"
+        },
+        lora: h.is_lora_adapter().then(|| {
+            let a: Vec<_> = h.tensors.iter().filter(|t| t.name.ends_with(".lora_a")).collect();
+            let mut ranks: Vec<u64> = a.iter().filter_map(|t| t.dims.get(1).copied()).collect();
+            ranks.sort_unstable();
+            ranks.dedup();
+            LoraSummary {
+                alpha: h.lora_alpha(),
+                ranks,
+                modules: a.len(),
+                base_model: h.get_str("general.base_model.0.name").map(str::to_string),
+            }
+        }),
         tensor_count: h.tensors.len(),
         parameters: types.values().map(|t| t.elements).sum(),
         bytes: types.values().map(|t| t.bytes).sum(),
@@ -117,6 +149,19 @@ pub fn render_text(r: &GgufInspectReport) -> String {
     row("format", format!("gguf v{} ({}, alignment {})", r.gguf_version, bytes(r.file_bytes), r.alignment));
     row("architecture", a.architecture.clone().unwrap_or_else(|| "?".into()));
     row("kind", r.kind.to_string());
+    if let Some(l) = &r.lora {
+        let ranks: Vec<String> = l.ranks.iter().map(u64::to_string).collect();
+        let scale = match (l.alpha, l.ranks.as_slice()) {
+            (Some(a), [r]) if *r > 0 => format!(" (scale α/r = {})", a / *r as f64),
+            _ => String::new(),
+        };
+        let alpha = l.alpha.map(|a| a.to_string()).unwrap_or_else(|| "?".into());
+        row("lora", format!("alpha {alpha}, rank {}{scale}, {} adapted weights", ranks.join("/"), l.modules));
+        row("base model", l.base_model.clone().unwrap_or_else(|| "-".into()));
+        row("parameters", format!("{} ({} tensors, {})", count(r.parameters), r.tensor_count, bytes(r.bytes)));
+        row("runs as", "BASE.gguf+ADAPTER.gguf (compare, bisect)".into());
+        return s;
+    }
     row(
         "shape",
         format!(

@@ -27,6 +27,7 @@ pub use super::native::KVALUES_IQ4NL;
 /// The one list, shared with lint's `gguf.architecture-not-run`.
 const SUPPORTED_ARCHS: &[&str] = Header::ENGINE_ARCHS;
 
+#[derive(Clone, Copy)]
 pub struct GgufWeights<'a> {
     pub file: &'a GgufFile,
     /// llama.cpp's converter permutes Q/K rows for `llama` (rotate-half → interleaved rope).
@@ -68,6 +69,12 @@ impl<'a> GgufWeights<'a> {
             gemma: arch.starts_with("gemma"),
             phi3: arch == "phi3",
         })
+    }
+
+    /// The same reading (architecture, head counts for the Q/K row permutation) over a GGUF LoRA
+    /// adapter of this base, whose tensors are named by HF weight name + `.lora_a` / `.lora_b`.
+    pub fn adapter(&self, adapter: &'a GgufFile) -> GgufWeights<'a> {
+        GgufWeights { file: adapter, quantized_matmul: false, ..*self }
     }
 
     /// Keep linear layers as quantized blocks (less memory, further from llama.cpp; see above).
@@ -116,9 +123,15 @@ impl<'a> GgufWeights<'a> {
     }
 
     fn info(&self, hf_name: &str) -> Result<(&'a TensorInfo, String)> {
-        let g = if self.gemma { gemma_name(hf_name) } else { None }
-            .or_else(|| if self.phi3 { phi3_name(hf_name) } else { None })
-            .or_else(|| gguf_name(hf_name))
+        // A LoRA factor: the adapted weight's GGUF name + the same suffix.
+        let (weight, lora) = match [".lora_a", ".lora_b"].iter().find_map(|s| Some((hf_name.strip_suffix(s)?, *s))) {
+            Some((w, s)) => (w, s),
+            None => (hf_name, ""),
+        };
+        let g = if self.gemma { gemma_name(weight) } else { None }
+            .or_else(|| if self.phi3 { phi3_name(weight) } else { None })
+            .or_else(|| gguf_name(weight))
+            .map(|g| format!("{g}{lora}"))
             .ok_or_else(|| self.err(hf_name, "no GGUF name is known for it".into()))?;
         let h = &self.file.header;
         let t = match h.tensor(&g) {
@@ -138,6 +151,8 @@ impl<'a> GgufWeights<'a> {
 
     /// The head count of a Q or K projection (whose rows the converter may have permuted).
     fn qk_heads(&self, hf_name: &str) -> Option<usize> {
+        // A LoRA B (`[out, r]`) has the weight's rows, permuted with them; A keeps its order.
+        let hf_name = hf_name.strip_suffix(".lora_b").unwrap_or(hf_name);
         if hf_name.ends_with("q_proj.weight") {
             Some(self.n_head)
         } else if hf_name.ends_with("k_proj.weight") {
@@ -281,6 +296,99 @@ impl WeightSource for GgufWeights<'_> {
             }
         }
         Ok(Box::new(DenseLinear { weight: self.tensor(&name, dtype, device)?, bias }))
+    }
+}
+
+/// A GGUF base with a GGUF LoRA adapter applied on the fly: `y = x·Wᵀ + (α/r)·(x·Aᵀ)·Bᵀ`, as
+/// llama.cpp applies `--lora` (scale 1). Every other tensor is the base's.
+pub struct GgufLoraWeights<'a> {
+    pub base: GgufWeights<'a>,
+    pub adapter: GgufWeights<'a>,
+    pub alpha: f64,
+}
+
+impl<'a> GgufLoraWeights<'a> {
+    /// Refuses an adapter with a tensor the engine would not apply (an adapted embedding or
+    /// head, a projection name it does not map) rather than silently running without it.
+    pub fn new(base: GgufWeights<'a>, adapter: GgufWeights<'a>) -> Result<GgufLoraWeights<'a>> {
+        let h = &adapter.file.header;
+        let alpha = h.lora_alpha().filter(|a| a.is_finite()).ok_or_else(|| Error::Field {
+            path: adapter.file.path.clone(),
+            field: "adapter.lora.alpha".into(),
+            detail: "missing or not a number: the adapter's scale is unknown".into(),
+        })?;
+        const APPLIED: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
+        for t in &h.tensors {
+            let Some(w) = t.name.strip_suffix(".lora_a").or_else(|| t.name.strip_suffix(".lora_b")) else { continue };
+            let proj = w.strip_prefix("blk.").and_then(|r| r.split_once('.')).map(|(_, p)| p.trim_end_matches(".weight"));
+            if !proj.is_some_and(|p| APPLIED.contains(&p)) {
+                return Err(adapter.err(
+                    &t.name,
+                    format!("adapts `{w}`, which the engine does not apply from a GGUF adapter (it applies {})", APPLIED.join(", ")),
+                ));
+            }
+        }
+        Ok(GgufLoraWeights { base, adapter, alpha })
+    }
+
+    /// The adapted linear `prefix`'s factors, checked against its base weight's shape.
+    fn factors(&self, prefix: &str, out: usize, inp: usize, dtype: DType, device: &Device) -> Result<Option<(Tensor, Tensor, f64)>> {
+        let name = format!("{prefix}.weight");
+        if !self.adapter.has(&format!("{name}.lora_a")) {
+            return Ok(None);
+        }
+        let a = self.adapter.tensor(&format!("{name}.lora_a"), dtype, device)?;
+        let b = self.adapter.tensor(&format!("{name}.lora_b"), dtype, device)?;
+        let (ra, ia) = a.dims2().map_err(|e| self.adapter.err(&name, e.to_string()))?;
+        let (ob, rb) = b.dims2().map_err(|e| self.adapter.err(&name, e.to_string()))?;
+        if ia != inp || ob != out || ra != rb || ra == 0 {
+            return Err(self.adapter.err(
+                &name,
+                format!("lora_a {ra}×{ia} and lora_b {ob}×{rb} do not fit the base weight {out}×{inp}: the adapter was trained on another base model"),
+            ));
+        }
+        Ok(Some((a, b, self.alpha / ra as f64)))
+    }
+}
+
+impl WeightSource for GgufLoraWeights<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.base.has(name)
+    }
+
+    fn native(&self, name: &str) -> Result<Option<NativeMatrix>> {
+        self.base.native(name)
+    }
+
+    fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        self.base.tensor(name, dtype, device)
+    }
+
+    fn linear(&self, prefix: &str, bias: bool, dtype: DType, device: &Device) -> Result<Box<dyn LinearOp>> {
+        let (t, _) = self.base.locate(&format!("{prefix}.weight"))?;
+        let (out, inp) = match t.dims.as_slice() {
+            [cols, rows] => (*rows as usize, *cols as usize),
+            _ => return self.base.linear(prefix, bias, dtype, device),
+        };
+        let Some((a, b, scale)) = self.factors(prefix, out, inp, dtype, device)? else {
+            return self.base.linear(prefix, bias, dtype, device);
+        };
+        let base = self.base.linear(prefix, false, dtype, device)?;
+        let bias = if bias { Some(self.base.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
+        Ok(Box::new(super::weights::LoraLinear { base, bias, a, b, scale, dora_scale: None }))
+    }
+
+    /// The merged weight `W + (α/r)·B·A`.
+    fn dense_weight(&self, prefix: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        let w = self.base.dense_weight(prefix, dtype, device)?;
+        let (out, inp) = w.dims2().map_err(|e| self.base.err(prefix, e.to_string()))?;
+        let Some((a, b, scale)) = self.factors(prefix, out, inp, dtype, device)? else { return Ok(w) };
+        let err = |e: candle_core::Error| self.adapter.err(prefix, e.to_string());
+        (&w + (b.matmul(&a).map_err(err)? * scale).map_err(err)?).map_err(err)
+    }
+
+    fn has_linear(&self, prefix: &str) -> bool {
+        self.base.has_linear(prefix)
     }
 }
 

@@ -84,6 +84,21 @@ pub fn with_weights<R>(
 ) -> Result<R> {
     match ckpt {
         Checkpoint::Hf(dir) => with_hf_weights(dir, |w| f(w, hf_spec(dir, w)?, resolve_dtype(dtype, dir))),
+        Checkpoint::Gguf(file) if file.header.is_lora_adapter() => Err(Error::NotACheckpoint {
+            path: file.path.clone(),
+            reason: "a GGUF LoRA adapter on its own cannot run: pass `BASE.gguf+ADAPTER.gguf` to apply it to its base".into(),
+        }),
+        Checkpoint::GgufWithAdapter { base, adapter } => {
+            let dt = match dtype {
+                ComputeDtype::Auto => DType::F32,
+                other => fixed_dtype(other),
+            };
+            let quantized = resolve_gguf_matmul(gguf_matmul, base, dt, device) == GgufMatmul::Quantized;
+            let b = gguf_weights::GgufWeights::new(base)?.with_quantized_matmul(quantized);
+            let a = b.adapter(adapter);
+            let w = gguf_weights::GgufLoraWeights::new(b, a)?;
+            f(&w, gguf_spec(base)?, dt)
+        }
         Checkpoint::Gguf(file) => {
             // A GGUF has no config dtype: `auto` computes in f32.
             let dt = match dtype {

@@ -4,6 +4,8 @@
                                                      # llama-cpp-python 0.3.36 sdist; needs torch + transformers
     <llama.cpp venv python> gguf_stage.py quantize   # llama_cpp.llama_model_quantize (= llama-quantize) and
                                                      # reference logits from llama.cpp (Llama(logits_all=True))
+    <main venv python>      gguf_stage.py lora       # convert_lora_to_gguf.py of models/llama-lora-adapter
+                                                     # (base models/llama-instruct) -> gguf/llama-lora-adapter-f16.gguf
 
 The converter refuses our freshly trained BPE tokenizer ("BPE pre-tokenizer was not recognized": its
 chkhsh is in no list). The documented user workaround used here: wrap TextModel.get_vocab_base_pre so
@@ -128,6 +130,20 @@ def convert() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # quantize + llama.cpp logits (llama.cpp venv)
+
+
+def lora() -> None:
+    """llama.cpp's convert_lora_to_gguf.py, as a user runs it: the PEFT adapter, its HF base, F16."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    out = WORK / "llama-lora-adapter-f16.gguf"
+    cmd = [sys.executable, str(LLAMACPP / "convert_lora_to_gguf.py"), str(MODELS / "llama-lora-adapter"),
+           "--base", str(MODELS / "llama-instruct"), "--outtype", "f16", "--outfile", str(out)]
+    log(" ".join(cmd[1:]))
+    env = dict(os.environ, PYTHONPATH=str(LLAMACPP / "gguf-py"))
+    subprocess.run(cmd, check=True, env=env)
+    shutil.copy(out, GGUF_DIR / out.name)
+    record("gguf-llama-lora-adapter-f16", {"size_bytes": out.stat().st_size, "command": " ".join(cmd[1:]),
+                                           "committed": True})
 
 
 def quantize_file(src: Path, dst: Path, ftype: int) -> None:
@@ -285,4 +301,4 @@ def quantize() -> None:
 
 
 if __name__ == "__main__":
-    {"convert": convert, "quantize": quantize}[sys.argv[1]]()
+    {"convert": convert, "quantize": quantize, "lora": lora}[sys.argv[1]]()

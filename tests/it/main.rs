@@ -14,6 +14,7 @@ mod gate_action;
 mod gguf;
 mod gguf_cli;
 mod gguf_engine;
+mod gguf_lora;
 mod hostile_config;
 mod hostile_findings;
 mod hostile_io;

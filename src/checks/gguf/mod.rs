@@ -8,13 +8,14 @@
 //! #10 pre-tokenizer, #11 double BOS, #12 rope metadata). Nothing here decodes tensor values or runs
 //! the model. Finding ids are stable and documented in `docs/gguf.md`.
 //!
-//! Files: `alone` (the GGUF by itself), `source` (against the HF checkpoint), `tokenizer` (the
+//! Files: `adapter` (a GGUF LoRA adapter, alone and against its base), `alone` (the GGUF by itself), `source` (against the HF checkpoint), `tokenizer` (the
 //! GGUF's vocabulary: pre-tokenizer, probe round trip, end-of-generation ids, BOS), `values`
 //! (NaN/Inf in tensors and block scales); this file runs them in order.
 
 use super::{Context, Finding, Findings};
 use crate::format::gguf::GgufFile;
 
+pub mod adapter;
 mod alone;
 mod source;
 mod tokenizer;
@@ -29,6 +30,11 @@ pub use values::values;
 /// grouped (`Findings`).
 pub fn run(g: &GgufFile, source: Option<&Context>) -> Vec<Finding> {
     let mut out = Findings::new();
+    if g.header.is_lora_adapter() {
+        adapter::check(g, &mut out);
+        values(g, &mut out);
+        return out.into_vec();
+    }
     check(g, source.is_some(), &mut out);
     values(g, &mut out);
     if let Some(ctx) = source {

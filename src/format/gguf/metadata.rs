@@ -61,6 +61,17 @@ impl Header {
         }
     }
 
+    /// A LoRA adapter written by llama.cpp's `convert_lora_to_gguf.py` (`general.type = adapter`,
+    /// `adapter.type = lora`): `lora_a` / `lora_b` tensors, no model of its own.
+    pub fn is_lora_adapter(&self) -> bool {
+        self.get_str("general.type") == Some("adapter")
+    }
+
+    /// An adapter's `adapter.lora.alpha`.
+    pub fn lora_alpha(&self) -> Option<f64> {
+        self.get_f64("adapter.lora.alpha")
+    }
+
     /// `general.architecture` (`llama`, `qwen2`, `gemma3`…).
     pub fn architecture(&self) -> Option<&str> {
         self.get_str("general.architecture")
