@@ -69,6 +69,7 @@ ids! {
     GGUF_PRE_UNVERIFIED => "gguf.pre-unverified",
     GGUF_RMS_EPS_DIFFERS => "gguf.rms-eps-differs",
     GGUF_ROPE_BASE_DIFFERS => "gguf.rope-base-differs",
+    GGUF_MULTIPLIER_DIFFERS => "gguf.multiplier-differs",
     GGUF_ROPE_SCALING_DIFFERS => "gguf.rope-scaling-differs",
     GGUF_SCORES_DIFFER => "gguf.scores-differ",
     GGUF_SCORES_MISSING => "gguf.scores-missing",

@@ -23,6 +23,10 @@ pub enum Family {
     /// Phi-3 / Phi-4-mini: fused `qkv_proj` and `gate_up_proj` (the `Topology`), rope on the first
     /// `partial_rotary_factor` of each head (Phi-4-mini: 0.75).
     Phi3,
+    /// IBM Granite (3.x): Llama's layout with `embedding_multiplier`, `attention_multiplier`,
+    /// `residual_multiplier` and `logits_scaling` (`embed_scale`, `attn_scale`, `residual_scale`,
+    /// `logit_divisor`).
+    Granite,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -233,8 +237,13 @@ pub struct ArchSpec {
     pub qkv_bias: bool,
     pub qk_norm: bool,
     pub tied_embeddings: bool,
-    /// Multiply embeddings by this (Gemma: sqrt(hidden)).
+    /// Multiply embeddings by this (Gemma: sqrt(hidden); Granite: `embedding_multiplier`).
     pub embed_scale: Option<f64>,
+    /// Multiply each attention and MLP output by this before its residual add (Granite's
+    /// `residual_multiplier`).
+    pub residual_scale: Option<f64>,
+    /// Divide the logits by this (Granite's `logits_scaling`).
+    pub logit_divisor: Option<f64>,
     /// Rope for full-attention layers.
     pub rope: Rope,
     /// Rope for sliding-window layers where it differs (Gemma 3's local base frequency).
@@ -288,11 +297,12 @@ impl ArchSpec {
             "qwen2_moe" => Family::Qwen2Moe,
             "qwen3_moe" => Family::Qwen3Moe,
             "phi3" => Family::Phi3,
+            "granite" => Family::Granite,
             other => {
                 return Err(field_err(
                     "model_type",
                     format!(
-                        "`{other}` is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, mixtral, qwen2_moe, qwen3_moe, phi3)"
+                        "`{other}` is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, mixtral, qwen2_moe, qwen3_moe, phi3, granite)"
                     ),
                 ))
             }
@@ -380,9 +390,22 @@ impl ArchSpec {
         } else {
             None
         };
+        let granite = family == Family::Granite;
+        // Granite's four scalars (transformers' GraniteConfig defaults: 1.0 each).
+        let granite_f = |k: &str| -> Result<Option<f64>> {
+            match get(k).filter(|_| granite) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => match v.as_f64() {
+                    Some(f) if f.is_finite() && f != 0.0 => Ok(Some(f)),
+                    _ => Err(field_err(k, format!("must be a finite non-zero number, found {v}"))),
+                },
+            }
+        };
+        let (embedding_multiplier, attention_multiplier) = (granite_f("embedding_multiplier")?, granite_f("attention_multiplier")?);
+        let (residual_scale, logit_divisor) = (granite_f("residual_multiplier")?, granite_f("logits_scaling")?);
         let attn_scale = match (gemma, opt_f("query_pre_attn_scalar")) {
             (true, Some(q)) => q.powf(-0.5),
-            _ => (head_dim as f64).powf(-0.5),
+            _ => attention_multiplier.unwrap_or((head_dim as f64).powf(-0.5)),
         };
         // transformers' defaults: tied for the Gemma family, untied for the others.
         let declared_tie = get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(gemma);
@@ -412,7 +435,9 @@ impl ArchSpec {
             },
             qk_norm: matches!(family, Family::Qwen3 | Family::Qwen3Moe | Family::Gemma3),
             tied_embeddings,
-            embed_scale: gemma.then(|| (hidden as f64).sqrt()),
+            embed_scale: if gemma { Some((hidden as f64).sqrt()) } else { embedding_multiplier },
+            residual_scale,
+            logit_divisor,
             rope,
             rope_local,
             sliding_window,

@@ -434,6 +434,9 @@ impl Model {
     pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
         let run = || -> candle_core::Result<Tensor> {
             let mut logits = self.lm_head.forward(h)?;
+            if let Some(d) = self.spec.logit_divisor {
+                logits = (logits / d)?;
+            }
             if let Some(c) = self.spec.final_softcap {
                 logits = ((logits / c)?.tanh()? * c)?;
             }
@@ -454,6 +457,9 @@ impl Model {
         if self.spec.sandwich_norms {
             h = self.norm(&h, &l.post_attn_norm)?;
         }
+        if let Some(r) = self.spec.residual_scale {
+            h = (h * r)?;
+        }
         let x = (x + h)?;
         let rows = x.dim(0)?;
         let mut outs = Vec::with_capacity(rows.div_ceil(MLP_ROWS));
@@ -468,6 +474,9 @@ impl Model {
             }
             if let Some(post) = &l.post_ff_norm {
                 h = self.norm(&h, post)?;
+            }
+            if let Some(r) = self.spec.residual_scale {
+                h = (h * r)?;
             }
             outs.push((x + h)?);
         }

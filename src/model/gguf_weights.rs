@@ -62,7 +62,8 @@ impl<'a> GgufWeights<'a> {
         let n_head_kv = meta.head_count_kv.unwrap_or(n_head as u64) as usize;
         Ok(GgufWeights {
             file,
-            unpermute_qk: arch == "llama",
+            // Granite's converter is LlamaModel's, permutation included.
+            unpermute_qk: arch == "llama" || arch == "granite",
             quantized_matmul: false,
             n_head,
             n_head_kv,

@@ -118,6 +118,22 @@ fn gemma2_matches_transformers() {
     check_variant("gemma2");
 }
 
+/// Granite: Llama's layout with embeddings × 12, attention scores × 1/64 (not 1/sqrt(16)), each
+/// block's output × 0.22 before its residual add, logits ÷ 8 — each a visible change of the
+/// logits, so a missing one fails (testdata/zoo/granite.py).
+#[test]
+fn granite_multipliers_match_transformers() {
+    let dir = HfDir::open(&common::zoo().join("models/granite-mini")).unwrap();
+    let m = model::load_hf(&dir, &Device::Cpu).unwrap();
+    let s = &m.spec;
+    assert_eq!(
+        (s.family, s.embed_scale, s.residual_scale, s.logit_divisor),
+        (ckptcheck::format::arch::Family::Granite, Some(12.0), Some(0.22), Some(8.0))
+    );
+    assert_eq!(s.attn_scale, 1.0 / 64.0);
+    check_variant("granite-mini");
+}
+
 #[test]
 fn gemma3_matches_transformers() {
     check_variant("gemma3");
@@ -245,7 +261,7 @@ fn worst(a: &[f32], b: &[f32]) -> f32 {
 /// q/k norms), in a batch of sequences of different lengths, and generate the same tokens.
 #[test]
 fn native_and_candle_attention_agree() {
-    for name in ["llama-instruct", "mistral", "gemma2", "gemma3", "qwen3", "qwen2-instruct", "phi3-partial"] {
+    for name in ["llama-instruct", "mistral", "gemma2", "gemma3", "qwen3", "qwen2-instruct", "phi3-partial", "granite-mini"] {
         let dir = HfDir::open(&common::zoo().join("models").join(name)).unwrap();
         let native = model::load_hf(&dir, &Device::Cpu).unwrap();
         let candle = model::load_hf(&dir, &Device::Cpu).unwrap().with_candle_attention();

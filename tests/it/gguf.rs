@@ -716,3 +716,40 @@ fn zoo_llama_cpp_conversions_against_source() {
         assert_eq!(ids(&f), *want, "{name}: {f:#?}");
     }
 }
+
+/// Granite's multipliers survive llama.cpp's conversion (GraniteModel writes them as
+/// `granite.*_scale`): lint --source is clean on the zoo's conversion, and names each scale that
+/// differs from the source's config.json (here the config edited to other values, as a GGUF made
+/// by a converter that dropped or mangled them would differ).
+#[test]
+fn granite_scales_are_checked_against_the_source() {
+    let gguf = common::zoo_path("gguf/granite-mini-f16.gguf");
+    let clean = common::ckptcheck(&[
+        "lint",
+        "--json",
+        "--source",
+        common::zoo_path("models/granite-mini").to_str().unwrap(),
+        gguf.to_str().unwrap(),
+    ]);
+    assert_eq!((clean.code, clean.finding_ids()), (0, vec![]), "{}", clean.stdout);
+    let d = common::tmp();
+    for e in std::fs::read_dir(common::zoo_path("models/granite-mini")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, d.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let cp = d.path().join("config.json");
+    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(&cp).unwrap()).unwrap();
+    c["residual_multiplier"] = serde_json::json!(1.0);
+    c["logits_scaling"] = serde_json::json!(16.0);
+    std::fs::write(&cp, serde_json::to_vec(&c).unwrap()).unwrap();
+    let r = common::ckptcheck(&["lint", "--json", "--source", d.path().to_str().unwrap(), gguf.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let fields: Vec<String> = r.json()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["id"] == "gguf.multiplier-differs")
+        .map(|f| f["field"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(fields, ["granite.residual_scale", "granite.logit_scale"], "{}", r.stdout);
+}

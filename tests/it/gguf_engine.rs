@@ -205,8 +205,8 @@ fn engine_on_gguf_matches_llama_cpp() {
 
 /// The architecture from the GGUF's own metadata (`model::load_gguf`, as `compare` runs a GGUF)
 /// against llama.cpp's logits, for llama, qwen2 (qkv bias, tied embeddings), gemma3 (norms
-/// stored as 1 + w, sandwich norms, q/k norms, sliding window, embedding scale) and phi3 (fused
-/// `attn_qkv` and `ffn_up`, rope on 12 of 16 dimensions). Tolerances as in
+/// stored as 1 + w, sandwich norms, q/k norms, sliding window, embedding scale), phi3 (fused
+/// `attn_qkv` and `ffn_up`, rope on 12 of 16 dimensions) and granite (`granite.*_scale`). Tolerances as in
 /// `engine_on_gguf_matches_llama_cpp`.
 #[test]
 fn gguf_metadata_architectures_match_llama_cpp() {
@@ -219,6 +219,7 @@ fn gguf_metadata_architectures_match_llama_cpp() {
         ("gguf-gemma3-f16", "gemma3-f16.gguf", 0.003),
         ("gguf-gemma3-q8_0", "gemma3-q8_0.gguf", 0.05),
         ("gguf-phi3-partial-f16", "phi3-partial-f16.gguf", 0.003),
+        ("gguf-granite-mini-f16", "granite-mini-f16.gguf", 0.003),
     ] {
         let g = GgufFile::open(&zoo.join("gguf").join(file)).unwrap();
         let m = model::load_gguf(&g, &Device::Cpu, DType::F32).unwrap();

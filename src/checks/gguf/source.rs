@@ -48,6 +48,7 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Findings) {
     let arch = meta.architecture.clone().unwrap_or_else(|| "?".into());
     config_numbers(&file, &meta, &arch, &ctx.config, out);
     rope_scaling(&file, h, &meta, &arch, &ctx.config, out);
+    granite_scales(&file, h, &arch, ctx, out);
     experts(&file, &meta, &arch, ctx, out);
 }
 
@@ -202,6 +203,7 @@ pub const GGUF_ARCH_OF: &[(&str, &str)] = &[
     ("gemma3", "gemma3"),
     ("gemma3_text", "gemma3"),
     ("phi3", "phi3"),
+    ("granite", "granite"),
 ];
 
 /// The GGUF's architecture against the source's `model_type`: another architecture means another
@@ -519,6 +521,38 @@ fn config_numbers(file: &str, meta: &ArchMeta, arch: &str, c: &ModelConfig, out:
                 );
             }
         }
+    }
+}
+
+/// Granite's four scalars: a GGUF converted without them (as plain `llama`, or by a converter
+/// that drops them) runs another model; llama.cpp reads each from `granite.*`.
+fn granite_scales(file: &str, h: &Header, arch: &str, ctx: &Context, out: &mut Findings) {
+    let Some(cfg) = ctx.dir.config.as_ref().map(|c| &c.value) else { return };
+    if cfg.get("model_type").and_then(Json::as_str) != Some("granite") {
+        return;
+    }
+    for (key, hf) in [
+        ("embedding_scale", "embedding_multiplier"),
+        ("attention.scale", "attention_multiplier"),
+        ("residual_scale", "residual_multiplier"),
+        ("logit_scale", "logits_scaling"),
+    ] {
+        let Some(want) = cfg.get(hf).and_then(Json::as_f64) else { continue };
+        let got = h.arch_key(key).and_then(|v| v.as_f64());
+        if got.is_some_and(|g| close(g, want)) {
+            continue;
+        }
+        let is = got.map(|g| (g as f32).to_string()).unwrap_or_else(|| "missing".into());
+        out.push(
+            Finding::new(
+                ids::GGUF_MULTIPLIER_DIFFERS,
+                Severity::Error,
+                file,
+                format!("{arch}.{key} is {is} but config.json {hf} is {want}: llama.cpp runs the model with another scale"),
+            )
+            .field(format!("{arch}.{key}"))
+            .hint("re-convert with a llama.cpp whose converter writes Granite's multipliers (GraniteModel), or set the key with gguf_new_metadata.py"),
+        );
     }
 }
 

@@ -34,7 +34,7 @@ pub struct NonFinite {
 impl Header {
     /// `general.architecture` values the engine runs (`model::gguf_weights` maps their tensor
     /// names and refuses the others by this list). Others are checked statically only.
-    pub const ENGINE_ARCHS: &'static [&'static str] = &["llama", "qwen2", "qwen2moe", "qwen3", "qwen3moe", "gemma3", "phi3"];
+    pub const ENGINE_ARCHS: &'static [&'static str] = &["llama", "qwen2", "qwen2moe", "qwen3", "qwen3moe", "gemma3", "phi3", "granite"];
 
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.by_key.get(key).map(|&i| &self.metadata[i].1)
@@ -198,6 +198,20 @@ impl Header {
             }
             if arch == "qwen2moe" {
                 v["shared_expert_intermediate_size"] = m.expert_shared_feed_forward_length.into();
+            }
+        }
+        if arch == "granite" {
+            // llama.cpp's granite graph: `embedding_scale`, `attention.scale`, `residual_scale`,
+            // `logit_scale` (a divisor), each skipped when absent or 0, as transformers' 1.0 defaults.
+            for (key, hf) in [
+                ("embedding_scale", "embedding_multiplier"),
+                ("attention.scale", "attention_multiplier"),
+                ("residual_scale", "residual_multiplier"),
+                ("logit_scale", "logits_scaling"),
+            ] {
+                if let Some(f) = self.arch_key(key).and_then(Value::as_f64).filter(|&f| f != 0.0) {
+                    v[hf] = f.into();
+                }
             }
         }
         if arch.starts_with("gemma") {
