@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import moe as M  # noqa: E402  (golden_seqs; imports generate as G with the peft stub)
@@ -43,14 +42,7 @@ def stage_hf() -> None:
     G.save_hf(model.to(torch.bfloat16), G.load_tok(), out)
     m = G.load_model(out)
     assert abs(m.config.logits_scaling - 8.0) < 1e-9
-    tensors, meta = {}, {"variant": NAME, **{f"v_{k}": v for k, v in G.versions().items()}}
-    for j, (plen, ids) in enumerate(M.golden_seqs()):
-        o = m(input_ids=ids[None], output_hidden_states=True)
-        tensors[f"input_ids.{j}"] = ids.clone()
-        tensors[f"logits.{j}"] = o.logits[0].float().contiguous()
-        tensors[f"hidden.{j}"] = torch.stack([h[0] for h in o.hidden_states]).float().contiguous()
-        meta[f"prompt_len.{j}"] = str(plen)
-    save_file(tensors, str(G.GOLD / f"{NAME}.safetensors"), metadata=meta)
+    M.save_hf_golden(m, NAME)
     size = sum(f.stat().st_size for f in out.iterdir())
     G.log(f"{NAME}: {size} bytes on disk; golden {(G.GOLD / f'{NAME}.safetensors').stat().st_size} bytes")
 

@@ -137,14 +137,7 @@ def stage_hf() -> None:
         # Stored bf16, the dtype MoE checkpoints ship in; goldens from the bf16 values upcast.
         G.save_hf(model.to(torch.bfloat16), tok, out)
         m = G.load_model(out)
-        tensors, meta = {}, {"variant": name, **{f"v_{k}": v for k, v in G.versions().items()}}
-        for j, (plen, ids) in enumerate(seqs):
-            o = m(input_ids=ids[None], output_hidden_states=True)
-            tensors[f"input_ids.{j}"] = ids.clone()
-            tensors[f"logits.{j}"] = o.logits[0].float().contiguous()
-            tensors[f"hidden.{j}"] = torch.stack([h[0] for h in o.hidden_states]).float().contiguous()
-            meta[f"prompt_len.{j}"] = str(plen)
-        save_file(tensors, str(G.GOLD / f"{name}.safetensors"), metadata=meta)
+        save_hf_golden(m, name, seqs)
         margin = router_margin(m, seqs)
         measured[name] = {"router_topk_margin_min": margin, "params": sum(p.numel() for p in m.parameters())}
         G.log(f"{name}: {measured[name]}")
@@ -201,6 +194,20 @@ def llama_cpp_logits(exe: Path, gguf: Path, seqs) -> list:
         res.append(torch.from_numpy(flat[at * vocab:(at + len(ids)) * vocab].reshape(len(ids), vocab).copy()))
         at += len(ids)
     return res
+
+
+@torch.no_grad()
+def save_hf_golden(m, name: str, seqs=None) -> None:
+    """transformers' logits and hidden states of model `m` on the shared golden ids, as
+    goldens/`name`.safetensors (the golden layout). Used here, by phi.py and by granite.py."""
+    tensors, meta = {}, {"variant": name, **{f"v_{k}": v for k, v in G.versions().items()}}
+    for j, (plen, ids) in enumerate(seqs if seqs is not None else golden_seqs()):
+        o = m(input_ids=ids[None], output_hidden_states=True)
+        tensors[f"input_ids.{j}"] = ids.clone()
+        tensors[f"logits.{j}"] = o.logits[0].float().contiguous()
+        tensors[f"hidden.{j}"] = torch.stack([h[0] for h in o.hidden_states]).float().contiguous()
+        meta[f"prompt_len.{j}"] = str(plen)
+    save_file(tensors, str(G.GOLD / f"{name}.safetensors"), metadata=meta)
 
 
 def save_llama_cpp_golden(gguf: Path, variant: str) -> list:
