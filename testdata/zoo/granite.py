@@ -3,7 +3,7 @@ layout with four scalars — embeddings × `embedding_multiplier`, attention sco
 (instead of 1/sqrt(head_dim)), each block's output × `residual_multiplier` before the residual add,
 logits ÷ `logits_scaling`.
 
-    <main venv python> granite.py hf gguf   # ~10 s (+ llama.cpp golden: needs libllama, see moe.py)
+    <main venv python> granite.py hf gguf gguf-golden gguf-broken   # ~10 s (the golden needs libllama, see moe.py)
 
 `models/granite-mini`: `GraniteForCausalLM(GraniteConfig(hidden 64, intermediate 128, 2 layers, 4 heads,
 2 kv heads, embedding_multiplier 12, attention_multiplier 1/64, residual_multiplier 0.22,
@@ -56,10 +56,27 @@ def stage_gguf() -> None:
     G.log(f"{out.name}: {out.stat().st_size} bytes")
 
 
+def stage_gguf_broken() -> None:
+    """gguf/granite-mini-no-residual-scale.gguf: the F16 file with `granite.residual_scale` set to 1
+    by gguf-py's own gguf_set_metadata.py — what llama.cpp runs when a converter leaves the key out
+    (it skips the scaling), as converters that took Granite for Llama did. pipelines/granite-gguf-scale.toml."""
+    import os
+    import shutil
+    import subprocess
+
+    src = M.G.ROOT / "gguf" / f"{NAME}-f16.gguf"
+    out = src.with_name(f"{NAME}-no-residual-scale.gguf")
+    shutil.copy(src, out)
+    subprocess.run([sys.executable, str(M.LLAMACPP / "gguf-py/gguf/scripts/gguf_set_metadata.py"), str(out),
+                    "granite.residual_scale", "1.0", "--force"], check=True,
+                   env={**os.environ, "PYTHONPATH": str(M.LLAMACPP / "gguf-py")})
+    G.log(f"{out.name}: granite.residual_scale 0.22 -> 1.0")
+
+
 def stage_gguf_golden() -> None:
     M.save_llama_cpp_golden(M.G.ROOT / "gguf" / f"{NAME}-f16.gguf", f"gguf-{NAME}-f16")
 
 
 if __name__ == "__main__":
-    for stage in sys.argv[1:] or ["hf", "gguf", "gguf-golden"]:
-        {"hf": stage_hf, "gguf": stage_gguf, "gguf-golden": stage_gguf_golden}[stage]()
+    for stage in sys.argv[1:] or ["hf", "gguf", "gguf-golden", "gguf-broken"]:
+        {"hf": stage_hf, "gguf": stage_gguf, "gguf-golden": stage_gguf_golden, "gguf-broken": stage_gguf_broken}[stage]()
