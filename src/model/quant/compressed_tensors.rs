@@ -24,7 +24,8 @@
 //! Dynamic, symmetric: per `token` (row), `tensor` or `group` of `group_size` columns, a scale
 //! `s = max|x| / (range / 2)` (448 for FP8 E4M3, 127.5 for int8), then `round(clamp(x / s)) · s`
 //! (FP8: round to nearest E4M3, ties to even; int: to the nearest integer, ties to even). Static
-//! (`dynamic: false`, strategy `tensor`): `s` is the layer's `input_scale`.
+//! (`dynamic: false`, strategy `tensor`): `s` is the layer's `input_scale` (no zoo checkpoint has
+//! one yet: the zoo's are dynamic).
 //!
 //! Refused at load, naming the field: other formats (`naive-quantized`, `marlin-24`, …), weights
 //! other than 4-bit packed int or FP4 or 8-bit float/int, FP4 activations (NVFP4 / MXFP4 W4A4),
