@@ -142,6 +142,7 @@ ids! {
     QUANT_GIDX_OUT_OF_RANGE => "quant.gidx-out-of-range",
     QUANT_GIDX_UNORDERED => "quant.gidx-unordered",
     QUANT_GPTQ_ZERO_OVERFLOW => "quant.gptq-zero-overflow",
+    QUANT_SCALE_IMPLAUSIBLE => "quant.scale-implausible",
     SPECIAL_BOS_MISMATCH => "special.bos-mismatch",
     SPECIAL_EOS_MISMATCH => "special.eos-mismatch",
     SPECIAL_INVALID_ID => "special.invalid-id",

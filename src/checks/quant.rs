@@ -9,6 +9,7 @@ use crate::format::quant::{packed_code, QuantConfig, FP8_SCALE_SUFFIXES};
 pub fn check(ctx: &Context, out: &mut Findings) {
     fp8_scales(ctx, out);
     fp8_saturation(ctx, out);
+    scale_magnitude(ctx, out);
     let Some(q) = QuantConfig::from_config_json(ctx.dir) else { return };
     head_and_embedding(ctx, &q, out);
     if q.method == "gptq" {
@@ -108,6 +109,50 @@ fn fp8_saturation(ctx: &Context, out: &mut Findings) {
                 )
                 .field(t.name.clone())
                 .hint("the weight scale is too small for the weights (a static, calibrated or edited scale): re-quantize with min-max weight scales"),
+            );
+        }
+    }
+}
+
+/// The largest |w| an FP8 or NVFP4 weight's scales allow: 448 · max s (FP8), 6 · max s / g
+/// (NVFP4's group scales over its global scale); `None` when the tensors are not those.
+fn implied_max(ctx: &Context, prefix: &str) -> Option<(f64, String)> {
+    let floats = |name: &str| -> Option<Vec<f32>> {
+        let (f, t) = ctx.dir.tensor(name)?;
+        crate::format::dtype::decode_f32(t.dtype, f.bytes(t)?)
+    };
+    let amax = |v: &[f32]| v.iter().filter(|x| x.is_finite()).fold(0f64, |m, &x| m.max(x.abs() as f64));
+    let (_, w) = ctx.dir.tensor(&format!("{prefix}.weight")).or_else(|| ctx.dir.tensor(&format!("{prefix}.weight_packed")))?;
+    let scale = format!("{prefix}.weight_scale");
+    match w.dtype {
+        Dtype::F8_E4M3 => Some((448.0 * amax(&floats(&scale)?), scale)),
+        Dtype::U8 => {
+            let g = floats(&format!("{prefix}.weight_global_scale"))?;
+            let g = *g.first().filter(|g| g.is_finite() && **g != 0.0)? as f64;
+            Some((6.0 * amax(&floats(&scale)?) / g.abs(), format!("{prefix}.weight_global_scale")))
+        }
+        _ => None,
+    }
+}
+
+/// Scales that dequantize to weights no trained model has (max |w| above 1e4, as values.huge):
+/// a scale stored as its reciprocal — ModelOpt's `weight_scale_2` multiplies where
+/// compressed-tensors' `weight_global_scale` divides; DeepSeek's `weight_scale_inv` multiplies
+/// despite its name — or a scale edited by hand.
+fn scale_magnitude(ctx: &Context, out: &mut Findings) {
+    for (f, t) in ctx.dir.tensors() {
+        let Some(prefix) = t.name.strip_suffix(".weight_scale") else { continue };
+        let Some((max, field)) = implied_max(ctx, prefix) else { continue };
+        if max > crate::checks::values::ABSURD_MAGNITUDE {
+            out.push(
+                Finding::new(
+                    ids::QUANT_SCALE_IMPLAUSIBLE,
+                    Severity::Error,
+                    ctx.dir.rel(&f.path),
+                    format!("`{prefix}` dequantizes to |w| up to {max:.3e} through `{field}`: a scale stored inverted or edited"),
+                )
+                .field(field)
+                .hint("a converter took a divisor for a multiplier (ModelOpt weight_scale_2 vs compressed-tensors weight_global_scale, weight_scale_inv vs weight_scale): re-export from the quantizer"),
             );
         }
     }

@@ -275,6 +275,30 @@ fn quantized_layouts_that_lint_catches() {
     assert_eq!(r.finding("quant.fp8-saturated")["field"], "model.layers.1.mlp.up_proj.weight", "{}", r.stdout);
     assert_eq!(r.finding_ids().iter().filter(|i| *i == "quant.fp8-saturated").count(), 1, "{}", r.stdout);
 
+    // An NVFP4 global scale stored inverted (ModelOpt's weight_scale_2 is the reciprocal of
+    // compressed-tensors' weight_global_scale): the layer dequantizes to absurd weights.
+    let d = zoo_copy("llama-ct-nvfp4a16", &|_| {});
+    let g = "model.layers.0.self_attn.v_proj.weight_global_scale";
+    edit_tensor(d.path(), g, &|b| {
+        let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        b.copy_from_slice(&(1.0 / v).to_le_bytes());
+    });
+    let r = common::lint_json(d.path());
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(r.finding("quant.scale-implausible")["field"], g, "{}", r.stdout);
+    assert_eq!(r.finding_ids().iter().filter(|i| *i == "quant.scale-implausible").count(), 1, "{}", r.stdout);
+
+    // FP8 scales stored as their reciprocals (weight_scale_inv semantics mixed up).
+    let d = zoo_copy("llama-ct-fp8-dynamic", &|_| {});
+    let s = "model.layers.0.mlp.gate_proj.weight_scale";
+    edit_tensor(d.path(), s, &|b| {
+        for c in b.chunks_exact_mut(2) {
+            let v = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            c.copy_from_slice(&half::bf16::from_f32(1.0 / v).to_le_bytes());
+        }
+    });
+    assert_eq!(common::lint_json(d.path()).finding("quant.scale-implausible")["field"], s);
+
     // The config calls lm_head quantized (compressed-tensors: not ignored; GPTQ: lm_head true)
     // while the checkpoint stores it dense.
     let ct = zoo_copy("llama-ct-w4a16", &|c| c["quantization_config"]["ignore"] = serde_json::json!([]));
