@@ -142,6 +142,7 @@ impl Text {
             }
         }
         o.push('\n');
+        o.push_str(&notes(r));
         if let Some(t) = &r.training {
             o.push_str(&training(t));
         }
@@ -172,6 +173,26 @@ impl Text {
         }
         o
     }
+}
+
+/// The steps' info findings, one line per step and id (a frozen-layer SFT, a merge into the
+/// unquantized original of a quantized base): what a passing row does not say.
+fn notes(r: &PipelineReport) -> String {
+    let mut o = String::new();
+    for s in &r.steps {
+        let mut ids: Vec<(&str, u64, &str)> = Vec::new();
+        for f in s.findings.iter().chain(s.merge.iter().flat_map(|m| m.findings.iter())).filter(|f| f.severity == Severity::Info) {
+            match ids.iter_mut().find(|(id, _, _)| *id == f.id) {
+                Some((_, n, _)) => *n += f.weight(),
+                None => ids.push((f.id, f.weight(), f.message.as_str())),
+            }
+        }
+        for (id, n, first) in ids {
+            let times = if n > 1 { format!(" ×{n}") } else { String::new() };
+            o.push_str(&format!("note: step {} `{}`: {id}{times}: {first}\n", s.index, s.label));
+        }
+    }
+    o
 }
 
 /// `-` for a value the log or the comparison does not have.

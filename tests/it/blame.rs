@@ -99,6 +99,9 @@ fn a_frozen_layer_sft_is_a_note_naming_the_layers() {
     assert!(m.contains("only layer 1 changed") && m.contains("layer 0 holds its weights unchanged"), "{m}");
     assert!(m.contains("model.embed_tokens.weight") && m.contains("lm_head.weight"), "{m}");
     assert_eq!(weight_ids(&v, 1), ["lineage.frozen-layers"]);
+    // The text report says it too, under the table: a passing row alone would not.
+    let text = ckptcheck(&["bisect", &pipeline("sft-frozen.toml")]);
+    assert!(text.stdout.contains("note: step 1 `sft-layer1`: lineage.frozen-layers: only layer 1 changed"), "{}", text.stdout);
 }
 
 #[test]
