@@ -27,7 +27,7 @@
 //! (`dynamic: false`, strategy `tensor`): `s` is the layer's `input_scale` (no zoo checkpoint has
 //! one yet: the zoo's are dynamic).
 //!
-//! Refused at load, naming the field: other formats (`naive-quantized`, `marlin-24`, …), weights
+//! Refused at load, naming the field: a `sparsity_config` format (2:4 sparse), other formats (`naive-quantized`, `marlin-24`, …), weights
 //! other than 4-bit packed int or FP4 or 8-bit float/int, FP4 activations (NVFP4 / MXFP4 W4A4),
 //! asymmetric or `local` activation quantization, output activations, and `config_groups` whose
 //! settings differ.
@@ -199,6 +199,13 @@ pub fn round_to_e4m3(x: f32) -> f32 {
 }
 
 pub fn from_config(cfg: &QuantConfig) -> Result<Box<dyn QuantScheme>> {
+    // 2:4 sparsity (`sparse-24-bitmask`, `marlin-24`) stores weights compressed in another layout.
+    if let Some(f) = cfg.raw.get("sparsity_config").and_then(|s| s.get("format")).and_then(Value::as_str).filter(|f| *f != "dense") {
+        return Err(cfg.field_error(
+            "sparsity_config.format",
+            format!("compressed-tensors sparsity `{f}` is not supported: save the model without sparsity compression (llmcompressor: save_pretrained(..., disable_sparse_compression=True))"),
+        ));
+    }
     let groups = cfg.raw.get("config_groups").and_then(Value::as_object);
     let first = groups.and_then(|g| g.values().next());
     if let Some(g) = groups {

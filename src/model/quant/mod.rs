@@ -355,6 +355,9 @@ mod tests {
             refused(json!({"quant_method": "compressed-tensors", "format": "marlin-24"})),
             "`m/config.json`: field `quantization_config.format`: compressed-tensors `marlin-24` is not supported (pack-quantized, float-quantized, int-quantized, nvfp4-pack-quantized and mxfp4-pack-quantized are)"
         );
+        assert!(refused(json!({"quant_method": "compressed-tensors", "format": "float-quantized",
+                               "sparsity_config": {"format": "sparse-24-bitmask", "sparsity_structure": "2:4"}}))
+        .contains("field `quantization_config.sparsity_config.format`: compressed-tensors sparsity `sparse-24-bitmask` is not supported"));
         let fp8 = |weights: serde_json::Value, input: serde_json::Value| {
             json!({"quant_method": "compressed-tensors", "format": "float-quantized",
                    "config_groups": {"group_0": {"weights": weights, "input_activations": input, "targets": ["Linear"]}}})
