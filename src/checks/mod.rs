@@ -325,6 +325,7 @@ pub fn lint_fingerprinted(ckpt: &Checkpoint, source: Option<&HfDir>, opts: &Lint
         }
         Checkpoint::GgufWithAdapter { base, adapter } => {
             let mut out = Findings::new();
+            gguf::integrity(adapter, &mut out);
             gguf::adapter::check(adapter, &mut out);
             gguf::values(adapter, &mut out);
             gguf::adapter::check_base(adapter, base, &mut out);

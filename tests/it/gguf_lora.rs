@@ -90,3 +90,21 @@ fn gguf_lora_on_the_command_line() {
     let r = common::ckptcheck(&["compare", &hf, &other]);
     assert_eq!(r.code, 2, "{}", r.stdout);
 }
+
+/// A truncated adapter (a download cut short): lint reports the file's layout problem and the
+/// pairs it can no longer read, and compare refuses it naming the file, never a panic.
+#[test]
+fn a_truncated_gguf_adapter_is_an_error() {
+    let d = common::tmp();
+    let full = std::fs::read(zoo_path("gguf/llama-lora-adapter-f16.gguf")).unwrap();
+    let cut = d.path().join("adapter.gguf");
+    std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
+    let base = zoo_path("gguf/llama-instruct-f16.gguf");
+    let spec = format!("{}+{}", base.display(), cut.display());
+    let lint = common::ckptcheck(&["lint", "--json", &spec]);
+    assert_eq!(lint.code, 1, "{}{}", lint.stdout, lint.stderr);
+    let r = common::ckptcheck(&["compare", &pair("models/llama-instruct", "models/llama-lora-adapter"), &spec]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(r.stderr.contains("adapter.gguf"), "{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+}

@@ -27,23 +27,30 @@ pub fn layout_id(p: &LayoutProblem) -> FindingId {
     }
 }
 
-/// The GGUF against itself. `with_source`: an HF source will be checked too, so findings it
-/// reports with more detail (missing template) are left to `check_source`.
-pub fn check(g: &GgufFile, with_source: bool, out: &mut Findings) {
+/// The file's layout problems (truncation, overlapping or misaligned tensors, lying counts): what
+/// every GGUF is checked for, a LoRA adapter too.
+pub fn integrity(g: &GgufFile, out: &mut Findings) {
     let file = g.file_name();
-    let h = &g.header;
     let finding = |p: &LayoutProblem| {
         Finding::new(layout_id(p), Severity::Error, &file, p.message())
             .field(p.tensor())
             .hint("the file is damaged or was written by a broken tool: re-download or re-convert it")
     };
-    for p in &h.problems {
+    for p in &g.header.problems {
         out.push(finding(p));
     }
     // The parser counted these without keeping them.
-    for (p, n) in &h.unlisted {
+    for (p, n) in &g.header.unlisted {
         out.count_more(&finding(p), *n);
     }
+}
+
+/// The GGUF against itself. `with_source`: an HF source will be checked too, so findings it
+/// reports with more detail (missing template) are left to `check_source`.
+pub fn check(g: &GgufFile, with_source: bool, out: &mut Findings) {
+    integrity(g, out);
+    let file = g.file_name();
+    let h = &g.header;
     for bad in h.non_finite_floats() {
         let what = match bad.in_array {
             None => format!("`{}` is {}", bad.key, bad.value),

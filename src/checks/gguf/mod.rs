@@ -21,7 +21,7 @@ mod source;
 mod tokenizer;
 mod values;
 
-pub use alone::{check, layout_id};
+pub use alone::{check, integrity, layout_id};
 pub use source::{check_source, F32_REL_TOL};
 pub use tokenizer::{llama_cpp_eog, split_regexes, GPT2_REGEX, KNOWN_PRE, LLAMA3_REGEX, LLAMA_CPP_EOG_TEXTS, PROBES, QWEN2_REGEX};
 pub use values::values;
@@ -31,6 +31,7 @@ pub use values::values;
 pub fn run(g: &GgufFile, source: Option<&Context>) -> Vec<Finding> {
     let mut out = Findings::new();
     if g.header.is_lora_adapter() {
+        integrity(g, &mut out);
         adapter::check(g, &mut out);
         values(g, &mut out);
         return out.into_vec();
