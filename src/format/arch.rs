@@ -74,6 +74,14 @@ pub enum RopeScaling {
     },
     /// Per-frequency divisors, as llama.cpp stores Llama-3.x scaling in a GGUF (`rope_freqs.weight`).
     FreqFactors(Vec<f32>),
+    /// Phi-3 128k / Phi-4-mini `longrope` (`su`): per-frequency divisors, `long` for a sequence
+    /// longer than `original_max`, else `short`; cos/sin × `attention_factor`.
+    LongRope {
+        short: Vec<f32>,
+        long: Vec<f32>,
+        original_max: usize,
+        attention_factor: f64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -340,7 +348,9 @@ impl ArchSpec {
         let rope_theta =
             opt_f("rope_theta").or_else(|| full_rope.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64)).unwrap_or(10000.0);
         let scaling_v = get("rope_scaling").or(full_rope);
-        let rope = Rope { theta: rope_theta, scaling: parse_scaling(scaling_v, get("max_position_embeddings").and_then(Value::as_u64))? };
+        let max_pos = get("max_position_embeddings").and_then(Value::as_u64);
+        let top_original = get("original_max_position_embeddings").and_then(Value::as_u64);
+        let rope = Rope { theta: rope_theta, scaling: parse_scaling(scaling_v, max_pos, top_original)? };
         // transformers: `int(head_dim * partial_rotary_factor)` (top level or in rope_parameters).
         let partial =
             opt_f("partial_rotary_factor").or_else(|| full_rope.and_then(|r| r.get("partial_rotary_factor")).and_then(Value::as_f64));
@@ -357,6 +367,19 @@ impl ArchSpec {
             }
         };
 
+        if let RopeScaling::LongRope { short, long, .. } = &rope.scaling {
+            if short.len() != rotary_dim / 2 || long.len() != rotary_dim / 2 {
+                return Err(field_err(
+                    "rope_scaling.short_factor",
+                    format!(
+                        "short_factor has {} and long_factor {} values; rope turns {rotary_dim} dimensions, so both need {}",
+                        short.len(),
+                        long.len(),
+                        rotary_dim / 2
+                    ),
+                ));
+            }
+        }
         let sliding_window = get("sliding_window").and_then(Value::as_u64).map(|w| w as usize);
         let use_sliding = get("use_sliding_window").and_then(Value::as_bool);
         let sliding_layers: Vec<bool> = match get("layer_types").and_then(Value::as_array) {
@@ -510,7 +533,7 @@ fn parse_moe(cfg: &Value, family: Family, layers: usize, intermediate: usize) ->
     Ok(Some(Moe { experts, top_k, intermediate: expert_inter, norm_topk, names, sparse_layers, shared }))
 }
 
-fn parse_scaling(v: Option<&Value>, max_pos: Option<u64>) -> Result<RopeScaling> {
+fn parse_scaling(v: Option<&Value>, max_pos: Option<u64>, top_original: Option<u64>) -> Result<RopeScaling> {
     let Some(v) = v.filter(|v| v.is_object()) else {
         return Ok(RopeScaling::None);
     };
@@ -537,8 +560,46 @@ fn parse_scaling(v: Option<&Value>, max_pos: Option<u64>) -> Result<RopeScaling>
             mscale: f("mscale"),
             mscale_all_dim: f("mscale_all_dim"),
         },
+        "longrope" | "su" => {
+            let factors = |k: &str| -> Result<Vec<f32>> {
+                let a = v
+                    .get(k)
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| field_err(&format!("rope_scaling.{k}"), "is missing (longrope needs it)"))?;
+                a.iter()
+                    .map(|x| x.as_f64().filter(|f| f.is_finite() && *f > 0.0).map(|f| f as f32))
+                    .collect::<Option<Vec<f32>>>()
+                    .ok_or_else(|| field_err(&format!("rope_scaling.{k}"), "must hold positive finite numbers"))
+            };
+            let original = v.get("original_max_position_embeddings").and_then(Value::as_u64).or(top_original);
+            let original = original
+                .filter(|&o| o > 0)
+                .ok_or_else(|| field_err("original_max_position_embeddings", "is missing (longrope needs it)"))?
+                as usize;
+            // transformers: `factor` else max / original; the attention factor as the paper suggests.
+            let factor = f("factor").unwrap_or_else(|| max_pos.map(|m| m as f64 / original as f64).unwrap_or(1.0));
+            let attention_factor =
+                f("attention_factor").unwrap_or_else(
+                    || {
+                        if factor <= 1.0 {
+                            1.0
+                        } else {
+                            (1.0 + factor.ln() / (original as f64).ln()).sqrt()
+                        }
+                    },
+                );
+            RopeScaling::LongRope {
+                short: factors("short_factor")?,
+                long: factors("long_factor")?,
+                original_max: original,
+                attention_factor,
+            }
+        }
         other => {
-            return Err(field_err("rope_scaling.rope_type", format!("`{other}` is not supported (linear, dynamic, llama3, yarn are)")))
+            return Err(field_err(
+                "rope_scaling.rope_type",
+                format!("`{other}` is not supported (linear, dynamic, llama3, yarn, longrope are)"),
+            ))
         }
     })
 }

@@ -272,6 +272,16 @@ pub fn load_gguf_with(file: &crate::format::gguf::GgufFile, device: &Device, dty
 
 /// The architecture a GGUF's metadata describes (with llama.cpp's rope divisors).
 fn gguf_spec(file: &crate::format::gguf::GgufFile) -> Result<arch::ArchSpec> {
+    // Phi-3 128k's longrope: llama.cpp keeps both factor sets as tensors and picks by context
+    // size; the engine does not read them yet, and running without them would be another model.
+    if let Some(t) = ["rope_factors_long.weight", "rope_factors_short.weight"].iter().find(|t| file.header.tensor(t).is_some()) {
+        return Err(Error::Tensor {
+            path: file.path.clone(),
+            tensor: t.to_string(),
+            detail: "longrope GGUFs (Phi-3 128k / Phi-4-mini long-context factors) are not run yet: compare the HF checkpoint, which is"
+                .into(),
+        });
+    }
     let freq_factors = rope_freq_factors(file)?;
     // A NaN/Inf float in the metadata is refused, never replaced by a default (lint reports it as
     // `gguf.metadata-not-finite`).

@@ -16,6 +16,14 @@ pub fn inv_freq(rope: &Rope, dim: usize, seq_len: usize) -> (Vec<f32>, f32) {
         RopeScaling::FreqFactors(factors) => {
             (base_freqs(rope.theta).into_iter().zip(factors.iter().chain(std::iter::repeat(&1.0))).map(|(f, d)| f / d).collect(), 1.0)
         }
+        RopeScaling::LongRope { short, long, original_max, attention_factor } => {
+            // transformers: 1 / (ext · base^(2i / dim)), in f32.
+            let ext = if seq_len > *original_max { long } else { short };
+            let freqs = (0..half)
+                .map(|i| 1.0f32 / (ext.get(i).copied().unwrap_or(1.0) * (rope.theta as f32).powf((2 * i) as f32 / dim as f32)))
+                .collect();
+            (freqs, *attention_factor as f32)
+        }
         RopeScaling::Dynamic { factor, original_max } => {
             let theta = if seq_len > *original_max {
                 let s = factor * seq_len as f64 / *original_max as f64 - (factor - 1.0);

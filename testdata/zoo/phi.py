@@ -1,6 +1,7 @@
 """Phi-3 / Phi-4-mini (issue 14): fused `qkv_proj` and `gate_up_proj`, rope on part of each head.
 
     <main venv python> phi.py hf gguf   # ~15 s: models/phi3-partial + goldens, its F16 GGUF + llama.cpp golden
+    <main venv python> phi.py longrope  # models/phi3-longrope + golden (logits only)
 
 `models/phi3-partial`: `Phi3ForCausalLM(Phi3Config(hidden 64, intermediate 128, 2 layers, 4 heads,
 2 kv heads, head_dim 16, partial_rotary_factor 0.75))` — Phi-4-mini's layout in miniature (its
@@ -24,6 +25,7 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import moe as M  # noqa: E402  (golden_seqs; imports generate as G with the peft stub)
@@ -52,6 +54,37 @@ def stage_hf() -> None:
     G.log(f"{NAME}: {size} bytes on disk; golden {(G.GOLD / f'{NAME}.safetensors').stat().st_size} bytes")
 
 
+@torch.no_grad()
+def stage_longrope() -> None:
+    """models/phi3-longrope: Phi-3-128k's rope (`longrope`: per-frequency short/long factors, the
+    long ones when a sequence is longer than `original_max_position_embeddings`, cos/sin × sqrt(1 +
+    ln(max / original) / ln(original))) in miniature: original 21, max 84, so three of the four golden
+    sequences (22-26 tokens) take the long factors and one (20) the short. Golden logits only."""
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    name = "phi3-longrope"
+    short = [1.0, 1.05, 1.1, 1.2, 1.4, 1.8, 2.5, 3.0]
+    long = [1.0, 1.2, 1.5, 2.0, 3.0, 5.0, 8.0, 12.0]
+    cfg = Phi3Config(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, max_position_embeddings=84, original_max_position_embeddings=21,
+                     rms_norm_eps=1e-5, bos_token_id=None, eos_token_id=G.IM_END, pad_token_id=G.PAD,
+                     rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": short,
+                                      "long_factor": long, "original_max_position_embeddings": 21},
+                     tie_word_embeddings=False)
+    torch.manual_seed(G.SEED + 61)
+    model = Phi3ForCausalLM(cfg).float().eval()
+    out = G.MODELS / name
+    G.save_hf(model.to(torch.bfloat16), G.load_tok(), out)
+    m = G.load_model(out)
+    tensors, meta = {}, {"variant": name, **{f"v_{k}": v for k, v in G.versions().items()}}
+    for j, (plen, ids) in enumerate(M.golden_seqs()):
+        tensors[f"input_ids.{j}"] = ids.clone()
+        tensors[f"logits.{j}"] = m(input_ids=ids[None]).logits[0].float().contiguous()
+        meta[f"prompt_len.{j}"] = str(plen)
+    save_file(tensors, str(G.GOLD / f"{name}.safetensors"), metadata=meta)
+    G.log(f"{name}: {sum(f.stat().st_size for f in out.iterdir())} bytes; golden {(G.GOLD / f'{name}.safetensors').stat().st_size}")
+
+
 def stage_gguf() -> None:
     import json
     import shutil
@@ -77,4 +110,4 @@ def stage_gguf() -> None:
 
 if __name__ == "__main__":
     for stage in sys.argv[1:] or ["hf", "gguf"]:
-        {"hf": stage_hf, "gguf": stage_gguf}[stage]()
+        {"hf": stage_hf, "gguf": stage_gguf, "longrope": stage_longrope}[stage]()

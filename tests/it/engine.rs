@@ -134,6 +134,21 @@ fn granite_multipliers_match_transformers() {
     check_variant("granite-mini");
 }
 
+/// Phi-3 128k's `longrope`: the long factors for the three golden sequences longer than
+/// `original_max_position_embeddings` (21), the short ones for the fourth (20 tokens), cos/sin ×
+/// sqrt(1 + ln 4 / ln 21) (testdata/zoo/phi.py `longrope`).
+#[test]
+fn phi3_longrope_matches_transformers() {
+    let dir = HfDir::open(&common::zoo().join("models/phi3-longrope")).unwrap();
+    let m = model::load_hf(&dir, &Device::Cpu).unwrap();
+    let ckptcheck::format::arch::RopeScaling::LongRope { original_max, attention_factor, .. } = &m.spec.rope.scaling else {
+        panic!("not longrope: {:?}", m.spec.rope.scaling)
+    };
+    assert_eq!(*original_max, 21);
+    assert!((attention_factor - (1.0 + 4f64.ln() / 21f64.ln()).sqrt()).abs() < 1e-12);
+    check_variant("phi3-longrope");
+}
+
 #[test]
 fn gemma3_matches_transformers() {
     check_variant("gemma3");
