@@ -27,10 +27,10 @@
 //! (`dynamic: false`, strategy `tensor`): `s` is the layer's `input_scale` (no zoo checkpoint has
 //! one yet: the zoo's are dynamic).
 //!
-//! Refused at load, naming the field: a `sparsity_config` format (2:4 sparse), other formats (`naive-quantized`, `marlin-24`, …), weights
-//! other than 4-bit packed int or FP4 or 8-bit float/int, FP4 activations (NVFP4 / MXFP4 W4A4),
-//! asymmetric or `local` activation quantization, output activations, and `config_groups` whose
-//! settings differ.
+//! Refused at load, naming the field: a `sparsity_config` format (2:4 sparse), other formats
+//! (`naive-quantized`, `marlin-24`, …), weights other than 4-bit packed int or FP4 or 8-bit
+//! float/int, FP4 activations (NVFP4 / MXFP4 W4A4), asymmetric or `local` activation
+//! quantization, output activations, and `config_groups` whose settings differ.
 
 use std::sync::Arc;
 
@@ -106,6 +106,23 @@ enum Values {
 }
 
 impl Values {
+    /// The 8-bit values a config's `type` and `num_bits` name, if the engine runs them.
+    fn of(ty: Option<&str>, bits: Option<u64>) -> Option<Values> {
+        match (ty, bits) {
+            (Some("float"), Some(8)) => Some(Values::Fp8),
+            (Some("int"), Some(8)) => Some(Values::Int8),
+            _ => None,
+        }
+    }
+
+    /// Every stored byte's value, once (the decode of a weight is then a table lookup).
+    fn table(self) -> [f32; 256] {
+        std::array::from_fn(|b| match self {
+            Values::Fp8 => f8_e4m3_to_f32(b as u8),
+            Values::Int8 => b as u8 as i8 as f32,
+        })
+    }
+
     fn dtype(self) -> Dtype {
         match self {
             Values::Fp8 => Dtype::F8_E4M3,
@@ -143,7 +160,7 @@ enum Strategy {
 #[derive(Clone, Copy, Debug)]
 pub struct ActQuant {
     values: Values,
-    /// Which inputs share a scale: `Tensor`, `Channel` (per token: one row), `Group(g)`.
+    /// Which inputs share a scale: the whole input, a token (one row), or a group of a row.
     unit: ActUnit,
     /// A static scale (`input_scale`); `None`: computed from each unit's `max |x|`.
     scale: Option<f32>,
@@ -251,14 +268,11 @@ pub fn from_config(cfg: &QuantConfig) -> Result<Box<dyn QuantScheme>> {
 fn unpacked(cfg: &QuantConfig, group: &Value, format: &str) -> Result<Layout> {
     let w = group.get("weights").unwrap_or(&Value::Null);
     let field = |k: &str| format!("config_groups.*.weights.{k}");
-    let values = match (w.get("type").and_then(Value::as_str), cfg.bits) {
-        (Some("float"), Some(8)) => Values::Fp8,
-        (Some("int"), Some(8)) => Values::Int8,
-        (t, b) => {
-            return Err(
-                cfg.field_error(&field("type"), format!("{format} with {t:?} {b:?}-bit weights is not supported (8-bit float or int is)"))
-            )
-        }
+    let (t, b) = (w.get("type").and_then(Value::as_str), cfg.bits);
+    let Some(values) = Values::of(t, b) else {
+        return Err(
+            cfg.field_error(&field("type"), format!("{format} with {t:?} {b:?}-bit weights is not supported (8-bit float or int is)"))
+        );
     };
     let symmetric = cfg.symmetric.unwrap_or(true);
     if values == Values::Fp8 && !symmetric {
@@ -289,12 +303,9 @@ fn strategy(cfg: &QuantConfig, w: &Value, field: &dyn Fn(&str) -> String) -> Res
 fn act_quant(cfg: &QuantConfig, a: Option<&Value>) -> Result<Option<InputQuant>> {
     let Some(a) = a.filter(|a| !a.is_null()) else { return Ok(None) };
     let field = |k: &str| format!("config_groups.*.input_activations.{k}");
-    let values = match (a.get("type").and_then(Value::as_str), a.get("num_bits").and_then(Value::as_u64)) {
-        (Some("float"), Some(8)) => Values::Fp8,
-        (Some("int"), Some(8)) => Values::Int8,
-        (t, b) => {
-            return Err(cfg.field_error(&field("type"), format!("{t:?} {b:?}-bit activations are not supported (8-bit float or int are)")))
-        }
+    let (t, b) = (a.get("type").and_then(Value::as_str), a.get("num_bits").and_then(Value::as_u64));
+    let Some(values) = Values::of(t, b) else {
+        return Err(cfg.field_error(&field("type"), format!("{t:?} {b:?}-bit activations are not supported (8-bit float or int are)")));
     };
     if !a.get("symmetric").and_then(Value::as_bool).unwrap_or(true) {
         return Err(cfg.field_error(&field("symmetric"), "asymmetric activation quantization is not supported"));
@@ -432,13 +443,14 @@ fn unpacked_rows(t: &Tensors<'_>, prefix: &str, values: Values, strategy: Strate
         }
         Some(z)
     };
-    Ok((Arc::new(UnpackedRows { data, values, scales, zeros, strategy, scols, inp }), out, inp))
+    Ok((Arc::new(UnpackedRows { data, table: values.table(), scales, zeros, strategy, scols, inp }), out, inp))
 }
 
 /// An FP8 or int8 weight: the values still mapped, scales (and zero points) decoded.
 struct UnpackedRows {
     data: MappedBytes,
-    values: Values,
+    /// The value of each stored byte (`Values::table`).
+    table: [f32; 256],
     scales: Vec<f32>,
     zeros: Option<Vec<i64>>,
     strategy: Strategy,
@@ -461,11 +473,7 @@ impl PackedRows for UnpackedRows {
                     Strategy::Block(bo, bi) => (o / bo) * self.scols + i / bi,
                 };
                 let z = self.zeros.as_ref().map_or(0.0, |z| z[unit] as f32);
-                let x = match self.values {
-                    Values::Fp8 => f8_e4m3_to_f32(b),
-                    Values::Int8 => b as i8 as f32,
-                };
-                *v = (x - z) * self.scales[unit];
+                *v = (self.table[b as usize] - z) * self.scales[unit];
             }
         }
     }
