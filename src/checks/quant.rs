@@ -8,7 +8,6 @@ use crate::format::quant::{packed_code, QuantConfig, FP8_SCALE_SUFFIXES};
 
 pub fn check(ctx: &Context, out: &mut Findings) {
     fp8_scales(ctx, out);
-    fp8_saturation(ctx, out);
     scale_magnitude(ctx, out);
     let Some(q) = QuantConfig::from_config_json(ctx.dir) else { return };
     head_and_embedding(ctx, &q, out);
@@ -78,39 +77,6 @@ fn fp8_scales(ctx: &Context, out: &mut Findings) {
             .field(t.name.clone())
             .hint("the scales were dropped on a re-save or conversion: export again from the quantized original (with its weight_scale tensors and quantization_config), or dequantize there and save bf16"),
         );
-    }
-}
-
-/// FP8 E4M3 codes of ±448, the format's maximum (`0x7e`, `0xfe`).
-const FP8_MAX_CODES: [u8; 2] = [0x7e, 0xfe];
-
-/// A quantizer puts each scale unit's own max |w| at ±448 (one value, a few more that round up to
-/// it); many more there means values were clipped — a static or edited scale too small for them.
-fn fp8_saturation(ctx: &Context, out: &mut Findings) {
-    for (f, t) in ctx.dir.tensors() {
-        let Some(prefix) = t.name.strip_suffix(".weight").filter(|_| t.dtype == Dtype::F8_E4M3) else { continue };
-        let Some((_, scale)) = ctx.dir.tensor(&format!("{prefix}.weight_scale")) else { continue };
-        let Some(bytes) = f.bytes(t) else { continue };
-        let units: u64 = scale.shape.iter().product::<u64>().max(1);
-        let at_max = bytes.iter().filter(|b| FP8_MAX_CODES.contains(b)).count() as u64;
-        // Large blocks (128 × 128) round a few values next to their max up to it too: 0.1 % of
-        // the values is still not clipping (a scale half too small clips ~8 % of Gaussian weights).
-        if at_max > (2 * units).max(bytes.len() as u64 / 1000) {
-            out.push(
-                Finding::new(
-                    ids::QUANT_FP8_SATURATED,
-                    Severity::Warning,
-                    ctx.dir.rel(&f.path),
-                    format!(
-                        "`{}`: {at_max} of {} FP8 values sit at ±448, the format's maximum, for {units} scale(s) (a scale puts one there): values were clipped",
-                        t.name,
-                        bytes.len()
-                    ),
-                )
-                .field(t.name.clone())
-                .hint("the weight scale is too small for the weights (a static, calibrated or edited scale): re-quantize with min-max weight scales"),
-            );
-        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Value scan: per floating tensor, NaN / +Inf / -Inf / zero counts, the largest finite |w|, and
-//! f16 values sitting at the f16 maximum (an overflow clamped during a save or merge).
+//! values sitting at the dtype's maximum: f16 ±65504 (an overflow clamped during a save or
+//! merge), FP8 E4M3 ±448 (values clipped by a quantization scale too small for them).
 //!
 //! Streams over the memory map in fixed chunks on all cores (rayon); never copies a tensor.
 
@@ -30,8 +31,8 @@ pub struct ValueStats {
     pub neg_inf: u64,
     pub zero: u64,
     pub max_abs: f64,
-    /// Values with |v| == 65504 in an F16 tensor.
-    pub f16_saturated: u64,
+    /// Values at the dtype's largest magnitude: |v| == 65504 in an F16 tensor, 448 in F8_E4M3.
+    pub saturated: u64,
 }
 
 impl ValueStats {
@@ -61,7 +62,7 @@ impl ValueStats {
         self.neg_inf += o.neg_inf;
         self.zero += o.zero;
         self.max_abs = self.max_abs.max(o.max_abs);
-        self.f16_saturated += o.f16_saturated;
+        self.saturated += o.saturated;
         self
     }
 }
@@ -91,7 +92,7 @@ fn scan_bits<const EXP: u32, const ABS: u32, const SIGN: u32>(bits: impl Iterato
         neg_inf: ninf as u64,
         zero: zero as u64,
         max_abs: 0.0,
-        f16_saturated: 0,
+        saturated: 0,
     };
     (s, max_bits)
 }
@@ -207,13 +208,17 @@ fn stats_chunk(dtype: Dtype, chunk: &[u8]) -> ValueStats {
             let (mut s, m) = scan_bits::<0x7c00, 0x7fff, 0x8000>(u16s(chunk));
             s.max_abs = half::f16::from_bits(m as u16).to_f64();
             // ±65504 is 0x7bff / 0xfbff.
-            s.f16_saturated = u16s(chunk).map(|b| (b & 0x7fff == 0x7bff) as u64).sum();
+            s.saturated = u16s(chunk).map(|b| (b & 0x7fff == 0x7bff) as u64).sum();
             s
         }
         Dtype::F8_E4M3 | Dtype::F8_E5M2 => {
             let mut s = ValueStats::default();
             let dec = if dtype == Dtype::F8_E4M3 { f8_e4m3_to_f32 } else { f8_e5m2_to_f32 };
             chunk.iter().for_each(|&b| s.add(dec(b) as f64));
+            if dtype == Dtype::F8_E4M3 {
+                // ±448 is 0x7e / 0xfe.
+                s.saturated = chunk.iter().map(|&b| (b & 0x7f == 0x7e) as u64).sum();
+            }
             s
         }
         _ => unreachable!("filtered above"),
@@ -304,23 +309,48 @@ pub fn check_fingerprinted(ctx: &Context, out: &mut Findings) -> Fingerprints {
                 .hint("weights this large overflow fp16 activations: suspect a wrong LoRA scale, a bad merge or diverged training"),
             );
         }
-        if s.f16_saturated > 0 {
+        if t.dtype == Dtype::F16 && s.saturated > 0 {
             out.push(
                 Finding::new(
                     ids::VALUES_F16_SATURATED,
                     Severity::Warning,
                     &file,
-                    format!(
-                        "tensor `{name}` has {} values at ±65504, the f16 maximum (overflow clamped in a save or merge)",
-                        s.f16_saturated
-                    ),
+                    format!("tensor `{name}` has {} values at ±65504, the f16 maximum (overflow clamped in a save or merge)", s.saturated),
                 )
                 .field(name.clone())
                 .hint("redo the merge/save in f32 or bf16, then cast"),
             );
         }
+        if t.dtype == Dtype::F8_E4M3 {
+            fp8_saturation(ctx, &file, t, &s, out);
+        }
     }
     prints
+}
+
+/// A quantizer puts each scale unit's own max |w| at ±448 (one value, a few more that round up to
+/// it); many more there means values were clipped — a static or edited scale too small for them.
+fn fp8_saturation(ctx: &Context, file: &str, t: &TensorInfo, s: &ValueStats, out: &mut Findings) {
+    let Some(prefix) = t.name.strip_suffix(".weight") else { return };
+    let Some((_, scale)) = ctx.dir.tensor(&format!("{prefix}.weight_scale")) else { return };
+    let units: u64 = scale.shape.iter().product::<u64>().max(1);
+    // Large blocks (128 × 128) round a few values next to their max up to it too: 0.1 % of the
+    // values is still not clipping (a scale half too small clips ~8 % of Gaussian weights).
+    if s.saturated > (2 * units).max(s.count / 1000) {
+        out.push(
+            Finding::new(
+                ids::QUANT_FP8_SATURATED,
+                Severity::Warning,
+                file,
+                format!(
+                    "`{}`: {} of {} FP8 values sit at ±448, the format's maximum, for {units} scale(s) (a scale puts one there): values were clipped",
+                    t.name, s.saturated, s.count
+                ),
+            )
+            .field(t.name.clone())
+            .hint("the weight scale is too small for the weights (a static, calibrated or edited scale): re-quantize with min-max weight scales"),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -342,7 +372,7 @@ mod tests {
     fn f16_saturation_and_bf16_decode() {
         let b: Vec<u8> = [65504.0f32, -65504.0, 1.0].iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
         let s = scan(Dtype::F16, &b).unwrap();
-        assert_eq!(s.f16_saturated, 2);
+        assert_eq!(s.saturated, 2);
         let b: Vec<u8> = [1.0f32, -2.0].iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect();
         assert_eq!(scan(Dtype::BF16, &b).unwrap().max_abs, 2.0);
     }
@@ -386,7 +416,7 @@ mod tests {
         let want = reference(&u16s.iter().map(|&v| half::bf16::from_bits(v).to_f64()).collect::<Vec<_>>());
         assert_eq!(scan(Dtype::BF16, &b).unwrap(), want);
         let mut want = reference(&u16s.iter().map(|&v| half::f16::from_bits(v).to_f64()).collect::<Vec<_>>());
-        want.f16_saturated = u16s.iter().filter(|&&v| half::f16::from_bits(v).to_f64().abs() == F16_MAX).count() as u64;
+        want.saturated = u16s.iter().filter(|&&v| half::f16::from_bits(v).to_f64().abs() == F16_MAX).count() as u64;
         assert_eq!(scan(Dtype::F16, &b).unwrap(), want);
     }
 
