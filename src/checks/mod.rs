@@ -323,14 +323,7 @@ pub fn lint_fingerprinted(ckpt: &Checkpoint, source: Option<&HfDir>, opts: &Lint
             f.extend(lineage::adapter_vs_base(base, &adapter.dir));
             (f, None)
         }
-        Checkpoint::GgufWithAdapter { base, adapter } => {
-            let mut out = Findings::new();
-            gguf::integrity(adapter, &mut out);
-            gguf::adapter::check(adapter, &mut out);
-            gguf::values(adapter, &mut out);
-            gguf::adapter::check_base(adapter, base, &mut out);
-            (out.into_vec(), None)
-        }
+        Checkpoint::GgufWithAdapter { base, adapter } => (gguf::run_adapter(adapter, Some(base)), None),
     }
 }
 

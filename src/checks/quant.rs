@@ -4,7 +4,7 @@
 use super::{Context, Finding, Findings, Severity};
 use crate::checks::ids;
 use crate::format::dtype::Dtype;
-use crate::format::quant::{packed_code, QuantConfig, FP8_SCALE_SUFFIXES};
+use crate::format::quant::{fp8_scale, packed_code, QuantConfig};
 
 pub fn check(ctx: &Context, out: &mut Findings) {
     fp8_scales(ctx, out);
@@ -61,12 +61,7 @@ pub fn check(ctx: &Context, out: &mut Findings) {
 /// or a conversion that did not know the format) is off by that factor in every element.
 fn fp8_scales(ctx: &Context, out: &mut Findings) {
     for (f, t) in ctx.dir.tensors() {
-        let Some(prefix) = t.name.strip_suffix(".weight") else { continue };
-        if !matches!(t.dtype, Dtype::F8_E4M3 | Dtype::F8_E5M2)
-            || FP8_SCALE_SUFFIXES.iter().any(|s| ctx.dir.tensor(&format!("{prefix}.{s}")).is_some())
-        {
-            continue;
-        }
+        let (Some(None), Some(prefix)) = (fp8_scale(ctx.dir, &t.name, t.dtype), t.name.strip_suffix(".weight")) else { continue };
         out.push(
             Finding::new(
                 ids::QUANT_FP8_UNSCALED,

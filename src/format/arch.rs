@@ -578,16 +578,8 @@ fn parse_scaling(v: Option<&Value>, max_pos: Option<u64>, top_original: Option<u
                 as usize;
             // transformers: `factor` else max / original; the attention factor as the paper suggests.
             let factor = f("factor").unwrap_or_else(|| max_pos.map(|m| m as f64 / original as f64).unwrap_or(1.0));
-            let attention_factor =
-                f("attention_factor").unwrap_or_else(
-                    || {
-                        if factor <= 1.0 {
-                            1.0
-                        } else {
-                            (1.0 + factor.ln() / (original as f64).ln()).sqrt()
-                        }
-                    },
-                );
+            let suggested = if factor <= 1.0 { 1.0 } else { (1.0 + factor.ln() / (original as f64).ln()).sqrt() };
+            let attention_factor = f("attention_factor").unwrap_or(suggested);
             RopeScaling::LongRope {
                 short: factors("short_factor")?,
                 long: factors("long_factor")?,

@@ -42,6 +42,15 @@ pub fn packed_code(word: impl Fn(usize) -> u32, k: usize, bits: u32) -> u32 {
 /// its name).
 pub const FP8_SCALE_SUFFIXES: [&str; 2] = ["weight_scale", "weight_scale_inv"];
 
+/// For an FP8 `prefix.weight` (tensor `name` of `dtype`): `Some(scale)` with the name of the scale
+/// tensor beside it, or `Some(None)` when it has none; `None` for any other tensor. Lint's
+/// `quant.fp8-unscaled` and the engine's refusal of scales it would not apply both ask this.
+pub fn fp8_scale(dir: &HfDir, name: &str, dtype: crate::format::dtype::Dtype) -> Option<Option<String>> {
+    use crate::format::dtype::Dtype;
+    let prefix = name.strip_suffix(".weight").filter(|_| matches!(dtype, Dtype::F8_E4M3 | Dtype::F8_E5M2))?;
+    Some(FP8_SCALE_SUFFIXES.iter().map(|s| format!("{prefix}.{s}")).find(|s| dir.tensor(s).is_some()))
+}
+
 /// Where a `QuantConfig` was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantSource {

@@ -89,24 +89,12 @@ pub fn with_weights<R>(
             reason: "a GGUF LoRA adapter on its own cannot run: pass `BASE.gguf+ADAPTER.gguf` to apply it to its base".into(),
         }),
         Checkpoint::GgufWithAdapter { base, adapter } => {
-            let dt = match dtype {
-                ComputeDtype::Auto => DType::F32,
-                other => fixed_dtype(other),
-            };
-            let quantized = resolve_gguf_matmul(gguf_matmul, base, dt, device) == GgufMatmul::Quantized;
-            let b = gguf_weights::GgufWeights::new(base)?.with_quantized_matmul(quantized);
-            let a = b.adapter(adapter);
-            let w = gguf_weights::GgufLoraWeights::new(b, a)?;
+            let (b, dt) = gguf_source(base, device, dtype, gguf_matmul)?;
+            let w = gguf_weights::GgufLoraWeights::new(b, b.adapter(adapter))?;
             f(&w, gguf_spec(base)?, dt)
         }
         Checkpoint::Gguf(file) => {
-            // A GGUF has no config dtype: `auto` computes in f32.
-            let dt = match dtype {
-                ComputeDtype::Auto => DType::F32,
-                other => fixed_dtype(other),
-            };
-            let quantized = resolve_gguf_matmul(gguf_matmul, file, dt, device) == GgufMatmul::Quantized;
-            let w = gguf_weights::GgufWeights::new(file)?.with_quantized_matmul(quantized);
+            let (w, dt) = gguf_source(file, device, dtype, gguf_matmul)?;
             f(&w, gguf_spec(file)?, dt)
         }
         Checkpoint::BaseWithAdapter { base, adapter } => {
@@ -135,6 +123,22 @@ pub fn with_weights<R>(
             reason: "a PEFT adapter on its own cannot run: pass `BASE+ADAPTER` to apply it on the fly, or the merged model".into(),
         }),
     }
+}
+
+/// A GGUF's weights as the engine reads them, and the compute dtype: a GGUF has no config dtype,
+/// so `auto` computes in f32.
+fn gguf_source<'a>(
+    file: &'a crate::format::gguf::GgufFile,
+    device: &Device,
+    dtype: ComputeDtype,
+    gguf_matmul: GgufMatmul,
+) -> Result<(gguf_weights::GgufWeights<'a>, DType)> {
+    let dt = match dtype {
+        ComputeDtype::Auto => DType::F32,
+        other => fixed_dtype(other),
+    };
+    let quantized = resolve_gguf_matmul(gguf_matmul, file, dt, device) == GgufMatmul::Quantized;
+    Ok((gguf_weights::GgufWeights::new(file)?.with_quantized_matmul(quantized), dt))
 }
 
 /// The tensors (HF names, sorted) the decoder loads from `ckpt`.

@@ -146,10 +146,8 @@ impl WeightSource for HfWeights<'_> {
 /// engine applies (`quant_method: fp8`, DeepSeek / Qwen block FP8, or a config that lost its
 /// `quantization_config`): run dense, it would be off by its scale in every element.
 fn fp8_unapplied_scale(dir: &HfDir, name: &str, dtype: crate::format::dtype::Dtype) -> Result<()> {
-    use crate::format::dtype::Dtype;
-    use crate::format::quant::{QuantConfig, FP8_SCALE_SUFFIXES};
-    let Some(prefix) = name.strip_suffix(".weight").filter(|_| matches!(dtype, Dtype::F8_E4M3 | Dtype::F8_E5M2)) else { return Ok(()) };
-    let Some(scale) = FP8_SCALE_SUFFIXES.iter().map(|s| format!("{prefix}.{s}")).find(|s| dir.tensor(s).is_some()) else { return Ok(()) };
+    use crate::format::quant::{fp8_scale, QuantConfig};
+    let Some(Some(scale)) = fp8_scale(dir, name, dtype) else { return Ok(()) };
     let how = match QuantConfig::from_config_json(dir) {
         Some(q) => format!(
             "quantization_config.quant_method `{}` is not a scheme the engine runs for it (compressed-tensors float-quantized is)",

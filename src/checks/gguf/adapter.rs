@@ -9,7 +9,7 @@ use crate::format::gguf::GgufFile;
 
 /// The adapter alone: pairs, ranks, alpha.
 pub fn check(g: &GgufFile, out: &mut Findings) {
-    let file = g.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = g.file_name();
     let h = &g.header;
     let invalid = |field: &str, message: String| {
         Finding::new(ids::ADAPTER_INVALID, Severity::Error, &file, message)
@@ -63,7 +63,7 @@ pub fn check(g: &GgufFile, out: &mut Findings) {
 /// The adapter against the base it is applied to: every adapted weight exists there, with the
 /// input and output sizes the pair expects.
 pub fn check_base(adapter: &GgufFile, base: &GgufFile, out: &mut Findings) {
-    let file = adapter.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = adapter.file_name();
     for t in &adapter.header.tensors {
         let Some(w) = t.name.strip_suffix(".lora_a") else { continue };
         let Some(b) = adapter.header.tensor(&format!("{w}.lora_b")) else { continue };

@@ -8,7 +8,8 @@
 //! #10 pre-tokenizer, #11 double BOS, #12 rope metadata). Nothing here decodes tensor values or runs
 //! the model. Finding ids are stable and documented in `docs/gguf.md`.
 //!
-//! Files: `adapter` (a GGUF LoRA adapter, alone and against its base), `alone` (the GGUF by itself), `source` (against the HF checkpoint), `tokenizer` (the
+//! Files: `adapter` (a GGUF LoRA adapter, alone and against its base), `alone` (the GGUF by
+//! itself), `source` (against the HF checkpoint), `tokenizer` (the
 //! GGUF's vocabulary: pre-tokenizer, probe round trip, end-of-generation ids, BOS), `values`
 //! (NaN/Inf in tensors and block scales); this file runs them in order.
 
@@ -26,16 +27,26 @@ pub use source::{check_source, F32_REL_TOL};
 pub use tokenizer::{llama_cpp_eog, split_regexes, GPT2_REGEX, KNOWN_PRE, LLAMA3_REGEX, LLAMA_CPP_EOG_TEXTS, PROBES, QWEN2_REGEX};
 pub use values::values;
 
+/// A GGUF LoRA adapter's checks: its file, its pairs, its values, and with `base` (the GGUF it is
+/// applied to) the fit of each pair to the weight it adapts.
+pub fn run_adapter(adapter: &GgufFile, base: Option<&GgufFile>) -> Vec<Finding> {
+    let mut out = Findings::new();
+    integrity(adapter, &mut out);
+    adapter::check(adapter, &mut out);
+    values(adapter, &mut out);
+    if let Some(base) = base {
+        adapter::check_base(adapter, base, &mut out);
+    }
+    out.into_vec()
+}
+
 /// Runs every GGUF check: against itself, and against `source` when given; repeated findings
 /// grouped (`Findings`).
 pub fn run(g: &GgufFile, source: Option<&Context>) -> Vec<Finding> {
-    let mut out = Findings::new();
     if g.header.is_lora_adapter() {
-        integrity(g, &mut out);
-        adapter::check(g, &mut out);
-        values(g, &mut out);
-        return out.into_vec();
+        return run_adapter(g, None);
     }
+    let mut out = Findings::new();
     check(g, source.is_some(), &mut out);
     values(g, &mut out);
     if let Some(ctx) = source {

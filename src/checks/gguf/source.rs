@@ -531,12 +531,7 @@ fn granite_scales(file: &str, h: &Header, arch: &str, ctx: &Context, out: &mut F
     if cfg.get("model_type").and_then(Json::as_str) != Some("granite") {
         return;
     }
-    for (key, hf) in [
-        ("embedding_scale", "embedding_multiplier"),
-        ("attention.scale", "attention_multiplier"),
-        ("residual_scale", "residual_multiplier"),
-        ("logit_scale", "logits_scaling"),
-    ] {
+    for (key, hf) in crate::format::gguf::GRANITE_SCALES {
         let Some(want) = cfg.get(hf).and_then(Json::as_f64) else { continue };
         let got = h.arch_key(key).and_then(|v| v.as_f64());
         if got.is_some_and(|g| close(g, want)) {

@@ -31,6 +31,14 @@ pub struct NonFinite {
     pub in_array: Option<(u64, u64)>,
 }
 
+/// Granite's scalars: llama.cpp's `granite.<key>` and the config.json field it converts from.
+pub const GRANITE_SCALES: [(&str, &str); 4] = [
+    ("embedding_scale", "embedding_multiplier"),
+    ("attention.scale", "attention_multiplier"),
+    ("residual_scale", "residual_multiplier"),
+    ("logit_scale", "logits_scaling"),
+];
+
 impl Header {
     /// `general.architecture` values the engine runs (`model::gguf_weights` maps their tensor
     /// names and refuses the others by this list). Others are checked statically only.
@@ -203,12 +211,7 @@ impl Header {
         if arch == "granite" {
             // llama.cpp's granite graph: `embedding_scale`, `attention.scale`, `residual_scale`,
             // `logit_scale` (a divisor), each skipped when absent or 0, as transformers' 1.0 defaults.
-            for (key, hf) in [
-                ("embedding_scale", "embedding_multiplier"),
-                ("attention.scale", "attention_multiplier"),
-                ("residual_scale", "residual_multiplier"),
-                ("logit_scale", "logits_scaling"),
-            ] {
+            for (key, hf) in GRANITE_SCALES {
                 if let Some(f) = self.arch_key(key).and_then(Value::as_f64).filter(|&f| f != 0.0) {
                     v[hf] = f.into();
                 }
