@@ -226,3 +226,47 @@ pub fn zoo_path(rel: &str) -> PathBuf {
 pub fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// A copy of zoo model `model` (files as they are) whose config.json is passed through `config`.
+pub fn zoo_copy(model: &str, config: &dyn Fn(&mut Value)) -> tempfile::TempDir {
+    let d = tmp();
+    for e in std::fs::read_dir(zoo().join("models").join(model)).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, d.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let cp = d.path().join("config.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&cp).unwrap()).unwrap();
+    config(&mut v);
+    std::fs::write(&cp, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    d
+}
+
+/// Rewrites the bytes of tensor `name` in the copy `dir`, in place.
+pub fn edit_tensor(dir: &Path, name: &str, edit: &dyn Fn(&mut [u8])) {
+    let hf = ckptcheck::format::hf::HfDir::open(dir).unwrap();
+    let (f, t) = hf.tensor(name).unwrap();
+    let (path, at, len) = (f.path.clone(), (f.header.data_start + t.start) as usize, (t.end - t.start) as usize);
+    drop(hf);
+    let mut bytes = std::fs::read(&path).unwrap();
+    edit(&mut bytes[at..at + len]);
+    std::fs::write(&path, bytes).unwrap();
+}
+
+/// Rewrites every shard of the copy `dir` without the tensors `drop` names, and its index too,
+/// as a re-save that filtered them would.
+pub fn drop_tensors(dir: &Path, drop: &dyn Fn(&str) -> bool) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        if name.ends_with(".safetensors") {
+            let bytes = std::fs::read(&p).unwrap();
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let kept: Vec<_> = st.tensors().into_iter().filter(|(n, _)| !drop(n)).collect();
+            std::fs::write(&p, safetensors::serialize(kept, None).unwrap()).unwrap();
+        } else if name == "model.safetensors.index.json" {
+            let mut v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            v["weight_map"].as_object_mut().unwrap().retain(|k, _| !drop(k));
+            std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+        }
+    }
+}

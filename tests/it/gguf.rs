@@ -732,16 +732,10 @@ fn granite_scales_are_checked_against_the_source() {
         gguf.to_str().unwrap(),
     ]);
     assert_eq!((clean.code, clean.finding_ids()), (0, vec![]), "{}", clean.stdout);
-    let d = common::tmp();
-    for e in std::fs::read_dir(common::zoo_path("models/granite-mini")).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, d.path().join(p.file_name().unwrap())).unwrap();
-    }
-    let cp = d.path().join("config.json");
-    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(&cp).unwrap()).unwrap();
-    c["residual_multiplier"] = serde_json::json!(1.0);
-    c["logits_scaling"] = serde_json::json!(16.0);
-    std::fs::write(&cp, serde_json::to_vec(&c).unwrap()).unwrap();
+    let d = common::zoo_copy("granite-mini", &|c| {
+        c["residual_multiplier"] = serde_json::json!(1.0);
+        c["logits_scaling"] = serde_json::json!(16.0);
+    });
     let r = common::ckptcheck(&["lint", "--json", "--source", d.path().to_str().unwrap(), gguf.to_str().unwrap()]);
     assert_eq!(r.code, 1, "{}", r.stdout);
     let fields: Vec<String> = r.json()["findings"]

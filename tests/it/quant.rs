@@ -10,7 +10,7 @@ use ckptcheck::format::safetensors::SafetensorsFile;
 use ckptcheck::model;
 use ckptcheck::model::quant::QuantWeights;
 
-use crate::common;
+use crate::common::{self, drop_tensors, edit_tensor, zoo_copy};
 
 /// Every quantized HF checkpoint of the zoo, as its quantizer wrote it.
 const QUANTIZED: [&str; 13] = [
@@ -195,22 +195,8 @@ fn compare_against_quantized_checkpoints() {
 /// the zoo's gptqmodel checkpoint with one qzeros nibble set by the test) fails lint.
 #[test]
 fn gptq_v1_zero_point_overflow_is_an_error() {
-    let src = common::zoo().join("models/llama-gptq-w4g128");
-    let d = common::tmp();
-    for e in std::fs::read_dir(&src).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_file() {
-            std::fs::copy(&p, d.path().join(p.file_name().unwrap())).unwrap();
-        }
-    }
-    let st = d.path().join("model.safetensors");
-    let f = SafetensorsFile::open(&st).unwrap();
-    let t = f.get("model.layers.1.mlp.up_proj.qzeros").unwrap();
-    let pos = (f.header.data_start + t.start) as usize;
-    drop(f);
-    let mut bytes = std::fs::read(&st).unwrap();
-    bytes[pos] |= 0x0F;
-    std::fs::write(&st, bytes).unwrap();
+    let d = zoo_copy("llama-gptq-w4g128", &|_| {});
+    edit_tensor(d.path(), "model.layers.1.mlp.up_proj.qzeros", &|b| b[0] |= 0x0F);
     let r = common::lint_json(d.path());
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert_eq!(r.finding("quant.gptq-zero-overflow")["field"], "model.layers.1.mlp.up_proj.qzeros");
@@ -224,32 +210,6 @@ fn gptq_v1_zero_point_overflow_is_an_error() {
         let f = r.finding("quant.gptq-zero-overflow");
         assert!(f["message"].as_str().unwrap().contains(&format!("wrapped to {}", if byte == 0xFF { 256 } else { 8 })), "{model}: {f:#}");
     }
-}
-
-/// A copy of zoo model `model` whose config.json is passed through `config`.
-fn zoo_copy(model: &str, config: &dyn Fn(&mut serde_json::Value)) -> tempfile::TempDir {
-    let src = common::zoo().join("models").join(model);
-    let d = common::tmp();
-    for e in std::fs::read_dir(&src).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, d.path().join(p.file_name().unwrap())).unwrap();
-    }
-    let cp = d.path().join("config.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cp).unwrap()).unwrap();
-    config(&mut v);
-    std::fs::write(&cp, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
-    d
-}
-
-/// Rewrites the bytes of tensor `name` in the copy `dir`, in place.
-fn edit_tensor(dir: &std::path::Path, name: &str, edit: &dyn Fn(&mut [u8])) {
-    let hf = HfDir::open(dir).unwrap();
-    let (f, t) = hf.tensor(name).unwrap();
-    let (path, at, len) = (f.path.clone(), (f.header.data_start + t.start) as usize, (t.end - t.start) as usize);
-    drop(hf);
-    let mut bytes = std::fs::read(&path).unwrap();
-    edit(&mut bytes[at..at + len]);
-    std::fs::write(&path, bytes).unwrap();
 }
 
 /// The static checks of a quantized checkpoint's own failure modes, each on a copy of a zoo
@@ -344,42 +304,14 @@ fn quantized_layouts_that_lint_catches() {
     assert!(!common::lint_json(act_order.path()).finding_ids().iter().any(|i| i.starts_with("quant.gidx")), "act-order may reorder g_idx");
 }
 
-/// A copy of the zoo's FP8 checkpoint, each shard rewritten without the tensors `drop` names (the
-/// index too), and config.json passed through `config`.
-fn fp8_copy(drop: &dyn Fn(&str) -> bool, config: &dyn Fn(&mut serde_json::Value)) -> tempfile::TempDir {
-    let src = common::zoo().join("models/llama-ct-fp8-dynamic");
-    let d = common::tmp();
-    for e in std::fs::read_dir(&src).unwrap() {
-        let p = e.unwrap().path();
-        let to = d.path().join(p.file_name().unwrap());
-        let name = p.file_name().unwrap().to_str().unwrap().to_string();
-        if name.ends_with(".safetensors") {
-            let bytes = std::fs::read(&p).unwrap();
-            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-            let kept: Vec<_> = st.tensors().into_iter().filter(|(n, _)| !drop(n)).collect();
-            std::fs::write(&to, safetensors::serialize(kept, None).unwrap()).unwrap();
-        } else if name == "model.safetensors.index.json" || name == "config.json" {
-            let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-            if name == "config.json" {
-                config(&mut v);
-            } else {
-                v["weight_map"].as_object_mut().unwrap().retain(|k, _| !drop(k));
-            }
-            std::fs::write(&to, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
-        } else {
-            std::fs::copy(&p, &to).unwrap();
-        }
-    }
-    d
-}
-
 /// FP8 weights whose `weight_scale` tensors were dropped on a re-save (a tool that did not know
 /// the format): lint names every unscaled layer, and a lineage through it breaks there with that
 /// cause. With the scales kept but `quantization_config` gone, nothing says how to apply them: the
 /// engine refuses the checkpoint instead of running the raw FP8 values.
 #[test]
 fn fp8_without_its_scales_is_caught() {
-    let unscaled = fp8_copy(&|n| n.ends_with(".weight_scale"), &|_| {});
+    let unscaled = zoo_copy("llama-ct-fp8-dynamic", &|_| {});
+    drop_tensors(unscaled.path(), &|n| n.ends_with(".weight_scale"));
     let r = common::lint_json(unscaled.path());
     assert_eq!(r.code, 1, "{}", r.stdout);
     let f = r.finding("quant.fp8-unscaled");
@@ -413,7 +345,7 @@ fn fp8_without_its_scales_is_caught() {
     assert_eq!(v["steps"][2]["cause_id"], "quant.fp8-unscaled", "{:#}", v["steps"][2]["causes"]);
     assert_eq!(v["steps"][1]["status"], "pass", "the FP8 checkpoint itself: {:#}", v["steps"][1]["reasons"]);
 
-    let no_config = fp8_copy(&|_| false, &|c| {
+    let no_config = zoo_copy("llama-ct-fp8-dynamic", &|c| {
         c.as_object_mut().unwrap().remove("quantization_config");
     });
     let r = common::ckptcheck(&["compare", zoo.join("models/llama-instruct").to_str().unwrap(), no_config.path().to_str().unwrap()]);
