@@ -57,6 +57,8 @@ ids! {
     GGUF_HEADS_DIFFER => "gguf.heads-differ",
     GGUF_LEADING_SPACE_DIFFERS => "gguf.leading-space-differs",
     GGUF_MERGES_DIFFER => "gguf.merges-differ",
+    GGUF_MMPROJ_MISMATCH => "gguf.mmproj-mismatch",
+    GGUF_MMPROJ_MISSING => "gguf.mmproj-missing",
     GGUF_METADATA_NOT_FINITE => "gguf.metadata-not-finite",
     GGUF_MOE_NORM_DIFFERS => "gguf.moe-norm-differs",
     GGUF_NO_ARCHITECTURE => "gguf.no-architecture",

@@ -235,7 +235,10 @@ pub fn fingerprints(dir: &crate::format::hf::HfDir) -> Fingerprints {
         }
         let Some(bytes) = f.bytes(t) else { continue };
         if let Some((s, d)) = scan_digest(t.dtype, bytes) {
-            out.tensors.insert(t.name.clone(), Fingerprint::new(t.dtype, &t.shape, bytes, s.count, s.max_abs, &d));
+            out.tensors.insert(
+                crate::format::hf::canonical_name(&t.name).into_owned(),
+                Fingerprint::new(t.dtype, &t.shape, bytes, s.count, s.max_abs, &d),
+            );
         }
     }
     out
@@ -256,7 +259,10 @@ pub fn check_fingerprinted(ctx: &Context, out: &mut Findings) -> Fingerprints {
         }
         let Some(bytes) = f.bytes(t) else { continue }; // out of bounds: integrity reports it
         if let Some((s, d)) = scan_digest(t.dtype, bytes) {
-            prints.tensors.insert(t.name.clone(), Fingerprint::new(t.dtype, &t.shape, bytes, s.count, s.max_abs, &d));
+            prints.tensors.insert(
+                crate::format::hf::canonical_name(&t.name).into_owned(),
+                Fingerprint::new(t.dtype, &t.shape, bytes, s.count, s.max_abs, &d),
+            );
             scanned.push((ctx.dir.rel(&f.path), t, s));
         }
     }

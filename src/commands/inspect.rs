@@ -36,6 +36,10 @@ pub struct InspectReport {
     /// Stored elements over all tensors (packed quantized tensors count their storage elements).
     pub parameters: u64,
     pub bytes: u64,
+    /// A vision-language checkpoint: where its language model is and what else it holds (absent
+    /// for a text model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multimodal: Option<MultimodalSummary>,
     /// dtype → stored elements.
     pub dtypes: BTreeMap<String, u64>,
     pub shards: Vec<ShardSummary>,
@@ -52,6 +56,18 @@ pub struct InspectReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraSummary>,
     pub pickles_ignored: Vec<String>,
+}
+
+/// The parts of a vision-language checkpoint: the language model ckptcheck runs, and the vision
+/// tower / projector it only scans.
+#[derive(Debug, Serialize)]
+pub struct MultimodalSummary {
+    /// Where the language model's tensors are stored (`language_model.model.`, `model.language_model.`,
+    /// or `model.` for Qwen2-VL's hub layout).
+    pub language_model_prefix: String,
+    pub language_model_parameters: u64,
+    /// Top-level name → stored elements, for everything else (`vision_tower`, `multi_modal_projector`, `visual`…).
+    pub other_parameters: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,6 +128,33 @@ impl Report for InspectReport {
     }
 }
 
+/// `Some` for a vision-language checkpoint (config.json has `vision_config`, or its language model
+/// sits under a VLM prefix): the language model's prefix and size, and the rest by top-level name.
+fn multimodal(dir: &HfDir) -> Option<MultimodalSummary> {
+    let declared = dir.config.as_ref().is_some_and(|c| c.value.get("vision_config").is_some_and(|v| !v.is_null()));
+    let mut prefix: Option<String> = None;
+    let (mut language, mut other) = (0u64, BTreeMap::new());
+    for (_, t) in dir.tensors() {
+        let canonical = crate::format::hf::canonical_name(&t.name);
+        if canonical.starts_with("model.") || canonical.starts_with("lm_head.") {
+            language += t.numel();
+            if canonical.starts_with("model.") && prefix.is_none() {
+                let stored_prefix = &t.name[..t.name.len() - (canonical.len() - "model.".len())];
+                prefix = Some(stored_prefix.to_string());
+            }
+        } else {
+            let top = t.name.strip_prefix("model.").unwrap_or(&t.name);
+            *other.entry(top.split('.').next().unwrap_or(top).to_string()).or_insert(0) += t.numel();
+        }
+    }
+    let prefix = prefix.unwrap_or_else(|| "model.".into());
+    (declared || prefix != "model.").then_some(MultimodalSummary {
+        language_model_prefix: prefix,
+        language_model_parameters: language,
+        other_parameters: other,
+    })
+}
+
 pub fn build(path: &std::path::Path, dir: &HfDir) -> InspectReport {
     let ctx = Context::new(dir);
     let mut dtypes = BTreeMap::new();
@@ -124,6 +167,7 @@ pub fn build(path: &std::path::Path, dir: &HfDir) -> InspectReport {
         bytes += t.end - t.start;
         tensor_count += 1;
     }
+    let multimodal = multimodal(dir);
     let shards = dir
         .shards
         .iter()
@@ -188,6 +232,7 @@ pub fn build(path: &std::path::Path, dir: &HfDir) -> InspectReport {
         config: dir.config.as_ref().map(|_| ctx.config.clone()),
         parameters,
         bytes,
+        multimodal,
         dtypes,
         shards,
         tensor_count,
@@ -297,6 +342,18 @@ pub fn render_text(r: &InspectReport) -> String {
         row("lora base", l.base_model.clone().unwrap_or_else(|| "? (base_model_name_or_path not set)".into()));
     }
     row("parameters", format!("{} ({} tensors, {})", count(r.parameters), r.tensor_count, bytes(r.bytes)));
+    if let Some(m) = &r.multimodal {
+        let others: Vec<String> = m.other_parameters.iter().map(|(k, v)| format!("{k} {}", count(*v))).collect();
+        row(
+            "multimodal",
+            format!(
+                "language model `{}*` {} (run by compare); also {} (scanned by lint, not run)",
+                m.language_model_prefix,
+                count(m.language_model_parameters),
+                if others.is_empty() { "nothing else".to_string() } else { others.join(", ") }
+            ),
+        );
+    }
     row("dtypes", r.dtypes.iter().map(|(k, v)| format!("{k}: {}", count(*v))).collect::<Vec<_>>().join(", "));
     for sh in &r.shards {
         match &sh.error {

@@ -24,7 +24,7 @@ pub struct GgufInspectReport {
     pub file_bytes: u64,
     pub alignment: u64,
     pub arch: ArchMeta,
-    /// "instruct" (chat template or role tokens), "base", or "LoRA adapter".
+    /// "instruct" (chat template or role tokens), "base", "LoRA adapter" or "multimodal projector (mmproj)".
     pub kind: &'static str,
     /// A GGUF LoRA adapter's settings (`general.type = adapter`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,6 +91,8 @@ pub fn build(path: &Path, g: &GgufFile) -> GgufInspectReport {
         arch: h.arch_meta(),
         kind: if h.is_lora_adapter() {
             "LoRA adapter"
+        } else if h.is_mmproj() {
+            "multimodal projector (mmproj)"
         } else if tok.chat_template.is_some() || has_markers {
             "instruct"
         } else {

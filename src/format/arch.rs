@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::config::{checkpoint_field, text_field};
+use super::config::text_field;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -292,11 +292,15 @@ impl ArchSpec {
             usize::try_from(n).ok().filter(|&n| n > 0 && n <= 1 << 24).ok_or_else(|| field_err(k, format!("{n} is out of range")))
         };
         let opt_f = |k: &str| get(k).and_then(Value::as_f64);
-        let model_type = checkpoint_field(cfg, "model_type").and_then(Value::as_str).unwrap_or("");
+        // A vision-language checkpoint names its language model's type in `text_config`
+        // (`gemma3` → `gemma3_text`, `mistral3` → `mistral`, `llava` → `llama`…): the decoder is that.
+        let model_type = text_field(cfg, "model_type").and_then(Value::as_str).unwrap_or("");
         let family = match model_type {
             "llama" => Family::Llama,
             "mistral" => Family::Mistral,
-            "qwen2" => Family::Qwen2,
+            // Qwen2-VL / Qwen2.5-VL: a Qwen2 decoder with mrope, which for text-only ids gives every
+            // section the same positions, i.e. plain rope (transformers' `get_rope_index`).
+            "qwen2" | "qwen2_vl" | "qwen2_vl_text" | "qwen2_5_vl" | "qwen2_5_vl_text" => Family::Qwen2,
             "qwen3" => Family::Qwen3,
             "gemma" => Family::Gemma,
             "gemma2" => Family::Gemma2,
@@ -310,7 +314,7 @@ impl ArchSpec {
                 return Err(field_err(
                     "model_type",
                     format!(
-                        "`{other}` is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, mixtral, qwen2_moe, qwen3_moe, phi3, granite)"
+                        "`{other}` is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, mixtral, qwen2_moe, qwen3_moe, phi3, granite, and vision-language checkpoints whose text_config is one of them)"
                     ),
                 ))
             }
@@ -542,7 +546,9 @@ fn parse_scaling(v: Option<&Value>, max_pos: Option<u64>, top_original: Option<u
     let factor = || f("factor").ok_or_else(|| field_err("rope_scaling.factor", "is missing"));
     let original_max = v.get("original_max_position_embeddings").and_then(Value::as_u64).or(max_pos).unwrap_or(2048) as usize;
     Ok(match kind {
-        "default" => RopeScaling::None,
+        // Qwen2-VL's multimodal rope (transformers 4 spelling): on text-only ids all three sections
+        // turn by the same position, which is plain rope.
+        "default" | "mrope" => RopeScaling::None,
         "linear" => RopeScaling::Linear { factor: factor()? },
         "dynamic" => RopeScaling::Dynamic { factor: factor()?, original_max: max_pos.unwrap_or(2048) as usize },
         "llama3" => RopeScaling::Llama3 {
@@ -826,6 +832,31 @@ mod tests {
         assert_eq!((s.head_dim, s.norm, s.qkv_bias, s.tied_embeddings), (16, Norm::Rms, false, false));
         assert_eq!(s.rope.theta, 10000.0);
         assert!((s.attn_scale - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn vision_language_configs_run_their_text_model() {
+        // Qwen2.5-VL, transformers 5: the text model in text_config, mrope sections in rope_parameters.
+        let text = base();
+        let mut t = text.clone();
+        t["model_type"] = json!("qwen2_5_vl_text");
+        t["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]});
+        let c = json!({"model_type": "qwen2_5_vl", "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+                       "text_config": t, "vision_config": {"depth": 32}});
+        let s = ArchSpec::from_config(&c, Some(true)).unwrap();
+        assert_eq!(s.family, Family::Qwen2);
+        assert_eq!((s.rope.theta, &s.rope.scaling), (1e6, &RopeScaling::None));
+        // Qwen2-VL, transformers 4: one flat config, mrope spelled as a rope_scaling type.
+        let mut c = text.clone();
+        c["model_type"] = json!("qwen2_vl");
+        c["rope_scaling"] = json!({"type": "mrope", "mrope_section": [16, 24, 24]});
+        let s = ArchSpec::from_config(&c, Some(true)).unwrap();
+        assert_eq!((s.family, &s.rope.scaling), (Family::Qwen2, &RopeScaling::None));
+        // Mistral 3 / LLaVA: the wrapper's type is not a decoder; text_config's is.
+        let mut t = text;
+        t["model_type"] = json!("mistral");
+        let s = ArchSpec::from_config(&json!({"model_type": "mistral3", "text_config": t}), Some(true)).unwrap();
+        assert_eq!(s.family, Family::Mistral);
     }
 
     #[test]

@@ -185,7 +185,8 @@ impl Adapter {
         let mut unrecognised = Vec::new();
         let names: Vec<String> = dir.tensors().map(|(_, t)| t.name.clone()).collect();
         for n in names {
-            let bare = n.strip_prefix(PEFT_PREFIX).unwrap_or(&n).to_string();
+            // A VLM's adapter names its base's stored language-model prefix: keyed by canonical names.
+            let bare = crate::format::hf::canonical_name(n.strip_prefix(PEFT_PREFIX).unwrap_or(&n)).into_owned();
             if let Some(base) = bare.strip_suffix(".lora_A.weight") {
                 by_base.entry(base.to_string()).or_default().0 = Some(n.clone());
             } else if let Some(base) = bare.strip_suffix(".lora_B.weight") {
@@ -211,7 +212,9 @@ impl Adapter {
                 }
             };
             let rank = dir.tensor(&a).and_then(|(_, t)| t.shape.first().copied()).unwrap_or(config.r);
-            let (_, alpha) = config.rank_alpha(&base);
+            // peft matches rank/alpha patterns against the module's stored name.
+            let stored = a.strip_prefix(PEFT_PREFIX).unwrap_or(&a).strip_suffix(".lora_A.weight").unwrap_or(&base);
+            let (_, alpha) = config.rank_alpha(stored);
             let scale = config.scale(rank, alpha);
             modules.push(LoraModule { base, a, b, magnitude: m, rank, alpha, scale });
         }

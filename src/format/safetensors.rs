@@ -166,7 +166,13 @@ impl SafetensorsFile {
         // usual mmap caveat, accepted by every safetensors reader.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let header = parse_header(&mmap, path)?;
-        let by_name = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        let mut by_name: BTreeMap<String, usize> = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        // A VLM's language-model tensors answer to their canonical names too (`hf::canonical_name`).
+        for (i, t) in header.tensors.iter().enumerate() {
+            if let std::borrow::Cow::Owned(c) = super::hf::canonical_name(&t.name) {
+                by_name.entry(c).or_insert(i);
+            }
+        }
         Ok(SafetensorsFile { path: path.to_path_buf(), header, mmap: std::sync::Arc::new(mmap), by_name })
     }
 

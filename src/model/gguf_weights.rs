@@ -46,6 +46,15 @@ impl<'a> GgufWeights<'a> {
     pub fn new(file: &'a GgufFile) -> Result<GgufWeights<'a>> {
         let meta = file.header.arch_meta();
         let arch = meta.architecture.clone().unwrap_or_default();
+        if file.header.is_mmproj() {
+            return Err(Error::Field {
+                path: file.path.clone(),
+                field: "general.architecture".into(),
+                detail: "is `clip`: this is a VLM's multimodal projector (mmproj: vision encoder + projector), not a language model; \
+                         compare the language-model GGUF converted from the same checkpoint (llama.cpp loads this file beside it with --mmproj)"
+                    .into(),
+            });
+        }
         if !SUPPORTED_ARCHS.contains(&arch.as_str()) {
             return Err(Error::Field {
                 path: file.path.clone(),

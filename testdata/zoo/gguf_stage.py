@@ -55,8 +55,9 @@ def record(name: str, props: dict) -> None:
 # convert (main venv)
 
 
-def run_converter(model_dir: Path, out: Path, outtype: str) -> None:
-    """convert_hf_to_gguf.py main(), in-process, with the unknown-chkhsh -> gpt-2 workaround."""
+def run_converter(model_dir: Path, out: Path, outtype: str, extra: tuple[str, ...] = ()) -> None:
+    """convert_hf_to_gguf.py main(), in-process, with the unknown-chkhsh -> gpt-2 workaround; `extra`
+    are more converter flags (`--mmproj`)."""
     sys.path.insert(0, str(LLAMACPP / "gguf-py"))
     sys.path.insert(0, str(LLAMACPP))
     import convert_hf_to_gguf  # noqa: E402
@@ -75,7 +76,7 @@ def run_converter(model_dir: Path, out: Path, outtype: str) -> None:
         TextModel.get_vocab_base_pre = get_vocab_base_pre
         TextModel._zoo_patched = True
     argv = sys.argv
-    sys.argv = ["convert_hf_to_gguf.py", str(model_dir), "--outfile", str(out), "--outtype", outtype]
+    sys.argv = ["convert_hf_to_gguf.py", str(model_dir), "--outfile", str(out), "--outtype", outtype, *extra]
     try:
         convert_hf_to_gguf.main()
     finally:
@@ -234,9 +235,10 @@ def quantize() -> None:
            "tokenizer.ggml.eos_token_id", "0", "--force"]
     log("  " + " ".join(cmd[1:]))
     subprocess.run(cmd, check=True, env=env)
-    # wrong rope base: the Q8_0 file with llama.rope.freq_base edited (a metadata-only "context
-    # extension"); added by the lead after the first zoo run, so its golden is not committed.
-    shutil.copy(WORK / "q8_0.gguf", WORK / "wrong-rope.gguf")
+    # wrong rope base: the Q4_0 file with llama.rope.freq_base edited (a metadata-only "context
+    # extension"); added by the lead after the first zoo run, so its golden is not committed. (It
+    # was the Q8_0 file until 2026-12-04: Q4_0 is 1.1 MB smaller and the fault is the same.)
+    shutil.copy(WORK / "q4_0.gguf", WORK / "wrong-rope.gguf")
     cmd = [main_py, str(LLAMACPP / "gguf-py/gguf/scripts/gguf_set_metadata.py"), str(WORK / "wrong-rope.gguf"),
            "llama.rope.freq_base", "1000000", "--force"]
     log("  " + " ".join(cmd[1:]))

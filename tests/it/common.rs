@@ -255,17 +255,30 @@ pub fn edit_tensor(dir: &Path, name: &str, edit: &dyn Fn(&mut [u8])) {
 /// Rewrites every shard of the copy `dir` without the tensors `drop` names, and its index too,
 /// as a re-save that filtered them would.
 pub fn drop_tensors(dir: &Path, drop: &dyn Fn(&str) -> bool) {
+    resave_tensors(dir, &|n| (!drop(n)).then(|| n.to_string()));
+}
+
+/// Rewrites every shard of the copy `dir` (and its index) with each tensor renamed by `rename`,
+/// as a re-save by another library version would name them.
+pub fn rename_tensors(dir: &Path, rename: &dyn Fn(&str) -> String) {
+    resave_tensors(dir, &|n| Some(rename(n)));
+}
+
+/// Every shard and the index of `dir` rewritten: `keep` gives each tensor's new name, or `None`
+/// to drop it.
+fn resave_tensors(dir: &Path, keep: &dyn Fn(&str) -> Option<String>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap().to_str().unwrap().to_string();
         if name.ends_with(".safetensors") {
             let bytes = std::fs::read(&p).unwrap();
             let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-            let kept: Vec<_> = st.tensors().into_iter().filter(|(n, _)| !drop(n)).collect();
+            let kept: Vec<_> = st.tensors().into_iter().filter_map(|(n, t)| keep(&n).map(|n| (n, t))).collect();
             std::fs::write(&p, safetensors::serialize(kept, None).unwrap()).unwrap();
         } else if name == "model.safetensors.index.json" {
             let mut v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-            v["weight_map"].as_object_mut().unwrap().retain(|k, _| !drop(k));
+            let map = v["weight_map"].as_object().unwrap().clone();
+            v["weight_map"] = map.into_iter().filter_map(|(k, f)| keep(&k).map(|k| (k, f))).collect::<serde_json::Map<_, _>>().into();
             std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
         }
     }

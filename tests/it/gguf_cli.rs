@@ -108,7 +108,7 @@ fn compare_hf_against_its_ggufs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("tokenizers are different id spaces: only 259 of the 1024 ids") && !err.contains("loading"), "{err}");
-    // rope base 1e6 instead of 1e4 (gguf-py's gguf_set_metadata on the Q8_0 file): every
+    // rope base 1e6 instead of 1e4 (gguf-py's gguf_set_metadata on the Q4_0 file): every
     // position's angle changes, the model no longer computes the same function.
     let (code, v) = run("wrong-rope");
     assert_eq!(code, 1);

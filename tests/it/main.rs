@@ -32,4 +32,5 @@ mod splice;
 mod spm;
 mod token_map;
 mod training;
+mod vlm;
 mod zoo;

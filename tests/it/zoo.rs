@@ -87,6 +87,7 @@ fn lint_finds_each_zoo_fault() {
         ("mistral", None),
         ("gemma2", None),
         ("gemma3", None),
+        ("gemma3-vlm", None),
         ("llama-rope-llama3", None),
         ("llama-rope-linear", None),
         ("llama-rope-dynamic", None),

@@ -9,7 +9,7 @@
 //! the model. Finding ids are stable and documented in `docs/gguf.md`.
 //!
 //! Files: `adapter` (a GGUF LoRA adapter, alone and against its base), `alone` (the GGUF by
-//! itself), `source` (against the HF checkpoint), `tokenizer` (the
+//! itself), `projector` (a VLM's mmproj file beside it), `source` (against the HF checkpoint), `tokenizer` (the
 //! GGUF's vocabulary: pre-tokenizer, probe round trip, end-of-generation ids, BOS), `values`
 //! (NaN/Inf in tensors and block scales); this file runs them in order.
 
@@ -18,6 +18,7 @@ use crate::format::gguf::GgufFile;
 
 pub mod adapter;
 mod alone;
+mod projector;
 mod source;
 mod tokenizer;
 mod values;
@@ -47,8 +48,15 @@ pub fn run(g: &GgufFile, source: Option<&Context>) -> Vec<Finding> {
         return run_adapter(g, None);
     }
     let mut out = Findings::new();
+    if g.header.is_mmproj() {
+        // A projector has no vocabulary, template or language-model shape to check.
+        integrity(g, &mut out);
+        values(g, &mut out);
+        return out.into_vec();
+    }
     check(g, source.is_some(), &mut out);
     values(g, &mut out);
+    projector::check(g, source, &mut out);
     if let Some(ctx) = source {
         check_source(g, ctx, &mut out);
     }

@@ -75,6 +75,13 @@ impl Header {
         self.get_str("general.type") == Some("adapter")
     }
 
+    /// A multimodal projector (`mmproj`) written by `convert_hf_to_gguf.py --mmproj`
+    /// (`general.architecture = clip`): a VLM's vision encoder and projector, which llama.cpp loads
+    /// beside the language-model GGUF (`--mmproj`); no language model of its own.
+    pub fn is_mmproj(&self) -> bool {
+        self.get_str("general.architecture") == Some("clip")
+    }
+
     /// An adapter's `adapter.lora.alpha`.
     pub fn lora_alpha(&self) -> Option<f64> {
         self.get_f64("adapter.lora.alpha")
