@@ -77,6 +77,7 @@ ids! {
     GGUF_SCORES_MISSING => "gguf.scores-missing",
     GGUF_SHAPE_DIFFERS => "gguf.shape-differs",
     GGUF_SLIDING_LAYERS_DIFFER => "gguf.sliding-layers-differ",
+    GGUF_SOFTCAP_DIFFERS => "gguf.softcap-differs",
     GGUF_SOURCE_UNREADABLE => "gguf.source-unreadable",
     GGUF_SPACE_PREFIX_DIFFERS => "gguf.space-prefix-differs",
     GGUF_SPECIAL_OUT_OF_RANGE => "gguf.special-out-of-range",

@@ -17,6 +17,7 @@ pub mod gguf;
 pub mod hf;
 pub mod hub;
 pub mod lora;
+pub mod names;
 pub mod quant;
 pub mod safetensors;
 pub mod tokens;

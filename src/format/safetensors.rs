@@ -167,9 +167,9 @@ impl SafetensorsFile {
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let header = parse_header(&mmap, path)?;
         let mut by_name: BTreeMap<String, usize> = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        // A VLM's language-model tensors answer to their canonical names too (`hf::canonical_name`).
+        // A VLM's language-model tensors answer to their canonical names too (`names::canonical_name`).
         for (i, t) in header.tensors.iter().enumerate() {
-            if let std::borrow::Cow::Owned(c) = super::hf::canonical_name(&t.name) {
+            if let std::borrow::Cow::Owned(c) = super::names::canonical_name(&t.name) {
                 by_name.entry(c).or_insert(i);
             }
         }

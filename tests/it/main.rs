@@ -11,6 +11,7 @@ mod completions;
 mod corpus;
 mod engine;
 mod gate_action;
+mod gemma2;
 mod gguf;
 mod gguf_cli;
 mod gguf_engine;

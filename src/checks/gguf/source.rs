@@ -49,6 +49,7 @@ pub fn check_source(g: &GgufFile, ctx: &Context, out: &mut Findings) {
     config_numbers(&file, &meta, &arch, &ctx.config, out);
     rope_scaling(&file, h, &meta, &arch, &ctx.config, out);
     granite_scales(&file, h, &arch, ctx, out);
+    softcapping(&file, h, &arch, ctx, out);
     experts(&file, &meta, &arch, ctx, out);
 }
 
@@ -549,6 +550,65 @@ fn granite_scales(file: &str, h: &Header, arch: &str, ctx: &Context, out: &mut F
             .hint("re-convert with a llama.cpp whose converter writes Granite's multipliers (GraniteModel), or set the key with gguf_new_metadata.py"),
         );
     }
+}
+
+/// Gemma's logit softcapping (`tanh(x / c) · c` on attention scores and on the final logits)
+/// against config.json. llama.cpp's gemma2 graph always caps both, with the key's value or Gemma
+/// 2's own 50 and 30 when a key is absent (GGUFs converted before llama.cpp PR 8197, June 2024,
+/// carry neither key, and builds of that time ran them uncapped); its gemma3 graph caps the final
+/// logits only when `gemma3.final_logit_softcapping` is there and not 0.
+fn softcapping(file: &str, h: &Header, arch: &str, ctx: &Context, out: &mut Findings) {
+    let keys: &[(&str, Option<f64>)] = match arch {
+        "gemma2" => &[("attn_logit_softcapping", Some(50.0)), ("final_logit_softcapping", Some(30.0))],
+        "gemma3" => &[("final_logit_softcapping", None)],
+        _ => return,
+    };
+    let Some(cfg) = ctx.dir.config.as_ref().map(|c| &c.value) else { return };
+    for &(key, default) in keys {
+        let want = crate::format::config::text_field(cfg, key).and_then(Json::as_f64).filter(|&f| f != 0.0);
+        let stored = h.arch_key(key).and_then(|v| v.as_f64());
+        // What llama.cpp runs with.
+        let runs = stored.filter(|&f| f != 0.0).or(if stored.is_none() { default } else { None });
+        let (severity, problem) = match (want, stored, runs) {
+            (Some(w), _, Some(r)) if !close(r, w) => {
+                (Severity::Error, format!("llama.cpp caps at {} ({arch}.{key} {}) but config.json {key} is {w}", r as f32, shown(stored)))
+            }
+            (Some(w), _, None) => {
+                (Severity::Error, format!("{arch}.{key} is {}, so llama.cpp does not cap; config.json {key} is {w}", shown(stored)))
+            }
+            (Some(w), None, Some(_)) => (
+                Severity::Warning,
+                format!(
+                    "{arch}.{key} is missing: current llama.cpp falls back to {w}, as config.json says, but builds before June 2024 \
+                     and other GGUF runtimes (vLLM's loader) run it uncapped"
+                ),
+            ),
+            (None, _, Some(r)) => (
+                Severity::Error,
+                format!(
+                    "llama.cpp caps at {} ({arch}.{key} {}) but config.json has no {key}: transformers does not cap",
+                    r as f32,
+                    shown(stored)
+                ),
+            ),
+            _ => continue,
+        };
+        out.push(
+            Finding::new(
+                ids::GGUF_SOFTCAP_DIFFERS,
+                severity,
+                file,
+                format!("{problem}: the GGUF computes another function than the source"),
+            )
+            .field(format!("{arch}.{key}"))
+            .hint("re-convert with a current convert_hf_to_gguf.py (it writes both softcaps), or set the key with gguf_new_metadata.py"),
+        );
+    }
+}
+
+/// A metadata value as a finding shows it: its value, or `missing`.
+fn shown(v: Option<f64>) -> String {
+    v.map(|f| (f as f32).to_string()).unwrap_or_else(|| "missing".into())
 }
 
 /// Rope scaling (catalogue #12: Llama-3.1 scaling dropped at conversion).

@@ -42,7 +42,8 @@ pub const GRANITE_SCALES: [(&str, &str); 4] = [
 impl Header {
     /// `general.architecture` values the engine runs (`model::gguf_weights` maps their tensor
     /// names and refuses the others by this list). Others are checked statically only.
-    pub const ENGINE_ARCHS: &'static [&'static str] = &["llama", "qwen2", "qwen2moe", "qwen3", "qwen3moe", "gemma3", "phi3", "granite"];
+    pub const ENGINE_ARCHS: &'static [&'static str] =
+        &["llama", "qwen2", "qwen2moe", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3", "granite"];
 
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.by_key.get(key).map(|&i| &self.metadata[i].1)
@@ -225,10 +226,27 @@ impl Header {
             }
         }
         if arch.starts_with("gemma") {
-            // llama.cpp's Gemma graphs use the tanh GELU; Gemma 3 (non-27B) scales q by 1/sqrt(head_dim).
+            // llama.cpp's Gemma graphs use the tanh GELU and scale q by 1/sqrt(head_dim), except
+            // for the 27B models (told by their layer count: 46 for Gemma 2, 62 for Gemma 3),
+            // which scale by 1/sqrt(hidden / heads) — transformers' `query_pre_attn_scalar`.
             v["hidden_activation"] = "gelu_pytorch_tanh".into();
-            if let Some(k) = m.key_length {
-                v["query_pre_attn_scalar"] = k.into();
+            let is_27b = matches!((arch.as_str(), m.block_count), ("gemma2", Some(46)) | ("gemma3", Some(62)));
+            let per_head = m.embedding_length.zip(m.head_count.filter(|&h| h > 0)).map(|(e, h)| e / h);
+            if let Some(s) = if is_27b { per_head } else { m.key_length.or(per_head) } {
+                v["query_pre_attn_scalar"] = s.into();
+            }
+            // Softcapping as llama.cpp applies it: gemma2 always caps both, with Gemma 2's 50 and
+            // 30 when a key is absent (llama-hparams.h defaults, src/models/gemma2.cpp); gemma3
+            // caps the final logits only when its key is there and not 0.
+            for (key, gemma2_default) in [("attn_logit_softcapping", 50.0), ("final_logit_softcapping", 30.0)] {
+                let f = self.arch_key(key).and_then(Value::as_f64).filter(|&f| f != 0.0);
+                if let Some(f) = if arch == "gemma2" { f.or(Some(gemma2_default)) } else { f } {
+                    v[key] = f.into();
+                }
+            }
+            // llama.cpp's gemma2 loader defaults the window to 4096 (Gemma 2's own) when the key is absent.
+            if arch == "gemma2" && m.sliding_window.is_none() {
+                v["sliding_window"] = 4096u64.into();
             }
         }
         if let (Some(kind), Some(factor)) = (m.rope_scaling_type.as_deref(), m.rope_scaling_factor) {

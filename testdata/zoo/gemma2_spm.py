@@ -1,0 +1,177 @@
+"""Gemma 2 with a SentencePiece vocabulary, and the Gemma 2 GGUF llama.cpp's converter makes of it
+(issue 14: Gemma 2 GGUFs; the converter's Gemma2Model reads only a SentencePiece tokenizer.model,
+which the zoo's other models, sharing one byte-level BPE tokenizer, do not have).
+
+    <main venv python> gemma2_spm.py model goldens gguf    # ~3 min (training), needs libllama (see spm.py)
+
+`models/gemma2-spm`: `Gemma2ForCausalLM(Gemma2Config(vocab 1000 (spm-tokenizer/tokenizer.model),
+hidden 64, intermediate 128, 2 layers [sliding (window 16), full], 2 heads of 32, 1 kv head,
+attention softcap 50, final softcap 30, query_pre_attn_scalar 32, tied embeddings))`, trained 300
+steps on spm.py's chat tasks with Llama 2's template (the vocabulary has no <start_of_turn>), loss
+on the answer + </s>, stored bf16; transformers 5's GemmaTokenizer from the SentencePiece model (no
+space prefix, byte fallback) + the tokenizer.model a Gemma repository ships.
+`goldens/gemma2-spm.safetensors`: transformers f32 eager (softcapping needs eager), its own greedy
+answers on the 4 golden prompts, logits + hidden states. `gguf/gemma2-spm-f16.gguf`:
+`convert_hf_to_gguf.py --outtype f16` (Gemma2Model: `+1` folded into the norms,
+`gemma2.attn_logit_softcapping`, `.final_logit_softcapping`, `.attention.sliding_window`,
+`add_space_prefix = false`); `goldens/gguf-gemma2-spm-f16.safetensors`: llama.cpp's logits on the
+same ids (libllama through ctypes, spm.py's `LlamaCpp`), with llama.cpp's own tokenization of each
+rendered prompt recorded in measured_spm.json.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import spm as S  # noqa: E402
+
+NAME = "gemma2-spm"
+STEPS = 300
+
+
+def load_tokenizer():
+    from transformers import GemmaTokenizer
+
+    src = S.SCRATCH / "tok-src"
+    src.mkdir(parents=True, exist_ok=True)
+    shutil.copy(S.TOK_DIR / "tokenizer.model", src / "tokenizer.model")
+    # The vocabulary has no <pad> or <mask>: <unk> pads (Gemma's own pad id is 0 too), and no mask
+    # token is added past the 1000 ids the embedding has.
+    tok = GemmaTokenizer.from_pretrained(src, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>",
+                                         mask_token=None)
+    assert len(tok) == S.VOCAB, len(tok)
+    tok.chat_template = S.TEMPLATE
+    return tok
+
+
+def stage_model() -> None:
+    import torch
+    from transformers import Gemma2Config, Gemma2ForCausalLM, GenerationConfig
+
+    G = S.task_mod()
+    torch.set_num_threads(2)
+    tok = load_tokenizer()
+    cfg = Gemma2Config(vocab_size=S.VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=1, head_dim=32, max_position_embeddings=256, rms_norm_eps=1e-6,
+                       sliding_window=16, layer_types=["sliding_attention", "full_attention"], attn_logit_softcapping=50.0,
+                       final_logit_softcapping=30.0, query_pre_attn_scalar=32, tie_word_embeddings=True,
+                       bos_token_id=S.BOS, eos_token_id=S.EOS, pad_token_id=S.UNK)
+    torch.manual_seed(S.SEED + 90)
+    model = Gemma2ForCausalLM(cfg).float()
+    model.config._attn_implementation = "eager"
+    batch, lr = 16, 3e-3
+    S.log(f"{NAME}: training {STEPS} steps, AdamW {lr}, batch {batch}, loss on the answer + </s>")
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10) * max(0.1, 1 - s / STEPS))
+    rng = random.Random(2)
+    model.train()
+    for step in range(STEPS):
+        exs = [S.chat_ids(tok, *G.task(rng)) for _ in range(batch)]
+        n = max(len(e[0]) for e in exs)
+        ids = torch.full((batch, n), S.EOS, dtype=torch.long)
+        lab = torch.full((batch, n), -100, dtype=torch.long)
+        att = torch.zeros((batch, n), dtype=torch.long)
+        for i, (x, plen) in enumerate(exs):
+            ids[i, : len(x)] = torch.tensor(x)
+            lab[i, plen : len(x)] = torch.tensor(x[plen:])
+            att[i, : len(x)] = 1
+        out = model(input_ids=ids, attention_mask=att, labels=lab)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        if step % 50 == 0 or step == STEPS - 1:
+            S.log(f"  step {step} loss {out.loss.item():.3f}")
+    model.eval()
+    model = model.to(torch.bfloat16)
+    model.generation_config = GenerationConfig(bos_token_id=S.BOS, eos_token_id=S.EOS, pad_token_id=S.UNK)
+    out = S.MODELS / NAME
+    if out.exists():
+        shutil.rmtree(out)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    # transformers records the scratch path it converted from; a real repository has no such field.
+    tc = json.loads((out / "tokenizer_config.json").read_text())
+    tc.pop("vocab_file", None)
+    (out / "tokenizer_config.json").write_text(json.dumps(tc, indent=2, ensure_ascii=False) + "\n")
+    # Gemma repositories ship the SentencePiece model beside tokenizer.json; the converter needs it.
+    shutil.copy(S.TOK_DIR / "tokenizer.model", out / "tokenizer.model")
+    S.log(f"saved {out}: {sorted(p.name for p in out.iterdir())}")
+
+
+def stage_goldens() -> None:
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    torch.set_num_threads(2)
+    path = S.MODELS / NAME
+    model = S.load_model(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    seqs = S.golden_sequences(model, tok)
+    tensors, meta = {}, {"variant": NAME, "v_torch": torch.__version__, "v_transformers": transformers.__version__,
+                         "producer": "transformers f32 eager forward of the bf16 checkpoint (upcast on load)"}
+    p_eos = []
+    with torch.no_grad():
+        for i, s in enumerate(seqs):
+            ids = torch.tensor(s["input_ids"])
+            out = model(input_ids=ids[None], output_hidden_states=True)
+            tensors[f"input_ids.{i}"] = ids
+            tensors[f"logits.{i}"] = out.logits[0].float().contiguous()
+            tensors[f"hidden.{i}"] = torch.stack([h[0] for h in out.hidden_states]).float().contiguous()
+            meta[f"prompt_len.{i}"] = str(s["prompt_len"])
+            p_eos.append(float(torch.softmax(out.logits[0, -2].double(), -1)[S.EOS]))
+            S.log(f"  {i}: {tok.decode(s['input_ids'])!r} stopped={s['stopped']}")
+    save_file(tensors, str(S.GOLD / f"{NAME}.safetensors"), metadata=meta)
+    S.record(NAME, {"p_eos_turn_end": p_eos, "greedy_stop_rate": sum(s["stopped"] for s in seqs) / len(seqs),
+                    "T": [len(s["input_ids"]) for s in seqs], "prompt_len": [s["prompt_len"] for s in seqs]})
+
+
+def stage_gguf() -> None:
+    import numpy as np
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+    from transformers import AutoTokenizer
+
+    S.GGUF_DIR.mkdir(exist_ok=True)
+    f16 = S.GGUF_DIR / f"{NAME}-f16.gguf"
+    S.log(f"convert {NAME} -> f16")
+    S.run_converter(S.MODELS / NAME, f16, "f16")
+    ref_path = S.GOLD / f"{NAME}.safetensors"
+    ref = load_file(str(ref_path))
+    with safe_open(str(ref_path), "np") as st:
+        rmeta = st.metadata()
+    tok = AutoTokenizer.from_pretrained(S.MODELS / NAME)
+    G = S.task_mod()
+    prompts = [tok.apply_chat_template(p["messages"], tokenize=False) for p in G.golden_prompts()]
+    llm = S.LlamaCpp(f16)
+    n = len([k for k in ref if k.startswith("input_ids.")])
+    tensors, tok_equal, dmax = {}, [], 0.0
+    meta = {"variant": f"gguf-{NAME}-f16", "gguf_file": f"gguf/{f16.name}", "v_llama_cpp": S.LLAMACPP_VERSION,
+            "producer": "llama.cpp libllama (ctypes): llama_decode of input_ids as one batch, logits at every position"}
+    for i in range(n):
+        ids = [int(x) for x in ref[f"input_ids.{i}"]]
+        logits = llm.logits(ids)
+        plen = int(rmeta[f"prompt_len.{i}"])
+        tok_equal.append(llm.tokenize(prompts[i], add_special=False) == ids[:plen])
+        tensors[f"input_ids.{i}"] = np.array(ids, dtype=np.int64)
+        tensors[f"logits.{i}"] = np.ascontiguousarray(logits)
+        meta[f"prompt_len.{i}"] = rmeta[f"prompt_len.{i}"]
+        dmax = max(dmax, float(np.abs(ref[f"logits.{i}"].astype(np.float64) - logits).max()))
+    save_file(tensors, str(S.GOLD / f"gguf-{NAME}-f16.safetensors"), metadata=meta)
+    props = {"prompt_tokens_equal_hf": tok_equal, "max_abs_dlogit_vs_hf_f32": dmax, "size_bytes": f16.stat().st_size}
+    S.record(f"gguf-{NAME}-f16", props)
+    S.log(f"gguf-{NAME}-f16: {props}")
+
+
+if __name__ == "__main__":
+    stages = {"model": stage_model, "goldens": stage_goldens, "gguf": stage_gguf}
+    for s in sys.argv[1:] or list(stages):
+        stages[s]()
