@@ -1,7 +1,7 @@
 //! A `WeightSource` over a GGUF file: HF tensor names mapped to llama.cpp's (`blk.N.attn_q`…),
 //! llama.cpp's Q/K row permutation for interleaved rope undone on the raw blocks, blocks
-//! dequantized by candle (F32…Q8_0, K-quants) or here (IQ4_NL, IQ4_XS; candle 0.11 has no IQ
-//! types).
+//! dequantized by candle (F32…Q8_0, K-quants) or here (IQ4_NL, IQ4_XS, MXFP4, NVFP4; candle 0.11
+//! has none of them).
 //!
 //! Linear layers are dense f32 from the dequantized blocks by default: measured on the zoo's Q8_0
 //! GGUF, candle 0.11's quantized CPU matmul (`QMatMul`, which quantizes activations like ggml)
@@ -276,7 +276,7 @@ impl WeightSource for GgufWeights<'_> {
                 let values = dequantize_own(t.ggml_type, &self.blocks(name, t, expert)?, n_bytes).ok_or_else(|| {
                     self.err(
                         name,
-                        format!("ggml type {} is not one ckptcheck can run (it runs F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K…Q6_K IQ4_NL IQ4_XS)", t.ggml_type),
+                        format!("ggml type {} is not one ckptcheck can run (it runs F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K…Q6_K IQ4_NL IQ4_XS MXFP4 NVFP4)", t.ggml_type),
                     )
                 })?;
                 Tensor::from_vec(values, Self::located_shape(t, expert), device).map_err(cerr)?
@@ -502,15 +502,34 @@ pub fn candle_type(t: GgmlType) -> Option<GgmlDType> {
     })
 }
 
-/// Types dequantized here rather than by candle: IQ4_NL, IQ4_XS. `None` for any other.
+/// Types dequantized here rather than by candle: IQ4_NL, IQ4_XS, MXFP4, NVFP4. `None` for any other.
 fn dequantize_own(t: GgmlType, buf: &[u64], n_bytes: usize) -> Option<Vec<f32>> {
     // SAFETY: u64 → u8 view, `n_bytes` ≤ 8 · buf.len() (built by `blocks`).
     let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, n_bytes) };
     match t {
         GgmlType::IQ4_NL => Some(dequantize_iq4_nl(bytes)),
         GgmlType::IQ4_XS => Some(dequantize_iq4_xs(bytes)),
+        GgmlType::MXFP4 => Some(dequantize_mxfp4(bytes)),
+        GgmlType::NVFP4 => Some(dequantize_nvfp4(bytes)),
         _ => None,
     }
+}
+
+/// `bytes` of whole blocks (`block_bytes` each, `block_values` values) decoded by `into`.
+fn dequantize_with(bytes: &[u8], block_bytes: usize, block_values: usize, into: fn(&[u8], &mut [f32])) -> Vec<f32> {
+    let mut out = vec![0f32; bytes.len() / block_bytes * block_values];
+    into(bytes, &mut out);
+    out
+}
+
+/// MXFP4 blocks (`native::mxfp4_into`), as llama.cpp's `dequantize_row_mxfp4`.
+pub fn dequantize_mxfp4(bytes: &[u8]) -> Vec<f32> {
+    dequantize_with(bytes, 17, 32, super::native::mxfp4_into)
+}
+
+/// NVFP4 blocks (`native::nvfp4_into`), as llama.cpp's `dequantize_row_nvfp4`.
+pub fn dequantize_nvfp4(bytes: &[u8]) -> Vec<f32> {
+    dequantize_with(bytes, 36, 64, super::native::nvfp4_into)
 }
 
 /// IQ4_NL: blocks of 32 = f16 scale `d` + 16 bytes of 4-bit indices into `KVALUES_IQ4NL`; low

@@ -55,7 +55,9 @@ impl RowCodec {
             | GgmlType::Q5_K
             | GgmlType::Q6_K
             | GgmlType::IQ4_NL
-            | GgmlType::IQ4_XS => Some(RowCodec::Ggml(t)),
+            | GgmlType::IQ4_XS
+            | GgmlType::MXFP4
+            | GgmlType::NVFP4 => Some(RowCodec::Ggml(t)),
             _ => None,
         }
     }
@@ -68,6 +70,8 @@ impl RowCodec {
             RowCodec::Ggml(t) => match t {
                 GgmlType::IQ4_NL => (32, 18),
                 GgmlType::IQ4_XS => (256, 136),
+                GgmlType::MXFP4 => (32, 17),
+                GgmlType::NVFP4 => (64, 36),
                 GgmlType::Q4_0 => (32, std::mem::size_of::<k_quants::BlockQ4_0>()),
                 GgmlType::Q4_1 => (32, std::mem::size_of::<k_quants::BlockQ4_1>()),
                 GgmlType::Q5_0 => (32, std::mem::size_of::<k_quants::BlockQ5_0>()),
@@ -140,6 +144,8 @@ fn decode_row(codec: RowCodec, bytes: &[u8], out: &mut [f32]) {
             GgmlType::Q6_K => blocks_to_f32::<k_quants::BlockQ6K>(bytes, out),
             GgmlType::IQ4_NL => iq4_nl_into(bytes, out),
             GgmlType::IQ4_XS => iq4_xs_into(bytes, out),
+            GgmlType::MXFP4 => mxfp4_into(bytes, out),
+            GgmlType::NVFP4 => nvfp4_into(bytes, out),
             GgmlType::F32 => decode_row(RowCodec::F32, bytes, out),
             GgmlType::F16 => decode_row(RowCodec::F16, bytes, out),
             GgmlType::BF16 => decode_row(RowCodec::Bf16, bytes, out),
@@ -323,6 +329,51 @@ pub fn iq4_nl_into(bytes: &[u8], out: &mut [f32]) {
         for (i, q) in qs.iter().enumerate() {
             o[i] = d * f32::from(KVALUES_IQ4NL[(q & 0xf) as usize]);
             o[i + 16] = d * f32::from(KVALUES_IQ4NL[(q >> 4) as usize]);
+        }
+    }
+}
+
+/// FP4 E2M1 values doubled, by 4-bit code (llama.cpp `kvalues_mxfp4`; the scales below are
+/// halved to match).
+const KVALUES_MXFP4: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// An E8M0 scale halved (`ggml_e8m0_to_fp32_half`): 2^(e − 128), the two smallest as subnormals.
+fn e8m0_half(e: u8) -> f32 {
+    f32::from_bits(if e < 2 { 0x0020_0000u32 << e } else { u32::from(e - 1) << 23 })
+}
+
+/// An unsigned E4M3 scale (bias 7) halved (`ggml_ue4m3_to_fp32`); 0 and 0x7F decode to 0.
+fn ue4m3_half(x: u8) -> f32 {
+    if x == 0 || x == 0x7f {
+        return 0.0;
+    }
+    let (exp, man) = (i32::from((x >> 3) & 0xf), f32::from(x & 7));
+    let raw = if exp == 0 { man * 2f32.powi(-9) } else { (1.0 + man / 8.0) * 2f32.powi(exp - 7) };
+    raw * 0.5
+}
+
+/// MXFP4 (gpt-oss's GGUF type): blocks of 32 = an E8M0 exponent byte + 16 bytes of E2M1 codes, low
+/// nibbles elements 0..16, high 16..32 (llama.cpp `dequantize_row_mxfp4`).
+pub fn mxfp4_into(bytes: &[u8], out: &mut [f32]) {
+    for (block, o) in bytes.chunks_exact(17).zip(out.chunks_exact_mut(32)) {
+        let d = e8m0_half(block[0]);
+        for (j, q) in block[1..].iter().enumerate() {
+            o[j] = f32::from(KVALUES_MXFP4[(q & 0xf) as usize]) * d;
+            o[j + 16] = f32::from(KVALUES_MXFP4[(q >> 4) as usize]) * d;
+        }
+    }
+}
+
+/// NVFP4: blocks of 64 = four UE4M3 scales (one per 16 values) + 32 bytes of E2M1 codes; in each
+/// 16, low nibbles are elements 0..8, high 8..16 (llama.cpp `dequantize_row_nvfp4`).
+pub fn nvfp4_into(bytes: &[u8], out: &mut [f32]) {
+    for (block, o) in bytes.chunks_exact(36).zip(out.chunks_exact_mut(64)) {
+        for (s, (qs, o)) in block[4..].chunks_exact(8).zip(o.chunks_exact_mut(16)).enumerate() {
+            let d = ue4m3_half(block[s]);
+            for (j, q) in qs.iter().enumerate() {
+                o[j] = f32::from(KVALUES_MXFP4[(q & 0xf) as usize]) * d;
+                o[j + 8] = f32::from(KVALUES_MXFP4[(q >> 4) as usize]) * d;
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use ckptcheck::format::dtype::decode_f32;
 use ckptcheck::format::gguf::{GgmlType, GgufFile};
 use ckptcheck::format::hf::HfDir;
 use ckptcheck::format::safetensors::SafetensorsFile;
-use ckptcheck::model::gguf_weights::{dequantize_iq4_nl, dequantize_iq4_xs, GgufWeights};
+use ckptcheck::model::gguf_weights::{dequantize_iq4_nl, dequantize_iq4_xs, dequantize_mxfp4, dequantize_nvfp4, GgufWeights};
 use ckptcheck::model::weights::{HfWeights, WeightSource};
 use ckptcheck::model::{self};
 
@@ -123,6 +123,34 @@ fn iq4_xs_matches_gguf_py() {
     assert_eq!(&v[300..304], &[-323660.25, -71606.25, -254918.25, -71606.25]);
     let sum: f64 = v.iter().map(|x| f64::from(x.abs())).sum();
     assert!((sum - 63058675.38911283).abs() < 1e-9 * sum, "{sum}");
+}
+
+/// MXFP4 (E8M0 block exponents, the tiny and huge ones included) against gguf-py's
+/// `quants.dequantize` (llama.cpp's checkout of 2026-12-02) on the same bytes.
+#[test]
+fn mxfp4_matches_gguf_py() {
+    let g = GgufFile::open(&fixtures().join("all-types.gguf")).unwrap();
+    let v = dequantize_mxfp4(g.checked_bytes("t.MXFP4").unwrap());
+    assert_eq!(v.len() as u64, g.header.tensor("t.MXFP4").unwrap().numel());
+    let head: [f32; 4] = [-5.902958103587057e20, 7.378697629483821e19, 5.902958103587057e20, -8.854437155380585e20];
+    assert_eq!(&v[..4], &head);
+    assert_eq!(&v[32..36], &[512.0, -1536.0, -2048.0, 512.0]);
+    assert_eq!(&v[100..104], &[-8.271806125530277e-25, -1.2407709188295415e-24, 6.203854594147708e-25, 0.0]);
+    let sum: f64 = v.iter().map(|x| f64::from(x.abs())).sum();
+    assert!((sum - 1.394573851972442e22).abs() < 1e-6 * sum, "{sum}");
+}
+
+/// NVFP4 (four UE4M3 scales per 64 values) against gguf-py's `quants.dequantize`.
+#[test]
+fn nvfp4_matches_gguf_py() {
+    let g = GgufFile::open(&fixtures().join("all-types.gguf")).unwrap();
+    let v = dequantize_nvfp4(g.checked_bytes("t.NVFP4").unwrap());
+    assert_eq!(v.len() as u64, g.header.tensor("t.NVFP4").unwrap().numel());
+    assert_eq!(&v[..8], &[0.05859375, -0.3515625, 0.46875, 0.46875, -0.05859375, -0.17578125, -0.46875, 0.17578125]);
+    assert_eq!(&v[32..36], &[156.0, -39.0, 78.0, 156.0]);
+    assert_eq!(&v[100..104], &[320.0, 240.0, -120.0, -80.0]);
+    let sum: f64 = v.iter().map(|x| f64::from(x.abs())).sum();
+    assert!((sum - 13475.1416015625).abs() < 1e-9 * sum, "{sum}");
 }
 
 #[test]
