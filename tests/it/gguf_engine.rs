@@ -128,6 +128,8 @@ fn iq4_xs_matches_gguf_py() {
 /// MXFP4 (E8M0 block exponents, the tiny and huge ones included) against gguf-py's
 /// `quants.dequantize` (llama.cpp's checkout of 2026-12-02) on the same bytes.
 #[test]
+// The expected values are gguf-py's float32 results as Python prints them.
+#[allow(clippy::excessive_precision)]
 fn mxfp4_matches_gguf_py() {
     let g = GgufFile::open(&fixtures().join("all-types.gguf")).unwrap();
     let v = dequantize_mxfp4(g.checked_bytes("t.MXFP4").unwrap());
