@@ -3,8 +3,8 @@
 Several zoo models are another model's weights with only a config or tokenizer changed
 (llama-instruct's under four rope scalings, a wrong generation_config, a missing template, ...).
 Git stores such files once anyway; a checkout does not. This replaces each duplicate
-`*.safetensors` by a relative symlink to the copy in the directory with the shortest name
-(llama-instruct, spm-llama), which saves ~70 MB of testdata/.
+`*.safetensors` (equal bytes, whatever the file's name) by a relative symlink to the copy in the
+directory with the shortest name (llama-instruct, spm-llama), which saves ~73 MB of testdata/.
 
     python dedupe.py          # after regenerating: link duplicates
     python dedupe.py --undo   # before regenerating: turn links back into copies, so that a
@@ -33,10 +33,12 @@ def digest(p: Path) -> str:
 
 
 def link() -> None:
-    groups: dict[tuple[str, str], list[Path]] = {}
+    # By content alone: a shard of one sharded save can equal another save's (the untouched
+    # embedding shard of three QLoRA merges, the unquantized head of two compressed-tensors saves).
+    groups: dict[str, list[Path]] = {}
     for p in sorted(MODELS.glob("*/*.safetensors")):
         if not p.is_symlink():
-            groups.setdefault((p.name, digest(p)), []).append(p)
+            groups.setdefault(digest(p), []).append(p)
     for files in groups.values():
         keep = min(files, key=lambda p: (len(p.parent.name), p.parent.name))
         for p in files:
