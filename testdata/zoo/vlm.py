@@ -12,7 +12,12 @@ layout of every Gemma 3 from 4B up: `model.language_model.*`, `model.vision_towe
 0.3.36 runs Gemma 3 with its fixed 5-sliding-to-1-global pattern whatever `layer_types` says, so this
 keeps the GGUF the same model as the HF directory (the zoo's gemma3 covers mixed layers). Random init (parity only), seed
 `SEED + 80`, stored bf16 with the zoo tokenizer; golden as phi.py (transformers f32, the VLM's own
-forward on text-only ids: logits + hidden states on the first 4 of moe.py's `golden_seqs`).
+forward on text-only ids: logits + hidden states on moe.py's `golden_seqs`).
+
+`models/qwen2.5-vl`: `Qwen2_5_VLForConditionalGeneration` (text: hidden 64, 2 layers, 2 heads, 1 kv head,
+qkv bias, tied, rope 1e6 with mrope sections [4, 6, 6]; vision: a 1-block windowed ViT of width 32
+merged to 64), seed `SEED + 81`; transformers 5.24 saves the hub's layout (`model.layers.*`, `visual.*`).
+For text-only ids transformers gives all three mrope sections the same positions: plain 1-D rope.
 
 `gguf/gemma3-vlm-f16.gguf` (`convert_hf_to_gguf.py`, the text model; vision tensors skipped) and
 `gguf/mmproj-gemma3-vlm-f16.gguf` (the same converter with `--mmproj`: the vision tower + projector,
@@ -33,9 +38,7 @@ import moe as M  # noqa: E402  (golden_seqs; imports generate as G with the peft
 
 G = M.G
 GEMMA = "gemma3-vlm"
-# Goldens on the first 4 of the 12 shared sequences (the layer math is the families' own, held to all
-# 12 elsewhere; what is new here is the layout): 150 kB a golden instead of 440.
-GOLDEN_SEQS = 4
+QWEN = "qwen2.5-vl"
 
 
 def _dir_size(out: Path) -> int:
@@ -74,8 +77,28 @@ def stage_hf() -> None:
     m = Gemma3ForConditionalGeneration.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
     names = list(m.state_dict())
     assert any(n.startswith("model.language_model.layers.") for n in names), names[:5]
-    M.save_hf_golden(m, GEMMA, M.golden_seqs()[:GOLDEN_SEQS])
+    M.save_hf_golden(m, GEMMA)
     G.log(f"{GEMMA}: {_dir_size(out)} bytes on disk; golden {(G.GOLD / f'{GEMMA}.safetensors').stat().st_size} bytes")
+
+    # Qwen2.5-VL: a Qwen2 decoder (qkv bias) with mrope sections, a windowed ViT tower.
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    qcfg = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, max_position_embeddings=256, rms_norm_eps=1e-6,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]},
+                         tie_word_embeddings=True, bos_token_id=None, eos_token_id=G.IM_END, pad_token_id=G.PAD),
+        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[0]),
+        tie_word_embeddings=True, eos_token_id=G.IM_END, pad_token_id=G.PAD, bos_token_id=None,
+        image_token_id=1000, video_token_id=1001, vision_start_token_id=1002, vision_end_token_id=1003)
+    torch.manual_seed(G.SEED + 81)
+    model = Qwen2_5_VLForConditionalGeneration(qcfg).float().eval()
+    out = G.MODELS / QWEN
+    G.save_hf(model.to(torch.bfloat16), G.load_tok(), out)
+    m = Qwen2_5_VLForConditionalGeneration.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
+    M.save_hf_golden(m, QWEN)
+    G.log(f"{QWEN}: {_dir_size(out)} bytes on disk; golden {(G.GOLD / f'{QWEN}.safetensors').stat().st_size} bytes")
 
 
 def stage_gguf() -> None:
@@ -105,6 +128,15 @@ def stage_gguf() -> None:
         G.log(f"{p.name}: {p.stat().st_size} bytes")
 
 
+def G_canonical(name: str) -> str:
+    """The text model's name of a VLM tensor (ckptcheck's `format::names::canonical_name`)."""
+    for stored, canonical in [("language_model.model.", "model."), ("language_model.lm_head.", "lm_head."),
+                              ("model.language_model.", "model.")]:
+        if name.startswith(stored):
+            return canonical + name[len(stored):]
+    return name
+
+
 def stage_manifest() -> None:
     """Adds (or refreshes) this script's entries in zoo.json; every other entry is left as it is."""
     import hashlib
@@ -116,24 +148,24 @@ def stage_manifest() -> None:
 
     zoo = json.loads((G.ROOT / "zoo.json").read_text())
     sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()[:16]  # noqa: E731
-    d = G.MODELS / GEMMA
-    cfg = json.loads((d / "config.json").read_text())
-    st = safe_open(str(d / "model.safetensors"), "pt")
-    shapes = {k: list(st.get_slice(k).get_shape()) for k in st.keys()}
-    zoo["variants"][GEMMA] = {
-        "dir": f"models/{GEMMA}", "kind": "hf", "arch": cfg["model_type"],
-        "dtypes": sorted({str(st.get_slice(k).get_dtype()) for k in st.keys()}),
-        "tool": f"transformers {transformers.__version__} save_pretrained (Gemma3ForConditionalGeneration, random init)",
-        "command": "python vlm.py hf", "expected_fault": None, "tensor_count": len(shapes),
-        # Shapes under the text model's names (the VLM stores `language_model.model.*`).
-        "embed_shape": shapes.get("language_model.model.embed_tokens.weight"),
-        "lm_head_shape": shapes.get("language_model.lm_head.weight"),
-        "tokenizer_added_tokens": len(json.loads((d / "tokenizer.json").read_text())["added_tokens"]),
-        "weights_sha256_16": sha(d / "model.safetensors"),
-        "measured": {"params": sum(math.prod(s) for s in shapes.values())},
-        "golden": {"path": f"goldens/{GEMMA}.safetensors", "has_hidden": True},
-        "properties": {"text_model_type": cfg["text_config"]["model_type"], "vision_model_type": cfg["vision_config"]["model_type"]},
-    }
+    for name, cls in [(GEMMA, "Gemma3ForConditionalGeneration"), (QWEN, "Qwen2_5_VLForConditionalGeneration")]:
+        d = G.MODELS / name
+        cfg = json.loads((d / "config.json").read_text())
+        st = safe_open(str(d / "model.safetensors"), "pt")
+        shapes = {G_canonical(k): list(st.get_slice(k).get_shape()) for k in st.keys()}
+        zoo["variants"][name] = {
+            "dir": f"models/{name}", "kind": "hf", "arch": cfg["model_type"],
+            "dtypes": sorted({str(st.get_slice(k).get_dtype()) for k in st.keys()}),
+            "tool": f"transformers {transformers.__version__} save_pretrained ({cls}, random init)",
+            "command": "python vlm.py hf", "expected_fault": None, "tensor_count": len(shapes),
+            # Shapes under the text model's names (Gemma 3 stores `language_model.model.*`).
+            "embed_shape": shapes.get("model.embed_tokens.weight"), "lm_head_shape": shapes.get("lm_head.weight"),
+            "tokenizer_added_tokens": len(json.loads((d / "tokenizer.json").read_text())["added_tokens"]),
+            "weights_sha256_16": sha(d / "model.safetensors"),
+            "measured": {"params": sum(math.prod(s) for s in shapes.values())},
+            "golden": {"path": f"goldens/{name}.safetensors", "has_hidden": True},
+            "properties": {"text_model_type": cfg["text_config"]["model_type"], "vision_model_type": cfg["vision_config"]["model_type"]},
+        }
     for name, what in [(f"{GEMMA}-f16.gguf", "the text model"), (f"mmproj-{GEMMA}-f16.gguf", "--mmproj: vision tower + projector")]:
         path = G.ROOT / "gguf" / name
         zoo["variants"]["gguf-" + name.removesuffix(".gguf")] = {

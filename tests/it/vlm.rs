@@ -22,6 +22,18 @@ fn vlm_language_model_matches_transformers() {
     engine::check_variant("gemma3-vlm");
 }
 
+/// Qwen2.5-VL (transformers 5 saves the hub's layout: `model.layers.*` beside `visual.*`; config in
+/// `text_config` with mrope sections): on text-only ids its mrope gives every section the same
+/// positions, so the decoder's plain rope matches transformers' VLM forward.
+#[test]
+fn qwen2_5_vl_language_model_matches_transformers() {
+    engine::check_variant("qwen2.5-vl");
+    let r = ckptcheck(&["inspect", "--json", common::zoo_path("models/qwen2.5-vl").to_str().unwrap()]);
+    let m = &r.json()["multimodal"];
+    assert_eq!(m["language_model_prefix"], "model.");
+    assert!(m["other_parameters"]["visual"].as_u64().unwrap() > 0, "{m}");
+}
+
 /// transformers 4.52+ saves the same model as `model.language_model.*` with `lm_head` at the top:
 /// that layout loads too, to the same logits bit for bit.
 #[test]

@@ -88,6 +88,7 @@ fn lint_finds_each_zoo_fault() {
         ("gemma2", None),
         ("gemma3", None),
         ("gemma3-vlm", None),
+        ("qwen2.5-vl", None),
         ("llama-rope-llama3", None),
         ("llama-rope-linear", None),
         ("llama-rope-dynamic", None),
