@@ -22,7 +22,6 @@ rendered prompt recorded in measured_spm.json.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import sys
 from pathlib import Path
@@ -53,7 +52,6 @@ def stage_model() -> None:
     import torch
     from transformers import Gemma2Config, Gemma2ForCausalLM, GenerationConfig
 
-    G = S.task_mod()
     torch.set_num_threads(2)
     tok = load_tokenizer()
     cfg = Gemma2Config(vocab_size=S.VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
@@ -64,30 +62,7 @@ def stage_model() -> None:
     torch.manual_seed(S.SEED + 90)
     model = Gemma2ForCausalLM(cfg).float()
     model.config._attn_implementation = "eager"
-    batch, lr = 16, 3e-3
-    S.log(f"{NAME}: training {STEPS} steps, AdamW {lr}, batch {batch}, loss on the answer + </s>")
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10) * max(0.1, 1 - s / STEPS))
-    rng = random.Random(2)
-    model.train()
-    for step in range(STEPS):
-        exs = [S.chat_ids(tok, *G.task(rng)) for _ in range(batch)]
-        n = max(len(e[0]) for e in exs)
-        ids = torch.full((batch, n), S.EOS, dtype=torch.long)
-        lab = torch.full((batch, n), -100, dtype=torch.long)
-        att = torch.zeros((batch, n), dtype=torch.long)
-        for i, (x, plen) in enumerate(exs):
-            ids[i, : len(x)] = torch.tensor(x)
-            lab[i, plen : len(x)] = torch.tensor(x[plen:])
-            att[i, : len(x)] = 1
-        out = model(input_ids=ids, attention_mask=att, labels=lab)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-        if step % 50 == 0 or step == STEPS - 1:
-            S.log(f"  step {step} loss {out.loss.item():.3f}")
+    S.train_chat(model, tok, NAME, steps=STEPS, batch=16, lr=3e-3, seed=2)
     model.eval()
     model = model.to(torch.bfloat16)
     model.generation_config = GenerationConfig(bos_token_id=S.BOS, eos_token_id=S.EOS, pad_token_id=S.UNK)

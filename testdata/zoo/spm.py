@@ -167,23 +167,16 @@ def chat_ids(tok, q: str, a: str | None):
     return ids, len(p_ids)
 
 
-def stage_model() -> None:
+def train_chat(model, tok, name: str, steps: int, batch: int, lr: float, seed: int) -> None:
+    """AdamW on generate.py's chat tasks rendered with `tok`'s template (warmup 10 steps, then
+    linear decay to 10 %), loss on the answer and the closing </s> only; `model` is left in train mode."""
     import torch
-    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     G = task_mod()
-    torch.set_num_threads(2)
-    tok = load_hf_tokenizer(legacy=True)
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
-                      rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=BOS, eos_token_id=EOS)
-    torch.manual_seed(SEED)
-    model = LlamaForCausalLM(cfg).float()
-    steps, batch, lr = 400, 16, 3e-3
-    log(f"{NAME}: training {steps} steps, AdamW {lr}, batch {batch}, loss on the answer + </s>")
+    log(f"{name}: training {steps} steps, AdamW {lr}, batch {batch}, loss on the answer + </s>")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10) * max(0.1, 1 - s / steps))
-    rng = random.Random(1)
+    rng = random.Random(seed)
     model.train()
     for step in range(steps):
         exs = [chat_ids(tok, *G.task(rng)) for _ in range(batch)]
@@ -203,6 +196,20 @@ def stage_model() -> None:
         opt.zero_grad()
         if step % 50 == 0 or step == steps - 1:
             log(f"  step {step} loss {out.loss.item():.3f}")
+
+
+def stage_model() -> None:
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    torch.set_num_threads(2)
+    tok = load_hf_tokenizer(legacy=True)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
+                      rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=BOS, eos_token_id=EOS)
+    torch.manual_seed(SEED)
+    model = LlamaForCausalLM(cfg).float()
+    train_chat(model, tok, NAME, steps=400, batch=16, lr=3e-3, seed=1)
     model.eval()
     model = model.to(torch.bfloat16)
     model.generation_config = GenerationConfig(bos_token_id=BOS, eos_token_id=EOS)
