@@ -337,3 +337,45 @@ pub const ARCH_KEYS: &[&str] = &[
     "attention.layer_norm_rms_epsilon",
     "expert_count",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse::parse_header;
+    use super::super::test_writer::W;
+    use std::path::Path;
+
+    /// A Gemma GGUF's header: `arch`, `layers` blocks, hidden 3584, 16 heads of 256.
+    fn gemma(arch: &str, layers: u32, edit: impl Fn(&mut W)) -> serde_json::Value {
+        let mut w = W::new();
+        w.kv_str("general.architecture", arch);
+        for (k, v) in [("block_count", layers), ("embedding_length", 3584), ("attention.head_count", 16), ("attention.key_length", 256)] {
+            w.kv_u32(&format!("{arch}.{k}"), v);
+        }
+        edit(&mut w);
+        parse_header(&w.build(), Path::new("g.gguf")).unwrap().hf_config()
+    }
+
+    /// llama.cpp's Gemma graphs: q scaled by 1/sqrt(head_dim), but by 1/sqrt(hidden / heads) for
+    /// the 27B models (46 layers for Gemma 2, 62 for Gemma 3); gemma2 caps with 50 / 30 when its
+    /// keys are absent, gemma3 only with its key.
+    #[test]
+    fn gemma_q_scale_and_softcaps_follow_llama_cpp() {
+        let nine_b = gemma("gemma2", 42, |_| {});
+        assert_eq!(nine_b["query_pre_attn_scalar"], 256);
+        assert_eq!((nine_b["attn_logit_softcapping"].as_f64(), nine_b["final_logit_softcapping"].as_f64()), (Some(50.0), Some(30.0)));
+        assert_eq!(nine_b["sliding_window"], 4096);
+        assert_eq!(gemma("gemma2", 46, |_| {})["query_pre_attn_scalar"], 3584 / 16);
+        assert_eq!(gemma("gemma3", 62, |_| {})["query_pre_attn_scalar"], 3584 / 16);
+        assert_eq!(gemma("gemma3", 46, |_| {})["query_pre_attn_scalar"], 256);
+        let g3 = gemma("gemma3", 34, |_| {});
+        assert!(g3.get("attn_logit_softcapping").is_none() && g3.get("final_logit_softcapping").is_none(), "{g3}");
+        let capped = gemma("gemma2", 42, |w| {
+            w.kv_f32("gemma2.final_logit_softcapping", 5.0);
+        });
+        assert_eq!(capped["final_logit_softcapping"].as_f64(), Some(5.0));
+        let g3 = gemma("gemma3", 34, |w| {
+            w.kv_f32("gemma3.final_logit_softcapping", 30.0);
+        });
+        assert_eq!(g3["final_logit_softcapping"].as_f64(), Some(30.0));
+    }
+}

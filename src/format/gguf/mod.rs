@@ -141,6 +141,13 @@ mod test_writer {
             self.n_kv += 1;
             self
         }
+        pub(crate) fn kv_f32(&mut self, k: &str, v: f32) -> &mut Self {
+            Self::s(&mut self.kv, k);
+            self.kv.extend(6u32.to_le_bytes());
+            self.kv.extend(v.to_le_bytes());
+            self.n_kv += 1;
+            self
+        }
         pub(crate) fn kv_str(&mut self, k: &str, v: &str) -> &mut Self {
             Self::s(&mut self.kv, k);
             self.kv.extend(8u32.to_le_bytes());
