@@ -2,7 +2,7 @@
 by the one decoder; and the text GGUF llama.cpp's converter makes of it, with and without the
 `mmproj` file a VLM GGUF needs beside it.
 
-    <main venv python> vlm.py hf gguf manifest     # ~15 s
+    <main venv python> vlm.py hf gguf gguf-golden manifest     # ~20 s (the golden needs libllama, see moe.py)
 
 `models/gemma3-vlm`: `Gemma3ForConditionalGeneration(Gemma3Config(text_config = Gemma3TextConfig(hidden 64,
 intermediate 128, 2 sliding layers, 2 heads of 32, 1 kv head, window 16), vision_config =
@@ -18,6 +18,8 @@ forward on text-only ids: logits + hidden states on moe.py's `golden_seqs`).
 qkv bias, tied, rope 1e6 with mrope sections [4, 6, 6]; vision: a 1-block windowed ViT of width 32
 merged to 64), seed `SEED + 81`; transformers 5.24 saves the hub's layout (`model.layers.*`, `visual.*`).
 For text-only ids transformers gives all three mrope sections the same positions: plain 1-D rope.
+`gguf/qwen2.5-vl-f16.gguf`: the converter's `qwen2vl` text GGUF (`rope.dimension_sections`
+[4, 6, 6, 0]); `goldens/gguf-qwen2.5-vl-f16.safetensors`: llama.cpp's logits through llama_logits.c.
 
 `gguf/gemma3-vlm-f16.gguf` (`convert_hf_to_gguf.py`, the text model; vision tensors skipped) and
 `gguf/mmproj-gemma3-vlm-f16.gguf` (the same converter with `--mmproj`: the vision tower + projector,
@@ -124,8 +126,16 @@ def stage_gguf() -> None:
     save_file(st, str(hub / "model.safetensors"), metadata={"format": "pt"})
     proj = S.GGUF_DIR / f"mmproj-{GEMMA}-f16.gguf"
     S.run_converter(hub, proj, "f16", ("--mmproj",))
-    for p in (text, proj):
+    qwen = S.GGUF_DIR / f"{QWEN}-f16.gguf"
+    S.run_converter(G.MODELS / QWEN, qwen, "f16")
+    for p in (text, proj, qwen):
         G.log(f"{p.name}: {p.stat().st_size} bytes")
+
+
+def stage_gguf_golden() -> None:
+    """llama.cpp's logits for the Qwen2.5-VL text GGUF (`qwen2vl`: M-RoPE over
+    `rope.dimension_sections`, which for text positions is plain rope), via llama_logits.c."""
+    M.save_llama_cpp_golden(G.ROOT / "gguf" / f"{QWEN}-f16.gguf", f"gguf-{QWEN}-f16")
 
 
 def G_canonical(name: str) -> str:
@@ -166,19 +176,22 @@ def stage_manifest() -> None:
             "golden": {"path": f"goldens/{name}.safetensors", "has_hidden": True},
             "properties": {"text_model_type": cfg["text_config"]["model_type"], "vision_model_type": cfg["vision_config"]["model_type"]},
         }
-    for name, what in [(f"{GEMMA}-f16.gguf", "the text model"), (f"mmproj-{GEMMA}-f16.gguf", "--mmproj: vision tower + projector")]:
+    for name, what, parent in [(f"{GEMMA}-f16.gguf", "the text model", GEMMA),
+                               (f"mmproj-{GEMMA}-f16.gguf", "--mmproj: vision tower + projector", GEMMA),
+                               (f"{QWEN}-f16.gguf", "the text model, arch qwen2vl", QWEN)]:
         path = G.ROOT / "gguf" / name
         zoo["variants"]["gguf-" + name.removesuffix(".gguf")] = {
             "dir": "gguf", "path": f"gguf/{name}", "kind": "gguf", "arch": None, "dtypes": None,
             "tool": f"llama.cpp convert_hf_to_gguf.py --outtype f16 ({what}; {M.LLAMACPP})",
-            "command": "python vlm.py gguf", "expected_fault": None, "parent": GEMMA,
+            "command": "python vlm.py gguf", "expected_fault": None, "parent": parent,
             "tensor_count": None, "embed_shape": None, "lm_head_shape": None, "tokenizer_added_tokens": None,
-            "weights_sha256_16": sha(path), "golden": None, "measured": {"size_bytes": path.stat().st_size},
+            "weights_sha256_16": sha(path), "measured": {"size_bytes": path.stat().st_size},
+            "golden": ({"path": f"goldens/gguf-{QWEN}-f16.safetensors", "has_hidden": False} if parent == QWEN else None),
         }
     (G.ROOT / "zoo.json").write_text(json.dumps(zoo, indent=1) + "\n")
     G.log("zoo.json: VLM entries added")
 
 
 if __name__ == "__main__":
-    for stage in sys.argv[1:] or ["hf", "gguf", "manifest"]:
-        {"hf": stage_hf, "gguf": stage_gguf, "manifest": stage_manifest}[stage]()
+    for stage in sys.argv[1:] or ["hf", "gguf", "gguf-golden", "manifest"]:
+        {"hf": stage_hf, "gguf": stage_gguf, "gguf-golden": stage_gguf_golden, "manifest": stage_manifest}[stage]()

@@ -72,6 +72,43 @@ fn text_gguf_of_a_vlm_matches_transformers() {
     }
 }
 
+/// Qwen2.5-VL's text GGUF (`qwen2vl`: M-RoPE over `rope.dimension_sections`) runs as a Qwen2:
+/// it matches llama.cpp's own logits and transformers' VLM forward; lint --source knows
+/// `qwen2_5_vl` converts to `qwen2vl`, and finds the projector missing.
+#[test]
+fn qwen2vl_gguf_matches_llama_cpp_and_transformers() {
+    let g = GgufFile::open(&common::zoo_path("gguf/qwen2.5-vl-f16.gguf")).unwrap();
+    assert_eq!(g.header.get_str("general.architecture"), Some("qwen2vl"));
+    let m = model::load_gguf(&g, &Device::Cpu, DType::F32).unwrap();
+    for variant in ["gguf-qwen2.5-vl-f16", "qwen2.5-vl"] {
+        for (pi, (ids, want, vocab)) in gguf_engine::goldens(variant).iter().enumerate() {
+            let got: Vec<f32> = m.forward(ids, false).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
+            let d = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
+            eprintln!("{variant} prompt {pi}: max |Δlogit| {d:.3e} (scale {scale:.2})");
+            assert!(d <= 0.003 * scale, "{variant} prompt {pi}: {d}");
+            for (a, b) in got.chunks(*vocab).zip(want.chunks(*vocab)) {
+                assert_eq!(ckptcheck::compare::metrics::argmax(a), ckptcheck::compare::metrics::argmax(b), "{variant} prompt {pi}");
+            }
+        }
+    }
+    // Beside it in gguf/ is Gemma's projector only (of the same width, 64): not Qwen's.
+    let qwen = common::zoo_path("models/qwen2.5-vl");
+    let r =
+        ckptcheck(&["lint", "--json", "--source", qwen.to_str().unwrap(), common::zoo_path("gguf/qwen2.5-vl-f16.gguf").to_str().unwrap()]);
+    assert_eq!(r.finding_ids(), vec!["gguf.mmproj-mismatch"], "{}", r.stdout);
+    let msg = r.finding("gguf.mmproj-mismatch")["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("is a `gemma3` projector, qwen2_5_vl needs `qwen2.5vl_merger`"), "{msg}");
+    let alone = common::tmp();
+    let copy = alone.path().join("qwen2.5-vl-f16.gguf");
+    std::fs::copy(common::zoo_path("gguf/qwen2.5-vl-f16.gguf"), &copy).unwrap();
+    assert_eq!(lint_ids(&["--source", qwen.to_str().unwrap(), copy.to_str().unwrap()]), vec!["gguf.mmproj-missing"]);
+    // Another model's source: the architecture check now compares qwen2_5_vl.
+    let ids =
+        lint_ids(&["--source", common::zoo_path(VLM).to_str().unwrap(), common::zoo_path("gguf/qwen2.5-vl-f16.gguf").to_str().unwrap()]);
+    assert!(ids.contains(&"gguf.architecture-differs".to_string()), "{ids:?}");
+}
+
 /// inspect says where the language model is and what else the directory holds; an mmproj GGUF
 /// is named for what it is.
 #[test]
@@ -141,7 +178,7 @@ fn lint_checks_the_projector_beside_a_vlm_gguf() {
     let r = ckptcheck(&["lint", "--json", "--source", vlm, q.to_str().unwrap()]);
     let f = r.finding("gguf.mmproj-mismatch");
     let msg = f["message"].as_str().unwrap();
-    assert!(msg.contains("`mmproj-f16.gguf` (64)") && msg.contains("embedding_length is 128"), "{f}");
+    assert!(msg.contains("`mmproj-f16.gguf` projects images to 64-wide embeddings") && msg.contains("embedding_length is 128"), "{f}");
     assert_eq!(r.code, 1);
     // Without a VLM source nothing is checked: a folder may hold one model's projector beside
     // text models (the zoo's gguf/ does).

@@ -10,6 +10,19 @@ use crate::checks::ids;
 use crate::checks::{Context, Finding, Findings, Severity};
 use crate::format::gguf::GgufFile;
 
+/// `clip.projector_type` that `convert_hf_to_gguf.py --mmproj` writes for a source `model_type`
+/// (gguf-py `VisionProjectorType`); types not listed are not compared.
+const PROJECTOR_OF: &[(&str, &str)] = &[
+    ("gemma3", "gemma3"),
+    ("qwen2_vl", "qwen2vl_merger"),
+    ("qwen2_5_vl", "qwen2.5vl_merger"),
+    ("qwen3_vl", "qwen3vl_merger"),
+    ("mistral3", "pixtral"),
+    ("llama4", "llama4"),
+    ("idefics3", "idefics3"),
+    ("internvl", "internvl"),
+];
+
 /// How many directory entries are looked at for a projector (a model folder has a few files;
 /// a GGUF in a huge download folder must not make lint read every header in it).
 const MAX_ENTRIES: usize = 4096;
@@ -31,8 +44,9 @@ fn projectors_beside(model: &Path) -> Vec<(PathBuf, GgufFile)> {
 
 /// The projector checks of a language-model GGUF `g` converted from a vision-language `source`
 /// (config.json has `vision_config`): a projector must be beside it, and one of those beside it
-/// must output embeddings of the model's width (`clip.vision.projection_dim` =
-/// `{arch}.embedding_length`). Without such a source nothing is checked: a folder of GGUFs may
+/// must fit — the projector type the converter writes for the source's `model_type`
+/// (`PROJECTOR_OF`, where known) and embeddings of the model's width (`clip.vision.projection_dim`
+/// = `{arch}.embedding_length`). Without such a source nothing is checked: a folder of GGUFs may
 /// hold one model's projector beside other, text-only models, and a Gemma 3 1B GGUF looks like a
 /// 4B one's language model.
 pub fn check(g: &GgufFile, source: Option<&Context>, out: &mut Findings) {
@@ -62,24 +76,42 @@ pub fn check(g: &GgufFile, source: Option<&Context>, out: &mut Findings) {
     }
     let meta = g.header.arch_meta();
     let arch = meta.architecture.clone().unwrap_or_else(|| "?".into());
-    let Some(width) = meta.embedding_length else { return };
-    let dims: Vec<(String, u64)> = found
+    let expected_type = ctx.config.model_type.as_deref().and_then(|t| PROJECTOR_OF.iter().find(|(m, _)| *m == t)).map(|(_, p)| *p);
+    // Why each projector does not fit (None: it fits).
+    let misfits: Vec<Option<String>> = found
         .iter()
-        .filter_map(|(p, proj)| Some((crate::format::hf::file_name(p), proj.header.get_u64("clip.vision.projection_dim")?)))
+        .map(|(p, proj)| {
+            let name = crate::format::hf::file_name(p);
+            let h = &proj.header;
+            let kind = h.get_str("clip.projector_type").or_else(|| h.get_str("clip.vision.projector_type"));
+            if let (Some(want), Some(kind)) = (expected_type, kind) {
+                if kind != want {
+                    return Some(format!(
+                        "`{name}` is a `{kind}` projector, {} needs `{want}`",
+                        ctx.config.model_type.as_deref().unwrap_or("?")
+                    ));
+                }
+            }
+            match (h.get_u64("clip.vision.projection_dim"), meta.embedding_length) {
+                (Some(dim), Some(width)) if dim != width => {
+                    Some(format!("`{name}` projects images to {dim}-wide embeddings, but {arch}.embedding_length is {width}"))
+                }
+                _ => None,
+            }
+        })
         .collect();
-    if dims.is_empty() || dims.iter().any(|(_, d)| *d == width) {
+    if misfits.iter().any(Option::is_none) {
         return;
     }
-    let shown: Vec<String> = dims.iter().map(|(n, d)| format!("`{n}` ({d})")).collect();
+    let shown: Vec<String> = misfits.into_iter().flatten().collect();
     out.push(
         Finding::new(
             ids::GGUF_MMPROJ_MISMATCH,
             Severity::Error,
             &file,
             format!(
-                "the projector beside it projects images to embeddings of another width ({}), but {arch}.embedding_length is {width}: \
-                 it belongs to another model (size), and llama.cpp fails on the first image",
-                shown.join(", ")
+                "no projector beside it fits this model ({}): it belongs to another model or size, and llama.cpp fails on the first image",
+                shown.join("; ")
             ),
         )
         .field("clip.vision.projection_dim")

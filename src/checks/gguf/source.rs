@@ -199,6 +199,8 @@ pub const GGUF_ARCH_OF: &[(&str, &str)] = &[
     ("qwen2_moe", "qwen2moe"),
     ("qwen3", "qwen3"),
     ("qwen3_moe", "qwen3moe"),
+    ("qwen2_vl", "qwen2vl"),
+    ("qwen2_5_vl", "qwen2vl"),
     ("gemma", "gemma"),
     ("gemma2", "gemma2"),
     ("gemma3", "gemma3"),

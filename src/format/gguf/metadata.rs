@@ -43,7 +43,7 @@ impl Header {
     /// `general.architecture` values the engine runs (`model::gguf_weights` maps their tensor
     /// names and refuses the others by this list). Others are checked statically only.
     pub const ENGINE_ARCHS: &'static [&'static str] =
-        &["llama", "qwen2", "qwen2moe", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3", "granite"];
+        &["llama", "qwen2", "qwen2vl", "qwen2moe", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3", "granite"];
 
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.by_key.get(key).map(|&i| &self.metadata[i].1)
@@ -176,6 +176,9 @@ impl Header {
             ("llama", Some(_)) => "mixtral".to_string(),
             ("qwen3moe", _) => "qwen3_moe".to_string(),
             ("qwen2moe", _) => "qwen2_moe".to_string(),
+            // Qwen2-VL / Qwen2.5-VL's language model: Qwen2's tensors with M-RoPE over
+            // `rope.dimension_sections`, which turns text positions exactly as plain rope does.
+            ("qwen2vl", _) => "qwen2".to_string(),
             (a, _) => a.to_string(),
         };
         let mut v = serde_json::json!({
