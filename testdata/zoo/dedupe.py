@@ -1,10 +1,11 @@
 """Keeps one copy of byte-identical weight files under models/ on disk.
 
 Several zoo models are another model's weights with only a config or tokenizer changed
-(llama-instruct's under four rope scalings, a wrong generation_config, a missing template, ...).
-Git stores such files once anyway; a checkout does not. This replaces each duplicate
-`*.safetensors` (equal bytes, whatever the file's name) by a relative symlink to the copy in the
-directory with the shortest name (llama-instruct, spm-llama), which saves ~73 MB of testdata/.
+(llama-instruct's under four rope scalings, a wrong generation_config, a missing template, ...),
+and most share the zoo tokenizer. Git stores such files once anyway; a checkout does not. This
+replaces each duplicate `*.safetensors` (equal bytes, whatever the file's name) and `tokenizer.json`
+by a relative symlink to the copy in the directory with the shortest name (llama-instruct,
+spm-llama; qwen3 for the shared tokenizer.json), which saves ~76 MB of testdata/.
 
     python dedupe.py          # after regenerating: link duplicates
     python dedupe.py --undo   # before regenerating: turn links back into copies, so that a
@@ -32,11 +33,17 @@ def digest(p: Path) -> str:
     return h.hexdigest()
 
 
+def linked_files() -> list[Path]:
+    """The files linked when equal: weights, and tokenizer.json (most zoo models share the zoo
+    tokenizer's, 54 kB each)."""
+    return sorted([*MODELS.glob("*/*.safetensors"), *MODELS.glob("*/tokenizer.json")])
+
+
 def link() -> None:
     # By content alone: a shard of one sharded save can equal another save's (the untouched
     # embedding shard of three QLoRA merges, the unquantized head of two compressed-tensors saves).
     groups: dict[str, list[Path]] = {}
-    for p in sorted(MODELS.glob("*/*.safetensors")):
+    for p in linked_files():
         if not p.is_symlink():
             groups.setdefault(digest(p), []).append(p)
     for files in groups.values():
@@ -49,7 +56,7 @@ def link() -> None:
 
 
 def undo() -> None:
-    for p in sorted(MODELS.glob("*/*.safetensors")):
+    for p in linked_files():
         if p.is_symlink():
             target = p.resolve()
             p.unlink()
