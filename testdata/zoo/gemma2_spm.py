@@ -81,69 +81,15 @@ def stage_model() -> None:
 
 
 def stage_goldens() -> None:
-    import torch
-    import transformers
-    from safetensors.torch import save_file
-    from transformers import AutoTokenizer
-
-    torch.set_num_threads(2)
-    path = S.MODELS / NAME
-    model = S.load_model(path)
-    tok = AutoTokenizer.from_pretrained(path)
-    seqs = S.golden_sequences(model, tok)
-    tensors, meta = {}, {"variant": NAME, "v_torch": torch.__version__, "v_transformers": transformers.__version__,
-                         "producer": "transformers f32 eager forward of the bf16 checkpoint (upcast on load)"}
-    p_eos = []
-    with torch.no_grad():
-        for i, s in enumerate(seqs):
-            ids = torch.tensor(s["input_ids"])
-            out = model(input_ids=ids[None], output_hidden_states=True)
-            tensors[f"input_ids.{i}"] = ids
-            tensors[f"logits.{i}"] = out.logits[0].float().contiguous()
-            tensors[f"hidden.{i}"] = torch.stack([h[0] for h in out.hidden_states]).float().contiguous()
-            meta[f"prompt_len.{i}"] = str(s["prompt_len"])
-            p_eos.append(float(torch.softmax(out.logits[0, -2].double(), -1)[S.EOS]))
-            S.log(f"  {i}: {tok.decode(s['input_ids'])!r} stopped={s['stopped']}")
-    save_file(tensors, str(S.GOLD / f"{NAME}.safetensors"), metadata=meta)
-    S.record(NAME, {"p_eos_turn_end": p_eos, "greedy_stop_rate": sum(s["stopped"] for s in seqs) / len(seqs),
-                    "T": [len(s["input_ids"]) for s in seqs], "prompt_len": [s["prompt_len"] for s in seqs]})
+    S.save_goldens(NAME)
 
 
 def stage_gguf() -> None:
-    import numpy as np
-    from safetensors import safe_open
-    from safetensors.numpy import load_file, save_file
-    from transformers import AutoTokenizer
-
     S.GGUF_DIR.mkdir(exist_ok=True)
     f16 = S.GGUF_DIR / f"{NAME}-f16.gguf"
     S.log(f"convert {NAME} -> f16")
     S.run_converter(S.MODELS / NAME, f16, "f16")
-    ref_path = S.GOLD / f"{NAME}.safetensors"
-    ref = load_file(str(ref_path))
-    with safe_open(str(ref_path), "np") as st:
-        rmeta = st.metadata()
-    tok = AutoTokenizer.from_pretrained(S.MODELS / NAME)
-    G = S.task_mod()
-    prompts = [tok.apply_chat_template(p["messages"], tokenize=False) for p in G.golden_prompts()]
-    llm = S.LlamaCpp(f16)
-    n = len([k for k in ref if k.startswith("input_ids.")])
-    tensors, tok_equal, dmax = {}, [], 0.0
-    meta = {"variant": f"gguf-{NAME}-f16", "gguf_file": f"gguf/{f16.name}", "v_llama_cpp": S.LLAMACPP_VERSION,
-            "producer": "llama.cpp libllama (ctypes): llama_decode of input_ids as one batch, logits at every position"}
-    for i in range(n):
-        ids = [int(x) for x in ref[f"input_ids.{i}"]]
-        logits = llm.logits(ids)
-        plen = int(rmeta[f"prompt_len.{i}"])
-        tok_equal.append(llm.tokenize(prompts[i], add_special=False) == ids[:plen])
-        tensors[f"input_ids.{i}"] = np.array(ids, dtype=np.int64)
-        tensors[f"logits.{i}"] = np.ascontiguousarray(logits)
-        meta[f"prompt_len.{i}"] = rmeta[f"prompt_len.{i}"]
-        dmax = max(dmax, float(np.abs(ref[f"logits.{i}"].astype(np.float64) - logits).max()))
-    save_file(tensors, str(S.GOLD / f"gguf-{NAME}-f16.safetensors"), metadata=meta)
-    props = {"prompt_tokens_equal_hf": tok_equal, "max_abs_dlogit_vs_hf_f32": dmax, "size_bytes": f16.stat().st_size}
-    S.record(f"gguf-{NAME}-f16", props)
-    S.log(f"gguf-{NAME}-f16: {props}")
+    S.llama_cpp_golden(NAME, f16, "f16", *S.golden_context(NAME))
 
 
 if __name__ == "__main__":

@@ -259,18 +259,20 @@ def golden_sequences(model, tok):
     return seqs
 
 
-def stage_goldens() -> None:
+def save_goldens(name: str) -> None:
+    """transformers f32 logits + hidden states of models/`name` on its own greedy answers to the
+    golden prompts, as goldens/`name`.safetensors; P(EOS) and stop rate recorded."""
     import torch
     import transformers
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
     torch.set_num_threads(2)
-    path = MODELS / NAME
+    path = MODELS / name
     model = load_model(path)
     tok = AutoTokenizer.from_pretrained(path)
     seqs = golden_sequences(model, tok)
-    tensors, meta = {}, {"variant": NAME, "v_torch": torch.__version__, "v_transformers": transformers.__version__,
+    tensors, meta = {}, {"variant": name, "v_torch": torch.__version__, "v_transformers": transformers.__version__,
                          "producer": "transformers f32 eager forward of the bf16 checkpoint (upcast on load)"}
     p_eos = []
     with torch.no_grad():
@@ -283,9 +285,13 @@ def stage_goldens() -> None:
             meta[f"prompt_len.{i}"] = str(s["prompt_len"])
             p_eos.append(float(torch.softmax(out.logits[0, -2].double(), -1)[EOS]))
             log(f"  {i}: {tok.decode(s['input_ids'])!r} stopped={s['stopped']}")
-    save_file(tensors, str(GOLD / f"{NAME}.safetensors"), metadata=meta)
-    record(NAME, {"p_eos_turn_end": p_eos, "greedy_stop_rate": sum(s["stopped"] for s in seqs) / len(seqs),
+    save_file(tensors, str(GOLD / f"{name}.safetensors"), metadata=meta)
+    record(name, {"p_eos_turn_end": p_eos, "greedy_stop_rate": sum(s["stopped"] for s in seqs) / len(seqs),
                   "T": [len(s["input_ids"]) for s in seqs], "prompt_len": [s["prompt_len"] for s in seqs]})
+
+
+def stage_goldens() -> None:
+    save_goldens(NAME)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,10 +395,60 @@ class LlamaCpp:
         return out.astype(np.float32)
 
 
-def stage_gguf() -> None:
-    import numpy as np
-    from safetensors.numpy import load_file, save_file
+def golden_context(name: str):
+    """models/`name`'s transformers golden (tensors, metadata) and its 4 prompts rendered by its
+    own chat template: what the llama.cpp goldens are made and checked on."""
     from safetensors import safe_open
+    from safetensors.numpy import load_file
+    from transformers import AutoTokenizer
+
+    ref_path = GOLD / f"{name}.safetensors"
+    ref = load_file(str(ref_path))
+    with safe_open(str(ref_path), "np") as st:
+        rmeta = st.metadata()
+    tok = AutoTokenizer.from_pretrained(MODELS / name)
+    prompts = [tok.apply_chat_template(p["messages"], tokenize=False) for p in task_mod().golden_prompts()]
+    return ref, rmeta, prompts
+
+
+def llama_cpp_golden(name: str, path: Path, tag: str, ref, rmeta, prompts) -> dict:
+    """llama.cpp's logits for GGUF `path` on the golden ids of `ref` (golden_context), saved as
+    goldens/gguf-`name`-`tag`.safetensors; its distance to transformers and whether its own
+    tokenization of each prompt gives the same ids recorded and returned."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    llm = LlamaCpp(path)
+    tensors = {}
+    meta = {"variant": f"gguf-{name}-{tag}", "gguf_file": f"gguf/{path.name}", "v_llama_cpp": LLAMACPP_VERSION,
+            "producer": "llama.cpp libllama (ctypes): llama_decode of input_ids as one batch, logits at every position"}
+    dmax, same, kls, tok_equal = 0.0, [], [], []
+    for i in range(len([k for k in ref if k.startswith("input_ids.")])):
+        ids = [int(x) for x in ref[f"input_ids.{i}"]]
+        logits = llm.logits(ids)
+        plen = int(rmeta[f"prompt_len.{i}"])
+        # llama.cpp's own tokenization of the rendered prompt (BOS is in the text: no BOS added)
+        tok_equal.append(llm.tokenize(prompts[i], add_special=False) == ids[:plen])
+        tensors[f"input_ids.{i}"] = np.array(ids, dtype=np.int64)
+        tensors[f"logits.{i}"] = np.ascontiguousarray(logits)
+        meta[f"prompt_len.{i}"] = rmeta[f"prompt_len.{i}"]
+        a = ref[f"logits.{i}"].astype(np.float64)
+        b = logits.astype(np.float64)
+        dmax = max(dmax, float(np.abs(a - b).max()))
+        la = a - a.max(-1, keepdims=True); la -= np.log(np.exp(la).sum(-1, keepdims=True))
+        lb = b - b.max(-1, keepdims=True); lb -= np.log(np.exp(lb).sum(-1, keepdims=True))
+        kls.extend((np.exp(la) * (la - lb)).sum(-1).tolist())
+        same.extend((a.argmax(-1) == b.argmax(-1)).tolist())
+    save_file(tensors, str(GOLD / f"gguf-{name}-{tag}.safetensors"), metadata=meta)
+    props = {"prompt_tokens_equal_hf": tok_equal, "max_abs_dlogit_vs_hf_f32": dmax,
+             "kl_mean_vs_hf_f32": sum(kls) / len(kls), "same_top1_vs_hf_f32": sum(same) / len(same),
+             "size_bytes": path.stat().st_size}
+    record(f"gguf-{name}-{tag}", props)
+    log(f"gguf-{name}-{tag}: {props}")
+    return props
+
+
+def stage_gguf() -> None:
     from transformers import AutoTokenizer
 
     SCRATCH.mkdir(parents=True, exist_ok=True)
@@ -433,42 +489,11 @@ def stage_gguf() -> None:
     log(f"convert {nomodel.name} (no tokenizer.model) -> q8_0")
     run_converter(nomodel, flat, "q8_0")
 
-    ref_path = GOLD / f"{NAME}.safetensors"
-    ref = load_file(str(ref_path))
-    with safe_open(str(ref_path), "np") as st:
-        rmeta = st.metadata()
-    tok = AutoTokenizer.from_pretrained(MODELS / NAME)
+    ref, rmeta, prompts = golden_context(NAME)
     n = len([k for k in ref if k.startswith("input_ids.")])
-    G = task_mod()
-    prompts = [tok.apply_chat_template(p["messages"], tokenize=False) for p in G.golden_prompts()]
+    tok = AutoTokenizer.from_pretrained(MODELS / NAME)
     for path, tag in [(f16, "f16"), (q8, "q8_0")]:
-        llm = LlamaCpp(path)
-        tensors = {}
-        meta = {"variant": f"gguf-{NAME}-{tag}", "gguf_file": f"gguf/{path.name}", "v_llama_cpp": LLAMACPP_VERSION,
-                "producer": "llama.cpp libllama (ctypes): llama_decode of input_ids as one batch, logits at every position"}
-        dmax, same, kls, tok_equal = 0.0, [], [], []
-        for i in range(n):
-            ids = [int(x) for x in ref[f"input_ids.{i}"]]
-            logits = llm.logits(ids)
-            plen = int(rmeta[f"prompt_len.{i}"])
-            # llama.cpp's own tokenization of the rendered prompt (BOS is in the text: no BOS added)
-            tok_equal.append(llm.tokenize(prompts[i], add_special=False) == ids[:plen])
-            tensors[f"input_ids.{i}"] = np.array(ids, dtype=np.int64)
-            tensors[f"logits.{i}"] = np.ascontiguousarray(logits)
-            meta[f"prompt_len.{i}"] = rmeta[f"prompt_len.{i}"]
-            a = ref[f"logits.{i}"].astype(np.float64)
-            b = logits.astype(np.float64)
-            dmax = max(dmax, float(np.abs(a - b).max()))
-            la = a - a.max(-1, keepdims=True); la -= np.log(np.exp(la).sum(-1, keepdims=True))
-            lb = b - b.max(-1, keepdims=True); lb -= np.log(np.exp(lb).sum(-1, keepdims=True))
-            kls.extend((np.exp(la) * (la - lb)).sum(-1).tolist())
-            same.extend((a.argmax(-1) == b.argmax(-1)).tolist())
-        save_file(tensors, str(GOLD / f"gguf-{NAME}-{tag}.safetensors"), metadata=meta)
-        props = {"prompt_tokens_equal_hf": tok_equal, "max_abs_dlogit_vs_hf_f32": dmax,
-                 "kl_mean_vs_hf_f32": sum(kls) / len(kls), "same_top1_vs_hf_f32": sum(same) / len(same),
-                 "size_bytes": path.stat().st_size}
-        record(f"gguf-{NAME}-{tag}", props)
-        log(f"gguf-{NAME}-{tag}: {props}")
+        llama_cpp_golden(NAME, path, tag, ref, rmeta, prompts)
     record(f"gguf-{NAME}-wrong-eos", {"size_bytes": wrong.stat().st_size})
     fl = LlamaCpp(flat)
     record(f"gguf-{NAME}-flat-scores-q8_0", {"size_bytes": flat.stat().st_size, "prompt_tokens_equal_hf": [
