@@ -506,46 +506,14 @@ pub fn candle_type(t: GgmlType) -> Option<GgmlDType> {
 fn dequantize_own(t: GgmlType, buf: &[u64], n_bytes: usize) -> Option<Vec<f32>> {
     // SAFETY: u64 → u8 view, `n_bytes` ≤ 8 · buf.len() (built by `blocks`).
     let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, n_bytes) };
+    dequantize_blocks(t, bytes)
+}
+
+/// Whole blocks of a type candle 0.11 lacks (IQ4_NL, IQ4_XS, MXFP4, NVFP4), decoded by the
+/// engine's row decoder as llama.cpp's `dequantize_row_*` does; `None` for any other type.
+pub fn dequantize_blocks(t: GgmlType, bytes: &[u8]) -> Option<Vec<f32>> {
     match t {
-        GgmlType::IQ4_NL => Some(dequantize_iq4_nl(bytes)),
-        GgmlType::IQ4_XS => Some(dequantize_iq4_xs(bytes)),
-        GgmlType::MXFP4 => Some(dequantize_mxfp4(bytes)),
-        GgmlType::NVFP4 => Some(dequantize_nvfp4(bytes)),
+        GgmlType::IQ4_NL | GgmlType::IQ4_XS | GgmlType::MXFP4 | GgmlType::NVFP4 => super::native::decode_blocks(t, bytes),
         _ => None,
     }
-}
-
-/// `bytes` of whole blocks (`block_bytes` each, `block_values` values) decoded by `into`.
-fn dequantize_with(bytes: &[u8], block_bytes: usize, block_values: usize, into: fn(&[u8], &mut [f32])) -> Vec<f32> {
-    let mut out = vec![0f32; bytes.len() / block_bytes * block_values];
-    into(bytes, &mut out);
-    out
-}
-
-/// MXFP4 blocks (`native::mxfp4_into`), as llama.cpp's `dequantize_row_mxfp4`.
-pub fn dequantize_mxfp4(bytes: &[u8]) -> Vec<f32> {
-    dequantize_with(bytes, 17, 32, super::native::mxfp4_into)
-}
-
-/// NVFP4 blocks (`native::nvfp4_into`), as llama.cpp's `dequantize_row_nvfp4`.
-pub fn dequantize_nvfp4(bytes: &[u8]) -> Vec<f32> {
-    dequantize_with(bytes, 36, 64, super::native::nvfp4_into)
-}
-
-/// IQ4_NL: blocks of 32 = f16 scale `d` + 16 bytes of 4-bit indices into `KVALUES_IQ4NL`; low
-/// nibbles are elements 0..16, high nibbles 16..32 (llama.cpp `dequantize_row_iq4_nl`).
-pub fn dequantize_iq4_nl(bytes: &[u8]) -> Vec<f32> {
-    let mut out = vec![0f32; bytes.len() / 18 * 32];
-    super::native::iq4_nl_into(bytes, &mut out);
-    out
-}
-
-/// IQ4_XS: super-blocks of 256 = f16 `d`, u16 `scales_h`, 4 bytes `scales_l`, 128 bytes of
-/// IQ4_NL-style indices; sub-block `ib` (32 values) has a 6-bit scale `ls` (low 4 bits from
-/// `scales_l`, high 2 from `scales_h`) and multiplier `d · (ls − 32)` (llama.cpp
-/// `dequantize_row_iq4_xs`).
-pub fn dequantize_iq4_xs(bytes: &[u8]) -> Vec<f32> {
-    let mut out = vec![0f32; bytes.len() / 136 * 256];
-    super::native::iq4_xs_into(bytes, &mut out);
-    out
 }

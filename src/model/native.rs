@@ -321,7 +321,20 @@ pub struct NativeLinear {
 /// IQ4_NL's 16 non-linear levels (llama.cpp `ggml-common.h` `kvalues_iq4nl`).
 pub const KVALUES_IQ4NL: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
-/// `dequantize_iq4_nl` into a buffer of `bytes.len() / 18 · 32` values (one row of the engine's).
+/// Whole blocks of ggml type `t` decoded to f32 by the row decoder (every block of `bytes`; a
+/// partial block at the end is left out). `None` for a type it does not decode.
+pub fn decode_blocks(t: GgmlType, bytes: &[u8]) -> Option<Vec<f32>> {
+    let codec = RowCodec::of_ggml(t)?;
+    let (values, size) = codec.block();
+    let n = bytes.len() / size;
+    let mut out = vec![0f32; n * values];
+    decode_row(codec, &bytes[..n * size], &mut out);
+    Some(out)
+}
+
+/// IQ4_NL: blocks of 32 = f16 scale `d` + 16 bytes of 4-bit indices into `KVALUES_IQ4NL`; low
+/// nibbles are elements 0..16, high nibbles 16..32 (llama.cpp `dequantize_row_iq4_nl`), into a
+/// buffer of `bytes.len() / 18 · 32` values.
 pub fn iq4_nl_into(bytes: &[u8], out: &mut [f32]) {
     for (block, o) in bytes.chunks_exact(18).zip(out.chunks_exact_mut(32)) {
         let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
@@ -378,7 +391,10 @@ pub fn nvfp4_into(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-/// `dequantize_iq4_xs` into a buffer of `bytes.len() / 136 · 256` values.
+/// IQ4_XS: super-blocks of 256 = f16 `d`, u16 `scales_h`, 4 bytes `scales_l`, 128 bytes of
+/// IQ4_NL-style indices; sub-block `ib` (32 values) has a 6-bit scale `ls` (low 4 bits from
+/// `scales_l`, high 2 from `scales_h`) and multiplier `d · (ls − 32)` (llama.cpp
+/// `dequantize_row_iq4_xs`), into a buffer of `bytes.len() / 136 · 256` values.
 pub fn iq4_xs_into(bytes: &[u8], out: &mut [f32]) {
     for (block, o) in bytes.chunks_exact(136).zip(out.chunks_exact_mut(256)) {
         let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();

@@ -9,7 +9,7 @@ use ckptcheck::format::dtype::decode_f32;
 use ckptcheck::format::gguf::{GgmlType, GgufFile};
 use ckptcheck::format::hf::HfDir;
 use ckptcheck::format::safetensors::SafetensorsFile;
-use ckptcheck::model::gguf_weights::{dequantize_iq4_nl, dequantize_iq4_xs, dequantize_mxfp4, dequantize_nvfp4, GgufWeights};
+use ckptcheck::model::gguf_weights::{dequantize_blocks, GgufWeights};
 use ckptcheck::model::weights::{HfWeights, WeightSource};
 use ckptcheck::model::{self};
 
@@ -101,7 +101,7 @@ fn quantized_linear_matches_dense_and_qk_rows_are_unpermuted() {
 fn iq4_nl_matches_gguf_py() {
     let g = GgufFile::open(&fixtures().join("all-types.gguf")).unwrap();
     let t = g.header.tensor("t.IQ4_NL").unwrap();
-    let v = dequantize_iq4_nl(g.checked_bytes("t.IQ4_NL").unwrap());
+    let v = dequantize_blocks(GgmlType::IQ4_NL, g.checked_bytes("t.IQ4_NL").unwrap()).unwrap();
     assert_eq!(v.len() as u64, t.numel());
     // gguf-py 0.19 `gguf.quants.dequantize(.., IQ4_NL)` on the same bytes.
     let head: [f32; 8] = [-3136880.0, -360880.0, 1360240.0, -1054880.0, -27760.0, -3136880.0, -1471280.0, -3136880.0];
@@ -116,7 +116,7 @@ fn iq4_nl_matches_gguf_py() {
 #[allow(clippy::excessive_precision)]
 fn iq4_xs_matches_gguf_py() {
     let g = GgufFile::open(&fixtures().join("all-types.gguf")).unwrap();
-    let v = dequantize_iq4_xs(g.checked_bytes("t.IQ4_XS").unwrap());
+    let v = dequantize_blocks(GgmlType::IQ4_XS, g.checked_bytes("t.IQ4_XS").unwrap()).unwrap();
     assert_eq!(v.len() as u64, g.header.tensor("t.IQ4_XS").unwrap().numel());
     // gguf-py 0.19 `gguf.quants.dequantize(.., IQ4_XS)` on the same bytes.
     assert_eq!(&v[..6], &[27.45941162109375, -3.0853271484375, -15.11810302734375, 11.7242431640625, 7.71331787109375, -39.18365478515625]);
@@ -132,7 +132,7 @@ fn iq4_xs_matches_gguf_py() {
 #[allow(clippy::excessive_precision)]
 fn mxfp4_matches_gguf_py() {
     let g = GgufFile::open(&fixtures().join("all-types.gguf")).unwrap();
-    let v = dequantize_mxfp4(g.checked_bytes("t.MXFP4").unwrap());
+    let v = dequantize_blocks(GgmlType::MXFP4, g.checked_bytes("t.MXFP4").unwrap()).unwrap();
     assert_eq!(v.len() as u64, g.header.tensor("t.MXFP4").unwrap().numel());
     let head: [f32; 4] = [-5.902958103587057e20, 7.378697629483821e19, 5.902958103587057e20, -8.854437155380585e20];
     assert_eq!(&v[..4], &head);
@@ -146,7 +146,7 @@ fn mxfp4_matches_gguf_py() {
 #[test]
 fn nvfp4_matches_gguf_py() {
     let g = GgufFile::open(&fixtures().join("all-types.gguf")).unwrap();
-    let v = dequantize_nvfp4(g.checked_bytes("t.NVFP4").unwrap());
+    let v = dequantize_blocks(GgmlType::NVFP4, g.checked_bytes("t.NVFP4").unwrap()).unwrap();
     assert_eq!(v.len() as u64, g.header.tensor("t.NVFP4").unwrap().numel());
     assert_eq!(&v[..8], &[0.05859375, -0.3515625, 0.46875, 0.46875, -0.05859375, -0.17578125, -0.46875, 0.17578125]);
     assert_eq!(&v[32..36], &[156.0, -39.0, 78.0, 156.0]);
