@@ -131,7 +131,7 @@ impl Report for InspectReport {
 /// `Some` for a vision-language checkpoint (config.json has `vision_config`, or its language model
 /// sits under a VLM prefix): the language model's prefix and size, and the rest by top-level name.
 fn multimodal(dir: &HfDir) -> Option<MultimodalSummary> {
-    let declared = dir.config.as_ref().is_some_and(|c| c.value.get("vision_config").is_some_and(|v| !v.is_null()));
+    let declared = dir.config.as_ref().is_some_and(|c| crate::format::config::has_vision_config(&c.value));
     let mut prefix: Option<String> = None;
     let (mut language, mut other) = (0u64, BTreeMap::new());
     for (_, t) in dir.tensors() {

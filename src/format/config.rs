@@ -38,6 +38,11 @@ pub fn text_field<'a>(cfg: &'a Value, key: &str) -> Option<&'a Value> {
     nonnull(cfg.get("text_config").and_then(|t| t.get(key))).or_else(|| nonnull(cfg.get(key)))
 }
 
+/// A vision-language checkpoint: config.json has a (non-null) `vision_config`.
+pub fn has_vision_config(cfg: &Value) -> bool {
+    cfg.get("vision_config").is_some_and(|v| !v.is_null())
+}
+
 /// A checkpoint-level field: the top level's `KEY`, else `text_config.KEY`.
 pub fn checkpoint_field<'a>(cfg: &'a Value, key: &str) -> Option<&'a Value> {
     let nonnull = |v: Option<&'a Value>| v.filter(|x| !x.is_null());

@@ -51,7 +51,7 @@ fn projectors_beside(model: &Path) -> Vec<(PathBuf, GgufFile)> {
 /// 4B one's language model.
 pub fn check(g: &GgufFile, source: Option<&Context>, out: &mut Findings) {
     let Some(ctx) = source else { return };
-    let vlm = ctx.dir.config.as_ref().is_some_and(|c| c.value.get("vision_config").is_some_and(|v| !v.is_null()));
+    let vlm = ctx.dir.config.as_ref().is_some_and(|c| crate::format::config::has_vision_config(&c.value));
     if !vlm || g.header.is_mmproj() || g.header.is_lora_adapter() {
         return;
     }
