@@ -554,17 +554,15 @@ fn granite_scales(file: &str, h: &Header, arch: &str, ctx: &Context, out: &mut F
     }
 }
 
-/// Gemma's logit softcapping (`tanh(x / c) · c` on attention scores and on the final logits)
-/// against config.json. llama.cpp's gemma2 graph always caps both, with the key's value or Gemma
-/// 2's own 50 and 30 when a key is absent (GGUFs converted before llama.cpp PR 8197, June 2024,
-/// carry neither key, and builds of that time ran them uncapped); its gemma3 graph caps the final
-/// logits only when `gemma3.final_logit_softcapping` is there and not 0.
+/// Gemma's logit softcapping (`tanh(x / c) · c` on attention scores and on the final logits), as
+/// llama.cpp applies it (`gemma_softcaps`: the keys and their fallbacks), against config.json. A
+/// gemma2 key absent falls back to Gemma 2's own cap: GGUFs converted before llama.cpp PR 8197
+/// (June 2024) carry neither key, and builds of that time ran them uncapped.
 fn softcapping(file: &str, h: &Header, arch: &str, ctx: &Context, out: &mut Findings) {
-    let keys: &[(&str, Option<f64>)] = match arch {
-        "gemma2" => &[("attn_logit_softcapping", Some(50.0)), ("final_logit_softcapping", Some(30.0))],
-        "gemma3" => &[("final_logit_softcapping", None)],
-        _ => return,
-    };
+    let keys = crate::format::gguf::gemma_softcaps(arch);
+    if keys.is_empty() {
+        return;
+    }
     let Some(cfg) = ctx.dir.config.as_ref().map(|c| &c.value) else { return };
     for &(key, default) in keys {
         let want = crate::format::config::text_field(cfg, key).and_then(Json::as_f64).filter(|&f| f != 0.0);

@@ -31,6 +31,19 @@ pub struct NonFinite {
     pub in_array: Option<(u64, u64)>,
 }
 
+/// The logit softcaps llama.cpp's Gemma graphs read (`{arch}.<key>`, named as in config.json) and
+/// the cap each falls back to when its key is absent (`None`: no cap). gemma2 always caps both,
+/// with Gemma 2's own 50 and 30 (llama-hparams.h defaults, src/models/gemma2.cpp); gemma3 caps the
+/// final logits only when its key is there and not 0. The GGUF's config and lint's
+/// `gguf.softcap-differs` both read this.
+pub fn gemma_softcaps(arch: &str) -> &'static [(&'static str, Option<f64>)] {
+    match arch {
+        "gemma2" => &[("attn_logit_softcapping", Some(50.0)), ("final_logit_softcapping", Some(30.0))],
+        "gemma3" => &[("final_logit_softcapping", None)],
+        _ => &[],
+    }
+}
+
 /// Granite's scalars: llama.cpp's `granite.<key>` and the config.json field it converts from.
 pub const GRANITE_SCALES: [(&str, &str); 4] = [
     ("embedding_scale", "embedding_multiplier"),
@@ -238,12 +251,9 @@ impl Header {
             if let Some(s) = if is_27b { per_head } else { m.key_length.or(per_head) } {
                 v["query_pre_attn_scalar"] = s.into();
             }
-            // Softcapping as llama.cpp applies it: gemma2 always caps both, with Gemma 2's 50 and
-            // 30 when a key is absent (llama-hparams.h defaults, src/models/gemma2.cpp); gemma3
-            // caps the final logits only when its key is there and not 0.
-            for (key, gemma2_default) in [("attn_logit_softcapping", 50.0), ("final_logit_softcapping", 30.0)] {
-                let f = self.arch_key(key).and_then(Value::as_f64).filter(|&f| f != 0.0);
-                if let Some(f) = if arch == "gemma2" { f.or(Some(gemma2_default)) } else { f } {
+            // Softcapping as llama.cpp applies it (`gemma_softcaps`).
+            for &(key, default) in gemma_softcaps(&arch) {
+                if let Some(f) = self.arch_key(key).and_then(Value::as_f64).filter(|&f| f != 0.0).or(default) {
                     v[key] = f.into();
                 }
             }

@@ -27,7 +27,7 @@ mod parse;
 mod tokenizer;
 mod types;
 
-pub use metadata::{ArchMeta, ARCH_KEYS, GRANITE_SCALES, VALUE_TYPE_NAMES};
+pub use metadata::{gemma_softcaps, ArchMeta, ARCH_KEYS, GRANITE_SCALES, VALUE_TYPE_NAMES};
 pub use parse::{
     parse_header, GgufError, GgufErrorKind, Header, LayoutProblem, TensorInfo, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, MAX_ARRAY_LEN,
     MAX_DIMS, MAX_KV, MAX_STRING_BYTES, MAX_TENSORS, MAX_TENSOR_NAME_BYTES, MAX_VERSION,
