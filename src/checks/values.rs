@@ -10,7 +10,7 @@ use super::fingerprint::{self, Digest, Fingerprint, Fingerprints};
 use super::{Context, Finding, Findings, Severity};
 use crate::checks::ids;
 use crate::format::dtype::{f8_e4m3_to_f32, f8_e5m2_to_f32, Dtype};
-use crate::format::safetensors::TensorInfo;
+use crate::format::safetensors::{SafetensorsFile, TensorInfo};
 
 /// Largest |w| accepted in a weight. Trained LLM weights, norms included, stay far below this
 /// (the largest seen in Llama/Qwen/Gemma releases are a few hundred in norm vectors); 1e4 is the
@@ -225,21 +225,24 @@ fn stats_chunk(dtype: Dtype, chunk: &[u8]) -> ValueStats {
     }
 }
 
+/// Every scanned float tensor of `dir` through the value scan, once: its file, info, stats and
+/// fingerprint. A tensor whose bytes fall outside its file is left to integrity. Fingerprints are
+/// keyed by canonical name (`names::canonical_name`) so lineages line up across VLM layouts.
+fn scan_all(dir: &crate::format::hf::HfDir) -> impl Iterator<Item = (&SafetensorsFile, &TensorInfo, ValueStats, Fingerprint)> {
+    dir.tensors().filter(|(_, t)| t.dtype.is_scanned_float()).filter_map(|(f, t)| {
+        let bytes = f.bytes(t)?;
+        let (s, d) = scan_digest(t.dtype, bytes)?;
+        let print = Fingerprint::new(t.dtype, &t.shape, bytes, s.count, s.max_abs, &d);
+        Some((f, t, s, print))
+    })
+}
+
 /// Fingerprints of every scanned float tensor of an HF directory: the value scan run for them
 /// (bisect uses this for a step lint did not fingerprint, e.g. the base of a base+adapter step).
 pub fn fingerprints(dir: &crate::format::hf::HfDir) -> Fingerprints {
     let mut out = Fingerprints::default();
-    for (f, t) in dir.tensors() {
-        if !t.dtype.is_scanned_float() {
-            continue;
-        }
-        let Some(bytes) = f.bytes(t) else { continue };
-        if let Some((s, d)) = scan_digest(t.dtype, bytes) {
-            out.tensors.insert(
-                crate::format::hf::canonical_name(&t.name).into_owned(),
-                Fingerprint::new(t.dtype, &t.shape, bytes, s.count, s.max_abs, &d),
-            );
-        }
+    for (_, t, _, print) in scan_all(dir) {
+        out.tensors.insert(crate::format::hf::canonical_name(&t.name).into_owned(), print);
     }
     out
 }
@@ -253,18 +256,9 @@ pub fn check(ctx: &Context, out: &mut Findings) {
 pub fn check_fingerprinted(ctx: &Context, out: &mut Findings) -> Fingerprints {
     let mut scanned: Vec<(String, &TensorInfo, ValueStats)> = Vec::new();
     let mut prints = Fingerprints::default();
-    for (f, t) in ctx.dir.tensors() {
-        if !t.dtype.is_scanned_float() {
-            continue;
-        }
-        let Some(bytes) = f.bytes(t) else { continue }; // out of bounds: integrity reports it
-        if let Some((s, d)) = scan_digest(t.dtype, bytes) {
-            prints.tensors.insert(
-                crate::format::hf::canonical_name(&t.name).into_owned(),
-                Fingerprint::new(t.dtype, &t.shape, bytes, s.count, s.max_abs, &d),
-            );
-            scanned.push((ctx.dir.rel(&f.path), t, s));
-        }
+    for (f, t, s, print) in scan_all(ctx.dir) {
+        prints.tensors.insert(crate::format::hf::canonical_name(&t.name).into_owned(), print);
+        scanned.push((ctx.dir.rel(&f.path), t, s));
     }
     for (file, t, s) in scanned {
         let name = &t.name;
