@@ -122,6 +122,7 @@ ids! {
     LINEAGE_TRANSPOSED => "lineage.transposed",
     MERGE_ADAPTER_SHAPE => "merge.adapter-shape",
     MERGE_ADAPTER_NOT_FINITE => "merge.adapter-not-finite",
+    MERGE_EXPERT_DELTA_DROPPED => "merge.expert-delta-dropped",
     MERGE_MISMATCH => "merge.mismatch",
     MERGE_MODULE_MISSING => "merge.module-missing",
     MERGE_MODULE_NOT_IN_BASE => "merge.module-not-in-base",

@@ -11,7 +11,7 @@ use crate::checks::ids::{self, FindingId};
 use crate::error::{Error, Result};
 use crate::format::dtype::{decode_f32, Dtype};
 use crate::format::hf::HfDir;
-use crate::format::lora::{Adapter, LoraModule};
+use crate::format::lora::{Adapter, Factors, LoraModule};
 
 /// Residual ‖W_M − W_expected‖ / ‖s·B·A‖ accepted on top of the merged dtype's rounding. The
 /// upstream merge computes B·A in the adapter dtype with another summation order; f32 merges of
@@ -110,14 +110,12 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// B·A as f64, `[out × in]` row-major.
-fn product(b: &Mat, a: &Mat) -> Result<Vec<f64>> {
+fn product(f: &Factors) -> Result<Vec<f64>> {
     let dev = Device::Cpu;
     let err =
         |e: candle_core::Error| Error::Tensor { path: "<merge-check>".into(), tensor: "lora_B·lora_A".into(), detail: e.to_string() };
-    let (o, r) = (b.shape[0] as usize, b.shape[1] as usize);
-    let i = a.shape[1] as usize;
-    let tb = Tensor::from_slice(&b.v, (o, r), &dev).map_err(err)?;
-    let ta = Tensor::from_slice(&a.v, (r, i), &dev).map_err(err)?;
+    let tb = Tensor::from_slice(&f.b, (f.out, f.rank), &dev).map_err(err)?;
+    let ta = Tensor::from_slice(&f.a, (f.rank, f.inp), &dev).map_err(err)?;
     let p: Vec<f32> = tb.matmul(&ta).and_then(|p| p.flatten_all()).and_then(|p| p.to_vec1()).map_err(err)?;
     Ok(p.into_iter().map(|x| x as f64).collect())
 }
@@ -151,26 +149,22 @@ pub fn check(base: &HfDir, quant: Option<&QuantBase>, adapter: &Adapter, merged:
     let mut deltas: Vec<(usize, Vec<f64>, Vec<u64>)> = Vec::new();
     // Modules merged into a quantized base's unquantized original: (weight, relative noise).
     let mut quant_original: Vec<(String, f64)> = Vec::new();
+    // Expert weights left equal to the base: (weight, file), reported as one finding.
+    let mut dropped_experts: Vec<(String, String)> = Vec::new();
     for (mi, m) in adapter.modules.iter().enumerate() {
-        let (a, b) = match (load(&adapter.dir, &m.a)?, load(&adapter.dir, &m.b)?) {
-            (Some(a), Some(b)) => (a, b),
-            _ => continue,
+        let f = match adapter.factors(m) {
+            Ok(f) => f,
+            Err(Error::Tensor { detail, .. }) => {
+                findings.push(
+                    Finding::new(ids::MERGE_ADAPTER_SHAPE, Severity::Error, "adapter_model.safetensors", format!("`{}`: {detail}", m.base))
+                        .field(m.a.clone()),
+                );
+                continue;
+            }
+            Err(e) => return Err(e),
         };
-        let ok = a.shape.len() == 2 && b.shape.len() == 2 && a.shape[0] == b.shape[1];
-        if !ok {
-            findings.push(
-                Finding::new(
-                    ids::MERGE_ADAPTER_SHAPE,
-                    Severity::Error,
-                    "adapter_model.safetensors",
-                    format!("`{}`: lora_A {:?} and lora_B {:?} do not multiply", m.base, a.shape, b.shape),
-                )
-                .field(m.a.clone()),
-            );
-            continue;
-        }
         // A NaN/Inf factor makes every merge of it non-finite: name the adapter, not the merge.
-        let bad = a.v.iter().chain(&b.v).filter(|x| !x.is_finite()).count();
+        let bad = f.a.iter().chain(&f.b).filter(|x| !x.is_finite()).count();
         if bad > 0 {
             findings.push(
                 Finding::new(
@@ -184,8 +178,8 @@ pub fn check(base: &HfDir, quant: Option<&QuantBase>, adapter: &Adapter, merged:
             );
             continue;
         }
-        let ba = product(&b, &a)?;
-        deltas.push((mi, ba, vec![b.shape[0], a.shape[1]]));
+        let ba = product(&f)?;
+        deltas.push((mi, ba, vec![f.out as u64, f.inp as u64]));
     }
 
     for (mi, ba, shape) in &deltas {
@@ -272,7 +266,11 @@ pub fn check(base: &HfDir, quant: Option<&QuantBase>, adapter: &Adapter, merged:
             } else {
                 let (id, msg, hint, status) =
                     diagnose(adapter, m, &wname, &diff, ba, fitted, d_norm, tolerance, noise.map(|n| n.0), &deltas, *mi);
-                findings.push(Finding::new(id, Severity::Error, &file, msg).field(wname.clone()).hint(hint));
+                if id == ids::MERGE_NOT_MERGED && is_expert(m) {
+                    dropped_experts.push((wname.clone(), file.clone()));
+                } else {
+                    findings.push(Finding::new(id, Severity::Error, &file, msg).field(wname.clone()).hint(hint));
+                }
                 status
             }
         };
@@ -288,6 +286,9 @@ pub fn check(base: &HfDir, quant: Option<&QuantBase>, adapter: &Adapter, merged:
         });
     }
 
+    if let Some((first, file)) = dropped_experts.first() {
+        findings.push(expert_deltas_dropped(adapter, &dropped_experts, first, file));
+    }
     if let (Some(q), Some((first, _))) = (quant, quant_original.first()) {
         let worst = quant_original.iter().map(|(_, r)| *r).fold(0.0, f64::max);
         findings.push(
@@ -313,6 +314,43 @@ pub fn check(base: &HfDir, quant: Option<&QuantBase>, adapter: &Adapter, merged:
     untargeted(base, quant, adapter, merged, &mut others)?;
     findings.extend(others.into_vec());
     Ok(MergeReport { modules: rows, findings })
+}
+
+/// An MoE expert's weight: a fused-expert `target_parameters` slice, or a per-expert linear.
+fn is_expert(m: &LoraModule) -> bool {
+    m.expert.is_some() || m.base.contains(".experts.")
+}
+
+/// One finding for every expert weight the merge left equal to the base: the usual cause is a
+/// merge that never saw the expert factors (a peft or merge script that predates
+/// `target_parameters` loads them as unexpected keys), not one module lost at a time.
+fn expert_deltas_dropped(adapter: &Adapter, dropped: &[(String, String)], first: &str, file: &str) -> Finding {
+    let experts: Vec<&LoraModule> = adapter.modules.iter().filter(|m| is_expert(m)).collect();
+    let layers: std::collections::BTreeSet<u64> = dropped.iter().filter_map(|(w, _)| crate::format::lora::layer_index(w)).collect();
+    let all_layers: std::collections::BTreeSet<u64> = experts.iter().filter_map(|m| crate::format::lora::layer_index(&m.base)).collect();
+    let fused = !adapter.config.target_parameters.is_empty() && experts.iter().any(|m| m.expert.is_some());
+    let others_ok = adapter.modules.len() > experts.len();
+    let msg = format!(
+        "{} of {} adapted expert weights equal the base weights ({} of {} MoE layers, first `{first}`) although the adapter has a delta for each{}",
+        dropped.len(),
+        experts.len(),
+        layers.len(),
+        all_layers.len(),
+        if fused && others_ok {
+            format!(
+                ": the adapter adapts the fused experts through target_parameters {:?}, and the merge folded in only its target_modules",
+                adapter.config.target_parameters
+            )
+        } else {
+            String::new()
+        }
+    );
+    let hint = if fused {
+        "merge with peft ≥ 0.17 (it knows `target_parameters`; an older peft or a merge script that predates it loads the expert factors as unexpected keys and skips them): `PeftModel.from_pretrained(base, adapter).merge_and_unload()` on transformers ≥ 5, then save"
+    } else {
+        "merge every expert module the adapter targets (`merge_and_unload()` on the PeftModel), and save the returned model"
+    };
+    Finding::new(ids::MERGE_EXPERT_DELTA_DROPPED, Severity::Error, file, msg).field(first.to_string()).hint(hint)
 }
 
 fn expected_weight(adapter: &Adapter, m: &LoraModule, wb: &Mat, delta: &[f64]) -> Result<Vec<f64>> {

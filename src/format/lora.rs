@@ -5,6 +5,16 @@
 //! `[out, r]`, DoRA's `...lora_magnitude_vector` `[out]`, and `modules_to_save` copies as
 //! `base_model.model.<base name>.weight`. The update is `ΔW = s · B · A` with `s = alpha / r`, or
 //! `alpha / sqrt(r)` under rsLoRA; `rank_pattern` / `alpha_pattern` override r and alpha per module.
+//!
+//! Fused MoE experts (transformers 5 holds them as 3-D parameters, `mlp.experts.gate_up_proj`
+//! `[E, 2·I, H]` and `mlp.experts.down_proj` `[E, H, I]`) are adapted through peft's
+//! `target_parameters` (`lora.ParamWrapper`): one factor pair per parameter, saved as
+//! `<module>.lora_A.weight` `[r·E, in]` / `<module>.lora_B.weight` `[out, r·E]`, a second parameter
+//! on the same module one `base_layer.` deeper. Expert e's delta is `s · B_e · A_e` with
+//! `A_e = A[e·r .. (e+1)·r, :]` and `B_e[:, k] = B[:, k·E + e]` (peft reshapes B as `[out, r, E]`).
+//! The adapter is expanded here into one module per stored expert weight
+//! (`<module>.E.{gate,up,down}_proj`; gate and up are the two halves of gate_up_proj's rows), so
+//! the engine and merge-check see per-expert linears like any other; `Adapter::factors` slices.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +39,8 @@ pub struct LoraConfig {
     pub modules_to_save: Vec<String>,
     pub rank_pattern: BTreeMap<String, u64>,
     pub alpha_pattern: BTreeMap<String, f64>,
+    /// peft's `target_parameters`: parameters adapted directly (fused MoE experts).
+    pub target_parameters: Vec<String>,
     pub base_model: Option<String>,
 }
 
@@ -49,6 +61,29 @@ pub struct LoraModule {
     pub rank: u64,
     pub alpha: f64,
     pub scale: f64,
+    /// Set when the factors are one expert's share of a fused-expert parameter's factors.
+    pub expert: Option<ExpertSlice>,
+}
+
+/// Where one expert weight's factors sit in a `target_parameters` factor pair.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExpertSlice {
+    /// The adapted parameter, e.g. `model.layers.0.mlp.experts.gate_up_proj`.
+    pub parameter: String,
+    pub expert: usize,
+    pub experts: usize,
+    /// The rows of the parameter's per-expert output this weight is: `[start, end)`.
+    pub rows: (usize, usize),
+}
+
+/// One module's factors as f32: `a` is `[rank, inp]`, `b` is `[out, rank]`, row-major.
+#[derive(Debug, Clone)]
+pub struct Factors {
+    pub a: Vec<f32>,
+    pub b: Vec<f32>,
+    pub rank: usize,
+    pub inp: usize,
+    pub out: usize,
 }
 
 /// A loaded adapter.
@@ -116,6 +151,11 @@ impl LoraConfig {
                 .unwrap_or_default(),
             rank_pattern: map_u("rank_pattern"),
             alpha_pattern: map_f("alpha_pattern"),
+            target_parameters: match v.get("target_parameters") {
+                Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+                Some(Value::String(s)) => vec![s.clone()],
+                _ => Vec::new(),
+            },
             base_model: v.get("base_model_name_or_path").and_then(Value::as_str).map(str::to_string),
         })
     }
@@ -153,6 +193,96 @@ impl LoraConfig {
             None => true,
         }
     }
+}
+
+/// The per-expert modules of one fused-expert module's `target_parameters` factor pairs. Which
+/// parameter a pair adapts is read from its shapes (peft's nesting order is not in the file):
+/// gate_up_proj maps H → 2·I, down_proj I → H.
+fn expert_modules(dir: &HfDir, config: &LoraConfig, module: &str, pairs: &[(String, String)]) -> Result<Vec<LoraModule>> {
+    let path = dir.root.join(super::hf::ADAPTER_WEIGHTS);
+    let shape = |n: &str| dir.tensor(n).map(|(_, t)| t.shape.clone()).unwrap_or_default();
+    let err = |tensor: &str, detail: String| Error::Tensor { path: path.clone(), tensor: tensor.to_string(), detail };
+    let params: Vec<&str> = config
+        .target_parameters
+        .iter()
+        .filter_map(|t| {
+            let (tmod, p) = t.rsplit_once('.')?;
+            (module == tmod || module.ends_with(&format!(".{tmod}"))).then_some(p)
+        })
+        .collect();
+    // (a, b, in, out) per pair.
+    let dims: Vec<(&String, &String, u64, u64)> = pairs
+        .iter()
+        .map(|(a, b)| match (&shape(a)[..], &shape(b)[..]) {
+            (&[_, i], &[o, _]) => Ok((a, b, i, o)),
+            _ => Err(err(a, "a LoRA factor is 2-D".into())),
+        })
+        .collect::<Result<_>>()?;
+    let which: Vec<&str> = match (&dims[..], &params[..]) {
+        ([_], [p]) => vec![*p],
+        ([x, y], [_, _]) if params.contains(&"gate_up_proj") && params.contains(&"down_proj") => {
+            // gate_up (H → 2I) and down (I → H): gate_up.out = 2·down.in, down.out = gate_up.in.
+            let fits = |g: &(&String, &String, u64, u64), d: &(&String, &String, u64, u64)| g.3 == 2 * d.2 && d.3 == g.2;
+            match (fits(x, y), fits(y, x)) {
+                (true, false) => vec!["gate_up_proj", "down_proj"],
+                (false, true) => vec!["down_proj", "gate_up_proj"],
+                _ => {
+                    return Err(err(
+                        x.0,
+                        format!("`{module}`: cannot tell which of gate_up_proj / down_proj each factor pair adapts from their shapes"),
+                    ))
+                }
+            }
+        }
+        _ => {
+            return Err(err(
+                dims[0].0,
+                format!(
+                "`{module}` has {} target_parameters factor pairs but target_parameters name {:?} for it: cannot map them to parameters",
+                dims.len(),
+                params
+            ),
+            ))
+        }
+    };
+    let stored = pairs[0].0.strip_prefix(PEFT_PREFIX).unwrap_or(&pairs[0].0);
+    let stored = stored.split(".base_layer").next().unwrap_or(stored).trim_end_matches(".lora_A.weight");
+    let (r, alpha) = config.rank_alpha(stored);
+    let scale = config.scale(r, alpha);
+    let mut out = Vec::new();
+    for ((a, b, _, o), p) in dims.iter().zip(which) {
+        let ra = shape(a).first().copied().unwrap_or(0);
+        if r == 0 || ra % r != 0 {
+            return Err(err(a, format!("{ra} rows are not experts × r = {r}: adapter_config.json's r (or rank_pattern) does not belong to these factors; save the adapter's own config")));
+        }
+        let experts = (ra / r) as usize;
+        let o = *o as usize;
+        let parts: Vec<(&str, (usize, usize))> = match p {
+            "gate_up_proj" if o % 2 == 0 => vec![("gate_proj", (0, o / 2)), ("up_proj", (o / 2, o))],
+            "down_proj" => vec![("down_proj", (0, o))],
+            _ => {
+                return Err(err(
+                    a,
+                    format!("target parameter `{module}.{p}` is not a fused expert parameter the engine knows (gate_up_proj, down_proj)"),
+                ))
+            }
+        };
+        for e in 0..experts {
+            for (name, rows) in &parts {
+                out.push(LoraModule {
+                    base: format!("{module}.{e}.{name}"),
+                    a: (*a).clone(),
+                    b: (*b).clone(),
+                    magnitude: None,
+                    rank: r,
+                    alpha,
+                    scale,
+                    expert: Some(ExpertSlice { parameter: format!("{module}.{p}"), expert: e, experts, rows: *rows }),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn pattern_matches(key: &str, module: &str) -> bool {
@@ -200,7 +330,16 @@ impl Adapter {
             }
         }
         let mut modules = Vec::new();
+        // target_parameters wrappers: `<module>(.base_layer)*` → (a, b), expanded per expert below.
+        let mut fused: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
         for (base, (a, b, m)) in by_base {
+            if let (false, Some(a), Some(b), None) = (config.target_parameters.is_empty(), &a, &b, &m) {
+                let module = base.split(".base_layer").next().unwrap_or(&base).to_string();
+                if module.ends_with(".experts") {
+                    fused.entry(module).or_default().push((a.clone(), b.clone()));
+                    continue;
+                }
+            }
             let (a, b) = match (a, b) {
                 (Some(a), Some(b)) => (a, b),
                 (a, b) => {
@@ -216,9 +355,49 @@ impl Adapter {
             let stored = a.strip_prefix(PEFT_PREFIX).unwrap_or(&a).strip_suffix(".lora_A.weight").unwrap_or(&base);
             let (_, alpha) = config.rank_alpha(stored);
             let scale = config.scale(rank, alpha);
-            modules.push(LoraModule { base, a, b, magnitude: m, rank, alpha, scale });
+            modules.push(LoraModule { base, a, b, magnitude: m, rank, alpha, scale, expert: None });
+        }
+        for (module, pairs) in fused {
+            modules.extend(expert_modules(&dir, &config, &module, &pairs)?);
         }
         Ok(Adapter { dir, config, modules, saved, unrecognised })
+    }
+
+    /// A module's factors as f32 (an expert's share sliced out of its parameter's factors).
+    pub fn factors(&self, m: &LoraModule) -> Result<Factors> {
+        let path = self.dir.root.join(super::hf::ADAPTER_WEIGHTS);
+        let bad = |detail: String| Error::Tensor { path: path.clone(), tensor: m.a.clone(), detail };
+        let read = |name: &str| -> Result<(Vec<f32>, usize, usize)> {
+            let (f, t) = self.dir.tensor(name).ok_or_else(|| Error::Tensor {
+                path: path.clone(),
+                tensor: name.to_string(),
+                detail: "listed in the adapter but not stored".into(),
+            })?;
+            let [rows, cols] = t.shape[..] else {
+                return Err(bad(format!("`{name}` has shape {:?}, a LoRA factor is 2-D", t.shape)));
+            };
+            let v = crate::format::dtype::decode_f32(t.dtype, f.checked_bytes(name)?)
+                .ok_or_else(|| bad(format!("`{name}` has dtype {}, not a float type", t.dtype)))?;
+            Ok((v, rows as usize, cols as usize))
+        };
+        let ((a, ra, inp), (b, out, rb)) = (read(&m.a)?, read(&m.b)?);
+        let Some(x) = &m.expert else {
+            if ra != rb {
+                return Err(bad(format!("lora_A {ra}×{inp} and lora_B {out}×{rb} do not multiply")));
+            }
+            return Ok(Factors { a, b, rank: ra, inp, out });
+        };
+        let (r, e, n) = (m.rank as usize, x.expert, x.experts);
+        let (lo, hi) = x.rows;
+        if ra != r * n || rb != r * n || hi > out || lo >= hi {
+            return Err(bad(format!(
+                "lora_A {ra}×{inp} and lora_B {out}×{rb} are not {n} experts × rank {r} (rows {lo}..{hi} of `{}`)",
+                x.parameter
+            )));
+        }
+        let a_e = a[e * r * inp..(e + 1) * r * inp].to_vec();
+        let b_e = (lo..hi).flat_map(|o| (0..r).map(move |k| (o, k))).map(|(o, k)| b[o * rb + k * n + e]).collect();
+        Ok(Factors { a: a_e, b: b_e, rank: r, inp, out: hi - lo })
     }
 
     pub fn path(&self) -> PathBuf {

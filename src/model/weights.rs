@@ -224,12 +224,12 @@ impl LoraWeights<'_> {
         device: &Device,
     ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         let err = |e: candle_core::Error| Error::Tensor { path: self.adapter.path(), tensor: m.a.clone(), detail: e.to_string() };
-        let a = self.adapter_weights().tensor(&m.a, dtype, device)?;
-        let b = self.adapter_weights().tensor(&m.b, dtype, device)?;
+        let f = self.adapter.factors(m)?;
+        let (ra, ia, ob, rb) = (f.rank, f.inp, f.out, f.rank);
+        let a = Tensor::from_vec(f.a, (ra, ia), device).and_then(|t| t.to_dtype(dtype)).map_err(err)?;
+        let b = Tensor::from_vec(f.b, (ob, rb), device).and_then(|t| t.to_dtype(dtype)).map_err(err)?;
         let (out, inp) = weight.dims2().map_err(err)?;
-        let (ra, ia) = a.dims2().map_err(err)?;
-        let (ob, rb) = b.dims2().map_err(err)?;
-        if ia != inp || ob != out || ra != rb {
+        if ia != inp || ob != out {
             return Err(Error::Tensor {
                 path: self.adapter.path(),
                 tensor: m.a.clone(),

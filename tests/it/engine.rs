@@ -48,7 +48,7 @@ pub(crate) fn check_variant(name: &str) {
     check_model(name, &m);
 }
 
-fn check_model(name: &str, m: &model::Model) {
+pub(crate) fn check_model(name: &str, m: &model::Model) {
     for (pi, g) in goldens(name).iter().enumerate() {
         let f = m.forward(&g.ids, g.hidden.is_some()).unwrap();
         let got: Vec<f32> = f.logits.flatten_all().unwrap().to_vec1().unwrap();
@@ -166,7 +166,7 @@ fn phi3_partial_rotary_matches_transformers() {
 }
 
 /// `base` with `adapter` applied in the forward pass, as `compare BASE+ADAPTER` runs it.
-fn premerge(base: &HfDir, adapter: &ckptcheck::format::lora::Adapter) -> model::Model {
+pub(crate) fn premerge(base: &HfDir, adapter: &ckptcheck::format::lora::Adapter) -> model::Model {
     let base_w = ckptcheck::model::weights::HfWeights { dir: base };
     let w = ckptcheck::model::weights::LoraWeights { base: &base_w, adapter };
     model::load_with(base, &w, &Device::Cpu, candle_core::DType::F32).unwrap()

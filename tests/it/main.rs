@@ -26,6 +26,7 @@ mod layers;
 mod lint;
 mod lora;
 mod moe;
+mod moe_lora;
 mod quant;
 mod quant_lora;
 mod snapshots_cli;
