@@ -73,6 +73,7 @@ ids! {
     GGUF_ROPE_BASE_DIFFERS => "gguf.rope-base-differs",
     GGUF_MULTIPLIER_DIFFERS => "gguf.multiplier-differs",
     GGUF_ROPE_SCALING_DIFFERS => "gguf.rope-scaling-differs",
+    GGUF_LONGROPE_CONTEXT => "gguf.longrope-context",
     GGUF_SCORES_DIFFER => "gguf.scores-differ",
     GGUF_SCORES_MISSING => "gguf.scores-missing",
     GGUF_SHAPE_DIFFERS => "gguf.shape-differs",

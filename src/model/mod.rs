@@ -276,20 +276,13 @@ pub fn load_gguf_with(file: &crate::format::gguf::GgufFile, device: &Device, dty
 
 /// The architecture a GGUF's metadata describes (with llama.cpp's rope divisors).
 fn gguf_spec(file: &crate::format::gguf::GgufFile) -> Result<arch::ArchSpec> {
-    // Phi-3 128k's longrope: llama.cpp keeps both factor sets as tensors and picks by context
-    // size; the engine does not read them yet, and running without them would be another model.
-    if let Some(t) = ["rope_factors_long.weight", "rope_factors_short.weight"].iter().find(|t| file.header.tensor(t).is_some()) {
-        return Err(Error::Tensor {
-            path: file.path.clone(),
-            tensor: t.to_string(),
-            detail: "longrope GGUFs (Phi-3 128k / Phi-4-mini long-context factors) are not run yet: compare the HF checkpoint, which is"
-                .into(),
-        });
-    }
-    let freq_factors = rope_freq_factors(file)?;
+    let freq_factors = rope_freq_factors(file, "rope_freqs.weight")?;
     // A NaN/Inf float in the metadata is refused, never replaced by a default (lint reports it as
     // `gguf.metadata-not-finite`).
-    let cfg = file.header.hf_config_checked().map_err(|(field, detail)| Error::Field { path: file.path.clone(), field, detail })?;
+    let mut cfg = file.header.hf_config_checked().map_err(|(field, detail)| Error::Field { path: file.path.clone(), field, detail })?;
+    if let Some(rope) = longrope_scaling(file)? {
+        cfg["rope_scaling"] = rope;
+    }
     let has_head = file.header.tensor("output.weight").is_some();
     let mut spec = arch::ArchSpec::from_config(&cfg, Some(has_head)).map_err(|e| match e {
         Error::Field { field, detail, .. } => Error::Field { path: file.path.clone(), field: format!("GGUF metadata ({field})"), detail },
@@ -301,18 +294,47 @@ fn gguf_spec(file: &crate::format::gguf::GgufFile) -> Result<arch::ArchSpec> {
     Ok(spec)
 }
 
-/// llama.cpp keeps Llama-3.x rope scaling as a tensor of per-frequency divisors.
-fn rope_freq_factors(file: &crate::format::gguf::GgufFile) -> Result<Option<Vec<f32>>> {
-    let Some(t) = file.header.tensor("rope_freqs.weight") else { return Ok(None) };
+/// llama.cpp keeps Llama-3.x rope scaling (`rope_freqs.weight`) and Phi-3's longrope factor sets
+/// as tensors of per-frequency divisors (F32).
+fn rope_freq_factors(file: &crate::format::gguf::GgufFile, name: &str) -> Result<Option<Vec<f32>>> {
+    let Some(t) = file.header.tensor(name) else { return Ok(None) };
     if t.ggml_type != crate::format::gguf::GgmlType::F32 {
-        return Err(Error::Tensor {
-            path: file.path.clone(),
-            tensor: "rope_freqs.weight".into(),
-            detail: format!("type {} (expected F32)", t.ggml_type),
-        });
+        return Err(Error::Tensor { path: file.path.clone(), tensor: name.into(), detail: format!("type {} (expected F32)", t.ggml_type) });
     }
     let bytes = file.checked_bytes(&t.name)?;
     Ok(Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+}
+
+/// Phi-3 128k / Phi-4-mini longrope in a GGUF: `rope_factors_short/long.weight`, the original
+/// context (`rope.scaling.original_context_length`) and llama.cpp's `rope.scaling.attn_factor`
+/// (the converter's sqrt(1 + ln(max/original) / ln(original)); 1 when absent, as llama.cpp reads
+/// it), as the `rope_scaling` a config.json would hold. The engine then picks the factor set by
+/// sequence length, as transformers does; llama.cpp picks by context size (n_ctx > original: long),
+/// the same choice when llama.cpp's context is the sequence's (`gguf.longrope-context` says so).
+fn longrope_scaling(file: &crate::format::gguf::GgufFile) -> Result<Option<serde_json::Value>> {
+    let (short, long) = (rope_freq_factors(file, "rope_factors_short.weight")?, rope_freq_factors(file, "rope_factors_long.weight")?);
+    let (short, long) = match (short, long) {
+        (None, None) => return Ok(None),
+        (Some(s), Some(l)) => (s, l),
+        (s, _) => {
+            let missing = if s.is_none() { "rope_factors_short.weight" } else { "rope_factors_long.weight" };
+            return Err(Error::Tensor {
+                path: file.path.clone(),
+                tensor: missing.into(),
+                detail: "is missing while the other longrope factor set is present: re-convert the model".into(),
+            });
+        }
+    };
+    let key = |k: &str| file.header.arch_key(k).and_then(|v| v.as_f64());
+    let original = file.header.arch_meta().rope_scaling_original_context_length.ok_or_else(|| Error::Field {
+        path: file.path.clone(),
+        field: "GGUF metadata (rope.scaling.original_context_length)".into(),
+        detail: "is missing: longrope factors need the original context to choose between them".into(),
+    })?;
+    Ok(Some(serde_json::json!({
+        "rope_type": "longrope", "short_factor": short, "long_factor": long,
+        "original_max_position_embeddings": original, "attention_factor": key("rope.scaling.attn_factor").unwrap_or(1.0),
+    })))
 }
 
 /// The compute dtype: `Auto` takes the checkpoint's `config.json` dtype (f32 when it names none).

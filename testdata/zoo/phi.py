@@ -2,6 +2,7 @@
 
     <main venv python> phi.py hf gguf   # ~15 s: models/phi3-partial + goldens, its F16 GGUF + llama.cpp golden
     <main venv python> phi.py longrope  # models/phi3-longrope + golden (logits only)
+    <main venv python> phi.py longrope-gguf  # gguf/phi3-longrope-f16.gguf + llama.cpp goldens at two context sizes
 
 `models/phi3-partial`: `Phi3ForCausalLM(Phi3Config(hidden 64, intermediate 128, 2 layers, 4 heads,
 2 kv heads, head_dim 16, partial_rotary_factor 0.75))` — Phi-4-mini's layout in miniature (its
@@ -25,7 +26,7 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import moe as M  # noqa: E402  (golden_seqs; imports generate as G with the peft stub)
@@ -108,6 +109,48 @@ def stage_gguf() -> None:
     G.log(f"{out.name}: {out.stat().st_size} bytes")
 
 
+def stage_longrope_gguf() -> None:
+    """gguf/phi3-longrope-f16.gguf: the converter writes both factor sets as tensors
+    (`rope_factors_long/short.weight`) and `phi3.rope.scaling.attn_factor`. llama.cpp picks the long
+    set when its context size exceeds the original (21 here) and pads every context to a multiple
+    of 256, so it runs this model with the long factors whatever the sequence; transformers picks by
+    sequence length. The llama.cpp golden therefore holds the three golden sequences longer than 21
+    tokens (both rules: long); the fourth (20 tokens) differs between the two by design."""
+    import json
+    import shutil
+    import tempfile
+
+    import gguf_stage as S
+
+    name = "phi3-longrope"
+    S.LLAMACPP = M.LLAMACPP
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "longrope-mini"  # not named phi3: see stage_gguf
+        shutil.copytree(G.MODELS / name, src)
+        tc = json.loads((src / "tokenizer_config.json").read_text())
+        tc["tokenizer_class"] = "GPT2Tokenizer"
+        (src / "tokenizer_config.json").write_text(json.dumps(tc, indent=2))
+        out = S.GGUF_DIR / f"{name}-f16.gguf"
+        S.run_converter(src, out, "f16")
+    seqs = M.golden_seqs()
+    logits = M.llama_cpp_logits(M.llama_logits_tool(), out, seqs)
+    hf = load_file(str(G.GOLD / f"{name}.safetensors"))
+    tensors, meta = {}, {"variant": f"gguf-{name}-f16", "producer": "llama_logits.c (libllama, /work/llama.cpp build), n_ctx 256",
+                         "gguf_file": f"gguf/{out.name}"}
+    j = 0
+    for i, ((plen, ids), lg) in enumerate(zip(seqs, logits)):
+        d = float((lg - hf[f"logits.{i}"]).abs().max())
+        G.log(f"  sequence {i} ({len(ids)} tokens): llama.cpp vs transformers max |dlogit| {d:.3g}")
+        if len(ids) <= 21:
+            continue
+        tensors[f"input_ids.{j}"] = ids.clone()
+        tensors[f"logits.{j}"] = lg.contiguous()
+        meta[f"prompt_len.{j}"] = str(plen)
+        j += 1
+    save_file(tensors, str(G.GOLD / f"gguf-{name}-f16.safetensors"), metadata=meta)
+    G.log(f"{out.name}: {out.stat().st_size} bytes; golden: {j} sequences")
+
+
 if __name__ == "__main__":
     for stage in sys.argv[1:] or ["hf", "gguf"]:
-        {"hf": stage_hf, "gguf": stage_gguf, "longrope": stage_longrope}[stage]()
+        {"hf": stage_hf, "gguf": stage_gguf, "longrope": stage_longrope, "longrope-gguf": stage_longrope_gguf}[stage]()

@@ -292,3 +292,63 @@ fn llama3_rope_freqs_in_gguf_match_transformers() {
         assert!(effect > 10.0 * d, "prompt {pi}: the scaling must matter on these prompts ({effect} vs {d})");
     }
 }
+
+/// Phi-3 128k's longrope in a GGUF (`rope_factors_long/short.weight`, `phi3.rope.scaling.attn_factor`):
+/// the engine on the F16 GGUF against llama.cpp on the three golden sequences longer than the
+/// original context (21; llama.cpp pads its context to 256, so it runs the long factors on every
+/// sequence), and against transformers on all four with transformers' 1e-4 tolerance — the short
+/// factors on the 20-token sequence, the long ones on the others (the wrong set would be 1.2e-3
+/// off; testdata/zoo/phi.py `longrope-gguf`).
+#[test]
+fn phi3_longrope_gguf_matches_llama_cpp_and_transformers() {
+    let g = GgufFile::open(&common::zoo_path("gguf/phi3-longrope-f16.gguf")).unwrap();
+    let m = model::load_gguf(&g, &Device::Cpu, DType::F32).unwrap();
+    let ckptcheck::format::arch::RopeScaling::LongRope { original_max, attention_factor, .. } = &m.spec.rope.scaling else {
+        panic!("not longrope: {:?}", m.spec.rope.scaling)
+    };
+    assert_eq!(*original_max, 21);
+    assert!((attention_factor - (1.0 + 4f64.ln() / 21f64.ln()).sqrt()).abs() < 1e-6, "{attention_factor}");
+    let cpp = goldens("gguf-phi3-longrope-f16");
+    assert_eq!(cpp.len(), 3);
+    for (ids, want, _) in &cpp {
+        let got: Vec<f32> = m.forward(ids, false).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
+        let d = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
+        eprintln!("{} tokens: max |Δlogit| vs llama.cpp {d:.3e}", ids.len());
+        assert!(d <= 0.003 * scale, "vs llama.cpp: {d}");
+    }
+    for (ids, want, _) in goldens("phi3-longrope") {
+        let got: Vec<f32> = m.forward(&ids, false).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
+        let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
+        eprintln!("{} tokens: max |Δlogit| vs transformers {d:.3e}", ids.len());
+        assert!(d <= 1e-4 * scale, "vs transformers ({} tokens): {d}", ids.len());
+    }
+}
+
+/// lint --source on the longrope GGUF: only the note on llama.cpp's context-size rule; with one
+/// factor set renamed away (as a converter that dropped it leaves the file), the engine refuses
+/// to run it and lint names the missing tensor.
+#[test]
+fn longrope_gguf_lint_notes_the_context_rule_and_catches_a_missing_factor_set() {
+    let src = common::zoo_path("models/phi3-longrope");
+    let gguf = common::zoo_path("gguf/phi3-longrope-f16.gguf");
+    let lint = |p: &Path| common::ckptcheck(&["lint", "--json", p.to_str().unwrap(), "--source", src.to_str().unwrap()]);
+    let r = lint(&gguf);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(r.finding_ids(), ["gguf.longrope-context"], "{}", r.stdout);
+    assert!(r.finding("gguf.longrope-context")["message"].as_str().unwrap().contains("n_ctx > 21"));
+
+    let mut b = std::fs::read(&gguf).unwrap();
+    let at = b.windows(25).position(|w| w == b"rope_factors_short.weight").expect("tensor name in the header");
+    b[at..at + 25].copy_from_slice(b"rope_factors_xhort.weight");
+    let d = common::tmp();
+    let broken = d.path().join("phi3-longrope-no-short.gguf");
+    std::fs::write(&broken, &b).unwrap();
+    let e = model::load_gguf(&GgufFile::open(&broken).unwrap(), &Device::Cpu, DType::F32).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("phi3-longrope-no-short.gguf") && e.contains("rope_factors_short.weight") && e.contains("re-convert"), "{e}");
+    let r = lint(&broken);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let f = r.finding("gguf.rope-scaling-differs");
+    assert_eq!(f["field"], "rope_factors_short.weight", "{f}");
+}

@@ -616,18 +616,23 @@ fn rope_scaling(file: &str, h: &Header, meta: &ArchMeta, arch: &str, c: &ModelCo
     if let Some(scaling) = &c.rope_scaling {
         let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(Json::as_str).unwrap_or("default");
         let factor = scaling.get("factor").and_then(Json::as_f64);
+        let mut field = None;
         let problem = match kind {
             // convert_hf_to_gguf.py stores llama3 scaling as precomputed frequencies, not metadata.
             "llama3" if h.tensor("rope_freqs.weight").is_none() => {
                 Some("config.json has llama3 rope scaling but the GGUF has no `rope_freqs.weight` tensor".to_string())
             }
-            "linear" | "yarn" | "longrope" => match (meta.rope_scaling_type.as_deref(), meta.rope_scaling_factor) {
+            // convert_hf_to_gguf.py stores longrope (Phi-3 128k, Phi-4-mini) as two factor tensors
+            // and the original context as metadata; no scaling type.
+            "longrope" | "su" => longrope_problem(h, meta, arch, scaling).map(|(m, f)| {
+                field = Some(f);
+                m
+            }),
+            "linear" | "yarn" => match (meta.rope_scaling_type.as_deref(), meta.rope_scaling_factor) {
                 (None, _) | (Some("none"), _) => {
                     Some(format!("config.json has {kind} rope scaling but the GGUF has no {arch}.rope.scaling.type"))
                 }
-                (Some(t), _) if t != kind && kind != "longrope" => {
-                    Some(format!("{arch}.rope.scaling.type is {t} but config.json says {kind}"))
-                }
+                (Some(t), _) if t != kind => Some(format!("{arch}.rope.scaling.type is {t} but config.json says {kind}")),
                 (_, Some(f)) if factor.is_some_and(|hf| !close(f, hf)) => {
                     Some(format!("{arch}.rope.scaling.factor is {f} but config.json says {}", factor.unwrap_or_default()))
                 }
@@ -638,8 +643,28 @@ fn rope_scaling(file: &str, h: &Header, meta: &ArchMeta, arch: &str, c: &ModelCo
         if let Some(message) = problem {
             out.push(
                 Finding::new(ids::GGUF_ROPE_SCALING_DIFFERS, Severity::Error, file, format!("{message}: long prompts break"))
-                    .field(format!("{arch}.rope.scaling.type"))
+                    .field(field.unwrap_or_else(|| format!("{arch}.rope.scaling.type")))
                     .hint("re-convert with a llama.cpp that supports this scaling type"),
+            );
+        } else if matches!(kind, "longrope" | "su") {
+            let orig = meta.rope_scaling_original_context_length.unwrap_or_default();
+            out.push(
+                Finding::new(
+                    ids::GGUF_LONGROPE_CONTEXT,
+                    Severity::Info,
+                    file,
+                    format!(
+                        "llama.cpp picks the longrope factor set by context size (long when n_ctx > {orig}, and it rounds n_ctx up to a multiple of 256), \
+                         transformers by sequence length (long past {orig} tokens): run with n_ctx > {orig}, prompts of at most {orig} tokens \
+                         get other logits than the HF model (compare runs the GGUF by transformers' rule)"
+                    ),
+                )
+                .field(format!("{arch}.rope.scaling.original_context_length"))
+                .hint(if orig >= 256 {
+                    format!("expected, not a conversion fault; to match the HF model on short prompts run llama.cpp with n_ctx ≤ {orig}")
+                } else {
+                    format!("expected, not a conversion fault; llama.cpp's smallest context (256) exceeds {orig}, so it always runs the long factors")
+                }),
             );
         }
     } else if meta.rope_scaling_type.as_deref().is_some_and(|t| t != "none") {
@@ -656,6 +681,17 @@ fn rope_scaling(file: &str, h: &Header, meta: &ArchMeta, arch: &str, c: &ModelCo
             .field(format!("{arch}.rope.scaling.type"))
             .hint("positions are computed differently than in training: re-convert"),
         );
+    } else if let Some(t) = ["rope_factors_long.weight", "rope_factors_short.weight"].into_iter().find(|t| h.tensor(t).is_some()) {
+        out.push(
+            Finding::new(
+                ids::GGUF_ROPE_SCALING_DIFFERS,
+                Severity::Error,
+                file,
+                format!("the GGUF has a `{t}` tensor (longrope scaling) but config.json has no rope scaling"),
+            )
+            .field(t)
+            .hint("the GGUF was converted from another config (or the wrong source directory is given): re-convert"),
+        );
     } else if h.tensor("rope_freqs.weight").is_some() {
         out.push(
             Finding::new(
@@ -667,6 +703,26 @@ fn rope_scaling(file: &str, h: &Header, meta: &ArchMeta, arch: &str, c: &ModelCo
             .field("rope_freqs.weight")
             .hint("the GGUF was converted from another config (or the wrong source directory is given): re-convert"),
         );
+    }
+}
+
+/// What a longrope source's GGUF lacks: either factor tensor, or the original context the
+/// choice between them is made against (the factors' values are checked by the engine's parity,
+/// not here: lint reads metadata).
+/// `(message, field)`.
+fn longrope_problem(h: &Header, meta: &ArchMeta, arch: &str, scaling: &Json) -> Option<(String, String)> {
+    let missing: Vec<&str> =
+        ["rope_factors_long.weight", "rope_factors_short.weight"].into_iter().filter(|t| h.tensor(t).is_none()).collect();
+    if let Some(first) = missing.first() {
+        let msg = format!("config.json has longrope rope scaling but the GGUF has no `{}` tensor", missing.join("` / `"));
+        return Some((msg, first.to_string()));
+    }
+    let key = format!("{arch}.rope.scaling.original_context_length");
+    let want = scaling.get("original_max_position_embeddings").and_then(Json::as_u64);
+    match (meta.rope_scaling_original_context_length, want) {
+        (None, _) => Some((format!("config.json has longrope rope scaling but the GGUF has no {key}"), key)),
+        (Some(g), Some(w)) if g != w => Some((format!("{key} is {g} but config.json says original_max_position_embeddings {w}"), key)),
+        _ => None,
     }
 }
 
