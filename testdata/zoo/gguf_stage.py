@@ -55,9 +55,9 @@ def record(name: str, props: dict) -> None:
 # convert (main venv)
 
 
-def run_converter(model_dir: Path, out: Path, outtype: str, extra: tuple[str, ...] = ()) -> None:
-    """convert_hf_to_gguf.py main(), in-process, with the unknown-chkhsh -> gpt-2 workaround; `extra`
-    are more converter flags (`--mmproj`)."""
+def run_converter(model_dir: Path, out: Path, outtype: str, extra: tuple[str, ...] = (), unknown_pre: str = "gpt-2") -> None:
+    """convert_hf_to_gguf.py main(), in-process, with the unknown-chkhsh -> `unknown_pre` (gpt-2)
+    workaround; `extra` are more converter flags (`--mmproj`)."""
     sys.path.insert(0, str(LLAMACPP / "gguf-py"))
     sys.path.insert(0, str(LLAMACPP))
     import convert_hf_to_gguf  # noqa: E402
@@ -70,11 +70,13 @@ def run_converter(model_dir: Path, out: Path, outtype: str, extra: tuple[str, ..
             try:
                 return orig(self, tokenizer)
             except NotImplementedError:
-                log("  workaround: unknown BPE chkhsh registered as pre-tokenizer 'gpt-2'")
-                return "gpt-2"
+                pre = getattr(TextModel, "_zoo_unknown_pre", "gpt-2")
+                log(f"  workaround: unknown BPE chkhsh registered as pre-tokenizer '{pre}'")
+                return pre
 
         TextModel.get_vocab_base_pre = get_vocab_base_pre
         TextModel._zoo_patched = True
+    TextModel._zoo_unknown_pre = unknown_pre
     argv = sys.argv
     sys.argv = ["convert_hf_to_gguf.py", str(model_dir), "--outfile", str(out), "--outtype", outtype, *extra]
     try:

@@ -32,6 +32,7 @@ mod quant_lora;
 mod snapshots_cli;
 mod splice;
 mod spm;
+mod tekken;
 mod token_map;
 mod training;
 mod vlm;

@@ -89,6 +89,10 @@ pub const LLAMA3_REGEX: &str =
 pub const QWEN2_REGEX: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Mistral's tekken (NeMo, Pixtral-12B-2409, Ministral) `Split` regex, as in Mistral NeMo's
+/// tokenizer.json (llama.cpp's "original regex" for `tekken`): case-aware words, single digits.
+pub const TEKKEN_REGEX: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// `tokenizer.ggml.pre` names whose split regexes are known here, with the tokenizer.json regexes
 /// they stand for (llama.cpp `llm_tokenizer_bpe`: gpt-2/mpt/olmo share GPT-2's regex; llama3 and
 /// its aliases share Llama 3's; qwen2 and stablelm2 share Qwen 2's). `default` is llama.cpp's
@@ -104,6 +108,7 @@ pub const KNOWN_PRE: &[(&str, &[&str])] = &[
     ("pixtral", &[LLAMA3_REGEX]),
     ("qwen2", &[QWEN2_REGEX]),
     ("stablelm2", &[QWEN2_REGEX]),
+    ("tekken", &[TEKKEN_REGEX]),
     ("default", &["(llama.cpp default BPE regexes)"]),
 ];
 
@@ -126,9 +131,12 @@ impl GgufTokenizer<'_> {
         }
         let pre = self.pre.unwrap_or("default");
         let regex = match KNOWN_PRE.iter().find(|(n, _)| *n == pre) {
-            Some((_, [r])) if *r == GPT2_REGEX || *r == LLAMA3_REGEX || *r == QWEN2_REGEX => *r,
+            Some((_, [r])) if [GPT2_REGEX, LLAMA3_REGEX, QWEN2_REGEX, TEKKEN_REGEX].contains(r) => *r,
             _ => return Err(format!("pre-tokenizer `{pre}` is not one ckptcheck can rebuild")),
         };
+        // llama.cpp looks a whole pre-token up in the vocabulary before merging for Llama 3's
+        // family and tekken (`ignore_merges`), as their tokenizer.json files say.
+        let ignore_merges = regex == LLAMA3_REGEX || regex == TEKKEN_REGEX;
         let tokens = self.tokens.ok_or("no `tokenizer.ggml.tokens`")?;
         let merges = self.merges.ok_or("no `tokenizer.ggml.merges`")?;
         let mut vocab = Map::new();
@@ -161,7 +169,7 @@ impl GgufTokenizer<'_> {
             "normalizer": null, "pre_tokenizer": pre_tokenizer, "post_processor": self.bos_processor(),
             "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
             "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": ignore_merges,
                       "vocab": vocab, "merges": merges},
         });
         let bytes = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
@@ -170,10 +178,11 @@ impl GgufTokenizer<'_> {
 
     /// Whether llama.cpp adds BOS to a text it tokenizes with its specials (`llama_tokenize(…,
     /// add_special = true)`, as `llama-cli` and `llama-perplexity` do): `add_bos_token`, defaulting
-    /// to true for SentencePiece (`llama`), `t5` and `bert` vocabularies and false otherwise
-    /// (llama.cpp `llama_vocab::impl::load`).
+    /// to true for SentencePiece (`llama`), `t5` and `bert` vocabularies and for the Llama 3 and
+    /// tekken pre-tokenizers, false otherwise (llama.cpp `llama_vocab::impl::load`).
     pub fn adds_bos(&self) -> bool {
-        self.add_bos.unwrap_or(matches!(self.model, Some("llama") | Some("t5") | Some("bert")))
+        let pre_bos = matches!(self.pre, Some("llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" | "tekken"));
+        self.add_bos.unwrap_or(pre_bos || matches!(self.model, Some("llama") | Some("t5") | Some("bert")))
     }
 
     /// The rebuilt tokenizer's post-processor: BOS first when llama.cpp adds it, so that
