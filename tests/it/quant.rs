@@ -1,4 +1,4 @@
-//! GPTQ (gptqmodel), AWQ GEMM (gptqmodel), compressed-tensors pack-quantized, FP8 and W8A8 (llmcompressor) and
+//! GPTQ v1/v2 (gptqmodel), AWQ GEMM and GEMV (gptqmodel), compressed-tensors pack-quantized, FP8 and W8A8 (llmcompressor) and
 //! bitsandbytes nf4 / fp4 / int8 (transformers + bitsandbytes) checkpoints from the zoo: the project's dequantization equals the upstream dequantized weights
 //! (`dequant.*` in the goldens, written by gptqmodel / compressed-tensors), and the engine on them
 //! matches the upstream forward's logits.
@@ -58,6 +58,8 @@ fn dequantization_equals_upstream_and_logits_match() {
         ("llama-gptq-w8g128-asym", "gptq-w8g128-asym", 5e-3, 2e-2),
         ("llama-gptq-w3g128-act", "gptq-w3g128-act", 5e-3, 2e-2),
         ("llama-awq-w4g128", "awq-w4g128", 1e-3, 4e-3),
+        ("mistral-awq-gemv", "awq-gemv", 1e-6, 1e-4),
+        ("mistral-tekken-gptq-v2", "gptq-v2", 5e-3, 2e-2),
         ("llama-ct-w4a16", "ct-w4a16", 1e-7, 1e-4),
         ("llama-ct-nvfp4a16", "ct-nvfp4a16", 1e-7, 1e-4),
         ("llama-ct-mxfp4a16", "ct-mxfp4a16", 1e-7, 1e-4),
@@ -414,4 +416,46 @@ fn qlora_adapter_over_nf4_compares_with_its_merges() {
     let (code, bad) = kl("llama-qlora-merged-wrong-scale");
     assert_eq!(code, 1);
     assert!(bad > 0.05, "KL {bad}");
+}
+
+/// AWQ's GEMV layout (output-major words, padded zero and scale columns) and GPTQ v2 zero points
+/// (stored as they are) from gptqmodel, each against its own reference model: compare passes, lint
+/// is clean, and each label matters — read under the other label the same files fail loudly (GEMV
+/// as GEMM, GEMM as GEMV: shapes that do not fit) or move every weight by one quantization step
+/// (v2 read as v1: zero points off by one).
+#[test]
+fn awq_gemv_and_gptq_v2_layouts() {
+    let zoo = common::zoo();
+    for (reference, dir) in [("mistral", "mistral-awq-gemv"), ("mistral-tekken", "mistral-tekken-gptq-v2")] {
+        // Quantization adds no finding to its reference's (tekken's template writes its own BOS).
+        let r = common::lint_json(&zoo.join("models").join(dir));
+        let base = common::lint_json(&zoo.join("models").join(reference));
+        assert_eq!((r.code, r.finding_ids()), (0, base.finding_ids()), "{dir}: {}", r.stdout);
+        let out = common::ckptcheck(&[
+            "compare",
+            "--json",
+            zoo.join("models").join(reference).to_str().unwrap(),
+            zoo.join("models").join(dir).to_str().unwrap(),
+        ]);
+        assert_eq!(out.code, 0, "{dir}: {}{}", out.stdout, out.stderr);
+        let kl = out.json()["summary"]["kl"]["mean"].as_f64().unwrap();
+        assert!(kl > 0.0 && kl < 0.01, "{dir}: KL mean {kl}");
+    }
+    let mistral = zoo.join("models/mistral");
+    for (dir, version) in [("mistral-awq-gemv", "gemm"), ("llama-awq-w4g128", "gemv")] {
+        let d = zoo_copy(dir, &|c| c["quantization_config"]["version"] = serde_json::json!(version));
+        let r = common::ckptcheck(&["compare", mistral.to_str().unwrap(), d.path().to_str().unwrap()]);
+        assert_eq!(r.code, 2, "{dir} as {version}: {}", r.stdout);
+        assert!(r.stderr.contains("qweight") && r.stderr.contains("do not fit together"), "{dir} as {version}: {}", r.stderr);
+    }
+    let g = golden("gptq-v2");
+    let as_v1 = zoo_copy("mistral-tekken-gptq-v2", &|c| c["quantization_config"]["checkpoint_format"] = serde_json::json!("gptq"));
+    let hf = HfDir::open(as_v1.path()).unwrap();
+    let q = QuantWeights::from_config(&hf).unwrap().unwrap();
+    let module = "model.layers.0.self_attn.k_proj";
+    let want = f32s(&g, &format!("dequant.{module}.weight"));
+    let (got, _, _) = q.dequantize(module).unwrap().unwrap();
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(d > 0.05 * scale, "v2 zero points read as v1 should shift the weights: max |Δw| {d} of {scale}");
 }

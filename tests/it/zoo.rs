@@ -132,5 +132,5 @@ fn quantized_checkpoints_open_and_are_recognised() {
         let r = lint_json(&p);
         assert_eq!(r.code, 0, "{name}: {}", r.stdout);
     }
-    assert_eq!(seen, 3);
+    assert_eq!(seen, 5);
 }

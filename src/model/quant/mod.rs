@@ -348,8 +348,9 @@ mod tests {
         assert!(refused(json!({"quant_method": "bitsandbytes"})).contains("neither load_in_4bit nor load_in_8bit"));
 
         assert_eq!(
-            refused(json!({"quant_method": "awq", "bits": 4, "group_size": 128, "version": "gemv"})),
-            "`m/config.json`: field `quantization_config.version`: AWQ `gemv` packing is not supported (gemm is)"
+            refused(json!({"quant_method": "awq", "bits": 4, "group_size": 128, "version": "gemv_fast"})),
+            "`m/config.json`: field `quantization_config.version`: AWQ `gemv_fast` packing is not supported (gemm and gemv are); \
+             export the model as GEMM (gptqmodel FORMAT.GEMM) to check it"
         );
         assert_eq!(
             refused(json!({"quant_method": "compressed-tensors", "format": "marlin-24"})),
