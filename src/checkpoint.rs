@@ -90,7 +90,8 @@ impl Checkpoint {
             return Ok(Checkpoint::GgufWithAdapter { base: b, adapter: a });
         }
         let base = Self::open_hf(base)?;
-        let adapter = Box::new(Adapter::open(&hub::locate(adapter)?)?);
+        let mut adapter = Box::new(Adapter::open(&hub::locate(adapter)?)?);
+        adapter.name_experts_like(&|n| base.tensor(n).is_some());
         Ok(Checkpoint::BaseWithAdapter { base, adapter })
     }
 

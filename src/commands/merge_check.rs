@@ -30,7 +30,8 @@ struct MergeCheckReport<'a> {
 
 pub fn run(args: &MergeCheckArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let base = Checkpoint::open_hf(&args.base)?;
-    let adapter = Checkpoint::open_adapter(&args.adapter)?;
+    let mut adapter = Checkpoint::open_adapter(&args.adapter)?;
+    adapter.name_experts_like(&|n| base.tensor(n).is_some());
     let merged = Checkpoint::open_hf(&args.merged)?;
     let MergeReport { modules, findings } = crate::pipeline::run::merge_algebra(&base, &adapter, &merged)?;
     let fail_level = if args.strict { Severity::Warning } else { Severity::Error };

@@ -121,6 +121,30 @@ pub enum ExpertNames {
     Qwen,
 }
 
+impl ExpertNames {
+    /// Expert `e`'s projection `p` in this family's names (prefix of `.weight`).
+    pub fn expert(self, layer: usize, e: usize, p: ExpertProj) -> String {
+        match self {
+            Self::Mixtral => {
+                let w = match p {
+                    ExpertProj::Gate => "w1",
+                    ExpertProj::Up => "w3",
+                    ExpertProj::Down => "w2",
+                };
+                format!("model.layers.{layer}.block_sparse_moe.experts.{e}.{w}")
+            }
+            Self::Qwen => {
+                let w = match p {
+                    ExpertProj::Gate => "gate_proj",
+                    ExpertProj::Up => "up_proj",
+                    ExpertProj::Down => "down_proj",
+                };
+                format!("model.layers.{layer}.mlp.experts.{e}.{w}")
+            }
+        }
+    }
+}
+
 /// One expert's projection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpertProj {
@@ -170,24 +194,7 @@ impl Moe {
 
     /// Expert `e`'s projection `p` (prefix of `.weight`).
     pub fn expert(&self, layer: usize, e: usize, p: ExpertProj) -> String {
-        match self.names {
-            ExpertNames::Mixtral => {
-                let w = match p {
-                    ExpertProj::Gate => "w1",
-                    ExpertProj::Up => "w3",
-                    ExpertProj::Down => "w2",
-                };
-                format!("model.layers.{layer}.block_sparse_moe.experts.{e}.{w}")
-            }
-            ExpertNames::Qwen => {
-                let w = match p {
-                    ExpertProj::Gate => "gate_proj",
-                    ExpertProj::Up => "up_proj",
-                    ExpertProj::Down => "down_proj",
-                };
-                format!("model.layers.{layer}.mlp.experts.{e}.{w}")
-            }
-        }
+        self.names.expert(layer, e, p)
     }
 
     /// The shared expert's projection `p` (prefix of `.weight`; Qwen2-MoE).

@@ -15,6 +15,9 @@
 //! The adapter is expanded here into one module per stored expert weight
 //! (`<module>.E.{gate,up,down}_proj`; gate and up are the two halves of gate_up_proj's rows), so
 //! the engine and merge-check see per-expert linears like any other; `Adapter::factors` slices.
+//! Those are Qwen-MoE's stored names; paired with a base that stores its experts as Mixtral does
+//! (`block_sparse_moe.experts.E.{w1,w3,w2}`, which transformers 5 renames to `mlp.experts` in
+//! memory, where peft names them), `Adapter::name_experts_like` renames them to the base's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -361,6 +364,25 @@ impl Adapter {
             modules.extend(expert_modules(&dir, &config, &module, &pairs)?);
         }
         Ok(Adapter { dir, config, modules, saved, unrecognised })
+    }
+
+    /// Names the per-expert modules as the base stores them: `has(name)` says whether the base
+    /// has tensor `name`. An expert module the base lacks under Qwen-MoE's names takes Mixtral's
+    /// when the base has that; anything else is left for the caller's missing-module checks.
+    pub fn name_experts_like(&mut self, has: &dyn Fn(&str) -> bool) {
+        use crate::format::arch::{ExpertNames, Moe};
+        for m in self.modules.iter_mut().filter(|m| m.expert.is_some()) {
+            let weight = format!("{}.weight", m.base);
+            if has(&weight) {
+                continue;
+            }
+            if let Some((layer, Some((e, p)))) = Moe::parse_name(&weight) {
+                let mixtral = ExpertNames::Mixtral.expert(layer, e, p);
+                if has(&format!("{mixtral}.weight")) {
+                    m.base = mixtral;
+                }
+            }
+        }
     }
 
     /// A module's factors as f32 (an expert's share sliced out of its parameter's factors).

@@ -3,6 +3,7 @@ dropped every expert delta.
 
     /work/venvs/main/bin/python moe_lora.py            # after moe.py hf (models/qwen3-moe)
     /work/venvs/main/bin/python moe_lora.py manifest   # adds these entries to zoo.json
+    /work/venvs/main/bin/python moe_lora.py mixtral    # after moe.py hf (models/mixtral)
 
 transformers 5 holds an MoE block's experts as fused 3-D parameters (`mlp.experts.gate_up_proj`
 `[experts, 2·moe_inter, hidden]`, `mlp.experts.down_proj` `[experts, hidden, moe_inter]`), so peft
@@ -19,6 +20,13 @@ Writes:
                                           LoraConfig, so the expert factors load as unexpected keys
                                           (peft warns) and only the attention deltas are folded in
   measured_moe_lora.json                  loss, peft's warning, P(EOS), max |ΔW| per merge
+
+`mixtral` writes the same adapter shape over Mixtral, whose experts are stored as
+`block_sparse_moe.experts.E.{w1,w3,w2}` but held by transformers 5 as `mlp.experts.gate_up_proj`
+/ `down_proj` (so peft saves Qwen-style `mlp.experts` names that match no stored tensor):
+  models/mixtral-lora-adapter             r 4, alpha 8, q/k/v/o + both expert parameters, 30 steps
+  goldens/mixtral-lora-premerge           peft's unmerged forward over the f32 base, 2 prompts
+  measured_moe_lora.json ["mixtral"]      loss and the adapter's saved key names
 """
 
 from __future__ import annotations
@@ -98,6 +106,31 @@ def main() -> None:
     G.log(json.dumps(measured, indent=1))
 
 
+def mixtral() -> None:
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(2)
+    tok = G.load_tok()
+    base = G.MODELS / "mixtral"
+    out = G.MODELS / "mixtral-lora-adapter"
+    m = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="eager").eval()
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                     target_parameters=TARGET_PARAMETERS)
+    pm = get_peft_model(m, cfg)
+    loss = G.train(pm, tok, G.chat_example, steps=30, lr=5e-3, seed=G.SEED + 71)
+    if out.exists():
+        shutil.rmtree(out)
+    pm.save_pretrained(out)
+    (out / "README.md").unlink(missing_ok=True)
+    pm.eval()
+    moe.save_hf_golden(pm, "mixtral-lora-premerge", seqs=moe.golden_seqs()[:2])
+    keys = sorted(load_file(out / "adapter_model.safetensors"))
+    measured = json.loads(MEASURED.read_text()) if MEASURED.exists() else {}
+    measured["mixtral"] = {"train_loss_last": loss, "expert_keys": [k for k in keys if ".layers.0." in k and "experts" in k]}
+    MEASURED.write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")
+    G.log(json.dumps(measured["mixtral"], indent=1))
+
+
 def manifest() -> None:
     """Adds (or refreshes) this script's entries in zoo.json; every other entry is left as it is."""
     import hashlib
@@ -143,9 +176,22 @@ def manifest() -> None:
             "weights_sha256_16": sha(d / "model.safetensors"), "golden": None,
             "measured": measured[name.replace("qwen3-moe-lora-", "")],
         }
+    mx = G.MODELS / "mixtral-lora-adapter"
+    st = safe_open(str(mx / "adapter_model.safetensors"), "pt")
+    zoo["variants"]["mixtral-lora-adapter"] = {
+        "dir": "models/mixtral-lora-adapter", "kind": "peft-adapter", "arch": "mixtral", "dtypes": ["F32"],
+        "tool": f"peft {peft.__version__}: the qwen3-moe-lora-adapter LoraConfig over mixtral (f32), 30 steps AdamW lr 5e-3 "
+                "on chat tasks, PeftModel.save_pretrained (expert factors saved under mlp.experts, as transformers 5 holds them)",
+        "command": "python moe_lora.py mixtral", "expected_fault": None, "fault_code": None, "parent": "mixtral",
+        "base": "models/mixtral", "tensor_count": len(st.keys()), "embed_shape": None, "lm_head_shape": None,
+        "tokenizer_added_tokens": None, "weights_sha256_16": sha(mx / "adapter_model.safetensors"),
+        "golden": {"path": "goldens/mixtral-lora-premerge.safetensors", "has_hidden": True,
+                   "note": "unmerged PeftModel forward (mixtral f32 + adapter), first two golden sequences"},
+        "measured": measured["mixtral"],
+    }
     (G.ROOT / "zoo.json").write_text(json.dumps(zoo, indent=1) + "\n")
     G.log("zoo.json: MoE LoRA entries added")
 
 
 if __name__ == "__main__":
-    manifest() if sys.argv[1:] == ["manifest"] else main()
+    {"manifest": manifest, "mixtral": mixtral}.get(sys.argv[1] if sys.argv[1:] else "", main)()

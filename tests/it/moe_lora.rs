@@ -158,3 +158,48 @@ fn compare_expert_lora_with_its_merges() {
     let (_, kl) = run("qwen3-moe-lora-merged-no-experts");
     assert!(kl > 1e-3, "merge without experts: KL {kl}");
 }
+
+/// Mixtral stores its experts as `block_sparse_moe.experts.E.{w1,w3,w2}`, but transformers 5
+/// holds them as `mlp.experts.gate_up_proj` / `down_proj`, so peft saves Qwen-style expert names
+/// that no stored tensor has. Paired with the base, the adapter takes the base's names, and the
+/// engine's base + adapter matches peft's unmerged forward (testdata/zoo/moe_lora.py mixtral).
+#[test]
+fn mixtral_expert_lora_takes_the_base_names_and_matches_peft() {
+    let base = common::zoo_path("models/mixtral");
+    let adapter = common::zoo_path("models/mixtral-lora-adapter");
+    let raw = Adapter::open(&adapter).unwrap();
+    let experts = |a: &Adapter| a.modules.iter().filter(|m| m.expert.is_some()).map(|m| m.base.clone()).collect::<Vec<_>>();
+    let saved = experts(&raw);
+    assert_eq!(saved.len(), LAYERS * EXPERTS * 3);
+    assert!(saved.iter().all(|n| n.contains(".mlp.experts.")), "{saved:?}");
+
+    let ckpt = ckptcheck::checkpoint::Checkpoint::with_adapter(&base, &adapter).unwrap();
+    let ckptcheck::checkpoint::Checkpoint::BaseWithAdapter { base: b, adapter: a } = &ckpt else { panic!("not base+adapter") };
+    let named = experts(a);
+    assert!(named.contains(&"model.layers.1.block_sparse_moe.experts.3.w3".to_string()), "{named:?}");
+    assert!(named.iter().all(|n| b.tensor(&format!("{n}.weight")).is_some()), "{named:?}");
+    let m = ckptcheck::model::load(
+        &ckpt,
+        &candle_core::Device::Cpu,
+        ckptcheck::settings::ComputeDtype::F32,
+        ckptcheck::model::GgufMatmul::Dense,
+    )
+    .unwrap();
+    engine::check_model("mixtral-lora-premerge", &m);
+
+    // merge-check against the base itself: every expert delta dropped, named as Mixtral stores it.
+    let r = common::ckptcheck(&[
+        "merge-check",
+        "--json",
+        "--base",
+        base.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--merged",
+        base.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(statuses(&r).iter().all(|(_, s)| s == "not merged"), "{}", r.stdout);
+    let f = r.finding("merge.expert-delta-dropped");
+    assert_eq!(f["field"], "model.layers.0.block_sparse_moe.experts.0.w2.weight", "{f}");
+}
