@@ -75,7 +75,11 @@ fn dequantization_equals_upstream_and_logits_match() {
             let Some(module) = t.name.strip_prefix("dequant.").and_then(|n| n.strip_suffix(".weight")) else { continue };
             let want = f32s(&g, &t.name);
             let (got, out, inp) = q.dequantize(module).unwrap().unwrap();
-            assert_eq!((out as u64, inp as u64), (t.shape[0], t.shape[1]), "{dir} {module}");
+            // The bnb goldens hold the first 64 output rows (quant_bnb.py's DEQUANT_ROWS); the
+            // others the whole weight.
+            let rows = if dir.starts_with("llama-bnb-") { 64.min(out as u64) } else { out as u64 };
+            assert_eq!((rows, inp as u64), (t.shape[0], t.shape[1]), "{dir} {module}");
+            let got = &got[..want.len()];
             let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
             let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             eprintln!("{dir} {module}: max |Δw| / max |w| = {:.2e}", d / scale);
