@@ -5,6 +5,7 @@ llama.cpp's own converter and quantizer.
     <main venv python> moe.py hf        # models/{mixtral,qwen3-moe,qwen3-moe-mixed} + goldens
     <main venv python> moe.py gguf      # convert_hf_to_gguf.py --outtype f16, llama-quantize Q8_0
     <main venv python> moe.py gguf-goldens   # llama.cpp logits via llama_logits.c (gcc + libllama)
+    <main venv python> moe.py qwen2moe-gguf   # untied Qwen2-MoE (HF in scratch only) -> F16 GGUF + llama.cpp golden
     <main venv python> moe.py manifest  # adds these entries to zoo.json
 
 Random init gives near-uniform router probabilities (router logits ~0.05 apart), where an f32
@@ -255,6 +256,54 @@ def stage_gguf_goldens() -> None:
     MEASURED.write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")
 
 
+QWEN2MOE_GGUF = "qwen2-moe-f16.gguf"
+
+
+@torch.no_grad()
+def stage_qwen2moe_gguf() -> None:
+    """Qwen2-MoE as llama.cpp runs it. llama.cpp's qwen2moe graph requires `output.weight`
+    (src/models/qwen2moe.cpp creates it without TENSOR_NOT_REQUIRED), so the zoo's tied qwen2-moe
+    cannot load there; the released Qwen1.5/Qwen2-MoE checkpoints are untied. This is the zoo
+    config with tie_word_embeddings false (same seed and router std), saved to a scratch dir (not
+    committed: testdata/ budget), converted to F16 by llama.cpp's converter; committed are the GGUF
+    and llama.cpp's logits on the shared golden ids. Measured into measured_moe.json: llama.cpp vs
+    transformers on the scratch HF model, and how far the shared expert moves transformers' logits
+    (what a shared-expert bug in the engine would cost, against the test's tolerance)."""
+    import gguf_stage as S
+    import transformers
+
+    S.LLAMACPP = LLAMACPP
+    cls_name, cfg = configs()["qwen2-moe"]
+    cfg.tie_word_embeddings = False
+    i = list(configs()).index("qwen2-moe")
+    torch.manual_seed(G.SEED + 40 + i + SEED_SHIFT.get("qwen2-moe", 0))
+    model = getattr(transformers, cls_name)(cfg).float().eval()
+    for n, p in model.named_parameters():
+        if n.endswith("mlp.gate.weight"):
+            p.normal_(0.0, ROUTER_STD)
+    hf = Path(os.environ.get("ZOO_SCRATCH", "/work/scratch-moe")) / "qwen2-moe-untied"
+    G.save_hf(model.to(torch.bfloat16), G.load_tok(), hf)
+    gguf = S.GGUF_DIR / QWEN2MOE_GGUF
+    S.log(f"convert {hf} -> {gguf.name}")
+    S.run_converter(hf, gguf, "f16")
+    seqs = golden_seqs()
+    lc = save_llama_cpp_golden(gguf, "gguf-qwen2-moe-f16")
+    m = G.load_model(hf)
+    ref = [m(input_ids=ids[None]).logits[0].float() for _, ids in seqs]
+    for layer in m.model.layers:
+        layer.mlp.shared_expert.down_proj.weight.zero_()
+    no_shared = [m(input_ids=ids[None]).logits[0].float() for _, ids in seqs]
+    measured = json.loads(MEASURED.read_text()) if MEASURED.exists() else {}
+    measured["gguf-qwen2-moe-f16"] = {
+        "max_abs_dlogit_vs_hf_f32": max(float((a - b).abs().max()) for a, b in zip(lc, ref)),
+        "shared_expert_effect_max_abs_dlogit": min(float((a - b).abs().max()) for a, b in zip(no_shared, ref)),
+        "router_topk_margin_min": router_margin(G.load_model(hf), seqs),
+        "untied_scratch_hf": str(hf),
+    }
+    G.log(f"gguf-qwen2-moe-f16: {measured['gguf-qwen2-moe-f16']}")
+    MEASURED.write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")
+
+
 def stage_manifest() -> None:
     """Adds (or refreshes) this script's entries in zoo.json; every other entry is left as it is."""
     import hashlib
@@ -297,6 +346,17 @@ def stage_manifest() -> None:
                 "golden": {"path": f"goldens/gguf-{name}-{t}.safetensors", "has_hidden": False},
                 "measured": measured.get(f"gguf-{name}-{t}"),
             }
+    path = ROOT / "gguf" / QWEN2MOE_GGUF
+    zoo["variants"]["gguf-qwen2-moe-f16"] = {
+        "dir": "gguf", "path": f"gguf/{QWEN2MOE_GGUF}", "kind": "gguf", "arch": None, "dtypes": None,
+        "tool": f"llama.cpp convert_hf_to_gguf.py --outtype f16 of an untied qwen2-moe (scratch HF dir, not committed) "
+                f"({LLAMACPP}); golden from llama_logits.c (libllama)",
+        "command": "python moe.py qwen2moe-gguf", "expected_fault": None, "parent": None,
+        "tensor_count": None, "embed_shape": None, "lm_head_shape": None, "tokenizer_added_tokens": None,
+        "weights_sha256_16": sha(path),
+        "golden": {"path": "goldens/gguf-qwen2-moe-f16.safetensors", "has_hidden": False},
+        "measured": measured.get("gguf-qwen2-moe-f16"),
+    }
     top1 = ROOT / "gguf" / "mixtral-top1.gguf"
     zoo["variants"]["gguf-mixtral-top1"] = {
         "dir": "gguf", "path": "gguf/mixtral-top1.gguf", "kind": "gguf", "arch": None, "dtypes": None,
@@ -311,6 +371,7 @@ def stage_manifest() -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    stages = {"hf": stage_hf, "gguf": stage_gguf, "gguf-goldens": stage_gguf_goldens, "manifest": stage_manifest}
+    stages = {"hf": stage_hf, "gguf": stage_gguf, "gguf-goldens": stage_gguf_goldens, "qwen2moe-gguf": stage_qwen2moe_gguf,
+              "manifest": stage_manifest}
     for s in sys.argv[1:]:
         stages[s]()
