@@ -33,8 +33,20 @@ impl LinearOp for NativeLinear {
         if k != self.weight.cols() {
             candle_core::bail!("linear input has {k} features, the weight {}", self.weight.cols());
         }
-        let xs = x.flatten_all()?.to_vec1::<f32>()?;
-        let y = Tensor::from_vec(self.weight.matmul_t(&xs, t), (t, self.weight.rows()), x.device())?;
+        let y = {
+            // A contiguous f32 input on the CPU is read where it is, not copied out first.
+            let (storage, layout) = x.storage_and_layout();
+            let y = match (&*storage, layout.contiguous_offsets()) {
+                (candle_core::Storage::Cpu(cpu), Some((a, b))) if x.dtype() == candle_core::DType::F32 => {
+                    self.weight.matmul_t(&cpu.as_slice::<f32>()?[a..b], t)
+                }
+                _ => {
+                    drop(storage);
+                    self.weight.matmul_t(&x.flatten_all()?.to_vec1::<f32>()?, t)
+                }
+            };
+            Tensor::from_vec(y, (t, self.weight.rows()), x.device())?
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
