@@ -244,6 +244,21 @@ fn transpose_into(x: &[f32], rows: usize, cols: usize, xt: &mut [f32]) {
     });
 }
 
+/// Eight bf16 (`is_f16` false) or f16 values from column `c` of each of the 8 rows in `src`,
+/// widened to f32 and stored transposed: `dst[j · ds + i]` = row i, column c + j.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn half_to_f32_transposed8x8(src: &[&[u8]; 8], c: usize, is_f16: bool, dst: *mut f32, ds: usize) {
+    use std::arch::x86_64::*;
+    let mut rows = [0f32; 64];
+    for (i, s) in src.iter().enumerate() {
+        let h = unsafe { _mm_loadu_si128(s.as_ptr().add(2 * c) as *const __m128i) };
+        let v = if is_f16 { _mm256_cvtph_ps(h) } else { _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h))) };
+        unsafe { _mm256_storeu_ps(rows.as_mut_ptr().add(8 * i), v) };
+    }
+    unsafe { transpose8x8(rows.as_ptr(), 8, dst, ds) };
+}
+
 /// One 8 × 8 block: `dst[j · ds + i] = src[i · ss + j]`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
@@ -322,6 +337,47 @@ impl NativeMatrix {
         }
     }
 
+    /// Rows `r0..r0 + rows` decoded straight into `wt` as `[cols, rows]` (the transpose of what
+    /// `decode_rows` writes), in one pass over their bytes: bf16 and f16 rows on a CPU with AVX2
+    /// and F16C. `false` (and `wt` untouched) for every other encoding or CPU.
+    fn decode_rows_transposed(&self, r0: usize, rows: usize, wt: &mut [f32]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if let Store::Rows { data, codec: codec @ (RowCodec::Bf16 | RowCodec::F16), row_bytes } = &self.store {
+            if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c")) {
+                return false;
+            }
+            let (k, bytes, is_f16) = (self.cols, data.bytes(), matches!(codec, RowCodec::F16));
+            let row = |r: usize| {
+                let s = self.row_map.as_ref().map(|m| m[r] as usize).unwrap_or(r);
+                &bytes[s * row_bytes..(s + 1) * row_bytes]
+            };
+            wt[..k * rows].par_chunks_mut(TRANSPOSE_COLS * rows).enumerate().for_each(|(cb, out)| {
+                let c0 = cb * TRANSPOSE_COLS;
+                let cn = out.len() / rows;
+                for g in (0..rows).step_by(8) {
+                    let gn = 8.min(rows - g);
+                    let src: [&[u8]; 8] = std::array::from_fn(|i| &row(r0 + g + i.min(gn - 1))[c0 * 2..(c0 + cn) * 2]);
+                    let c8 = if gn == 8 { cn / 8 * 8 } else { 0 };
+                    for c in (0..c8).step_by(8) {
+                        // SAFETY: AVX2 and F16C were detected; each source slice holds cn ≥ c + 8
+                        // values from column c0, and rows c..c+8 of `out` at g..g+8 are in out.
+                        unsafe { half_to_f32_transposed8x8(&src, c, is_f16, out.as_mut_ptr().add(c * rows + g), rows) };
+                    }
+                    for c in 0..cn {
+                        for (i, s) in src.iter().enumerate().take(gn).skip(if c < c8 { gn } else { 0 }) {
+                            let b = u16::from_le_bytes([s[2 * c], s[2 * c + 1]]);
+                            out[c * rows + g + i] =
+                                if is_f16 { half::f16::from_bits(b).to_f32() } else { half::bf16::from_bits(b).to_f32() };
+                        }
+                    }
+                }
+            });
+            return true;
+        }
+        let _ = (r0, rows, wt);
+        false
+    }
+
     /// Decodes rows `r0..r0 + out.len() / cols` into `out`, in parallel.
     fn decode_rows(&self, r0: usize, out: &mut [f32]) {
         match &self.store {
@@ -386,8 +442,10 @@ impl NativeMatrix {
             for r0 in (0..n).step_by(tile) {
                 let rows = tile.min(n - r0);
                 let (w, wt) = buf.split_at_mut(tile * k);
-                self.decode_rows(r0, &mut w[..rows * k]);
-                transpose_into(&w[..rows * k], rows, k, wt);
+                if !self.decode_rows_transposed(r0, rows, wt) {
+                    self.decode_rows(r0, &mut w[..rows * k]);
+                    transpose_into(&w[..rows * k], rows, k, wt);
+                }
                 // SAFETY: dst is y[m0..m0+m, r0..r0+rows] (row stride n), lhs x[m0..m0+m] [m, k]
                 // read from its column-major copy xt, rhs wᵀ [k, rows] row-major in wt; all in
                 // bounds of their buffers.
@@ -558,6 +616,40 @@ mod tests {
         let t = 13;
         let x: Vec<f32> = (0..t * cols).map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0).collect();
         assert_eq!(m.matmul_t_in(&x, t, 7 * cols), m.matmul_t(&x, t));
+    }
+
+    /// bf16 and f16 rows decoded straight into the transposed layout equal the row decoder's
+    /// output transposed, for ragged row groups and column blocks and with a row map.
+    #[test]
+    fn fused_half_decode_equals_decode_then_transpose() {
+        let (rows, cols) = (8 * 2 + 5, TRANSPOSE_COLS + 8 + 3);
+        let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 97.0).collect();
+        for codec in [RowCodec::Bf16, RowCodec::F16] {
+            let bytes: Vec<u8> = w
+                .iter()
+                .flat_map(|v| {
+                    if codec == RowCodec::F16 {
+                        half::f16::from_f32(*v).to_le_bytes()
+                    } else {
+                        half::bf16::from_f32(*v).to_le_bytes()
+                    }
+                })
+                .collect();
+            let map: Vec<u32> = (0..rows as u32).map(|r| (r * 5) % rows as u32).collect();
+            let m = NativeMatrix::new(mapped(&bytes), rows, cols, codec, |d| Error::Device { detail: d }).unwrap().with_row_map(map);
+            let (r0, n) = (2, rows - 3);
+            let mut plain = vec![0f32; n * cols];
+            m.decode_rows(r0, &mut plain);
+            let mut want = vec![0f32; n * cols];
+            transpose_into(&plain, n, cols, &mut want);
+            let mut got = vec![f32::NAN; n * cols];
+            let fused = m.decode_rows_transposed(r0, n, &mut got);
+            #[cfg(target_arch = "x86_64")]
+            assert_eq!(fused, std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c"));
+            if fused {
+                assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{codec:?}");
+            }
+        }
     }
 
     #[test]
