@@ -290,6 +290,9 @@ fn compare_layer_trace_reports_router_agreement() {
     assert!(q8[1..].iter().all(|a| a.is_some_and(|a| (0.9..=1.0).contains(&a))), "{q8:?}");
     let llama = zoo.join("models/llama-instruct");
     assert!(agreement(&trace(&llama, &llama)).iter().all(Option::is_none));
+    // The Qwen2-MoE GGUF (shared experts) runs through compare's layer trace too.
+    let q2 = zoo.join("gguf/qwen2-moe-f16.gguf");
+    assert_eq!(agreement(&trace(&q2, &q2)), vec![None, Some(1.0), Some(1.0)], "qwen2-moe-f16.gguf against itself");
 }
 
 /// llama.cpp's qwen2moe loader needs `output.weight` (no tied-embedding fallback): a tied-head
