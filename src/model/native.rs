@@ -250,13 +250,15 @@ fn transpose_into(x: &[f32], rows: usize, cols: usize, xt: &mut [f32]) {
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn half_to_f32_transposed8x8(src: &[&[u8]; 8], c: usize, is_f16: bool, dst: *mut f32, ds: usize) {
     use std::arch::x86_64::*;
-    let mut rows = [0f32; 64];
-    for (i, s) in src.iter().enumerate() {
-        let h = unsafe { _mm_loadu_si128(s.as_ptr().add(2 * c) as *const __m128i) };
-        let v = if is_f16 { _mm256_cvtph_ps(h) } else { _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h))) };
-        unsafe { _mm256_storeu_ps(rows.as_mut_ptr().add(8 * i), v) };
-    }
-    unsafe { transpose8x8(rows.as_ptr(), 8, dst, ds) };
+    let r: [__m256; 8] = std::array::from_fn(|i| {
+        let h = unsafe { _mm_loadu_si128(src[i].as_ptr().add(2 * c) as *const __m128i) };
+        if is_f16 {
+            _mm256_cvtph_ps(h)
+        } else {
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+        }
+    });
+    unsafe { store_transposed8x8(r, dst, ds) };
 }
 
 /// One 8 × 8 block: `dst[j · ds + i] = src[i · ss + j]`.
@@ -265,6 +267,15 @@ unsafe fn half_to_f32_transposed8x8(src: &[&[u8]; 8], c: usize, is_f16: bool, ds
 unsafe fn transpose8x8(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
     use std::arch::x86_64::*;
     let r: [__m256; 8] = std::array::from_fn(|i| unsafe { _mm256_loadu_ps(src.add(i * ss)) });
+    unsafe { store_transposed8x8(r, dst, ds) };
+}
+
+/// Eight rows of 8 values in registers, stored transposed: `dst[j · ds + i] = r[i][j]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+unsafe fn store_transposed8x8(r: [std::arch::x86_64::__m256; 8], dst: *mut f32, ds: usize) {
+    use std::arch::x86_64::*;
     // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped.
     let t = [
         _mm256_unpacklo_ps(r[0], r[1]),
@@ -329,8 +340,13 @@ impl NativeMatrix {
     }
 
     /// Decodes logical row `r` into `out` (`cols` values).
+    /// Where logical row `r` is stored (`row_map`, or `r` itself).
+    fn stored_row(&self, r: usize) -> usize {
+        self.row_map.as_ref().map(|m| m[r] as usize).unwrap_or(r)
+    }
+
     fn decode_one(&self, r: usize, out: &mut [f32]) {
-        let s = self.row_map.as_ref().map(|m| m[r] as usize).unwrap_or(r);
+        let s = self.stored_row(r);
         match &self.store {
             Store::Rows { data, codec, row_bytes } => decode_row(*codec, &data.bytes()[s * row_bytes..(s + 1) * row_bytes], out),
             Store::Packed(p) => p.decode_rows(s, out),
@@ -348,7 +364,7 @@ impl NativeMatrix {
             }
             let (k, bytes, is_f16) = (self.cols, data.bytes(), matches!(codec, RowCodec::F16));
             let row = |r: usize| {
-                let s = self.row_map.as_ref().map(|m| m[r] as usize).unwrap_or(r);
+                let s = self.stored_row(r);
                 &bytes[s * row_bytes..(s + 1) * row_bytes]
             };
             wt[..k * rows].par_chunks_mut(TRANSPOSE_COLS * rows).enumerate().for_each(|(cb, out)| {
