@@ -116,24 +116,31 @@ def router_margin(model, seqs) -> float:
     return min(captured) if captured else worst
 
 
-def stage_hf() -> None:
+@torch.no_grad()
+def init_model(name: str, cls_name: str, cfg):
+    """The random-init model of zoo entry `name`: its seed (from its place in `configs()`) and the
+    router drawn with std ROUTER_STD. Used by stage_hf and stage_qwen2moe_gguf."""
     import transformers
 
+    torch.manual_seed(G.SEED + 40 + list(configs()).index(name) + SEED_SHIFT.get(name, 0))
+    model = getattr(transformers, cls_name)(cfg).float().eval()
+    for n, p in model.named_parameters():
+        if n.endswith("mlp.gate.weight"):
+            p.normal_(0.0, ROUTER_STD)
+    return model
+
+
+def stage_hf() -> None:
     tok = G.load_tok()
     seqs = golden_seqs()
     measured = {}
     only = os.environ.get("ZOO_MOE_ONLY")
     if only and MEASURED.exists():
         measured = json.loads(MEASURED.read_text())
-    for i, (name, (cls_name, cfg)) in enumerate(configs().items()):
+    for name, (cls_name, cfg) in configs().items():
         if only and name not in only.split(","):
             continue
-        torch.manual_seed(G.SEED + 40 + i + SEED_SHIFT.get(name, 0))
-        model = getattr(transformers, cls_name)(cfg).float().eval()
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if n.endswith("mlp.gate.weight"):
-                    p.normal_(0.0, ROUTER_STD)
+        model = init_model(name, cls_name, cfg)
         out = G.MODELS / name
         # Stored bf16, the dtype MoE checkpoints ship in; goldens from the bf16 values upcast.
         G.save_hf(model.to(torch.bfloat16), tok, out)
@@ -270,17 +277,11 @@ def stage_qwen2moe_gguf() -> None:
     transformers on the scratch HF model, and how far the shared expert moves transformers' logits
     (what a shared-expert bug in the engine would cost, against the test's tolerance)."""
     import gguf_stage as S
-    import transformers
 
     S.LLAMACPP = LLAMACPP
     cls_name, cfg = configs()["qwen2-moe"]
     cfg.tie_word_embeddings = False
-    i = list(configs()).index("qwen2-moe")
-    torch.manual_seed(G.SEED + 40 + i + SEED_SHIFT.get("qwen2-moe", 0))
-    model = getattr(transformers, cls_name)(cfg).float().eval()
-    for n, p in model.named_parameters():
-        if n.endswith("mlp.gate.weight"):
-            p.normal_(0.0, ROUTER_STD)
+    model = init_model("qwen2-moe", cls_name, cfg)
     hf = Path(os.environ.get("ZOO_SCRATCH", "/work/scratch-moe")) / "qwen2-moe-untied"
     G.save_hf(model.to(torch.bfloat16), G.load_tok(), hf)
     gguf = S.GGUF_DIR / QWEN2MOE_GGUF
@@ -290,6 +291,7 @@ def stage_qwen2moe_gguf() -> None:
     lc = save_llama_cpp_golden(gguf, "gguf-qwen2-moe-f16")
     m = G.load_model(hf)
     ref = [m(input_ids=ids[None]).logits[0].float() for _, ids in seqs]
+    margin = router_margin(m, seqs)
     for layer in m.model.layers:
         layer.mlp.shared_expert.down_proj.weight.zero_()
     no_shared = [m(input_ids=ids[None]).logits[0].float() for _, ids in seqs]
@@ -297,7 +299,7 @@ def stage_qwen2moe_gguf() -> None:
     measured["gguf-qwen2-moe-f16"] = {
         "max_abs_dlogit_vs_hf_f32": max(float((a - b).abs().max()) for a, b in zip(lc, ref)),
         "shared_expert_effect_max_abs_dlogit": min(float((a - b).abs().max()) for a, b in zip(no_shared, ref)),
-        "router_topk_margin_min": router_margin(G.load_model(hf), seqs),
+        "router_topk_margin_min": margin,
         "untied_scratch_hf": str(hf),
     }
     G.log(f"gguf-qwen2-moe-f16: {measured['gguf-qwen2-moe-f16']}")
