@@ -163,11 +163,11 @@ def greedy_stop(model, ids, plens) -> tuple[float, list[int]]:
     return stops / len(ids), lens
 
 
-def write_golden(name: str, ids, plens, logits, extra: dict | None = None, producer: str = "") -> None:
+def write_golden(name: str, ids, plens, logits, extra: dict | None = None, producer: str = "", meta_extra: dict | None = None) -> None:
     import torch
     from safetensors.torch import save_file
 
-    tensors, meta = {}, {"variant": name, "producer": producer, **{f"v_{k}": v for k, v in versions().items()}}
+    tensors, meta = {}, {"variant": name, "producer": producer, **{f"v_{k}": v for k, v in versions().items()}, **(meta_extra or {})}
     for i, (x, p, l) in enumerate(zip(ids, plens, logits)):
         tensors[f"input_ids.{i}"] = x.to(torch.int64).contiguous()
         tensors[f"logits.{i}"] = l
@@ -260,7 +260,8 @@ def stage_quant() -> None:
                      producer=f"transformers {__import__('transformers').__version__} + bitsandbytes {bnb.__version__}: "
                               "from_pretrained(saved checkpoint, device_map='cpu', dtype=float32) forward" +
                               ("" if name == "int8" else "; Linear4bit.support_avx512bf16_for_cpu=False "
-                               "(dequantize_4bit to float32 + F.linear in float32, the portable path)"))
+                               "(dequantize_4bit to float32 + F.linear in float32, the portable path)"),
+                     meta_extra={"dequant_rows": f"first {DEQUANT_ROWS} output rows (quant_bnb.py DEQUANT_ROWS)"})
         props = compare(H, logits)
         props = {f"{k}_vs_hf_f32" if k.startswith(("max", "kl", "same")) else k: v for k, v in props.items()}
         rate, lens = greedy_stop(q, ids, plens)
