@@ -367,7 +367,7 @@ impl ArchSpec {
             opt_f("partial_rotary_factor").or_else(|| full_rope.and_then(|r| r.get("partial_rotary_factor")).and_then(Value::as_f64));
         let rotary_dim = match partial {
             None => head_dim,
-            Some(f) if f > 0.0 && f <= 1.0 && ((head_dim as f64 * f) as usize) % 2 == 0 && (head_dim as f64 * f) as usize > 0 => {
+            Some(f) if f > 0.0 && f <= 1.0 && ((head_dim as f64 * f) as usize).is_multiple_of(2) && (head_dim as f64 * f) as usize > 0 => {
                 (head_dim as f64 * f) as usize
             }
             Some(f) => {

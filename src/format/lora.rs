@@ -261,7 +261,7 @@ fn expert_modules(dir: &HfDir, config: &LoraConfig, module: &str, pairs: &[(Stri
         let experts = (ra / r) as usize;
         let o = *o as usize;
         let parts: Vec<(&str, (usize, usize))> = match p {
-            "gate_up_proj" if o % 2 == 0 => vec![("gate_proj", (0, o / 2)), ("up_proj", (o / 2, o))],
+            "gate_up_proj" if o.is_multiple_of(2) => vec![("gate_proj", (0, o / 2)), ("up_proj", (o / 2, o))],
             "down_proj" => vec![("down_proj", (0, o))],
             _ => {
                 return Err(err(

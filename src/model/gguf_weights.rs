@@ -176,7 +176,7 @@ impl<'a> GgufWeights<'a> {
     /// interleaved rope): `map[hf_row]` = the GGUF row holding it. `None` for every other tensor.
     fn qk_row_map(&self, hf_name: &str, rows: usize) -> Result<Option<Vec<u32>>> {
         let Some(n_head) = self.qk_heads(hf_name).filter(|_| self.unpermute_qk) else { return Ok(None) };
-        if n_head == 0 || rows % (2 * n_head) != 0 {
+        if n_head == 0 || !rows.is_multiple_of(2 * n_head) {
             return Err(self.err(hf_name, format!("{rows} rows do not split into {n_head} heads of two rope halves")));
         }
         let (hd, half) = (rows / n_head, rows / n_head / 2);

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod decoder;
+pub mod dot;
 pub mod gguf_weights;
 pub mod native;
 pub mod quant;

@@ -93,7 +93,7 @@ impl RowCodec {
 /// Decodes one row of `Block`s into `out` (the row may sit at any alignment inside the map).
 fn blocks_to_f32<B: Block>(bytes: &[u8], out: &mut [f32]) {
     let n = bytes.len() / std::mem::size_of::<B>();
-    if (bytes.as_ptr() as usize) % std::mem::align_of::<B>() == 0 {
+    if (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<B>()) {
         // SAFETY: aligned, in bounds, and every bit pattern is a valid block (plain integers and
         // f16 fields, as candle's own `qtensor_from_ggml` assumes for the same bytes).
         let blocks = unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const B, n) };
@@ -129,7 +129,7 @@ fn decode_row(codec: RowCodec, bytes: &[u8], out: &mut [f32]) {
             // half converts whole slices with F16C where the CPU has it (detected at run time).
             use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
             let n = bytes.len() / 2;
-            if cfg!(target_endian = "little") && (bytes.as_ptr() as usize) % std::mem::align_of::<u16>() == 0 {
+            if cfg!(target_endian = "little") && (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<u16>()) {
                 // SAFETY: aligned for u16, `n` whole u16s in bounds; every bit pattern is a valid
                 // u16, and on a little-endian host the stored bytes are the values' own.
                 let bits = unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const u16, n) };
@@ -204,6 +204,26 @@ thread_local! {
     static TILE_BUF: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The calling thread's buffer for the transposed input (`transpose_into`).
     static XT_BUF: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Weight rows of one unit of `matmul_t_dot` (a multiple of the dot tile's 4 rows and of the
+/// packed schemes' 32-row decode).
+const DOT_PANEL: usize = 32;
+
+thread_local! {
+    /// The calling thread's decoded panel (`matmul_t_dot`, encodings the kernels do not read).
+    static PANEL_BUF: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// y's address, shared by the units of `matmul_t_dot` (each writes its own elements).
+struct SendPtr(*mut f32);
+// SAFETY: only used to write disjoint elements from rayon's threads while the Vec is alive.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
 }
 
 /// Most input values `matmul_t` transposes at once (64 MiB of f32).
@@ -308,7 +328,7 @@ impl NativeMatrix {
     /// (file and name) in the error.
     pub fn new(data: MappedBytes, rows: usize, cols: usize, codec: RowCodec, what: impl Fn(String) -> Error) -> Result<NativeMatrix> {
         let (per_block, block_bytes) = codec.block();
-        if per_block == 0 || cols % per_block != 0 {
+        if per_block == 0 || !cols.is_multiple_of(per_block) {
             return Err(what(format!("rows of {cols} values do not split into blocks of {per_block} for {codec:?}")));
         }
         let row_bytes = cols / per_block * block_bytes;
@@ -425,8 +445,83 @@ impl NativeMatrix {
 
     /// `y = x·Wᵀ` for `x` `[t, cols]` row-major: `[t, rows]`. Row tiles are decoded into one
     /// reused buffer and multiplied there, with every thread of the current rayon pool.
+    /// On a CPU with AVX-512F the weight rows are multiplied where they are (`dot`); elsewhere
+    /// through gemm.
     pub fn matmul_t(&self, x: &[f32], t: usize) -> Vec<f32> {
+        if super::dot::available() {
+            return self.matmul_t_dot(x, t);
+        }
         self.matmul_t_in(x, t, XT_FLOATS)
+    }
+
+    /// Decodes rows `r0..r0 + out.len() / cols` into `out` on the calling thread.
+    fn decode_rows_here(&self, r0: usize, out: &mut [f32]) {
+        match &self.store {
+            Store::Packed(p) if self.row_map.is_none() => p.decode_rows(r0, out),
+            _ => out.chunks_mut(self.cols).enumerate().for_each(|(i, row)| self.decode_one(r0 + i, row)),
+        }
+    }
+
+    /// `matmul_t` by the dot-product kernels (`dot::available()` must be true). The work is
+    /// split into panels of `DOT_PANEL` weight rows, each multiplied with every input row while
+    /// it sits in L2: f32 / bf16 / f16 rows straight from the map, other encodings decoded into
+    /// the thread's panel buffer first (once per panel, not once per input row).
+    fn matmul_t_dot(&self, x: &[f32], t: usize) -> Vec<f32> {
+        use super::dot;
+        let (n, k) = (self.rows, self.cols);
+        debug_assert_eq!(x.len(), t * k);
+        if t == 0 || n == 0 {
+            return vec![0f32; t * n];
+        }
+        let mut y: Vec<f32> = Vec::with_capacity(t * n);
+        let yp = SendPtr(y.as_mut_ptr());
+        let panels = n.div_ceil(DOT_PANEL);
+        // At least 4 units per thread; where there are fewer panels (a k/v projection on many
+        // cores) the input rows are split too, and each part decodes its panel again.
+        let parts = (4 * rayon::current_num_threads()).div_ceil(panels).min(t.div_ceil(dot::TILE_INPUTS));
+        let part_len = t.div_ceil(parts).next_multiple_of(dot::TILE_INPUTS);
+        let parts = t.div_ceil(part_len);
+        (0..panels * parts).into_par_iter().for_each(|u| {
+            let (r0, j0) = (u / parts * DOT_PANEL, u % parts * part_len);
+            let (rows, m) = (DOT_PANEL.min(n - r0), part_len.min(t - j0));
+            let xs = &x[j0 * k..(j0 + m) * k];
+            // SAFETY: y has capacity t × n; this unit alone writes rows j0..j0+m, columns
+            // r0..r0+rows of it.
+            let yb = unsafe { yp.get().add(j0 * n + r0) };
+            let mut ptrs = [std::ptr::null::<u8>(); DOT_PANEL];
+            match &self.store {
+                Store::Rows { data, codec: codec @ (RowCodec::F32 | RowCodec::Bf16 | RowCodec::F16), row_bytes } => {
+                    for (i, p) in ptrs[..rows].iter_mut().enumerate() {
+                        *p = data.bytes()[self.stored_row(r0 + i) * row_bytes..].as_ptr();
+                    }
+                    // SAFETY: dot::available(); each pointer starts a whole stored row of k
+                    // values (`new` checked the byte count); y as above.
+                    unsafe {
+                        match codec {
+                            RowCodec::F32 => dot::block::<{ dot::F32 }>(&ptrs[..rows], xs, m, k, yb, n),
+                            RowCodec::F16 => dot::block::<{ dot::F16 }>(&ptrs[..rows], xs, m, k, yb, n),
+                            _ => dot::block::<{ dot::BF16 }>(&ptrs[..rows], xs, m, k, yb, n),
+                        }
+                    }
+                }
+                _ => PANEL_BUF.with(|b| {
+                    let mut b = b.borrow_mut();
+                    if b.len() < DOT_PANEL * k {
+                        b.resize(DOT_PANEL * k, 0.0);
+                    }
+                    self.decode_rows_here(r0, &mut b[..rows * k]);
+                    for (i, p) in ptrs[..rows].iter_mut().enumerate() {
+                        *p = b[i * k..].as_ptr() as *const u8;
+                    }
+                    // SAFETY: dot::available(); the panel buffer holds rows × k decoded f32; y
+                    // as above.
+                    unsafe { dot::block::<{ dot::F32 }>(&ptrs[..rows], xs, m, k, yb, n) };
+                }),
+            }
+        });
+        // SAFETY: the units cover every row and every column of y.
+        unsafe { y.set_len(t * n) };
+        y
     }
 
     /// `matmul_t`, transposing at most `xt_floats` input values at once.
@@ -619,19 +714,25 @@ mod tests {
         let map: Vec<u32> = (0..rows as u32).rev().collect();
         let m = NativeMatrix::new(mapped(&bytes), rows, cols, RowCodec::Bf16, |d| Error::Device { detail: d }).unwrap().with_row_map(map);
         let x: Vec<f32> = (0..t * cols).map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0).collect();
-        let y = m.matmul_t(&x, t);
-        for i in 0..t {
-            for r in 0..rows {
-                let s = rows - 1 - r;
-                let want: f32 = (0..cols).map(|c| x[i * cols + c] * wq[s * cols + c]).sum();
-                assert!((y[i * rows + r] - want).abs() < 1e-3, "y[{i},{r}] = {} vs {want}", y[i * rows + r]);
+        // Both paths: gemm (`matmul_t_in`) and, on AVX-512 CPUs, the dot kernels.
+        let mut paths = vec![("gemm", m.matmul_t_in(&x, t, XT_FLOATS))];
+        if super::super::dot::available() {
+            paths.push(("dot", m.matmul_t_dot(&x, t)));
+        }
+        for (path, y) in paths {
+            for i in 0..t {
+                for r in 0..rows {
+                    let s = rows - 1 - r;
+                    let want: f32 = (0..cols).map(|c| x[i * cols + c] * wq[s * cols + c]).sum();
+                    assert!((y[i * rows + r] - want).abs() < 1e-3, "{path}: y[{i},{r}] = {} vs {want}", y[i * rows + r]);
+                }
             }
         }
         assert_eq!(m.gather(&[0])[..cols], wq[(rows - 1) * cols..]);
         // Input rows transposed in chunks (7, then 6 left over for t = 13 here) give the same y.
         let t = 13;
         let x: Vec<f32> = (0..t * cols).map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0).collect();
-        assert_eq!(m.matmul_t_in(&x, t, 7 * cols), m.matmul_t(&x, t));
+        assert_eq!(m.matmul_t_in(&x, t, 7 * cols), m.matmul_t_in(&x, t, XT_FLOATS));
     }
 
     /// bf16 and f16 rows decoded straight into the transposed layout equal the row decoder's

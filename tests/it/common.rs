@@ -192,7 +192,12 @@ impl Run {
 }
 
 pub fn ckptcheck(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_ckptcheck")).args(args).output().expect("binary runs");
+    ckptcheck_env(args, &[])
+}
+
+/// `ckptcheck` with extra environment variables.
+pub fn ckptcheck_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_ckptcheck")).args(args).envs(env.iter().copied()).output().expect("binary runs");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -239,7 +239,7 @@ fn gguf_with_tensors(names: impl Iterator<Item = String>) -> Vec<u8> {
     b.extend(8u32.to_le_bytes());
     s(&mut b, "llama");
     b.extend(infos);
-    while b.len() % 32 != 0 {
+    while !b.len().is_multiple_of(32) {
         b.push(0);
     }
     b.extend(std::iter::repeat_n(0u8, n as usize * 128));

@@ -6,8 +6,11 @@
 //!
 //! Every number printed here is reproducible, so nothing is filtered but paths: the zoo runs on
 //! the CPU in f32, and each run twice, with one thread and with all, gave the same text (AMD EPYC,
-//! AVX2). A CPU on which candle's matmul picks other SIMD kernels could move a last digit; the
-//! most exposed numbers are merge-check's residuals, which sit at f32 rounding.
+//! AVX2 and AVX-512). The runs here use gemm for every matmul (`CKPTCHECK_MATMUL=gemm`): it sums
+//! each output in `k` order whatever SIMD width it picks, where the AVX-512 dot kernels
+//! (`model::dot`, only on such CPUs) sum 16 lanes apart and move last digits (a KL of 17.8339
+//! reads 17.8338); their numbers are checked against the goldens by the other tests. The most
+//! exposed numbers are merge-check's residuals, which sit at f32 rounding.
 
 use std::path::Path;
 
@@ -41,7 +44,7 @@ fn cli_in(tmp: Option<&Path>, args: &[&str]) -> String {
         noise.replace_all(&s, "[<1e-10]").into_owned()
     };
     let real: Vec<String> = args.iter().map(|a| expand(a)).collect();
-    let r = ckptcheck(&real.iter().map(String::as_str).collect::<Vec<_>>());
+    let r = ckptcheck_env(&real.iter().map(String::as_str).collect::<Vec<_>>(), &[("CKPTCHECK_MATMUL", "gemm")]);
     // `--- end` keeps the last newline (or its absence) in the comparison: insta trims the end.
     format!("$ ckptcheck {}\nexit code: {}\n--- stdout\n{}--- stderr\n{}--- end", args.join(" "), r.code, mask(&r.stdout), mask(&r.stderr))
 }

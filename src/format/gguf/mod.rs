@@ -177,7 +177,7 @@ mod test_writer {
             self.infos.extend(ty.to_le_bytes());
             self.infos.extend((self.data.len() as u64).to_le_bytes());
             self.data.extend((0..n).map(|i| i as u8));
-            while self.data.len() % 32 != 0 {
+            while !self.data.len().is_multiple_of(32) {
                 self.data.push(0);
             }
             self.n_tensors += 1;
@@ -190,7 +190,7 @@ mod test_writer {
             b.extend(self.n_kv.to_le_bytes());
             b.extend(&self.kv);
             b.extend(&self.infos);
-            while b.len() % 32 != 0 {
+            while !b.len().is_multiple_of(32) {
                 b.push(0);
             }
             b.extend(&self.data);

@@ -194,7 +194,7 @@ impl PackedRows for Bnb4Rows {
                 scale = self.absmax.get(scale_block);
             }
             let byte = q[j / 2];
-            let c = if j % 2 == 0 { byte >> 4 } else { byte & 0xF };
+            let c = if j.is_multiple_of(2) { byte >> 4 } else { byte & 0xF };
             *x = self.code[c as usize] * scale;
         }
     }
