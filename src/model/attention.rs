@@ -1,11 +1,16 @@
 //! Attention on the CPU in f32, in blocks with an online softmax (FlashAttention's recurrence):
 //! memory is linear in sequence length (one `Q_BLOCK × K_BLOCK` score tile per task, never
-//! `heads × T × T`), every thread works, and the two matmuls of each tile run in `gemm`.
+//! `heads × T × T`), every thread works. The two matmuls of each tile run in a register-tile
+//! kernel of our own (`bcast`: 6 rows × 64 columns, 24 AVX-512 accumulators, the rows' values
+//! broadcast) on CPUs with AVX-512F — the keys are transposed once per call so both products read
+//! contiguous rows — and in `gemm` elsewhere (or under `CKPTCHECK_MATMUL=gemm`).
 //!
 //! Layout follows the projections: queries `[n, heads · head_dim]`, keys and values
 //! `[t, kv_heads · head_dim]` (a KV cache grows by appending rows), output like the queries.
 
 use rayon::prelude::*;
+
+use super::vmath;
 
 /// Queries per task.
 const Q_BLOCK: usize = 128;
@@ -50,6 +55,9 @@ pub fn attend(s: &AttnShape, q: &[f32], n: usize, k: &[f32], v: &[f32], past: us
     let rep = s.heads / s.kv_heads.max(1);
     let blocks = n.div_ceil(Q_BLOCK);
     let dst = Out(out.as_mut_ptr());
+    let fast = super::dot::available();
+    // kt[(g · hd + d) · t + j] = k[j · kw + g · hd + d]: a score tile's keys side by side.
+    let kt = if fast { transpose_keys(k, t, s.kv_heads, hd) } else { Vec::new() };
     (0..s.heads * blocks).into_par_iter().for_each(|task| {
         let (h, b) = (task / blocks, task % blocks);
         let g = h / rep.max(1);
@@ -69,29 +77,49 @@ pub fn attend(s: &AttnShape, q: &[f32], n: usize, k: &[f32], v: &[f32], past: us
             // Without a softcap the scale rides on the matmul (S = scale · Q·Kᵀ); with one it must
             // come before the tanh.
             let beta = if s.softcap.is_some() { 1.0 } else { s.scale };
-            // SAFETY: S[bq, bk] = β · Q[i0.., h] · K[j0.., g]ᵀ; strides index inside q, k and sc.
-            unsafe {
-                gemm::gemm(
-                    bq,
-                    bk,
-                    hd,
-                    sc.as_mut_ptr(),
-                    1,
-                    bk as isize,
-                    false,
-                    q.as_ptr().add(i0 * qw + h * hd),
-                    1,
-                    qw as isize,
-                    k.as_ptr().add(j0 * kw + g * hd),
-                    kw as isize,
-                    1,
-                    0.0,
-                    beta,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
+            if fast {
+                // SAFETY: S[bq, bk] = β · Q[i0.., h] · Kᵀ[g, .., j0..]; rows of q, kt and sc.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    bcast::gemm(
+                        bq,
+                        bk,
+                        hd,
+                        q.as_ptr().add(i0 * qw + h * hd),
+                        qw,
+                        kt.as_ptr().add(g * hd * t + j0),
+                        t,
+                        sc.as_mut_ptr(),
+                        bk,
+                        beta,
+                        false,
+                    )
+                };
+            } else {
+                // SAFETY: S[bq, bk] = β · Q[i0.., h] · K[j0.., g]ᵀ; strides index inside q, k and sc.
+                unsafe {
+                    gemm::gemm(
+                        bq,
+                        bk,
+                        hd,
+                        sc.as_mut_ptr(),
+                        1,
+                        bk as isize,
+                        false,
+                        q.as_ptr().add(i0 * qw + h * hd),
+                        1,
+                        qw as isize,
+                        k.as_ptr().add(j0 * kw + g * hd),
+                        kw as isize,
+                        1,
+                        0.0,
+                        beta,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
             }
             for (r, row) in sc.chunks_exact_mut(bk).enumerate() {
                 // The keys this query sees form one run of the tile: causal on the right, the
@@ -110,36 +138,44 @@ pub fn attend(s: &AttnShape, q: &[f32], n: usize, k: &[f32], v: &[f32], past: us
                 }
                 let mx = m[r].max(max_of(seen));
                 let corr = (m[r] - mx).exp();
-                let sum = exp_shifted_sum(seen, mx);
+                let sum = vmath::exp_shifted_sum(seen, mx);
                 l[r] = l[r] * corr + sum;
                 m[r] = mx;
                 if corr != 1.0 {
                     acc[r * hd..(r + 1) * hd].iter_mut().for_each(|a| *a *= corr);
                 }
             }
-            // SAFETY: acc[bq, hd] += P[bq, bk] · V[j0.., g]; strides index inside sc, v and acc.
-            unsafe {
-                gemm::gemm(
-                    bq,
-                    hd,
-                    bk,
-                    acc.as_mut_ptr(),
-                    1,
-                    hd as isize,
-                    true,
-                    sc.as_ptr(),
-                    1,
-                    bk as isize,
-                    v.as_ptr().add(j0 * kw + g * hd),
-                    1,
-                    kw as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
+            if fast {
+                // SAFETY: acc[bq, hd] += P[bq, bk] · V[j0.., g]; rows of sc, v and acc.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    bcast::gemm(bq, hd, bk, sc.as_ptr(), bk, v.as_ptr().add(j0 * kw + g * hd), kw, acc.as_mut_ptr(), hd, 1.0, true)
+                };
+            } else {
+                // SAFETY: acc[bq, hd] += P[bq, bk] · V[j0.., g]; strides index inside sc, v and acc.
+                unsafe {
+                    gemm::gemm(
+                        bq,
+                        hd,
+                        bk,
+                        acc.as_mut_ptr(),
+                        1,
+                        hd as isize,
+                        true,
+                        sc.as_ptr(),
+                        1,
+                        bk as isize,
+                        v.as_ptr().add(j0 * kw + g * hd),
+                        1,
+                        kw as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
             }
             j0 += bk;
         }
@@ -154,6 +190,148 @@ pub fn attend(s: &AttnShape, q: &[f32], n: usize, k: &[f32], v: &[f32], past: us
     });
 }
 
+/// `k` `[t, kv_heads · hd]` as `[kv_heads · hd, t]`, in blocks of 64 keys (each block's `hd`
+/// output rows stay in L1), the blocks in parallel.
+fn transpose_keys(k: &[f32], t: usize, kv_heads: usize, hd: usize) -> Vec<f32> {
+    const KEYS: usize = 64;
+    let kw = kv_heads * hd;
+    let mut kt = vec![0f32; kw * t];
+    let dst = Out(kt.as_mut_ptr());
+    let chunks = t.div_ceil(KEYS);
+    (0..kv_heads * chunks).into_par_iter().for_each(|task| {
+        let (g, j0) = (task / chunks, task % chunks * KEYS);
+        for j in j0..(j0 + KEYS).min(t) {
+            for d in 0..hd {
+                // SAFETY: (g · hd + d) · t + j < kw · t; each (g, key block) task writes its own
+                // columns j0..j0 + 64 of rows g · hd.. only.
+                unsafe { *dst.at((g * hd + d) * t + j) = k[j * kw + g * hd + d] };
+            }
+        }
+    });
+    kt
+}
+
+#[cfg(target_arch = "x86_64")]
+mod bcast {
+    //! `C = α · A·B (+ C)` for row-major f32 operands with row strides, as a register tile of 6
+    //! rows of A × 64 columns of B: each step loads one 64-wide row of B (4 vectors), broadcasts
+    //! 6 values of A and adds 24 products into 24 accumulators. Column tails use masked loads and
+    //! stores (nothing past a row is read or written); sums run in `d` order, as in gemm.
+    use std::arch::x86_64::*;
+
+    const ROWS: usize = 6;
+    const COLS: usize = 64;
+
+    /// `C[r, c] = α · Σ_d A[r, d] · B[d, c]`, plus the old `C[r, c]` when `add`, for `r < m`,
+    /// `c < n`, `d < kd`.
+    ///
+    /// # Safety
+    /// `dot::available()`; `a` valid for `m` rows of `kd` values at stride `lda`, `b` for `kd`
+    /// rows of `n` at `ldb`, `c` for `m` rows of `n` at `ldc`, and `c` not aliased meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm(
+        m: usize,
+        n: usize,
+        kd: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        alpha: f32,
+        add: bool,
+    ) {
+        let op = Op { kd, lda, ldb, ldc, alpha, add };
+        for c0 in (0..n).step_by(COLS) {
+            let nc = COLS.min(n - c0);
+            for r0 in (0..m).step_by(ROWS) {
+                let nr = ROWS.min(m - r0);
+                // SAFETY: rows r0..r0 + nr and columns c0..c0 + nc are inside the operands.
+                unsafe {
+                    let (a, b, c) = (a.add(r0 * lda), b.add(c0), c.add(r0 * ldc + c0));
+                    match nr {
+                        6 => cols::<6>(&op, nc, a, b, c),
+                        5 => cols::<5>(&op, nc, a, b, c),
+                        4 => cols::<4>(&op, nc, a, b, c),
+                        3 => cols::<3>(&op, nc, a, b, c),
+                        2 => cols::<2>(&op, nc, a, b, c),
+                        _ => cols::<1>(&op, nc, a, b, c),
+                    }
+                }
+            }
+        }
+    }
+
+    struct Op {
+        kd: usize,
+        lda: usize,
+        ldb: usize,
+        ldc: usize,
+        alpha: f32,
+        add: bool,
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn cols<const R: usize>(op: &Op, nc: usize, a: *const f32, b: *const f32, c: *mut f32) {
+        // SAFETY: the caller's bounds; `nc` columns, 1..=64.
+        unsafe {
+            match nc.div_ceil(16) {
+                4 => tile::<R, 4>(op, nc, a, b, c),
+                3 => tile::<R, 3>(op, nc, a, b, c),
+                2 => tile::<R, 2>(op, nc, a, b, c),
+                _ => tile::<R, 1>(op, nc, a, b, c),
+            }
+        }
+    }
+
+    /// `R` rows × `V` vectors of 16 columns, the last one masked to `nc`.
+    #[target_feature(enable = "avx512f")]
+    // Index loops over the register arrays: constant trip counts LLVM unrolls into registers.
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn tile<const R: usize, const V: usize>(op: &Op, nc: usize, a: *const f32, b: *const f32, c: *mut f32) {
+        // nc − (V − 1) · 16 is 1..=16 columns.
+        let tail = ((1u32 << (nc - (V - 1) * 16)) - 1) as __mmask16;
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        for d in 0..op.kd {
+            let mut bv = [_mm512_setzero_ps(); V];
+            for v in 0..V {
+                // SAFETY: row d of B has nc ≥ v · 16 (+ the masked tail) columns here.
+                bv[v] = unsafe {
+                    let p = b.add(d * op.ldb + v * 16);
+                    if v + 1 == V {
+                        _mm512_maskz_loadu_ps(tail, p)
+                    } else {
+                        _mm512_loadu_ps(p)
+                    }
+                };
+            }
+            for r in 0..R {
+                // SAFETY: A[r, d] exists (r < R rows, d < kd).
+                let av = _mm512_set1_ps(unsafe { *a.add(r * op.lda + d) });
+                for v in 0..V {
+                    acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+                }
+            }
+        }
+        let alpha = _mm512_set1_ps(op.alpha);
+        for r in 0..R {
+            for v in 0..V {
+                let m = if v + 1 == V { tail } else { 0xffff };
+                // SAFETY: C[r, v · 16..] inside the nc columns (masked), owned by the caller.
+                unsafe {
+                    let p = c.add(r * op.ldc + v * 16);
+                    let mut o = _mm512_mul_ps(acc[r][v], alpha);
+                    if op.add {
+                        o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(m, p));
+                    }
+                    _mm512_mask_storeu_ps(p, m, o);
+                }
+            }
+        }
+    }
+}
+
 /// The largest element, NaN ignored (as `f32::max` does), in lanes the compiler vectorises.
 fn max_of(x: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 8];
@@ -165,80 +343,6 @@ fn max_of(x: &[f32]) -> f32 {
         }
     }
     lanes.into_iter().fold(tail, f32::max)
-}
-
-/// `x ← exp(x − shift)` in place; returns the sum. AVX2 + FMA when the CPU has them (detected
-/// once at run time), else the scalar `f32::exp`. NaN stays NaN.
-fn exp_shifted_sum(x: &mut [f32], shift: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the features the function is compiled for were just detected.
-        return unsafe { vexp::exp_shifted_sum_avx2(x, shift) };
-    }
-    exp_shifted_sum_scalar(x, shift)
-}
-
-fn exp_shifted_sum_scalar(x: &mut [f32], shift: f32) -> f32 {
-    let mut sum = 0f32;
-    for v in x.iter_mut() {
-        *v = (*v - shift).exp();
-        sum += *v;
-    }
-    sum
-}
-
-#[cfg(target_arch = "x86_64")]
-mod vexp {
-    //! exp in eight lanes: Cephes' `expf` (range reduction by ln 2 in two parts, a degree-5
-    //! polynomial, the exponent added as integer bits); within 2 ulp of the C library on the
-    //! range the softmax uses (x ≤ 0).
-    use std::arch::x86_64::*;
-
-    /// # Safety
-    /// The CPU must have AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn exp_shifted_sum_avx2(x: &mut [f32], shift: f32) -> f32 {
-        let mut sum = _mm256_setzero_ps();
-        let s = _mm256_set1_ps(shift);
-        let mut chunks = x.chunks_exact_mut(8);
-        for c in &mut chunks {
-            // SAFETY: `c` is 8 floats; unaligned loads and stores.
-            let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
-            let e = exp8(_mm256_sub_ps(v, s));
-            unsafe { _mm256_storeu_ps(c.as_mut_ptr(), e) };
-            sum = _mm256_add_ps(sum, e);
-        }
-        let mut lanes = [0f32; 8];
-        // SAFETY: `lanes` is 8 floats.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
-        let mut total = lanes.iter().sum::<f32>();
-        for v in chunks.into_remainder() {
-            *v = (*v - shift).exp();
-            total += *v;
-        }
-        total
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    fn exp8(x: __m256) -> __m256 {
-        // Clamp so 2^n stays a normal float; `min(bound, x)` keeps a NaN `x` (it returns the
-        // second operand when either is NaN).
-        let x = _mm256_min_ps(_mm256_set1_ps(88.376_26), x);
-        let x = _mm256_max_ps(_mm256_set1_ps(-87.336_54), x);
-        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-            x,
-            _mm256_set1_ps(std::f32::consts::LOG2_E),
-        ));
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-        }
-        let y = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
-        let pow2 = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
-        _mm256_mul_ps(y, _mm256_castsi256_ps(pow2))
-    }
 }
 
 /// Rotate-half rope in place on the first `rotary_dim` of each head of `x` `[n, heads ·
@@ -301,41 +405,24 @@ mod tests {
     /// of the blocks), with GQA, a cache offset, a sliding window and a softcap.
     #[test]
     fn blocked_matches_naive() {
-        for (n, past, window, softcap) in
-            [(70, 0, None, None), (5, 300, None, None), (300, 20, Some(100), Some(20.0)), (1, 600, Some(50), None)]
-        {
-            let s = AttnShape { heads: 4, kv_heads: 2, head_dim: 8, scale: 0.35, softcap, window };
+        for (n, past, window, softcap, hd) in [
+            (70, 0, None, None, 8),
+            (5, 300, None, None, 8),
+            (300, 20, Some(100), Some(20.0), 8),
+            (1, 600, Some(50), None, 8),
+            (141, 3, None, None, 64),
+            (37, 290, Some(200), None, 80),
+            (9, 0, None, None, 128),
+        ] {
+            let s = AttnShape { heads: 4, kv_heads: 2, head_dim: hd, scale: 0.35 / (hd as f32 / 8.0).sqrt(), softcap, window };
             let t = past + n;
-            let (q, k, v) = (data(n * 32, 1), data(t * 16, 2), data(t * 16, 3));
-            let mut out = vec![0f32; n * 32];
+            let (q, k, v) = (data(n * 4 * hd, 1), data(t * 2 * hd, 2), data(t * 2 * hd, 3));
+            let mut out = vec![0f32; n * 4 * hd];
             attend(&s, &q, n, &k, &v, past, &mut out);
             let want = naive(&s, &q, n, &k, &v, past);
             let worst = out.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(worst < 1e-4, "n={n} past={past} window={window:?}: worst {worst}");
         }
-    }
-
-    /// The vector exp agrees with the C library's to 2 ulp across the softmax's range, keeps NaN,
-    /// and its sum covers the tail that does not fill a lane.
-    #[test]
-    fn vector_exp_matches_libm() {
-        let xs: Vec<f32> = (0..10_007).map(|i| -95.0 + i as f32 * 0.0095).chain([0.0, -0.0, 3.5]).collect();
-        let mut got = xs.clone();
-        let sum = exp_shifted_sum(&mut got, 0.5);
-        let mut want = xs.clone();
-        let want_sum = exp_shifted_sum_scalar(&mut want, 0.5);
-        for ((g, w), x) in got.iter().zip(&want).zip(&xs) {
-            if *w < 1e-37 {
-                assert!(*g < 1e-37, "exp({x} - 0.5) = {g}, want {w}");
-                continue;
-            }
-            let ulp = (g.to_bits() as i64 - w.to_bits() as i64).abs();
-            assert!(ulp <= 2, "exp({x} - 0.5) = {g}, want {w} ({ulp} ulp)");
-        }
-        assert!((sum - want_sum).abs() <= 1e-5 * want_sum, "{sum} vs {want_sum}");
-        let mut nan = vec![0.0, f32::NAN, -1.0, 2.0, 0.5, -3.0, 1.0, 0.0, f32::NAN];
-        assert!(exp_shifted_sum(&mut nan, 0.0).is_nan());
-        assert!(nan[1].is_nan() && nan[8].is_nan() && (nan[2] - (-1f32).exp()).abs() < 1e-7);
     }
 
     /// A NaN score reaches the output (a NaN checkpoint must show as NaN, not as a quiet 0).

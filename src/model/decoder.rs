@@ -567,6 +567,11 @@ impl Model {
                 (y.narrow(1, 0, i)?, y.narrow(1, i, i)?)
             }
         };
+        if self.spec.activation == Activation::Silu {
+            if let Some(h) = silu_mul_cpu(&g, &u)? {
+                return m.down.forward(&h);
+            }
+        }
         let g = match self.spec.activation {
             Activation::Silu => candle_nn::ops::silu(&g)?,
             Activation::GeluTanh => g.gelu()?,
@@ -819,6 +824,24 @@ pub fn route(logits: &[Vec<f32>], k: usize, norm: bool) -> Vec<Vec<(usize, f32)>
 /// Additive causal mask `[n, past + n]` for `n` new queries after `past` cached positions: 0 where
 /// key ≤ query (and within `window` when sliding), −∞ elsewhere. transformers' sliding overlay
 /// keeps keys with `query − key < window`.
+/// `silu(g) · u` in one pass (`vmath::silu_mul`) when both are contiguous f32 on the CPU and the
+/// vector path runs; `None` sends the caller to candle's ops.
+fn silu_mul_cpu(g: &Tensor, u: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    if g.dtype() != candle_core::DType::F32 || u.dtype() != candle_core::DType::F32 || g.shape() != u.shape() {
+        return Ok(None);
+    }
+    let (gs, gl) = g.storage_and_layout();
+    let (us, ul) = u.storage_and_layout();
+    let out = match (&*gs, &*us, gl.contiguous_offsets(), ul.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(gc), candle_core::Storage::Cpu(uc), Some((ga, gb)), Some((ua, ub))) => {
+            super::vmath::silu_mul(&gc.as_slice::<f32>()?[ga..gb], &uc.as_slice::<f32>()?[ua..ub])
+        }
+        _ => None,
+    };
+    drop((gs, us));
+    out.map(|v| Tensor::from_vec(v, g.shape(), g.device())).transpose()
+}
+
 fn mask(past: usize, n: usize, window: Option<usize>, device: &Device) -> candle_core::Result<Tensor> {
     let t = past + n;
     let v: Vec<f32> = (0..n)

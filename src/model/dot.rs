@@ -21,7 +21,9 @@ pub const F16: u8 = 1;
 pub const BF16: u8 = 2;
 
 /// Whether this CPU runs the kernels here (`native` asks before every matmul; the check is a
-/// cached load). `CKPTCHECK_MATMUL=gemm` turns them off, for A/B measurements in one binary.
+/// cached load). `CKPTCHECK_MATMUL=gemm` turns them off, for A/B measurements in one binary, and
+/// with them every other AVX-512 path that asks here (attention's tiles, `vmath`'s exp and
+/// fused silu): the portable engine, summing as it did before these kernels.
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

@@ -9,6 +9,7 @@ pub mod native;
 pub mod quant;
 pub mod rope;
 pub mod splice;
+pub mod vmath;
 pub mod weights;
 
 use candle_core::{DType, Device};
