@@ -90,10 +90,11 @@ def hf_worker(model_dir: str, ids_file: str, threads: int, repeat: int) -> None:
     load_s = time.perf_counter() - t0
     times = []
     with torch.inference_mode():
-        model(ids)  # warm-up (includes torch's own initialisation)
+        model(ids, logits_to_keep=1)  # warm-up (includes torch's own initialisation)
         for _ in range(repeat):
             t = time.perf_counter()
-            logits = model(ids).logits
+            # logits for the positions llama-perplexity scores (pos >= n/2), as bench-forward does
+            logits = model(ids, logits_to_keep=ids.shape[1] - ids.shape[1] // 2).logits
             times.append(time.perf_counter() - t)
     n = ids.shape[1]
     print(json.dumps({"load_s": round(load_s, 3), "times_s": [round(t, 4) for t in times],

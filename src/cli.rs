@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// Timed passes (after one untimed warm-up).
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
+    /// Logits for every position; by default only for positions ≥ tokens / 2, the half that
+    /// `llama-perplexity` (and its `--kl-divergence`) scores, so both tools do the same work.
+    #[arg(long)]
+    pub all_logits: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[arg(long)]

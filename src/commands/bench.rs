@@ -1,7 +1,8 @@
 //! `ckptcheck bench-forward MODEL` (hidden): the engine's teacher-forced forward throughput on
 //! one checkpoint, for `bench/run.py` to set beside llama.cpp and transformers in one run. Token
-//! ids are a fixed pseudo-random sequence; logits are computed for every position (in chunks),
-//! as `llama-perplexity` does.
+//! ids are a fixed pseudo-random sequence; logits are computed (in chunks) for the positions
+//! `llama-perplexity` scores, the second half of the sequence (it asks its batch for logits at
+//! `pos ≥ n_ctx / 2` only), or for every position with `--all-logits`.
 
 use std::time::Instant;
 
@@ -18,6 +19,8 @@ use crate::output::Printer;
 struct BenchResult {
     model: String,
     tokens: usize,
+    /// Positions whose logits each pass computes (the last ones).
+    logit_positions: usize,
     threads: usize,
     load_seconds: f64,
     /// Wall seconds of each timed forward pass.
@@ -50,7 +53,8 @@ pub fn run(args: &BenchArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         let t = Instant::now();
         let b = m.begin(&[&ids], None)?;
         let h = m.finish(b, None)?;
-        for a in (0..ids.len()).step_by(LOGIT_ROWS) {
+        let from = if args.all_logits { 0 } else { ids.len() / 2 };
+        for a in (from..ids.len()).step_by(LOGIT_ROWS) {
             let n = LOGIT_ROWS.min(ids.len() - a);
             m.logits(&h.narrow(0, a, n)?)?;
         }
@@ -64,6 +68,7 @@ pub fn run(args: &BenchArgs, printer: &Printer) -> anyhow::Result<Outcome> {
     let result = BenchResult {
         model: args.model.display().to_string(),
         tokens: ids.len(),
+        logit_positions: if args.all_logits { ids.len() } else { ids.len() - ids.len() / 2 },
         threads: rayon::current_num_threads(),
         load_seconds,
         tokens_per_s: n / sorted[0],

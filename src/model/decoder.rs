@@ -110,8 +110,9 @@ fn cerr(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
 }
 
 /// Rows the MLP (and the norms around it) process at once: bounds the `[rows, intermediate]`
-/// activations of a long sequence (row-wise ops, so chunking changes no number).
-const MLP_ROWS: usize = 2048;
+/// activations of a long sequence (row-wise ops, so chunking changes no number) and keeps them
+/// in cache (512 × 2816 f32 is 5.8 MB; 2048 rows measured slower at 4096 tokens).
+const MLP_ROWS: usize = 512;
 
 /// One sequence's rows in a batch: `len` rows from `start`, at positions `past..past + len`.
 #[derive(Debug, Clone, Copy)]
