@@ -135,19 +135,28 @@ mod vexp {
         }
     }
 
+    /// Clamp bounds that keep 2^n a normal float.
+    const EXP_HI: f32 = 88.376_26;
+    const EXP_LO: f32 = -87.336_54;
+    /// ln 2 in two parts (high part exact in few bits, so n · LN2_HI is exact).
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    /// The degree-5 polynomial's coefficients, highest first.
+    const POLY: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
+
     /// `exp8`'s steps in 16 lanes (the same constants, so the same value in every lane).
     #[target_feature(enable = "avx512f")]
     fn exp16(x: __m512) -> __m512 {
-        let x = _mm512_min_ps(_mm512_set1_ps(88.376_26), x);
-        let x = _mm512_max_ps(_mm512_set1_ps(-87.336_54), x);
+        let x = _mm512_min_ps(_mm512_set1_ps(EXP_HI), x);
+        let x = _mm512_max_ps(_mm512_set1_ps(EXP_LO), x);
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
             x,
             _mm512_set1_ps(std::f32::consts::LOG2_E),
         ));
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+        let mut p = _mm512_set1_ps(POLY[0]);
+        for c in POLY[1..].iter().copied() {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
         let y = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
@@ -159,16 +168,16 @@ mod vexp {
     fn exp8(x: __m256) -> __m256 {
         // Clamp so 2^n stays a normal float; `min(bound, x)` keeps a NaN `x` (it returns the
         // second operand when either is NaN).
-        let x = _mm256_min_ps(_mm256_set1_ps(88.376_26), x);
-        let x = _mm256_max_ps(_mm256_set1_ps(-87.336_54), x);
+        let x = _mm256_min_ps(_mm256_set1_ps(EXP_HI), x);
+        let x = _mm256_max_ps(_mm256_set1_ps(EXP_LO), x);
         let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
             x,
             _mm256_set1_ps(std::f32::consts::LOG2_E),
         ));
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+        let mut p = _mm256_set1_ps(POLY[0]);
+        for c in POLY[1..].iter().copied() {
             p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
         }
         let y = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
