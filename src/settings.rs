@@ -35,13 +35,17 @@ pub enum DeviceChoice {
 /// `--gguf-matmul`: how a GGUF's quantized linear layers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GgufMatmul {
-    /// Dequantize every weight to the compute dtype: closest to llama.cpp (measured, see
-    /// model/gguf_weights.rs), 4–8× the memory of the file.
+    /// Exactly on the dequantized values, f32 activations (the engine decodes blocks a tile at a
+    /// time; other devices and dtypes hold a dense copy, 4–8× the memory of the file).
     Dense,
-    /// Multiply on the quantized blocks (candle `QMatMul`): the file's memory, further from
-    /// llama.cpp.
+    /// On the quantized blocks with activations quantized as ggml does (llama.cpp's arithmetic):
+    /// the engine's own kernels for Q4_K / Q6_K on AVX-512 VNNI CPUs, candle's `QMatMul` for the
+    /// other types (further from llama.cpp than dense, measured).
     Quantized,
-    /// Dense when two models of this size fit in a quarter of the available memory, else quantized.
+    /// The native engine (f32, CPU): llama.cpp's arithmetic for Q4_K / Q6_K where the CPU has the
+    /// kernels (nearer llama.cpp's logits, and faster), dense for the rest. Other devices and
+    /// dtypes: dense when two models of this size fit in a quarter of the available memory,
+    /// else quantized.
     #[default]
     Auto,
 }

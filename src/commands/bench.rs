@@ -22,6 +22,10 @@ struct BenchResult {
     /// Positions whose logits each pass computes (the last ones).
     logit_positions: usize,
     threads: usize,
+    /// `--gguf-matmul` as given, and whether this CPU has the kernels its `auto` / `quantized`
+    /// use for Q4_K / Q6_K (llama.cpp's integer arithmetic).
+    gguf_matmul: String,
+    llama_arithmetic_kernels: bool,
     load_seconds: f64,
     /// Wall seconds of each timed forward pass.
     seconds: Vec<f64>,
@@ -70,6 +74,8 @@ pub fn run(args: &BenchArgs, printer: &Printer) -> anyhow::Result<Outcome> {
         tokens: ids.len(),
         logit_positions: if args.all_logits { ids.len() } else { ids.len() - ids.len() / 2 },
         threads: rayon::current_num_threads(),
+        gguf_matmul: settings.gguf_matmul.to_string(),
+        llama_arithmetic_kernels: model::qdot::available(),
         load_seconds,
         tokens_per_s: n / sorted[0],
         median_tokens_per_s: n / sorted[sorted.len() / 2],

@@ -34,6 +34,9 @@ pub struct GgufWeights<'a> {
     unpermute_qk: bool,
     /// Multiply on quantized blocks (`QMatMul`) instead of dense dequantized weights.
     quantized_matmul: bool,
+    /// Q4_K / Q6_K linear layers in llama.cpp's integer arithmetic (`model::qdot`), where the
+    /// CPU has the kernels; implied by `quantized_matmul`.
+    llama_arithmetic: bool,
     n_head: usize,
     n_head_kv: usize,
     /// Gemma: the converter stores norm weights as `1 + w`; the decoder adds the 1 itself.
@@ -74,6 +77,7 @@ impl<'a> GgufWeights<'a> {
             // Granite's converter is LlamaModel's, permutation included.
             unpermute_qk: arch == "llama" || arch == "granite",
             quantized_matmul: false,
+            llama_arithmetic: false,
             n_head,
             n_head_kv,
             gemma: arch.starts_with("gemma"),
@@ -84,12 +88,23 @@ impl<'a> GgufWeights<'a> {
     /// The same reading (architecture, head counts for the Q/K row permutation) over a GGUF LoRA
     /// adapter of this base, whose tensors are named by HF weight name + `.lora_a` / `.lora_b`.
     pub fn adapter(&self, adapter: &'a GgufFile) -> GgufWeights<'a> {
-        GgufWeights { file: adapter, quantized_matmul: false, ..*self }
+        GgufWeights { file: adapter, quantized_matmul: false, llama_arithmetic: false, ..*self }
     }
 
-    /// Keep linear layers as quantized blocks (less memory, further from llama.cpp; see above).
+    /// Keep linear layers as quantized blocks and quantize their inputs as ggml does: Q4_K and
+    /// Q6_K by the engine's own kernels where the CPU has them (`with_llama_arithmetic`), every
+    /// other quantized type by candle's `QMatMul` (further from llama.cpp; see above).
     pub fn with_quantized_matmul(mut self, on: bool) -> Self {
         self.quantized_matmul = on;
+        self.llama_arithmetic = on;
+        self
+    }
+
+    /// Q4_K and Q6_K linear layers in llama.cpp's integer arithmetic (`model::qdot`: inputs
+    /// quantized to Q8_K, blocks read in place) on the native engine where the CPU has AVX-512
+    /// VNNI; every other layer as before.
+    pub fn with_llama_arithmetic(mut self, on: bool) -> Self {
+        self.llama_arithmetic = on;
         self
     }
 
@@ -294,6 +309,15 @@ impl WeightSource for GgufWeights<'_> {
         let bias = if bias { Some(self.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
         // Quantized blocks stay quantized (f32 activations); dense and own-dequantized types run
         // as the engine's dense linear in the requested dtype.
+        // The engine's own kernels in llama.cpp's arithmetic where it has them (Q4_K, Q6_K on
+        // AVX-512 VNNI CPUs), blocks read in place.
+        if self.llama_arithmetic && super::weights::native_engine(dtype, device) {
+            if let Some(weight) = self.native(&name)?.map(|m| m.with_llama_arithmetic(true)) {
+                if weight.uses_llama_arithmetic() {
+                    return Ok(Box::new(NativeLinear { weight, bias }));
+                }
+            }
+        }
         if self.quantized_matmul && t.ggml_type.is_quantized() && dtype == DType::F32 {
             if let Some(q) = self.qtensor(&name, t, expert, device)? {
                 let w = QMatMul::from_qtensor(q).map_err(|e| self.err(&name, e.to_string()))?;

@@ -6,6 +6,7 @@ pub mod decoder;
 pub mod dot;
 pub mod gguf_weights;
 pub mod native;
+pub mod qdot;
 pub mod quant;
 pub mod rope;
 pub mod splice;
@@ -139,8 +140,7 @@ fn gguf_source<'a>(
         ComputeDtype::Auto => DType::F32,
         other => fixed_dtype(other),
     };
-    let quantized = resolve_gguf_matmul(gguf_matmul, file, dt, device) == GgufMatmul::Quantized;
-    Ok((gguf_weights::GgufWeights::new(file)?.with_quantized_matmul(quantized), dt))
+    Ok((gguf_weights_with(file, gguf_matmul, dt, device)?, dt))
 }
 
 /// The tensors (HF names, sorted) the decoder loads from `ckpt`.
@@ -247,15 +247,14 @@ fn available_memory() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Resolves `Auto` for a file: `Dense` when the native engine runs (f32 on the CPU: blocks are
-/// decoded a tile at a time, so dense costs no memory); otherwise dense only when two dense
-/// copies take at most a quarter of the available memory.
+/// Resolves `Auto` for a file: on the native engine (f32 on the CPU: blocks are decoded a tile
+/// at a time, so dense costs no memory) `Auto` stays `Auto`, which `gguf_weights_with` reads as
+/// llama.cpp's integer arithmetic for Q4_K / Q6_K where the CPU has the kernels and exact
+/// dequantized values for the rest; otherwise dense only when two dense copies take at most a
+/// quarter of the available memory.
 pub fn resolve_gguf_matmul(mode: GgufMatmul, file: &crate::format::gguf::GgufFile, dtype: DType, device: &Device) -> GgufMatmul {
-    if mode != GgufMatmul::Auto {
+    if mode != GgufMatmul::Auto || weights::native_engine(dtype, device) {
         return mode;
-    }
-    if weights::native_engine(dtype, device) {
-        return GgufMatmul::Dense;
     }
     let dense: u64 = file.header.tensors.iter().map(|t| t.numel().saturating_mul(dtype.size_in_bytes() as u64)).sum();
     match available_memory() {
@@ -264,16 +263,29 @@ pub fn resolve_gguf_matmul(mode: GgufMatmul, file: &crate::format::gguf::GgufFil
     }
 }
 
+/// A GGUF's weight source for a matmul mode (`Auto` resolved as `resolve_gguf_matmul` says).
+fn gguf_weights_with<'a>(
+    file: &'a crate::format::gguf::GgufFile,
+    mode: GgufMatmul,
+    dtype: DType,
+    device: &Device,
+) -> Result<gguf_weights::GgufWeights<'a>> {
+    let w = gguf_weights::GgufWeights::new(file)?;
+    Ok(match resolve_gguf_matmul(mode, file, dtype, device) {
+        GgufMatmul::Quantized => w.with_quantized_matmul(true),
+        GgufMatmul::Auto => w.with_llama_arithmetic(true),
+        GgufMatmul::Dense => w,
+    })
+}
+
 pub fn load_gguf(file: &crate::format::gguf::GgufFile, device: &Device, dtype: DType) -> Result<Model> {
     load_gguf_with(file, device, dtype, GgufMatmul::Dense)
 }
 
 /// Loads a GGUF file: architecture from its metadata, weights from its blocks, with the given
-/// matmul mode (`Auto` resolved against available memory).
+/// matmul mode (`Auto` resolved as `resolve_gguf_matmul` says).
 pub fn load_gguf_with(file: &crate::format::gguf::GgufFile, device: &Device, dtype: DType, mode: GgufMatmul) -> Result<Model> {
-    let quantized = resolve_gguf_matmul(mode, file, dtype, device) == GgufMatmul::Quantized;
-    let w = gguf_weights::GgufWeights::new(file)?.with_quantized_matmul(quantized);
-    Model::load(gguf_spec(file)?, &w, device, dtype)
+    Model::load(gguf_spec(file)?, &gguf_weights_with(file, mode, dtype, device)?, device, dtype)
 }
 
 /// The architecture a GGUF's metadata describes (with llama.cpp's rope divisors).

@@ -194,6 +194,8 @@ pub struct NativeMatrix {
     cols: usize,
     /// Logical row `r` is stored at row `row_map[r]` (llama.cpp's Q/K permutation, undone here).
     row_map: Option<Arc<[u32]>>,
+    /// Multiply in llama.cpp's integer arithmetic where a kernel exists (`with_llama_arithmetic`).
+    llama_arithmetic: bool,
 }
 
 /// Rows decoded per tile: about 4 MiB of f32, so a tile stays in cache while gemm packs it.
@@ -217,6 +219,8 @@ const DOT_INPUT_ROWS: usize = 512;
 thread_local! {
     /// The calling thread's decoded panel (`matmul_t_dot`, encodings the kernels do not read).
     static PANEL_BUF: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The calling thread's panel of block scales (`matmul_t_q8`).
+    static SCALES_BUF: std::cell::RefCell<Vec<super::qdot::BlockScales>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// y's address, shared by the units of `matmul_t_dot` (each writes its own elements).
@@ -340,12 +344,12 @@ impl NativeMatrix {
         if want != Some(data.bytes().len()) {
             return Err(what(format!("{} bytes stored, {rows}×{cols} in {codec:?} needs {}", data.bytes().len(), rows * row_bytes)));
         }
-        Ok(NativeMatrix { store: Store::Rows { data, codec, row_bytes }, rows, cols, row_map: None })
+        Ok(NativeMatrix { store: Store::Rows { data, codec, row_bytes }, rows, cols, row_map: None, llama_arithmetic: false })
     }
 
     /// A packed matrix its scheme decodes (`PackedRows`).
     pub fn packed(rows: usize, cols: usize, packed: Arc<dyn PackedRows>) -> NativeMatrix {
-        NativeMatrix { store: Store::Packed(packed), rows, cols, row_map: None }
+        NativeMatrix { store: Store::Packed(packed), rows, cols, row_map: None, llama_arithmetic: false }
     }
 
     /// Reads logical row `r` from stored row `map[r]` (`map` must be a permutation of `0..rows`).
@@ -353,6 +357,31 @@ impl NativeMatrix {
         debug_assert_eq!(map.len(), self.rows);
         self.row_map = Some(map.into());
         self
+    }
+
+    /// Multiply as llama.cpp does where this CPU has the kernel (`qdot`: Q4_K and Q6_K rows,
+    /// inputs quantized to Q8_K), instead of exactly on the dequantized values; other encodings
+    /// and CPUs are unaffected.
+    pub fn with_llama_arithmetic(mut self, on: bool) -> NativeMatrix {
+        self.llama_arithmetic = on;
+        self
+    }
+
+    /// The `qdot` encoding `matmul_t` multiplies this matrix in, if any.
+    fn int8_codec(&self) -> Option<u8> {
+        if !self.llama_arithmetic || !super::qdot::available() {
+            return None;
+        }
+        match &self.store {
+            Store::Rows { codec: RowCodec::Ggml(GgmlType::Q4_K), .. } => Some(super::qdot::Q4K),
+            Store::Rows { codec: RowCodec::Ggml(GgmlType::Q6_K), .. } => Some(super::qdot::Q6K),
+            _ => None,
+        }
+    }
+
+    /// Whether `matmul_t` runs in llama.cpp's integer arithmetic (see `with_llama_arithmetic`).
+    pub fn uses_llama_arithmetic(&self) -> bool {
+        self.int8_codec().is_some()
     }
 
     pub fn rows(&self) -> usize {
@@ -452,6 +481,10 @@ impl NativeMatrix {
     /// On a CPU with AVX-512F the weight rows are multiplied where they are (`dot`); elsewhere
     /// through gemm.
     pub fn matmul_t(&self, x: &[f32], t: usize) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(q) = self.int8_codec() {
+            return self.matmul_t_q8(q, x, t);
+        }
         if super::dot::available() {
             return self.matmul_t_dot(x, t);
         }
@@ -472,29 +505,11 @@ impl NativeMatrix {
     /// the thread's panel buffer first (once per panel, not once per input row).
     fn matmul_t_dot(&self, x: &[f32], t: usize) -> Vec<f32> {
         use super::dot;
-        let (n, k) = (self.rows, self.cols);
+        let k = self.cols;
         debug_assert_eq!(x.len(), t * k);
-        if t == 0 || n == 0 {
-            return vec![0f32; t * n];
-        }
-        let mut y: Vec<f32> = Vec::with_capacity(t * n);
-        let yp = SendPtr(y.as_mut_ptr());
-        let panels = n.div_ceil(DOT_PANEL);
-        // At least 4 units per thread; where there are fewer panels (a k/v projection on many
-        // cores) the input rows are split too, and each part decodes its panel again.
-        // Past DOT_INPUT_ROWS input rows the inputs are cut into parts as well, taken part-major,
-        // so a part's inputs stay in cache while every panel passes by (without it each panel
-        // streams all of x from memory: 16 MiB at 4096 × 1024).
-        let parts = (4 * rayon::current_num_threads()).div_ceil(panels).min(t.div_ceil(dot::TILE_INPUTS));
-        let part_len = t.div_ceil(parts).next_multiple_of(dot::TILE_INPUTS).min(DOT_INPUT_ROWS.next_multiple_of(dot::TILE_INPUTS));
-        let parts = t.div_ceil(part_len);
-        (0..panels * parts).into_par_iter().for_each(|u| {
-            let (r0, j0) = (u % panels * DOT_PANEL, u / panels * part_len);
-            let (rows, m) = (DOT_PANEL.min(n - r0), part_len.min(t - j0));
+        self.in_units(t, dot::TILE_INPUTS, |r0, rows, j0, m, yb| {
             let xs = &x[j0 * k..(j0 + m) * k];
-            // SAFETY: y has capacity t × n; this unit alone writes rows j0..j0+m, columns
-            // r0..r0+rows of it.
-            let yb = unsafe { yp.get().add(j0 * n + r0) };
+            let n = self.rows;
             let mut ptrs = [std::ptr::null::<u8>(); DOT_PANEL];
             match &self.store {
                 Store::Rows { data, codec: codec @ (RowCodec::F32 | RowCodec::Bf16 | RowCodec::F16), row_bytes } => {
@@ -502,7 +517,7 @@ impl NativeMatrix {
                         *p = data.bytes()[self.stored_row(r0 + i) * row_bytes..].as_ptr();
                     }
                     // SAFETY: dot::available(); each pointer starts a whole stored row of k
-                    // values (`new` checked the byte count); y as above.
+                    // values (`new` checked the byte count); y is the unit's (`in_units`).
                     unsafe {
                         match codec {
                             RowCodec::F32 => dot::block::<{ dot::F32 }>(&ptrs[..rows], xs, m, k, yb, n),
@@ -525,6 +540,70 @@ impl NativeMatrix {
                     unsafe { dot::block::<{ dot::F32 }>(&ptrs[..rows], xs, m, k, yb, n) };
                 }),
             }
+        })
+    }
+
+    /// `matmul_t` in llama.cpp's integer arithmetic (`qdot`: the inputs quantized to Q8_K once,
+    /// the Q4_K / Q6_K rows read where they are); `qdot::available()` must be true and the
+    /// matrix one `int8_codec` admits.
+    #[cfg(target_arch = "x86_64")]
+    fn matmul_t_q8(&self, q: u8, x: &[f32], t: usize) -> Vec<f32> {
+        use super::qdot;
+        let k = self.cols;
+        let Store::Rows { data, row_bytes, .. } = &self.store else { unreachable!("int8_codec admits stored rows only") };
+        let xq = qdot::quantize(x, t, k);
+        let nb = xq.blocks();
+        self.in_units(t, qdot::TILE_INPUTS, |r0, rows, j0, m, yb| {
+            let mut ptrs = [std::ptr::null::<u8>(); DOT_PANEL];
+            for (i, p) in ptrs[..rows].iter_mut().enumerate() {
+                *p = data.bytes()[self.stored_row(r0 + i) * row_bytes..].as_ptr();
+            }
+            SCALES_BUF.with(|b| {
+                let mut b = b.borrow_mut();
+                b.resize(DOT_PANEL * nb, qdot::BlockScales::default());
+                for i in 0..rows {
+                    let s = self.stored_row(r0 + i) * row_bytes;
+                    qdot::row_scales(q, &data.bytes()[s..s + row_bytes], &mut b[i * nb..(i + 1) * nb]);
+                }
+                // SAFETY: qdot::available(); each pointer starts a whole stored row of nb blocks
+                // (`new` checked the byte count); y is the unit's (`in_units`).
+                unsafe {
+                    match q {
+                        qdot::Q4K => qdot::block::<{ qdot::Q4K }>(&ptrs[..rows], &b, &xq, j0, m, yb, self.rows),
+                        _ => qdot::block::<{ qdot::Q6K }>(&ptrs[..rows], &b, &xq, j0, m, yb, self.rows),
+                    }
+                }
+            })
+        })
+    }
+
+    /// Runs `unit(r0, rows, j0, m, y)` over panels of `DOT_PANEL` weight rows × parts of the
+    /// `t` input rows (a multiple of `tile_inputs` long), in parallel, each writing
+    /// `y[j0..j0 + m, r0..r0 + rows]` (row stride `self.rows`) through the pointer it is given
+    /// (element (j0, r0)); returns y, `[t, rows]`, every element written by exactly one unit.
+    fn in_units(&self, t: usize, tile_inputs: usize, unit: impl Fn(usize, usize, usize, usize, *mut f32) + Sync) -> Vec<f32> {
+        let n = self.rows;
+        if t == 0 || n == 0 {
+            return vec![0f32; t * n];
+        }
+        let mut y: Vec<f32> = Vec::with_capacity(t * n);
+        let yp = SendPtr(y.as_mut_ptr());
+        let panels = n.div_ceil(DOT_PANEL);
+        // At least 4 units per thread; where there are fewer panels (a k/v projection on many
+        // cores) the input rows are split too, and each part decodes its panel again.
+        // Past DOT_INPUT_ROWS input rows the inputs are cut into parts as well, taken part-major,
+        // so a part's inputs stay in cache while every panel passes by (without it each panel
+        // streams all of x from memory: 16 MiB at 4096 × 1024).
+        let parts = (4 * rayon::current_num_threads()).div_ceil(panels).min(t.div_ceil(tile_inputs));
+        let part_len = t.div_ceil(parts).next_multiple_of(tile_inputs).min(DOT_INPUT_ROWS.next_multiple_of(tile_inputs));
+        let parts = t.div_ceil(part_len);
+        (0..panels * parts).into_par_iter().for_each(|u| {
+            let (r0, j0) = (u % panels * DOT_PANEL, u / panels * part_len);
+            let (rows, m) = (DOT_PANEL.min(n - r0), part_len.min(t - j0));
+            // SAFETY: y has capacity t × n; this unit alone writes rows j0..j0+m, columns
+            // r0..r0+rows of it.
+            let yb = unsafe { yp.get().add(j0 * n + r0) };
+            unit(r0, rows, j0, m, yb);
         });
         // SAFETY: the units cover every row and every column of y.
         unsafe { y.set_len(t * n) };
