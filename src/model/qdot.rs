@@ -1,8 +1,9 @@
 //! `y = x·Wᵀ` for Q4_K and Q6_K weight rows in llama.cpp's own integer arithmetic: each input row
 //! is quantized to Q8_K (blocks of 256 int8 with one f32 scale and sums of every 16, ggml's
-//! `quantize_row_q8_K_ref`), the 4- or 6-bit weights are multiplied with those int8 in 16-bit
-//! pair sums (`vpmaddubsw`), the sub-block scales applied in the same step that widens to 32 bits
-//! (`vpdpwssd`), and each super-block's sum is scaled in f32 by `d_weight · d_input`, with the
+//! `quantize_row_q8_K_ref`), the 4- or 6-bit weights are multiplied with those int8 four at a
+//! time (`vpdpbusd`), packed to 16 bits and scaled by the sub-block scales in the step that
+//! widens back to 32 bits (`vpdpwssd`), and each super-block's sum is scaled in f32 by
+//! `d_weight · d_input`, with the
 //! weight minimum (Q4_K) or the −32 offset (Q6_K) subtracted through the input's 16-value sums:
 //! the terms ggml's `vec_dot_q4_K_q8_K` / `vec_dot_q6_K_q8_K` compute, only summed in another
 //! order. The weights are read where they are stored (nibbles widened in registers); nothing is
@@ -15,6 +16,8 @@
 pub const QK: usize = 256;
 /// Input rows of one register tile (one weight row each).
 pub const TILE_INPUTS: usize = 12;
+/// Super-blocks of k one pass of the tiles covers (see `block`).
+const SPAN_BLOCKS: usize = 8;
 
 /// The weight encodings the kernels read (a const parameter, one inner loop each).
 pub const Q4K: u8 = 0;
@@ -231,19 +234,24 @@ pub fn row_scales(q: u8, row: &[u8], out: &mut [BlockScales]) {
 pub unsafe fn block<const Q: u8>(w: &[*const u8], scales: &[BlockScales], x: &Q8K, j0: usize, t: usize, y: *mut f32, ys: usize) {
     let nb = x.blocks();
     assert!(scales.len() >= w.len() * nb && x.d.len() >= (j0 + t) * nb, "qdot::block: scales or inputs too short");
-    for jt in (0..t).step_by(TILE_INPUTS) {
-        let nj = TILE_INPUTS.min(t - jt);
-        for (i, &wr) in w.iter().enumerate() {
-            let (sr, yr) = (&scales[i * nb..(i + 1) * nb], unsafe { y.add(jt * ys + i) });
-            // SAFETY: as the caller promised, for row i and inputs j0+jt..j0+jt+nj.
-            unsafe { tile_n::<Q>(wr, sr, x, j0 + jt, nj, yr, ys) }
+    // Along k in spans of ≤ SPAN_BLOCKS blocks, so the tile's inputs (12 × 2 KiB per span) stay
+    // in L1 while every row passes; the spans after the first add to y.
+    for b0 in (0..nb).step_by(SPAN_BLOCKS) {
+        let bn = SPAN_BLOCKS.min(nb - b0);
+        for jt in (0..t).step_by(TILE_INPUTS) {
+            let nj = TILE_INPUTS.min(t - jt);
+            for (i, &wr) in w.iter().enumerate() {
+                let (sr, yr) = (&scales[i * nb + b0..i * nb + b0 + bn], unsafe { y.add(jt * ys + i) });
+                // SAFETY: as the caller promised, for row i and inputs j0+jt..j0+jt+nj.
+                unsafe { tile_n::<Q>(wr, sr, x, (j0 + jt, b0), nj, yr, ys) }
+            }
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile_n<const Q: u8>(w: *const u8, s: &[BlockScales], x: &Q8K, j: usize, n: usize, y: *mut f32, ys: usize) {
+unsafe fn tile_n<const Q: u8>(w: *const u8, s: &[BlockScales], x: &Q8K, j: (usize, usize), n: usize, y: *mut f32, ys: usize) {
     unsafe {
         match n {
             12 => tile::<Q, 12>(w, s, x, j, y, ys),
@@ -328,7 +336,7 @@ unsafe fn dpwssd(
 unsafe fn block_step<const Q: u8>(
     acc: &mut std::arch::x86_64::__m512,
     wv: &[std::arch::x86_64::__m512i; 4],
-    sv: &[std::arch::x86_64::__m512i; 4],
+    sv: &[std::arch::x86_64::__m512i; 2],
     (off, ioff, dw): (std::arch::x86_64::__m512, std::arch::x86_64::__m512i, std::arch::x86_64::__m512),
     q8: *const i8,
     dx: f32,
@@ -337,11 +345,13 @@ unsafe fn block_step<const Q: u8>(
 ) {
     use std::arch::x86_64::*;
     unsafe {
-        let mut isum = _mm512_madd_epi16(_mm512_maddubs_epi16(wv[0], _mm512_loadu_si512(q8 as *const __m512i)), sv[0]);
-        for g in 1..4 {
-            let p = _mm512_maddubs_epi16(wv[g], _mm512_loadu_si512(q8.add(64 * g) as *const __m512i));
-            isum = dpwssd(isum, p, sv[g]);
-        }
+        // Four products per 32-bit lane (lane l of group g: values 64g + 4l..4l+4, 16-value
+        // sub-block 4g + l/4), packed to 16 bits in pairs of groups (|sum| ≤ 4·63·127 fits),
+        // then scaled and widened in one vpdpwssd per pair (`sv`'s layout matches the pack's).
+        let z = _mm512_setzero_si512();
+        let d: [__m512i; 4] = std::array::from_fn(|g| _mm512_dpbusd_epi32(z, wv[g], _mm512_loadu_si512(q8.add(64 * g) as *const __m512i)));
+        let mut isum = _mm512_madd_epi16(_mm512_packs_epi32(d[0], d[1]), sv[0]);
+        isum = dpwssd(isum, _mm512_packs_epi32(d[2], d[3]), sv[1]);
         if Q == Q6K {
             // Lane i: −32 · sc[i] · bsums[i] (the bsums' sign-extension bits meet the zero high
             // halves of ioff).
@@ -354,18 +364,20 @@ unsafe fn block_step<const Q: u8>(
     }
 }
 
-/// A register tile: one weight row × `N` (≤ `TILE_INPUTS`) input rows, one f32 accumulator of 16
-/// lanes per input, reduced at the end. The inputs are written out one by one (a macro) so the
+/// A register tile: one weight row × `N` (≤ `TILE_INPUTS`) input rows over the blocks b0.. that
+/// `s` holds the scales of, one f32 accumulator of 16 lanes per input, reduced at the end into
+/// y (added when b0 > 0). The inputs are written out one by one (a macro) so the
 /// accumulators stay in registers: as a loop, LLVM kept them on the stack.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile<const Q: u8, const N: usize>(w: *const u8, s: &[BlockScales], x: &Q8K, j: usize, y: *mut f32, ys: usize) {
+unsafe fn tile<const Q: u8, const N: usize>(w: *const u8, s: &[BlockScales], x: &Q8K, (j, b0): (usize, usize), y: *mut f32, ys: usize) {
     use std::arch::x86_64::*;
     const { assert!(N <= TILE_INPUTS) };
     let (k, nb) = (x.k, x.blocks());
-    // vpermw indices: int16 lane i of group g takes scale 4g + i/8 (16 values = 8 pair sums).
-    let idx: [__m512i; 4] = std::array::from_fn(|g| {
-        let v: [i16; 32] = std::array::from_fn(|i| (4 * g + i / 8) as i16);
+    // vpermw indices for the packed pairs of groups (g, g+1): int16 i comes from 128-bit lane
+    // L = i/8 of group g (i % 8 < 4) or g + 1, whose sub-block is 4g + L or 4g + 4 + L.
+    let idx: [__m512i; 2] = std::array::from_fn(|h| {
+        let v: [i16; 32] = std::array::from_fn(|i| (8 * h + i / 8 + if i % 8 < 4 { 0 } else { 4 }) as i16);
         // SAFETY: 64 bytes read from a 64-byte array.
         unsafe { _mm512_loadu_si512(v.as_ptr() as *const __m512i) }
     });
@@ -373,10 +385,10 @@ unsafe fn tile<const Q: u8, const N: usize>(w: *const u8, s: &[BlockScales], x: 
     unsafe {
         let (xq, xd, xb, xs) =
             (x.qs.as_ptr().add(j * k), x.d.as_ptr().add(j * nb), x.bsums.as_ptr().add(j * nb * 16), x.sums.as_ptr().add(j * nb * 16));
-        for (b, bs) in s.iter().enumerate().take(nb) {
+        for (b, bs) in s.iter().enumerate().map(|(i, bs)| (b0 + i, bs)) {
             let wv = weights::<Q>(w.add(b * block_bytes(Q)));
             let s_all = _mm512_castsi256_si512(_mm256_loadu_si256(bs.s.as_ptr() as *const __m256i));
-            let sv: [__m512i; 4] = std::array::from_fn(|g| _mm512_permutexvar_epi16(idx[g], s_all));
+            let sv: [__m512i; 2] = std::array::from_fn(|h| _mm512_permutexvar_epi16(idx[h], s_all));
             let scales = (_mm512_loadu_ps(bs.off.as_ptr()), _mm512_loadu_si512(bs.ioff.as_ptr() as *const __m512i), _mm512_set1_ps(bs.d));
             macro_rules! inputs {
                 ($($c:literal)*) => {$(
@@ -389,7 +401,8 @@ unsafe fn tile<const Q: u8, const N: usize>(w: *const u8, s: &[BlockScales], x: 
             inputs!(0 1 2 3 4 5 6 7 8 9 10 11);
         }
         for (c, a) in acc.iter().enumerate().take(N) {
-            *y.add(c * ys) = _mm512_reduce_add_ps(*a);
+            let v = _mm512_reduce_add_ps(*a);
+            *y.add(c * ys) = if b0 == 0 { v } else { *y.add(c * ys) + v };
         }
     }
 }
@@ -544,7 +557,7 @@ mod tests {
         }
         let mut rng = Rng(11);
         for q in [Q4K, Q6K] {
-            let (rows, nb, t) = (5, 3, 27);
+            let (rows, nb, t) = (5, SPAN_BLOCKS + 3, 27);
             let k = nb * QK;
             let w = random_blocks(q, rows, nb, &mut rng);
             let x: Vec<f32> = (0..t * k).map(|_| rng.unit()).collect();
