@@ -84,7 +84,7 @@ pub struct EngineArgs {
     pub dtype: ComputeDtype,
     /// How a GGUF's quantized layers run: dense (exactly on the dequantized values, f32
     /// activations), quantized (activations quantized as ggml does, every quantized type), auto
-    /// (llama.cpp's integer arithmetic for Q4_K/Q6_K on AVX-512 VNNI CPUs, dense for the rest).
+    /// (llama.cpp's integer arithmetic for Q4_K/Q5_K/Q6_K on AVX-512 VNNI CPUs, dense for the rest).
     #[arg(long, default_value = "auto")]
     pub gguf_matmul: GgufMatmul,
     /// Compute device: auto (CUDA when built with `--features cuda` and a GPU is present), cpu,

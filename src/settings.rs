@@ -39,10 +39,10 @@ pub enum GgufMatmul {
     /// time; other devices and dtypes hold a dense copy, 4–8× the memory of the file).
     Dense,
     /// On the quantized blocks with activations quantized as ggml does (llama.cpp's arithmetic):
-    /// the engine's own kernels for Q4_K / Q6_K on AVX-512 VNNI CPUs, candle's `QMatMul` for the
+    /// the engine's own kernels for Q4_K / Q5_K / Q6_K on AVX-512 VNNI CPUs, candle's `QMatMul` for the
     /// other types (further from llama.cpp than dense, measured).
     Quantized,
-    /// The native engine (f32, CPU): llama.cpp's arithmetic for Q4_K / Q6_K where the CPU has the
+    /// The native engine (f32, CPU): llama.cpp's arithmetic for Q4_K / Q5_K / Q6_K where the CPU has the
     /// kernels (nearer llama.cpp's logits, and faster), dense for the rest. Other devices and
     /// dtypes: dense when two models of this size fit in a quarter of the available memory,
     /// else quantized.

@@ -23,7 +23,7 @@ struct BenchResult {
     logit_positions: usize,
     threads: usize,
     /// `--gguf-matmul` as given, and whether this CPU has the kernels its `auto` / `quantized`
-    /// use for Q4_K / Q6_K (llama.cpp's integer arithmetic).
+    /// use for Q4_K / Q5_K / Q6_K (llama.cpp's integer arithmetic).
     gguf_matmul: String,
     llama_arithmetic_kernels: bool,
     load_seconds: f64,

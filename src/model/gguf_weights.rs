@@ -34,7 +34,7 @@ pub struct GgufWeights<'a> {
     unpermute_qk: bool,
     /// Multiply on quantized blocks (`QMatMul`) instead of dense dequantized weights.
     quantized_matmul: bool,
-    /// Q4_K / Q6_K linear layers in llama.cpp's integer arithmetic (`model::qdot`), where the
+    /// Q4_K / Q5_K / Q6_K linear layers in llama.cpp's integer arithmetic (`model::qdot`), where the
     /// CPU has the kernels; implied by `quantized_matmul`.
     llama_arithmetic: bool,
     n_head: usize,
@@ -91,8 +91,8 @@ impl<'a> GgufWeights<'a> {
         GgufWeights { file: adapter, quantized_matmul: false, llama_arithmetic: false, ..*self }
     }
 
-    /// Keep linear layers as quantized blocks and quantize their inputs as ggml does: Q4_K and
-    /// Q6_K by the engine's own kernels where the CPU has them (`with_llama_arithmetic`), every
+    /// Keep linear layers as quantized blocks and quantize their inputs as ggml does: Q4_K, Q5_K
+    /// and Q6_K by the engine's own kernels where the CPU has them (`with_llama_arithmetic`), every
     /// other quantized type by candle's `QMatMul` (further from llama.cpp; see above).
     pub fn with_quantized_matmul(mut self, on: bool) -> Self {
         self.quantized_matmul = on;
@@ -100,7 +100,7 @@ impl<'a> GgufWeights<'a> {
         self
     }
 
-    /// Q4_K and Q6_K linear layers in llama.cpp's integer arithmetic (`model::qdot`: inputs
+    /// Q4_K, Q5_K and Q6_K linear layers in llama.cpp's integer arithmetic (`model::qdot`: inputs
     /// quantized to Q8_K, blocks read in place) on the native engine where the CPU has AVX-512
     /// VNNI; every other layer as before.
     pub fn with_llama_arithmetic(mut self, on: bool) -> Self {
@@ -309,7 +309,7 @@ impl WeightSource for GgufWeights<'_> {
         let bias = if bias { Some(self.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
         // Quantized blocks stay quantized (f32 activations); dense and own-dequantized types run
         // as the engine's dense linear in the requested dtype.
-        // The engine's own kernels in llama.cpp's arithmetic where it has them (Q4_K, Q6_K on
+        // The engine's own kernels in llama.cpp's arithmetic where it has them (Q4_K, Q5_K, Q6_K on
         // AVX-512 VNNI CPUs), blocks read in place.
         if self.llama_arithmetic && super::weights::native_engine(dtype, device) {
             if let Some(weight) = self.native(&name)?.map(|m| m.with_llama_arithmetic(true)) {

@@ -249,7 +249,7 @@ fn available_memory() -> Option<u64> {
 
 /// Resolves `Auto` for a file: on the native engine (f32 on the CPU: blocks are decoded a tile
 /// at a time, so dense costs no memory) `Auto` stays `Auto`, which `gguf_weights_with` reads as
-/// llama.cpp's integer arithmetic for Q4_K / Q6_K where the CPU has the kernels and exact
+/// llama.cpp's integer arithmetic for Q4_K / Q5_K / Q6_K where the CPU has the kernels and exact
 /// dequantized values for the rest; otherwise dense only when two dense copies take at most a
 /// quarter of the available memory.
 pub fn resolve_gguf_matmul(mode: GgufMatmul, file: &crate::format::gguf::GgufFile, dtype: DType, device: &Device) -> GgufMatmul {

@@ -359,7 +359,7 @@ impl NativeMatrix {
         self
     }
 
-    /// Multiply as llama.cpp does where this CPU has the kernel (`qdot`: Q4_K and Q6_K rows,
+    /// Multiply as llama.cpp does where this CPU has the kernel (`qdot`: Q4_K, Q5_K and Q6_K rows,
     /// inputs quantized to Q8_K), instead of exactly on the dequantized values; other encodings
     /// and CPUs are unaffected.
     pub fn with_llama_arithmetic(mut self, on: bool) -> NativeMatrix {
@@ -374,6 +374,7 @@ impl NativeMatrix {
         }
         match &self.store {
             Store::Rows { codec: RowCodec::Ggml(GgmlType::Q4_K), .. } => Some(super::qdot::Q4K),
+            Store::Rows { codec: RowCodec::Ggml(GgmlType::Q5_K), .. } => Some(super::qdot::Q5K),
             Store::Rows { codec: RowCodec::Ggml(GgmlType::Q6_K), .. } => Some(super::qdot::Q6K),
             _ => None,
         }
@@ -544,7 +545,7 @@ impl NativeMatrix {
     }
 
     /// `matmul_t` in llama.cpp's integer arithmetic (`qdot`: the inputs quantized to Q8_K once,
-    /// the Q4_K / Q6_K rows read where they are); `qdot::available()` must be true and the
+    /// the Q4_K / Q5_K / Q6_K rows read where they are); `qdot::available()` must be true and the
     /// matrix one `int8_codec` admits.
     #[cfg(target_arch = "x86_64")]
     fn matmul_t_q8(&self, q: u8, x: &[f32], t: usize) -> Vec<f32> {
@@ -570,6 +571,7 @@ impl NativeMatrix {
                 unsafe {
                     match q {
                         qdot::Q4K => qdot::block::<{ qdot::Q4K }>(&ptrs[..rows], &b, &xq, j0, m, yb, self.rows),
+                        qdot::Q5K => qdot::block::<{ qdot::Q5K }>(&ptrs[..rows], &b, &xq, j0, m, yb, self.rows),
                         _ => qdot::block::<{ qdot::Q6K }>(&ptrs[..rows], &b, &xq, j0, m, yb, self.rows),
                     }
                 }

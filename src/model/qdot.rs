@@ -1,15 +1,15 @@
-//! `y = x·Wᵀ` for Q4_K and Q6_K weight rows in llama.cpp's own integer arithmetic: each input row
+//! `y = x·Wᵀ` for Q4_K, Q5_K and Q6_K weight rows in llama.cpp's own integer arithmetic: each input row
 //! is quantized to Q8_K (blocks of 256 int8 with one f32 scale and sums of every 16, ggml's
-//! `quantize_row_q8_K_ref`), the 4- or 6-bit weights are multiplied with those int8 four at a
+//! `quantize_row_q8_K_ref`), the 4-, 5- or 6-bit weights are multiplied with those int8 four at a
 //! time (`vpdpbusd`), packed to 16 bits and scaled by the sub-block scales in the step that
 //! widens back to 32 bits (`vpdpwssd`), and each super-block's sum is scaled in f32 by
 //! `d_weight · d_input`, with the
-//! weight minimum (Q4_K) or the −32 offset (Q6_K) subtracted through the input's 16-value sums:
-//! the terms ggml's `vec_dot_q4_K_q8_K` / `vec_dot_q6_K_q8_K` compute, only summed in another
+//! weight minimum (Q4_K, Q5_K) or the −32 offset (Q6_K) subtracted through the input's 16-value sums:
+//! the terms ggml's `vec_dot_q{4,5,6}_K_q8_K` compute, only summed in another
 //! order. The weights are read where they are stored (nibbles widened in registers); nothing is
 //! decoded to f32.
 //!
-//! This is *not* the exact dequantized matmul (`native`'s default): the inputs carry int8
+//! This is *not* the exact dequantized matmul (`--gguf-matmul dense`): the inputs carry int8
 //! rounding, as they do in llama.cpp. Only on x86-64 CPUs with AVX-512 BW and VNNI (`available`).
 
 /// Values per super-block (ggml's QK_K).
@@ -22,13 +22,14 @@ const SPAN_BLOCKS: usize = 8;
 /// The weight encodings the kernels read (a const parameter, one inner loop each).
 pub const Q4K: u8 = 0;
 pub const Q6K: u8 = 1;
+pub const Q5K: u8 = 2;
 
 /// Stored bytes of one super-block of encoding `Q`.
 pub const fn block_bytes(q: u8) -> usize {
-    if q == Q4K {
-        144
-    } else {
-        210
+    match q {
+        Q4K => 144,
+        Q5K => 176,
+        _ => 210,
     }
 }
 
@@ -201,7 +202,7 @@ fn q4k_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
 pub fn row_scales(q: u8, row: &[u8], out: &mut [BlockScales]) {
     let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
     for (blk, o) in row.chunks_exact(block_bytes(q)).zip(out.iter_mut()) {
-        if q == Q4K {
+        if q == Q4K || q == Q5K {
             let (d, dmin) = (f16(&blk[0..2]), f16(&blk[2..4]));
             for j in 0..8 {
                 let (sc, m) = q4k_scale_min(j, &blk[4..16]);
@@ -271,7 +272,7 @@ unsafe fn tile_n<const Q: u8>(w: *const u8, s: &[BlockScales], x: &Q8K, j: (usiz
 }
 
 /// One super-block's 256 weight values as unsigned bytes, in four vectors of 64 consecutive
-/// values (Q4_K: 0..15; Q6_K: 0..63, the −32 is the scales' `off`).
+/// values (Q4_K: 0..15; Q5_K: 0..31; Q6_K: 0..63, the −32 is the scales' `ioff`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
@@ -286,6 +287,25 @@ unsafe fn weights<const Q: u8>(blk: *const u8) -> [std::arch::x86_64::__m512i; 4
             std::array::from_fn(|g| {
                 let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(blk.add(16 + 32 * g) as *const __m256i));
                 _mm512_and_si512(_mm512_srlv_epi16(q, shift), lo4)
+            })
+        } else if Q == Q5K {
+            // As Q4_K (nibbles at byte 48), plus the fifth bit: qh byte l bit 2g is the top bit
+            // of value 64g + l, bit 2g + 1 that of 64g + 32 + l. 16-bit shifts move bit p of
+            // each byte to bit 4 (left by 4 − p, or right by p − 4, never across into the
+            // other byte's bit 4), per half of the vector.
+            let shift = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(4));
+            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(blk.add(16) as *const __m256i));
+            let bit4 = _mm512_set1_epi8(0x10);
+            let halves = |a: i16, b: i16| _mm512_inserti64x4::<1>(_mm512_set1_epi16(a), _mm256_set1_epi16(b));
+            let top = [
+                _mm512_sllv_epi16(qh, halves(4, 3)),
+                _mm512_sllv_epi16(qh, halves(2, 1)),
+                _mm512_srlv_epi16(qh, halves(0, 1)),
+                _mm512_srlv_epi16(qh, halves(2, 3)),
+            ];
+            std::array::from_fn(|g| {
+                let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(blk.add(48 + 32 * g) as *const __m256i));
+                _mm512_or_si512(_mm512_and_si512(_mm512_srlv_epi16(q, shift), lo4), _mm512_and_si512(top[g], bit4))
             })
         } else {
             // Half h (128 values): ql bytes l (l < 32) hold values l and l+64 (low, high nibble),
@@ -358,7 +378,7 @@ unsafe fn block_step<const Q: u8>(
             isum = dpwssd(isum, _mm512_loadu_si512(bsums as *const __m512i), ioff);
         }
         *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, _mm512_set1_ps(dx)), *acc);
-        if Q == Q4K {
+        if Q == Q4K || Q == Q5K {
             *acc = _mm512_fnmadd_ps(off, _mm512_loadu_ps(sums), *acc);
         }
     }
@@ -433,7 +453,7 @@ mod tests {
                 *b = rng.next() as u8;
             }
             let d = half::f16::from_f32(0.01 + 0.01 * rng.unit()).to_le_bytes();
-            if q == Q4K {
+            if q == Q4K || q == Q5K {
                 let dmin = half::f16::from_f32(0.005 * (1.0 + rng.unit())).to_le_bytes();
                 blk[0..2].copy_from_slice(&d);
                 blk[2..4].copy_from_slice(&dmin);
@@ -455,12 +475,16 @@ mod tests {
             let xq = &x.qs[j * x.k + b * QK..j * x.k + (b + 1) * QK];
             let dx = x.d[j * nb + b];
             let mut w = [0i32; QK];
-            let (d, mut isum, mut offsum) = if q == Q4K {
+            let (d, mut isum, mut offsum) = if q == Q4K || q == Q5K {
+                // ggml's dequantize_row_q4_K / _q5_K: nibbles of 32 bytes per 64 values, and for
+                // Q5_K bit 2g (low nibbles) / 2g + 1 (high) of qh[l] as 16.
+                let at = if q == Q4K { 16 } else { 48 };
                 for g in 0..4 {
                     for l in 0..32 {
-                        let byte = blk[16 + 32 * g + l];
-                        w[64 * g + l] = i32::from(byte & 0xF);
-                        w[64 * g + 32 + l] = i32::from(byte >> 4);
+                        let byte = blk[at + 32 * g + l];
+                        let (h1, h2) = if q == Q5K { ((blk[16 + l] >> (2 * g)) & 1, (blk[16 + l] >> (2 * g + 1)) & 1) } else { (0, 0) };
+                        w[64 * g + l] = i32::from(byte & 0xF) + 16 * i32::from(h1);
+                        w[64 * g + 32 + l] = i32::from(byte >> 4) + 16 * i32::from(h2);
                     }
                 }
                 (half::f16::from_le_bytes([blk[0], blk[1]]).to_f32(), 0i64, 0f64)
@@ -477,11 +501,11 @@ mod tests {
                 (half::f16::from_le_bytes([blk[208], blk[209]]).to_f32(), 0i64, 0f64)
             };
             for v in 0..QK {
-                let sc = if q == Q4K { i64::from(q4k_scale_min(v / 32, &blk[4..16]).0) } else { i64::from(blk[192 + v / 16] as i8) };
+                let sc = if q != Q6K { i64::from(q4k_scale_min(v / 32, &blk[4..16]).0) } else { i64::from(blk[192 + v / 16] as i8) };
                 isum += sc * i64::from(w[v]) * i64::from(xq[v]);
                 mag += f64::from(d * dx).abs() * (sc * i64::from(w[v]) * i64::from(xq[v])).abs() as f64;
             }
-            if q == Q4K {
+            if q != Q6K {
                 let dmin = half::f16::from_le_bytes([blk[2], blk[3]]).to_f32();
                 for sb in 0..8 {
                     let bsum: i32 = xq[32 * sb..32 * sb + 32].iter().map(|&v| i32::from(v)).sum();
@@ -556,7 +580,7 @@ mod tests {
             return;
         }
         let mut rng = Rng(11);
-        for q in [Q4K, Q6K] {
+        for q in [Q4K, Q5K, Q6K] {
             let (rows, nb, t) = (5, SPAN_BLOCKS + 3, 27);
             let k = nb * QK;
             let w = random_blocks(q, rows, nb, &mut rng);
@@ -574,6 +598,7 @@ mod tests {
             unsafe {
                 match q {
                     Q4K => block::<Q4K>(&ptrs, &scales, &xq, 1, t - 1, y.as_mut_ptr(), ys),
+                    Q5K => block::<Q5K>(&ptrs, &scales, &xq, 1, t - 1, y.as_mut_ptr(), ys),
                     _ => block::<Q6K>(&ptrs, &scales, &xq, 1, t - 1, y.as_mut_ptr(), ys),
                 }
             }
@@ -585,6 +610,7 @@ mod tests {
             unsafe {
                 match q {
                     Q4K => block::<Q4K>(&ptrs, &scales, &xqn, 0, 1, yn.as_mut_ptr(), rows),
+                    Q5K => block::<Q5K>(&ptrs, &scales, &xqn, 0, 1, yn.as_mut_ptr(), rows),
                     _ => block::<Q6K>(&ptrs, &scales, &xqn, 0, 1, yn.as_mut_ptr(), rows),
                 }
             }
