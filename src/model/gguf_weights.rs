@@ -307,27 +307,27 @@ impl WeightSource for GgufWeights<'_> {
         let name = format!("{prefix}.weight");
         let (t, expert) = self.locate(&name)?;
         let bias = if bias { Some(self.tensor(&format!("{prefix}.bias"), dtype, device)?) } else { None };
+        // The weight where it lies (native engine): in llama.cpp's arithmetic where the engine has
+        // kernels for its type (Q4_K, Q5_K, Q6_K on AVX-512 VNNI CPUs), first of all.
+        let native = if super::weights::native_engine(dtype, device) {
+            self.native(&name)?.map(|m| m.with_llama_arithmetic(self.llama_arithmetic))
+        } else {
+            None
+        };
+        let native = match native {
+            Some(weight) if weight.uses_llama_arithmetic() => return Ok(Box::new(NativeLinear { weight, bias })),
+            other => other,
+        };
         // Quantized blocks stay quantized (f32 activations); dense and own-dequantized types run
         // as the engine's dense linear in the requested dtype.
-        // The engine's own kernels in llama.cpp's arithmetic where it has them (Q4_K, Q5_K, Q6_K on
-        // AVX-512 VNNI CPUs), blocks read in place.
-        if self.llama_arithmetic && super::weights::native_engine(dtype, device) {
-            if let Some(weight) = self.native(&name)?.map(|m| m.with_llama_arithmetic(true)) {
-                if weight.uses_llama_arithmetic() {
-                    return Ok(Box::new(NativeLinear { weight, bias }));
-                }
-            }
-        }
         if self.quantized_matmul && t.ggml_type.is_quantized() && dtype == DType::F32 {
             if let Some(q) = self.qtensor(&name, t, expert, device)? {
                 let w = QMatMul::from_qtensor(q).map_err(|e| self.err(&name, e.to_string()))?;
                 return Ok(Box::new(QLinear { w, bias }));
             }
         }
-        if super::weights::native_engine(dtype, device) {
-            if let Some(weight) = self.native(&name)? {
-                return Ok(Box::new(NativeLinear { weight, bias }));
-            }
+        if let Some(weight) = native {
+            return Ok(Box::new(NativeLinear { weight, bias }));
         }
         Ok(Box::new(DenseLinear { weight: self.tensor(&name, dtype, device)?, bias }))
     }

@@ -568,13 +568,7 @@ impl NativeMatrix {
                 }
                 // SAFETY: qdot::available(); each pointer starts a whole stored row of nb blocks
                 // (`new` checked the byte count); y is the unit's (`in_units`).
-                unsafe {
-                    match q {
-                        qdot::Q4K => qdot::block::<{ qdot::Q4K }>(&ptrs[..rows], &b, &xq, j0, m, yb, self.rows),
-                        qdot::Q5K => qdot::block::<{ qdot::Q5K }>(&ptrs[..rows], &b, &xq, j0, m, yb, self.rows),
-                        _ => qdot::block::<{ qdot::Q6K }>(&ptrs[..rows], &b, &xq, j0, m, yb, self.rows),
-                    }
-                }
+                unsafe { qdot::block_of(q, &ptrs[..rows], &b, &xq, j0, m, yb, self.rows) }
             })
         })
     }
@@ -799,14 +793,7 @@ pub fn q8_0_into(bytes: &[u8], out: &mut [f32]) {
 /// fixed-size runs the compiler vectorises: the K-quant tiles of a Q4_K_M forward spent 8 % of
 /// its time in the scalar loops of `to_float`.
 pub fn q4k_into(bytes: &[u8], out: &mut [f32]) {
-    // ggml's `get_scale_min_k4`: 8 (scale, min) pairs of 6 bits packed into 12 bytes.
-    let scale_min = |j: usize, q: &[u8]| {
-        if j < 4 {
-            (q[j] & 63, q[j + 4] & 63)
-        } else {
-            ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
-        }
-    };
+    let scale_min = super::qdot::q4k_scale_min;
     for (block, o) in bytes.chunks_exact(144).zip(out.chunks_exact_mut(256)) {
         let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
         let dmin = half::f16::from_le_bytes([block[2], block[3]]).to_f32();

@@ -188,8 +188,9 @@ pub struct BlockScales {
     pub d: f32,
 }
 
-/// ggml's `get_scale_min_k4`: Q4_K's 8 (scale, min) pairs of 6 bits packed into 12 bytes.
-fn q4k_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
+/// ggml's `get_scale_min_k4`: Q4_K's (and Q5_K's) 8 (scale, min) pairs of 6 bits packed into 12
+/// bytes (also `native`'s Q4_K row decoder).
+pub(crate) fn q4k_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
@@ -246,6 +247,23 @@ pub unsafe fn block<const Q: u8>(w: &[*const u8], scales: &[BlockScales], x: &Q8
                 // SAFETY: as the caller promised, for row i and inputs j0+jt..j0+jt+nj.
                 unsafe { tile_n::<Q>(wr, sr, x, (j0 + jt, b0), nj, yr, ys) }
             }
+        }
+    }
+}
+
+/// `block` for the encoding `q` names at run time (`Q4K`, `Q5K`, `Q6K`).
+///
+/// # Safety
+/// As `block`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn block_of(q: u8, w: &[*const u8], scales: &[BlockScales], x: &Q8K, j0: usize, t: usize, y: *mut f32, ys: usize) {
+    // SAFETY: the caller's promise, passed on.
+    unsafe {
+        match q {
+            Q4K => block::<Q4K>(w, scales, x, j0, t, y, ys),
+            Q5K => block::<Q5K>(w, scales, x, j0, t, y, ys),
+            _ => block::<Q6K>(w, scales, x, j0, t, y, ys),
         }
     }
 }
@@ -595,25 +613,13 @@ mod tests {
             // Inputs 1..t of xq (an offset j0), into y with a row stride larger than `rows`.
             let ys = rows + 3;
             let mut y = vec![f32::NAN; (t - 1) * ys];
-            unsafe {
-                match q {
-                    Q4K => block::<Q4K>(&ptrs, &scales, &xq, 1, t - 1, y.as_mut_ptr(), ys),
-                    Q5K => block::<Q5K>(&ptrs, &scales, &xq, 1, t - 1, y.as_mut_ptr(), ys),
-                    _ => block::<Q6K>(&ptrs, &scales, &xq, 1, t - 1, y.as_mut_ptr(), ys),
-                }
-            }
+            unsafe { block_of(q, &ptrs, &scales, &xq, 1, t - 1, y.as_mut_ptr(), ys) }
             // A NaN input row gives NaN outputs (not whatever its rounding would make).
             let mut xn = x[..k].to_vec();
             xn[5] = f32::NAN;
             let xqn = quantize(&xn, 1, k);
             let mut yn = vec![0f32; rows];
-            unsafe {
-                match q {
-                    Q4K => block::<Q4K>(&ptrs, &scales, &xqn, 0, 1, yn.as_mut_ptr(), rows),
-                    Q5K => block::<Q5K>(&ptrs, &scales, &xqn, 0, 1, yn.as_mut_ptr(), rows),
-                    _ => block::<Q6K>(&ptrs, &scales, &xqn, 0, 1, yn.as_mut_ptr(), rows),
-                }
-            }
+            unsafe { block_of(q, &ptrs, &scales, &xqn, 0, 1, yn.as_mut_ptr(), rows) }
             assert!(yn.iter().all(|v| v.is_nan()), "{yn:?}");
             for j in 0..t - 1 {
                 for r in 0..rows {
